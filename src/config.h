@@ -1,0 +1,121 @@
+/*
+ * config.h - the daemon's configuration: built-in defaults, then the JSON file
+ * (--config), then the environment (CREWSTREAM_API_KEY, CREWSTREAM_JWT_SECRET),
+ * then command-line flags. Unknown keys and wrong types are refused with the
+ * key's path in the message ("store.ring_events: expected an integer >= 1").
+ * docs/configuration.md lists every key; conf/crewstream.json shows them all.
+ */
+#ifndef CS_CONFIG_H
+#define CS_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+/* Token scopes, a bit each. */
+#define CS_SCOPE_READ    0x1u
+#define CS_SCOPE_RESPOND 0x2u
+#define CS_SCOPE_PUBLISH 0x4u
+#define CS_SCOPE_ADMIN   0x8u
+#define CS_SCOPE_ALL     0xfu
+
+/** One static bearer token: only its SHA-256 is kept, whether the file gave "sha256" or "token". */
+typedef struct cs_token_conf {
+    char *name;
+    unsigned char sha256[32];
+    unsigned scopes;
+    char **executions; /* ids or fnmatch(3) globs; "*" = all */
+    size_t n_executions;
+} cs_token_conf_t;
+
+typedef struct cs_config {
+    /* "listen": "HOST:PORT"; IPv6 as "[::1]:8000". */
+    char *listen;
+    char *listen_host;
+    uint16_t listen_port;
+
+    /* "ingest" */
+    char *ingest_socket;  /* default: cs_config_default_socket() */
+    unsigned ingest_mode; /* from the octal string "0660" */
+    uid_t *allow_uids;    /* empty = any peer that can open the socket */
+    size_t n_allow_uids;
+
+    /* "auth" */
+    char *api_key; /* seed-style single key: read+respond on all executions */
+    cs_token_conf_t *tokens;
+    size_t n_tokens;
+    char *jwt_secret;
+
+    /* "store" */
+    size_t ring_events;   /* per execution, default 1024 */
+    size_t ring_bytes;    /* per execution, default 1 MiB */
+    size_t max_bytes;     /* all events, default 256 MiB */
+    unsigned retain_s;    /* finished executions kept, default 3600 */
+    size_t global_events; /* ring behind GET /v1/events, default 4096 */
+
+    /* "limits" */
+    size_t max_clients;     /* TCP connections, default 10000 */
+    size_t max_producers;   /* Unix-socket connections, default 1024 */
+    size_t max_event_bytes; /* one line / one event, default 1 MiB */
+    size_t head_bytes;      /* request head, default 8192 */
+    unsigned head_timeout_s;/* default 5 */
+    unsigned stall_s;       /* default 60 */
+    unsigned json_depth;    /* default 32 */
+    size_t max_body_bytes;  /* HTTP request bodies, default 4 MiB */
+
+    unsigned heartbeat_s; /* default 15 */
+    unsigned shutdown_s;  /* default 5 */
+
+    /* "http" */
+    char **cors_origins; /* default ["*"] */
+    size_t n_cors_origins;
+    int metrics_public; /* /metrics without a token; default 0 (needs "admin" or "read" on "*") */
+
+    /* "log" */
+    int log_level; /* a cs_log_level_t */
+
+    /* Command-line only. */
+    char *config_path;
+    int check_config;
+} cs_config_t;
+
+/** Fills cfg with the documented defaults. Returns 0 or -ENOMEM. */
+int cs_config_defaults(cs_config_t *cfg);
+
+/**
+ * Reads a JSON configuration file over the values already in cfg. On error returns
+ * -EINVAL (or -errno for I/O) and writes one line to err naming the file and the key path.
+ */
+int cs_config_load_file(cs_config_t *cfg, const char *path, char *err, size_t errlen);
+
+/** Parses a whole configuration from a buffer (what cs_config_load_file does after reading). */
+int cs_config_load_buffer(cs_config_t *cfg, const char *buf, size_t len, char *err, size_t errlen);
+
+/** Applies CREWSTREAM_API_KEY and CREWSTREAM_JWT_SECRET when set. */
+int cs_config_apply_env(cs_config_t *cfg);
+
+/** Result of cs_config_from_argv beyond success. */
+#define CS_CONFIG_EXIT_OK 1 /* --help or --version was printed: exit 0 */
+
+/**
+ * The whole start-up sequence for crewstreamd: defaults, --config FILE, environment, then the
+ * flags --listen, --socket, --log-level, --check-config, --version, --help. Returns 0 to go on,
+ * CS_CONFIG_EXIT_OK after printing help or version to out, or -EINVAL with a one-line message in err.
+ */
+int cs_config_from_argv(cs_config_t *cfg, int argc, char **argv, FILE *out, char *err, size_t errlen);
+
+/** Writes the effective configuration as JSON, secrets replaced by "(set)" or null. */
+void cs_config_dump(const cs_config_t *cfg, FILE *out);
+
+/** Parses "HOST:PORT" / "[V6]:PORT" into freshly allocated host and port; 0 or -EINVAL. */
+int cs_config_parse_listen(const char *s, char **host, uint16_t *port);
+
+/** Returns the default ingest socket path, "$XDG_RUNTIME_DIR/crewstream.sock" or "/tmp/crewstream.sock"
+ * (malloc'd). */
+char *cs_config_default_socket(void);
+
+/** Frees everything cfg owns. */
+void cs_config_free(cs_config_t *cfg);
+
+#endif

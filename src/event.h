@@ -1,0 +1,80 @@
+/*
+ * event.h - the rules of SPEC.md §1 for one event, and of §3 for one ingest line.
+ *
+ * Pure functions: no I/O, no global state, so they can be fuzzed. The daemon
+ * calls cs_line_parse on every line, then cs_event_validate, then (inside the
+ * store) cs_event_complete.
+ */
+#ifndef CS_EVENT_H
+#define CS_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+/** Ingest error codes, in the words of the wire protocol. */
+typedef enum cs_err {
+    CS_OK = 0,
+    CS_ERR_INVALID_JSON,
+    CS_ERR_MISSING_FIELD,
+    CS_ERR_INVALID_FIELD,
+    CS_ERR_TOO_LARGE,
+    CS_ERR_NOT_FOUND,
+    CS_ERR_FORBIDDEN,
+    CS_ERR_BAD_OP,
+    CS_ERR_CONFLICT, /* an answer to a request that is not open (HTTP 409) */
+    CS_ERR_INTERNAL,
+} cs_err_t;
+
+/** Returns the wire name of an error: "invalid_json", "missing_field", ... */
+const char *cs_err_name(cs_err_t err);
+
+#define CS_EXECUTION_ID_MAX 128
+#define CS_TYPE_MAX         64
+#define CS_EVENT_ID_MAX     128
+
+/** Returns nonzero when s[0..len) is a valid execution_id: 1-128 of [A-Za-z0-9._:-]. */
+int cs_valid_execution_id(const char *s, size_t len);
+
+/** Returns nonzero when s[0..len) is a valid type: 1-64 of [A-Za-z0-9._-]. */
+int cs_valid_type(const char *s, size_t len);
+
+/** Returns nonzero when s[0..len) is a valid event_id: 1-128 bytes of valid UTF-8, no control characters. */
+int cs_valid_event_id(const char *s, size_t len);
+
+/**
+ * Returns nonzero when the JSON text nests no deeper than max_depth arrays/objects (a scan that
+ * respects strings, run before the parser so a hostile line cannot recurse deeply).
+ */
+int cs_json_depth_ok(const char *buf, size_t len, unsigned max_depth);
+
+/**
+ * Parses one line (without its newline) into a JSON object. The line must be valid UTF-8 JSON, an
+ * object, and nest at most max_depth deep. On failure returns CS_ERR_INVALID_JSON and a short
+ * human detail ("line 1 column 7: unexpected token", "not an object", "nested deeper than 32").
+ */
+cs_err_t cs_line_parse(const char *line, size_t len, unsigned max_depth, json_t **out, char *detail,
+                       size_t detail_len);
+
+/**
+ * Checks an event object against §1: execution_id and type present and valid, event_id (when
+ * present) a valid string, timestamp (when present) a string, type not reserved ("heartbeat" and
+ * "stream.*" belong to the daemon). Returns CS_OK, CS_ERR_MISSING_FIELD or CS_ERR_INVALID_FIELD
+ * with a detail naming the field.
+ */
+cs_err_t cs_event_validate(const json_t *ev, char *detail, size_t detail_len);
+
+/**
+ * Fills in what the daemon owns: a lower-case UUID v4 event_id when absent, a timestamp when absent
+ * (now_ms, Unix time in milliseconds), and seq (always overwritten). Returns 0 or -ENOMEM.
+ */
+int cs_event_complete(json_t *ev, uint64_t seq, int64_t now_ms);
+
+/** Writes now_ms (Unix ms) as "2026-01-15T10:30:02.123Z" into out (at least 25 bytes). */
+void cs_format_timestamp(int64_t unix_ms, char *out, size_t outlen);
+
+/** Returns the current Unix time in milliseconds. */
+int64_t cs_unix_ms(void);
+
+#endif
