@@ -1,0 +1,59 @@
+/*
+ * daemon.h - what every module of crewstreamd shares: the loop, the
+ * configuration, the store, the token table, and the transports.
+ */
+#ifndef CS_DAEMON_H
+#define CS_DAEMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "config.h"
+#include "loop.h"
+#include "store.h"
+
+typedef struct cs_http cs_http_t;
+typedef struct cs_ws cs_ws_t;
+typedef struct cs_ingest cs_ingest_t;
+typedef struct cs_listener cs_listener_t;
+
+/** Counters for logs and /metrics. */
+typedef struct cs_counters {
+    uint64_t tcp_accepted;
+    uint64_t tcp_rejected_full; /* over limits.max_clients */
+    uint64_t heads_too_large;   /* answered 431 */
+    uint64_t heads_timed_out;
+    uint64_t heads_invalid;     /* garbage, TLS */
+    uint64_t http_requests;
+    uint64_t ws_accepted;
+    uint64_t ws_refused;
+    uint64_t ingest_lines;
+    uint64_t ingest_errors;
+    uint64_t stalls;
+} cs_counters_t;
+
+typedef struct cs_daemon {
+    cs_loop_t *loop;
+    cs_config_t *cfg;
+    cs_store_t *store;
+    cs_auth_t *auth;
+    cs_http_t *http;
+    cs_ws_t *ws;
+    cs_ingest_t *ingest;
+    cs_listener_t *listener;
+    int stopping;          /* SIGTERM/SIGINT seen: no new work, drain */
+    size_t clients;        /* open TCP connections, whoever holds them */
+    cs_counters_t counters;
+} cs_daemon_t;
+
+/** Renders the JSON error body {"error":code,"detail":detail} (malloc'd, never NULL unless out of memory). */
+char *cs_error_json(const char *code, const char *detail, size_t *len);
+
+/** The reason phrase of an HTTP status code ("Unauthorized"). */
+const char *cs_http_reason(unsigned status);
+
+/** Maps an auth result to its HTTP status (401 or 403) and error code ("unauthorized", "forbidden"). */
+unsigned cs_auth_http_status(cs_auth_result_t r, const char **code, const char **detail);
+
+#endif

@@ -1,0 +1,77 @@
+/*
+ * httputil.c - small pieces both HTTP sides share: error bodies, reason phrases,
+ * and the auth-to-status mapping (declared in daemon.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "daemon.h"
+
+char *cs_error_json(const char *code, const char *detail, size_t *len)
+{
+    json_t *o = json_pack("{s:s, s:s}", "error", code, "detail", detail ? detail : "");
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
+    json_decref(o);
+    if (len != NULL)
+        *len = s ? strlen(s) : 0;
+    return s;
+}
+
+const char *cs_http_reason(unsigned status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 426:
+        return "Upgrade Required";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
+    }
+}
+
+unsigned cs_auth_http_status(cs_auth_result_t r, const char **code, const char **detail)
+{
+    switch (r) {
+    case CS_AUTH_MISSING:
+        *code = "unauthorized";
+        *detail = "a bearer token is required (Authorization: Bearer T, or ?token=T)";
+        return 401;
+    case CS_AUTH_INVALID:
+        *code = "unauthorized";
+        *detail = "the token is not valid";
+        return 401;
+    case CS_AUTH_FORBIDDEN:
+        *code = "forbidden";
+        *detail = "the token does not grant this scope on this execution";
+        return 403;
+    default:
+        *code = "ok";
+        *detail = "";
+        return 200;
+    }
+}

@@ -1,0 +1,818 @@
+/*
+ * store.c - see store.h.
+ *
+ * Memory: every frame's bytes and every execution's overhead are counted in
+ * store->bytes. Over store.max_bytes, eviction drops, in this order: frames only
+ * the global ring still holds, whole histories of finished executions (oldest
+ * finished first), the oldest event overall, and at last empty executions
+ * nobody watches. A ring grows by doubling up to store.ring_events, so an
+ * execution with few events costs little.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <utlist.h>
+
+#include "log.h"
+
+#define RING_INITIAL 8
+
+struct cs_store {
+    cs_store_limits_t lim;
+    cs_exec_t *execs;        /* hash by id */
+    cs_exec_t *active;       /* DL list, least recently published first */
+    cs_exec_t *finished;     /* DL list, earliest finished first */
+    cs_frame_t **gring;      /* global ring: gring[gseq % gcap] */
+    size_t gcap;
+    uint64_t gfirst, gnext;  /* retained global seqs: [gfirst, gnext) */
+    uint64_t gepoch;
+    cs_sub_t *gwaiters;
+    size_t bytes;
+    size_t frames_live;
+    size_t subscribers;
+    int64_t now_mono;
+    uint64_t published, duplicates, evicted, expired, gaps;
+};
+
+/* Where an execution sits: on the active list, the finished list, or (expired, still watched) none. */
+enum { ON_NONE = 0, ON_ACTIVE, ON_FINISHED };
+
+static const char *const status_names[] = {"pending",   "running", "pending_human_input",
+                                           "completed", "error",   "canceled"};
+
+const char *cs_exec_status_name(cs_exec_status_t s)
+{
+    return (unsigned)s < sizeof(status_names) / sizeof(status_names[0]) ? status_names[s] : "unknown";
+}
+
+static size_t exec_overhead(const cs_exec_t *ex)
+{
+    return sizeof(*ex) + ex->id_len + 1 + ex->ring_cap * sizeof(cs_frame_t *);
+}
+
+static int exec_where(const cs_store_t *st, const cs_exec_t *ex)
+{
+    (void)st;
+    if (ex->lru_prev == NULL)
+        return ON_NONE;
+    return ex->finished ? ON_FINISHED : ON_ACTIVE;
+}
+
+static void exec_unlist(cs_store_t *st, cs_exec_t *ex)
+{
+    switch (exec_where(st, ex)) {
+    case ON_ACTIVE:
+        DL_DELETE2(st->active, ex, lru_prev, lru_next);
+        break;
+    case ON_FINISHED:
+        DL_DELETE2(st->finished, ex, lru_prev, lru_next);
+        break;
+    default:
+        break;
+    }
+    ex->lru_prev = ex->lru_next = NULL;
+}
+
+/* ---- frames ---- */
+
+void cs_frame_unref(cs_store_t *store, cs_frame_t *f)
+{
+    if (f == NULL)
+        return;
+    if (f->refcnt == 0)
+        abort(); /* a double unref would be a use-after-free a moment later */
+    if (--f->refcnt != 0)
+        return;
+    store->bytes -= f->bytes;
+    store->frames_live--;
+    free(f);
+}
+
+static cs_frame_t *frame_new(cs_store_t *st, const cs_exec_t *ex, const char *json, size_t json_len,
+                             const char *type, size_t type_len, const char *eid, size_t eid_len, uint64_t seq,
+                             uint64_t gseq)
+{
+    char cur[CS_CURSOR_MAX], gcur[CS_CURSOR_MAX];
+    size_t cur_len = cs_cursor_format(cur, sizeof(cur), ex->epoch, seq);
+    size_t gcur_len = cs_cursor_format(gcur, sizeof(gcur), st->gepoch, gseq);
+    /* "event: " T "\nid: " C "\ndata: " */
+    size_t named = 7 + type_len + 1;
+    size_t head_len = named + 4 + cur_len + 1 + 6;
+    size_t ghead_len = named + 4 + gcur_len + 1 + 6;
+    size_t total = sizeof(cs_frame_t) + CS_FRAME_PRE + json_len + 1 + head_len + 1 + ghead_len + 1 + type_len +
+                   1 + eid_len + 1;
+    cs_frame_t *f = malloc(total);
+    char *p;
+
+    if (f == NULL)
+        return NULL;
+    memset(f, 0, sizeof(*f));
+    f->refcnt = 1;
+    f->seq = seq;
+    f->gseq = gseq;
+    f->bytes = total;
+    p = (char *)(f + 1);
+    f->json = p + CS_FRAME_PRE;
+    memcpy(f->json, json, json_len);
+    f->json[json_len] = '\0';
+    f->json_len = json_len;
+    p = f->json + json_len + 1;
+
+    f->sse_head = p;
+    p += sprintf(p, "event: %.*s\nid: %s\ndata: ", (int)type_len, type, cur) + 1;
+    f->sse_head_len = head_len;
+    f->gsse_head = p;
+    p += sprintf(p, "event: %.*s\nid: %s\ndata: ", (int)type_len, type, gcur) + 1;
+    f->gsse_head_len = ghead_len;
+    f->sse_named_skip = named;
+
+    memcpy(p, type, type_len);
+    p[type_len] = '\0';
+    f->type = p;
+    f->type_len = type_len;
+    p += type_len + 1;
+    memcpy(p, eid, eid_len);
+    p[eid_len] = '\0';
+    f->event_id = p;
+    f->event_id_len = eid_len;
+
+    st->bytes += total;
+    st->frames_live++;
+    return f;
+}
+
+/* ---- executions ---- */
+
+cs_exec_t *cs_store_find(cs_store_t *store, const char *id, size_t id_len)
+{
+    cs_exec_t *ex = NULL;
+    HASH_FIND(hh, store->execs, id, id_len, ex);
+    return ex;
+}
+
+static cs_exec_t *exec_get(cs_store_t *st, const char *id, size_t id_len, int64_t now_unix_ms)
+{
+    cs_exec_t *ex = cs_store_find(st, id, id_len);
+
+    if (ex != NULL)
+        return ex;
+    ex = calloc(1, sizeof(*ex));
+    if (ex == NULL)
+        return NULL;
+    ex->id = malloc(id_len + 1);
+    ex->ring = calloc(RING_INITIAL, sizeof(cs_frame_t *));
+    if (ex->id == NULL || ex->ring == NULL) {
+        free(ex->id);
+        free(ex->ring);
+        free(ex);
+        return NULL;
+    }
+    memcpy(ex->id, id, id_len);
+    ex->id[id_len] = '\0';
+    ex->id_len = id_len;
+    ex->ring_cap = RING_INITIAL < st->lim.ring_events ? RING_INITIAL : st->lim.ring_events;
+    ex->epoch = cs_epoch_next();
+    ex->first_seq = ex->next_seq = 1;
+    ex->status = CS_EXEC_PENDING;
+    ex->created_unix_ms = now_unix_ms;
+    HASH_ADD_KEYPTR(hh, st->execs, ex->id, ex->id_len, ex);
+    DL_APPEND2(st->active, ex, lru_prev, lru_next);
+    st->bytes += exec_overhead(ex);
+    return ex;
+}
+
+static size_t exec_count(const cs_exec_t *ex)
+{
+    return (size_t)(ex->next_seq - ex->first_seq);
+}
+
+static void index_remove(cs_exec_t *ex, cs_frame_t *f)
+{
+    cs_frame_t *head = NULL;
+
+    HASH_FIND(hh, ex->ids, f->event_id, f->event_id_len, head);
+    if (head == NULL)
+        return;
+    if (head == f) {
+        HASH_DELETE(hh, ex->ids, f);
+        if (f->id_next != NULL)
+            HASH_ADD_KEYPTR(hh, ex->ids, f->id_next->event_id, f->id_next->event_id_len, f->id_next);
+    } else {
+        for (cs_frame_t *p = head; p->id_next != NULL; p = p->id_next) {
+            if (p->id_next == f) {
+                p->id_next = f->id_next;
+                break;
+            }
+        }
+    }
+    f->id_next = NULL;
+}
+
+static void exec_evict_oldest(cs_store_t *st, cs_exec_t *ex)
+{
+    size_t i = ex->first_seq % ex->ring_cap;
+    cs_frame_t *f = ex->ring[i];
+
+    ex->ring[i] = NULL;
+    ex->first_seq++;
+    ex->bytes -= f->bytes;
+    index_remove(ex, f);
+    f->in_exec = 0;
+    f->exec = NULL;
+    st->evicted++;
+    cs_frame_unref(st, f);
+}
+
+static void exec_drop_history(cs_store_t *st, cs_exec_t *ex)
+{
+    while (exec_count(ex) > 0)
+        exec_evict_oldest(st, ex);
+}
+
+static void exec_free(cs_store_t *st, cs_exec_t *ex)
+{
+    exec_drop_history(st, ex);
+    exec_unlist(st, ex);
+    HASH_DELETE(hh, st->execs, ex);
+    st->bytes -= exec_overhead(ex);
+    free(ex->ring);
+    free(ex->id);
+    free(ex);
+}
+
+/* Frees an execution nothing refers to any more: no subscriber, no retained event, and nothing
+ * worth reporting (never posted to, or expired). */
+static void exec_maybe_free(cs_store_t *st, cs_exec_t *ex)
+{
+    if (ex->n_subs == 0 && exec_count(ex) == 0 &&
+        (ex->status == CS_EXEC_PENDING || exec_where(st, ex) == ON_NONE))
+        exec_free(st, ex);
+}
+
+/* Doubles a ring up to ring_events, re-seating frames by seq. Returns 0 or -ENOMEM. */
+static int exec_grow(cs_store_t *st, cs_exec_t *ex)
+{
+    size_t cap = ex->ring_cap * 2;
+    cs_frame_t **ring;
+
+    if (cap > st->lim.ring_events)
+        cap = st->lim.ring_events;
+    ring = calloc(cap, sizeof(*ring));
+    if (ring == NULL)
+        return -ENOMEM;
+    for (uint64_t s = ex->first_seq; s < ex->next_seq; s++)
+        ring[s % cap] = ex->ring[s % ex->ring_cap];
+    st->bytes -= exec_overhead(ex);
+    free(ex->ring);
+    ex->ring = ring;
+    ex->ring_cap = cap;
+    st->bytes += exec_overhead(ex);
+    return 0;
+}
+
+cs_frame_t *cs_exec_frame(const cs_exec_t *ex, uint64_t seq)
+{
+    if (seq < ex->first_seq || seq >= ex->next_seq)
+        return NULL;
+    return ex->ring[seq % ex->ring_cap];
+}
+
+cs_frame_t *cs_exec_find_event(const cs_exec_t *ex, const char *event_id, size_t len)
+{
+    cs_frame_t *f = NULL;
+    HASH_FIND(hh, ex->ids, event_id, len, f);
+    return f;
+}
+
+/* ---- the global ring ---- */
+
+static void global_evict_oldest(cs_store_t *st)
+{
+    size_t i = st->gfirst % st->gcap;
+    cs_frame_t *f = st->gring[i];
+
+    st->gring[i] = NULL;
+    st->gfirst++;
+    f->in_global = 0;
+    cs_frame_unref(st, f);
+}
+
+/* ---- status (the part eviction needs; the full state machine builds on it) ---- */
+
+static int type_is(const cs_frame_t *f, const char *s)
+{
+    size_t n = strlen(s);
+    return f->type_len == n && memcmp(f->type, s, n) == 0;
+}
+
+static int status_is_final(cs_exec_status_t s)
+{
+    return s == CS_EXEC_COMPLETED || s == CS_EXEC_ERROR || s == CS_EXEC_CANCELED;
+}
+
+static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f)
+{
+    cs_exec_status_t s = ex->status;
+    int fin;
+
+    if (type_is(f, "run.completed") || type_is(f, "crew_kickoff_completed"))
+        s = CS_EXEC_COMPLETED;
+    else if (type_is(f, "run.failed") || type_is(f, "crew_kickoff_failed"))
+        s = CS_EXEC_ERROR;
+    else if (type_is(f, "run.canceled"))
+        s = CS_EXEC_CANCELED;
+    else if (type_is(f, "human_input_required"))
+        s = CS_EXEC_PENDING_HUMAN_INPUT;
+    else if (s == CS_EXEC_PENDING || s == CS_EXEC_PENDING_HUMAN_INPUT || type_is(f, "run.started") ||
+             type_is(f, "crew_kickoff_started"))
+        s = CS_EXEC_RUNNING;
+    ex->status = s;
+
+    fin = status_is_final(s);
+    if (fin != ex->finished || exec_where(st, ex) == ON_NONE) {
+        /* Entering or leaving a final state, or posted to again after its retention expired. */
+        exec_unlist(st, ex);
+        ex->finished = fin;
+        if (fin) {
+            ex->finished_mono_ms = st->now_mono;
+            DL_APPEND2(st->finished, ex, lru_prev, lru_next);
+        } else {
+            DL_APPEND2(st->active, ex, lru_prev, lru_next);
+        }
+    } else if (!fin && ex->lru_next != NULL) {
+        /* Most recently published goes last, so the least recent is evicted first. */
+        DL_DELETE2(st->active, ex, lru_prev, lru_next);
+        DL_APPEND2(st->active, ex, lru_prev, lru_next);
+    }
+}
+
+/* ---- eviction under store.max_bytes ---- */
+
+static void enforce_budget(cs_store_t *st)
+{
+    while (st->bytes > st->lim.max_bytes) {
+        cs_exec_t *ex;
+
+        /* 1. Frames only the global ring still holds. */
+        if (st->gnext > st->gfirst && !st->gring[st->gfirst % st->gcap]->in_exec) {
+            global_evict_oldest(st);
+            continue;
+        }
+        /* 2. Finished executions' histories, earliest finished first. */
+        for (ex = st->finished; ex != NULL && exec_count(ex) == 0; ex = ex->lru_next)
+            ;
+        if (ex != NULL) {
+            exec_drop_history(st, ex);
+            continue;
+        }
+        /* 3. The oldest event overall, from both rings. */
+        if (st->gnext > st->gfirst) {
+            cs_frame_t *f = st->gring[st->gfirst % st->gcap];
+            cs_exec_t *fx = f->exec;
+            while (fx != NULL && exec_count(fx) > 0 && fx->first_seq <= f->seq)
+                exec_evict_oldest(st, fx);
+            global_evict_oldest(st);
+            continue;
+        }
+        /* 4. Least recently active executions: their events, then themselves when unwatched. */
+        for (ex = st->active; ex != NULL && exec_count(ex) == 0 && ex->n_subs > 0; ex = ex->lru_next)
+            ;
+        if (ex == NULL)
+            break; /* only frames in flight to subscribers remain */
+        if (exec_count(ex) > 0)
+            exec_evict_oldest(st, ex);
+        else
+            exec_free(st, ex);
+    }
+}
+
+/* ---- publish ---- */
+
+static void wake_list(cs_sub_t **list)
+{
+    while (*list != NULL) {
+        cs_sub_t *s = *list;
+        DL_DELETE2(*list, s, wprev, wnext);
+        s->wprev = s->wnext = NULL;
+        s->parked = 0;
+        s->ops->wake(s);
+    }
+}
+
+cs_err_t cs_store_publish(cs_store_t *st, json_t *ev, int64_t now_unix_ms, cs_publish_t *out, char *detail,
+                          size_t detail_len)
+{
+    json_t *jid = json_object_get(ev, "execution_id");
+    json_t *jtype = json_object_get(ev, "type");
+    json_t *jeid = json_object_get(ev, "event_id");
+    const char *id = json_string_value(jid), *type = json_string_value(jtype);
+    size_t id_len = json_string_length(jid), type_len = json_string_length(jtype);
+    cs_exec_t *ex;
+    cs_frame_t *f;
+    char *json = NULL;
+
+    memset(out, 0, sizeof(*out));
+    if (id == NULL || type == NULL) {
+        snprintf(detail, detail_len, "execution_id and type are required");
+        return CS_ERR_MISSING_FIELD;
+    }
+    ex = exec_get(st, id, id_len, now_unix_ms);
+    if (ex == NULL)
+        goto nomem;
+
+    /* A producer's retry of an event we still hold: acknowledge it again, store nothing. */
+    if (json_is_string(jeid)) {
+        cs_frame_t *dup = cs_exec_find_event(ex, json_string_value(jeid), json_string_length(jeid));
+        for (; dup != NULL; dup = dup->id_next) {
+            if (dup->type_len == type_len && memcmp(dup->type, type, type_len) == 0) {
+                out->seq = dup->seq;
+                memcpy(out->event_id, dup->event_id, dup->event_id_len + 1);
+                out->duplicate = 1;
+                out->frame = dup;
+                out->exec = ex;
+                st->duplicates++;
+                return CS_OK;
+            }
+        }
+    }
+
+    if (cs_event_complete(ev, ex->next_seq, now_unix_ms) != 0)
+        goto nomem;
+    json = json_dumps(ev, JSON_COMPACT);
+    if (json == NULL)
+        goto nomem;
+    jeid = json_object_get(ev, "event_id");
+    if (exec_count(ex) == ex->ring_cap && ex->ring_cap < st->lim.ring_events && exec_grow(st, ex) != 0)
+        goto nomem;
+    f = frame_new(st, ex, json, strlen(json), type, type_len, json_string_value(jeid),
+                  json_string_length(jeid), ex->next_seq, st->gnext);
+    free(json);
+    json = NULL;
+    if (f == NULL)
+        goto nomem;
+
+    /* Into the execution's ring: the newest event is always kept, even one larger than ring_bytes. */
+    while (exec_count(ex) > 0 && (exec_count(ex) >= ex->ring_cap || ex->bytes + f->bytes > st->lim.ring_bytes))
+        exec_evict_oldest(st, ex);
+    ex->ring[f->seq % ex->ring_cap] = f;
+    f->in_exec = 1;
+    f->exec = ex;
+    ex->next_seq++;
+    ex->bytes += f->bytes;
+    {
+        cs_frame_t *head = NULL;
+        HASH_FIND(hh, ex->ids, f->event_id, f->event_id_len, head);
+        if (head == NULL) {
+            HASH_ADD_KEYPTR(hh, ex->ids, f->event_id, f->event_id_len, f);
+        } else {
+            while (head->id_next != NULL)
+                head = head->id_next;
+            head->id_next = f;
+        }
+    }
+    if (ex->first_unix_ms == 0)
+        ex->first_unix_ms = now_unix_ms;
+    ex->last_unix_ms = now_unix_ms;
+
+    /* Into the global ring. */
+    if (st->gnext - st->gfirst >= st->gcap)
+        global_evict_oldest(st);
+    st->gring[st->gnext % st->gcap] = cs_frame_ref(f);
+    f->in_global = 1;
+    st->gnext++;
+    st->published++;
+
+    exec_on_event(st, ex, f);
+
+    out->seq = f->seq;
+    memcpy(out->event_id, f->event_id, f->event_id_len + 1);
+    out->frame = f;
+    out->exec = ex;
+
+    wake_list(&ex->waiters);
+    wake_list(&st->gwaiters);
+    enforce_budget(st);
+    /* The budget may have evicted this very frame (an event larger than max_bytes): out->frame is
+     * then no longer valid, but its seq was assigned and is acknowledged. */
+    if (!f->in_exec) {
+        out->frame = NULL;
+    }
+    return CS_OK;
+
+nomem:
+    free(json);
+    snprintf(detail, detail_len, "out of memory");
+    return CS_ERR_INTERNAL;
+}
+
+/* ---- subscribers ---- */
+
+static void sub_set_gap(cs_sub_t *sub, const char *requested, size_t len, uint64_t first)
+{
+    if (len > sizeof(sub->gap_requested) - 1)
+        len = sizeof(sub->gap_requested) - 1;
+    memcpy(sub->gap_requested, requested, len);
+    sub->gap_requested[len] = '\0';
+    sub->gap_first = first;
+    sub->gap_pending = 1;
+}
+
+/* Positions sub after seq n of a sequence whose retained part is [first, next). */
+static void sub_after_seq(cs_sub_t *sub, uint64_t n, uint64_t first, uint64_t next, const char *req,
+                          size_t req_len)
+{
+    if (n >= next || n + 1 < first) {
+        /* Ahead of what exists (a history this daemon no longer has), or behind what is retained. */
+        sub_set_gap(sub, req, req_len, first);
+        sub->next = first;
+    } else {
+        sub->next = n + 1;
+    }
+}
+
+int cs_sub_open(cs_store_t *st, cs_sub_t *sub, const char *execution_id, size_t id_len, const cs_start_t *start,
+                cs_filter_t *filter, const cs_sub_ops_t *ops, void *data)
+{
+    uint64_t epoch, first, next, n;
+    cs_exec_t *ex = NULL;
+
+    memset(sub, 0, sizeof(*sub));
+    if (execution_id != NULL) {
+        ex = exec_get(st, execution_id, id_len, cs_unix_ms());
+        if (ex == NULL)
+            return -ENOMEM;
+        ex->n_subs++;
+        epoch = ex->epoch;
+        first = ex->first_seq;
+        next = ex->next_seq;
+    } else {
+        epoch = st->gepoch;
+        first = st->gfirst;
+        next = st->gnext;
+    }
+    sub->store = st;
+    sub->exec = ex;
+    sub->ops = ops;
+    sub->data = data;
+    if (filter != NULL) {
+        sub->filter = *filter;
+        memset(filter, 0, sizeof(*filter));
+    }
+    st->subscribers++;
+
+    switch (start->kind) {
+    case CS_START_HISTORY:
+        sub->next = first;
+        break;
+    case CS_START_NOW:
+        sub->next = next;
+        break;
+    case CS_START_AFTER_SEQ: {
+        char req[24];
+        int l = snprintf(req, sizeof(req), "%llu", (unsigned long long)start->seq);
+        sub_after_seq(sub, start->seq, first, next, req, (size_t)l);
+        break;
+    }
+    case CS_START_AFTER_ID: {
+        uint64_t cep;
+        cs_frame_t *f;
+        if (cs_cursor_parse(start->id, start->id_len, &cep, &n) == 0) {
+            if (cep == epoch)
+                sub_after_seq(sub, n, first, next, start->id, start->id_len);
+            else {
+                sub_set_gap(sub, start->id, start->id_len, first);
+                sub->next = first;
+            }
+        } else if (ex != NULL && (f = cs_exec_find_event(ex, start->id, start->id_len)) != NULL) {
+            sub->next = f->seq + 1;
+        } else if (cs_seq_parse(start->id, start->id_len, &n) == 0) {
+            sub_after_seq(sub, n, first, next, start->id, start->id_len);
+        } else {
+            sub_set_gap(sub, start->id, start->id_len, first);
+            sub->next = first;
+        }
+        break;
+    }
+    }
+    return 0;
+}
+
+static int sub_make_gap(cs_sub_t *sub, cs_item_t *item)
+{
+    json_t *o;
+
+    free(sub->gap_json);
+    sub->gap_json = NULL;
+    if (sub->exec != NULL)
+        o = json_pack("{s:s, s:s, s:s, s:I}", "type", "stream.gap", "execution_id", sub->exec->id, "requested",
+                      sub->gap_requested, "first_seq", (json_int_t)sub->gap_first);
+    else
+        o = json_pack("{s:s, s:s, s:I}", "type", "stream.gap", "requested", sub->gap_requested, "first_seq",
+                      (json_int_t)sub->gap_first);
+    if (o != NULL) {
+        sub->gap_json = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+    }
+    sub->gap_pending = 0;
+    if (sub->gap_json == NULL)
+        return 0; /* out of memory: the frames that follow still go out */
+    sub->store->gaps++;
+    item->frame = NULL;
+    item->gap = sub->gap_json;
+    item->gap_len = strlen(sub->gap_json);
+    return 1;
+}
+
+int cs_sub_next(cs_sub_t *sub, cs_item_t *item)
+{
+    cs_store_t *st = sub->store;
+    cs_exec_t *ex = sub->exec;
+    uint64_t first = ex ? ex->first_seq : st->gfirst;
+    uint64_t next = ex ? ex->next_seq : st->gnext;
+
+    if (!sub->gap_pending && sub->next < first) {
+        /* Fell behind the oldest retained event: say so, then go on from the oldest. */
+        char cur[CS_CURSOR_MAX] = "";
+        if (sub->next > 1)
+            cs_cursor_format(cur, sizeof(cur), ex ? ex->epoch : st->gepoch, sub->next - 1);
+        sub_set_gap(sub, cur, strlen(cur), first);
+        sub->next = first;
+    }
+    if (sub->gap_pending && sub_make_gap(sub, item))
+        return 1;
+    while (sub->next < next) {
+        cs_frame_t *f = ex ? ex->ring[sub->next % ex->ring_cap] : st->gring[sub->next % st->gcap];
+        sub->next++;
+        if (cs_filter_match(&sub->filter, f->type, f->type_len)) {
+            item->frame = f;
+            item->gap = NULL;
+            item->gap_len = 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int cs_sub_has_next(cs_sub_t *sub)
+{
+    cs_exec_t *ex = sub->exec;
+    uint64_t next = ex ? ex->next_seq : sub->store->gnext;
+    uint64_t first = ex ? ex->first_seq : sub->store->gfirst;
+
+    if (sub->gap_pending || sub->next < first)
+        return 1;
+    for (uint64_t s = sub->next; s < next; s++) {
+        cs_frame_t *f = ex ? ex->ring[s % ex->ring_cap] : sub->store->gring[s % sub->store->gcap];
+        if (cs_filter_match(&sub->filter, f->type, f->type_len))
+            return 1;
+    }
+    return 0;
+}
+
+void cs_sub_park(cs_sub_t *sub)
+{
+    if (sub->parked)
+        return;
+    if (sub->exec != NULL)
+        DL_APPEND2(sub->exec->waiters, sub, wprev, wnext);
+    else
+        DL_APPEND2(sub->store->gwaiters, sub, wprev, wnext);
+    sub->parked = 1;
+}
+
+void cs_sub_unpark(cs_sub_t *sub)
+{
+    if (!sub->parked)
+        return;
+    if (sub->exec != NULL)
+        DL_DELETE2(sub->exec->waiters, sub, wprev, wnext);
+    else
+        DL_DELETE2(sub->store->gwaiters, sub, wprev, wnext);
+    sub->wprev = sub->wnext = NULL;
+    sub->parked = 0;
+}
+
+uint64_t cs_sub_position(const cs_sub_t *sub, char *buf, size_t buflen)
+{
+    uint64_t seq = sub->next > 0 ? sub->next - 1 : 0;
+
+    if (buflen > 0)
+        buf[0] = '\0';
+    if (seq == 0)
+        return 0;
+    cs_cursor_format(buf, buflen, sub->exec ? sub->exec->epoch : sub->store->gepoch, seq);
+    return seq;
+}
+
+void cs_sub_close(cs_sub_t *sub)
+{
+    cs_store_t *st = sub->store;
+
+    if (st == NULL)
+        return;
+    cs_sub_unpark(sub);
+    cs_filter_free(&sub->filter);
+    free(sub->gap_json);
+    sub->gap_json = NULL;
+    st->subscribers--;
+    if (sub->exec != NULL) {
+        cs_exec_t *ex = sub->exec;
+        ex->n_subs--;
+        exec_maybe_free(st, ex);
+    }
+    sub->store = NULL;
+    sub->exec = NULL;
+}
+
+/* ---- the store ---- */
+
+int cs_store_new(cs_store_t **out, const cs_store_limits_t *lim)
+{
+    cs_store_t *st = calloc(1, sizeof(*st));
+
+    if (st == NULL)
+        return -ENOMEM;
+    st->lim = *lim;
+    if (st->lim.ring_events == 0)
+        st->lim.ring_events = 1;
+    st->gcap = lim->global_events ? lim->global_events : 1;
+    st->gring = calloc(st->gcap, sizeof(*st->gring));
+    if (st->gring == NULL) {
+        free(st);
+        return -ENOMEM;
+    }
+    st->gepoch = cs_epoch_next();
+    st->gfirst = st->gnext = 1;
+    *out = st;
+    return 0;
+}
+
+void cs_store_set_limits(cs_store_t *st, const cs_store_limits_t *lim)
+{
+    size_t gcap = st->gcap;
+
+    st->lim = *lim;
+    if (st->lim.ring_events == 0)
+        st->lim.ring_events = 1;
+    st->lim.global_events = gcap; /* the global ring keeps its size until restart */
+    enforce_budget(st);
+}
+
+void cs_store_free(cs_store_t *st)
+{
+    cs_exec_t *ex, *tmp;
+
+    if (st == NULL)
+        return;
+    while (st->gnext > st->gfirst)
+        global_evict_oldest(st);
+    HASH_ITER(hh, st->execs, ex, tmp)
+    {
+        ex->n_subs = 0;
+        exec_free(st, ex);
+    }
+    free(st->gring);
+    free(st);
+}
+
+void cs_store_set_now(cs_store_t *st, int64_t now_mono_ms)
+{
+    st->now_mono = now_mono_ms;
+}
+
+void cs_store_expire(cs_store_t *st, int64_t now_mono_ms)
+{
+    st->now_mono = now_mono_ms;
+    while (st->finished != NULL &&
+           st->finished->finished_mono_ms + (int64_t)st->lim.retain_s * 1000 <= now_mono_ms) {
+        cs_exec_t *ex = st->finished;
+        exec_drop_history(st, ex);
+        exec_unlist(st, ex);
+        st->expired++;
+        if (ex->n_subs == 0)
+            exec_free(st, ex);
+    }
+}
+
+void cs_store_stats(const cs_store_t *st, cs_store_stats_t *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->executions = HASH_COUNT(st->execs);
+    s->bytes = st->bytes;
+    s->frames_live = st->frames_live;
+    s->events_published = st->published;
+    s->events_duplicate = st->duplicates;
+    s->events_evicted = st->evicted;
+    s->executions_expired = st->expired;
+    s->gaps_sent = st->gaps;
+    s->subscribers = st->subscribers;
+}
+
+uint64_t cs_store_global_epoch(const cs_store_t *st)
+{
+    return st->gepoch;
+}

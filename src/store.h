@@ -1,0 +1,239 @@
+/*
+ * store.h - executions, their bounded rings of rendered frames, the global ring
+ * behind GET /v1/events, and subscribers as cursors into those rings.
+ *
+ * An event is rendered once, at publish, into an immutable refcounted frame: its
+ * JSON (with LWS_PRE bytes of head-room in front, so it doubles as the WebSocket
+ * payload) and the SSE head lines ("event: T\nid: C\ndata: ") for the execution's
+ * cursor and for the global cursor. A transport sends head + JSON + "\n\n". A
+ * subscriber holds a position (the next seq), never a queue; a caught-up one
+ * parks on its execution's wait list and is woken (ops->wake) by the next publish.
+ */
+#ifndef CS_STORE_H
+#define CS_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <uthash.h>
+
+#include "cursor.h"
+#include "event.h"
+#include "filter.h"
+
+typedef struct cs_store cs_store_t;
+typedef struct cs_exec cs_exec_t;
+typedef struct cs_sub cs_sub_t;
+
+/** Head-room in front of every frame's JSON for the WebSocket header; equals LWS_PRE. */
+#define CS_FRAME_PRE 16
+
+typedef struct cs_frame {
+    uint32_t refcnt;
+    uint8_t in_exec;   /* still in its execution's ring */
+    uint8_t in_global; /* still in the global ring */
+    uint64_t seq;      /* per execution */
+    uint64_t gseq;     /* in the global ring */
+    size_t bytes;      /* what this frame costs, counted against store.max_bytes */
+    cs_exec_t *exec;   /* valid while in_exec */
+    const char *type;  /* NUL-terminated, inside this allocation */
+    size_t type_len;
+    const char *event_id; /* NUL-terminated, inside this allocation */
+    size_t event_id_len;
+    char *json; /* the event, one line, preceded by CS_FRAME_PRE bytes of head-room */
+    size_t json_len;
+    char *sse_head; /* "event: T\nid: C\ndata: " (execution cursor) */
+    size_t sse_head_len;
+    char *gsse_head; /* the same with the global cursor */
+    size_t gsse_head_len;
+    size_t sse_named_skip; /* bytes of "event: T\n" to skip for unnamed streams */
+    /* Index of event ids within the execution: first occurrence in the hash, later ones chained. */
+    UT_hash_handle hh;
+    struct cs_frame *id_next;
+} cs_frame_t;
+
+/** Takes a reference to a frame. */
+static inline cs_frame_t *cs_frame_ref(cs_frame_t *f)
+{
+    f->refcnt++;
+    return f;
+}
+
+/** Drops a reference; the last one frees the frame and returns its bytes to the store. */
+void cs_frame_unref(cs_store_t *store, cs_frame_t *f);
+
+/** Execution status (SPEC §2). */
+typedef enum cs_exec_status {
+    CS_EXEC_PENDING = 0,
+    CS_EXEC_RUNNING,
+    CS_EXEC_PENDING_HUMAN_INPUT,
+    CS_EXEC_COMPLETED,
+    CS_EXEC_ERROR,
+    CS_EXEC_CANCELED,
+} cs_exec_status_t;
+
+/** Returns "pending", "running", "pending_human_input", "completed", "error" or "canceled". */
+const char *cs_exec_status_name(cs_exec_status_t s);
+
+struct cs_exec {
+    char *id;
+    size_t id_len;
+    UT_hash_handle hh;
+    uint64_t epoch;
+    cs_frame_t **ring; /* ring[seq % ring_cap] */
+    size_t ring_cap;
+    uint64_t first_seq; /* oldest retained; == next_seq when empty */
+    uint64_t next_seq;  /* what the next event gets; starts at 1 */
+    size_t bytes;       /* frames in this ring */
+    cs_frame_t *ids;    /* event_id index of retained frames */
+    cs_sub_t *waiters;  /* parked subscribers (utlist DL) */
+    size_t n_subs;      /* every subscriber pointing here, parked or not */
+    cs_exec_status_t status;
+    int finished;
+    int64_t created_unix_ms, first_unix_ms, last_unix_ms;
+    int64_t finished_mono_ms;
+    cs_exec_t *lru_prev, *lru_next; /* active list, or finished list once finished */
+};
+
+/** What a subscriber is handed by cs_sub_next. */
+typedef struct cs_item {
+    cs_frame_t *frame; /* borrowed; take a reference to keep it past the next store call */
+    const char *gap;   /* or: a stream.gap event JSON, owned by the subscriber until the next call */
+    size_t gap_len;
+} cs_item_t;
+
+/** How a transport is told that a parked subscriber has something to read. */
+typedef struct cs_sub_ops {
+    void (*wake)(cs_sub_t *sub);
+} cs_sub_ops_t;
+
+struct cs_sub {
+    cs_store_t *store;
+    cs_exec_t *exec; /* NULL for the global stream */
+    uint64_t next;   /* next seq (or gseq) to hand out */
+    cs_filter_t filter;
+    const cs_sub_ops_t *ops;
+    void *data;
+    cs_sub_t *wprev, *wnext; /* wait list links */
+    int parked;
+    int gap_pending;
+    uint64_t gap_first;
+    char gap_requested[2 * CS_EVENT_ID_MAX + 1];
+    char *gap_json;
+};
+
+/** Where a new subscriber starts. */
+typedef enum cs_start_kind {
+    CS_START_HISTORY = 0, /* everything retained, then live */
+    CS_START_NOW,         /* live only (?since=now) */
+    CS_START_AFTER_SEQ,   /* ?since_seq=N */
+    CS_START_AFTER_ID,    /* Last-Event-ID / ?last_event_id=: a cursor, a bare seq, or an event_id */
+} cs_start_kind_t;
+
+typedef struct cs_start {
+    cs_start_kind_t kind;
+    uint64_t seq;   /* CS_START_AFTER_SEQ */
+    const char *id; /* CS_START_AFTER_ID */
+    size_t id_len;
+} cs_start_t;
+
+typedef struct cs_store_limits {
+    size_t ring_events;
+    size_t ring_bytes;
+    size_t max_bytes;
+    unsigned retain_s;
+    size_t global_events;
+} cs_store_limits_t;
+
+typedef struct cs_store_stats {
+    size_t executions;
+    size_t bytes;
+    size_t frames_live;
+    uint64_t events_published;
+    uint64_t events_duplicate;
+    uint64_t events_evicted;
+    uint64_t executions_expired;
+    uint64_t gaps_sent;
+    size_t subscribers;
+} cs_store_stats_t;
+
+/** Creates an empty store; returns 0 or -ENOMEM. */
+int cs_store_new(cs_store_t **out, const cs_store_limits_t *limits);
+
+/** Frees the store; every subscriber must have been closed. */
+void cs_store_free(cs_store_t *store);
+
+/** Applies new limits (SIGHUP); rings keep their capacity until they are recreated. */
+void cs_store_set_limits(cs_store_t *store, const cs_store_limits_t *limits);
+
+/** Result of a publish. */
+typedef struct cs_publish {
+    uint64_t seq;
+    char event_id[CS_EVENT_ID_MAX + 1];
+    int duplicate;
+    cs_frame_t *frame; /* borrowed: the stored frame (or the original, for a duplicate) */
+    cs_exec_t *exec;
+} cs_publish_t;
+
+/**
+ * Stores a validated event (cs_event_validate passed): a re-post of a retained (event_id, type)
+ * is acknowledged with the original seq; otherwise the event gets its seq, event_id and
+ * timestamp, is rendered once, enters its execution's ring and the global ring, and parked
+ * subscribers are woken. ev is not consumed. Returns CS_OK or an error with detail.
+ */
+cs_err_t cs_store_publish(cs_store_t *store, json_t *ev, int64_t now_unix_ms, cs_publish_t *out,
+                          char *detail, size_t detail_len);
+
+/** Finds an execution, or NULL. */
+cs_exec_t *cs_store_find(cs_store_t *store, const char *id, size_t id_len);
+
+/** Returns the frame with that seq if retained, else NULL. O(1). */
+cs_frame_t *cs_exec_frame(const cs_exec_t *exec, uint64_t seq);
+
+/** Returns the first retained frame with that event_id, or NULL. */
+cs_frame_t *cs_exec_find_event(const cs_exec_t *exec, const char *event_id, size_t len);
+
+/**
+ * Opens a subscriber on execution_id (creating a pending execution when none exists yet: a
+ * subscriber may wait for an execution nobody has posted to), or on the global stream when
+ * execution_id is NULL. The filter is moved into the subscriber. Returns 0 or -ENOMEM.
+ */
+int cs_sub_open(cs_store_t *store, cs_sub_t *sub, const char *execution_id, size_t id_len,
+                const cs_start_t *start, cs_filter_t *filter, const cs_sub_ops_t *ops, void *data);
+
+/**
+ * Hands out the next item for sub: a pending stream.gap first, then frames in seq order that pass
+ * the filter. Returns 1 with *item filled, or 0 when the subscriber is caught up.
+ */
+int cs_sub_next(cs_sub_t *sub, cs_item_t *item);
+
+/** Returns nonzero when cs_sub_next would hand out something. */
+int cs_sub_has_next(cs_sub_t *sub);
+
+/** Parks a caught-up subscriber: ops->wake is called once at the next publish for it. */
+void cs_sub_park(cs_sub_t *sub);
+
+/** Takes a subscriber off its wait list (no-op when not parked). */
+void cs_sub_unpark(cs_sub_t *sub);
+
+/** The cursor (execution, or global for the global stream) of the last item handed out, or "" when
+ * nothing was; for long-poll's last_event_id. Returns the seq it names (0 for none). */
+uint64_t cs_sub_position(const cs_sub_t *sub, char *buf, size_t buflen);
+
+/** Closes a subscriber; its execution may be freed if nothing else holds it. */
+void cs_sub_close(cs_sub_t *sub);
+
+/** Drops finished executions older than retain_s; call about once a second. */
+void cs_store_expire(cs_store_t *store, int64_t now_mono_ms);
+
+/** Fills *st. */
+void cs_store_stats(const cs_store_t *store, cs_store_stats_t *st);
+
+/** Returns the store's global ring epoch (for /v1/events cursors). */
+uint64_t cs_store_global_epoch(const cs_store_t *store);
+
+/** Marks the monotonic time, used for retention of finished executions. */
+void cs_store_set_now(cs_store_t *store, int64_t now_mono_ms);
+
+#endif
