@@ -48,6 +48,8 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void run_deferred(cs_loop_t *loop);
+
 int cs_loop_new(cs_loop_t **out)
 {
     cs_loop_t *loop = calloc(1, sizeof(*loop));
@@ -70,6 +72,7 @@ void cs_loop_free(cs_loop_t *loop)
 {
     if (loop == NULL)
         return;
+    run_deferred(loop); /* frees that were queued during the last turn's shutdown */
     if (loop->sig_io.fd >= 0) {
         cs_io_stop(&loop->sig_io);
         close(loop->sig_io.fd);

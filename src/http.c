@@ -1,0 +1,762 @@
+/*
+ * http.c - see http.h.
+ *
+ * Every request gets an http_req_t. An SSE stream is a callback response whose
+ * reader copies rendered frames (SSE head + JSON + blank line) into MHD's buffer
+ * until the subscriber is caught up, then parks the subscriber and suspends the
+ * connection; a publish wakes it (resume + MHD_run before sleeping: resuming
+ * wakes nothing in external-epoll mode). A held long-poll suspends without a
+ * response and is answered when the handler runs again after its resume.
+ * While suspended, a connection is invisible to MHD's epoll set, so we watch
+ * its fd for hang-ups ourselves.
+ */
+#include "http.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+#include <utlist.h>
+
+#include "event.h"
+#include "log.h"
+#include "route.h"
+
+#define SSE_BLOCK      16384
+#define SSE_RETRY_MS   3000
+#define HITL_HB_MS     4000
+#define CORS_METHODS   "GET, POST, OPTIONS"
+#define CORS_HEADERS   "Authorization, Content-Type, Last-Event-ID, Cache-Control"
+
+typedef enum req_kind { REQ_PLAIN = 0, REQ_SSE, REQ_POLL } req_kind_t;
+
+typedef struct http_req http_req_t;
+
+struct cs_http {
+    cs_daemon_t *d;
+    struct MHD_Daemon *mhd;
+    cs_io_t io;
+    int dirty;
+    size_t conns;
+    http_req_t *streams; /* SSE streams and long-polls (DL list) */
+};
+
+/* One piece of pending output, copied into MHD's buffer across reader calls. */
+typedef struct piece {
+    const char *p;
+    size_t n;
+} piece_t;
+
+struct http_req {
+    cs_http_t *h;
+    struct MHD_Connection *con;
+    req_kind_t kind;
+    cs_route_t route;
+    cs_sub_req_t sreq;
+    cs_sub_t sub;
+    int sub_open;
+    int suspended;
+    int dead; /* the client left, or we are ending the stream */
+    int listed;
+    /* SSE output in progress: pieces of one item, and a reference on its frame. */
+    piece_t parts[4];
+    int nparts, ipart;
+    size_t off;
+    cs_frame_t *held;
+    char small[192];
+    int preamble_done;
+    int hitl, global;
+    int hb_due;
+    int64_t last_write;
+    /* Long-poll. */
+    cs_timer_t timer;
+    int timed_out;
+    /* Hang-up watch while suspended. */
+    cs_io_t hup;
+    int fd;
+    http_req_t *prev, *next;
+};
+
+/* ---- small helpers ---- */
+
+static void add_cors(cs_http_t *h, struct MHD_Connection *con, struct MHD_Response *r)
+{
+    const cs_config_t *cfg = h->d->cfg;
+    const char *origin = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Origin");
+
+    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
+        if (strcmp(cfg->cors_origins[i], "*") == 0) {
+            MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+            return;
+        }
+    }
+    if (origin == NULL)
+        return;
+    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
+        if (strcmp(cfg->cors_origins[i], origin) == 0) {
+            MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+            MHD_add_response_header(r, "Vary", "Origin");
+            return;
+        }
+    }
+}
+
+static enum MHD_Result queue_json(cs_http_t *h, struct MHD_Connection *con, unsigned status, char *body,
+                                  size_t len, const char *hname, const char *hvalue)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    if (body == NULL)
+        return MHD_NO; /* out of memory: MHD closes the connection */
+    r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    if (hname != NULL)
+        MHD_add_response_header(r, hname, hvalue);
+    add_cors(h, con, r);
+    ret = MHD_queue_response(con, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result queue_error(cs_http_t *h, struct MHD_Connection *con, unsigned status, const char *code,
+                                   const char *detail, const char *hname, const char *hvalue)
+{
+    size_t len;
+    char *body = cs_error_json(code, detail, &len);
+    return queue_json(h, con, status, body, len, hname, hvalue);
+}
+
+static enum MHD_Result queue_errorf(cs_http_t *h, struct MHD_Connection *con, unsigned status, const char *code,
+                                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static enum MHD_Result queue_errorf(cs_http_t *h, struct MHD_Connection *con, unsigned status, const char *code,
+                                    const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    return queue_error(h, con, status, code, detail, NULL, NULL);
+}
+
+static const char *lookup_arg(void *ctx, const char *name)
+{
+    return MHD_lookup_connection_value(ctx, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static const char *lookup_header(void *ctx, const char *name)
+{
+    return MHD_lookup_connection_value(ctx, MHD_HEADER_KIND, name);
+}
+
+/* The presented token: the Authorization header, else ?token=. Copied into buf, NUL-terminated. */
+static const char *request_token(struct MHD_Connection *con, char *buf, size_t buflen)
+{
+    const char *v = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Authorization");
+    size_t n;
+
+    if (v != NULL) {
+        const char *t = cs_auth_bearer(v, &n);
+        if (t != NULL && n < buflen) {
+            memcpy(buf, t, n);
+            buf[n] = '\0';
+            return buf;
+        }
+        if (t != NULL)
+            return ""; /* too long to be one of ours: invalid, not missing */
+    }
+    return MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, "token");
+}
+
+/* ---- suspend / resume ---- */
+
+static void on_hup(cs_io_t *io, uint32_t events);
+
+static void req_suspend(http_req_t *q)
+{
+    if (q->suspended)
+        return;
+    MHD_suspend_connection(q->con);
+    q->suspended = 1;
+    if (q->fd >= 0) {
+        cs_io_init(&q->hup, q->h->d->loop, q->fd, on_hup, q);
+        cs_io_start(&q->hup, CS_IO_RDHUP);
+    }
+}
+
+static void req_resume(http_req_t *q)
+{
+    if (!q->suspended)
+        return;
+    cs_io_stop(&q->hup);
+    q->suspended = 0;
+    MHD_resume_connection(q->con);
+    q->h->dirty = 1;
+}
+
+static void on_hup(cs_io_t *io, uint32_t events)
+{
+    http_req_t *q = io->data;
+    (void)events;
+    cs_io_stop(io);
+    q->dead = 1;
+    if (q->sub_open)
+        cs_sub_unpark(&q->sub);
+    req_resume(q);
+}
+
+static void sub_wake(cs_sub_t *sub)
+{
+    req_resume(sub->data);
+}
+
+static const cs_sub_ops_t sub_ops = {sub_wake};
+
+/* ---- SSE ---- */
+
+static void sse_set_item(http_req_t *q, const cs_item_t *it)
+{
+    q->nparts = 0;
+    q->ipart = 0;
+    q->off = 0;
+    if (it->frame != NULL) {
+        cs_frame_t *f = it->frame;
+        const char *head = q->global ? f->gsse_head : f->sse_head;
+        size_t head_len = q->global ? f->gsse_head_len : f->sse_head_len;
+        size_t skip = q->sreq.named ? 0 : f->sse_named_skip;
+        q->held = cs_frame_ref(f);
+        q->parts[q->nparts++] = (piece_t){head + skip, head_len - skip};
+        q->parts[q->nparts++] = (piece_t){f->json, f->json_len};
+    } else {
+        if (q->sreq.named)
+            q->parts[q->nparts++] = (piece_t){"event: stream.gap\n", 18};
+        q->parts[q->nparts++] = (piece_t){"data: ", 6};
+        q->parts[q->nparts++] = (piece_t){it->gap, it->gap_len};
+    }
+    q->parts[q->nparts++] = (piece_t){"\n\n", 2};
+}
+
+static void sse_set_small(http_req_t *q, size_t n)
+{
+    q->nparts = 1;
+    q->ipart = 0;
+    q->off = 0;
+    q->parts[0] = (piece_t){q->small, n};
+}
+
+static void sse_set_heartbeat(http_req_t *q)
+{
+    char ts[32];
+    int n;
+
+    cs_format_timestamp(cs_unix_ms(), ts, sizeof(ts));
+    if (q->hitl)
+        n = snprintf(q->small, sizeof(q->small), "data: {\"type\":\"heartbeat\",\"timestamp\":\"%s\"}\n\n", ts);
+    else
+        n = snprintf(q->small, sizeof(q->small), ": heartbeat %s\n\n", ts);
+    sse_set_small(q, (size_t)n);
+}
+
+/* Copies pending pieces into buf; returns bytes copied. Releases the frame once it is all out. */
+static size_t sse_copy(http_req_t *q, char *buf, size_t max)
+{
+    size_t n = 0;
+
+    while (q->ipart < q->nparts && n < max) {
+        piece_t *pc = &q->parts[q->ipart];
+        size_t take = pc->n - q->off;
+        if (take > max - n)
+            take = max - n;
+        memcpy(buf + n, pc->p + q->off, take);
+        n += take;
+        q->off += take;
+        if (q->off == pc->n) {
+            q->ipart++;
+            q->off = 0;
+        }
+    }
+    if (q->ipart == q->nparts) {
+        q->nparts = q->ipart = 0;
+        if (q->held != NULL) {
+            cs_frame_unref(q->h->d->store, q->held);
+            q->held = NULL;
+        }
+    }
+    return n;
+}
+
+static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    http_req_t *q = cls;
+    size_t n = 0;
+    cs_item_t it;
+    (void)pos;
+
+    if (q->dead)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (!q->preamble_done) {
+        int l = snprintf(q->small, sizeof(q->small), "retry: %d\n\n", SSE_RETRY_MS);
+        sse_set_small(q, (size_t)l);
+        q->preamble_done = 1;
+    }
+    /* Drain everything queued per wake-up so bursts coalesce into few sends. */
+    for (;;) {
+        n += sse_copy(q, buf + n, max - n);
+        if (q->nparts != 0 || n == max)
+            break;
+        if (!cs_sub_next(&q->sub, &it))
+            break;
+        sse_set_item(q, &it);
+    }
+    if (n == 0 && q->hb_due) {
+        sse_set_heartbeat(q);
+        n += sse_copy(q, buf, max);
+    }
+    q->hb_due = 0;
+    if (n > 0) {
+        q->last_write = cs_loop_now(q->h->d->loop);
+        return (ssize_t)n;
+    }
+    /* Caught up: sleep until a publish, a heartbeat, or a hang-up. */
+    cs_sub_park(&q->sub);
+    req_suspend(q);
+    return 0;
+}
+
+static enum MHD_Result start_sse(cs_http_t *h, http_req_t *q)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK, sse_reader, q, NULL);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", "text/event-stream; charset=utf-8");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    add_cors(h, q->con, r);
+    q->kind = REQ_SSE;
+    q->last_write = cs_loop_now(h->d->loop);
+    ret = MHD_queue_response(q->con, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ---- long-poll ---- */
+
+static void on_poll_timeout(cs_timer_t *t)
+{
+    http_req_t *q = t->data;
+    q->timed_out = 1;
+    if (q->sub_open)
+        cs_sub_unpark(&q->sub);
+    req_resume(q);
+}
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} buf_t;
+
+static void buf_add(buf_t *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+/* Collects what the subscriber has; answers and returns 1, or returns 0 when there is nothing yet. */
+static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Result *ret)
+{
+    buf_t b = {0};
+    cs_item_t it;
+    int count = 0, gap = 0;
+    uint64_t gap_first = 0;
+    char cur[CS_CURSOR_MAX], tail[128];
+
+    if (!force && !cs_sub_has_next(&q->sub))
+        return 0;
+    buf_add(&b, "{\"events\":[", 11);
+    while (cs_sub_next(&q->sub, &it)) {
+        if (it.frame == NULL) {
+            gap = 1;
+            gap_first = q->sub.gap_first;
+            continue;
+        }
+        if (count++ > 0)
+            buf_add(&b, ",", 1);
+        buf_add(&b, it.frame->json, it.frame->json_len);
+    }
+    uint64_t seq = cs_sub_position(&q->sub, cur, sizeof(cur));
+    int n;
+    if (seq > 0)
+        n = snprintf(tail, sizeof(tail), "],\"last_event_id\":\"%s\",\"last_seq\":%llu", cur, (unsigned long long)seq);
+    else
+        n = snprintf(tail, sizeof(tail), "],\"last_event_id\":null,\"last_seq\":0");
+    buf_add(&b, tail, (size_t)n);
+    if (gap) {
+        n = snprintf(tail, sizeof(tail), ",\"gap\":true,\"first_seq\":%llu", (unsigned long long)gap_first);
+        buf_add(&b, tail, (size_t)n);
+    }
+    buf_add(&b, "}", 1);
+    if (b.oom) {
+        free(b.p);
+        *ret = MHD_NO;
+        return 1;
+    }
+    *ret = queue_json(h, q->con, 200, b.p, b.len, NULL, NULL);
+    return 1;
+}
+
+/* ---- requests ---- */
+
+static void req_list(cs_http_t *h, http_req_t *q)
+{
+    if (!q->listed) {
+        DL_APPEND(h->streams, q);
+        q->listed = 1;
+    }
+}
+
+static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Connection *con)
+{
+    cs_daemon_t *d = h->d;
+    cs_route_t *rt = &q->route;
+    char tokbuf[1024], err[256];
+    const char *token, *code, *detail;
+    cs_auth_result_t ar;
+    unsigned status;
+    const union MHD_ConnectionInfo *ci;
+
+    token = request_token(con, tokbuf, sizeof(tokbuf));
+    ar = cs_auth_check(d->auth, token, CS_SCOPE_READ,
+                       rt->kind == CS_ROUTE_GLOBAL_SSE ? NULL : rt->execution_id, NULL);
+    if (ar != CS_AUTH_OK) {
+        status = cs_auth_http_status(ar, &code, &detail);
+        if (status == 401)
+            return queue_error(h, con, status, code, detail, "WWW-Authenticate", "Bearer");
+        if (rt->kind == CS_ROUTE_GLOBAL_SSE)
+            detail = "the all-executions stream needs a token with read on \"*\"";
+        return queue_error(h, con, status, code, detail, NULL, NULL);
+    }
+    if (cs_sub_req_parse(&q->sreq, rt->kind, lookup_arg, lookup_header, con, err, sizeof(err)) != 0)
+        return queue_error(h, con, 400, "bad_request", err, NULL, NULL);
+
+    if (rt->kind == CS_ROUTE_GLOBAL_SSE) {
+        if (cs_sub_open(d->store, &q->sub, NULL, 0, &q->sreq.start, &q->sreq.filter, &sub_ops, q) != 0)
+            return MHD_NO;
+    } else if (cs_sub_open(d->store, &q->sub, rt->execution_id, rt->execution_id_len, &q->sreq.start,
+                           &q->sreq.filter, &sub_ops, q) != 0) {
+        return MHD_NO;
+    }
+    q->sub_open = 1;
+    q->hitl = cs_route_is_hitl(rt->kind);
+    q->global = rt->kind == CS_ROUTE_GLOBAL_SSE;
+    ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
+    q->fd = ci != NULL ? ci->connect_fd : -1;
+    req_list(h, q);
+
+    if (!cs_route_is_poll(rt->kind))
+        return start_sse(h, q);
+
+    q->kind = REQ_POLL;
+    enum MHD_Result ret;
+    if (poll_try_answer(h, q, q->sreq.timeout_s == 0 || d->stopping, &ret))
+        return ret;
+    /* Nothing yet: hold until a publish or the deadline. */
+    cs_timer_init(&q->timer, d->loop, on_poll_timeout, q);
+    cs_timer_start(&q->timer, (int64_t)q->sreq.timeout_s * 1000);
+    cs_sub_park(&q->sub);
+    req_suspend(q);
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    cs_http_t *h = cls;
+    cs_daemon_t *d = h->d;
+    http_req_t *q = *con_cls;
+    unsigned m;
+    (void)version;
+    (void)upload_data;
+
+    if (q != NULL) {
+        /* Called again: a held long-poll resumed, or more of a body we do not read. */
+        if (q->kind == REQ_POLL) {
+            enum MHD_Result ret;
+            cs_timer_stop(&q->timer);
+            cs_sub_unpark(&q->sub);
+            poll_try_answer(h, q, 1, &ret);
+            return ret;
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return MHD_NO;
+    q->h = h;
+    q->con = con;
+    q->fd = -1;
+    *con_cls = q;
+    d->counters.http_requests++;
+
+    if (strcmp(method, "OPTIONS") == 0) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        const char *want = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+        if (r == NULL)
+            return MHD_NO;
+        add_cors(h, con, r);
+        MHD_add_response_header(r, "Access-Control-Allow-Methods", CORS_METHODS);
+        MHD_add_response_header(r, "Access-Control-Allow-Headers", want != NULL ? want : CORS_HEADERS);
+        MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+        enum MHD_Result ret = MHD_queue_response(con, 204, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+
+    m = strcmp(method, "GET") == 0 ? CS_METHOD_GET : strcmp(method, "POST") == 0 ? CS_METHOD_POST : 0;
+    if (cs_route_match(url, strlen(url), &q->route) == CS_ROUTE_NONE)
+        return queue_errorf(h, con, 404, "not_found", "no route %s %s", method, url);
+    if ((q->route.methods & m) == 0) {
+        char detail[300];
+        snprintf(detail, sizeof(detail), "%s is not allowed on %s (allowed: %s)", method, url,
+                 cs_route_allow(q->route.methods));
+        return queue_error(h, con, 405, "method_not_allowed", detail, "Allow", cs_route_allow(q->route.methods));
+    }
+    if (q->route.kind == CS_ROUTE_HEALTH) {
+        char ts[32], *body;
+        cs_format_timestamp(cs_unix_ms(), ts, sizeof(ts));
+        if (asprintf(&body, "{\"status\":\"%s\",\"timestamp\":\"%s\"}", d->stopping ? "stopping" : "healthy",
+                     ts) < 0)
+            return MHD_NO;
+        return queue_json(h, con, d->stopping ? 503 : 200, body, strlen(body), NULL, NULL);
+    }
+    if (q->route.bad_id)
+        return queue_error(h, con, 400, "bad_request", "execution_id must be 1-128 characters of [A-Za-z0-9._:-]",
+                           NULL, NULL);
+    if (cs_route_is_ws(q->route.kind))
+        return queue_error(h, con, 426, "upgrade_required", "this route speaks WebSocket only", "Upgrade",
+                           "websocket");
+    if (d->stopping)
+        return queue_error(h, con, 503, "unavailable", "the server is shutting down", NULL, NULL);
+    return handle_stream(h, q, con);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    cs_http_t *h = cls;
+    http_req_t *q = *con_cls;
+    (void)con;
+    (void)toe;
+
+    if (q == NULL)
+        return;
+    *con_cls = NULL;
+    cs_io_stop(&q->hup);
+    if (q->kind == REQ_POLL)
+        cs_timer_stop(&q->timer);
+    if (q->sub_open)
+        cs_sub_close(&q->sub);
+    if (q->held != NULL)
+        cs_frame_unref(h->d->store, q->held);
+    cs_sub_req_free(&q->sreq);
+    if (q->listed)
+        DL_DELETE(h->streams, q);
+    free(q);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *con, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    cs_http_t *h = cls;
+    (void)con;
+    (void)socket_context;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        h->conns++;
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        h->conns--;
+        h->d->clients--;
+    }
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+    (void)cls;
+    vsnprintf(line, sizeof(line), fmt, ap);
+    cs_log_debug("http: %s", line);
+}
+
+/* ---- the loop side ---- */
+
+static void on_mhd_io(cs_io_t *io, uint32_t events)
+{
+    cs_http_t *h = io->data;
+    (void)events;
+    h->dirty = 1;
+}
+
+static int http_prepare(void *data)
+{
+    cs_http_t *h = data;
+    MHD_UNSIGNED_LONG_LONG t;
+
+    if (h->dirty) {
+        h->dirty = 0;
+        MHD_run(h->mhd);
+    }
+    if (h->dirty)
+        return 0;
+    if (MHD_get_timeout(h->mhd, &t) == MHD_YES) {
+        if (t == 0) {
+            /* MHD has buffered work (a request already read): do it now, not after a sleep. */
+            h->dirty = 1;
+            return 0;
+        }
+        return t > 60000 ? 60000 : (int)t;
+    }
+    return -1;
+}
+
+int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen)
+{
+    cs_http_t *h = calloc(1, sizeof(*h));
+    const union MHD_DaemonInfo *di;
+    const cs_config_t *cfg = d->cfg;
+    int rc;
+
+    if (h == NULL)
+        return -ENOMEM;
+    h->d = d;
+    h->mhd = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+        on_request, h, MHD_OPTION_CONNECTION_LIMIT, (unsigned)(cfg->max_clients + 16),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(cfg->head_bytes + 8192), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->stall_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_END);
+    if (h->mhd == NULL) {
+        snprintf(err, errlen, "libmicrohttpd would not start");
+        free(h);
+        return -EIO;
+    }
+    di = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    if (di == NULL) {
+        snprintf(err, errlen, "libmicrohttpd has no epoll fd");
+        MHD_stop_daemon(h->mhd);
+        free(h);
+        return -EIO;
+    }
+    cs_io_init(&h->io, d->loop, di->epoll_fd, on_mhd_io, h);
+    if ((rc = cs_io_start(&h->io, CS_IO_READ)) != 0 || (rc = cs_loop_add_prepare(d->loop, http_prepare, h)) != 0) {
+        snprintf(err, errlen, "cannot watch libmicrohttpd: %s", strerror(-rc));
+        cs_io_stop(&h->io);
+        MHD_stop_daemon(h->mhd);
+        free(h);
+        return rc;
+    }
+    *out = h;
+    return 0;
+}
+
+int cs_http_add(cs_http_t *h, int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+    h->dirty = 1;
+    if (MHD_add_connection(h->mhd, fd, addr, addrlen) != MHD_YES) {
+        /* MHD has closed the socket. */
+        h->d->clients--;
+        return -errno ? -errno : -EIO;
+    }
+    return 0;
+}
+
+void cs_http_tick(cs_http_t *h, int64_t now)
+{
+    unsigned hb_ms = h->d->cfg->heartbeat_s * 1000u;
+
+    for (http_req_t *q = h->streams; q != NULL; q = q->next) {
+        if (q->kind != REQ_SSE || q->dead)
+            continue;
+        if (now - q->last_write >= (int64_t)(q->hitl ? HITL_HB_MS : hb_ms)) {
+            q->hb_due = 1;
+            cs_sub_unpark(&q->sub);
+            req_resume(q);
+        }
+    }
+}
+
+void cs_http_shutdown(cs_http_t *h)
+{
+    for (http_req_t *q = h->streams; q != NULL; q = q->next) {
+        if (q->kind == REQ_SSE)
+            q->dead = 1;
+        else if (q->kind == REQ_POLL)
+            cs_timer_stop(&q->timer);
+        if (q->sub_open)
+            cs_sub_unpark(&q->sub);
+        req_resume(q);
+    }
+    h->dirty = 1;
+}
+
+size_t cs_http_count(const cs_http_t *h)
+{
+    size_t n = 0;
+    for (http_req_t *q = h->streams; q != NULL; q = q->next)
+        n++;
+    return n;
+}
+
+void cs_http_free(cs_http_t *h)
+{
+    if (h == NULL)
+        return;
+    /* MHD_stop_daemon aborts on a suspended connection: let every one go first. */
+    for (int i = 0; i < 8; i++) {
+        for (http_req_t *q = h->streams; q != NULL; q = q->next) {
+            q->dead = 1;
+            if (q->kind == REQ_POLL)
+                cs_timer_stop(&q->timer);
+            if (q->sub_open)
+                cs_sub_unpark(&q->sub);
+            req_resume(q);
+        }
+        MHD_run(h->mhd);
+        if (h->streams == NULL)
+            break;
+    }
+    cs_io_stop(&h->io);
+    MHD_stop_daemon(h->mhd);
+    free(h);
+}

@@ -1,0 +1,36 @@
+/*
+ * ingest.h - the Unix-socket ingest: newline-delimited JSON in, exactly one reply
+ * line per line out, in order (SPEC §3). Replies are queued and written once
+ * per read batch; a producer that does not read its replies stops being read
+ * (bounded output), and one that sends a line over limits.max_event_bytes gets
+ * too_large and is skipped to the next newline.
+ */
+#ifndef CS_INGEST_H
+#define CS_INGEST_H
+
+#include <stddef.h>
+
+#include "daemon.h"
+
+/** Creates the socket at cfg->ingest_socket (refusing to take over one a live daemon answers on),
+ * with mode cfg->ingest_mode. Returns 0 or -errno with err. */
+int cs_ingest_new(cs_ingest_t **out, cs_daemon_t *d, char *err, size_t errlen);
+
+/**
+ * Handles one line (without its newline) as the socket does, appending the reply line (with its
+ * newline) to *reply / *reply_len (malloc'd buffer, grown as needed). Shared with HTTP ingest.
+ * Returns the error code of the reply (CS_OK for ok).
+ */
+cs_err_t cs_ingest_line(cs_daemon_t *d, const char *line, size_t len, char **reply, size_t *reply_len,
+                        size_t *reply_cap);
+
+/** Stops accepting and removes the socket file; producer connections stay until flushed. */
+void cs_ingest_close_listener(cs_ingest_t *in);
+
+/** Returns the number of producer connections. */
+size_t cs_ingest_count(const cs_ingest_t *in);
+
+/** Closes everything and removes the socket file. */
+void cs_ingest_free(cs_ingest_t *in);
+
+#endif

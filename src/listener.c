@@ -1,0 +1,335 @@
+/*
+ * listener.c - see listener.h.
+ */
+#include "listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <utlist.h>
+
+#include "head.h"
+#include "http.h"
+#include "log.h"
+#include "ws.h"
+
+#define LINGER_MS 2000
+
+typedef struct pending pending_t;
+
+struct cs_listener {
+    cs_daemon_t *d;
+    int fd;
+    cs_io_t io;
+    pending_t *list;
+    size_t n_pending;
+    char *peek; /* one buffer for every peek: the loop is single-threaded */
+    size_t peek_cap;
+};
+
+struct pending {
+    cs_listener_t *l;
+    int fd;
+    int lingering; /* answered (431/503), draining input before close */
+    cs_io_t io;
+    cs_timer_t timer;
+    cs_defer_t defer;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    pending_t *prev, *next;
+};
+
+int cs_listener_is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+
+    if (strcmp(host, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return 0;
+}
+
+static void pending_free(void *data)
+{
+    pending_t *p = data;
+    free(p);
+}
+
+/* Ends a waiting connection: close it (fd >= 0) or forget it (handed over), freeing it at turn's end. */
+static void pending_end(pending_t *p, int close_fd)
+{
+    cs_listener_t *l = p->l;
+
+    cs_io_stop(&p->io);
+    cs_timer_stop(&p->timer);
+    if (close_fd && p->fd >= 0) {
+        close(p->fd);
+        l->d->clients--;
+    }
+    p->fd = -1;
+    DL_DELETE(l->list, p);
+    l->n_pending--;
+    cs_defer(l->d->loop, &p->defer, pending_free, p);
+}
+
+static void on_linger_timeout(cs_timer_t *t)
+{
+    pending_end(t->data, 1);
+}
+
+static void on_linger_io(cs_io_t *io, uint32_t events)
+{
+    pending_t *p = io->data;
+    char sink[4096];
+    ssize_t n;
+    (void)events;
+
+    /* Discard what the client still sends until it closes, so our close sends FIN, not RST, and the
+     * answer is read. */
+    while ((n = recv(p->fd, sink, sizeof(sink), 0)) > 0)
+        ;
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+        pending_end(p, 1);
+}
+
+/* Answers with a short JSON error and closes gracefully. */
+static void pending_answer(pending_t *p, unsigned status, const char *code, const char *detail)
+{
+    char head[256], *body;
+    size_t blen;
+    int hl;
+
+    body = cs_error_json(code, detail, &blen);
+    hl = snprintf(head, sizeof(head),
+                  "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                  "Connection: close\r\n\r\n",
+                  status, cs_http_reason(status), body ? blen : 0);
+    /* Best effort: the socket buffer is empty, so a small answer fits. */
+    if (send(p->fd, head, (size_t)hl, MSG_NOSIGNAL) == hl && body != NULL)
+        (void)!send(p->fd, body, blen, MSG_NOSIGNAL);
+    free(body);
+    shutdown(p->fd, SHUT_WR);
+    p->lingering = 1;
+    p->io.cb = on_linger_io;
+    cs_io_start(&p->io, CS_IO_READ | CS_IO_RDHUP);
+    cs_timer_start(&p->timer, LINGER_MS);
+    p->timer.cb = on_linger_timeout;
+    on_linger_io(&p->io, 0);
+}
+
+static void on_head_timeout(cs_timer_t *t)
+{
+    pending_t *p = t->data;
+    p->l->d->counters.heads_timed_out++;
+    cs_log_debug("tcp: request head not complete in %us: closed", p->l->d->cfg->head_timeout_s);
+    pending_end(p, 1);
+}
+
+static void on_pending_io(cs_io_t *io, uint32_t events)
+{
+    pending_t *p = io->data;
+    cs_listener_t *l = p->l;
+    cs_daemon_t *d = l->d;
+    size_t cap = d->cfg->head_bytes;
+    ssize_t n;
+    (void)events;
+
+    if (cap > l->peek_cap) {
+        /* limits.head_bytes was raised by a reload. */
+        char *np = realloc(l->peek, cap);
+        if (np == NULL) {
+            pending_end(p, 1);
+            return;
+        }
+        l->peek = np;
+        l->peek_cap = cap;
+    }
+    n = recv(p->fd, l->peek, cap, MSG_PEEK);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        pending_end(p, 1);
+        return;
+    }
+    if (n == 0) {
+        pending_end(p, 1);
+        return;
+    }
+    switch (cs_head_scan(l->peek, (size_t)n, NULL)) {
+    case CS_HEAD_INVALID:
+        d->counters.heads_invalid++;
+        cs_log_debug("tcp: not an HTTP/1.x request (first byte 0x%02x): closed", (unsigned char)l->peek[0]);
+        pending_end(p, 1);
+        return;
+    case CS_HEAD_INCOMPLETE:
+        if ((size_t)n >= cap) {
+            d->counters.heads_too_large++;
+            pending_answer(p, 431, "head_too_large", "the request head is larger than limits.head_bytes");
+        } else if (events & (CS_IO_RDHUP | CS_IO_HUP | CS_IO_ERR)) {
+            pending_end(p, 1); /* the client gave up half-way */
+        }
+        return;
+    case CS_HEAD_WEBSOCKET: {
+        int fd = p->fd;
+        pending_end(p, 0);
+        cs_ws_adopt(d->ws, fd);
+        return;
+    }
+    case CS_HEAD_HTTP: {
+        int fd = p->fd;
+        struct sockaddr_storage addr = p->addr;
+        socklen_t alen = p->addrlen;
+        pending_end(p, 0);
+        cs_http_add(d->http, fd, (struct sockaddr *)&addr, alen);
+        return;
+    }
+    }
+}
+
+static void on_accept(cs_io_t *io, uint32_t events)
+{
+    cs_listener_t *l = io->data;
+    cs_daemon_t *d = l->d;
+    (void)events;
+
+    for (int i = 0; i < 256; i++) {
+        struct sockaddr_storage addr;
+        socklen_t alen = sizeof(addr);
+        int fd = accept4(l->fd, (struct sockaddr *)&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                cs_log_warn("tcp: accept: %s (raise LimitNOFILE or lower limits.max_clients)", strerror(errno));
+            return;
+        }
+        pending_t *p = calloc(1, sizeof(*p));
+        if (p == NULL) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        p->l = l;
+        p->fd = fd;
+        p->addr = addr;
+        p->addrlen = alen;
+        d->clients++;
+        d->counters.tcp_accepted++;
+        DL_APPEND(l->list, p);
+        l->n_pending++;
+        cs_io_init(&p->io, d->loop, fd, on_pending_io, p);
+        cs_timer_init(&p->timer, d->loop, on_head_timeout, p);
+        cs_timer_start(&p->timer, (int64_t)d->cfg->head_timeout_s * 1000);
+        if (d->clients > d->cfg->max_clients) {
+            d->counters.tcp_rejected_full++;
+            pending_answer(p, 503, "unavailable", "too many connections (limits.max_clients)");
+            continue;
+        }
+        if (cs_io_start(&p->io, CS_IO_READ | CS_IO_RDHUP | CS_IO_EDGE) != 0) {
+            pending_end(p, 1);
+            continue;
+        }
+        /* The head often arrives with the connection: look now rather than wait for an edge. */
+        on_pending_io(&p->io, 0);
+    }
+}
+
+int cs_listener_new(cs_listener_t **out, cs_daemon_t *d, char *err, size_t errlen)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    char port[8];
+    int rc, fd = -1, one = 1;
+    cs_listener_t *l = calloc(1, sizeof(*l));
+
+    if (l == NULL)
+        return -ENOMEM;
+    l->d = d;
+    l->fd = -1;
+    l->peek_cap = d->cfg->head_bytes;
+    l->peek = malloc(l->peek_cap);
+    if (l->peek == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%u", d->cfg->listen_port);
+    rc = getaddrinfo(d->cfg->listen_host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "listen %s: %s", d->cfg->listen, gai_strerror(rc));
+        rc = -EINVAL;
+        goto fail;
+    }
+    rc = -EADDRNOTAVAIL;
+    for (ai = res; ai != NULL; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            rc = -errno;
+            continue;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0)
+            break;
+        rc = -errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        snprintf(err, errlen, "listen %s: %s", d->cfg->listen, strerror(-rc));
+        goto fail;
+    }
+    l->fd = fd;
+    cs_io_init(&l->io, d->loop, fd, on_accept, l);
+    if ((rc = cs_io_start(&l->io, CS_IO_READ)) != 0) {
+        snprintf(err, errlen, "listen %s: %s", d->cfg->listen, strerror(-rc));
+        goto fail;
+    }
+    *out = l;
+    return 0;
+
+fail:
+    if (l->fd >= 0)
+        close(l->fd);
+    free(l->peek);
+    free(l);
+    return rc;
+}
+
+void cs_listener_close(cs_listener_t *l)
+{
+    if (l->fd >= 0) {
+        cs_io_stop(&l->io);
+        close(l->fd);
+        l->fd = -1;
+    }
+    while (l->list != NULL)
+        pending_end(l->list, 1);
+}
+
+size_t cs_listener_pending(const cs_listener_t *l)
+{
+    return l->n_pending;
+}
+
+void cs_listener_free(cs_listener_t *l)
+{
+    if (l == NULL)
+        return;
+    cs_listener_close(l);
+    free(l->peek);
+    free(l);
+}

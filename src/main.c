@@ -1,0 +1,228 @@
+/*
+ * main.c - crewstreamd: configuration, start-up, the loop, signals, shutdown.
+ *
+ * Exit status: 0 after SIGTERM/SIGINT (or --help, --version, --check-config),
+ * 1 when the daemon cannot start or run (address in use, socket in use),
+ * 2 for configuration and usage errors.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "auth.h"
+#include "config.h"
+#include "daemon.h"
+#include "http.h"
+#include "ingest.h"
+#include "listener.h"
+#include "log.h"
+#include "loop.h"
+#include "store.h"
+#include "ws.h"
+
+#define TICK_MS          1000
+#define SHUTDOWN_TICK_MS 50
+
+typedef struct app {
+    cs_daemon_t d;
+    cs_timer_t tick;
+    int64_t stop_deadline;
+    int argc;
+    char **argv;
+} app_t;
+
+static void store_limits(const cs_config_t *cfg, cs_store_limits_t *lim)
+{
+    lim->ring_events = cfg->ring_events;
+    lim->ring_bytes = cfg->ring_bytes;
+    lim->max_bytes = cfg->max_bytes;
+    lim->retain_s = cfg->retain_s;
+    lim->global_events = cfg->global_events;
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int drained(app_t *a)
+{
+    cs_daemon_t *d = &a->d;
+    return cs_http_count(d->http) == 0 && cs_ws_count(d->ws) == 0 && cs_listener_pending(d->listener) == 0;
+}
+
+static void on_tick(cs_timer_t *t)
+{
+    app_t *a = t->data;
+    cs_daemon_t *d = &a->d;
+    int64_t now = cs_loop_now(d->loop);
+
+    if (d->stopping) {
+        if (drained(a) || now >= a->stop_deadline) {
+            if (!drained(a))
+                cs_log_warn("shutdown: %us passed with %zu HTTP streams and %zu WebSockets open: closing them",
+                            d->cfg->shutdown_s, cs_http_count(d->http), cs_ws_count(d->ws));
+            cs_loop_stop(d->loop);
+            return;
+        }
+        cs_timer_start(t, SHUTDOWN_TICK_MS);
+        return;
+    }
+    cs_store_expire(d->store, now);
+    cs_http_tick(d->http, now);
+    cs_ws_tick(d->ws, now);
+    cs_timer_start(t, TICK_MS);
+}
+
+static void begin_shutdown(app_t *a, int signo)
+{
+    cs_daemon_t *d = &a->d;
+
+    if (d->stopping) {
+        cs_log_warn("second %s: stopping now", strsignal(signo));
+        cs_loop_stop(d->loop);
+        return;
+    }
+    cs_log_info("%s: shutting down (up to %us)", strsignal(signo), d->cfg->shutdown_s);
+    d->stopping = 1;
+    a->stop_deadline = cs_loop_now(d->loop) + (int64_t)d->cfg->shutdown_s * 1000;
+    cs_listener_close(d->listener);
+    cs_ingest_close_listener(d->ingest);
+    cs_http_shutdown(d->http);
+    cs_ws_shutdown(d->ws);
+    cs_timer_start(&a->tick, 0);
+}
+
+/* SIGHUP: re-read the configuration; tokens and limits change, the addresses do not. */
+static void reload(app_t *a)
+{
+    cs_daemon_t *d = &a->d;
+    cs_config_t *cfg = calloc(1, sizeof(*cfg));
+    cs_auth_t *auth = NULL;
+    cs_store_limits_t lim;
+    char err[512] = "";
+
+    if (cfg == NULL)
+        return;
+    if (cs_config_from_argv(cfg, a->argc, a->argv, NULL, err, sizeof(err)) != 0 ||
+        cs_auth_new(&auth, cfg, cs_listener_is_loopback(d->cfg->listen_host), err, sizeof(err)) != 0) {
+        cs_log_error("reload: %s; keeping the running configuration", err);
+        cs_config_free(cfg);
+        free(cfg);
+        return;
+    }
+    if (strcmp(cfg->listen, d->cfg->listen) != 0 || strcmp(cfg->ingest_socket, d->cfg->ingest_socket) != 0)
+        cs_log_warn("reload: listen and ingest.socket changes take effect at the next restart");
+    /* Keep the addresses the daemon is bound to. */
+    char *t;
+    t = cfg->listen, cfg->listen = d->cfg->listen, d->cfg->listen = t;
+    t = cfg->listen_host, cfg->listen_host = d->cfg->listen_host, d->cfg->listen_host = t;
+    cfg->listen_port = d->cfg->listen_port;
+    t = cfg->ingest_socket, cfg->ingest_socket = d->cfg->ingest_socket, d->cfg->ingest_socket = t;
+
+    cs_auth_free(d->auth);
+    d->auth = auth;
+    cs_config_free(d->cfg);
+    free(d->cfg);
+    d->cfg = cfg;
+    cs_log_set_level((cs_log_level_t)cfg->log_level);
+    store_limits(cfg, &lim);
+    cs_store_set_limits(d->store, &lim);
+    cs_log_info("reload: configuration re-read (%zu tokens)", cfg->n_tokens + (cfg->api_key != NULL));
+}
+
+static void on_signal(int signo, void *data)
+{
+    app_t *a = data;
+    if (signo == SIGHUP)
+        reload(a);
+    else
+        begin_shutdown(a, signo);
+}
+
+int main(int argc, char **argv)
+{
+    static app_t app;
+    app_t *a = &app;
+    cs_daemon_t *d = &a->d;
+    cs_store_limits_t lim;
+    char err[512] = "";
+    int rc, status = 1;
+
+    a->argc = argc;
+    a->argv = argv;
+    d->cfg = calloc(1, sizeof(*d->cfg));
+    if (d->cfg == NULL)
+        return 1;
+    rc = cs_config_from_argv(d->cfg, argc, argv, stdout, err, sizeof(err));
+    if (rc == CS_CONFIG_EXIT_OK) {
+        status = 0;
+        goto out_cfg;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "crewstreamd: %s\n", err);
+        status = 2;
+        goto out_cfg;
+    }
+    cs_log_set_level((cs_log_level_t)d->cfg->log_level);
+    if (cs_auth_new(&d->auth, d->cfg, cs_listener_is_loopback(d->cfg->listen_host), err, sizeof(err)) != 0) {
+        fprintf(stderr, "crewstreamd: %s\n", err);
+        status = 2;
+        goto out_cfg;
+    }
+    if (d->cfg->check_config) {
+        cs_config_dump(d->cfg, stdout);
+        status = 0;
+        goto out_auth;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+    store_limits(d->cfg, &lim);
+    if ((rc = cs_loop_new(&d->loop)) != 0 || (rc = cs_store_new(&d->store, &lim)) != 0) {
+        cs_log_error("start: %s", strerror(-rc));
+        goto out;
+    }
+    if (cs_ingest_new(&d->ingest, d, err, sizeof(err)) != 0 || cs_http_new(&d->http, d, err, sizeof(err)) != 0 ||
+        cs_ws_new(&d->ws, d, err, sizeof(err)) != 0 || cs_listener_new(&d->listener, d, err, sizeof(err)) != 0) {
+        cs_log_error("start: %s", err);
+        goto out;
+    }
+    cs_loop_signal(d->loop, SIGINT, on_signal, a);
+    cs_loop_signal(d->loop, SIGTERM, on_signal, a);
+    cs_loop_signal(d->loop, SIGHUP, on_signal, a);
+    cs_timer_init(&a->tick, d->loop, on_tick, a);
+    cs_timer_start(&a->tick, TICK_MS);
+
+    cs_log_info("crewstreamd %s: http://%s/ (WebSocket and HTTP on one port), ingest %s, %s", CS_VERSION,
+                d->cfg->listen, d->cfg->ingest_socket,
+                cs_auth_is_open(d->auth) ? "no tokens (open, loopback only)" : "tokens required");
+    if ((rc = cs_loop_run(d->loop)) != 0) {
+        cs_log_error("loop: %s", strerror(-rc));
+        goto out;
+    }
+    status = 0;
+    cs_log_info("stopped");
+
+out:
+    cs_timer_stop(&a->tick);
+    cs_listener_free(d->listener);
+    cs_ingest_free(d->ingest);
+    cs_ws_free(d->ws);
+    cs_http_free(d->http);
+    cs_store_free(d->store);
+    cs_loop_free(d->loop);
+out_auth:
+    cs_auth_free(d->auth);
+out_cfg:
+    cs_config_free(d->cfg);
+    free(d->cfg);
+    return status;
+}
