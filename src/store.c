@@ -357,7 +357,7 @@ static void enforce_budget(cs_store_t *st)
     while (st->bytes > st->lim.max_bytes) {
         cs_exec_t *ex;
 
-        /* 1. Frames only the global ring still holds. */
+        /* 1. The oldest frames of the global ring once their execution's ring has let them go. */
         if (st->gnext > st->gfirst && !st->gring[st->gfirst % st->gcap]->in_exec) {
             global_evict_oldest(st);
             continue;
@@ -369,24 +369,24 @@ static void enforce_budget(cs_store_t *st)
             exec_drop_history(st, ex);
             continue;
         }
-        /* 3. The oldest event overall, from both rings. */
+        /* 3. The least recently published execution: its oldest event, or itself when it has none
+         * left and nobody watches it. A frame the global ring still holds is freed when the global
+         * ring lets it go (step 1): that ring pins at most store.global_events frames. */
+        for (ex = st->active; ex != NULL && exec_count(ex) == 0 && ex->n_subs > 0; ex = ex->lru_next)
+            ;
+        if (ex != NULL) {
+            if (exec_count(ex) > 0)
+                exec_evict_oldest(st, ex);
+            else
+                exec_free(st, ex);
+            continue;
+        }
+        /* 4. Only the global ring is left. */
         if (st->gnext > st->gfirst) {
-            cs_frame_t *f = st->gring[st->gfirst % st->gcap];
-            cs_exec_t *fx = f->exec;
-            while (fx != NULL && exec_count(fx) > 0 && fx->first_seq <= f->seq)
-                exec_evict_oldest(st, fx);
             global_evict_oldest(st);
             continue;
         }
-        /* 4. Least recently active executions: their events, then themselves when unwatched. */
-        for (ex = st->active; ex != NULL && exec_count(ex) == 0 && ex->n_subs > 0; ex = ex->lru_next)
-            ;
-        if (ex == NULL)
-            break; /* only frames in flight to subscribers remain */
-        if (exec_count(ex) > 0)
-            exec_evict_oldest(st, ex);
-        else
-            exec_free(st, ex);
+        break; /* only frames in flight to subscribers remain */
     }
 }
 

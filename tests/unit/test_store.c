@@ -1,0 +1,334 @@
+/*
+ * test_store.c - rings, cursors into them, resume, gaps, idempotence, eviction.
+ */
+#include "../../src/cursor.c"
+#include "../../src/event.c"
+#include "../../src/filter.c"
+#include "../../src/log.c"
+#include "../../src/store.c"
+
+#include "ctest.h"
+
+static cs_store_limits_t lim = {.ring_events = 8, .ring_bytes = 1 << 20, .max_bytes = 64 << 20,
+                                .retain_s = 10, .global_events = 16};
+
+static int wakes;
+static void on_wake(cs_sub_t *s)
+{
+    (void)s;
+    wakes++;
+}
+static const cs_sub_ops_t ops = {on_wake};
+
+static cs_publish_t post(cs_store_t *st, const char *exec, const char *type, const char *eid)
+{
+    char detail[128];
+    cs_publish_t pub;
+    json_t *ev = json_pack("{s:s, s:s}", "execution_id", exec, "type", type);
+    if (eid != NULL)
+        json_object_set_new(ev, "event_id", json_string(eid));
+    REQUIRE(cs_store_publish(st, ev, 1768473002123LL, &pub, detail, sizeof(detail)) == CS_OK);
+    json_decref(ev);
+    return pub;
+}
+
+/* Drains a subscriber: the seqs it gets (0 for a gap) into out; returns the count. */
+static int drain(cs_sub_t *sub, uint64_t *out, int max)
+{
+    cs_item_t it;
+    int n = 0;
+    while (n < max && cs_sub_next(sub, &it))
+        out[n++] = it.frame ? it.frame->seq : 0;
+    return n;
+}
+
+static void test_publish_and_render(void)
+{
+    cs_store_t *st;
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    cs_publish_t p1 = post(st, "e1", "run.started", NULL);
+    cs_publish_t p2 = post(st, "e1", "log", "my-id");
+    CHECK(p1.seq == 1 && p2.seq == 2);
+    CHECK(strlen(p1.event_id) == 36);
+    CHECK_STR(p2.event_id, "my-id");
+    cs_exec_t *ex = cs_store_find(st, "e1", 2);
+    REQUIRE(ex != NULL);
+    cs_frame_t *f = cs_exec_frame(ex, 2);
+    REQUIRE(f != NULL);
+    CHECK(strstr(f->json, "\"seq\":2") != NULL);
+    CHECK(strstr(f->json, "\"timestamp\":\"2026-01-15T10:30:02.123Z\"") != NULL);
+    CHECK(strchr(f->json, '\n') == NULL);
+    char cur[CS_CURSOR_MAX], want[128];
+    cs_cursor_format(cur, sizeof(cur), ex->epoch, 2);
+    snprintf(want, sizeof(want), "event: log\nid: %s\ndata: ", cur);
+    CHECK_STR(f->sse_head, want);
+    CHECK(f->sse_named_skip == strlen("event: log\n"));
+    CHECK(f->sse_head_len == strlen(want));
+    CHECK(cs_exec_frame(ex, 3) == NULL && cs_exec_frame(ex, 0) == NULL);
+    CHECK(ex->status == CS_EXEC_RUNNING);
+    cs_store_free(st);
+}
+
+static void test_idempotent(void)
+{
+    cs_store_t *st;
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    cs_publish_t a = post(st, "e", "human_input_required", "req-1");
+    cs_publish_t b = post(st, "e", "human_input_required", "req-1");
+    CHECK(b.duplicate && b.seq == a.seq);
+    /* Same id, other type: a new event (a completion that reuses its request's id). */
+    cs_publish_t c = post(st, "e", "human_input_completed", "req-1");
+    CHECK(!c.duplicate && c.seq == 2);
+    cs_publish_t d = post(st, "e", "human_input_completed", "req-1");
+    CHECK(d.duplicate && d.seq == 2);
+    cs_exec_t *ex = cs_store_find(st, "e", 1);
+    CHECK(cs_exec_find_event(ex, "req-1", 5)->seq == 1);
+    /* Another execution does not share ids. */
+    cs_publish_t e = post(st, "f", "human_input_required", "req-1");
+    CHECK(!e.duplicate && e.seq == 1);
+    cs_store_free(st);
+}
+
+static void test_history_live_and_park(void)
+{
+    cs_store_t *st;
+    cs_sub_t sub;
+    uint64_t got[32];
+    cs_start_t start = {.kind = CS_START_HISTORY};
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    /* Subscribing before anyone posted creates a pending execution that waits. */
+    REQUIRE(cs_sub_open(st, &sub, "late", 4, &start, NULL, &ops, NULL) == 0);
+    CHECK(drain(&sub, got, 32) == 0);
+    cs_sub_park(&sub);
+    wakes = 0;
+    post(st, "late", "a", NULL);
+    CHECK(wakes == 1);
+    post(st, "late", "b", NULL);
+    CHECK(wakes == 1); /* woken once until parked again */
+    CHECK(drain(&sub, got, 32) == 2 && got[0] == 1 && got[1] == 2);
+    cs_sub_close(&sub);
+    cs_store_free(st);
+}
+
+static void test_resume_forms(void)
+{
+    cs_store_t *st;
+    cs_sub_t sub;
+    uint64_t got[32];
+    char cur[CS_CURSOR_MAX];
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    for (int i = 0; i < 5; i++)
+        post(st, "e", "log", i == 2 ? "third" : NULL);
+    cs_exec_t *ex = cs_store_find(st, "e", 1);
+
+    cs_cursor_format(cur, sizeof(cur), ex->epoch, 3);
+    cs_start_t by_cursor = {.kind = CS_START_AFTER_ID, .id = cur, .id_len = strlen(cur)};
+    REQUIRE(cs_sub_open(st, &sub, "e", 1, &by_cursor, NULL, &ops, NULL) == 0);
+    CHECK(drain(&sub, got, 32) == 2 && got[0] == 4 && got[1] == 5);
+    char pos[CS_CURSOR_MAX];
+    CHECK(cs_sub_position(&sub, pos, sizeof(pos)) == 5);
+    cs_sub_close(&sub);
+
+    cs_start_t by_id = {.kind = CS_START_AFTER_ID, .id = "third", .id_len = 5};
+    REQUIRE(cs_sub_open(st, &sub, "e", 1, &by_id, NULL, &ops, NULL) == 0);
+    CHECK(drain(&sub, got, 32) == 2 && got[0] == 4);
+    cs_sub_close(&sub);
+
+    cs_start_t by_seq = {.kind = CS_START_AFTER_ID, .id = "1", .id_len = 1};
+    REQUIRE(cs_sub_open(st, &sub, "e", 1, &by_seq, NULL, &ops, NULL) == 0);
+    CHECK(drain(&sub, got, 32) == 4 && got[0] == 2);
+    cs_sub_close(&sub);
+
+    cs_start_t since = {.kind = CS_START_AFTER_SEQ, .seq = 5};
+    REQUIRE(cs_sub_open(st, &sub, "e", 1, &since, NULL, &ops, NULL) == 0);
+    CHECK(drain(&sub, got, 32) == 0);
+    cs_sub_close(&sub);
+
+    cs_start_t now = {.kind = CS_START_NOW};
+    REQUIRE(cs_sub_open(st, &sub, "e", 1, &now, NULL, &ops, NULL) == 0);
+    CHECK(drain(&sub, got, 32) == 0);
+    post(st, "e", "log", NULL);
+    CHECK(drain(&sub, got, 32) == 1 && got[0] == 6);
+    cs_sub_close(&sub);
+
+    /* Unknown id, a cursor of another epoch, a seq from the future: gap, then all retained. */
+    const char *bad[] = {"nope", "000000000001-3", "99"};
+    for (int i = 0; i < 3; i++) {
+        cs_start_t s = {.kind = CS_START_AFTER_ID, .id = bad[i], .id_len = strlen(bad[i])};
+        cs_item_t it;
+        REQUIRE(cs_sub_open(st, &sub, "e", 1, &s, NULL, &ops, NULL) == 0);
+        REQUIRE(cs_sub_next(&sub, &it) == 1);
+        CHECK(it.frame == NULL && it.gap != NULL);
+        CHECK(strstr(it.gap, "\"type\":\"stream.gap\"") != NULL);
+        CHECK(strstr(it.gap, "\"first_seq\":1") != NULL);
+        CHECK(strstr(it.gap, bad[i]) != NULL);
+        CHECK(drain(&sub, got, 32) == 6 && got[0] == 1);
+        cs_sub_close(&sub);
+    }
+    cs_store_free(st);
+}
+
+static void test_ring_eviction_and_gap(void)
+{
+    cs_store_t *st;
+    cs_sub_t slow, fresh;
+    uint64_t got[64];
+    cs_start_t hist = {.kind = CS_START_HISTORY};
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    REQUIRE(cs_sub_open(st, &slow, "e", 1, &hist, NULL, &ops, NULL) == 0);
+    for (int i = 0; i < 20; i++)
+        post(st, "e", "log", NULL);
+    cs_exec_t *ex = cs_store_find(st, "e", 1);
+    CHECK(ex->first_seq == 13 && ex->next_seq == 21);
+    CHECK(ex->ring_cap == 8);
+    /* The slow subscriber fell behind: a gap naming where it was, then the oldest retained. */
+    int n = drain(&slow, got, 64);
+    CHECK(n == 9 && got[0] == 0 && got[1] == 13 && got[8] == 20);
+    /* A resume from an evicted seq is a gap too. */
+    cs_start_t old = {.kind = CS_START_AFTER_SEQ, .seq = 3};
+    REQUIRE(cs_sub_open(st, &fresh, "e", 1, &old, NULL, &ops, NULL) == 0);
+    n = drain(&fresh, got, 64);
+    CHECK(n == 9 && got[0] == 0 && got[1] == 13);
+    cs_sub_close(&fresh);
+    /* Resuming right before the oldest retained one is exact: no gap. */
+    cs_start_t edge = {.kind = CS_START_AFTER_SEQ, .seq = 12};
+    REQUIRE(cs_sub_open(st, &fresh, "e", 1, &edge, NULL, &ops, NULL) == 0);
+    n = drain(&fresh, got, 64);
+    CHECK(n == 8 && got[0] == 13);
+    cs_sub_close(&fresh);
+    cs_sub_close(&slow);
+    cs_store_free(st);
+}
+
+static void test_ring_bytes(void)
+{
+    cs_store_limits_t l = lim;
+    cs_store_t *st;
+    l.ring_events = 100;
+    l.ring_bytes = 2000;
+    REQUIRE(cs_store_new(&st, &l) == 0);
+    for (int i = 0; i < 50; i++)
+        post(st, "e", "log", NULL);
+    cs_exec_t *ex = cs_store_find(st, "e", 1);
+    CHECK(ex->bytes <= 2000);
+    CHECK(ex->next_seq == 51 && ex->first_seq > 1);
+    cs_store_free(st);
+}
+
+static void test_filter_and_global(void)
+{
+    cs_store_t *st;
+    cs_sub_t sub, g;
+    cs_filter_t f;
+    char err[128];
+    uint64_t got[64];
+    cs_start_t hist = {.kind = CS_START_HISTORY};
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    REQUIRE(cs_filter_parse(&f, "agent.*,log", err, sizeof(err)) == 0);
+    REQUIRE(cs_sub_open(st, &sub, "e", 1, &hist, &f, &ops, NULL) == 0);
+    CHECK(f.n == 0 && f.pats == NULL); /* moved into the subscriber */
+    post(st, "e", "run.started", NULL);
+    post(st, "e", "agent.started", NULL);
+    post(st, "x", "log", NULL);
+    post(st, "e", "log", NULL);
+    post(st, "e", "agent", NULL);
+    CHECK(drain(&sub, got, 64) == 2 && got[0] == 2 && got[1] == 3);
+    cs_sub_close(&sub);
+
+    REQUIRE(cs_sub_open(st, &g, NULL, 0, &hist, NULL, &ops, NULL) == 0);
+    cs_item_t it;
+    int n = 0;
+    while (cs_sub_next(&g, &it)) {
+        CHECK(it.frame->gseq == (uint64_t)n + 1);
+        n++;
+    }
+    CHECK(n == 5);
+    cs_sub_close(&g);
+    /* The global ring holds global_events (16): older ones leave it, and a resume there gaps. */
+    for (int i = 0; i < 20; i++)
+        post(st, "y", "log", NULL);
+    cs_start_t old = {.kind = CS_START_AFTER_SEQ, .seq = 2};
+    REQUIRE(cs_sub_open(st, &g, NULL, 0, &old, NULL, &ops, NULL) == 0);
+    REQUIRE(cs_sub_next(&g, &it) == 1 && it.gap != NULL);
+    CHECK(strstr(it.gap, "\"first_seq\":10") != NULL);
+    cs_sub_close(&g);
+    cs_store_free(st);
+}
+
+static void test_budget_prefers_finished(void)
+{
+    cs_store_limits_t l = lim;
+    cs_store_t *st;
+    l.ring_events = 64;
+    l.global_events = 8;
+    l.max_bytes = 40000;
+    REQUIRE(cs_store_new(&st, &l) == 0);
+    for (int i = 0; i < 20; i++)
+        post(st, "done", "log", NULL);
+    post(st, "done", "run.completed", NULL);
+    for (int i = 0; i < 20; i++)
+        post(st, "live", "log", NULL);
+    cs_store_stats_t s;
+    for (int i = 0; i < 200; i++) {
+        post(st, "live", "log", NULL);
+        cs_store_stats(st, &s);
+        CHECK(s.bytes <= l.max_bytes);
+    }
+    cs_exec_t *done = cs_store_find(st, "done", 4);
+    cs_exec_t *live = cs_store_find(st, "live", 4);
+    REQUIRE(live != NULL);
+    CHECK(done == NULL || done->next_seq == done->first_seq); /* finished history went first */
+    CHECK(live->next_seq - live->first_seq > 0);
+    cs_store_free(st);
+}
+
+static void test_retention(void)
+{
+    cs_store_t *st;
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    cs_store_set_now(st, 1000);
+    post(st, "a", "run.started", NULL);
+    post(st, "a", "run.completed", NULL);
+    post(st, "b", "run.started", NULL);
+    cs_exec_t *a = cs_store_find(st, "a", 1);
+    CHECK(a->status == CS_EXEC_COMPLETED && a->finished);
+    cs_store_expire(st, 1000 + 9999);
+    CHECK(cs_store_find(st, "a", 1) != NULL);
+    cs_store_expire(st, 1000 + 10000);
+    CHECK(cs_store_find(st, "a", 1) == NULL);
+    CHECK(cs_store_find(st, "b", 1) != NULL); /* running executions stay */
+    cs_store_free(st);
+}
+
+static void test_many_executions_bounded(void)
+{
+    cs_store_limits_t l = lim;
+    cs_store_t *st;
+    char id[32];
+    cs_store_stats_t s;
+    l.max_bytes = 200000;
+    REQUIRE(cs_store_new(&st, &l) == 0);
+    for (int i = 0; i < 5000; i++) {
+        snprintf(id, sizeof(id), "x%d", i);
+        post(st, id, "log", NULL);
+    }
+    cs_store_stats(st, &s);
+    CHECK(s.bytes <= l.max_bytes);
+    CHECK(s.executions < 5000);
+    cs_store_free(st);
+}
+
+int main(void)
+{
+    RUN(test_publish_and_render);
+    RUN(test_idempotent);
+    RUN(test_history_live_and_park);
+    RUN(test_resume_forms);
+    RUN(test_ring_eviction_and_gap);
+    RUN(test_ring_bytes);
+    RUN(test_filter_and_global);
+    RUN(test_budget_prefers_finished);
+    RUN(test_retention);
+    RUN(test_many_executions_bounded);
+    CT_DONE();
+}
