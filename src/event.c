@@ -1,0 +1,375 @@
+/*
+ * event.c - see event.h.
+ */
+#include "event.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <uuid/uuid.h>
+
+static const char *const err_names[] = {
+    [CS_OK] = "ok",
+    [CS_ERR_INVALID_JSON] = "invalid_json",
+    [CS_ERR_MISSING_FIELD] = "missing_field",
+    [CS_ERR_INVALID_FIELD] = "invalid_field",
+    [CS_ERR_TOO_LARGE] = "too_large",
+    [CS_ERR_NOT_FOUND] = "not_found",
+    [CS_ERR_FORBIDDEN] = "forbidden",
+    [CS_ERR_BAD_OP] = "bad_op",
+    [CS_ERR_CONFLICT] = "conflict",
+    [CS_ERR_INTERNAL] = "internal",
+};
+
+const char *cs_err_name(cs_err_t err)
+{
+    /* An out-of-range code is a bug somewhere else; still answer with a word the wire knows. */
+    if ((unsigned)err >= sizeof(err_names) / sizeof(err_names[0]) || err_names[err] == NULL)
+        return "internal";
+    return err_names[err];
+}
+
+static int is_alnum(unsigned char c)
+{
+    /* Not isalnum(): the locale must not widen what an identifier may hold. */
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+int cs_valid_execution_id(const char *s, size_t len)
+{
+    if (s == NULL || len == 0 || len > CS_EXECUTION_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!is_alnum(c) && c != '.' && c != '_' && c != ':' && c != '-')
+            return 0;
+    }
+    return 1;
+}
+
+int cs_valid_type(const char *s, size_t len)
+{
+    if (s == NULL || len == 0 || len > CS_TYPE_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!is_alnum(c) && c != '.' && c != '_' && c != '-')
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * Returns the length of the well-formed UTF-8 sequence at s[0..len), or 0 when it is not one
+ * (overlong forms, surrogates and code points above U+10FFFF are refused, as RFC 3629 requires).
+ */
+static size_t utf8_seq_len(const unsigned char *s, size_t len)
+{
+    unsigned char c = s[0];
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0; /* overlong */
+        else if (c == 0xed)
+            hi = 0x9f; /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90; /* overlong */
+        else if (c == 0xf4)
+            hi = 0x8f; /* above U+10FFFF */
+    } else
+        return 0;
+    if (len < n)
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+int cs_valid_event_id(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    if (s == NULL || len == 0 || len > CS_EVENT_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < len;) {
+        if (p[i] < 0x20 || p[i] == 0x7f)
+            return 0;
+        size_t n = utf8_seq_len(p + i, len - i);
+        if (n == 0)
+            return 0;
+        i += n;
+    }
+    return 1;
+}
+
+int cs_json_depth_ok(const char *buf, size_t len, unsigned max_depth)
+{
+    unsigned depth = 0;
+    int in_string = 0;
+
+    /*
+     * Only brackets outside strings count. Malformed text (a stray closer, an unterminated string)
+     * is left for the parser to refuse; this scan only has to be exact for text the parser accepts.
+     */
+    for (size_t i = 0; i < len; i++) {
+        char c = buf[i];
+        if (in_string) {
+            if (c == '\\')
+                i++; /* whatever follows a backslash cannot end the string */
+            else if (c == '"')
+                in_string = 0;
+            continue;
+        }
+        switch (c) {
+        case '"':
+            in_string = 1;
+            break;
+        case '[':
+        case '{':
+            if (++depth > max_depth)
+                return 0;
+            break;
+        case ']':
+        case '}':
+            if (depth > 0)
+                depth--;
+            break;
+        default:
+            break;
+        }
+    }
+    return 1;
+}
+
+/*
+ * Copies text into out, replacing every byte that is not printable ASCII with '?'. The parser's
+ * message can quote the offending input, and the detail travels back inside a JSON reply, which
+ * must stay valid UTF-8 however the input was broken (and however snprintf truncates it).
+ */
+static void copy_printable(char *out, size_t outlen, const char *text)
+{
+    size_t i = 0;
+
+    if (outlen == 0)
+        return;
+    for (; text[i] != '\0' && i + 1 < outlen; i++) {
+        unsigned char c = (unsigned char)text[i];
+        out[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    out[i] = '\0';
+}
+
+static const char *json_kind(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "something else";
+}
+
+/* Returns nonzero when buf holds nothing but JSON white space. */
+static int is_blank(const char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] != ' ' && buf[i] != '\t' && buf[i] != '\r' && buf[i] != '\n')
+            return 0;
+    return 1;
+}
+
+cs_err_t cs_line_parse(const char *line, size_t len, unsigned max_depth, json_t **out, char *detail,
+                       size_t detail_len)
+{
+    json_error_t jerr;
+    json_t *v;
+    char msg[JSON_ERROR_TEXT_LENGTH + 64];
+
+    *out = NULL;
+    /* jansson would say "unexpected token near end of file"; a producer deserves plainer words. */
+    if (is_blank(line, len)) {
+        snprintf(detail, detail_len, "empty line: expected a JSON object");
+        return CS_ERR_INVALID_JSON;
+    }
+    if (!cs_json_depth_ok(line, len, max_depth)) {
+        snprintf(detail, detail_len, "nested deeper than %u levels", max_depth);
+        return CS_ERR_INVALID_JSON;
+    }
+    /*
+     * json_loadb takes the length, so a line holding NUL bytes is judged whole, and without
+     * JSON_DISABLE_EOF_CHECK anything after the value is an error. JSON_DECODE_ANY lets a scalar
+     * through the parser only so that the reply can say what the line was instead of a parser
+     * message about brackets; it is refused just below. jansson rejects invalid UTF-8 itself.
+     */
+    v = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
+    if (v == NULL) {
+        snprintf(msg, sizeof(msg), "line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        copy_printable(detail, detail_len, msg);
+        return CS_ERR_INVALID_JSON;
+    }
+    if (!json_is_object(v)) {
+        snprintf(detail, detail_len, "expected a JSON object, got %s", json_kind(v));
+        json_decref(v);
+        return CS_ERR_INVALID_JSON;
+    }
+    *out = v;
+    return CS_OK;
+}
+
+/* Returns the member, or NULL when it is absent or JSON null: producers write null for "not set". */
+static json_t *get_set(const json_t *ev, const char *key)
+{
+    json_t *v = json_object_get(ev, key);
+    return json_is_null(v) ? NULL : v;
+}
+
+cs_err_t cs_event_validate(const json_t *ev, char *detail, size_t detail_len)
+{
+    json_t *v;
+    const char *type;
+    size_t type_len;
+
+    if (!json_is_object(ev)) {
+        snprintf(detail, detail_len, "expected a JSON object");
+        return CS_ERR_INVALID_JSON;
+    }
+
+    if ((v = get_set(ev, "execution_id")) == NULL) {
+        snprintf(detail, detail_len, "execution_id is required");
+        return CS_ERR_MISSING_FIELD;
+    }
+    if (!json_is_string(v) || !cs_valid_execution_id(json_string_value(v), json_string_length(v))) {
+        snprintf(detail, detail_len, "execution_id must be 1-128 characters of [A-Za-z0-9._:-]");
+        return CS_ERR_INVALID_FIELD;
+    }
+
+    if ((v = get_set(ev, "type")) == NULL) {
+        snprintf(detail, detail_len, "type is required");
+        return CS_ERR_MISSING_FIELD;
+    }
+    type = json_string_value(v);
+    type_len = json_string_length(v);
+    if (!json_is_string(v) || !cs_valid_type(type, type_len)) {
+        snprintf(detail, detail_len, "type must be 1-64 characters of [A-Za-z0-9._-]");
+        return CS_ERR_INVALID_FIELD;
+    }
+    /* The daemon's own keep-alives and stream notices must never be forged by a producer. */
+    if ((type_len == 9 && memcmp(type, "heartbeat", 9) == 0) ||
+        (type_len >= 7 && memcmp(type, "stream.", 7) == 0)) {
+        snprintf(detail, detail_len, "type \"%.*s\" is reserved for the daemon", (int)type_len, type);
+        return CS_ERR_INVALID_FIELD;
+    }
+
+    if ((v = get_set(ev, "event_id")) != NULL &&
+        (!json_is_string(v) || !cs_valid_event_id(json_string_value(v), json_string_length(v)))) {
+        snprintf(detail, detail_len, "event_id must be a string of 1-128 bytes without control characters");
+        return CS_ERR_INVALID_FIELD;
+    }
+
+    if ((v = get_set(ev, "timestamp")) != NULL && !json_is_string(v)) {
+        snprintf(detail, detail_len, "timestamp must be a string");
+        return CS_ERR_INVALID_FIELD;
+    }
+
+    return CS_OK;
+}
+
+/* Puts key back the way it was before cs_event_complete added it: absent, or JSON null. */
+static void restore_unset(json_t *ev, const char *key, int was_null)
+{
+    /* Neither call allocates (json_null() is a singleton, the key exists), so neither can fail. */
+    if (was_null)
+        json_object_set_new(ev, key, json_null());
+    else
+        json_object_del(ev, key);
+}
+
+int cs_event_complete(json_t *ev, uint64_t seq, int64_t now_ms)
+{
+    json_t *old_id = json_object_get(ev, "event_id"), *old_ts = json_object_get(ev, "timestamp");
+    int added_id = 0, added_ts = 0;
+
+    if (old_id == NULL || json_is_null(old_id)) {
+        uuid_t u;
+        char s[37];
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, s);
+        if (json_object_set_new(ev, "event_id", json_string(s)) != 0)
+            goto fail;
+        added_id = 1;
+    }
+    if (old_ts == NULL || json_is_null(old_ts)) {
+        char ts[32];
+        cs_format_timestamp(now_ms, ts, sizeof(ts));
+        if (json_object_set_new(ev, "timestamp", json_string(ts)) != 0)
+            goto fail;
+        added_ts = 1;
+    }
+    /* json_integer is signed; a seq beyond INT64_MAX cannot occur (it counts stored events). */
+    if (json_object_set_new(ev, "seq", json_integer((json_int_t)seq)) != 0)
+        goto fail;
+    return 0;
+
+fail:
+    /* A failed call leaves the event as it came, so the caller can still reply about it. */
+    if (added_ts)
+        restore_unset(ev, "timestamp", old_ts != NULL);
+    if (added_id)
+        restore_unset(ev, "event_id", old_id != NULL);
+    return -ENOMEM;
+}
+
+void cs_format_timestamp(int64_t unix_ms, char *out, size_t outlen)
+{
+    /* Floor division, so times before 1970 still get a millisecond part in 0..999. */
+    int64_t secs = unix_ms / 1000, ms = unix_ms % 1000;
+    struct tm tm;
+    time_t t;
+
+    if (outlen == 0)
+        return;
+    if (ms < 0) {
+        ms += 1000;
+        secs--;
+    }
+    t = (time_t)secs;
+    if (gmtime_r(&t, &tm) == NULL) {
+        snprintf(out, outlen, "1970-01-01T00:00:00.000Z");
+        return;
+    }
+    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec, (int)ms);
+}
+
+int64_t cs_unix_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
