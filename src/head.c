@@ -95,7 +95,8 @@ cs_head_result_t cs_head_scan(const char *buf, size_t len, size_t *head_len)
             size_t vl = ll - nl_name - 1;
             if (nl_name == 7 && strncasecmp(line, "Upgrade", 7) == 0 && value_has_token(v, vl, "websocket"))
                 upgrade_ws = 1;
-            else if (nl_name == 10 && strncasecmp(line, "Connection", 10) == 0 && value_has_token(v, vl, "upgrade"))
+            else if (nl_name == 10 && strncasecmp(line, "Connection", 10) == 0 &&
+                     value_has_token(v, vl, "upgrade"))
                 conn_upgrade = 1;
         }
         p = nl;

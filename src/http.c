@@ -26,12 +26,13 @@
 #include "event.h"
 #include "log.h"
 #include "route.h"
+#include "web.h"
 
-#define SSE_BLOCK      16384
-#define SSE_RETRY_MS   3000
-#define HITL_HB_MS     4000
-#define CORS_METHODS   "GET, POST, OPTIONS"
-#define CORS_HEADERS   "Authorization, Content-Type, Last-Event-ID, Cache-Control"
+#define SSE_BLOCK    16384
+#define SSE_RETRY_MS 3000
+#define HITL_HB_MS   4000
+#define CORS_METHODS "GET, POST, OPTIONS"
+#define CORS_HEADERS "Authorization, Content-Type, Last-Event-ID, Cache-Control"
 
 typedef enum req_kind { REQ_PLAIN = 0, REQ_SSE, REQ_POLL } req_kind_t;
 
@@ -60,6 +61,7 @@ struct http_req {
     cs_sub_req_t sreq;
     cs_sub_t sub;
     int sub_open;
+    int started; /* the handler has decided what this request is */
     int suspended;
     int dead; /* the client left, or we are ending the stream */
     int listed;
@@ -129,19 +131,21 @@ static enum MHD_Result queue_json(cs_http_t *h, struct MHD_Connection *con, unsi
     return ret;
 }
 
-static enum MHD_Result queue_error(cs_http_t *h, struct MHD_Connection *con, unsigned status, const char *code,
-                                   const char *detail, const char *hname, const char *hvalue)
+static enum MHD_Result queue_error(cs_http_t *h, struct MHD_Connection *con, unsigned status,
+                                   const char *code, const char *detail, const char *hname,
+                                   const char *hvalue)
 {
     size_t len;
     char *body = cs_error_json(code, detail, &len);
     return queue_json(h, con, status, body, len, hname, hvalue);
 }
 
-static enum MHD_Result queue_errorf(cs_http_t *h, struct MHD_Connection *con, unsigned status, const char *code,
-                                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static enum MHD_Result queue_errorf(cs_http_t *h, struct MHD_Connection *con, unsigned status,
+                                    const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
-static enum MHD_Result queue_errorf(cs_http_t *h, struct MHD_Connection *con, unsigned status, const char *code,
-                                    const char *fmt, ...)
+static enum MHD_Result queue_errorf(cs_http_t *h, struct MHD_Connection *con, unsigned status,
+                                    const char *code, const char *fmt, ...)
 {
     char detail[512];
     va_list ap;
@@ -263,7 +267,8 @@ static void sse_set_heartbeat(http_req_t *q)
 
     cs_format_timestamp(cs_unix_ms(), ts, sizeof(ts));
     if (q->hitl)
-        n = snprintf(q->small, sizeof(q->small), "data: {\"type\":\"heartbeat\",\"timestamp\":\"%s\"}\n\n", ts);
+        n = snprintf(q->small, sizeof(q->small), "data: {\"type\":\"heartbeat\",\"timestamp\":\"%s\"}\n\n",
+                     ts);
     else
         n = snprintf(q->small, sizeof(q->small), ": heartbeat %s\n\n", ts);
     sse_set_small(q, (size_t)n);
@@ -417,7 +422,8 @@ static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Resu
     uint64_t seq = cs_sub_position(&q->sub, cur, sizeof(cur));
     int n;
     if (seq > 0)
-        n = snprintf(tail, sizeof(tail), "],\"last_event_id\":\"%s\",\"last_seq\":%llu", cur, (unsigned long long)seq);
+        n = snprintf(tail, sizeof(tail), "],\"last_event_id\":\"%s\",\"last_seq\":%llu", cur,
+                     (unsigned long long)seq);
     else
         n = snprintf(tail, sizeof(tail), "],\"last_event_id\":null,\"last_seq\":0");
     buf_add(&b, tail, (size_t)n);
@@ -509,7 +515,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     (void)version;
     (void)upload_data;
 
-    if (q != NULL) {
+    if (q == NULL) {
+        /* First call: headers only. Answering now would make MHD close the connection after the
+         * response (it cannot know whether a body follows); answer on the next call instead. */
+        q = calloc(1, sizeof(*q));
+        if (q == NULL)
+            return MHD_NO;
+        q->h = h;
+        q->con = con;
+        q->fd = -1;
+        *con_cls = q;
+        d->counters.http_requests++;
+        return MHD_YES;
+    }
+    if (q->started) {
         /* Called again: a held long-poll resumed, or more of a body we do not read. */
         if (q->kind == REQ_POLL) {
             enum MHD_Result ret;
@@ -521,19 +540,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         *upload_data_size = 0;
         return MHD_YES;
     }
-
-    q = calloc(1, sizeof(*q));
-    if (q == NULL)
-        return MHD_NO;
-    q->h = h;
-    q->con = con;
-    q->fd = -1;
-    *con_cls = q;
-    d->counters.http_requests++;
+    if (*upload_data_size != 0) {
+        /* A body on a route that takes none: read past it, answer at its end. */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    q->started = 1;
 
     if (strcmp(method, "OPTIONS") == 0) {
         struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-        const char *want = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+        const char *want =
+            MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Access-Control-Request-Headers");
         if (r == NULL)
             return MHD_NO;
         add_cors(h, con, r);
@@ -552,7 +569,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         char detail[300];
         snprintf(detail, sizeof(detail), "%s is not allowed on %s (allowed: %s)", method, url,
                  cs_route_allow(q->route.methods));
-        return queue_error(h, con, 405, "method_not_allowed", detail, "Allow", cs_route_allow(q->route.methods));
+        return queue_error(h, con, 405, "method_not_allowed", detail, "Allow",
+                           cs_route_allow(q->route.methods));
     }
     if (q->route.kind == CS_ROUTE_HEALTH) {
         char ts[32], *body;
@@ -562,9 +580,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
             return MHD_NO;
         return queue_json(h, con, d->stopping ? 503 : 200, body, strlen(body), NULL, NULL);
     }
+    if (q->route.kind == CS_ROUTE_DASHBOARD) {
+        /* The page holds no secret: it asks for a token and passes it to the streams. */
+        struct MHD_Response *r =
+            MHD_create_response_from_buffer(cs_web_index_len, (void *)cs_web_index, MHD_RESPMEM_PERSISTENT);
+        if (r == NULL)
+            return MHD_NO;
+        MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
+        MHD_add_response_header(r, "Cache-Control", "no-cache");
+        MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+        add_cors(h, con, r);
+        enum MHD_Result ret = MHD_queue_response(con, 200, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
     if (q->route.bad_id)
-        return queue_error(h, con, 400, "bad_request", "execution_id must be 1-128 characters of [A-Za-z0-9._:-]",
-                           NULL, NULL);
+        return queue_error(h, con, 400, "bad_request",
+                           "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
     if (cs_route_is_ws(q->route.kind))
         return queue_error(h, con, 426, "upgrade_required", "this route speaks WebSocket only", "Upgrade",
                            "websocket");
@@ -573,7 +605,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     return handle_stream(h, q, con);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_RequestTerminationCode toe)
+static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
 {
     cs_http_t *h = cls;
     http_req_t *q = *con_cls;
@@ -661,11 +694,12 @@ int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen)
         return -ENOMEM;
     h->d = d;
     h->mhd = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-        on_request, h, MHD_OPTION_CONNECTION_LIMIT, (unsigned)(cfg->max_clients + 16),
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(cfg->head_bytes + 8192), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)cfg->stall_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION,
-        on_connection, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_END);
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG, 0, NULL,
+        NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(cfg->max_clients + 16), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(cfg->head_bytes + 8192), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->stall_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+        MHD_OPTION_END);
     if (h->mhd == NULL) {
         snprintf(err, errlen, "libmicrohttpd would not start");
         free(h);
@@ -679,7 +713,8 @@ int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen)
         return -EIO;
     }
     cs_io_init(&h->io, d->loop, di->epoll_fd, on_mhd_io, h);
-    if ((rc = cs_io_start(&h->io, CS_IO_READ)) != 0 || (rc = cs_loop_add_prepare(d->loop, http_prepare, h)) != 0) {
+    if ((rc = cs_io_start(&h->io, CS_IO_READ)) != 0 ||
+        (rc = cs_loop_add_prepare(d->loop, http_prepare, h)) != 0) {
         snprintf(err, errlen, "cannot watch libmicrohttpd: %s", strerror(-rc));
         cs_io_stop(&h->io);
         MHD_stop_daemon(h->mhd);
@@ -703,12 +738,14 @@ int cs_http_add(cs_http_t *h, int fd, const struct sockaddr *addr, socklen_t add
 
 void cs_http_tick(cs_http_t *h, int64_t now)
 {
-    unsigned hb_ms = h->d->cfg->heartbeat_s * 1000u;
+    int64_t hb_ms = (int64_t)h->d->cfg->heartbeat_s * 1000;
 
+    /* The tick comes every half second: send when idle for the interval less half a tick, so a
+     * heartbeat is never late (the seed's SSE client reads with a 5 s timeout against 4 s beats). */
     for (http_req_t *q = h->streams; q != NULL; q = q->next) {
         if (q->kind != REQ_SSE || q->dead)
             continue;
-        if (now - q->last_write >= (int64_t)(q->hitl ? HITL_HB_MS : hb_ms)) {
+        if (now - q->last_write >= (q->hitl ? HITL_HB_MS : hb_ms) - 500) {
             q->hb_due = 1;
             cs_sub_unpark(&q->sub);
             req_resume(q);

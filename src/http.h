@@ -19,13 +19,13 @@ int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen);
  * MHD's afterwards, or closed on failure. Returns 0 or -errno. */
 int cs_http_add(cs_http_t *http, int fd, const struct sockaddr *addr, socklen_t addrlen);
 
-/** Housekeeping, about once a second: heartbeats on idle SSE streams. */
+/** Housekeeping, every half second: heartbeats on idle SSE streams. */
 void cs_http_tick(cs_http_t *http, int64_t now_mono_ms);
 
 /** Starts shutdown: SSE streams end, held polls are answered now. */
 void cs_http_shutdown(cs_http_t *http);
 
-/** Returns the number of connections libmicrohttpd holds. */
+/** Returns the number of SSE streams and long-polls in progress. */
 size_t cs_http_count(const cs_http_t *http);
 
 /** Stops libmicrohttpd (after cs_http_shutdown has let suspended connections go). */

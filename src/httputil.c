@@ -37,6 +37,8 @@ const char *cs_http_reason(unsigned status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
     case 409:
         return "Conflict";
     case 413:

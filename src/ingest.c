@@ -87,7 +87,8 @@ static cs_err_t reply_error(char **buf, size_t *len, size_t *cap, cs_err_t code,
     return code;
 }
 
-cs_err_t cs_ingest_line(cs_daemon_t *d, const char *line, size_t len, char **reply, size_t *rlen, size_t *rcap)
+cs_err_t cs_ingest_line(cs_daemon_t *d, const char *line, size_t len, char **reply, size_t *rlen,
+                        size_t *rcap)
 {
     char detail[256];
     json_t *obj = NULL, *op;
@@ -98,7 +99,8 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, const char *line, size_t len, char **rep
     if (len > 0 && line[len - 1] == '\r')
         len--;
     if (len > d->cfg->max_event_bytes) {
-        snprintf(detail, sizeof(detail), "line is longer than limits.max_event_bytes (%zu)", d->cfg->max_event_bytes);
+        snprintf(detail, sizeof(detail), "line is longer than limits.max_event_bytes (%zu)",
+                 d->cfg->max_event_bytes);
         e = reply_error(reply, rlen, rcap, CS_ERR_TOO_LARGE, detail);
         goto out;
     }
@@ -131,7 +133,8 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, const char *line, size_t len, char **rep
         goto out;
     }
     {
-        json_t *o = json_pack("{s:b, s:I, s:s}", "ok", 1, "seq", (json_int_t)pub.seq, "event_id", pub.event_id);
+        json_t *o =
+            json_pack("{s:b, s:I, s:s}", "ok", 1, "seq", (json_int_t)pub.seq, "event_id", pub.event_id);
         if (o != NULL && pub.duplicate)
             json_object_set_new(o, "duplicate", json_true());
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
@@ -338,11 +341,13 @@ static void on_accept(cs_io_t *io, uint32_t events)
         memset(&cred, 0, sizeof(cred));
         getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl);
         if (!uid_allowed(d->cfg, cred.uid)) {
-            ml = snprintf(msg, sizeof(msg),
-                          "{\"ok\":false,\"error\":\"forbidden\",\"detail\":\"uid %u is not in ingest.allow_uids\"}\n",
-                          (unsigned)cred.uid);
+            ml = snprintf(
+                msg, sizeof(msg),
+                "{\"ok\":false,\"error\":\"forbidden\",\"detail\":\"uid %u is not in ingest.allow_uids\"}\n",
+                (unsigned)cred.uid);
             (void)!send(fd, msg, (size_t)ml, MSG_NOSIGNAL);
-            cs_log_warn("ingest: refused a producer with uid %u (not in ingest.allow_uids)", (unsigned)cred.uid);
+            cs_log_warn("ingest: refused a producer with uid %u (not in ingest.allow_uids)",
+                        (unsigned)cred.uid);
             close(fd);
             continue;
         }

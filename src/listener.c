@@ -75,6 +75,10 @@ static void pending_end(pending_t *p, int close_fd)
     cs_io_stop(&p->io);
     cs_timer_stop(&p->timer);
     if (close_fd && p->fd >= 0) {
+        /* Read what is left so the close sends FIN rather than a reset the client may see first. */
+        char sink[4096];
+        for (int i = 0; i < 4 && recv(p->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+            ;
         close(p->fd);
         l->d->clients--;
     }
@@ -133,8 +137,8 @@ static void on_head_timeout(cs_timer_t *t)
 {
     pending_t *p = t->data;
     p->l->d->counters.heads_timed_out++;
-    cs_log_debug("tcp: request head not complete in %us: closed", p->l->d->cfg->head_timeout_s);
-    pending_end(p, 1);
+    cs_log_debug("tcp: request head not complete in %us: 408", p->l->d->cfg->head_timeout_s);
+    pending_answer(p, 408, "head_timeout", "the request head did not arrive within limits.head_timeout_s");
 }
 
 static void on_pending_io(cs_io_t *io, uint32_t events)
@@ -210,7 +214,8 @@ static void on_accept(cs_io_t *io, uint32_t events)
         int fd = accept4(l->fd, (struct sockaddr *)&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
-                cs_log_warn("tcp: accept: %s (raise LimitNOFILE or lower limits.max_clients)", strerror(errno));
+                cs_log_warn("tcp: accept: %s (raise LimitNOFILE or lower limits.max_clients)",
+                            strerror(errno));
             return;
         }
         pending_t *p = calloc(1, sizeof(*p));

@@ -23,7 +23,7 @@
 #include "store.h"
 #include "ws.h"
 
-#define TICK_MS          1000
+#define TICK_MS          500
 #define SHUTDOWN_TICK_MS 50
 
 typedef struct app {
@@ -67,8 +67,9 @@ static void on_tick(cs_timer_t *t)
     if (d->stopping) {
         if (drained(a) || now >= a->stop_deadline) {
             if (!drained(a))
-                cs_log_warn("shutdown: %us passed with %zu HTTP streams and %zu WebSockets open: closing them",
-                            d->cfg->shutdown_s, cs_http_count(d->http), cs_ws_count(d->ws));
+                cs_log_warn(
+                    "shutdown: %us passed with %zu HTTP streams and %zu WebSockets open: closing them",
+                    d->cfg->shutdown_s, cs_http_count(d->http), cs_ws_count(d->ws));
             cs_loop_stop(d->loop);
             return;
         }
@@ -190,8 +191,9 @@ int main(int argc, char **argv)
         cs_log_error("start: %s", strerror(-rc));
         goto out;
     }
-    if (cs_ingest_new(&d->ingest, d, err, sizeof(err)) != 0 || cs_http_new(&d->http, d, err, sizeof(err)) != 0 ||
-        cs_ws_new(&d->ws, d, err, sizeof(err)) != 0 || cs_listener_new(&d->listener, d, err, sizeof(err)) != 0) {
+    if (cs_ingest_new(&d->ingest, d, err, sizeof(err)) != 0 ||
+        cs_http_new(&d->http, d, err, sizeof(err)) != 0 || cs_ws_new(&d->ws, d, err, sizeof(err)) != 0 ||
+        cs_listener_new(&d->listener, d, err, sizeof(err)) != 0) {
         cs_log_error("start: %s", err);
         goto out;
     }

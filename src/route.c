@@ -18,6 +18,7 @@ typedef struct route_def {
 } route_def_t;
 
 static const route_def_t routes[] = {
+    {"/", NULL, CS_ROUTE_DASHBOARD, CS_METHOD_GET},
     {"/health", NULL, CS_ROUTE_HEALTH, CS_METHOD_GET},
     {"/v1/events", NULL, CS_ROUTE_GLOBAL_SSE, CS_METHOD_GET},
     {"/ws/human-input/", "", CS_ROUTE_HITL_WS, CS_METHOD_GET},
@@ -156,7 +157,8 @@ int cs_sub_req_parse(cs_sub_req_t *req, cs_route_kind_t kind, cs_lookup_fn arg, 
     if (resume != NULL) {
         size_t n = strlen(resume);
         if (n > 2 * CS_EVENT_ID_MAX) {
-            snprintf(err, errlen, "last_event_id: longer than any id or cursor (%d bytes)", 2 * CS_EVENT_ID_MAX);
+            snprintf(err, errlen, "last_event_id: longer than any id or cursor (%d bytes)",
+                     2 * CS_EVENT_ID_MAX);
             goto fail;
         }
         req->start_id = strdup(resume);

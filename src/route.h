@@ -22,6 +22,7 @@ typedef enum cs_route_kind {
     CS_ROUTE_EXEC_WS,    /* GET /v1/executions/{id}/ws (WebSocket) */
     CS_ROUTE_EXEC_POLL,  /* GET /v1/executions/{id}/poll */
     CS_ROUTE_GLOBAL_SSE, /* GET /v1/events */
+    CS_ROUTE_DASHBOARD,  /* GET / */
 } cs_route_kind_t;
 
 /* Methods, a bit each, for 405 answers. */

@@ -23,12 +23,12 @@
 
 struct cs_store {
     cs_store_limits_t lim;
-    cs_exec_t *execs;        /* hash by id */
-    cs_exec_t *active;       /* DL list, least recently published first */
-    cs_exec_t *finished;     /* DL list, earliest finished first */
-    cs_frame_t **gring;      /* global ring: gring[gseq % gcap] */
+    cs_exec_t *execs;    /* hash by id */
+    cs_exec_t *active;   /* DL list, least recently published first */
+    cs_exec_t *finished; /* DL list, earliest finished first */
+    cs_frame_t **gring;  /* global ring: gring[gseq % gcap] */
     size_t gcap;
-    uint64_t gfirst, gnext;  /* retained global seqs: [gfirst, gnext) */
+    uint64_t gfirst, gnext; /* retained global seqs: [gfirst, gnext) */
     uint64_t gepoch;
     cs_sub_t *gwaiters;
     size_t bytes;
@@ -103,8 +103,8 @@ static cs_frame_t *frame_new(cs_store_t *st, const cs_exec_t *ex, const char *js
     size_t named = 7 + type_len + 1;
     size_t head_len = named + 4 + cur_len + 1 + 6;
     size_t ghead_len = named + 4 + gcur_len + 1 + 6;
-    size_t total = sizeof(cs_frame_t) + CS_FRAME_PRE + json_len + 1 + head_len + 1 + ghead_len + 1 + type_len +
-                   1 + eid_len + 1;
+    size_t total = sizeof(cs_frame_t) + CS_FRAME_PRE + json_len + 1 + head_len + 1 + ghead_len + 1 +
+                   type_len + 1 + eid_len + 1;
     cs_frame_t *f = malloc(total);
     char *p;
 
@@ -456,7 +456,8 @@ cs_err_t cs_store_publish(cs_store_t *st, json_t *ev, int64_t now_unix_ms, cs_pu
         goto nomem;
 
     /* Into the execution's ring: the newest event is always kept, even one larger than ring_bytes. */
-    while (exec_count(ex) > 0 && (exec_count(ex) >= ex->ring_cap || ex->bytes + f->bytes > st->lim.ring_bytes))
+    while (exec_count(ex) > 0 &&
+           (exec_count(ex) >= ex->ring_cap || ex->bytes + f->bytes > st->lim.ring_bytes))
         exec_evict_oldest(st, ex);
     ex->ring[f->seq % ex->ring_cap] = f;
     f->in_exec = 1;
@@ -534,8 +535,8 @@ static void sub_after_seq(cs_sub_t *sub, uint64_t n, uint64_t first, uint64_t ne
     }
 }
 
-int cs_sub_open(cs_store_t *st, cs_sub_t *sub, const char *execution_id, size_t id_len, const cs_start_t *start,
-                cs_filter_t *filter, const cs_sub_ops_t *ops, void *data)
+int cs_sub_open(cs_store_t *st, cs_sub_t *sub, const char *execution_id, size_t id_len,
+                const cs_start_t *start, cs_filter_t *filter, const cs_sub_ops_t *ops, void *data)
 {
     uint64_t epoch, first, next, n;
     cs_exec_t *ex = NULL;
@@ -608,8 +609,8 @@ static int sub_make_gap(cs_sub_t *sub, cs_item_t *item)
     free(sub->gap_json);
     sub->gap_json = NULL;
     if (sub->exec != NULL)
-        o = json_pack("{s:s, s:s, s:s, s:I}", "type", "stream.gap", "execution_id", sub->exec->id, "requested",
-                      sub->gap_requested, "first_seq", (json_int_t)sub->gap_first);
+        o = json_pack("{s:s, s:s, s:s, s:I}", "type", "stream.gap", "execution_id", sub->exec->id,
+                      "requested", sub->gap_requested, "first_seq", (json_int_t)sub->gap_first);
     else
         o = json_pack("{s:s, s:s, s:I}", "type", "stream.gap", "requested", sub->gap_requested, "first_seq",
                       (json_int_t)sub->gap_first);

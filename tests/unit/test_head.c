@@ -64,7 +64,8 @@ static void test_routes(void)
     CHECK(cs_route_match(p, strlen(p), &r) == CS_ROUTE_NONE);
     p = "/v1/executions//poll";
     CHECK(cs_route_match(p, strlen(p), &r) == CS_ROUTE_NONE);
-    CHECK(cs_route_match("/", 1, &r) == CS_ROUTE_NONE);
+    CHECK(cs_route_match("/", 1, &r) == CS_ROUTE_DASHBOARD);
+    CHECK(cs_route_match("/x", 2, &r) == CS_ROUTE_NONE);
     CHECK(cs_route_match("/events/human-input/", 20, &r) == CS_ROUTE_NONE);
     CHECK(cs_route_is_ws(CS_ROUTE_EXEC_WS) && !cs_route_is_ws(CS_ROUTE_EXEC_SSE));
     CHECK(cs_route_is_hitl(CS_ROUTE_HITL_POLL) && !cs_route_is_hitl(CS_ROUTE_EXEC_POLL));
@@ -96,7 +97,8 @@ static void test_sub_req(void)
     CHECK(!cs_filter_match(&q.filter, "log", 3));
     cs_sub_req_free(&q);
 
-    kv_t a[] = {{"types", "agent.*,log"}, {"since_seq", "7"}, {"named", "1"}, {"timeout", "60"}, {NULL, NULL}};
+    kv_t a[] = {
+        {"types", "agent.*,log"}, {"since_seq", "7"}, {"named", "1"}, {"timeout", "60"}, {NULL, NULL}};
     REQUIRE(cs_sub_req_parse(&q, CS_ROUTE_EXEC_POLL, lookup, lookup, a, err, sizeof(err)) == 0);
     CHECK(q.start.kind == CS_START_AFTER_SEQ && q.start.seq == 7 && q.named && q.timeout_s == 60);
     CHECK(q.filter.n == 2);
@@ -112,10 +114,10 @@ static void test_sub_req(void)
     CHECK(q.start.kind == CS_START_NOW);
     cs_sub_req_free(&q);
 
-    kv_t bad[][2] = {{{"timeout", "61"}, {NULL, NULL}},   {{"timeout", "abc"}, {NULL, NULL}},
-                     {{"timeout", "-1"}, {NULL, NULL}},   {{"since_seq", "x"}, {NULL, NULL}},
+    kv_t bad[][2] = {{{"timeout", "61"}, {NULL, NULL}},      {{"timeout", "abc"}, {NULL, NULL}},
+                     {{"timeout", "-1"}, {NULL, NULL}},      {{"since_seq", "x"}, {NULL, NULL}},
                      {{"since", "yesterday"}, {NULL, NULL}}, {{"named", "yes"}, {NULL, NULL}},
-                     {{"types", "a b"}, {NULL, NULL}},    {{"types", ",,"}, {NULL, NULL}}};
+                     {{"types", "a b"}, {NULL, NULL}},       {{"types", ",,"}, {NULL, NULL}}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
         CHECK(cs_sub_req_parse(&q, CS_ROUTE_EXEC_POLL, lookup, lookup, bad[i], err, sizeof(err)) == -EINVAL);

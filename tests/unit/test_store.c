@@ -9,8 +9,8 @@
 
 #include "ctest.h"
 
-static cs_store_limits_t lim = {.ring_events = 8, .ring_bytes = 1 << 20, .max_bytes = 64 << 20,
-                                .retain_s = 10, .global_events = 16};
+static cs_store_limits_t lim = {
+    .ring_events = 8, .ring_bytes = 1 << 20, .max_bytes = 64 << 20, .retain_s = 10, .global_events = 16};
 
 static int wakes;
 static void on_wake(cs_sub_t *s)
