@@ -62,6 +62,7 @@ struct http_req {
     cs_sub_t sub;
     int sub_open;
     int started; /* the handler has decided what this request is */
+    size_t body_bytes;
     int suspended;
     int dead; /* the client left, or we are ending the stream */
     int listed;
@@ -541,8 +542,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         return MHD_YES;
     }
     if (*upload_data_size != 0) {
-        /* A body on a route that takes none: read past it, answer at its end. */
+        /* A body on a route that takes none: read past it (up to limits.max_body_bytes), answer at
+         * its end. */
+        q->body_bytes += *upload_data_size;
         *upload_data_size = 0;
+        if (q->body_bytes > d->cfg->max_body_bytes) {
+            q->started = 1;
+            return queue_error(h, con, 413, "too_large", "the request body is larger than limits.max_body_bytes",
+                               NULL, NULL);
+        }
         return MHD_YES;
     }
     q->started = 1;
