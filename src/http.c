@@ -180,7 +180,7 @@ static const char *request_token(struct MHD_Connection *con, char *buf, size_t b
             return buf;
         }
         if (t != NULL)
-            return ""; /* too long to be one of ours: invalid, not missing */
+            return "\x7f"; /* too long to be one of ours: invalid (a non-empty token), not missing */
     }
     return MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, "token");
 }
@@ -456,7 +456,7 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
 {
     cs_daemon_t *d = h->d;
     cs_route_t *rt = &q->route;
-    char tokbuf[1024], err[256];
+    char tokbuf[4096], err[256];
     const char *token, *code, *detail;
     cs_auth_result_t ar;
     unsigned status;
@@ -657,6 +657,12 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     char line[512];
     (void)cls;
     vsnprintf(line, sizeof(line), fmt, ap);
+    /* A library message may quote a URL: never let a ?token= value reach the log. */
+    for (char *p = strstr(line, "token="); p != NULL; p = strstr(p, "token=")) {
+        p += 6;
+        for (; *p != '\0' && *p != '&' && *p != ' ' && *p != '\n'; p++)
+            *p = '*';
+    }
     cs_log_debug("http: %s", line);
 }
 
