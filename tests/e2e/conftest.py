@@ -22,6 +22,10 @@ from csutil import SANITIZER_MARKS, Producer, encode_line, exchange, http_get
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# Loopback only: never let a proxy from the environment stand between the clients and the daemon.
+for _var in ("no_proxy", "NO_PROXY"):
+    os.environ[_var] = "127.0.0.1,localhost" + ("," + os.environ[_var] if os.environ.get(_var) else "")
+
 
 def daemon_path():
     path = os.environ.get("CREWSTREAMD") or os.path.join(HERE, "..", "..", "build", "crewstreamd")
@@ -134,6 +138,17 @@ class Daemon:
             self.proc.kill()
             self.proc.wait(timeout=5)
             raise AssertionError("crewstreamd did not exit within %.0fs of signal %d" % (timeout, sig))
+        self.exit_codes.append(rc)
+        return rc
+
+    def wait_exit(self, timeout=10.0):
+        """Waits (without signalling) for the daemon to exit; returns the exit code."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            raise AssertionError("crewstreamd did not exit within %.0fs" % timeout)
         self.exit_codes.append(rc)
         return rc
 

@@ -447,12 +447,12 @@ def sse_events(frames):
 
 
 async def ws_connect(url, **kw):
-    import websockets
+    import websockets.client
 
     kw.setdefault("open_timeout", 5)
     kw.setdefault("close_timeout", 2)
     kw.setdefault("max_size", None)
-    return await websockets.connect(url, **kw)
+    return await websockets.client.connect(url, **kw)
 
 
 async def ws_next(ws, timeout=5.0):
@@ -478,6 +478,119 @@ async def ws_collect(ws, n, timeout=10.0):
             break
         out.append(m)
     return out
+
+
+class RawWS:
+    """A minimal WebSocket client over a raw socket, so a test can stop reading (tiny SO_RCVBUF)
+    and later read again. Answers pings with pongs while it reads."""
+
+    def __init__(self, port, path, rcvbuf=None, timeout=5.0, headers=None):
+        import base64
+        import os as _os
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(_os.urandom(16)).decode()
+        req = (
+            "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (path, port, key)
+        )
+        for k, v in (headers or {}).items():
+            req += "%s: %s\r\n" % (k, v)
+        self.sock.sendall((req + "\r\n").encode())
+        self.buf = b""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            chunk = _recv_some(self.sock, deadline)
+            if not chunk:
+                raise EOFError("closed during the handshake: %r" % self.buf)
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        self.status, self.headers = parse_head(head)
+        self.close_code = None
+        self.eof = False
+
+    def _send_frame(self, opcode, payload):
+        import os as _os
+
+        mask = _os.urandom(4)
+        n = len(payload)
+        hdr = bytes([0x80 | opcode])
+        if n < 126:
+            hdr += bytes([0x80 | n])
+        elif n < 65536:
+            hdr += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            hdr += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        try:
+            self.sock.sendall(hdr + mask + masked)
+        except OSError:
+            pass
+
+    def _parse(self):
+        b = self.buf
+        if len(b) < 2:
+            return None
+        fin_op, ln = b[0], b[1] & 0x7F
+        off = 2
+        if ln == 126:
+            if len(b) < 4:
+                return None
+            ln, off = int.from_bytes(b[2:4], "big"), 4
+        elif ln == 127:
+            if len(b) < 10:
+                return None
+            ln, off = int.from_bytes(b[2:10], "big"), 10
+        if b[1] & 0x80:
+            raise AssertionError("server frames must not be masked")
+        if len(b) < off + ln:
+            return None
+        self.buf = b[off + ln :]
+        return fin_op & 0x0F, b[off : off + ln], bool(fin_op & 0x80)
+
+    def next_message(self, timeout=5.0):
+        """The next text message (str), None on timeout; raises EOFError at close/EOF."""
+        deadline = time.monotonic() + timeout
+        parts = []
+        while True:
+            fr = self._parse()
+            if fr is not None:
+                op, payload, fin = fr
+                if op == 0x9:
+                    self._send_frame(0xA, payload)
+                    continue
+                if op == 0xA:
+                    continue
+                if op == 0x8:
+                    self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                    self.close_reason = payload[2:].decode("utf-8", "replace")
+                    raise EOFError("close frame %r" % self.close_code)
+                parts.append(payload)
+                if fin:
+                    return b"".join(parts).decode("utf-8")
+                continue
+            if self.eof:
+                raise EOFError("connection closed")
+            try:
+                chunk = _recv_some(self.sock, deadline)
+            except (socket.timeout, TimeoutError):
+                return None
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                continue
+            self.buf += chunk
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 def run(coro, timeout=60.0):

@@ -4,7 +4,7 @@
 import asyncio
 import json
 
-import websockets
+import websockets.frames
 
 from csutil import ev, run, ws_collect, ws_connect, ws_next
 
