@@ -406,9 +406,12 @@ static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Resu
     int count = 0, gap = 0;
     uint64_t gap_first = 0;
     char cur[CS_CURSOR_MAX], tail[128];
+    uint64_t seq;
 
     if (!force && !cs_sub_has_next(&q->sub))
         return 0;
+    /* last_event_id names the last event returned, or, with none, the position asked from. */
+    seq = cs_sub_position(&q->sub, cur, sizeof(cur));
     buf_add(&b, "{\"events\":[", 11);
     while (cs_sub_next(&q->sub, &it)) {
         if (it.frame == NULL) {
@@ -419,8 +422,9 @@ static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Resu
         if (count++ > 0)
             buf_add(&b, ",", 1);
         buf_add(&b, it.frame->json, it.frame->json_len);
+        seq = it.frame->seq;
+        cs_cursor_format(cur, sizeof(cur), q->sub.exec->epoch, seq);
     }
-    uint64_t seq = cs_sub_position(&q->sub, cur, sizeof(cur));
     int n;
     if (seq > 0)
         n = snprintf(tail, sizeof(tail), "],\"last_event_id\":\"%s\",\"last_seq\":%llu", cur,
@@ -527,16 +531,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         q->fd = -1;
         *con_cls = q;
         d->counters.http_requests++;
+        const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
+        if (cl != NULL && strtoull(cl, NULL, 10) > d->cfg->max_body_bytes) {
+            q->started = 1;
+            return queue_error(h, con, 413, "too_large", "the request body is larger than limits.max_body_bytes",
+                               NULL, NULL);
+        }
         return MHD_YES;
     }
     if (q->started) {
         /* Called again: a held long-poll resumed, or more of a body we do not read. */
         if (q->kind == REQ_POLL) {
             enum MHD_Result ret;
-            cs_timer_stop(&q->timer);
             cs_sub_unpark(&q->sub);
-            poll_try_answer(h, q, 1, &ret);
-            return ret;
+            if (poll_try_answer(h, q, q->timed_out || q->dead || d->stopping, &ret)) {
+                cs_timer_stop(&q->timer);
+                return ret;
+            }
+            /* Woken by events this poll filters out: hold on until its deadline. */
+            cs_sub_park(&q->sub);
+            req_suspend(q);
+            return MHD_YES;
         }
         *upload_data_size = 0;
         return MHD_YES;
