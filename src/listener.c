@@ -115,11 +115,18 @@ static void pending_answer(pending_t *p, unsigned status, const char *code, cons
     size_t blen;
     int hl;
 
+    const cs_config_t *cfg = p->l->d->cfg;
+    int any_origin = 0;
+
+    /* The head is not parsed here, so only an open CORS policy can be stated. */
+    for (size_t i = 0; i < cfg->n_cors_origins; i++)
+        any_origin |= strcmp(cfg->cors_origins[i], "*") == 0;
     body = cs_error_json(code, detail, &blen);
     hl = snprintf(head, sizeof(head),
                   "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                  "Connection: close\r\n\r\n",
-                  status, cs_http_reason(status), body ? blen : 0);
+                  "%sConnection: close\r\n\r\n",
+                  status, cs_http_reason(status), body ? blen : 0,
+                  any_origin ? "Access-Control-Allow-Origin: *\r\n" : "");
     /* Best effort: the socket buffer is empty, so a small answer fits. */
     if (send(p->fd, head, (size_t)hl, MSG_NOSIGNAL) == hl && body != NULL)
         (void)!send(p->fd, body, blen, MSG_NOSIGNAL);
