@@ -45,8 +45,12 @@ struct producer {
     size_t olen, ooff, ocap;
     int eof;
     int closing;
+    cs_awaiter_t *awaits; /* human-input answers this connection waits for */
+    cs_defer_t flush_defer;
     producer_t *prev, *next;
 };
+
+static void producer_flush_later(producer_t *p);
 
 /* ---- replies ---- */
 
@@ -87,7 +91,69 @@ static cs_err_t reply_error(char **buf, size_t *len, size_t *cap, cs_err_t code,
     return code;
 }
 
-cs_err_t cs_ingest_line(cs_daemon_t *d, const char *line, size_t len, char **reply, size_t *rlen,
+/* ---- awaiting human input ---- */
+
+static void on_push(cs_awaiter_t *aw, const char *line, size_t len)
+{
+    producer_t *p = aw->owner;
+
+    DL_DELETE2(p->awaits, aw, oprev, onext);
+    free(aw);
+    reply_add(&p->obuf, &p->olen, &p->ocap, line, len);
+    producer_flush_later(p);
+}
+
+/* Makes connection p await req, once. */
+static void producer_await(producer_t *p, cs_hitl_req_t *req)
+{
+    cs_awaiter_t *aw;
+
+    for (aw = p->awaits; aw != NULL; aw = aw->onext)
+        if (aw->req == req)
+            return;
+    aw = calloc(1, sizeof(*aw));
+    if (aw == NULL)
+        return;
+    aw->owner = p;
+    aw->push = on_push;
+    DL_APPEND2(p->awaits, aw, oprev, onext);
+    cs_hitl_await(req, aw); /* pushes at once when the answer exists */
+}
+
+static cs_err_t op_await(cs_daemon_t *d, producer_t *p, json_t *obj, char **reply, size_t *rlen, size_t *rcap)
+{
+    char detail[300];
+    json_t *jx = json_object_get(obj, "execution_id"), *je = json_object_get(obj, "event_id");
+    const char *x = json_string_value(jx), *e = json_string_value(je);
+    cs_hitl_req_t *req;
+
+    if (p == NULL)
+        return reply_error(reply, rlen, rcap, CS_ERR_BAD_OP,
+                           "await needs a Unix-socket connection to push to");
+    if (x == NULL || e == NULL)
+        return reply_error(reply, rlen, rcap, CS_ERR_MISSING_FIELD,
+                           "await needs execution_id and event_id strings");
+    if (!cs_valid_execution_id(x, json_string_length(jx)))
+        return reply_error(reply, rlen, rcap, CS_ERR_INVALID_FIELD,
+                           "execution_id must be 1-128 characters of [A-Za-z0-9._:-]");
+    req = cs_store_find_request(d->store, x, json_string_length(jx), e, detail, sizeof(detail));
+    if (req == NULL)
+        return reply_error(reply, rlen, rcap, CS_ERR_NOT_FOUND, detail);
+    json_t *o = json_pack("{s:b, s:s, s:s, s:s, s:b}", "ok", 1, "op", "await", "execution_id", x, "event_id",
+                          e, "answered", req->answered);
+    char *ack = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (ack != NULL) {
+        reply_add(reply, rlen, rcap, ack, strlen(ack));
+        reply_add(reply, rlen, rcap, "\n", 1);
+        free(ack);
+    }
+    /* After the ack: an answer that already exists is pushed right behind it. */
+    producer_await(p, req);
+    return CS_OK;
+}
+
+cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const char *line, size_t len, char **reply, size_t *rlen,
                         size_t *rcap)
 {
     char detail[256];
@@ -116,8 +182,10 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, const char *line, size_t len, char **rep
             static const char pong[] = "{\"ok\":true,\"op\":\"pong\"}\n";
             reply_add(reply, rlen, rcap, pong, sizeof(pong) - 1);
             e = CS_OK;
+        } else if (name != NULL && strcmp(name, "await") == 0) {
+            e = op_await(d, conn, obj, reply, rlen, rcap);
         } else {
-            snprintf(detail, sizeof(detail), "unknown op (known: ping)");
+            snprintf(detail, sizeof(detail), "unknown op (known: ping, await)");
             e = reply_error(reply, rlen, rcap, CS_ERR_BAD_OP, detail);
         }
         goto out;
@@ -145,6 +213,13 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, const char *line, size_t len, char **rep
             free(s);
         }
     }
+    /* The connection that posts a request awaits its answer without asking (a retry too). */
+    if (conn != NULL &&
+        strcmp(json_string_value(json_object_get(obj, "type")), "human_input_required") == 0) {
+        cs_hitl_req_t *req = pub.exec ? cs_hitl_find(&pub.exec->hitl, pub.event_id) : NULL;
+        if (req != NULL)
+            producer_await(conn, req);
+    }
 out:
     if (e != CS_OK)
         d->counters.ingest_errors++;
@@ -157,6 +232,12 @@ out:
 static void producer_free(void *data)
 {
     producer_t *p = data;
+    while (p->awaits != NULL) {
+        cs_awaiter_t *aw = p->awaits;
+        cs_hitl_unawait(aw);
+        DL_DELETE2(p->awaits, aw, oprev, onext);
+        free(aw);
+    }
     free(p->ibuf);
     free(p->obuf);
     free(p);
@@ -169,6 +250,10 @@ static void producer_close(producer_t *p)
     if (p->closing)
         return;
     p->closing = 1;
+    cs_defer_cancel(in->d->loop, &p->flush_defer);
+    /* Nobody to push to any more: stop awaiting now, not at the deferred free. */
+    for (cs_awaiter_t *aw = p->awaits; aw != NULL; aw = aw->onext)
+        cs_hitl_unawait(aw);
     cs_io_stop(&p->io);
     close(p->fd);
     p->fd = -1;
@@ -217,7 +302,22 @@ static void producer_update_interest(producer_t *p)
 
 static void producer_line(producer_t *p, const char *line, size_t len)
 {
-    cs_ingest_line(p->in->d, line, len, &p->obuf, &p->olen, &p->ocap);
+    cs_ingest_line(p->in->d, p, line, len, &p->obuf, &p->olen, &p->ocap);
+}
+
+static void on_flush_later(void *data)
+{
+    producer_t *p = data;
+    if (p->closing || producer_flush(p) != 0)
+        return;
+    producer_update_interest(p);
+}
+
+/* A push arrived from elsewhere (another producer's line, an HTTP answer): write it at turn's end. */
+static void producer_flush_later(producer_t *p)
+{
+    if (!p->closing)
+        cs_defer(p->in->d->loop, &p->flush_defer, on_flush_later, p);
 }
 
 static void producer_too_large(producer_t *p)

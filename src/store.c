@@ -236,6 +236,8 @@ static void exec_drop_history(cs_store_t *st, cs_exec_t *ex)
 static void exec_free(cs_store_t *st, cs_exec_t *ex)
 {
     exec_drop_history(st, ex);
+    st->bytes -= ex->hitl.bytes;
+    cs_hitl_clear(&ex->hitl);
     exec_unlist(st, ex);
     HASH_DELETE(hh, st->execs, ex);
     st->bytes -= exec_overhead(ex);
@@ -325,7 +327,7 @@ static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f)
         s = CS_EXEC_ERROR;
     else if (type_is(f, "run.canceled"))
         s = CS_EXEC_CANCELED;
-    else if (type_is(f, "human_input_required"))
+    else if (ex->hitl.n_open > 0)
         s = CS_EXEC_PENDING_HUMAN_INPUT;
     else if (s == CS_EXEC_PENDING || s == CS_EXEC_PENDING_HUMAN_INPUT || type_is(f, "run.started") ||
              type_is(f, "crew_kickoff_started"))
@@ -487,6 +489,14 @@ cs_err_t cs_store_publish(cs_store_t *st, json_t *ev, int64_t now_unix_ms, cs_pu
     st->gnext++;
     st->published++;
 
+    /* Human-input requests and answers, kept beside the ring. */
+    size_t hb = ex->hitl.bytes;
+    if (type_is(f, "human_input_required"))
+        cs_hitl_on_request(&ex->hitl, ev, f->seq);
+    else if (type_is(f, "human_input_completed"))
+        cs_hitl_on_completed(&ex->hitl, ex->id, ev, f->seq);
+    st->bytes += ex->hitl.bytes - hb;
+
     exec_on_event(st, ex, f);
 
     out->seq = f->seq;
@@ -506,6 +516,83 @@ cs_err_t cs_store_publish(cs_store_t *st, json_t *ev, int64_t now_unix_ms, cs_pu
 
 nomem:
     free(json);
+    snprintf(detail, detail_len, "out of memory");
+    return CS_ERR_INTERNAL;
+}
+
+/* ---- human input ---- */
+
+cs_hitl_req_t *cs_store_find_request(cs_store_t *st, const char *id, size_t id_len, const char *event_id,
+                                     char *detail, size_t detail_len)
+{
+    cs_exec_t *ex = cs_store_find(st, id, id_len);
+    cs_hitl_req_t *r;
+
+    if (ex == NULL || (ex->next_seq == 1 && ex->hitl.n == 0)) {
+        snprintf(detail, detail_len, "no execution \"%.*s\"", (int)id_len, id);
+        return NULL;
+    }
+    r = cs_hitl_find(&ex->hitl, event_id);
+    if (r == NULL)
+        snprintf(detail, detail_len, "no human_input_required with event_id \"%.128s\" in this execution",
+                 event_id);
+    return r;
+}
+
+cs_err_t cs_store_answer(cs_store_t *st, const char *id, size_t id_len, const cs_answer_t *a,
+                         int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
+{
+    cs_exec_t *ex = cs_store_find(st, id, id_len);
+    cs_hitl_req_t *r;
+    json_t *ev;
+    cs_err_t e;
+
+    if (ex == NULL || (ex->next_seq == 1 && ex->hitl.n == 0)) {
+        snprintf(detail, detail_len, "no execution \"%.*s\"", (int)id_len, id);
+        return CS_ERR_NOT_FOUND;
+    }
+    if (a->event_id != NULL) {
+        r = cs_hitl_find(&ex->hitl, a->event_id);
+        if (r == NULL) {
+            snprintf(detail, detail_len, "no human_input_required with event_id \"%.128s\"", a->event_id);
+            return CS_ERR_NOT_FOUND;
+        }
+        if (r->answered) {
+            snprintf(detail, detail_len, "request \"%.128s\" was already answered", a->event_id);
+            return CS_ERR_CONFLICT;
+        }
+    } else {
+        r = cs_hitl_open_for_task(&ex->hitl, a->task_id);
+        if (r == NULL) {
+            if (a->task_id != NULL)
+                snprintf(detail, detail_len, "no open human-input request for task \"%.128s\"", a->task_id);
+            else
+                snprintf(detail, detail_len, "no open human-input request in this execution");
+            return CS_ERR_CONFLICT;
+        }
+    }
+
+    /* The completion carries what the runtime needs, and what dashboards show next to the request. */
+    ev = json_pack("{s:s%, s:s, s:s}", "execution_id", id, id_len, "type", "human_input_completed",
+                   "request_event_id", r->event_id);
+    if (ev == NULL)
+        goto nomem;
+    static const char *const copy[] = {"crew_id", "task_id", "agent_id"};
+    for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++) {
+        json_t *v = json_object_get(r->request, copy[i]);
+        if (v != NULL && json_object_set(ev, copy[i], v) != 0)
+            goto nomem;
+    }
+    if (json_object_set(ev, "human_feedback",
+                        a->human_feedback ? (json_t *)a->human_feedback : json_null()) != 0 ||
+        json_object_set(ev, "is_approve", a->is_approve ? (json_t *)a->is_approve : json_true()) != 0)
+        goto nomem;
+    e = cs_store_publish(st, ev, now_unix_ms, out, detail, detail_len);
+    json_decref(ev);
+    return e;
+
+nomem:
+    json_decref(ev);
     snprintf(detail, detail_len, "out of memory");
     return CS_ERR_INTERNAL;
 }

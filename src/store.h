@@ -21,6 +21,7 @@
 #include "cursor.h"
 #include "event.h"
 #include "filter.h"
+#include "hitl.h"
 
 typedef struct cs_store cs_store_t;
 typedef struct cs_exec cs_exec_t;
@@ -91,6 +92,7 @@ struct cs_exec {
     size_t n_subs;      /* every subscriber pointing here, parked or not */
     cs_exec_status_t status;
     int finished;
+    cs_hitl_t hitl; /* human-input requests, kept beside the ring */
     int64_t created_unix_ms, first_unix_ms, last_unix_ms;
     int64_t finished_mono_ms;
     cs_exec_t *lru_prev, *lru_next; /* active list, or finished list once finished */
@@ -182,8 +184,29 @@ typedef struct cs_publish {
  * timestamp, is rendered once, enters its execution's ring and the global ring, and parked
  * subscribers are woken. ev is not consumed. Returns CS_OK or an error with detail.
  */
-cs_err_t cs_store_publish(cs_store_t *store, json_t *ev, int64_t now_unix_ms, cs_publish_t *out,
-                          char *detail, size_t detail_len);
+cs_err_t cs_store_publish(cs_store_t *store, json_t *ev, int64_t now_unix_ms, cs_publish_t *out, char *detail,
+                          size_t detail_len);
+
+/** What answers a human-input request (SPEC §4). */
+typedef struct cs_answer {
+    const char *event_id;         /* the request's event_id, or NULL */
+    const char *task_id;          /* else the latest open request of this task (or of any task when NULL) */
+    const json_t *human_feedback; /* usually a string; may be NULL */
+    const json_t *is_approve;     /* a boolean, or NULL */
+} cs_answer_t;
+
+/**
+ * Answers an open request of execution_id: stores and fans out a human_input_completed event
+ * (request_event_id, task_id, human_feedback, is_approve, and the request's crew_id and agent_id),
+ * which pushes the answer to the awaiting runtime. Returns CS_OK with out filled, CS_ERR_NOT_FOUND
+ * (no such execution or request event_id) or CS_ERR_CONFLICT (nothing open, or already answered).
+ */
+cs_err_t cs_store_answer(cs_store_t *store, const char *execution_id, size_t id_len, const cs_answer_t *a,
+                         int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len);
+
+/** Finds the human-input request event_id of execution_id, or NULL (with CS_ERR_NOT_FOUND detail). */
+cs_hitl_req_t *cs_store_find_request(cs_store_t *store, const char *execution_id, size_t id_len,
+                                     const char *event_id, char *detail, size_t detail_len);
 
 /** Finds an execution, or NULL. */
 cs_exec_t *cs_store_find(cs_store_t *store, const char *id, size_t id_len);
