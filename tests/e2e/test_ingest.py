@@ -346,8 +346,8 @@ def test_socket_mode(make_daemon):
     assert oct(os.stat(d2.sock).st_mode & 0o777) == oct(0o660)
 
 
-@pytest.mark.daemon_bug("await is part of the HITL issue")
 def test_await_unknown_is_not_found(daemon):
+    """not_found: an await for an execution or a request the daemon does not have."""
     daemon.post_ok(ev("known", "run.started"))
     replies = daemon.post(
         {"op": "await", "execution_id": "never-posted", "event_id": "nope"},
