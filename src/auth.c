@@ -227,16 +227,13 @@ static void cs_auth_fill_principal(cs_principal_t *who, const char *name, unsign
     who->n_executions = n_executions;
 }
 
-cs_auth_result_t cs_auth_check(const cs_auth_t *auth, const char *token, unsigned need_scope,
-                               const char *execution_id, cs_principal_t *who)
+cs_auth_result_t cs_auth_identify(const cs_auth_t *auth, const char *token, cs_principal_t *who)
 {
     unsigned char md[CS_AUTH_DIGEST_LEN];
     const cs_auth_entry_t *hit = NULL;
-    cs_principal_t p;
 
     if (auth != NULL && auth->open) {
-        if (who != NULL)
-            cs_auth_fill_principal(who, "anonymous", CS_SCOPE_ALL, cs_auth_all_executions, 1);
+        cs_auth_fill_principal(who, "anonymous", CS_SCOPE_ALL, cs_auth_all_executions, 1);
         return CS_AUTH_OK;
     }
     if (token == NULL || token[0] == '\0')
@@ -258,17 +255,32 @@ cs_auth_result_t cs_auth_check(const cs_auth_t *auth, const char *token, unsigne
     OPENSSL_cleanse(md, sizeof(md));
     if (hit == NULL)
         return CS_AUTH_INVALID;
-
-    /* need_scope 0 asks only that the token be valid. */
-    if ((need_scope & ~hit->scopes) != 0)
-        return CS_AUTH_FORBIDDEN;
-    cs_auth_fill_principal(&p, hit->name, hit->scopes, (const char *const *)hit->executions,
+    cs_auth_fill_principal(who, hit->name, hit->scopes, (const char *const *)hit->executions,
                            hit->n_executions);
-    if (!cs_auth_principal_allows(&p, execution_id))
-        return CS_AUTH_FORBIDDEN;
-    if (who != NULL)
-        *who = p;
     return CS_AUTH_OK;
+}
+
+cs_auth_result_t cs_auth_authorize(const cs_principal_t *p, unsigned need_scope, const char *execution_id)
+{
+    /* need_scope 0 asks only that the token be valid. */
+    if ((need_scope & ~p->scopes) != 0)
+        return CS_AUTH_FORBIDDEN;
+    if (!cs_auth_principal_allows(p, execution_id))
+        return CS_AUTH_FORBIDDEN;
+    return CS_AUTH_OK;
+}
+
+cs_auth_result_t cs_auth_check(const cs_auth_t *auth, const char *token, unsigned need_scope,
+                               const char *execution_id, cs_principal_t *who)
+{
+    cs_principal_t p;
+    cs_auth_result_t r = cs_auth_identify(auth, token, &p);
+
+    if (r == CS_AUTH_OK)
+        r = cs_auth_authorize(&p, need_scope, execution_id);
+    if (r == CS_AUTH_OK && who != NULL)
+        *who = p;
+    return r;
 }
 
 static int cs_auth_is_blank(char c)

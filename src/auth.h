@@ -34,8 +34,7 @@ typedef struct cs_principal {
  * Builds the token table from cfg (tokens and api_key; jwt_secret is kept for later). Fails with
  * -EPERM and a message saying why when no token is configured and the listener is not loopback.
  */
-int cs_auth_new(cs_auth_t **out, const cs_config_t *cfg, int listener_is_loopback, char *err,
-                size_t errlen);
+int cs_auth_new(cs_auth_t **out, const cs_config_t *cfg, int listener_is_loopback, char *err, size_t errlen);
 
 /** Frees the table. */
 void cs_auth_free(cs_auth_t *auth);
@@ -50,6 +49,12 @@ int cs_auth_is_open(const cs_auth_t *auth);
  */
 cs_auth_result_t cs_auth_check(const cs_auth_t *auth, const char *token, unsigned need_scope,
                                const char *execution_id, cs_principal_t *who);
+
+/** Authenticates token only: fills *who (any scope, any execution). CS_AUTH_OK, _MISSING or _INVALID. */
+cs_auth_result_t cs_auth_identify(const cs_auth_t *auth, const char *token, cs_principal_t *who);
+
+/** Authorises need_scope on execution_id (NULL = every execution) for an identified principal. */
+cs_auth_result_t cs_auth_authorize(const cs_principal_t *who, unsigned need_scope, const char *execution_id);
 
 /** Returns nonzero when principal may see execution_id (used by the all-executions stream). */
 int cs_auth_principal_allows(const cs_principal_t *who, const char *execution_id);

@@ -24,6 +24,7 @@
 #include <utlist.h>
 
 #include "event.h"
+#include "ingest.h"
 #include "log.h"
 #include "route.h"
 #include "web.h"
@@ -62,7 +63,8 @@ struct http_req {
     cs_sub_t sub;
     int sub_open;
     int started; /* the handler has decided what this request is */
-    size_t body_bytes;
+    char *body;  /* a POST body, up to limits.max_body_bytes */
+    size_t body_len, body_cap;
     int suspended;
     int dead; /* the client left, or we are ending the stream */
     int listed;
@@ -509,6 +511,143 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
     return MHD_YES;
 }
 
+/* ---- POST: HTTP ingest and answers ---- */
+
+static unsigned err_status(cs_err_t e)
+{
+    switch (e) {
+    case CS_OK:
+        return 200;
+    case CS_ERR_NOT_FOUND:
+        return 404;
+    case CS_ERR_CONFLICT:
+        return 409;
+    case CS_ERR_FORBIDDEN:
+        return 403;
+    case CS_ERR_TOO_LARGE:
+        return 413;
+    case CS_ERR_INTERNAL:
+        return 500;
+    default:
+        return 400;
+    }
+}
+
+/* POST /v1/events: one event, or NDJSON; the same validation and replies as the Unix socket. */
+static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_principal_t *who)
+{
+    char *out = NULL;
+    size_t olen = 0, ocap = 0, lines = 0;
+    cs_err_t last = CS_OK;
+    const char *p = q->body ? q->body : "", *end = p + q->body_len;
+
+    if ((who->scopes & CS_SCOPE_PUBLISH) == 0)
+        return queue_error(h, q->con, 403, "forbidden", "publishing needs a token with the publish scope",
+                           NULL, NULL);
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        /* A final newline does not start another line. */
+        last = cs_ingest_line(h->d, NULL, who, p, n, &out, &olen, &ocap);
+        lines++;
+        p += n + 1;
+    }
+    if (lines == 0) {
+        free(out);
+        return queue_error(h, q->con, 400, "bad_request", "the body is empty: send one event, or NDJSON",
+                           NULL, NULL);
+    }
+    if (out == NULL)
+        return MHD_NO;
+    if (lines == 1) {
+        /* One event: its reply is the response, its status the error's. */
+        olen--; /* the newline */
+        return queue_json(h, q->con, err_status(last), out, olen, NULL, NULL);
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(olen, out, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(out);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
+    add_cors(h, q->con, r);
+    enum MHD_Result ret = MHD_queue_response(q->con, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* POST /resume and POST /v1/executions/{id}/human-input. */
+static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_principal_t *who)
+{
+    char detail[300];
+    json_error_t jerr;
+    json_t *o = json_loadb(q->body ? q->body : "", q->body_len, 0, &jerr);
+    const char *x;
+    size_t xlen;
+    cs_answer_t a;
+    cs_publish_t pub;
+    cs_err_t e;
+    enum MHD_Result ret;
+
+    if (o == NULL || !json_is_object(o)) {
+        json_decref(o);
+        return queue_errorf(h, q->con, 400, "bad_request", "expected a JSON object%s%s", o ? "" : ": ",
+                            o ? "" : jerr.text);
+    }
+    if (q->route.kind == CS_ROUTE_RESUME) {
+        json_t *jx = json_object_get(o, "execution_id");
+        x = json_string_value(jx);
+        xlen = json_string_length(jx);
+        if (x == NULL || !cs_valid_execution_id(x, xlen)) {
+            json_decref(o);
+            return queue_error(h, q->con, 400, "bad_request",
+                               "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
+        }
+    } else {
+        x = q->route.execution_id;
+        xlen = q->route.execution_id_len;
+    }
+    if (cs_auth_authorize(who, CS_SCOPE_RESPOND, x) != CS_AUTH_OK) {
+        json_decref(o);
+        return queue_error(h, q->con, 403, "forbidden",
+                           "answering needs a token with respond on this execution", NULL, NULL);
+    }
+    e = cs_answer_from_json(o, &a, detail, sizeof(detail));
+    if (e == CS_OK)
+        e = cs_store_answer(h->d->store, x, xlen, &a, cs_unix_ms(), &pub, detail, sizeof(detail));
+    if (e != CS_OK) {
+        json_decref(o);
+        const char *code = e == CS_ERR_NOT_FOUND  ? "not_found"
+                           : e == CS_ERR_CONFLICT ? "conflict"
+                           : e == CS_ERR_INTERNAL ? "internal"
+                                                  : "bad_request";
+        return queue_error(h, q->con, err_status(e), code, detail, NULL, NULL);
+    }
+    json_t *r = json_pack("{s:b, s:s%, s:s, s:I, s:s}", "ok", 1, "execution_id", x, xlen, "event_id",
+                          pub.event_id, "seq", (json_int_t)pub.seq, "request_event_id", pub.request_event_id);
+    char *body = r ? json_dumps(r, JSON_COMPACT) : NULL;
+    json_decref(r);
+    json_decref(o); /* x pointed into it */
+    ret = queue_json(h, q->con, 200, body, body ? strlen(body) : 0, NULL, NULL);
+    return ret;
+}
+
+static enum MHD_Result handle_post(cs_http_t *h, http_req_t *q, struct MHD_Connection *con)
+{
+    char tokbuf[4096];
+    const char *code, *detail;
+    cs_principal_t who;
+    cs_auth_result_t ar = cs_auth_identify(h->d->auth, request_token(con, tokbuf, sizeof(tokbuf)), &who);
+
+    if (ar != CS_AUTH_OK) {
+        unsigned status = cs_auth_http_status(ar, &code, &detail);
+        return queue_error(h, con, status, code, detail, "WWW-Authenticate", "Bearer");
+    }
+    if (q->route.kind == CS_ROUTE_GLOBAL_SSE)
+        return post_events(h, q, &who);
+    return post_answer(h, q, &who);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -518,7 +657,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     http_req_t *q = *con_cls;
     unsigned m;
     (void)version;
-    (void)upload_data;
 
     if (q == NULL) {
         /* First call: headers only. Answering now would make MHD close the connection after the
@@ -534,8 +672,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
         if (cl != NULL && strtoull(cl, NULL, 10) > d->cfg->max_body_bytes) {
             q->started = 1;
-            return queue_error(h, con, 413, "too_large", "the request body is larger than limits.max_body_bytes",
-                               NULL, NULL);
+            return queue_error(h, con, 413, "too_large",
+                               "the request body is larger than limits.max_body_bytes", NULL, NULL);
         }
         return MHD_YES;
     }
@@ -557,14 +695,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         return MHD_YES;
     }
     if (*upload_data_size != 0) {
-        /* A body on a route that takes none: read past it (up to limits.max_body_bytes), answer at
-         * its end. */
-        q->body_bytes += *upload_data_size;
+        /* Gather a POST body (up to limits.max_body_bytes); read past any other body. Answer at its end. */
+        size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (q->body_bytes > d->cfg->max_body_bytes) {
+        if (q->body_len + n > d->cfg->max_body_bytes) {
             q->started = 1;
-            return queue_error(h, con, 413, "too_large", "the request body is larger than limits.max_body_bytes",
-                               NULL, NULL);
+            return queue_error(h, con, 413, "too_large",
+                               "the request body is larger than limits.max_body_bytes", NULL, NULL);
+        }
+        if (strcmp(method, "POST") == 0) {
+            if (q->body_len + n + 1 > q->body_cap) {
+                size_t cap = q->body_cap ? q->body_cap : 4096;
+                while (cap < q->body_len + n + 1)
+                    cap *= 2;
+                char *b = realloc(q->body, cap);
+                if (b == NULL)
+                    return MHD_NO;
+                q->body = b;
+                q->body_cap = cap;
+            }
+            memcpy(q->body + q->body_len, upload_data, n);
+            q->body_len += n;
+            q->body[q->body_len] = '\0';
+        } else {
+            q->body_len += n;
         }
         return MHD_YES;
     }
@@ -625,6 +779,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
                            "websocket");
     if (d->stopping)
         return queue_error(h, con, 503, "unavailable", "the server is shutting down", NULL, NULL);
+    if (m == CS_METHOD_POST)
+        return handle_post(h, q, con);
     return handle_stream(h, q, con);
 }
 
@@ -647,6 +803,7 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
     if (q->held != NULL)
         cs_frame_unref(h->d->store, q->held);
     cs_sub_req_free(&q->sreq);
+    free(q->body);
     if (q->listed)
         DL_DELETE(h->streams, q);
     free(q);

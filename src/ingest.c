@@ -153,8 +153,8 @@ static cs_err_t op_await(cs_daemon_t *d, producer_t *p, json_t *obj, char **repl
     return CS_OK;
 }
 
-cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const char *line, size_t len, char **reply, size_t *rlen,
-                        size_t *rcap)
+cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publisher, const char *line,
+                        size_t len, char **reply, size_t *rlen, size_t *rcap)
 {
     char detail[256];
     json_t *obj = NULL, *op;
@@ -193,6 +193,13 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const char *line, size_t len
     e = cs_event_validate(obj, detail, sizeof(detail));
     if (e != CS_OK) {
         reply_error(reply, rlen, rcap, e, detail);
+        goto out;
+    }
+    if (publisher != NULL &&
+        cs_auth_authorize(publisher, CS_SCOPE_PUBLISH,
+                          json_string_value(json_object_get(obj, "execution_id"))) != CS_AUTH_OK) {
+        e = reply_error(reply, rlen, rcap, CS_ERR_FORBIDDEN,
+                        "the token does not grant publish on this execution");
         goto out;
     }
     e = cs_store_publish(d->store, obj, cs_unix_ms(), &pub, detail, sizeof(detail));
@@ -302,7 +309,7 @@ static void producer_update_interest(producer_t *p)
 
 static void producer_line(producer_t *p, const char *line, size_t len)
 {
-    cs_ingest_line(p->in->d, p, line, len, &p->obuf, &p->olen, &p->ocap);
+    cs_ingest_line(p->in->d, p, NULL, line, len, &p->obuf, &p->olen, &p->ocap);
 }
 
 static void on_flush_later(void *data)

@@ -19,11 +19,12 @@ int cs_ingest_new(cs_ingest_t **out, cs_daemon_t *d, char *err, size_t errlen);
 /**
  * Handles one line (without its newline) as the socket does, appending the reply line (with its
  * newline) to *reply / *reply_len (malloc'd buffer, grown as needed). Shared with HTTP ingest, which
- * passes conn NULL: there is nobody to push answers to, so "await" is refused there.
+ * passes conn NULL (there is nobody to push answers to, so "await" is refused there) and the
+ * publisher's principal, whose "publish" scope must cover each event's execution (else forbidden).
  * Returns the error code of the reply (CS_OK for ok).
  */
-cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const char *line, size_t len, char **reply,
-                        size_t *reply_len, size_t *reply_cap);
+cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publisher, const char *line,
+                        size_t len, char **reply, size_t *reply_len, size_t *reply_cap);
 
 /** Stops accepting and removes the socket file; producer connections stay until flushed. */
 void cs_ingest_close_listener(cs_ingest_t *in);

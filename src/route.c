@@ -20,13 +20,15 @@ typedef struct route_def {
 static const route_def_t routes[] = {
     {"/", NULL, CS_ROUTE_DASHBOARD, CS_METHOD_GET},
     {"/health", NULL, CS_ROUTE_HEALTH, CS_METHOD_GET},
-    {"/v1/events", NULL, CS_ROUTE_GLOBAL_SSE, CS_METHOD_GET},
+    {"/v1/events", NULL, CS_ROUTE_GLOBAL_SSE, CS_METHOD_GET | CS_METHOD_POST},
+    {"/resume", NULL, CS_ROUTE_RESUME, CS_METHOD_POST},
     {"/ws/human-input/", "", CS_ROUTE_HITL_WS, CS_METHOD_GET},
     {"/events/human-input/", "", CS_ROUTE_HITL_SSE, CS_METHOD_GET},
     {"/poll/human-input/", "", CS_ROUTE_HITL_POLL, CS_METHOD_GET},
     {"/v1/executions/", "/events", CS_ROUTE_EXEC_SSE, CS_METHOD_GET},
     {"/v1/executions/", "/ws", CS_ROUTE_EXEC_WS, CS_METHOD_GET},
     {"/v1/executions/", "/poll", CS_ROUTE_EXEC_POLL, CS_METHOD_GET},
+    {"/v1/executions/", "/human-input", CS_ROUTE_EXEC_ANSWER, CS_METHOD_POST},
 };
 
 cs_route_kind_t cs_route_match(const char *path, size_t len, cs_route_t *r)

@@ -14,15 +14,17 @@
 
 typedef enum cs_route_kind {
     CS_ROUTE_NONE = 0,
-    CS_ROUTE_HEALTH,     /* GET /health */
-    CS_ROUTE_HITL_WS,    /* GET /ws/human-input/{id} (WebSocket) */
-    CS_ROUTE_HITL_SSE,   /* GET /events/human-input/{id} */
-    CS_ROUTE_HITL_POLL,  /* GET /poll/human-input/{id} */
-    CS_ROUTE_EXEC_SSE,   /* GET /v1/executions/{id}/events */
-    CS_ROUTE_EXEC_WS,    /* GET /v1/executions/{id}/ws (WebSocket) */
-    CS_ROUTE_EXEC_POLL,  /* GET /v1/executions/{id}/poll */
-    CS_ROUTE_GLOBAL_SSE, /* GET /v1/events */
-    CS_ROUTE_DASHBOARD,  /* GET / */
+    CS_ROUTE_HEALTH,      /* GET /health */
+    CS_ROUTE_HITL_WS,     /* GET /ws/human-input/{id} (WebSocket) */
+    CS_ROUTE_HITL_SSE,    /* GET /events/human-input/{id} */
+    CS_ROUTE_HITL_POLL,   /* GET /poll/human-input/{id} */
+    CS_ROUTE_EXEC_SSE,    /* GET /v1/executions/{id}/events */
+    CS_ROUTE_EXEC_WS,     /* GET /v1/executions/{id}/ws (WebSocket) */
+    CS_ROUTE_EXEC_POLL,   /* GET /v1/executions/{id}/poll */
+    CS_ROUTE_GLOBAL_SSE,  /* GET /v1/events (SSE of every execution); POST /v1/events (HTTP ingest) */
+    CS_ROUTE_DASHBOARD,   /* GET / */
+    CS_ROUTE_RESUME,      /* POST /resume (the seed's answer shape) */
+    CS_ROUTE_EXEC_ANSWER, /* POST /v1/executions/{id}/human-input */
 } cs_route_kind_t;
 
 /* Methods, a bit each, for 405 answers. */

@@ -539,6 +539,41 @@ cs_hitl_req_t *cs_store_find_request(cs_store_t *st, const char *id, size_t id_l
     return r;
 }
 
+cs_err_t cs_answer_from_json(const json_t *o, cs_answer_t *a, char *detail, size_t detail_len)
+{
+    static const char *const ids[] = {"event_id", "task_id"};
+    const json_t *v;
+
+    memset(a, 0, sizeof(*a));
+    if (!json_is_object(o)) {
+        snprintf(detail, detail_len, "expected a JSON object");
+        return CS_ERR_INVALID_JSON;
+    }
+    for (int i = 0; i < 2; i++) {
+        v = json_object_get(o, ids[i]);
+        if (v == NULL || json_is_null(v))
+            continue;
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > CS_EVENT_ID_MAX) {
+            snprintf(detail, detail_len, "%s must be a string of 1-%d characters", ids[i], CS_EVENT_ID_MAX);
+            return CS_ERR_INVALID_FIELD;
+        }
+        *(i == 0 ? &a->event_id : &a->task_id) = json_string_value(v);
+    }
+    v = json_object_get(o, "human_feedback");
+    if (v != NULL && !json_is_string(v) && !json_is_null(v)) {
+        snprintf(detail, detail_len, "human_feedback must be a string");
+        return CS_ERR_INVALID_FIELD;
+    }
+    a->human_feedback = v;
+    v = json_object_get(o, "is_approve");
+    if (v != NULL && !json_is_boolean(v)) {
+        snprintf(detail, detail_len, "is_approve must be true or false");
+        return CS_ERR_INVALID_FIELD;
+    }
+    a->is_approve = v;
+    return CS_OK;
+}
+
 cs_err_t cs_store_answer(cs_store_t *st, const char *id, size_t id_len, const cs_answer_t *a,
                          int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
 {
@@ -588,6 +623,8 @@ cs_err_t cs_store_answer(cs_store_t *st, const char *id, size_t id_len, const cs
         json_object_set(ev, "is_approve", a->is_approve ? (json_t *)a->is_approve : json_true()) != 0)
         goto nomem;
     e = cs_store_publish(st, ev, now_unix_ms, out, detail, detail_len);
+    if (e == CS_OK)
+        snprintf(out->request_event_id, sizeof(out->request_event_id), "%s", r->event_id);
     json_decref(ev);
     return e;
 

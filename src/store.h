@@ -176,6 +176,7 @@ typedef struct cs_publish {
     int duplicate;
     cs_frame_t *frame; /* borrowed: the stored frame (or the original, for a duplicate) */
     cs_exec_t *exec;
+    char request_event_id[CS_EVENT_ID_MAX + 1]; /* cs_store_answer: the request it answered */
 } cs_publish_t;
 
 /**
@@ -194,6 +195,10 @@ typedef struct cs_answer {
     const json_t *human_feedback; /* usually a string; may be NULL */
     const json_t *is_approve;     /* a boolean, or NULL */
 } cs_answer_t;
+
+/** Reads {"event_id" or "task_id", "human_feedback", "is_approve"} (pointers into o). Returns CS_OK,
+ * or CS_ERR_INVALID_JSON / CS_ERR_INVALID_FIELD with a detail naming the field. */
+cs_err_t cs_answer_from_json(const json_t *o, cs_answer_t *a, char *detail, size_t detail_len);
 
 /**
  * Answers an open request of execution_id: stores and fans out a human_input_completed event
