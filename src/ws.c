@@ -1,0 +1,946 @@
+/*
+ * ws.c - see ws.h.
+ *
+ * Debian builds libwebsockets 4.1.6 without external-poll support, so lws runs on
+ * a libuv loop that we own and never run by itself: uv_backend_fd() (an epoll fd)
+ * sits in our epoll loop, and uv_run(UV_RUN_NOWAIT) is called from the before-sleep
+ * hook whenever that fd is readable, a libuv timer is due, libuv has pending work,
+ * or we called into lws from outside an lws callback (libuv applies fd interest
+ * changes only inside uv_run). Nothing polls: an idle daemon sleeps in epoll.
+ *
+ * Each adopted connection gets a ws_conn_t, carried as the wsi's opaque user data
+ * from adoption to LWS_CALLBACK_WSI_DESTROY, so it survives the HTTP-to-WebSocket
+ * transition (lws frees and reallocates per-session data when it rebinds the
+ * protocol). The handshake is judged in LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, where a
+ * refusal is a complete HTTP/1.1 response we write ourselves (lws_return_http_status
+ * would say HTTP/1.0, which WebSocket clients reject as malformed).
+ *
+ * A session is a cursor into the store (cs_sub_t), never a queue: each
+ * SERVER_WRITEABLE sends exactly one thing - a pending close, a keep-alive ping, a
+ * reply to the client, or the next shared frame, whose CS_FRAME_PRE bytes of
+ * head-room take the WebSocket header in place - then asks for the next
+ * WRITEABLE or parks the cursor until the next publish wakes it.
+ */
+#include "ws.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <utlist.h>
+#include <uv.h>
+
+#include "event.h"
+#include "log.h"
+#include "route.h"
+
+_Static_assert(CS_FRAME_PRE == LWS_PRE,
+               "frames carry exactly LWS_PRE bytes of head-room for the WebSocket header");
+
+#define WS_PROTOCOL_NAME "crewstream"
+/* lws allocates the receive buffer per connection: client messages are small HITL answers, and
+ * bigger ones arrive over several RECEIVE callbacks, so 4 KiB keeps idle connections cheap. */
+#define WS_RX_BUFFER 4096
+/* The most one send() may carry; what the kernel does not take, lws keeps and sends later. */
+#define WS_TX_PACKET (64 * 1024)
+/* The largest client message (one HITL answer); bigger ones are closed with 1009. */
+#define WS_MSG_MAX (64 * 1024)
+/* Replies waiting for WRITEABLE, per connection; a client that outruns them loses the excess. */
+#define WS_OUTQ 8
+/* After a stall is noticed, how long the close frame may wait before lws drops the socket. */
+#define WS_STALL_GRACE_S 5
+/* uv_run rounds per before-sleep hook before handing back to the loop. */
+#define WS_UV_ROUNDS 16
+/* Query-string scratch: one argument (lws copies "name=value"), and every value a request uses. */
+#define WS_ARG_MAX   8192
+#define WS_ARGS_MAX  16384
+#define WS_TOKEN_MAX 1024
+
+typedef struct ws_conn ws_conn_t;
+
+struct ws_conn {
+    cs_ws_t *ws;
+    struct lws *wsi;
+    ws_conn_t *prev, *next; /* every adopted connection (utlist DL) */
+    int established;
+    int detached; /* the subscriber and replies are gone; only the struct is left */
+
+    /* From CONFIRM_UPGRADE to ESTABLISHED. */
+    cs_route_t route;
+    cs_sub_req_t req;
+    int have_req;
+
+    cs_sub_t sub;
+    int sub_open;
+
+    /* Output: what WRITEABLE has to send, in this order of priority. */
+    int close_code; /* 1001 (shutdown), 1013 (stalled), 0 = none */
+    char close_reason[96];
+    size_t close_reason_len;
+    int close_sent; /* the close is under way: nothing more is written */
+    int ping_due;
+    unsigned char *outq[WS_OUTQ]; /* replies, each with LWS_PRE bytes of head-room */
+    size_t outq_len[WS_OUTQ];
+    unsigned outq_head, outq_n;
+    unsigned char *gap; /* the last stream.gap sent, with head-room */
+    size_t gap_cap;
+
+    int want_write;     /* writable requested and not yet granted */
+    int64_t want_since; /* when that started: the last progress */
+    int64_t last_ping;
+    int stalled;
+
+    /* Input: one client message, assembled from its fragments. */
+    char *rx;
+    size_t rx_len;
+};
+
+/* The lookup context for cs_sub_req_parse: every value it returns stays valid for the whole parse. */
+typedef struct ws_args {
+    struct lws *wsi;
+    char frag[WS_ARG_MAX];
+    char arena[WS_ARGS_MAX];
+    size_t used;
+} ws_args_t;
+
+struct cs_ws {
+    cs_daemon_t *d;
+    uv_loop_t uv;
+    int uv_inited;
+    void *loops[1];
+    struct lws_protocols protocols[2];
+    struct lws_context *ctx;
+    struct lws_context *ctx_alive; /* lws writes NULL here when the context is fully destroyed */
+    struct lws_vhost *vh;
+    cs_io_t io;
+    int dirty; /* an lws call was made outside uv_run: run libuv before sleeping */
+    int stopping;
+    size_t n_conns;      /* adopted and not yet destroyed, handshakes included */
+    ws_conn_t *conns;    /* all of them */
+    ws_conn_t *adopting; /* the connection lws_adopt is creating right now */
+    int adopt_created, adopt_destroyed;
+    ws_args_t args;
+};
+
+static void ws_sub_wake(cs_sub_t *sub);
+static const cs_sub_ops_t ws_sub_ops = {ws_sub_wake};
+
+/* ---- small helpers ---- */
+
+static int64_t ws_now(const cs_ws_t *ws)
+{
+    return cs_loop_now(ws->d->loop);
+}
+
+/* Copies s into out for a log line: printable ASCII only, at most outlen - 1 bytes. */
+static void ws_printable(char *out, size_t outlen, const char *s, size_t len)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < len && o + 1 < outlen; i++)
+        out[o++] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+    out[o] = '\0';
+}
+
+/* Asks lws for a WRITEABLE callback and remembers when the wait began (for stall detection). */
+static void ws_want_write(ws_conn_t *c)
+{
+    if (c->wsi == NULL || c->detached || c->close_sent)
+        return;
+    if (!c->want_write) {
+        c->want_write = 1;
+        c->want_since = ws_now(c->ws);
+    }
+    lws_callback_on_writable(c->wsi);
+    c->ws->dirty = 1;
+}
+
+static int ws_has_more(ws_conn_t *c)
+{
+    if (c->close_sent)
+        return 0;
+    return c->close_code != 0 || c->ping_due || c->outq_n > 0 || (c->sub_open && cs_sub_has_next(&c->sub));
+}
+
+/* Queues one reply frame (JSON text) for the client. */
+static void ws_queue_reply(ws_conn_t *c, const char *json, size_t len)
+{
+    unsigned char *buf;
+
+    if (c->outq_n == WS_OUTQ) {
+        cs_log_error("ws: a client sent messages faster than it reads the replies: reply dropped");
+        return;
+    }
+    buf = malloc(LWS_PRE + len);
+    if (buf == NULL) {
+        cs_log_error("ws: out of memory queuing a reply");
+        return;
+    }
+    memcpy(buf + LWS_PRE, json, len);
+    unsigned i = (c->outq_head + c->outq_n) % WS_OUTQ;
+    c->outq[i] = buf;
+    c->outq_len[i] = len;
+    c->outq_n++;
+    ws_want_write(c);
+}
+
+static void ws_reply_error(ws_conn_t *c, const char *code, const char *detail)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s}", "type", "error", "error", code, "detail", detail);
+    char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+
+    json_decref(o);
+    if (s == NULL) {
+        cs_log_error("ws: out of memory rendering a reply");
+        return;
+    }
+    ws_queue_reply(c, s, strlen(s));
+    free(s);
+}
+
+/*
+ * One complete client message. Client-to-server text frames are HITL answers
+ * ({"event_id" or "task_id", "human_feedback", "is_approve"}); answering plugs in here.
+ */
+static void ws_on_message(ws_conn_t *c, const char *msg, size_t len)
+{
+    const cs_config_t *cfg = c->ws->d->cfg;
+    char detail[256];
+    json_t *o = NULL;
+
+    if (cs_line_parse(msg, len, cfg->json_depth ? cfg->json_depth : 32, &o, detail, sizeof(detail)) !=
+        CS_OK) {
+        ws_reply_error(c, "invalid_json", detail);
+        return;
+    }
+    ws_reply_error(c, "bad_op", "answering over WebSocket arrives with the human-input release");
+    json_decref(o);
+}
+
+/* Drops what a connection holds in the store and in memory; idempotent. The struct itself stays
+ * until WSI_DESTROY. */
+static void ws_conn_detach(ws_conn_t *c)
+{
+    if (c->detached)
+        return;
+    c->detached = 1;
+    if (c->sub_open) {
+        cs_sub_close(&c->sub);
+        c->sub_open = 0;
+    }
+    if (c->have_req) {
+        cs_sub_req_free(&c->req);
+        c->have_req = 0;
+    }
+    while (c->outq_n > 0) {
+        free(c->outq[c->outq_head]);
+        c->outq_head = (c->outq_head + 1) % WS_OUTQ;
+        c->outq_n--;
+    }
+    free(c->gap);
+    c->gap = NULL;
+    c->gap_cap = 0;
+    free(c->rx);
+    c->rx = NULL;
+    c->rx_len = 0;
+}
+
+/* The end of a connection's life: lws is freeing its wsi. */
+static void ws_conn_free(ws_conn_t *c)
+{
+    cs_ws_t *ws = c->ws;
+
+    ws_conn_detach(c);
+    DL_DELETE(ws->conns, c);
+    ws->n_conns--;
+    ws->d->clients--;
+    if (c == ws->adopting)
+        ws->adopt_destroyed = 1;
+    free(c);
+}
+
+/* ---- the handshake ---- */
+
+static const char *ws_arg_keep(ws_args_t *a, const char *v)
+{
+    size_t n = strlen(v);
+
+    if (a->used + n + 1 > sizeof(a->arena))
+        return NULL;
+    char *p = a->arena + a->used;
+    memcpy(p, v, n + 1);
+    a->used += n + 1;
+    return p;
+}
+
+/* cs_lookup_fn over the query string: lws matches "name=" as a prefix of each argument. */
+static const char *ws_lookup_arg(void *ctx, const char *name)
+{
+    ws_args_t *a = ctx;
+    char key[40];
+    const char *v;
+
+    if ((size_t)snprintf(key, sizeof(key), "%s=", name) >= sizeof(key))
+        return NULL;
+    v = lws_get_urlarg_by_name(a->wsi, key, a->frag, (int)sizeof(a->frag));
+    return v != NULL ? ws_arg_keep(a, v) : NULL;
+}
+
+/* cs_lookup_fn over the request headers; lws keeps headers it does not know by their name. */
+static const char *ws_lookup_header(void *ctx, const char *name)
+{
+    ws_args_t *a = ctx;
+    char key[64];
+    int kl;
+
+    kl = snprintf(key, sizeof(key), "%s:", name);
+    if (kl < 0 || (size_t)kl >= sizeof(key))
+        return NULL;
+    for (int i = 0; i < kl; i++)
+        key[i] = (char)(key[i] >= 'A' && key[i] <= 'Z' ? key[i] + 32 : key[i]);
+    if (lws_hdr_custom_copy(a->wsi, a->frag, (int)sizeof(a->frag), key, kl) < 0)
+        return NULL;
+    return ws_arg_keep(a, a->frag);
+}
+
+/* Writes the Access-Control-Allow-Origin line (if any) for the request's Origin into out. */
+static void ws_cors_line(cs_ws_t *ws, struct lws *wsi, char *out, size_t outlen)
+{
+    const cs_config_t *cfg = ws->d->cfg;
+    char origin[256];
+
+    out[0] = '\0';
+    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
+        if (strcmp(cfg->cors_origins[i], "*") == 0) {
+            snprintf(out, outlen, "Access-Control-Allow-Origin: *\r\n");
+            return;
+        }
+    }
+    if (lws_hdr_copy(wsi, origin, (int)sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+        return;
+    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
+        if (strcmp(cfg->cors_origins[i], origin) == 0 && strpbrk(origin, "\r\n") == NULL) {
+            snprintf(out, outlen, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
+            return;
+        }
+    }
+}
+
+/*
+ * Refuses the handshake with a complete HTTP/1.1 response and a JSON error body. Returns -1: the
+ * caller hangs up, after lws has flushed the response.
+ */
+static int ws_refuse(ws_conn_t *c, struct lws *wsi, const char *path, unsigned status, const char *code,
+                     const char *detail)
+{
+    cs_ws_t *ws = c->ws;
+    char cors[320], shown[128];
+    size_t blen = 0;
+    char *body = cs_error_json(code, detail, &blen);
+    unsigned char *buf = NULL;
+    int hl;
+
+    ws->d->counters.ws_refused++;
+    ws_printable(shown, sizeof(shown), path, strlen(path));
+    cs_log_info("ws: refused %s: %u %s", shown, status, code);
+    if (body == NULL)
+        goto out;
+    ws_cors_line(ws, wsi, cors, sizeof(cors));
+    char head[640];
+    hl = snprintf(head, sizeof(head),
+                  "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                  "Connection: close\r\nCache-Control: no-store\r\n%s%s\r\n",
+                  status, cs_http_reason(status), blen, status == 401 ? "WWW-Authenticate: Bearer\r\n" : "",
+                  cors);
+    if (hl < 0 || (size_t)hl >= sizeof(head))
+        goto out;
+    buf = malloc(LWS_PRE + (size_t)hl + blen);
+    if (buf == NULL)
+        goto out;
+    memcpy(buf + LWS_PRE, head, (size_t)hl);
+    memcpy(buf + LWS_PRE + hl, body, blen);
+    lws_write(wsi, buf + LWS_PRE, (size_t)hl + blen, LWS_WRITE_HTTP_HEADERS);
+out:
+    free(buf);
+    free(body);
+    return -1;
+}
+
+/* Reads the request path (without a query string, should lws have kept one) into path. */
+static void ws_path(struct lws *wsi, char *path, size_t len)
+{
+    int n = lws_hdr_copy(wsi, path, (int)len, WSI_TOKEN_GET_URI);
+    char *q;
+
+    if (n < 0)
+        n = 0;
+    path[n] = '\0';
+    if ((q = strchr(path, '?')) != NULL)
+        *q = '\0';
+}
+
+/* The presented token: the Authorization header, else ?token=. NULL when there is none. */
+static const char *ws_token(ws_conn_t *c, struct lws *wsi, char *buf, size_t buflen)
+{
+    ws_args_t *a = &c->ws->args;
+    char hdr[WS_TOKEN_MAX + 64];
+    const char *t;
+    size_t n;
+
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > 0) {
+        if (lws_hdr_copy(wsi, hdr, (int)sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
+            return "\x7f"; /* too long to be one of ours: invalid (a token), not missing */
+        t = cs_auth_bearer(hdr, &n);
+        if (t != NULL && n < buflen) {
+            memcpy(buf, t, n);
+            buf[n] = '\0';
+            return buf;
+        }
+        if (t != NULL)
+            return "\x7f";
+    }
+    t = lws_get_urlarg_by_name(wsi, "token=", a->frag, (int)sizeof(a->frag));
+    if (t == NULL)
+        return NULL;
+    n = strlen(t);
+    if (n >= buflen)
+        return "\x7f";
+    memcpy(buf, t, n + 1);
+    return buf;
+}
+
+/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: route, auth and options. Returns 0 to let the upgrade go on. */
+static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
+{
+    cs_ws_t *ws = c->ws;
+    cs_daemon_t *d = ws->d;
+    char path[1024], token_buf[WS_TOKEN_MAX], err[256];
+    const char *token, *code, *detail;
+    cs_auth_result_t ar;
+    unsigned status;
+
+    ws_path(wsi, path, sizeof(path));
+    if (d->stopping || ws->stopping)
+        return ws_refuse(c, wsi, path, 503, "unavailable", "the server is shutting down");
+    if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0)
+        return ws_refuse(c, wsi, path, 400, "bad_request", "only Upgrade: websocket is understood here");
+    cs_route_match(path, strlen(path), &c->route);
+    if (!cs_route_is_ws(c->route.kind))
+        return ws_refuse(c, wsi, path, 404, "not_found", "no WebSocket endpoint at this path");
+    if (c->route.bad_id)
+        return ws_refuse(c, wsi, path, 400, "bad_request",
+                         "execution_id: expected 1-128 characters of [A-Za-z0-9._:-]");
+
+    token = ws_token(c, wsi, token_buf, sizeof(token_buf));
+    ar = cs_auth_check(d->auth, token, CS_SCOPE_READ, c->route.execution_id, NULL);
+    if (ar != CS_AUTH_OK) {
+        status = cs_auth_http_status(ar, &code, &detail);
+        return ws_refuse(c, wsi, path, status, code, detail);
+    }
+
+    ws->args.wsi = wsi;
+    ws->args.used = 0;
+    if (cs_sub_req_parse(&c->req, c->route.kind, ws_lookup_arg, ws_lookup_header, &ws->args, err,
+                         sizeof(err)) != 0)
+        return ws_refuse(c, wsi, path, 400, "bad_request", err);
+    c->have_req = 1;
+    return 0;
+}
+
+/* LWS_CALLBACK_HTTP: the head named a WebSocket but lws did not see a valid upgrade in it. */
+static int ws_not_upgrade(ws_conn_t *c, struct lws *wsi)
+{
+    char path[1024];
+    cs_route_t r;
+
+    ws_path(wsi, path, sizeof(path));
+    cs_route_match(path, strlen(path), &r);
+    if (!cs_route_is_ws(r.kind))
+        return ws_refuse(c, wsi, path, 404, "not_found", "no WebSocket endpoint at this path");
+    return ws_refuse(c, wsi, path, 400, "bad_request",
+                     "a WebSocket handshake needs Connection: Upgrade, Upgrade: websocket, "
+                     "Sec-WebSocket-Key and Sec-WebSocket-Version: 13");
+}
+
+/* LWS_CALLBACK_ESTABLISHED: the subscriber starts, history first. */
+static int ws_established(ws_conn_t *c)
+{
+    cs_ws_t *ws = c->ws;
+    cs_daemon_t *d = ws->d;
+    int rc;
+
+    if (!c->have_req)
+        return -1;
+    rc = cs_sub_open(d->store, &c->sub, c->route.execution_id, c->route.execution_id_len, &c->req.start,
+                     &c->req.filter, &ws_sub_ops, c);
+    cs_sub_req_free(&c->req);
+    c->have_req = 0;
+    if (rc != 0) {
+        cs_log_error("ws: out of memory opening a subscriber");
+        return -1;
+    }
+    c->sub_open = 1;
+    c->established = 1;
+    c->last_ping = ws_now(ws);
+    d->counters.ws_accepted++;
+    cs_log_debug("ws: open on %s", c->route.execution_id);
+    if (cs_sub_has_next(&c->sub))
+        ws_want_write(c);
+    else
+        cs_sub_park(&c->sub);
+    return 0;
+}
+
+/* ---- the session ---- */
+
+static void ws_sub_wake(cs_sub_t *sub)
+{
+    ws_want_write(sub->data);
+}
+
+/* LWS_CALLBACK_SERVER_WRITEABLE: exactly one lws_write, by priority. */
+static int ws_writeable(ws_conn_t *c, struct lws *wsi)
+{
+    cs_item_t it;
+    int n = 0;
+
+    c->want_write = 0;
+    if (c->detached)
+        return -1;
+    if (c->close_sent)
+        return 0;
+    if (c->close_code != 0) {
+        /*
+         * lws 4.1 takes a nonzero return from WRITEABLE for a failed write and drops the socket
+         * without a close frame. A nonzero return from LWS_CALLBACK_TIMER takes the polite path
+         * instead: lws sends the close frame with our reason and waits for the client's. Now that
+         * WRITEABLE has come, nothing of ours is still buffered in front of it.
+         */
+        c->close_sent = 1;
+        lws_set_timer_usecs(wsi, 1);
+        return 0;
+    }
+    if (c->ping_due) {
+        unsigned char ping[LWS_PRE + 1];
+        c->ping_due = 0;
+        n = lws_write(wsi, ping + LWS_PRE, 0, LWS_WRITE_PING);
+    } else if (c->outq_n > 0) {
+        unsigned char *buf = c->outq[c->outq_head];
+        n = lws_write(wsi, buf + LWS_PRE, c->outq_len[c->outq_head], LWS_WRITE_TEXT);
+        free(buf);
+        c->outq_head = (c->outq_head + 1) % WS_OUTQ;
+        c->outq_n--;
+    } else if (c->sub_open && cs_sub_next(&c->sub, &it)) {
+        if (it.frame != NULL) {
+            /* The shared frame's head-room takes this connection's header; one thread, one write at
+             * a time, and lws copies whatever the kernel does not take at once. */
+            n = lws_write(wsi, (unsigned char *)it.frame->json, it.frame->json_len, LWS_WRITE_TEXT);
+        } else {
+            if (c->gap_cap < LWS_PRE + it.gap_len) {
+                unsigned char *g = realloc(c->gap, LWS_PRE + it.gap_len);
+                if (g == NULL)
+                    return -1;
+                c->gap = g;
+                c->gap_cap = LWS_PRE + it.gap_len;
+            }
+            memcpy(c->gap + LWS_PRE, it.gap, it.gap_len);
+            n = lws_write(wsi, c->gap + LWS_PRE, it.gap_len, LWS_WRITE_TEXT);
+        }
+    }
+    if (n < 0)
+        return -1;
+    if (ws_has_more(c))
+        ws_want_write(c);
+    else if (c->sub_open)
+        cs_sub_park(&c->sub);
+    return 0;
+}
+
+/* LWS_CALLBACK_RECEIVE: assembles one message from its fragments. */
+static int ws_receive(ws_conn_t *c, struct lws *wsi, const void *in, size_t len)
+{
+    if (c->detached)
+        return -1;
+    if (c->close_sent)
+        return 0; /* closing: the client's late messages are not answered */
+    if (c->rx_len + len > WS_MSG_MAX) {
+        static const char reason[] = "message larger than 65536 bytes";
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)reason,
+                         sizeof(reason) - 1);
+        return -1;
+    }
+    if (len > 0) {
+        char *p = realloc(c->rx, c->rx_len + len);
+        if (p == NULL)
+            return -1;
+        c->rx = p;
+        memcpy(c->rx + c->rx_len, in, len);
+        c->rx_len += len;
+    }
+    if (!lws_is_final_fragment(wsi))
+        return 0;
+    ws_on_message(c, c->rx != NULL ? c->rx : "", c->rx_len);
+    free(c->rx);
+    c->rx = NULL;
+    c->rx_len = 0;
+    return 0;
+}
+
+static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    ws_conn_t *c = wsi != NULL ? lws_get_opaque_user_data(wsi) : NULL;
+    (void)user;
+
+    switch (reason) {
+    case LWS_CALLBACK_WSI_CREATE: {
+        /* The wsi lws_adopt is making (its opaque data is set just after this). */
+        cs_ws_t *ws = lws_context_user(lws_get_context(wsi));
+        if (ws != NULL && ws->adopting != NULL)
+            ws->adopt_created = 1;
+        return 0;
+    }
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return c != NULL ? ws_confirm(c, wsi, in) : -1;
+    case LWS_CALLBACK_HTTP:
+        return c != NULL ? ws_not_upgrade(c, wsi) : -1;
+    case LWS_CALLBACK_ESTABLISHED:
+        if (c == NULL)
+            return -1;
+        c->wsi = wsi;
+        return ws_established(c);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return c != NULL ? ws_writeable(c, wsi) : -1;
+    case LWS_CALLBACK_RECEIVE:
+        return c != NULL ? ws_receive(c, wsi, in, len) : -1;
+    case LWS_CALLBACK_TIMER:
+        /* Armed by WRITEABLE for a pending close: returning nonzero makes lws send it. */
+        if (c == NULL || c->close_code == 0)
+            return 0;
+        lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)c->close_reason,
+                         c->close_reason_len);
+        return -1;
+    case LWS_CALLBACK_CLOSED:
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (c != NULL)
+            ws_conn_detach(c);
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (c != NULL) {
+            lws_set_opaque_user_data(wsi, NULL);
+            ws_conn_free(c);
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* ---- the loop side ---- */
+
+/* libuv's epoll fd is readable: run libuv before sleeping (the hook below does it). */
+static void ws_on_uv_io(cs_io_t *io, uint32_t events)
+{
+    cs_ws_t *ws = io->data;
+    (void)events;
+    ws->dirty = 1;
+}
+
+/*
+ * Before sleeping: run libuv when our epoll saw its fd, when we called into lws from outside, or
+ * when libuv has work at once (idle handles, closing handles, due timers: uv_backend_timeout() is
+ * 0). Returns how long the loop may sleep before libuv's next timer.
+ */
+static int ws_prepare(void *data)
+{
+    cs_ws_t *ws = data;
+
+    if (ws->ctx == NULL)
+        return -1;
+    for (int round = 0; round < WS_UV_ROUNDS; round++) {
+        uv_update_time(&ws->uv);
+        if (!ws->dirty) {
+            if (!uv_loop_alive(&ws->uv))
+                return -1;
+            int t = uv_backend_timeout(&ws->uv);
+            if (t != 0)
+                return t;
+        }
+        ws->dirty = 0;
+        uv_run(&ws->uv, UV_RUN_NOWAIT);
+    }
+    return 0;
+}
+
+/* lws with libuv watches signals; the daemon handles them through its own loop. */
+static void ws_lws_signal(void *handle, int signum)
+{
+    (void)handle;
+    (void)signum;
+}
+
+/* lws' log lines ("[2026/01/15 10:30:02:1234] E: text\n") into ours, with any ?token= value masked. */
+static void ws_lws_log(int level, const char *line)
+{
+    char buf[512];
+    const char *p = line;
+
+    if (*p == '[' && (p = strchr(p, ']')) != NULL)
+        p++;
+    else
+        p = line;
+    while (*p == ' ')
+        p++;
+    if ((p[0] == 'E' || p[0] == 'W' || p[0] == 'N') && p[1] == ':')
+        p += 2;
+    while (*p == ' ')
+        p++;
+    ws_printable(buf, sizeof(buf), p, strcspn(p, "\n"));
+    for (char *t = strstr(buf, "token="); t != NULL; t = strstr(t, "token=")) {
+        t += 6;
+        for (; *t != '\0' && *t != '&' && *t != ' '; t++)
+            *t = '*';
+    }
+    cs_log((level & LLL_ERR) ? CS_LOG_ERROR : CS_LOG_WARN, "ws: lws: %s", buf);
+}
+
+/*
+ * lws sizes its fd tables by the process fd limit (a pointer and a pollfd per fd). A smaller
+ * fd_limit_per_thread would make it look connections up by a linear scan of that table on every
+ * event, so the limit is only imposed when RLIMIT_NOFILE is absurdly large.
+ */
+static unsigned ws_fd_limit(const cs_config_t *cfg)
+{
+    struct rlimit rl;
+    const rlim_t cap = 1u << 20;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > cap) {
+        size_t want = cfg->max_clients + 64;
+        return (unsigned)(want < cap ? want : cap);
+    }
+    return 0;
+}
+
+/* ---- the interface ---- */
+
+int cs_ws_new(cs_ws_t **out, cs_daemon_t *d, char *err, size_t errlen)
+{
+    struct lws_context_creation_info info;
+    cs_ws_t *ws;
+    int rc;
+
+    *out = NULL;
+    ws = calloc(1, sizeof(*ws));
+    if (ws == NULL) {
+        snprintf(err, errlen, "ws: out of memory");
+        return -ENOMEM;
+    }
+    ws->d = d;
+    if ((rc = uv_loop_init(&ws->uv)) != 0) {
+        snprintf(err, errlen, "ws: uv_loop_init: %s", uv_strerror(rc));
+        free(ws);
+        return rc < 0 ? rc : -EIO;
+    }
+    ws->uv_inited = 1;
+    ws->loops[0] = &ws->uv;
+    lws_set_log_level(LLL_ERR | LLL_WARN, ws_lws_log);
+
+    ws->protocols[0].name = WS_PROTOCOL_NAME;
+    ws->protocols[0].callback = ws_callback;
+    ws->protocols[0].per_session_data_size = 0; /* state lives in ws_conn_t */
+    ws->protocols[0].rx_buffer_size = WS_RX_BUFFER;
+    ws->protocols[0].user = ws;
+    ws->protocols[0].tx_packet_size = WS_TX_PACKET;
+
+    memset(&info, 0, sizeof(info));
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+                   LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN | LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
+    info.foreign_loops = ws->loops;
+    info.signal_cb = ws_lws_signal;
+    info.pcontext = &ws->ctx_alive;
+    info.user = ws;
+    info.uid = -1;
+    info.gid = -1;
+    info.fd_limit_per_thread = ws_fd_limit(d->cfg);
+    /* The listener has already bounded the head by limits.head_bytes. */
+    info.max_http_header_data = (unsigned short)(d->cfg->head_bytes < 65535 ? d->cfg->head_bytes : 65535);
+    if (info.max_http_header_data < 1024)
+        info.max_http_header_data = 1024;
+    info.max_http_header_pool2 = 1024; /* handshakes in progress at once; allocated on demand */
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    info.protocols = ws->protocols;
+    info.vhost_name = "crewstream";
+
+    ws->ctx = lws_create_context(&info);
+    if (ws->ctx == NULL) {
+        snprintf(err, errlen,
+                 "ws: cannot create the libwebsockets context (is the libuv event library, "
+                 "package libwebsockets-evlib-uv, installed?)");
+        rc = -EIO;
+        goto fail;
+    }
+    ws->ctx_alive = ws->ctx;
+    ws->vh = lws_create_vhost(ws->ctx, &info);
+    if (ws->vh == NULL) {
+        snprintf(err, errlen, "ws: cannot create the libwebsockets vhost");
+        rc = -EIO;
+        goto fail;
+    }
+    cs_io_init(&ws->io, d->loop, uv_backend_fd(&ws->uv), ws_on_uv_io, ws);
+    if ((rc = cs_io_start(&ws->io, CS_IO_READ)) != 0) {
+        snprintf(err, errlen, "ws: watching the libuv loop: %s", strerror(-rc));
+        goto fail;
+    }
+    if ((rc = cs_loop_add_prepare(d->loop, ws_prepare, ws)) != 0) {
+        snprintf(err, errlen, "ws: no room for another before-sleep hook");
+        goto fail;
+    }
+    ws->dirty = 1;
+    *out = ws;
+    return 0;
+
+fail:
+    cs_ws_free(ws);
+    return rc;
+}
+
+int cs_ws_adopt(cs_ws_t *ws, int fd)
+{
+    cs_daemon_t *d = ws->d;
+    lws_adopt_desc_t info;
+    ws_conn_t *c;
+    struct lws *wsi;
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        close(fd);
+        d->clients--;
+        return -ENOMEM;
+    }
+    c->ws = ws;
+    DL_APPEND(ws->conns, c);
+    ws->n_conns++;
+
+    memset(&info, 0, sizeof(info));
+    info.vh = ws->vh;
+    info.type = LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP;
+    info.fd.sockfd = fd;
+    info.opaque = c;
+    ws->adopting = c;
+    ws->adopt_created = ws->adopt_destroyed = 0;
+    wsi = lws_adopt_descriptor_vhost_via_info(&info);
+    ws->adopting = NULL;
+    ws->dirty = 1;
+    if (wsi != NULL) {
+        if (!ws->adopt_destroyed)
+            c->wsi = wsi;
+        return 0;
+    }
+    /* lws has closed the fd. If it made a wsi, WSI_DESTROY releases c (now or once libuv has closed
+     * the handle); if not, nothing else will. */
+    if (!ws->adopt_created) {
+        DL_DELETE(ws->conns, c);
+        ws->n_conns--;
+        d->clients--;
+        free(c);
+    }
+    cs_log_warn("ws: libwebsockets refused a connection (out of file descriptors or memory?)");
+    return -EIO;
+}
+
+void cs_ws_tick(cs_ws_t *ws, int64_t now)
+{
+    const cs_config_t *cfg = ws->d->cfg;
+    int64_t hb = (int64_t)cfg->heartbeat_s * 1000, stall = (int64_t)cfg->stall_s * 1000;
+    ws_conn_t *c;
+    int stalls = 0;
+
+    DL_FOREACH(ws->conns, c)
+    {
+        if (!c->established || c->detached || c->wsi == NULL || c->close_sent)
+            continue;
+        if (stall > 0 && c->want_write && !c->stalled && now - c->want_since >= stall) {
+            int64_t secs = (now - c->want_since) / 1000;
+            c->stalled = 1;
+            if (c->close_code == 0) {
+                c->close_code = 1013;
+                c->close_reason_len = (size_t)snprintf(c->close_reason, sizeof(c->close_reason),
+                                                       "stalled: no progress for %lld s", (long long)secs);
+            }
+            ws->d->counters.stalls++;
+            cs_log_info("ws: subscriber of %s made no progress for %lld s: closing it (1013)",
+                        c->route.execution_id, (long long)secs);
+            ws_want_write(c);
+            /* A pipe that never drains never lets the close frame out: drop the socket then. */
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, WS_STALL_GRACE_S);
+            stalls++;
+            continue;
+        }
+        if (hb > 0 && now - c->last_ping >= hb) {
+            c->last_ping = now;
+            c->ping_due = 1;
+            ws_want_write(c);
+        }
+    }
+    /* A timeout set from outside lws' service is only scheduled when lws next services: wake it. */
+    if (stalls > 0)
+        lws_cancel_service(ws->ctx);
+}
+
+void cs_ws_shutdown(cs_ws_t *ws)
+{
+    static const char reason[] = "server shutting down";
+    ws_conn_t *c;
+
+    ws->stopping = 1;
+    DL_FOREACH(ws->conns, c)
+    {
+        if (!c->established || c->detached || c->close_code != 0 || c->close_sent)
+            continue;
+        c->close_code = 1001;
+        memcpy(c->close_reason, reason, sizeof(reason) - 1);
+        c->close_reason_len = sizeof(reason) - 1;
+        ws_want_write(c);
+    }
+}
+
+size_t cs_ws_count(const cs_ws_t *ws)
+{
+    return ws != NULL ? ws->n_conns : 0;
+}
+
+void cs_ws_free(cs_ws_t *ws)
+{
+    ws_conn_t *c, *tmp;
+
+    if (ws == NULL)
+        return;
+    if (ws->ctx != NULL) {
+        /* With a foreign loop, lws closes its handles inside uv_run, and a second call completes the
+         * destruction once they are closed. */
+        for (int pass = 0; pass < 2 && ws->ctx_alive != NULL; pass++) {
+            lws_context_destroy(ws->ctx);
+            for (int rounds = 0; rounds < 1000 && uv_run(&ws->uv, UV_RUN_NOWAIT) != 0; rounds++)
+                ;
+        }
+        if (ws->ctx_alive != NULL)
+            cs_log_warn("ws: libwebsockets did not finish destroying its context");
+        ws->ctx = NULL;
+    }
+    cs_io_stop(&ws->io);
+    /* Anything lws did not report destroyed (it should have) is released here. */
+    DL_FOREACH_SAFE(ws->conns, c, tmp)
+    {
+        ws_conn_free(c);
+    }
+    if (ws->uv_inited) {
+        if (uv_loop_close(&ws->uv) != 0)
+            cs_log_warn("ws: the libuv loop still had handles open at exit");
+    }
+    free(ws);
+}
