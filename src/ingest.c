@@ -43,6 +43,8 @@ struct producer {
     int skipping; /* inside a too_large line: discard until the next newline */
     char *obuf;   /* replies not yet written */
     size_t olen, ooff, ocap;
+    char *pbuf; /* pushes waiting for the replies of the lines being handled */
+    size_t plen, pcap;
     int eof;
     int closing;
     cs_awaiter_t *awaits; /* human-input answers this connection waits for */
@@ -99,7 +101,9 @@ static void on_push(cs_awaiter_t *aw, const char *line, size_t len)
 
     DL_DELETE2(p->awaits, aw, oprev, onext);
     free(aw);
-    reply_add(&p->obuf, &p->olen, &p->ocap, line, len);
+    /* Held apart until the replies of the lines now being handled are queued: a push never lands
+     * between a line and its reply. */
+    reply_add(&p->pbuf, &p->plen, &p->pcap, line, len);
     producer_flush_later(p);
 }
 
@@ -247,6 +251,7 @@ static void producer_free(void *data)
     }
     free(p->ibuf);
     free(p->obuf);
+    free(p->pbuf);
     free(p);
 }
 
@@ -272,6 +277,10 @@ static void producer_close(producer_t *p)
 /* Writes queued replies; returns 0, or -1 when the producer is gone. */
 static int producer_flush(producer_t *p)
 {
+    if (p->plen > 0) {
+        reply_add(&p->obuf, &p->olen, &p->ocap, p->pbuf, p->plen);
+        p->plen = 0;
+    }
     while (p->ooff < p->olen) {
         ssize_t n = send(p->fd, p->obuf + p->ooff, p->olen - p->ooff, MSG_NOSIGNAL);
         if (n < 0) {

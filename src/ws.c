@@ -75,6 +75,7 @@ struct ws_conn {
     cs_route_t route;
     cs_sub_req_t req;
     int have_req;
+    int can_respond; /* the handshake's token may answer human-input requests of this execution */
 
     cs_sub_t sub;
     int sub_open;
@@ -205,22 +206,44 @@ static void ws_reply_error(ws_conn_t *c, const char *code, const char *detail)
 }
 
 /*
- * One complete client message. Client-to-server text frames are HITL answers
- * ({"event_id" or "task_id", "human_feedback", "is_approve"}); answering plugs in here.
+ * One complete client message: a HITL answer ({"event_id" or "task_id", "human_feedback",
+ * "is_approve"}) for this connection's execution. Replies {"type":"ack",...} or {"type":"error",...}.
  */
 static void ws_on_message(ws_conn_t *c, const char *msg, size_t len)
 {
-    const cs_config_t *cfg = c->ws->d->cfg;
-    char detail[256];
+    cs_daemon_t *d = c->ws->d;
+    char detail[300];
     json_t *o = NULL;
+    cs_answer_t a;
+    cs_publish_t pub;
+    cs_err_t e;
 
-    if (cs_line_parse(msg, len, cfg->json_depth ? cfg->json_depth : 32, &o, detail, sizeof(detail)) !=
-        CS_OK) {
-        ws_reply_error(c, "invalid_json", detail);
+    e = cs_line_parse(msg, len, d->cfg->json_depth ? d->cfg->json_depth : 32, &o, detail, sizeof(detail));
+    if (e == CS_OK && !c->can_respond) {
+        e = CS_ERR_FORBIDDEN;
+        snprintf(detail, sizeof(detail), "answering needs a token with respond on this execution");
+    }
+    if (e == CS_OK)
+        e = cs_answer_from_json(o, &a, detail, sizeof(detail));
+    if (e == CS_OK)
+        e = cs_store_answer(d->store, c->route.execution_id, c->route.execution_id_len, &a, cs_unix_ms(),
+                            &pub, detail, sizeof(detail));
+    json_decref(o);
+    if (e != CS_OK) {
+        ws_reply_error(c, cs_err_name(e), detail);
         return;
     }
-    ws_reply_error(c, "bad_op", "answering over WebSocket arrives with the human-input release");
-    json_decref(o);
+    json_t *r = json_pack("{s:s, s:s, s:s, s:I, s:s}", "type", "ack", "execution_id", c->route.execution_id,
+                          "event_id", pub.event_id, "seq", (json_int_t)pub.seq, "request_event_id",
+                          pub.request_event_id);
+    char *s = r != NULL ? json_dumps(r, JSON_COMPACT) : NULL;
+    json_decref(r);
+    if (s == NULL) {
+        cs_log_error("ws: out of memory rendering an ack");
+        return;
+    }
+    ws_queue_reply(c, s, strlen(s));
+    free(s);
 }
 
 /* Drops what a connection holds in the store and in memory; idempotent. The struct itself stays
@@ -385,6 +408,45 @@ static void ws_path(struct lws *wsi, char *path, size_t len)
         *q = '\0';
 }
 
+/* Returns nonzero when the comma-separated header value list holds tok (case-insensitive). */
+static int ws_has_token(const char *list, const char *tok)
+{
+    size_t tl = strlen(tok);
+
+    while (*list != '\0') {
+        while (*list == ' ' || *list == '\t' || *list == ',')
+            list++;
+        size_t n = strcspn(list, ",");
+        size_t m = n;
+        while (m > 0 && (list[m - 1] == ' ' || list[m - 1] == '\t'))
+            m--;
+        if (m == tl && strncasecmp(list, tok, tl) == 0)
+            return 1;
+        list += n;
+    }
+    return 0;
+}
+
+/*
+ * What lws would otherwise refuse by hanging up without a word: a handshake without
+ * Connection: Upgrade, Sec-WebSocket-Key or Sec-WebSocket-Version, or one that asks only for
+ * subprotocols we do not speak. Returns NULL when the handshake is well formed, else why not.
+ */
+static const char *ws_handshake_problem(struct lws *wsi, char *buf, size_t buflen)
+{
+    if (lws_hdr_copy(wsi, buf, (int)buflen, WSI_TOKEN_CONNECTION) <= 0 || !ws_has_token(buf, "upgrade"))
+        return "a WebSocket handshake needs Connection: Upgrade";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_KEY) <= 0)
+        return "a WebSocket handshake needs Sec-WebSocket-Key";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_VERSION) <= 0)
+        return "a WebSocket handshake needs Sec-WebSocket-Version: 13";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL) > 0 &&
+        (lws_hdr_copy(wsi, buf, (int)buflen, WSI_TOKEN_PROTOCOL) <= 0 ||
+         !ws_has_token(buf, WS_PROTOCOL_NAME)))
+        return "unknown Sec-WebSocket-Protocol: offer \"" WS_PROTOCOL_NAME "\" or none";
+    return NULL;
+}
+
 /* The presented token: the Authorization header, else ?token=. NULL when there is none. */
 static const char *ws_token(ws_conn_t *c, struct lws *wsi, char *buf, size_t buflen)
 {
@@ -428,6 +490,8 @@ static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
     ws_path(wsi, path, sizeof(path));
     if (d->stopping || ws->stopping)
         return ws_refuse(c, wsi, path, 503, "unavailable", "the server is shutting down");
+    if (path[0] == '\0')
+        return ws_refuse(c, wsi, path, 400, "bad_request", "a WebSocket handshake is a GET request");
     if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0)
         return ws_refuse(c, wsi, path, 400, "bad_request", "only Upgrade: websocket is understood here");
     cs_route_match(path, strlen(path), &c->route);
@@ -436,13 +500,18 @@ static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
     if (c->route.bad_id)
         return ws_refuse(c, wsi, path, 400, "bad_request",
                          "execution_id: expected 1-128 characters of [A-Za-z0-9._:-]");
+    if ((detail = ws_handshake_problem(wsi, err, sizeof(err))) != NULL)
+        return ws_refuse(c, wsi, path, 400, "bad_request", detail);
 
     token = ws_token(c, wsi, token_buf, sizeof(token_buf));
-    ar = cs_auth_check(d->auth, token, CS_SCOPE_READ, c->route.execution_id, NULL);
+    cs_principal_t who;
+    ar = cs_auth_check(d->auth, token, CS_SCOPE_READ, c->route.execution_id, &who);
     if (ar != CS_AUTH_OK) {
         status = cs_auth_http_status(ar, &code, &detail);
         return ws_refuse(c, wsi, path, status, code, detail);
     }
+    /* Decided now: the principal points into a token table a reload may replace. */
+    c->can_respond = cs_auth_authorize(&who, CS_SCOPE_RESPOND, c->route.execution_id) == CS_AUTH_OK;
 
     ws->args.wsi = wsi;
     ws->args.used = 0;
@@ -461,6 +530,8 @@ static int ws_not_upgrade(ws_conn_t *c, struct lws *wsi)
 
     ws_path(wsi, path, sizeof(path));
     cs_route_match(path, strlen(path), &r);
+    if (path[0] == '\0')
+        return ws_refuse(c, wsi, path, 400, "bad_request", "a WebSocket handshake is a GET request");
     if (!cs_route_is_ws(r.kind))
         return ws_refuse(c, wsi, path, 404, "not_found", "no WebSocket endpoint at this path");
     return ws_refuse(c, wsi, path, 400, "bad_request",

@@ -4,6 +4,7 @@
 #include "../../src/cursor.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
+#include "../../src/hitl.c"
 #include "../../src/log.c"
 #include "../../src/store.c"
 
