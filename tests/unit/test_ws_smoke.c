@@ -78,13 +78,28 @@ static const char *client_py =
     "    await ws.send('{bad')\n"
     "    r = await nxt(ws)\n"
     "    assert r['type'] == 'error' and r['error'] == 'invalid_json', r\n"
-    "    await ws.send(json.dumps({'event_id': 'q', 'human_feedback': 'ok', 'is_approve': True}))\n"
+    "    # Answering the open request: an ack frame, and the completion fans out to every stream.\n"
+    "    ans = json.dumps({'event_id': 'q', 'human_feedback': 'ok', 'is_approve': True})\n"
+    "    await ws.send(ans)\n"
+    "    got = [await nxt(ws) for _ in range(2)]\n"
+    "    ack = [g for g in got if g.get('type') == 'ack']\n"
+    "    done = [g for g in got if g.get('type') == 'human_input_completed']\n"
+    "    assert len(ack) == 1 and len(done) == 1, got\n"
+    "    assert ack[0]['request_event_id'] == 'q' and ack[0]['seq'] == 6 == done[0]['seq'], got\n"
+    "    assert done[0]['human_feedback'] == 'ok' and done[0]['is_approve'] is True, done\n"
+    "    await ws.send(ans)\n"
     "    r = await nxt(ws)\n"
-    "    assert r['type'] == 'error' and r['error'] == 'bad_op', r\n"
-    "    frag = json.dumps({'pad': 'x' * 10000})\n"
+    "    assert r['type'] == 'error' and r['error'] == 'conflict', r\n"
+    "    await ws.send(json.dumps({'event_id': 'nope', 'is_approve': True}))\n"
+    "    r = await nxt(ws)\n"
+    "    assert r['type'] == 'error' and r['error'] == 'not_found', r\n"
+    "    await ws.send(json.dumps({'event_id': 7, 'is_approve': True}))\n"
+    "    r = await nxt(ws)\n"
+    "    assert r['type'] == 'error' and r['error'] == 'invalid_field', r\n"
+    "    frag = json.dumps({'event_id': 'nope', 'pad': 'x' * 10000})\n"
     "    await ws.send([frag[:5000], frag[5000:]])\n"
     "    r = await nxt(ws)\n"
-    "    assert r['error'] == 'bad_op', r\n"
+    "    assert r['error'] == 'not_found', r\n"
     "    await ws.send('x' * 70000)\n"
     "    try:\n"
     "        await asyncio.wait_for(ws.recv(), 5); assert False, 'not closed'\n"
@@ -110,9 +125,15 @@ static const char *client_py =
     "    assert g['type'] == 'stream.gap' and g['first_seq'] == 1 and g['requested'] == 'nope', g\n"
     "    assert (await nxt(ws))['seq'] == 1\n"
     "    await ws.close()\n"
-    "    ws = await connect('/ws/human-input/e1')\n"
+    "    ws = await connect('/v1/executions/big/ws', subprotocols=['crewstream'])\n"
+    "    assert ws.subprotocol == 'crewstream', ws.subprotocol\n"
     "    e = await nxt(ws)\n"
-    "    assert (e['seq'], e['type']) == (4, 'human_input_required'), e\n"
+    "    assert e['seq'] == 1 and e['body'] == 'p' * 300000, len(e.get('body', ''))\n"
+    "    await ws.close()\n"
+    "    ws = await connect('/ws/human-input/e1')\n"
+    "    got = [await nxt(ws) for _ in range(2)]\n"
+    "    assert [(e['seq'], e['type']) for e in got] == [(4, 'human_input_required'), (6, "
+    "'human_input_completed')], got\n"
     "    assert await nxt(ws, 0.3) is None\n"
     "    await ws.close()\n"
     "    say('OK options')\n"
@@ -135,6 +156,14 @@ static const char *client_py =
     "    assert await status('/v1/executions/bad%20id/ws') == 400\n"
     "    assert await status('/v1/executions/e1/ws?since=later') == 400\n"
     "    assert await status('/v1/executions/e1/ws?types=,,') == 400\n"
+    "    r = raw('/v1/executions/e1/ws', 'Sec-WebSocket-Protocol: other\\r\\n')\n"
+    "    assert r.startswith(b'HTTP/1.1 400 ') and b'Sec-WebSocket-Protocol' in r, r[:300]\n"
+    "    s = socket.create_connection(('127.0.0.1', port), timeout=5)\n"
+    "    s.sendall(b'GET /v1/executions/e1/ws HTTP/1.1\\r\\nHost: x\\r\\nUpgrade: websocket\\r\\n'\n"
+    "              b'Connection: keep-alive\\r\\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\\r\\n'\n"
+    "              b'Sec-WebSocket-Version: 13\\r\\n\\r\\n')\n"
+    "    r = s.recv(4096); s.close()\n"
+    "    assert r.startswith(b'HTTP/1.1 400 ') and b'Connection: Upgrade' in r, r[:300]\n"
     "    r = raw('/nope')\n"
     "    assert r.startswith(b'HTTP/1.1 404 '), r[:100]\n"
     "    head, body = r.split(b'\\r\\n\\r\\n', 1)\n"
@@ -147,6 +176,11 @@ static const char *client_py =
     "    assert await status('/v1/executions/e1/ws', extra_headers={'Authorization': 'Bearer wrong'}) == "
     "401\n"
     "    assert await status('/v1/executions/e1/ws?token=secret') == 101\n"
+    "    ws = await connect('/v1/executions/e1/ws?since=now&token=secret')\n"
+    "    await ws.send(json.dumps({'event_id': 'q', 'is_approve': True}))\n"
+    "    r = await nxt(ws)\n"
+    "    assert r['type'] == 'error' and r['error'] == 'forbidden', r\n"
+    "    await ws.close()\n"
     "    assert await status('/ws/human-input/e1', extra_headers={'Authorization': 'Bearer secret'}) == 101\n"
     "    assert await status('/v1/executions/e1/ws?token=narrow') == 403\n"
     "    assert await status('/v1/executions/e2/ws?token=narrow') == 101\n"
@@ -177,6 +211,15 @@ static const char *client_py =
     "    say('DONE')\n"
     "asyncio.run(asyncio.wait_for(main(), 25))\n";
 
+/* A hand-made WebSocket client for the stall phase: what it read, the tail of it. */
+typedef struct raw {
+    int fd;
+    cs_io_t io;
+    char tail[512];
+    size_t tail_len, bytes;
+    int saw_close, eof;
+} raw_t;
+
 typedef struct tctx {
     cs_daemon_t d;
     cs_config_t cfg;
@@ -191,7 +234,7 @@ typedef struct tctx {
     size_t line_len;
     cs_timer_t tick, poll;
     int step; /* the stall phase's progress */
-    int raw_fd;
+    raw_t raw[2];
     size_t base_conns;
     uint64_t base_accepted;
     int done, ok_lines;
@@ -212,6 +255,16 @@ static void publish(const char *exec, const char *type, const char *pad_field, s
         json_object_set_new(ev, pad_field, json_string(s));
         free(s);
     }
+    REQUIRE(cs_store_publish(T.d.store, ev, cs_unix_ms(), &pub, detail, sizeof(detail)) == CS_OK);
+    json_decref(ev);
+}
+
+static void publish_id(const char *exec, const char *type, const char *event_id)
+{
+    char detail[256];
+    cs_publish_t pub;
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "execution_id", exec, "type", type, "event_id", event_id,
+                           "task_id", "t1");
     REQUIRE(cs_store_publish(T.d.store, ev, cs_unix_ms(), &pub, detail, sizeof(detail)) == CS_OK);
     json_decref(ev);
 }
@@ -240,21 +293,84 @@ static void on_tick(cs_timer_t *t)
 }
 
 /* The stall phase: a raw client that completes the handshake, then never reads while 8 MB flow. */
+/*
+ * The stall phase: two raw clients complete the handshake, then stop reading (4 KiB receive
+ * buffers) while 8 MB flow to each. Both are found stalled after stall_s. One then reads again and
+ * must find the 1013 close frame with its reason at the end of its stream; the other never reads
+ * and must be dropped anyway, WS_STALL_GRACE_S later.
+ */
+static void raw_try_close_reply(raw_t *r)
+{
+    static const char pat[] = "\x03\xf5stalled: no progress for";
+    const char *p = memmem(r->tail, r->tail_len, pat, sizeof(pat) - 1);
+    /* Our answering close: masked (with a zero mask), code 1000. */
+    static const unsigned char reply[] = {0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8};
+
+    if (r->saw_close || p == NULL || p - r->tail < 2 || (unsigned char)p[-2] != 0x88)
+        return;
+    r->saw_close = 1;
+    CHECK(write(r->fd, reply, sizeof(reply)) == (ssize_t)sizeof(reply));
+}
+
+static void on_raw_io(cs_io_t *io, uint32_t events)
+{
+    raw_t *r = io->data;
+    char buf[65536];
+    ssize_t n;
+    (void)events;
+
+    while ((n = read(r->fd, buf, sizeof(buf))) > 0) {
+        r->bytes += (size_t)n;
+        if ((size_t)n >= sizeof(r->tail)) {
+            memcpy(r->tail, buf + n - sizeof(r->tail), sizeof(r->tail));
+            r->tail_len = sizeof(r->tail);
+        } else {
+            size_t keep = sizeof(r->tail) - (size_t)n;
+            if (keep > r->tail_len)
+                keep = r->tail_len;
+            memmove(r->tail, r->tail + r->tail_len - keep, keep);
+            memcpy(r->tail + keep, buf, (size_t)n);
+            r->tail_len = keep + (size_t)n;
+        }
+        raw_try_close_reply(r);
+    }
+    if (n == 0 || (n < 0 && errno != EAGAIN)) {
+        r->eof = 1;
+        cs_io_stop(io);
+    }
+}
+
 static void on_poll(cs_timer_t *t)
 {
     switch (T.step) {
     case 1:
-        if (T.d.counters.ws_accepted == T.base_accepted + 1) {
-            for (int i = 0; i < 128; i++)
+        if (T.d.counters.ws_accepted == T.base_accepted + 2) {
+            for (int i = 0; i < 128; i++) {
                 publish("slow", "artifact", "body", 64 * 1024);
+                publish("stuck", "artifact", "body", 64 * 1024);
+            }
             T.step = 2;
         }
         break;
     case 2:
-        if (T.d.counters.stalls == 1 && cs_ws_count(T.d.ws) == T.base_conns) {
-            fprintf(stderr, "stalled client closed and destroyed\n");
-            close(T.raw_fd);
-            T.raw_fd = -1;
+        if (T.d.counters.stalls == 2) {
+            fcntl(T.raw[0].fd, F_SETFL, O_NONBLOCK);
+            cs_io_init(&T.raw[0].io, T.d.loop, T.raw[0].fd, on_raw_io, &T.raw[0]);
+            REQUIRE(cs_io_start(&T.raw[0].io, CS_IO_READ) == 0);
+            T.step = 3;
+        }
+        break;
+    case 3:
+        if (T.raw[0].eof && cs_ws_count(T.d.ws) == T.base_conns) {
+            fprintf(stderr, "stalled clients: the reader got %zu bytes and the 1013 close; both gone\n",
+                    T.raw[0].bytes);
+            CHECK(T.raw[0].saw_close);
+            CHECK(T.raw[0].bytes > 0);
+            for (int i = 0; i < 2; i++) {
+                cs_io_stop(&T.raw[i].io);
+                close(T.raw[i].fd);
+                T.raw[i].fd = -1;
+            }
             T.cfg.stall_s = 60;
             T.step = 0;
             go();
@@ -269,21 +385,26 @@ static void on_poll(cs_timer_t *t)
 
 static void start_stall(void)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(T.port)};
-    int small = 4096;
-    static const char req[] = "GET /v1/executions/slow/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                              "Connection: Upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n"
-                              "Sec-WebSocket-Version: 13\r\n\r\n";
+    static const char *paths[2] = {"/v1/executions/slow/ws", "/v1/executions/stuck/ws"};
+    char req[512];
 
     T.cfg.stall_s = 1;
     T.base_conns = cs_ws_count(T.d.ws);
     T.base_accepted = T.d.counters.ws_accepted;
-    T.raw_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(T.raw_fd >= 0);
-    setsockopt(T.raw_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(connect(T.raw_fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-    REQUIRE(write(T.raw_fd, req, sizeof(req) - 1) == (ssize_t)(sizeof(req) - 1));
+    for (int i = 0; i < 2; i++) {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(T.port)};
+        int small = 4096;
+        int n = snprintf(req, sizeof(req),
+                         "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                         paths[i]);
+        T.raw[i].fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        REQUIRE(T.raw[i].fd >= 0);
+        setsockopt(T.raw[i].fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(connect(T.raw[i].fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+        REQUIRE(write(T.raw[i].fd, req, (size_t)n) == n);
+    }
     T.step = 1;
     cs_timer_start(&T.poll, 50);
 }
@@ -300,7 +421,7 @@ static void on_line(const char *l)
     if (strncmp(l, "OK ", 3) == 0) {
         T.ok_lines++;
     } else if (strcmp(l, "SYNC live") == 0) {
-        publish("e1", "human_input_required", NULL, 0);
+        publish_id("e1", "human_input_required", "q");
         publish("e1", "tool.result", NULL, 0);
         go();
     } else if (strcmp(l, "SYNC auth") == 0) {
@@ -389,7 +510,7 @@ static void test_ws_end_to_end(void)
     int status = -1;
 
     memset(&T, 0, sizeof(T));
-    T.raw_fd = -1;
+    T.raw[0].fd = T.raw[1].fd = -1;
     T.cfg.heartbeat_s = 1;
     T.cfg.stall_s = 60;
     T.cfg.max_clients = 100;
@@ -428,6 +549,7 @@ static void test_ws_end_to_end(void)
     publish("e1", "run.started", NULL, 0);
     publish("e1", "log", NULL, 0);
     publish("e1", "tool.called", NULL, 0);
+    publish("big", "artifact", "body", 300000);
 
     spawn_client();
     REQUIRE(cs_loop_run(T.d.loop) == 0);
@@ -444,7 +566,7 @@ static void test_ws_end_to_end(void)
     }
     CHECK(cs_ws_count(T.d.ws) == 0);
     CHECK(T.d.clients == 0);
-    CHECK(T.d.counters.stalls == 1);
+    CHECK(T.d.counters.stalls == 2);
     CHECK(T.d.counters.ws_refused >= 12);
     CHECK(T.d.counters.ws_accepted >= 14);
     fprintf(stderr, "accepted %llu refused %llu stalls %llu\n", (unsigned long long)T.d.counters.ws_accepted,
