@@ -75,6 +75,7 @@ class Daemon:
         self.starts = 0
         self.stderr_paths = []
         self.exit_codes = []
+        self.pushes = []  # human-input answers pushed to post()'s connections
 
     # -- addresses -------------------------------------------------------------------------
     @property
@@ -201,12 +202,15 @@ class Daemon:
         return Producer(self.sock, timeout)
 
     def post(self, *events, timeout=10.0):
-        """Sends every event as one line on one connection; returns one reply dict per line."""
+        """Sends every event as one line on one connection; returns one reply dict per line.
+
+        Answers the daemon pushes to the connection (it awaits the human_input_required events it
+        posted) are not replies: they are collected in `self.pushes`."""
         data = b"".join(encode_line(e) for e in events)
         n = data.count(b"\n")
         s = self.connect_ingest(timeout)
         try:
-            lines = exchange(s, data, n, timeout)
+            lines = exchange(s, data, n, timeout, pushes=self.pushes)
         finally:
             s.close()
         return [json.loads(line) for line in lines]

@@ -34,8 +34,22 @@ def ev(execution_id, type_, **fields):
 # ---- ingest ------------------------------------------------------------------------------------
 
 
-def exchange(sock, data, nlines, timeout, buf=b"", leftover=None):
+def is_push(line):
+    """An asynchronous line the daemon pushes (a human-input answer), not a reply to a line."""
+    if b'"op"' not in line:
+        return False
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and "ok" not in obj and obj.get("op") == "human_input"
+
+
+def exchange(sock, data, nlines, timeout, buf=b"", leftover=None, pushes=None):
     """Writes `data` while reading replies; returns the first `nlines` reply lines (bytes).
+
+    Pushed lines (`{"op":"human_input",...}`, never replies) are not counted; they are appended
+    to the list `pushes` when one is given.
 
     Sending and receiving are interleaved (select), so a long pipelined batch cannot deadlock
     on full socket buffers. Raises TimeoutError past `timeout`, EOFError if the peer closes.
@@ -51,6 +65,10 @@ def exchange(sock, data, nlines, timeout, buf=b"", leftover=None):
         while True:
             while b"\n" in buf and len(lines) < nlines:
                 line, buf = buf.split(b"\n", 1)
+                if is_push(line):
+                    if pushes is not None:
+                        pushes.append(json.loads(line))
+                    continue
                 lines.append(line)
             if len(lines) >= nlines and off >= len(data):
                 break
@@ -88,20 +106,21 @@ class Producer:
         self.sock.settimeout(timeout)
         self.sock.connect(path)
         self.buf = b""
+        self.pushes = []  # human-input answers pushed to this connection
 
     def send(self, *events):
         self.sock.sendall(b"".join(encode_line(e) for e in events))
 
     def read(self, n, timeout=5.0):
         rest = []
-        lines = exchange(self.sock, b"", n, timeout, self.buf, rest)
+        lines = exchange(self.sock, b"", n, timeout, self.buf, rest, self.pushes)
         self.buf = rest[0]
         return [json.loads(x) for x in lines]
 
     def request(self, *events, timeout=10.0):
         data = b"".join(encode_line(e) for e in events)
         rest = []
-        lines = exchange(self.sock, data, data.count(b"\n"), timeout, self.buf, rest)
+        lines = exchange(self.sock, data, data.count(b"\n"), timeout, self.buf, rest, self.pushes)
         self.buf = rest[0]
         return [json.loads(x) for x in lines]
 
