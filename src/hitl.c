@@ -125,11 +125,14 @@ cs_hitl_req_t *cs_hitl_on_completed(cs_hitl_t *h, const char *execution_id, cons
     if (line == NULL)
         return r; /* out of memory: the request stays open, a retry of the answer can close it */
     size_t n = strlen(line);
-    r->push = realloc(line, n + 2);
-    if (r->push == NULL) {
+    char *pl = malloc(n + 2);
+    if (pl == NULL) {
         free(line);
         return r;
     }
+    memcpy(pl, line, n);
+    free(line);
+    r->push = pl;
     r->push[n] = '\n';
     r->push[n + 1] = '\0';
     r->push_len = n + 1;
