@@ -89,11 +89,6 @@ def test_filter(daemon, transport, case):
     subscribe_and_check(daemon, transport, "f-%s-%s" % (transport, case), pattern)
 
 
-def test_prefix_means_prefix():
-    """A sanity check of this file's own expectations."""
-    assert expected("run.*", ["run", "run.x", "runner.x", "run."]) == [(2, "run.x"), (4, "run.")]
-
-
 BAD = ["a b", "a,,b", "a*b", "*a", "a/b", "x" * 65, "run.*,bad type"]
 
 
