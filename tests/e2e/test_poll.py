@@ -288,3 +288,17 @@ def test_client_leaves_while_held(daemon):
     daemon.post_ok(ev("gone", "a"))
     r = get(daemon, V1 % "gone", timeout=0)
     assert [e["seq"] for e in r.json()["events"]] == [1]
+
+
+def test_since_now(daemon):
+    daemon.post_ok(ev("pnow", "a"), ev("pnow", "b"))
+    r = get(daemon, V1 % "pnow", since="now", timeout=0)
+    assert r.status_code == 200 and r.json()["events"] == [], r.text
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(get, daemon, V1 % "pnow", since="now", timeout=10)
+        time.sleep(0.7)
+        assert not fut.done(), fut.result().text
+        daemon.post_ok(ev("pnow", "c"))
+        body = fut.result(timeout=5).json()
+    assert [(e["seq"], e["type"]) for e in body["events"]] == [(3, "c")]
+    assert body["last_seq"] == 3
