@@ -511,6 +511,104 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
     return MHD_YES;
 }
 
+/* ---- execution status ---- */
+
+typedef struct list_ctx {
+    cs_exec_t **v;
+    size_t n, cap;
+    const cs_principal_t *who;
+    const char *status;
+} list_ctx_t;
+
+static void list_one(cs_exec_t *ex, void *data)
+{
+    list_ctx_t *l = data;
+    if (!cs_auth_principal_allows(l->who, ex->id))
+        return;
+    if (l->status != NULL && strcmp(l->status, cs_exec_status_name(ex->status)) != 0)
+        return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        cs_exec_t **v = realloc(l->v, cap * sizeof(*v));
+        if (v == NULL)
+            return;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = ex;
+}
+
+static int newest_first(const void *a, const void *b)
+{
+    const cs_exec_t *x = *(cs_exec_t *const *)a, *y = *(cs_exec_t *const *)b;
+    int64_t tx = x->first_unix_ms ? x->first_unix_ms : x->created_unix_ms;
+    int64_t ty = y->first_unix_ms ? y->first_unix_ms : y->created_unix_ms;
+    if (tx != ty)
+        return tx > ty ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+static enum MHD_Result send_json_value(cs_http_t *h, struct MHD_Connection *con, json_t *v)
+{
+    char *body = v != NULL ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    return queue_json(h, con, 200, body, body ? strlen(body) : 0, NULL, NULL);
+}
+
+/* GET /v1/executions, GET /v1/executions/{id}, GET /{id}/status. */
+static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Connection *con)
+{
+    char tokbuf[4096];
+    const char *code, *detail;
+    cs_principal_t who;
+    cs_route_t *rt = &q->route;
+    cs_auth_result_t ar = cs_auth_identify(h->d->auth, request_token(con, tokbuf, sizeof(tokbuf)), &who);
+
+    if (ar == CS_AUTH_OK)
+        ar = cs_auth_authorize(&who, CS_SCOPE_READ, rt->kind == CS_ROUTE_EXECS_LIST ? "" : rt->execution_id);
+    if (ar != CS_AUTH_OK &&
+        !(rt->kind == CS_ROUTE_EXECS_LIST && ar == CS_AUTH_FORBIDDEN && (who.scopes & CS_SCOPE_READ) != 0)) {
+        unsigned status = cs_auth_http_status(ar, &code, &detail);
+        return queue_error(h, con, status, code, detail, status == 401 ? "WWW-Authenticate" : NULL,
+                           status == 401 ? "Bearer" : NULL);
+    }
+    if (rt->kind != CS_ROUTE_EXECS_LIST) {
+        cs_exec_t *ex = cs_store_find(h->d->store, rt->execution_id, rt->execution_id_len);
+        if (ex == NULL || (ex->next_seq == 1 && ex->hitl.n == 0))
+            return queue_errorf(h, con, 404, "not_found", "no execution \"%s\"", rt->execution_id);
+        return send_json_value(
+            h, con, rt->kind == CS_ROUTE_EXEC_STATUS ? cs_status_json(ex) : cs_status_seed_json(ex));
+    }
+
+    /* The list: what the token may read, newest first. */
+    const char *st = lookup_arg(con, "status"), *lim = lookup_arg(con, "limit");
+    uint64_t limit = 100;
+    static const char *const states[] = {"pending",   "running", "pending_human_input",
+                                         "completed", "error",   "canceled"};
+    if (st != NULL) {
+        size_t i;
+        for (i = 0; i < sizeof(states) / sizeof(states[0]) && strcmp(st, states[i]) != 0; i++)
+            ;
+        if (i == sizeof(states) / sizeof(states[0]))
+            return queue_error(
+                h, con, 400, "bad_request",
+                "status: one of pending, running, pending_human_input, completed, error, canceled", NULL,
+                NULL);
+    }
+    if (lim != NULL && (cs_seq_parse(lim, strlen(lim), &limit) != 0 || limit < 1 || limit > 1000))
+        return queue_error(h, con, 400, "bad_request", "limit: expected an integer from 1 to 1000", NULL,
+                           NULL);
+    list_ctx_t l = {.who = &who, .status = st};
+    cs_store_each(h->d->store, list_one, &l);
+    if (l.n > 0)
+        qsort(l.v, l.n, sizeof(*l.v), newest_first);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < l.n && i < limit && arr != NULL; i++)
+        json_array_append_new(arr, cs_status_json(l.v[i]));
+    free(l.v);
+    return send_json_value(h, con, arr != NULL ? json_pack("{s:o}", "executions", arr) : NULL);
+}
+
 /* ---- POST: HTTP ingest and answers ---- */
 
 static unsigned err_status(cs_err_t e)
@@ -781,6 +879,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         return queue_error(h, con, 503, "unavailable", "the server is shutting down", NULL, NULL);
     if (m == CS_METHOD_POST)
         return handle_post(h, q, con);
+    if (q->route.kind == CS_ROUTE_EXECS_LIST || q->route.kind == CS_ROUTE_EXEC_STATUS ||
+        q->route.kind == CS_ROUTE_SEED_STATUS)
+        return handle_status(h, q, con);
     return handle_stream(h, q, con);
 }
 

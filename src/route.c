@@ -29,6 +29,9 @@ static const route_def_t routes[] = {
     {"/v1/executions/", "/ws", CS_ROUTE_EXEC_WS, CS_METHOD_GET},
     {"/v1/executions/", "/poll", CS_ROUTE_EXEC_POLL, CS_METHOD_GET},
     {"/v1/executions/", "/human-input", CS_ROUTE_EXEC_ANSWER, CS_METHOD_POST},
+    {"/v1/executions", NULL, CS_ROUTE_EXECS_LIST, CS_METHOD_GET},
+    {"/v1/executions/", "", CS_ROUTE_EXEC_STATUS, CS_METHOD_GET},
+    {"/", "/status", CS_ROUTE_SEED_STATUS, CS_METHOD_GET},
 };
 
 cs_route_kind_t cs_route_match(const char *path, size_t len, cs_route_t *r)

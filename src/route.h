@@ -25,6 +25,9 @@ typedef enum cs_route_kind {
     CS_ROUTE_DASHBOARD,   /* GET / */
     CS_ROUTE_RESUME,      /* POST /resume (the seed's answer shape) */
     CS_ROUTE_EXEC_ANSWER, /* POST /v1/executions/{id}/human-input */
+    CS_ROUTE_EXECS_LIST,  /* GET /v1/executions */
+    CS_ROUTE_EXEC_STATUS, /* GET /v1/executions/{id} */
+    CS_ROUTE_SEED_STATUS, /* GET /{id}/status (the seed's execution-status client) */
 } cs_route_kind_t;
 
 /* Methods, a bit each, for 405 answers. */

@@ -147,6 +147,16 @@ static cs_frame_t *frame_new(cs_store_t *st, const cs_exec_t *ex, const char *js
 
 /* ---- executions ---- */
 
+void cs_store_each(cs_store_t *store, void (*fn)(cs_exec_t *ex, void *data), void *data)
+{
+    cs_exec_t *ex, *tmp;
+    HASH_ITER(hh, store->execs, ex, tmp)
+    {
+        if (ex->next_seq > 1 || ex->hitl.n > 0)
+            fn(ex, data);
+    }
+}
+
 cs_exec_t *cs_store_find(cs_store_t *store, const char *id, size_t id_len)
 {
     cs_exec_t *ex = NULL;
@@ -238,6 +248,7 @@ static void exec_free(cs_store_t *st, cs_exec_t *ex)
     exec_drop_history(st, ex);
     st->bytes -= ex->hitl.bytes;
     cs_hitl_clear(&ex->hitl);
+    cs_status_clear(ex);
     exec_unlist(st, ex);
     HASH_DELETE(hh, st->execs, ex);
     st->bytes -= exec_overhead(ex);
@@ -303,7 +314,7 @@ static void global_evict_oldest(cs_store_t *st)
     cs_frame_unref(st, f);
 }
 
-/* ---- status (the part eviction needs; the full state machine builds on it) ---- */
+/* ---- status: status.c decides it; the store keeps finished executions on their own list ---- */
 
 static int type_is(const cs_frame_t *f, const char *s)
 {
@@ -311,30 +322,15 @@ static int type_is(const cs_frame_t *f, const char *s)
     return f->type_len == n && memcmp(f->type, s, n) == 0;
 }
 
-static int status_is_final(cs_exec_status_t s)
+static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, const json_t *ev)
 {
-    return s == CS_EXEC_COMPLETED || s == CS_EXEC_ERROR || s == CS_EXEC_CANCELED;
-}
-
-static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f)
-{
-    cs_exec_status_t s = ex->status;
+    cs_exec_status_t s;
     int fin;
 
-    if (type_is(f, "run.completed") || type_is(f, "crew_kickoff_completed"))
-        s = CS_EXEC_COMPLETED;
-    else if (type_is(f, "run.failed") || type_is(f, "crew_kickoff_failed"))
-        s = CS_EXEC_ERROR;
-    else if (type_is(f, "run.canceled"))
-        s = CS_EXEC_CANCELED;
-    else if (ex->hitl.n_open > 0)
-        s = CS_EXEC_PENDING_HUMAN_INPUT;
-    else if (s == CS_EXEC_PENDING || s == CS_EXEC_PENDING_HUMAN_INPUT || type_is(f, "run.started") ||
-             type_is(f, "crew_kickoff_started"))
-        s = CS_EXEC_RUNNING;
+    s = (cs_exec_status_t)cs_status_apply(ex, ev, f->type, f->type_len);
     ex->status = s;
 
-    fin = status_is_final(s);
+    fin = cs_status_is_final(s);
     if (fin != ex->finished || exec_where(st, ex) == ON_NONE) {
         /* Entering or leaving a final state, or posted to again after its retention expired. */
         exec_unlist(st, ex);
@@ -497,7 +493,7 @@ cs_err_t cs_store_publish(cs_store_t *st, json_t *ev, int64_t now_unix_ms, cs_pu
         cs_hitl_on_completed(&ex->hitl, ex->id, ev, f->seq);
     st->bytes += ex->hitl.bytes - hb;
 
-    exec_on_event(st, ex, f);
+    exec_on_event(st, ex, f, ev);
 
     out->seq = f->seq;
     memcpy(out->event_id, f->event_id, f->event_id_len + 1);

@@ -22,6 +22,7 @@
 #include "event.h"
 #include "filter.h"
 #include "hitl.h"
+#include "status.h"
 
 typedef struct cs_store cs_store_t;
 typedef struct cs_exec cs_exec_t;
@@ -93,6 +94,9 @@ struct cs_exec {
     cs_exec_status_t status;
     int finished;
     cs_hitl_t hitl; /* human-input requests, kept beside the ring */
+    cs_progress_t progress;
+    json_t *result;      /* of run.completed */
+    char *error_message; /* of run.failed */
     int64_t created_unix_ms, first_unix_ms, last_unix_ms;
     int64_t finished_mono_ms;
     cs_exec_t *lru_prev, *lru_next; /* active list, or finished list once finished */
@@ -212,6 +216,9 @@ cs_err_t cs_store_answer(cs_store_t *store, const char *execution_id, size_t id_
 /** Finds the human-input request event_id of execution_id, or NULL (with CS_ERR_NOT_FOUND detail). */
 cs_hitl_req_t *cs_store_find_request(cs_store_t *store, const char *execution_id, size_t id_len,
                                      const char *event_id, char *detail, size_t detail_len);
+
+/** Calls fn for every execution that has a history (events or human-input requests). */
+void cs_store_each(cs_store_t *store, void (*fn)(cs_exec_t *ex, void *data), void *data);
 
 /** Finds an execution, or NULL. */
 cs_exec_t *cs_store_find(cs_store_t *store, const char *id, size_t id_len);

@@ -6,6 +6,7 @@
 #include "../../src/filter.c"
 #include "../../src/hitl.c"
 #include "../../src/log.c"
+#include "../../src/status.c"
 #include "../../src/store.c"
 
 #include "ctest.h"

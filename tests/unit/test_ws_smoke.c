@@ -14,6 +14,7 @@
 #include "../../src/log.c"
 #include "../../src/loop.c"
 #include "../../src/route.c"
+#include "../../src/status.c"
 #include "../../src/store.c"
 #include "../../src/ws.c"
 
