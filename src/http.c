@@ -541,10 +541,8 @@ static void list_one(cs_exec_t *ex, void *data)
 static int newest_first(const void *a, const void *b)
 {
     const cs_exec_t *x = *(cs_exec_t *const *)a, *y = *(cs_exec_t *const *)b;
-    int64_t tx = x->first_unix_ms ? x->first_unix_ms : x->created_unix_ms;
-    int64_t ty = y->first_unix_ms ? y->first_unix_ms : y->created_unix_ms;
-    if (tx != ty)
-        return tx > ty ? -1 : 1;
+    if (x->first_order != y->first_order)
+        return x->first_order > y->first_order ? -1 : 1;
     return strcmp(x->id, y->id);
 }
 

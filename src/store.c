@@ -36,6 +36,7 @@ struct cs_store {
     size_t subscribers;
     int64_t now_mono;
     uint64_t published, duplicates, evicted, expired, gaps;
+    uint64_t first_orders;
 };
 
 /* Where an execution sits: on the active list, the finished list, or (expired, still watched) none. */
@@ -473,8 +474,10 @@ cs_err_t cs_store_publish(cs_store_t *st, json_t *ev, int64_t now_unix_ms, cs_pu
             head->id_next = f;
         }
     }
-    if (ex->first_unix_ms == 0)
+    if (ex->first_unix_ms == 0) {
         ex->first_unix_ms = now_unix_ms;
+        ex->first_order = ++st->first_orders;
+    }
     ex->last_unix_ms = now_unix_ms;
 
     /* Into the global ring. */

@@ -98,6 +98,7 @@ struct cs_exec {
     json_t *result;      /* of run.completed */
     char *error_message; /* of run.failed */
     int64_t created_unix_ms, first_unix_ms, last_unix_ms;
+    uint64_t first_order; /* order of first events across executions: "newest first" without ties */
     int64_t finished_mono_ms;
     cs_exec_t *lru_prev, *lru_next; /* active list, or finished list once finished */
 };
