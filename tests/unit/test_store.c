@@ -320,8 +320,154 @@ static void test_many_executions_bounded(void)
     cs_store_free(st);
 }
 
+/* Pushes delivered to a test awaiter. */
+static char last_push[1024];
+static int pushes;
+static void on_push(cs_awaiter_t *aw, const char *line, size_t len)
+{
+    (void)aw;
+    snprintf(last_push, sizeof(last_push), "%.*s", (int)len, line);
+    pushes++;
+}
+
+static void test_hitl_answer_and_await(void)
+{
+    cs_store_t *st;
+    cs_publish_t pub;
+    char detail[256];
+    json_t *fb = json_string("looks good"), *yes = json_true(), *no = json_false();
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+
+    post(st, "h", "run.started", NULL);
+    post(st, "h", "human_input_required", "req-1");
+    cs_exec_t *ex = cs_store_find(st, "h", 1);
+    CHECK(ex->status == CS_EXEC_PENDING_HUMAN_INPUT && ex->hitl.n_open == 1);
+
+    /* A runtime awaits; an answer by task id closes the request and pushes once. */
+    cs_awaiter_t *aw = calloc(1, sizeof(*aw));
+    aw->push = on_push;
+    cs_hitl_req_t *req = cs_store_find_request(st, "h", 1, "req-1", detail, sizeof(detail));
+    REQUIRE(req != NULL);
+    cs_hitl_await(req, aw);
+    CHECK(pushes == 0);
+    cs_answer_t a = {.task_id = NULL, .human_feedback = fb, .is_approve = yes};
+    REQUIRE(cs_store_answer(st, "h", 1, &a, 1768473002123LL, &pub, detail, sizeof(detail)) == CS_OK);
+    free(aw);
+    CHECK(pushes == 1);
+    CHECK(strstr(last_push, "\"op\":\"human_input\"") && strstr(last_push, "\"request_event_id\":\"req-1\""));
+    CHECK(strstr(last_push, "\"human_feedback\":\"looks good\"") && strstr(last_push, "\"is_approve\":true"));
+    CHECK(last_push[strlen(last_push) - 1] == '\n');
+    CHECK_STR(pub.request_event_id, "req-1");
+    CHECK(pub.seq == 3 && ex->status == CS_EXEC_RUNNING && ex->hitl.n_open == 0);
+
+    /* A second answer conflicts; an unknown request or execution is not found. */
+    CHECK(cs_store_answer(st, "h", 1, &a, 0, &pub, detail, sizeof(detail)) == CS_ERR_CONFLICT);
+    cs_answer_t by_id = {.event_id = "req-1", .human_feedback = fb};
+    CHECK(cs_store_answer(st, "h", 1, &by_id, 0, &pub, detail, sizeof(detail)) == CS_ERR_CONFLICT);
+    by_id.event_id = "nope";
+    CHECK(cs_store_answer(st, "h", 1, &by_id, 0, &pub, detail, sizeof(detail)) == CS_ERR_NOT_FOUND);
+    CHECK(cs_store_answer(st, "zz", 2, &a, 0, &pub, detail, sizeof(detail)) == CS_ERR_NOT_FOUND);
+
+    /* Awaiting an answered request pushes at once. */
+    aw = calloc(1, sizeof(*aw));
+    aw->push = on_push;
+    cs_hitl_await(req, aw);
+    free(aw);
+    CHECK(pushes == 2);
+
+    /* The retry loop: a rejection, then a new request for the same task, any number of times. */
+    for (int i = 0; i < 5; i++) {
+        json_t *ev = json_pack("{s:s, s:s, s:s}", "execution_id", "h", "type", "human_input_required",
+                               "task_id", "t9");
+        REQUIRE(cs_store_publish(st, ev, 0, &pub, detail, sizeof(detail)) == CS_OK);
+        json_decref(ev);
+        CHECK(ex->status == CS_EXEC_PENDING_HUMAN_INPUT);
+        cs_answer_t r = {.task_id = "t9", .human_feedback = fb, .is_approve = i < 4 ? no : yes};
+        REQUIRE(cs_store_answer(st, "h", 1, &r, 0, &pub, detail, sizeof(detail)) == CS_OK);
+        CHECK(ex->status == CS_EXEC_RUNNING);
+    }
+    /* An awaiter that goes away is forgotten: the answer finds nobody, and nothing crashes. */
+    json_t *ev =
+        json_pack("{s:s, s:s, s:s}", "execution_id", "h", "type", "human_input_required", "event_id", "q");
+    REQUIRE(cs_store_publish(st, ev, 0, &pub, detail, sizeof(detail)) == CS_OK);
+    json_decref(ev);
+    aw = calloc(1, sizeof(*aw));
+    aw->push = on_push;
+    cs_hitl_await(cs_store_find_request(st, "h", 1, "q", detail, sizeof(detail)), aw);
+    cs_hitl_unawait(aw);
+    free(aw);
+    cs_answer_t q = {.event_id = "q"};
+    CHECK(cs_store_answer(st, "h", 1, &q, 0, &pub, detail, sizeof(detail)) == CS_OK);
+    CHECK(pushes == 2);
+    json_decref(fb);
+    cs_store_free(st);
+}
+
+static void test_answer_from_json(void)
+{
+    cs_answer_t a;
+    char detail[128];
+    json_t *o = json_pack("{s:s, s:s, s:b}", "task_id", "t", "human_feedback", "f", "is_approve", 0);
+    CHECK(cs_answer_from_json(o, &a, detail, sizeof(detail)) == CS_OK);
+    CHECK(strcmp(a.task_id, "t") == 0 && a.event_id == NULL && json_is_false(a.is_approve));
+    json_decref(o);
+    const char *bad[] = {"{\"is_approve\":\"yes\"}", "{\"human_feedback\":3}", "{\"event_id\":5}",
+                         "{\"task_id\":\"\"}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        o = json_loads(bad[i], 0, NULL);
+        CHECK(cs_answer_from_json(o, &a, detail, sizeof(detail)) == CS_ERR_INVALID_FIELD);
+        json_decref(o);
+    }
+    o = json_array();
+    CHECK(cs_answer_from_json(o, &a, detail, sizeof(detail)) == CS_ERR_INVALID_JSON);
+    json_decref(o);
+}
+
+static void test_status_progress(void)
+{
+    cs_store_t *st;
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    const char *types[] = {"crew_kickoff_started", "task_started",     "agent_execution_started",
+                           "tool_usage_started",   "tool_usage_error", "agent_execution_completed",
+                           "task_completed",       "task_started",     "task_failed",
+                           "agent.started",        "agent.error",      "tool.called"};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        post(st, "p", types[i], NULL);
+    cs_exec_t *ex = cs_store_find(st, "p", 1);
+    cs_progress_t *pr = &ex->progress;
+    CHECK(pr->tasks_seen == 2 && pr->tasks_done == 1 && pr->tasks_failed == 1);
+    CHECK(pr->agents_seen == 2 && pr->agents_done == 1 && pr->agents_failed == 1);
+    CHECK(pr->tool_calls == 2 && pr->tool_errors == 1);
+    CHECK(ex->status == CS_EXEC_RUNNING);
+    char detail[64];
+    cs_publish_t pub;
+    json_t *ev = json_pack("{s:s, s:s, s:{s:s}}", "execution_id", "p", "type", "crew_kickoff_failed", "error",
+                           "code", "E42");
+    REQUIRE(cs_store_publish(st, ev, 0, &pub, detail, sizeof(detail)) == CS_OK);
+    json_decref(ev);
+    CHECK(ex->status == CS_EXEC_ERROR && strcmp(ex->error_message, "{\"code\":\"E42\"}") == 0);
+    /* A final state stays final for ordinary events; a new start begins the run again. */
+    post(st, "p", "log", NULL);
+    CHECK(ex->status == CS_EXEC_ERROR);
+    post(st, "p", "run.started", NULL);
+    CHECK(ex->status == CS_EXEC_RUNNING && !ex->finished);
+    json_t *j = cs_status_json(ex);
+    CHECK(json_integer_value(json_object_get(j, "events")) == 15);
+    CHECK(strcmp(json_string_value(json_object_get(j, "status")), "running") == 0);
+    json_decref(j);
+    post(st, "p", "run.canceled", NULL);
+    j = cs_status_seed_json(ex);
+    CHECK(strcmp(json_string_value(json_object_get(j, "status")), "error") == 0);
+    CHECK(strcmp(json_string_value(json_object_get(j, "state")), "canceled") == 0);
+    json_decref(j);
+    cs_store_free(st);
+}
+
 int main(void)
 {
+    RUN(test_hitl_answer_and_await);
+    RUN(test_answer_from_json);
+    RUN(test_status_progress);
     RUN(test_publish_and_render);
     RUN(test_idempotent);
     RUN(test_history_live_and_park);
