@@ -28,6 +28,7 @@
 #include "log.h"
 #include "route.h"
 #include "web.h"
+#include "ws.h"
 
 #define SSE_BLOCK    16384
 #define SSE_RETRY_MS 3000
@@ -607,6 +608,82 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
     return send_json_value(h, con, arr != NULL ? json_pack("{s:o}", "executions", arr) : NULL);
 }
 
+/* ---- metrics ---- */
+
+static void metric(buf_t *b, const char *name, const char *type, const char *help, unsigned long long v)
+{
+    char line[512];
+    int n =
+        snprintf(line, sizeof(line), "# HELP crewstream_%s %s\n# TYPE crewstream_%s %s\ncrewstream_%s %llu\n",
+                 name, help, name, type, name, v);
+    buf_add(b, line, (size_t)n);
+}
+
+/* GET /metrics: Prometheus text format. Open when http.metrics_public, else a token with read on "*". */
+static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
+{
+    cs_daemon_t *d = h->d;
+    const cs_counters_t *c = &d->counters;
+    cs_store_stats_t st;
+    char tokbuf[4096];
+    buf_t b = {0};
+
+    if (!d->cfg->metrics_public) {
+        const char *code, *detail;
+        cs_auth_result_t ar =
+            cs_auth_check(d->auth, request_token(con, tokbuf, sizeof(tokbuf)), CS_SCOPE_READ, NULL, NULL);
+        if (ar != CS_AUTH_OK) {
+            unsigned status = cs_auth_http_status(ar, &code, &detail);
+            return queue_error(h, con, status, code, status == 403 ? "metrics need read on \"*\"" : detail,
+                               status == 401 ? "WWW-Authenticate" : NULL, status == 401 ? "Bearer" : NULL);
+        }
+    }
+    cs_store_stats(d->store, &st);
+    metric(&b, "connections", "gauge", "Open TCP connections (HTTP, SSE, WebSocket, waiting heads).",
+           d->clients);
+    metric(&b, "http_streams", "gauge", "SSE streams and held long-polls.", cs_http_count(h));
+    metric(&b, "websockets", "gauge", "WebSocket connections.", cs_ws_count(d->ws));
+    metric(&b, "subscribers", "gauge", "Subscribers (cursors) on every transport.", st.subscribers);
+    metric(&b, "executions", "gauge", "Executions held.", st.executions);
+    metric(&b, "store_bytes", "gauge", "Bytes held by the store (frames and executions).", st.bytes);
+    metric(&b, "frames", "gauge", "Rendered frames alive.", st.frames_live);
+    metric(&b, "events_published_total", "counter", "Events stored.", st.events_published);
+    metric(&b, "events_duplicate_total", "counter", "Re-posted events acknowledged without storing.",
+           st.events_duplicate);
+    metric(&b, "events_evicted_total", "counter", "Events evicted from rings.", st.events_evicted);
+    metric(&b, "executions_expired_total", "counter", "Finished executions dropped after store.retain_s.",
+           st.executions_expired);
+    metric(&b, "gaps_total", "counter", "stream.gap events sent.", st.gaps_sent);
+    metric(&b, "ingest_lines_total", "counter", "Ingest lines handled (socket and HTTP).", c->ingest_lines);
+    metric(&b, "ingest_errors_total", "counter", "Ingest lines refused.", c->ingest_errors);
+    metric(&b, "http_requests_total", "counter", "HTTP requests.", c->http_requests);
+    metric(&b, "tcp_accepted_total", "counter", "TCP connections accepted.", c->tcp_accepted);
+    metric(&b, "tcp_rejected_total", "counter", "TCP connections refused over limits.max_clients.",
+           c->tcp_rejected_full);
+    metric(&b, "heads_too_large_total", "counter", "Request heads answered 431.", c->heads_too_large);
+    metric(&b, "heads_timed_out_total", "counter", "Request heads not complete in time.", c->heads_timed_out);
+    metric(&b, "heads_invalid_total", "counter", "Connections that did not speak HTTP/1.x.",
+           c->heads_invalid);
+    metric(&b, "ws_accepted_total", "counter", "WebSocket handshakes accepted.", c->ws_accepted);
+    metric(&b, "ws_refused_total", "counter", "WebSocket handshakes refused.", c->ws_refused);
+    metric(&b, "stalls_total", "counter", "Subscribers disconnected for making no progress.", c->stalls);
+    if (b.oom) {
+        free(b.p);
+        return MHD_NO;
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.p, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(b.p);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    add_cors(h, con, r);
+    enum MHD_Result ret = MHD_queue_response(con, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 /* ---- POST: HTTP ingest and answers ---- */
 
 static unsigned err_status(cs_err_t e)
@@ -853,6 +930,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
             return MHD_NO;
         return queue_json(h, con, d->stopping ? 503 : 200, body, strlen(body), NULL, NULL);
     }
+    if (q->route.kind == CS_ROUTE_METRICS)
+        return handle_metrics(h, con);
     if (q->route.kind == CS_ROUTE_DASHBOARD) {
         /* The page holds no secret: it asks for a token and passes it to the streams. */
         struct MHD_Response *r =
