@@ -112,20 +112,25 @@ static void add_cors(cs_http_t *h, struct MHD_Connection *con, struct MHD_Respon
     }
 }
 
-static enum MHD_Result queue_json(cs_http_t *h, struct MHD_Connection *con, unsigned status, char *body,
-                                  size_t len, const char *hname, const char *hvalue)
+/* Queues a whole response: body (freed here when mode is MHD_RESPMEM_MUST_FREE, even on failure), its
+ * content type, a cache policy, CORS, and one optional extra header. */
+static enum MHD_Result queue_body(cs_http_t *h, struct MHD_Connection *con, unsigned status, void *body,
+                                  size_t len, enum MHD_ResponseMemoryMode mode, const char *ctype,
+                                  const char *hname, const char *hvalue)
 {
     struct MHD_Response *r;
     enum MHD_Result ret;
 
-    if (body == NULL)
+    if (body == NULL && len > 0)
         return MHD_NO; /* out of memory: MHD closes the connection */
-    r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    r = MHD_create_response_from_buffer(len, body, mode);
     if (r == NULL) {
-        free(body);
+        if (mode == MHD_RESPMEM_MUST_FREE)
+            free(body);
         return MHD_NO;
     }
-    MHD_add_response_header(r, "Content-Type", "application/json");
+    if (ctype != NULL)
+        MHD_add_response_header(r, "Content-Type", ctype);
     MHD_add_response_header(r, "Cache-Control", "no-store");
     if (hname != NULL)
         MHD_add_response_header(r, hname, hvalue);
@@ -133,6 +138,14 @@ static enum MHD_Result queue_json(cs_http_t *h, struct MHD_Connection *con, unsi
     ret = MHD_queue_response(con, status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+static enum MHD_Result queue_json(cs_http_t *h, struct MHD_Connection *con, unsigned status, char *body,
+                                  size_t len, const char *hname, const char *hvalue)
+{
+    if (body == NULL)
+        return MHD_NO;
+    return queue_body(h, con, status, body, len, MHD_RESPMEM_MUST_FREE, "application/json", hname, hvalue);
 }
 
 static enum MHD_Result queue_error(cs_http_t *h, struct MHD_Connection *con, unsigned status,
@@ -671,17 +684,8 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
         free(b.p);
         return MHD_NO;
     }
-    struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.p, MHD_RESPMEM_MUST_FREE);
-    if (r == NULL) {
-        free(b.p);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    add_cors(h, con, r);
-    enum MHD_Result ret = MHD_queue_response(con, 200, r);
-    MHD_destroy_response(r);
-    return ret;
+    return queue_body(h, con, 200, b.p, b.len, MHD_RESPMEM_MUST_FREE,
+                      "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
 }
 
 /* ---- POST: HTTP ingest and answers ---- */
@@ -737,16 +741,7 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
         olen--; /* the newline */
         return queue_json(h, q->con, err_status(last), out, olen, NULL, NULL);
     }
-    struct MHD_Response *r = MHD_create_response_from_buffer(olen, out, MHD_RESPMEM_MUST_FREE);
-    if (r == NULL) {
-        free(out);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
-    add_cors(h, q->con, r);
-    enum MHD_Result ret = MHD_queue_response(q->con, 200, r);
-    MHD_destroy_response(r);
-    return ret;
+    return queue_body(h, q->con, 200, out, olen, MHD_RESPMEM_MUST_FREE, "application/x-ndjson", NULL, NULL);
 }
 
 /* POST /resume and POST /v1/executions/{id}/human-input. */

@@ -79,9 +79,9 @@ static void reply_add(char **buf, size_t *len, size_t *cap, const char *s, size_
     *len += n;
 }
 
-static cs_err_t reply_error(char **buf, size_t *len, size_t *cap, cs_err_t code, const char *detail)
+/* Appends o (consumed) as one reply line. */
+static void reply_json(char **buf, size_t *len, size_t *cap, json_t *o)
 {
-    json_t *o = json_pack("{s:b, s:s, s:s}", "ok", 0, "error", cs_err_name(code), "detail", detail);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
     json_decref(o);
@@ -90,6 +90,12 @@ static cs_err_t reply_error(char **buf, size_t *len, size_t *cap, cs_err_t code,
         reply_add(buf, len, cap, "\n", 1);
         free(s);
     }
+}
+
+static cs_err_t reply_error(char **buf, size_t *len, size_t *cap, cs_err_t code, const char *detail)
+{
+    reply_json(buf, len, cap,
+               json_pack("{s:b, s:s, s:s}", "ok", 0, "error", cs_err_name(code), "detail", detail));
     return code;
 }
 
@@ -143,15 +149,9 @@ static cs_err_t op_await(cs_daemon_t *d, producer_t *p, json_t *obj, char **repl
     req = cs_store_find_request(d->store, x, json_string_length(jx), e, detail, sizeof(detail));
     if (req == NULL)
         return reply_error(reply, rlen, rcap, CS_ERR_NOT_FOUND, detail);
-    json_t *o = json_pack("{s:b, s:s, s:s, s:s, s:b}", "ok", 1, "op", "await", "execution_id", x, "event_id",
-                          e, "answered", req->answered);
-    char *ack = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (ack != NULL) {
-        reply_add(reply, rlen, rcap, ack, strlen(ack));
-        reply_add(reply, rlen, rcap, "\n", 1);
-        free(ack);
-    }
+    reply_json(reply, rlen, rcap,
+               json_pack("{s:b, s:s, s:s, s:s, s:b}", "ok", 1, "op", "await", "execution_id", x, "event_id",
+                         e, "answered", req->answered));
     /* After the ack: an answer that already exists is pushed right behind it. */
     producer_await(p, req);
     return CS_OK;
@@ -216,13 +216,7 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
             json_pack("{s:b, s:I, s:s}", "ok", 1, "seq", (json_int_t)pub.seq, "event_id", pub.event_id);
         if (o != NULL && pub.duplicate)
             json_object_set_new(o, "duplicate", json_true());
-        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        json_decref(o);
-        if (s != NULL) {
-            reply_add(reply, rlen, rcap, s, strlen(s));
-            reply_add(reply, rlen, rcap, "\n", 1);
-            free(s);
-        }
+        reply_json(reply, rlen, rcap, o);
     }
     /* The connection that posts a request awaits its answer without asking (a retry too). */
     if (conn != NULL &&
