@@ -98,6 +98,8 @@ int cs_status_apply(cs_exec_t *ex, const json_t *ev, const char *type, size_t le
     /* A new start after an end begins the run again (a retried kickoff under the same id). */
     if (cs_status_is_final(s) && !is_any(type, len, run_started))
         return s;
+    if (cs_status_is_final(s))
+        cs_status_clear(ex);
     return ex->hitl.n_open > 0 ? CS_EXEC_PENDING_HUMAN_INPUT : CS_EXEC_RUNNING;
 }
 

@@ -565,11 +565,20 @@ cs_err_t cs_answer_from_json(const json_t *o, cs_answer_t *a, char *detail, size
     }
     a->human_feedback = v;
     v = json_object_get(o, "is_approve");
-    if (v != NULL && !json_is_boolean(v)) {
+    if (v == NULL) {
+        /* An answer says yes or no: a bare {} must never approve anything. */
+        snprintf(detail, detail_len, "is_approve (true or false) is required");
+        return CS_ERR_MISSING_FIELD;
+    }
+    if (!json_is_boolean(v)) {
         snprintf(detail, detail_len, "is_approve must be true or false");
         return CS_ERR_INVALID_FIELD;
     }
     a->is_approve = v;
+    if (a->event_id == NULL && a->task_id == NULL) {
+        snprintf(detail, detail_len, "name the request: event_id or task_id is required");
+        return CS_ERR_MISSING_FIELD;
+    }
     return CS_OK;
 }
 
@@ -588,8 +597,10 @@ cs_err_t cs_store_answer(cs_store_t *st, const char *id, size_t id_len, const cs
     if (a->event_id != NULL) {
         r = cs_hitl_find(&ex->hitl, a->event_id);
         if (r == NULL) {
-            snprintf(detail, detail_len, "no human_input_required with event_id \"%.128s\"", a->event_id);
-            return CS_ERR_NOT_FOUND;
+            /* SPEC §4: an unknown execution is 404; in a known one, no open request is 409. */
+            snprintf(detail, detail_len, "no open human_input_required with event_id \"%.128s\"",
+                     a->event_id);
+            return CS_ERR_CONFLICT;
         }
         if (r->answered) {
             snprintf(detail, detail_len, "request \"%.128s\" was already answered", a->event_id);

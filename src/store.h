@@ -201,15 +201,16 @@ typedef struct cs_answer {
     const json_t *is_approve;     /* a boolean, or NULL */
 } cs_answer_t;
 
-/** Reads {"event_id" or "task_id", "human_feedback", "is_approve"} (pointers into o). Returns CS_OK,
- * or CS_ERR_INVALID_JSON / CS_ERR_INVALID_FIELD with a detail naming the field. */
+/** Reads {"event_id" or "task_id", "human_feedback", "is_approve"} (pointers into o): is_approve and one
+ * of the ids are required, human_feedback is optional. Returns CS_OK, or CS_ERR_INVALID_JSON /
+ * CS_ERR_MISSING_FIELD / CS_ERR_INVALID_FIELD with a detail naming the field. */
 cs_err_t cs_answer_from_json(const json_t *o, cs_answer_t *a, char *detail, size_t detail_len);
 
 /**
  * Answers an open request of execution_id: stores and fans out a human_input_completed event
  * (request_event_id, task_id, human_feedback, is_approve, and the request's crew_id and agent_id),
  * which pushes the answer to the awaiting runtime. Returns CS_OK with out filled, CS_ERR_NOT_FOUND
- * (no such execution or request event_id) or CS_ERR_CONFLICT (nothing open, or already answered).
+ * (no such execution) or CS_ERR_CONFLICT (no such open request: unknown, or already answered).
  */
 cs_err_t cs_store_answer(cs_store_t *store, const char *execution_id, size_t id_len, const cs_answer_t *a,
                          int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len);

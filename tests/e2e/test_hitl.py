@@ -141,14 +141,18 @@ def test_error_statuses(make_daemon):
     assert r.status_code == 409 and r.json()["error"] == "conflict"
     r = post_json(d, "/resume", {"execution_id": x, "task_id": "review", "human_feedback": "f", "is_approve": True}, "H")
     assert r.status_code == 409
-    # Unknown execution, unknown request: 404.
+    # Unknown execution: 404; a request that is not open (here: unknown) in a known one: 409.
     r = post_json(d, "/v1/executions/nope/human-input", body, "H")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     r = post_json(d, "/v1/executions/%s/human-input" % x, dict(body, event_id="nope"), "H")
-    assert r.status_code == 404
-    # Malformed answers: 400 naming the field.
-    r = post_json(d, "/v1/executions/%s/human-input" % x, {"is_approve": "yes"}, "H")
+    assert r.status_code == 409
+    # Malformed answers: 400 naming the field; a bare {} approves nothing.
+    r = post_json(d, "/v1/executions/%s/human-input" % x, {"task_id": "review", "is_approve": "yes"}, "H")
     assert r.status_code == 400 and "is_approve" in r.json()["detail"]
+    r = post_json(d, "/v1/executions/%s/human-input" % x, {"task_id": "review"}, "H")
+    assert r.status_code == 400 and "is_approve" in r.json()["detail"]
+    r = post_json(d, "/v1/executions/%s/human-input" % x, {"is_approve": True}, "H")
+    assert r.status_code == 400 and "event_id or task_id" in r.json()["detail"]
     r = requests.post(d.base + "/resume", data="not json", headers={"Authorization": "Bearer H"}, timeout=5)
     assert r.status_code == 400
     r = post_json(d, "/resume", {"task_id": "review"}, "H")

@@ -365,7 +365,7 @@ static void test_hitl_answer_and_await(void)
     cs_answer_t by_id = {.event_id = "req-1", .human_feedback = fb};
     CHECK(cs_store_answer(st, "h", 1, &by_id, 0, &pub, detail, sizeof(detail)) == CS_ERR_CONFLICT);
     by_id.event_id = "nope";
-    CHECK(cs_store_answer(st, "h", 1, &by_id, 0, &pub, detail, sizeof(detail)) == CS_ERR_NOT_FOUND);
+    CHECK(cs_store_answer(st, "h", 1, &by_id, 0, &pub, detail, sizeof(detail)) == CS_ERR_CONFLICT);
     CHECK(cs_store_answer(st, "zz", 2, &a, 0, &pub, detail, sizeof(detail)) == CS_ERR_NOT_FOUND);
 
     /* Awaiting an answered request pushes at once. */
