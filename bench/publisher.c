@@ -1,0 +1,458 @@
+/* publisher: posts bench events for load tests. One process, one thread, one
+ * epoll loop, one connection. It keeps at most --window lines (or requests)
+ * unacknowledged, follows a rate schedule, spreads events round-robin over C
+ * executions, and stamps each with "t_us", the CLOCK_MONOTONIC µs at the moment
+ * it is written, so the swarm can measure publish→receive latency.
+ *
+ * Two targets:
+ *   --socket PATH   crewstreamd's Unix socket: NDJSON lines, one reply line each
+ *                   ({"ok":true,...} or {"ok":false,...}); pushes (no "ok") are
+ *                   skipped.
+ *   --http URL      nchan's publisher location, e.g.
+ *                   http://127.0.0.1:PORT/pub/{exec}: one keep-alive connection,
+ *                   POSTs pipelined within the window; nchan answers each one only
+ *                   after fanning it out, so its window is paced by fan-out.
+ *                   Loopback only. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MAX_STAGES 16
+#define WBUF_SIZE  (4u << 20)
+#define RBUF_SIZE  (1u << 20)
+
+static struct {
+    const char *socket_path;
+    const char *http_url;
+    char host[64];
+    int port;
+    char path[512];
+    char prefix[64];
+    char type[64];
+    int execs;
+    uint64_t count;
+    double duration;
+    int window;
+    int pad;
+    bool json;
+    int nstages;
+    double stage_rate[MAX_STAGES]; /* events/s; 0 = as fast as the window allows */
+    double stage_secs[MAX_STAGES]; /* 0 on the last stage = until the end */
+} opt = {.execs = 1, .window = 64, .nstages = 1};
+
+static struct {
+    uint64_t sent, acked, errors, pushes, bytes_out;
+    char first_error[200];
+} st;
+
+static char *wbuf, *rbuf;
+static size_t w_len, w_off, r_len;
+static char *padding;
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+/* Events the schedule allows by t seconds after the start; UINT64_MAX while a
+ * full-speed stage is running. */
+static uint64_t allowed_by(double t)
+{
+    double total = 0, t_left = t;
+    for (int s = 0; s < opt.nstages; s++) {
+        bool last = s == opt.nstages - 1 || opt.stage_secs[s] <= 0;
+        double span = last ? t_left : (t_left < opt.stage_secs[s] ? t_left : opt.stage_secs[s]);
+        if (opt.stage_rate[s] <= 0)
+            return UINT64_MAX;
+        total += opt.stage_rate[s] * span;
+        t_left -= span;
+        if (last || t_left <= 0)
+            break;
+    }
+    return (uint64_t)total + 1;
+}
+
+/* "R" or "R:S,R:S,...": rates in events/s, each for S seconds; the last stage
+ * lasts until --count or --duration ends the run. */
+static int parse_schedule(const char *s)
+{
+    opt.nstages = 0;
+    while (*s && opt.nstages < MAX_STAGES) {
+        char *end;
+        opt.stage_rate[opt.nstages] = strtod(s, &end);
+        opt.stage_secs[opt.nstages] = 0;
+        if (end == s)
+            return -1;
+        if (*end == ':')
+            opt.stage_secs[opt.nstages] = strtod(end + 1, &end);
+        opt.nstages++;
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return -1;
+        s = end;
+    }
+    return opt.nstages > 0 ? 0 : -1;
+}
+
+/* Appends one event (a line, or a POST) to the write buffer. */
+static void append_event(uint64_t n)
+{
+    int exec = (int)(n % (uint64_t)opt.execs);
+    char body[256];
+    int bl =
+        snprintf(body, sizeof body, "{\"t_us\":%llu,\"execution_id\":\"%s%d\",\"type\":\"%s\",\"n\":%llu",
+                 (unsigned long long)bench_now_us(), opt.prefix, exec, opt.type, (unsigned long long)n);
+    size_t need = (size_t)bl + (size_t)opt.pad + 512;
+    if (w_off > 0 && w_len + need > WBUF_SIZE) {
+        memmove(wbuf, wbuf + w_off, w_len - w_off);
+        w_len -= w_off;
+        w_off = 0;
+    }
+    char *p = wbuf + w_len;
+    if (opt.http_url) {
+        char path[600];
+        const char *at = strstr(opt.path, "{exec}");
+        if (at)
+            snprintf(path, sizeof path, "%.*s%s%d%s", (int)(at - opt.path), opt.path, opt.prefix, exec,
+                     at + 6);
+        else
+            snprintf(path, sizeof path, "%s", opt.path);
+        size_t clen = (size_t)bl + (opt.pad ? (size_t)opt.pad + 9 : 0) + 1;
+        p += sprintf(p,
+                     "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n",
+                     path, opt.host, opt.port, clen);
+    }
+    memcpy(p, body, (size_t)bl);
+    p += bl;
+    if (opt.pad) {
+        memcpy(p, ",\"pad\":\"", 8);
+        p += 8;
+        memcpy(p, padding, (size_t)opt.pad);
+        p += opt.pad;
+        *p++ = '"';
+    }
+    *p++ = '}';
+    if (!opt.http_url)
+        *p++ = '\n';
+    w_len = (size_t)(p - wbuf);
+    st.sent++;
+}
+
+static void note_error(const char *p, size_t n)
+{
+    st.errors++;
+    if (!st.first_error[0])
+        snprintf(st.first_error, sizeof st.first_error, "%.*s", (int)(n < 190 ? n : 190), p);
+}
+
+/* Consumes complete replies from rbuf. Returns -1 on a reply it cannot read. */
+static int parse_replies(void)
+{
+    size_t off = 0;
+    for (;;) {
+        const char *p = rbuf + off;
+        size_t n = r_len - off;
+        if (!opt.http_url) {
+            const char *nl = memchr(p, '\n', n);
+            if (!nl)
+                break;
+            size_t len = (size_t)(nl - p);
+            if (memmem(p, len, "\"ok\":true", 9))
+                st.acked++;
+            else if (memmem(p, len, "\"ok\":", 5))
+                st.acked++, note_error(p, len);
+            else
+                st.pushes++;
+            off += len + 1;
+            continue;
+        }
+        /* HTTP: a status line and headers, then a Content-Length body. */
+        const char *end = memmem(p, n, "\r\n\r\n", 4);
+        if (!end)
+            break;
+        size_t hl = (size_t)(end - p) + 4;
+        int status = 0;
+        if (n < 12 || sscanf(p, "HTTP/1.%*d %d", &status) != 1)
+            return -1;
+        size_t clen = 0;
+        for (const char *h = p; h && h < end; h = memchr(h, '\n', (size_t)(end - h))) {
+            h++;
+            if (strncasecmp(h, "content-length:", 15) == 0)
+                clen = strtoul(h + 15, NULL, 10);
+            else if (strncasecmp(h, "transfer-encoding:", 18) == 0)
+                return -1; /* nchan's publisher answers with a length */
+        }
+        if (n < hl + clen)
+            break;
+        st.acked++;
+        if (status < 200 || status > 299)
+            note_error(p, hl + clen);
+        off += hl + clen;
+    }
+    memmove(rbuf, rbuf + off, r_len - off);
+    r_len -= off;
+    if (r_len == RBUF_SIZE)
+        return -1;
+    return 0;
+}
+
+static int connect_target(void)
+{
+    int fd;
+    if (opt.socket_path) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        if (strlen(opt.socket_path) >= sizeof sa.sun_path)
+            return -1;
+        strcpy(sa.sun_path, opt.socket_path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+            return -1;
+    } else {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
+        if (inet_pton(AF_INET, opt.host, &sa.sin_addr) != 1 || (ntohl(sa.sin_addr.s_addr) >> 24) != 127)
+            return -1;
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+            return -1;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
+        return -1;
+    return fd;
+}
+
+static int parse_url(const char *url)
+{
+    const char *p = url;
+    if (strncmp(p, "http://", 7) == 0)
+        p += 7;
+    const char *colon = strchr(p, ':'), *slash = strchr(p, '/');
+    if (!slash)
+        return -1;
+    size_t hl = (size_t)((colon && colon < slash ? colon : slash) - p);
+    if (hl >= sizeof opt.host)
+        return -1;
+    memcpy(opt.host, p, hl);
+    opt.host[hl] = '\0';
+    if (strcmp(opt.host, "localhost") == 0)
+        strcpy(opt.host, "127.0.0.1");
+    opt.port = colon && colon < slash ? atoi(colon + 1) : 80;
+    snprintf(opt.path, sizeof opt.path, "%s", slash);
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: publisher (--socket PATH | --http http://127.0.0.1:PORT/pub/{exec}) [options]\n"
+                    "  --execs C          executions, round-robin (default 1)\n"
+                    "  --prefix P         execution name prefix (default bench-)\n"
+                    "  --type T           event type (default bench)\n"
+                    "  --count N          events in all (0 = until --duration)\n"
+                    "  --duration S       stop sending after S seconds\n"
+                    "  --rate R[:S],...   events/s schedule; 0 = full speed (default 0)\n"
+                    "  --window W         unacknowledged lines or requests at most (default 64)\n"
+                    "  --pad BYTES        add a \"pad\" string of this many bytes to each event\n"
+                    "  --json             print a JSON summary on stdout\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"socket", 1, 0, 's'}, {"http", 1, 0, 'H'},  {"execs", 1, 0, 'c'},    {"prefix", 1, 0, 'P'},
+        {"type", 1, 0, 't'},   {"count", 1, 0, 'n'}, {"duration", 1, 0, 'd'}, {"rate", 1, 0, 'r'},
+        {"window", 1, 0, 'w'}, {"pad", 1, 0, 'p'},   {"json", 0, 0, 'j'},     {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
+    snprintf(opt.prefix, sizeof opt.prefix, "bench-");
+    snprintf(opt.type, sizeof opt.type, "bench");
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (ch) {
+        case 's':
+            opt.socket_path = optarg;
+            break;
+        case 'H':
+            opt.http_url = optarg;
+            break;
+        case 'c':
+            opt.execs = atoi(optarg);
+            break;
+        case 'P':
+            snprintf(opt.prefix, sizeof opt.prefix, "%s", optarg);
+            break;
+        case 't':
+            snprintf(opt.type, sizeof opt.type, "%s", optarg);
+            break;
+        case 'n':
+            opt.count = strtoull(optarg, NULL, 10);
+            break;
+        case 'd':
+            opt.duration = atof(optarg);
+            break;
+        case 'r':
+            if (parse_schedule(optarg) != 0) {
+                fprintf(stderr, "publisher: bad --rate %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'w':
+            opt.window = atoi(optarg);
+            break;
+        case 'p':
+            opt.pad = atoi(optarg);
+            break;
+        case 'j':
+            opt.json = true;
+            break;
+        default:
+            usage();
+            return 2;
+        }
+    }
+    if ((!opt.socket_path == !opt.http_url) || opt.execs < 1 || opt.window < 1 || opt.pad < 0 ||
+        opt.pad > 1000000 || (opt.count == 0 && opt.duration <= 0) ||
+        (opt.http_url && parse_url(opt.http_url) != 0)) {
+        usage();
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    wbuf = malloc(WBUF_SIZE + (size_t)opt.pad);
+    rbuf = malloc(RBUF_SIZE);
+    padding = malloc((size_t)opt.pad + 1);
+    if (!wbuf || !rbuf || !padding)
+        return 1;
+    memset(padding, 'x', (size_t)opt.pad);
+    int fd = connect_target();
+    if (fd < 0) {
+        fprintf(stderr, "publisher: cannot connect to %s: %s\n",
+                opt.socket_path ? opt.socket_path : opt.http_url, strerror(errno));
+        return 1;
+    }
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.fd = fd};
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+
+    double cpu0 = bench_cpu_s();
+    uint64_t t0 = bench_now_us(), stop_send_us = opt.duration > 0 ? t0 + (uint64_t)(opt.duration * 1e6) : 0;
+    uint64_t t_last_ack = t0, t_sending_done = 0;
+    bool writable = true, closed = false;
+    while (!stop_flag) {
+        uint64_t now = bench_now_us();
+        bool sending = (opt.count == 0 || st.sent < opt.count) && (stop_send_us == 0 || now < stop_send_us);
+        if (!sending && !t_sending_done)
+            t_sending_done = now;
+        if (!sending && st.acked >= st.sent)
+            break;
+        if (!sending && now - t_sending_done > 10000000u) {
+            fprintf(stderr, "publisher: %llu replies missing after 10 s\n",
+                    (unsigned long long)(st.sent - st.acked));
+            break;
+        }
+        /* Fill the window as far as the schedule allows, then write. */
+        if (sending) {
+            uint64_t allow = allowed_by((double)(now - t0) / 1e6);
+            while (st.sent - st.acked < (uint64_t)opt.window && st.sent < allow &&
+                   (opt.count == 0 || st.sent < opt.count) && w_len + 4096 + (size_t)opt.pad < WBUF_SIZE)
+                append_event(st.sent);
+        }
+        while (writable && w_off < w_len) {
+            ssize_t w = send(fd, wbuf + w_off, w_len - w_off, MSG_NOSIGNAL);
+            if (w < 0) {
+                if (errno == EAGAIN)
+                    writable = false;
+                else if (errno != EINTR)
+                    closed = true;
+                if (closed)
+                    break;
+                continue;
+            }
+            w_off += (size_t)w;
+            st.bytes_out += (size_t)w;
+        }
+        if (w_off == w_len)
+            w_off = w_len = 0;
+        if (closed)
+            break;
+        /* Sleep until a reply, writability, or the next scheduled event. */
+        int timeout = 100;
+        if (sending && st.sent - st.acked < (uint64_t)opt.window)
+            timeout = 1;
+        struct epoll_event evs[4];
+        int n = epoll_wait(ep, evs, 4, timeout);
+        for (int k = 0; k < n; k++) {
+            if (evs[k].events & EPOLLOUT)
+                writable = true;
+            if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                for (;;) {
+                    ssize_t r = recv(fd, rbuf + r_len, RBUF_SIZE - r_len, 0);
+                    if (r < 0 && errno == EINTR)
+                        continue;
+                    if (r < 0 && errno == EAGAIN)
+                        break;
+                    if (r <= 0) {
+                        closed = true;
+                        break;
+                    }
+                    r_len += (size_t)r;
+                    uint64_t before = st.acked;
+                    if (parse_replies() != 0) {
+                        fprintf(stderr, "publisher: unreadable reply\n");
+                        closed = true;
+                        break;
+                    }
+                    if (st.acked != before)
+                        t_last_ack = bench_now_us();
+                }
+            }
+        }
+        if (closed) {
+            fprintf(stderr, "publisher: the server closed the connection\n");
+            break;
+        }
+    }
+    double elapsed = (double)(t_last_ack - t0) / 1e6;
+    double cpu = bench_cpu_s() - cpu0;
+    double rate = elapsed > 0 ? (double)st.acked / elapsed : 0;
+    if (opt.json) {
+        printf("{\"target\":\"%s\",\"execs\":%d,\"window\":%d,\"sent\":%llu,\"acked\":%llu,\"errors\":%llu,"
+               "\"pushes\":%llu,\"bytes_out\":%llu,\"elapsed_s\":%.3f,\"acked_per_s\":%.1f,\"cpu_s\":%.3f,"
+               "\"closed\":%s",
+               opt.http_url ? "http" : "unix", opt.execs, opt.window, (unsigned long long)st.sent,
+               (unsigned long long)st.acked, (unsigned long long)st.errors, (unsigned long long)st.pushes,
+               (unsigned long long)st.bytes_out, elapsed, rate, cpu, closed ? "true" : "false");
+        if (st.first_error[0]) {
+            printf(",\"first_error\":\"");
+            for (const char *e = st.first_error; *e; e++)
+                if (*e != '"' && *e != '\\' && (unsigned char)*e >= 0x20)
+                    putchar(*e);
+            putchar('"');
+        }
+        printf("}\n");
+    } else {
+        printf("publisher %s: sent %llu acked %llu errors %llu in %.3f s = %.0f/s; cpu %.3f s%s\n",
+               opt.http_url ? "http" : "unix", (unsigned long long)st.sent, (unsigned long long)st.acked,
+               (unsigned long long)st.errors, elapsed, rate, cpu, closed ? " (closed early)" : "");
+        if (st.first_error[0])
+            printf("first error: %s\n", st.first_error);
+    }
+    return closed || st.errors ? 1 : 0;
+}

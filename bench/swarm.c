@@ -1,0 +1,750 @@
+/* swarm: a subscriber swarm for load tests. One process, one thread, one epoll
+ * loop, raw non-blocking sockets. It opens N SSE or WebSocket connections spread
+ * over C executions, counts every event each one receives, and records the
+ * publish→receive latency from the "t_us" (CLOCK_MONOTONIC µs) that the
+ * publisher stamps into each event. Loopback only: it never resolves names.
+ *
+ * The HTTP it speaks is the least that works: one GET, a status line, headers
+ * up to the blank line, then either a chunked or a raw body (SSE) or
+ * unmasked server frames (WebSocket, after 101). Every parser keeps its state
+ * per connection, so a frame or a chunk split across reads is fine. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum { ST_FREE, ST_CONNECTING, ST_HEAD, ST_STREAM };
+enum { CK_SIZE, CK_EXT, CK_DATA, CK_DATA_END, CK_DONE };
+enum { MODE_SSE, MODE_WS };
+
+#define HEAD_MAX        16384
+#define CARRY_MAX       (4u << 20)
+#define HEAD_TIMEOUT_US 10000000ull
+
+typedef struct {
+    int fd;
+    uint8_t state;
+    uint8_t chunked;
+    uint8_t ck_state;
+    uint8_t done; /* got --expect events */
+    uint64_t ck_left;
+    char *carry; /* bytes of an unfinished line, frame or head */
+    uint32_t carry_len, carry_cap;
+    uint64_t events;
+    uint64_t since_us; /* when the current state began */
+    bool ever_streamed;
+} conn_t;
+
+static struct {
+    struct sockaddr_in addr;
+    char host[64];
+    int port;
+    char path[512];
+    char prefix[64];
+    int mode;
+    int conns, execs;
+    double duration;
+    double connect_rate;
+    uint64_t expect;
+    bool json;
+    const char *ready_file;
+    uint64_t hold_us;
+    int max_pending;
+    double connect_timeout;
+} opt = {.port = 8000,
+         .mode = MODE_SSE,
+         .conns = 10,
+         .execs = 1,
+         .duration = 10,
+         .max_pending = 256,
+         .connect_timeout = 60};
+
+static struct {
+    uint64_t events, other, connect_failures, fail_refused, fail_status, fail_timeout, fail_eof;
+    uint64_t disconnects, cycles, established, bytes;
+    uint64_t first_rx_us, last_rx_us;
+    int pending, active, done;
+    char first_error[160];
+} st;
+
+static bench_hist_t hist;
+static conn_t *conns;
+static int epfd;
+static int *queue; /* connections waiting to (re)connect, a ring */
+static int q_head, q_len;
+static char rbuf[256 * 1024];
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+static void note_error(const char *fmt, const char *what, int code)
+{
+    if (st.first_error[0] == '\0')
+        snprintf(st.first_error, sizeof st.first_error, fmt, what, code);
+}
+
+static void q_push(int i)
+{
+    queue[(q_head + q_len) % opt.conns] = i;
+    q_len++;
+}
+
+static int q_pop(void)
+{
+    int i = queue[q_head];
+    q_head = (q_head + 1) % opt.conns;
+    q_len--;
+    return i;
+}
+
+static int carry_reserve(conn_t *c, size_t need)
+{
+    if (need <= c->carry_cap)
+        return 0;
+    if (need > CARRY_MAX)
+        return -1;
+    size_t cap = c->carry_cap ? c->carry_cap : 512;
+    while (cap < need)
+        cap *= 2;
+    char *p = realloc(c->carry, cap);
+    if (!p)
+        return -1;
+    c->carry = p;
+    c->carry_cap = (uint32_t)cap;
+    return 0;
+}
+
+/* Closes c. A connection that had been streaming and did not reach --expect
+ * or its churn hold time counts as a disconnect; churn puts it back in the
+ * queue. */
+static void conn_close(int i, bool requeue)
+{
+    conn_t *c = &conns[i];
+    if (c->state == ST_STREAM) {
+        st.active--;
+        if (c->done)
+            st.done--;
+    } else if (c->state == ST_CONNECTING || c->state == ST_HEAD) {
+        st.pending--;
+    }
+    close(c->fd);
+    c->fd = -1;
+    c->state = ST_FREE;
+    c->carry_len = 0;
+    if (c->carry_cap > 65536) {
+        free(c->carry);
+        c->carry = NULL;
+        c->carry_cap = 0;
+    }
+    if (requeue)
+        q_push(i);
+}
+
+static void conn_fail(int i, uint64_t *reason, const char *what, int code)
+{
+    st.connect_failures++;
+    (*reason)++;
+    note_error("connect failure: %s %d", what, code);
+    conn_close(i, false);
+}
+
+static void conn_start(int i, uint64_t now)
+{
+    conn_t *c = &conns[i];
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        st.connect_failures++;
+        st.fail_refused++;
+        note_error("socket: %s %d", strerror(errno), errno);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->fd = fd;
+    c->state = ST_CONNECTING;
+    c->since_us = now;
+    c->ck_state = CK_SIZE;
+    c->chunked = 0;
+    c->done = 0;
+    c->events = 0;
+    c->carry_len = 0;
+    st.pending++;
+    if (connect(fd, (struct sockaddr *)&opt.addr, sizeof opt.addr) != 0 && errno != EINPROGRESS) {
+        conn_fail(i, &st.fail_refused, strerror(errno), errno);
+        return;
+    }
+    struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void send_request(int i)
+{
+    conn_t *c = &conns[i];
+    char req[1024], path[600];
+    /* The execution name replaces {exec} in the path template. */
+    const char *at = strstr(opt.path, "{exec}");
+    if (at)
+        snprintf(path, sizeof path, "%.*s%s%d%s", (int)(at - opt.path), opt.path, opt.prefix, i % opt.execs,
+                 at + 6);
+    else
+        snprintf(path, sizeof path, "%s", opt.path);
+    int n;
+    if (opt.mode == MODE_WS)
+        n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                     path, opt.host, opt.port);
+    else
+        n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n\r\n",
+                     path, opt.host, opt.port);
+    /* A few hundred bytes always fit an empty socket buffer. */
+    if (send(c->fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+        conn_fail(i, &st.fail_refused, "send", errno);
+        return;
+    }
+    c->state = ST_HEAD;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
+    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Counts one event and its latency, if it carries "t_us". */
+static void on_event(conn_t *c, const char *p, size_t n, uint64_t now)
+{
+    const char *t = memmem(p, n, "\"t_us\":", 7);
+    if (!t) {
+        st.other++;
+        return;
+    }
+    t += 7;
+    const char *end = p + n;
+    uint64_t v = 0;
+    while (t < end && *t >= '0' && *t <= '9')
+        v = v * 10 + (uint64_t)(*t++ - '0');
+    bench_hist_record(&hist, now > v ? now - v : 0);
+    st.events++;
+    if (st.first_rx_us == 0)
+        st.first_rx_us = now;
+    st.last_rx_us = now;
+    c->events++;
+    if (opt.expect && !c->done && c->events >= opt.expect) {
+        c->done = 1;
+        st.done++;
+    }
+}
+
+/* SSE: every complete "data:" line is one event (the servers under test send
+ * one data line per frame). Returns the bytes consumed: up to the last newline. */
+static size_t parse_sse(conn_t *c, const char *p, size_t n, uint64_t now)
+{
+    size_t off = 0;
+    for (;;) {
+        const char *nl = memchr(p + off, '\n', n - off);
+        if (!nl)
+            return off;
+        size_t len = (size_t)(nl - (p + off));
+        if (len >= 5 && memcmp(p + off, "data:", 5) == 0)
+            on_event(c, p + off + 5, len - 5, now);
+        off += len + 1;
+    }
+}
+
+/* WebSocket: server frames are not masked. Text, binary and continuation
+ * frames are scanned for an event; a ping is answered with a pong (masked
+ * with a zero key, as a client must mask); close ends the connection.
+ * Returns the bytes consumed, or -1 to close. */
+static long parse_ws(int i, const char *p, size_t n, uint64_t now)
+{
+    conn_t *c = &conns[i];
+    size_t off = 0;
+    while (n - off >= 2) {
+        const unsigned char *h = (const unsigned char *)p + off;
+        unsigned op = h[0] & 0x0f;
+        uint64_t plen = h[1] & 0x7f;
+        size_t hl = 2;
+        if (plen == 126) {
+            if (n - off < 4)
+                break;
+            plen = (uint64_t)h[2] << 8 | h[3];
+            hl = 4;
+        } else if (plen == 127) {
+            if (n - off < 10)
+                break;
+            plen = 0;
+            for (int k = 0; k < 8; k++)
+                plen = plen << 8 | h[2 + k];
+            hl = 10;
+        }
+        if (h[1] & 0x80)
+            hl += 4; /* a masked server frame is a protocol error; skip the key */
+        if (plen > CARRY_MAX)
+            return -1;
+        if (n - off < hl + plen)
+            break;
+        const char *pl = p + off + hl;
+        if (op == 0 || op == 1 || op == 2) {
+            on_event(c, pl, (size_t)plen, now);
+        } else if (op == 8) {
+            return -1;
+        } else if (op == 9 && plen <= 125) {
+            char pong[2 + 4 + 125];
+            pong[0] = (char)0x8a;
+            pong[1] = (char)(0x80 | plen);
+            memset(pong + 2, 0, 4);
+            memcpy(pong + 6, pl, (size_t)plen);
+            send(c->fd, pong, 6 + (size_t)plen, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        off += hl + (size_t)plen;
+    }
+    return (long)off;
+}
+
+/* Feeds decoded body bytes to the protocol parser, joining them to what was
+ * left over from the last read. Returns -1 to close. */
+static int feed(int i, const char *p, size_t n, uint64_t now)
+{
+    conn_t *c = &conns[i];
+    const char *buf = p;
+    size_t len = n;
+    if (c->carry_len) {
+        if (carry_reserve(c, (size_t)c->carry_len + n) != 0)
+            return -1;
+        memcpy(c->carry + c->carry_len, p, n);
+        c->carry_len += (uint32_t)n;
+        buf = c->carry;
+        len = c->carry_len;
+    }
+    long used = opt.mode == MODE_WS ? parse_ws(i, buf, len, now) : (long)parse_sse(c, buf, len, now);
+    if (used < 0)
+        return -1;
+    size_t rest = len - (size_t)used;
+    if (buf == c->carry) {
+        memmove(c->carry, c->carry + used, rest);
+        c->carry_len = (uint32_t)rest;
+    } else if (rest) {
+        if (carry_reserve(c, rest) != 0)
+            return -1;
+        memcpy(c->carry, buf + used, rest);
+        c->carry_len = (uint32_t)rest;
+    }
+    return 0;
+}
+
+/* Removes chunked framing in place, handing each run of payload to feed().
+ * Returns -1 to close (also at the last chunk: the stream is over). */
+static int dechunk(int i, char *p, size_t n, uint64_t now)
+{
+    conn_t *c = &conns[i];
+    size_t off = 0;
+    while (off < n) {
+        switch (c->ck_state) {
+        case CK_SIZE: {
+            char ch = p[off++];
+            int d = ch >= '0' && ch <= '9'   ? ch - '0'
+                    : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                    : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                             : -1;
+            if (d >= 0) {
+                c->ck_left = c->ck_left * 16 + (uint64_t)d;
+            } else if (ch == '\n') {
+                if (c->ck_left == 0)
+                    return -1;
+                c->ck_state = CK_DATA;
+            } else {
+                c->ck_state = CK_EXT;
+            }
+            break;
+        }
+        case CK_EXT:
+            if (p[off++] == '\n') {
+                if (c->ck_left == 0)
+                    return -1;
+                c->ck_state = CK_DATA;
+            }
+            break;
+        case CK_DATA: {
+            size_t take = n - off < c->ck_left ? n - off : (size_t)c->ck_left;
+            if (feed(i, p + off, take, now) != 0)
+                return -1;
+            off += take;
+            c->ck_left -= take;
+            if (c->ck_left == 0)
+                c->ck_state = CK_DATA_END;
+            break;
+        }
+        case CK_DATA_END:
+            if (p[off++] == '\n') {
+                c->ck_state = CK_SIZE;
+                c->ck_left = 0;
+            }
+            break;
+        default:
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int body(int i, char *p, size_t n, uint64_t now)
+{
+    if (n == 0)
+        return 0;
+    return conns[i].chunked ? dechunk(i, p, n, now) : feed(i, p, n, now);
+}
+
+/* Collects the response head; on a good status the rest of the read is body. */
+static void on_head(int i, const char *p, size_t n, uint64_t now)
+{
+    conn_t *c = &conns[i];
+    if (carry_reserve(c, (size_t)c->carry_len + n + 1) != 0 || c->carry_len + n > HEAD_MAX) {
+        conn_fail(i, &st.fail_status, "response head too large", 0);
+        return;
+    }
+    memcpy(c->carry + c->carry_len, p, n);
+    c->carry_len += (uint32_t)n;
+    c->carry[c->carry_len] = '\0';
+    char *end = memmem(c->carry, c->carry_len, "\r\n\r\n", 4);
+    if (!end)
+        return;
+    int status = 0;
+    if (sscanf(c->carry, "HTTP/1.%*d %d", &status) != 1)
+        status = 0;
+    int want = opt.mode == MODE_WS ? 101 : 200;
+    if (status != want) {
+        conn_fail(i, &st.fail_status, "HTTP status", status);
+        return;
+    }
+    *end = '\0';
+    c->chunked = opt.mode == MODE_SSE && strcasestr(c->carry, "\ntransfer-encoding: chunked") != NULL;
+    size_t head_len = (size_t)(end - c->carry) + 4;
+    static char rest[HEAD_MAX];
+    size_t rest_len = c->carry_len - head_len;
+    memcpy(rest, c->carry + head_len, rest_len);
+    c->carry_len = 0;
+    c->state = ST_STREAM;
+    c->since_us = now;
+    st.pending--;
+    st.active++;
+    st.established++;
+    if (body(i, rest, rest_len, now) != 0) {
+        st.disconnects++;
+        conn_close(i, false);
+    }
+}
+
+static void on_readable(int i, uint64_t now)
+{
+    conn_t *c = &conns[i];
+    for (int round = 0; round < 4 && c->state != ST_FREE; round++) {
+        ssize_t r = recv(c->fd, rbuf, sizeof rbuf, 0);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (r <= 0) {
+            if (c->state == ST_STREAM) {
+                st.disconnects++;
+                note_error("disconnect: %s %d", r == 0 ? "eof" : strerror(errno), errno);
+                conn_close(i, opt.hold_us != 0);
+            } else {
+                conn_fail(i, &st.fail_eof, r == 0 ? "eof before response" : strerror(errno), errno);
+            }
+            return;
+        }
+        st.bytes += (uint64_t)r;
+        now = bench_now_us();
+        if (c->state == ST_HEAD) {
+            on_head(i, rbuf, (size_t)r, now);
+        } else if (body(i, rbuf, (size_t)r, now) != 0) {
+            st.disconnects++;
+            conn_close(i, opt.hold_us != 0);
+            return;
+        }
+        if ((size_t)r < sizeof rbuf)
+            return;
+    }
+}
+
+static void on_event_fd(int i, uint32_t events, uint64_t now)
+{
+    conn_t *c = &conns[i];
+    if (c->state == ST_CONNECTING) {
+        int err = 0;
+        socklen_t sl = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &sl);
+        if (err) {
+            conn_fail(i, &st.fail_refused, strerror(err), err);
+            return;
+        }
+        if (events & (EPOLLOUT | EPOLLIN))
+            send_request(i);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))
+        on_readable(i, now);
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: swarm --url http://127.0.0.1:PORT/path/{exec}/... [options]\n"
+                    "  --mode sse|ws          transport (default sse)\n"
+                    "  --conns N              connections (default 10)\n"
+                    "  --execs C              executions; connection i reads exec i%%C (default 1)\n"
+                    "  --prefix P             execution name prefix for {exec} (default bench-)\n"
+                    "  --duration S           seconds to run once every connection is up (default 10)\n"
+                    "  --connect-rate R       new connections per second, 0 = as fast as allowed\n"
+                    "  --max-pending K        connections being set up at once (default 256)\n"
+                    "  --connect-timeout S    give up waiting for the swarm to be up (default 60)\n"
+                    "  --expect N             events each execution will get; stop when all have them\n"
+                    "  --hold-ms MS           churn: close each stream after MS and reconnect\n"
+                    "  --ready-file F         create F once every connection is up (or failed)\n"
+                    "  --json                 print a JSON summary on stdout\n");
+}
+
+static int parse_url(const char *url)
+{
+    const char *p = url;
+    if (strncmp(p, "http://", 7) == 0)
+        p += 7;
+    else if (strncmp(p, "ws://", 5) == 0)
+        p += 5;
+    const char *colon = strchr(p, ':'), *slash = strchr(p, '/');
+    if (!slash)
+        return -1;
+    size_t hl = (size_t)((colon && colon < slash ? colon : slash) - p);
+    if (hl >= sizeof opt.host)
+        return -1;
+    memcpy(opt.host, p, hl);
+    opt.host[hl] = '\0';
+    opt.port = colon && colon < slash ? atoi(colon + 1) : 80;
+    snprintf(opt.path, sizeof opt.path, "%s", slash);
+    if (strcmp(opt.host, "localhost") == 0)
+        strcpy(opt.host, "127.0.0.1");
+    opt.addr.sin_family = AF_INET;
+    opt.addr.sin_port = htons((uint16_t)opt.port);
+    if (inet_pton(AF_INET, opt.host, &opt.addr.sin_addr) != 1)
+        return -1;
+    /* Loopback only: this is a tool for this machine, not a load generator
+     * to point at someone else's server. */
+    if ((ntohl(opt.addr.sin_addr.s_addr) >> 24) != 127)
+        return -1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {{"url", 1, 0, 'u'},
+                                       {"mode", 1, 0, 'm'},
+                                       {"conns", 1, 0, 'n'},
+                                       {"execs", 1, 0, 'c'},
+                                       {"prefix", 1, 0, 'P'},
+                                       {"duration", 1, 0, 'd'},
+                                       {"connect-rate", 1, 0, 'r'},
+                                       {"max-pending", 1, 0, 'k'},
+                                       {"expect", 1, 0, 'e'},
+                                       {"hold-ms", 1, 0, 'H'},
+                                       {"ready-file", 1, 0, 'R'},
+                                       {"json", 0, 0, 'j'},
+                                       {"connect-timeout", 1, 0, 'T'},
+                                       {"help", 0, 0, 'h'},
+                                       {0, 0, 0, 0}};
+    const char *url = NULL;
+    snprintf(opt.prefix, sizeof opt.prefix, "bench-");
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (ch) {
+        case 'u':
+            url = optarg;
+            break;
+        case 'm':
+            opt.mode = strcmp(optarg, "ws") == 0 ? MODE_WS : MODE_SSE;
+            break;
+        case 'n':
+            opt.conns = atoi(optarg);
+            break;
+        case 'c':
+            opt.execs = atoi(optarg);
+            break;
+        case 'P':
+            snprintf(opt.prefix, sizeof opt.prefix, "%s", optarg);
+            break;
+        case 'd':
+            opt.duration = atof(optarg);
+            break;
+        case 'r':
+            opt.connect_rate = atof(optarg);
+            break;
+        case 'k':
+            opt.max_pending = atoi(optarg);
+            break;
+        case 'e':
+            opt.expect = strtoull(optarg, NULL, 10);
+            break;
+        case 'H':
+            opt.hold_us = strtoull(optarg, NULL, 10) * 1000u;
+            break;
+        case 'R':
+            opt.ready_file = optarg;
+            break;
+        case 'j':
+            opt.json = true;
+            break;
+        case 'T':
+            opt.connect_timeout = atof(optarg);
+            break;
+        default:
+            usage();
+            return 2;
+        }
+    }
+    if (!url || parse_url(url) != 0 || opt.conns < 1 || opt.execs < 1 || opt.max_pending < 1) {
+        usage();
+        fprintf(stderr, "swarm: need --url http://127.x.x.x:PORT/path (loopback only)\n");
+        return 2;
+    }
+    long nofile = bench_raise_nofile();
+    if (nofile > 0 && opt.conns + 16 > nofile) {
+        fprintf(stderr, "swarm: %d connections need more than the open-files limit %ld\n", opt.conns, nofile);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+
+    conns = calloc((size_t)opt.conns, sizeof *conns);
+    queue = calloc((size_t)opt.conns, sizeof *queue);
+    if (!conns || !queue)
+        return 1;
+    for (int i = 0; i < opt.conns; i++) {
+        conns[i].fd = -1;
+        q_push(i);
+    }
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    double cpu0 = bench_cpu_s();
+    uint64_t t0 = bench_now_us(), ready_us = 0, end_us = 0;
+    uint64_t started = 0;
+    struct epoll_event evs[512];
+
+    while (!stop_flag) {
+        uint64_t now = bench_now_us();
+        /* Start as many connections as the rate and the pending cap allow. */
+        while (q_len > 0 && st.pending < opt.max_pending) {
+            if (opt.connect_rate > 0 && (double)started >= opt.connect_rate * (double)(now - t0) / 1e6 + 1)
+                break;
+            conn_start(q_pop(), now);
+            started++;
+        }
+        if (!ready_us) {
+            int initial_left = opt.conns - (int)(st.established + st.connect_failures);
+            bool timed_out = (double)(now - t0) / 1e6 > opt.connect_timeout;
+            if (initial_left <= 0 || timed_out) {
+                ready_us = now;
+                end_us = now + (uint64_t)(opt.duration * 1e6);
+                fprintf(stderr, "swarm: %llu/%d up in %.2f s, %llu failed%s\n",
+                        (unsigned long long)st.established, opt.conns, (double)(now - t0) / 1e6,
+                        (unsigned long long)st.connect_failures, timed_out ? " (connect timeout)" : "");
+                if (opt.ready_file) {
+                    FILE *f = fopen(opt.ready_file, "w");
+                    if (f) {
+                        fprintf(f, "%llu\n", (unsigned long long)st.established);
+                        fclose(f);
+                    }
+                }
+            }
+        }
+        if (ready_us && now >= end_us)
+            break;
+        if (ready_us && opt.expect && st.active > 0 && st.done >= st.active)
+            break;
+        /* Churn and head timeouts need a look at the clock every few ms; a
+         * linear pass is fine at the tens of thousands this tool allows. */
+        if (opt.hold_us || st.pending) {
+            for (int i = 0; i < opt.conns; i++) {
+                conn_t *c = &conns[i];
+                if (c->state == ST_STREAM && opt.hold_us && now - c->since_us >= opt.hold_us) {
+                    st.cycles++;
+                    conn_close(i, true);
+                } else if ((c->state == ST_HEAD || c->state == ST_CONNECTING) &&
+                           now - c->since_us > HEAD_TIMEOUT_US) {
+                    conn_fail(i, &st.fail_timeout, "timeout", 0);
+                }
+            }
+        }
+        int timeout = (q_len > 0 || opt.hold_us || st.pending) ? 5 : 50;
+        int n = epoll_wait(epfd, evs, 512, timeout);
+        now = bench_now_us();
+        for (int k = 0; k < n; k++) {
+            int i = (int)evs[k].data.u32;
+            if (conns[i].state != ST_FREE)
+                on_event_fd(i, evs[k].events, now);
+        }
+    }
+    uint64_t t_end = bench_now_us();
+    double cpu = bench_cpu_s() - cpu0;
+
+    /* Loss: what every connection that got its stream should have had. */
+    uint64_t expected = 0, lost = 0;
+    if (opt.expect) {
+        for (int i = 0; i < opt.conns; i++) {
+            if (conns[i].state != ST_STREAM)
+                continue;
+            expected += opt.expect;
+            if (conns[i].events < opt.expect)
+                lost += opt.expect - conns[i].events;
+        }
+    }
+    double span = st.last_rx_us > st.first_rx_us ? (double)(st.last_rx_us - st.first_rx_us) / 1e6 : 0;
+    double rate = span > 0 ? (double)st.events / span : 0;
+    double run_s = ready_us ? (double)(t_end - ready_us) / 1e6 : 0;
+    if (opt.json) {
+        printf("{\"mode\":\"%s\",\"conns\":%d,\"execs\":%d,\"established\":%llu,\"connect_failures\":%llu,"
+               "\"fail_refused\":%llu,\"fail_status\":%llu,\"fail_timeout\":%llu,\"fail_eof\":%llu,"
+               "\"disconnects\":%llu,\"cycles\":%llu,\"connect_s\":%.3f,\"run_s\":%.3f,"
+               "\"events\":%llu,\"other\":%llu,\"bytes\":%llu,\"span_s\":%.3f,\"events_per_s\":%.1f,"
+               "\"expected\":%llu,\"lost\":%llu,"
+               "\"lat_us\":{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,\"max\":%llu},\"cpu_s\":%.3f",
+               opt.mode == MODE_WS ? "ws" : "sse", opt.conns, opt.execs, (unsigned long long)st.established,
+               (unsigned long long)st.connect_failures, (unsigned long long)st.fail_refused,
+               (unsigned long long)st.fail_status, (unsigned long long)st.fail_timeout,
+               (unsigned long long)st.fail_eof, (unsigned long long)st.disconnects,
+               (unsigned long long)st.cycles, ready_us ? (double)(ready_us - t0) / 1e6 : -1.0, run_s,
+               (unsigned long long)st.events, (unsigned long long)st.other, (unsigned long long)st.bytes,
+               span, rate, (unsigned long long)expected, (unsigned long long)lost,
+               (unsigned long long)bench_hist_pct(&hist, 50), (unsigned long long)bench_hist_pct(&hist, 90),
+               (unsigned long long)bench_hist_pct(&hist, 99), (unsigned long long)hist.max, cpu);
+        if (st.first_error[0]) {
+            printf(",\"first_error\":\"");
+            for (const char *e = st.first_error; *e; e++)
+                if (*e != '"' && *e != '\\')
+                    putchar(*e);
+            putchar('"');
+        }
+        printf("}\n");
+    } else {
+        printf("swarm %s: %llu/%d up (%llu failed, %llu disconnects, %llu cycles)\n",
+               opt.mode == MODE_WS ? "ws" : "sse", (unsigned long long)st.established, opt.conns,
+               (unsigned long long)st.connect_failures, (unsigned long long)st.disconnects,
+               (unsigned long long)st.cycles);
+        printf("events %llu (other %llu) over %.3f s = %.0f/s; lost %llu of %llu\n",
+               (unsigned long long)st.events, (unsigned long long)st.other, span, rate,
+               (unsigned long long)lost, (unsigned long long)expected);
+        printf("latency us p50 %llu p90 %llu p99 %llu max %llu; swarm cpu %.3f s\n",
+               (unsigned long long)bench_hist_pct(&hist, 50), (unsigned long long)bench_hist_pct(&hist, 90),
+               (unsigned long long)bench_hist_pct(&hist, 99), (unsigned long long)hist.max, cpu);
+        if (st.first_error[0])
+            printf("first error: %s\n", st.first_error);
+    }
+    return 0;
+}
