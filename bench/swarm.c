@@ -62,6 +62,7 @@ static struct {
     uint64_t hold_us;
     int max_pending;
     double connect_timeout;
+    double idle_exit;
 } opt = {.port = 8000,
          .mode = MODE_SSE,
          .conns = 10,
@@ -509,6 +510,7 @@ static void usage(void)
                     "  --connect-timeout S    give up waiting for the swarm to be up (default 60)\n"
                     "  --expect N             events each execution will get; stop when all have them\n"
                     "  --hold-ms MS           churn: close each stream after MS and reconnect\n"
+                    "  --idle-exit S          stop when no event has come for S seconds (after the first)\n"
                     "  --ready-file F         create F once every connection is up (or failed)\n"
                     "  --json                 print a JSON summary on stdout\n");
 }
@@ -558,6 +560,7 @@ int main(int argc, char **argv)
                                        {"ready-file", 1, 0, 'R'},
                                        {"json", 0, 0, 'j'},
                                        {"connect-timeout", 1, 0, 'T'},
+                                       {"idle-exit", 1, 0, 'I'},
                                        {"help", 0, 0, 'h'},
                                        {0, 0, 0, 0}};
     const char *url = NULL;
@@ -603,6 +606,9 @@ int main(int argc, char **argv)
             break;
         case 'T':
             opt.connect_timeout = atof(optarg);
+            break;
+        case 'I':
+            opt.idle_exit = atof(optarg);
             break;
         default:
             usage();
@@ -667,6 +673,10 @@ int main(int argc, char **argv)
         if (ready_us && now >= end_us)
             break;
         if (ready_us && opt.expect && st.active > 0 && st.done >= st.active)
+            break;
+        /* Once traffic has started, a quiet spell means the publisher is done. */
+        if (ready_us && opt.idle_exit > 0 && st.last_rx_us &&
+            now - st.last_rx_us > (uint64_t)(opt.idle_exit * 1e6))
             break;
         /* Churn and head timeouts need a look at the clock every few ms; a
          * linear pass is fine at the tens of thousands this tool allows. */
