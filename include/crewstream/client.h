@@ -152,7 +152,7 @@ typedef struct crewstream_options {
     const char *socket_path;
     /**
      * How long crewstream_connect() keeps trying (with backoff) when the daemon is not there yet.
-     * 0 (default): one attempt, so a missing daemon is reported at once.
+     * 0 (default): one attempt, so a missing daemon is reported at once. Negative: without limit.
      */
     int connect_timeout_ms;
     /** The most lines that may be posted and not yet acknowledged. 0: 1024. */
@@ -164,7 +164,8 @@ typedef struct crewstream_options {
     unsigned ack_history;
     /**
      * How long crewstream_post() waits for room when the window is full, reading acks (and
-     * reconnecting) meanwhile. 0: 30000 ms. Negative: do not wait; return -EAGAIN at once.
+     * reconnecting) meanwhile. 0: 30000 ms. Negative: do not wait: one non-blocking pass of I/O
+     * (acks that already arrived make room), then -EAGAIN when the window is still full.
      */
     int post_timeout_ms;
     /** The first reconnection delay after a failed attempt; it doubles on every failure. 0: 50 ms. */

@@ -73,6 +73,7 @@ typedef struct wire {
     struct wire *next;
     int kind;
     int started; /* some of its bytes were written */
+    int replied; /* refused "too_large" before it was all written: write the rest, expect no reply */
     const char *line;
     size_t len;
     char *own; /* the line's memory when it is not an entry's */
@@ -572,6 +573,31 @@ static void on_push(crewstream_client_t *c, json_t *o, const char *line, size_t 
     }
 }
 
+/*
+ * The daemon refuses a line longer than its limits.max_event_bytes as soon as it has read that
+ * much, and skips the rest up to the newline: the reply can come while the line is still being
+ * written. Takes it as the line's ack, and keeps the line's bytes (the entry lets go of them) so
+ * that write_some finishes the line, whose end the daemon waits for, before the next one.
+ */
+static int too_large_early(crewstream_client_t *c, wire_t *w, json_t *o)
+{
+    const char *code = json_string_value(json_object_get(o, "error"));
+    entry_t *e;
+
+    if (w->kind != W_EVENT || !w->started || w->replied || w->ticket != c->first_unacked ||
+        !json_is_false(json_object_get(o, "ok")) || json_object_get(o, "op") != NULL || code == NULL ||
+        strcmp(code, "too_large") != 0)
+        return 0;
+    e = slot(c, w->ticket);
+    w->own = e->line;
+    e->line = NULL;
+    w->replied = 1;
+    c->good = 1;
+    c->backoff_ms = c->backoff_init;
+    on_event_reply(c, w, o);
+    return 1;
+}
+
 /* Handles one line from the daemon; returns 0, or -EPROTO after dropping the connection. */
 static int handle_line(crewstream_client_t *c, const char *line, size_t len)
 {
@@ -592,9 +618,13 @@ static int handle_line(crewstream_client_t *c, const char *line, size_t len)
         return 0;
     }
     w = c->whead;
+    if (w != NULL && w == c->wsend && too_large_early(c, w, o)) {
+        json_decref(o);
+        return 0;
+    }
     if (w == NULL || w == c->wsend || !json_is_boolean(json_object_get(o, "ok"))) {
         json_decref(o);
-        return protocol_error(c, w == NULL ? "a reply to nothing" : "not a reply");
+        return protocol_error(c, w == NULL || w == c->wsend ? "a reply to nothing" : "not a reply");
     }
     switch (w->kind) {
     case W_EVENT:
@@ -711,9 +741,12 @@ static void write_some(crewstream_client_t *c)
             size_t rem = c->wsend->len - c->wsend_off;
             c->wsend->started = 1;
             if (left >= rem) {
+                wire_t *done = c->wsend;
                 left -= rem;
                 c->wsend = c->wsend->next;
                 c->wsend_off = 0;
+                if (done->replied && done == c->whead) /* acknowledged already: nothing more to expect */
+                    wire_free(wire_pop(c));
             } else {
                 c->wsend_off += left;
                 left = 0;
@@ -853,7 +886,7 @@ int crewstream_connect(crewstream_client_t **out, const crewstream_options_t *op
         goto fail;
     }
     rc = try_connect(c);
-    if (rc < 0 && opts->connect_timeout_ms > 0)
+    if (rc < 0 && opts->connect_timeout_ms != 0)
         rc = run(c, opts->connect_timeout_ms, conn_pred, NULL);
     if (rc < 0)
         goto fail;
@@ -990,7 +1023,8 @@ int crewstream_post(crewstream_client_t *c, const char *event_json, crewstream_t
     if (rc < 0)
         return rc;
     if (!room_pred(c, NULL)) {
-        rc = c->post_timeout_ms < 0 ? -ETIMEDOUT : run(c, c->post_timeout_ms, room_pred, NULL);
+        /* Negative: no waiting, but acks that already arrived make room (a retry loop gets in). */
+        rc = run(c, c->post_timeout_ms < 0 ? 0 : c->post_timeout_ms, room_pred, NULL);
         if (rc < 0) {
             if (rc == -ETIMEDOUT) {
                 set_err(c, "post: %u lines are waiting for their acks (max_unacked)", c->max_unacked);

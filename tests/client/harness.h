@@ -31,6 +31,7 @@ typedef struct {
     char sock[128];
     int port;
     pid_t pid;
+    const char *config; /* a configuration file for --config, or NULL */
 } daemon_t;
 
 static __attribute__((unused)) void h_sleep_ms(int ms)
@@ -57,9 +58,13 @@ static __attribute__((unused)) int h_free_port(void)
 static __attribute__((unused)) int h_unix_accepts(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0), ok;
+    size_t n = strlen(path);
+    int fd, ok;
 
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    if (n >= sizeof(sa.sun_path))
+        return 0;
+    memcpy(sa.sun_path, path, n + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
     ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
     close(fd);
     return ok;
@@ -87,7 +92,12 @@ static __attribute__((unused)) void daemon_spawn(daemon_t *d)
     REQUIRE(d->pid >= 0);
     if (d->pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test that dies (REQUIRE, alarm) takes its daemon along */
-        execl(d->bin, d->bin, "--listen", listen, "--socket", d->sock, "--log-level", "warn", (char *)NULL);
+        if (d->config != NULL)
+            execl(d->bin, d->bin, "--config", d->config, "--listen", listen, "--socket", d->sock,
+                  "--log-level", "warn", (char *)NULL);
+        else
+            execl(d->bin, d->bin, "--listen", listen, "--socket", d->sock, "--log-level", "warn",
+                  (char *)NULL);
         perror("exec crewstreamd");
         _exit(127);
     }

@@ -389,6 +389,107 @@ static void test_no_reconnect(void)
     crewstream_close(c);
 }
 
+/*
+ * A daemon whose limits.max_event_bytes is smaller than the library's max_line_bytes refuses a long
+ * line with "too_large" as soon as it has read past its limit, while the library is still writing
+ * the line: that reply is the line's ack (ok = 0), the rest of the line is written and skipped by
+ * the daemon, and the connection goes on (it used to be dropped and the line resent without end).
+ */
+static void test_too_large_for_daemon(void)
+{
+    static daemon_t small;
+    crewstream_options_t o;
+    crewstream_client_t *c = NULL;
+    crewstream_ticket_t t1, t2;
+    crewstream_ack_t a;
+    crewstream_stats_t st;
+    char cfg[128];
+    size_t n = 4u << 20;
+    char *ev = malloc(n + 64);
+    FILE *f;
+
+    REQUIRE(ev != NULL);
+    memset(&small, 0, sizeof(small));
+    small.bin = D.bin;
+    snprintf(small.dir, sizeof(small.dir), "%s", D.dir);
+    snprintf(small.sock, sizeof(small.sock), "%s/small.sock", D.dir);
+    snprintf(cfg, sizeof(cfg), "%s/small.json", D.dir);
+    f = fopen(cfg, "w");
+    REQUIRE(f != NULL);
+    fputs("{\"limits\":{\"max_event_bytes\":65536}}\n", f);
+    fclose(f);
+    small.config = cfg;
+    daemon_start(&small);
+
+    crewstream_options_init(&o);
+    o.socket_path = small.sock;
+    o.max_line_bytes = 8u << 20;
+    REQUIRE(crewstream_connect(&c, &o) == 0);
+    int k = snprintf(ev, 64, "{\"execution_id\":\"tl-1\",\"type\":\"log\",\"m\":\"");
+    memset(ev + k, 'x', n);
+    memcpy(ev + k + n, "\"}", 3);
+    REQUIRE(crewstream_post(c, ev, &t1) == 0);
+    REQUIRE(crewstream_post(c, "{\"execution_id\":\"tl-1\",\"type\":\"log\"}", &t2) == 0);
+    CHECK(crewstream_wait(c, t1, 10000, &a) == 0);
+    CHECK(!a.ok && strcmp(a.error, "too_large") == 0 && !a.resent);
+    CHECK(crewstream_wait(c, t2, 10000, &a) == 0);
+    CHECK(a.ok && a.seq == 1);
+    crewstream_stats(c, &st);
+    CHECK(st.connections == 1 && st.resent == 0 && st.refused == 1);
+    CHECK(crewstream_ping(c, 5000) == 0);
+    crewstream_close(c);
+    free(ev);
+    daemon_stop(&small);
+    unlink(small.sock);
+    unlink(cfg);
+}
+
+/* post_timeout_ms < 0 waits for nothing, yet acks that already arrived make room: a retry loop gets in. */
+static void test_post_retry_loop(void)
+{
+    crewstream_options_t o;
+    crewstream_client_t *c;
+    struct timespec t0, t1;
+    int rc = 0;
+    long ms = 0;
+
+    crewstream_options_init(&o);
+    o.max_unacked = 2;
+    o.post_timeout_ms = -1;
+    c = open_client(&o);
+    for (int i = 0; i < 2; i++)
+        CHECK(crewstream_post(c, "{\"execution_id\":\"rl-1\",\"type\":\"log\"}", NULL) == 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 5; i++) {
+        do {
+            rc = crewstream_post(c, "{\"execution_id\":\"rl-1\",\"type\":\"log\"}", NULL);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        } while (rc == -EAGAIN && ms < 5000);
+        CHECK(rc == 0);
+    }
+    CHECK(crewstream_flush(c, 5000) == 0);
+    crewstream_close(c);
+}
+
+/* connect_timeout_ms < 0 keeps trying without limit: here until the daemon comes up. */
+static void test_connect_waits(void)
+{
+    crewstream_options_t o;
+    crewstream_client_t *c = NULL;
+
+    daemon_stop(&D);
+    daemon_spawn(&D);
+    crewstream_options_init(&o);
+    o.socket_path = D.sock;
+    o.connect_timeout_ms = -1;
+    CHECK(crewstream_connect(&c, &o) == 0);
+    if (c != NULL)
+        CHECK(crewstream_ping(c, 5000) == 0);
+    crewstream_close(c);
+    daemon_ready(&D);
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 2);
@@ -404,6 +505,9 @@ int main(int argc, char **argv)
     RUN(test_tickets);
     RUN(test_window);
     RUN(test_no_reconnect);
+    RUN(test_too_large_for_daemon);
+    RUN(test_post_retry_loop);
+    RUN(test_connect_waits);
     daemon_fini(&D);
     CT_DONE();
 }
