@@ -8,7 +8,11 @@
  * the daemon restarts), the library reconnects with exponential backoff and resends, in
  * order, every line that was not acknowledged. Every event carries an event_id fixed
  * before its first send, so a line that the daemon had already stored is acknowledged
- * again with its original seq instead of being stored twice: exactly once.
+ * again with its original seq instead of being stored twice: each posted line is
+ * acknowledged exactly once. A daemon recognises the line only while it still holds the
+ * event: a restarted daemon starts empty, so a line the old one stored but never
+ * acknowledged is stored by the new one too, and events the old one acknowledged are not
+ * in the new one's history. docs/client.md spells this out.
  *
  * Conventions:
  * - Functions that return int return 0 (or a count where documented) on success and a
@@ -39,6 +43,8 @@
  *                 the connection could not be (re-)established: the error of the last
  *                 connect(2) attempt. crewstream_connect returns it at once; other calls
  *                 return it when their timeout passes while the client is disconnected.
+ *   ENOTCONN      the timeout passed while disconnected before any reconnection attempt was
+ *                 due (e.g. the connection broke during a call with timeout 0).
  *   EPIPE         the connection broke and the client was opened with no_reconnect.
  *   ERANGE        crewstream_wait: the ticket was never issued by this client, or its
  *                 ack is older than the retained history (see ack_history).
@@ -211,37 +217,46 @@ typedef struct crewstream_stats {
     uint64_t reserved[8];
 } crewstream_stats_t;
 
-/** Fills *opts with the defaults (all zero). */
+/** Fills *opts with the defaults (all zero). NULL is accepted. */
 CREWSTREAM_API void crewstream_options_init(crewstream_options_t *opts);
 
 /**
  * Writes the default socket path (see crewstream_options_t.socket_path) into buf, NUL-terminated.
- * Returns its length, or -ENAMETOOLONG when it does not fit in size bytes (or in a socket address).
+ * Returns its length, -ENAMETOOLONG when it does not fit in size bytes or in a socket address
+ * (buf is then ""), or -EINVAL when buf is NULL.
  */
 CREWSTREAM_API int crewstream_default_socket_path(char *buf, size_t size);
 
 /**
  * Connects to the daemon and stores the new client in *out. opts may be NULL for all defaults.
- * On failure *out is set to NULL and the error of the last attempt is returned, e.g. -ENOENT
- * (no socket at that path), -ECONNREFUSED (a socket file nobody listens on), -EACCES.
+ * Makes one attempt, or keeps trying for opts->connect_timeout_ms. Once connected, the client
+ * reconnects by itself (unless no_reconnect). On failure *out is set to NULL, nothing stays
+ * allocated, and the error of the last attempt is returned, e.g. -ENOENT (no socket at that
+ * path), -ECONNREFUSED (a socket file nobody listens on), -EACCES; or -ENAMETOOLONG, -ENOMEM,
+ * -EINVAL (out is NULL).
  */
 CREWSTREAM_API int crewstream_connect(crewstream_client_t **out, const crewstream_options_t *opts);
 
 /**
  * Closes the connection and frees the client. Lines not yet acknowledged and answers not yet
- * collected are dropped: call crewstream_flush() first to keep them. NULL is accepted.
+ * collected are dropped (a dropped line may or may not have been stored): call crewstream_flush()
+ * first to keep them. NULL is accepted. Never call it from a callback.
  */
 CREWSTREAM_API void crewstream_close(crewstream_client_t *c);
 
 /**
  * Queues one event and writes as much as the socket takes, without waiting for the reply.
  * event_json is one JSON object (surrounding whitespace allowed); the library adds a lower-case
- * UUID v4 "event_id" when it has none, so that a resend after a reconnection is idempotent, and
- * sends it as one compact line. Objects with an "op" member are refused (-EINVAL): use
+ * UUID v4 "event_id" as its first member when it has none, so that a resend after a reconnection
+ * is idempotent, and sends the program's text otherwise untouched on one line (line breaks
+ * between tokens become spaces). Objects with an "op" member are refused (-EINVAL): use
  * crewstream_ping() and crewstream_await_answer(). The daemon checks the fields; its refusal
  * comes back as an ack with ok = 0. When the window is full, waits as post_timeout_ms says.
  * A disconnected client queues the line and sends it after reconnecting. On success stores the
- * ticket in *ticket (which may be NULL) and returns 0; on failure queues nothing.
+ * ticket in *ticket (which may be NULL) and returns 0. Fails with -EINVAL, -EMSGSIZE, -ENOMEM,
+ * -EPIPE (no_reconnect, connection broken), -EAGAIN (window full for post_timeout_ms), or a
+ * connect error (window full while disconnected); a failed post queues nothing and takes no
+ * ticket. Otherwise it does not block: one non-blocking pass of I/O (which may call on_ack).
  */
 CREWSTREAM_API int crewstream_post(crewstream_client_t *c, const char *event_json,
                                    crewstream_ticket_t *ticket);
@@ -249,9 +264,11 @@ CREWSTREAM_API int crewstream_post(crewstream_client_t *c, const char *event_jso
 /**
  * Waits up to timeout_ms for the ack of ticket and copies it into *ack (which may be NULL).
  * Returns 0 when the ack is in, whether the daemon stored the event or refused it (look at
- * ack->ok); -ETIMEDOUT (or a connect error, see above) when it did not come in time; -ERANGE for
- * a ticket that was never issued or whose ack is no longer retained. A ticket may be waited for
- * any number of times.
+ * ack->ok); since acks come in order, every earlier ticket is then acknowledged too. Returns
+ * -ETIMEDOUT (or a connect error, see above) when it did not come in time (the line stays
+ * queued); -ERANGE for a ticket that was never issued or whose ack is no longer retained (it is
+ * kept until max_unacked + ack_history newer tickets are posted). A ticket may be waited for any
+ * number of times.
  */
 CREWSTREAM_API int crewstream_wait(crewstream_client_t *c, crewstream_ticket_t ticket, int timeout_ms,
                                    crewstream_ack_t *ack);
@@ -259,13 +276,15 @@ CREWSTREAM_API int crewstream_wait(crewstream_client_t *c, crewstream_ticket_t t
 /**
  * Waits up to timeout_ms until every posted event is acknowledged. Returns 0 when none is
  * outstanding (refused events count as acknowledged; see on_ack or crewstream_stats()), else
- * -ETIMEDOUT or a connect error.
+ * -ETIMEDOUT, a connect error, or -EPIPE.
  */
 CREWSTREAM_API int crewstream_flush(crewstream_client_t *c, int timeout_ms);
 
 /**
- * Sends {"op":"ping"} behind everything already queued and waits up to timeout_ms for the pong.
- * Since replies come in order, a 0 return also means every event posted before is acknowledged.
+ * Sends {"op":"ping"} behind everything already queued and waits up to timeout_ms for the pong
+ * (sending the ping again on a new connection if the old one broke). Returns 0, -ETIMEDOUT, a
+ * connect error, or -EPIPE. Since replies come in order, a 0 return also means every event posted
+ * before is acknowledged.
  */
 CREWSTREAM_API int crewstream_ping(crewstream_client_t *c, int timeout_ms);
 
@@ -277,8 +296,9 @@ CREWSTREAM_API int crewstream_ping(crewstream_client_t *c, int timeout_ms);
  * {"op":"await"} and waits for the push. The request may still be unacknowledged in the window:
  * the await is sent behind it. After a reconnection the library sends await again for every
  * request still awaited. Returns 0, -ETIMEDOUT (the request stays awaited: a later call can still
- * get the answer), -ESRCH when the daemon does not know the request, or another error above.
- * The same answer may be asked for again; it is returned each time.
+ * get the answer), -ESRCH when the daemon does not know the request, -EINVAL for NULL or empty
+ * arguments or ids the daemon refuses, or another error above. *out is zeroed first. The same
+ * answer may be asked for again; it is returned each time.
  */
 CREWSTREAM_API int crewstream_await_answer(crewstream_client_t *c, const char *execution_id,
                                            const char *request_event_id, int timeout_ms,
@@ -288,27 +308,31 @@ CREWSTREAM_API int crewstream_await_answer(crewstream_client_t *c, const char *e
 CREWSTREAM_API void crewstream_answer_clear(crewstream_answer_t *answer);
 
 /**
- * Does the client's pending I/O for up to timeout_ms: writes queued lines, reads acks and pushes
- * (calling on_ack and on_answer), reconnects when due. Returns 0 when the time is up, or a connect
- * error when the timeout passed while disconnected. For programs with their own poll loop: wait
- * for crewstream_fd() and call this with timeout 0.
+ * Does the client's pending I/O for timeout_ms (always that long; 0: one non-blocking pass): writes
+ * queued lines, reads acks and pushes (calling on_ack and on_answer), reconnects when due. Returns
+ * 0 when connected at the end, else the last connect error (-ENOTCONN when no attempt was due yet),
+ * -EPIPE for a no_reconnect client whose connection broke, -EINVAL for NULL. For programs with
+ * their own poll loop: poll crewstream_fd() and call this with timeout 0.
  */
 CREWSTREAM_API int crewstream_process(crewstream_client_t *c, int timeout_ms);
 
 /**
- * The connected socket's file descriptor, or -1 while disconnected. For polling (POLLIN, and
- * POLLOUT when crewstream_pending() is not 0) and for tests; do not read, write or close it.
- * shutdown(2) on it simulates a broken connection.
+ * The connected socket's file descriptor, or -1 while disconnected; it changes with every
+ * reconnection. For polling and for tests; do not read, write or close it. shutdown(2) on it
+ * simulates a broken connection. Poll for POLLIN only: every call writes what the socket takes,
+ * and the daemon answers each line it reads, which wakes the poll for the rest (POLLOUT would be
+ * ready all the while written lines wait for their acks). While it is -1, call
+ * crewstream_process() now and then so the client can reconnect. Does no I/O.
  */
 CREWSTREAM_API int crewstream_fd(const crewstream_client_t *c);
 
-/** The number of posted events not yet acknowledged. */
+/** The number of posted events not yet acknowledged (0 for NULL). Does no I/O. */
 CREWSTREAM_API size_t crewstream_pending(const crewstream_client_t *c);
 
-/** Copies the client's counters into *out. */
+/** Copies the client's counters into *out (zeros for a NULL client). Does no I/O. */
 CREWSTREAM_API void crewstream_stats(const crewstream_client_t *c, crewstream_stats_t *out);
 
-/** The socket path this client connects to. */
+/** The socket path this client connects to ("" for NULL). */
 CREWSTREAM_API const char *crewstream_socket_path(const crewstream_client_t *c);
 
 /**
@@ -317,7 +341,7 @@ CREWSTREAM_API const char *crewstream_socket_path(const crewstream_client_t *c);
  */
 CREWSTREAM_API const char *crewstream_last_error(const crewstream_client_t *c);
 
-/** A short English description of a return value of this library (0 or a negative errno). */
+/** A short English description of a return value of this library (0 or a negative errno); a static string. */
 CREWSTREAM_API const char *crewstream_strerror(int err);
 
 #ifdef __cplusplus
