@@ -16,6 +16,9 @@
 #define CS_CURSOR_MAX 40 /* bytes including the NUL */
 #define CS_EPOCH_MASK 0xffffffffffffull
 
+/** Writes v in decimal at out (at least 20 bytes, no NUL); returns the number of digits. */
+size_t cs_fmt_u64(char *out, uint64_t v);
+
 /** Writes the cursor of (epoch, seq) into buf (CS_CURSOR_MAX bytes); returns its length. */
 size_t cs_cursor_format(char *buf, size_t buflen, uint64_t epoch, uint64_t seq);
 

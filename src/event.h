@@ -71,6 +71,9 @@ cs_err_t cs_event_validate(const json_t *ev, char *detail, size_t detail_len);
  */
 int cs_event_complete(json_t *ev, uint64_t seq, int64_t now_ms);
 
+/** Writes a random (version 4) UUID, lower-case, 36 characters and a NUL. Returns 0 or -EIO. */
+int cs_uuid4(char out[37]);
+
 /** Writes now_ms (Unix ms) as "2026-01-15T10:30:02.123Z" into out (at least 25 bytes). */
 void cs_format_timestamp(int64_t unix_ms, char *out, size_t outlen);
 

@@ -15,6 +15,7 @@
 
 #include <utlist.h>
 
+#include "cursor.h"
 #include "event.h"
 #include "log.h"
 
@@ -90,6 +91,33 @@ static void reply_json(char **buf, size_t *len, size_t *cap, json_t *o)
         reply_add(buf, len, cap, "\n", 1);
         free(s);
     }
+}
+
+/*
+ * Appends {"ok":true,"seq":N,"event_id":"…"[,"duplicate":true]}: one for every event, so written
+ * by hand rather than through json_pack and json_dumps. event_id holds no control characters
+ * (cs_valid_event_id); '"' and '\\' are the only bytes to escape.
+ */
+static void reply_ack(char **buf, size_t *len, size_t *cap, const cs_publish_t *pub)
+{
+    char *p;
+
+    if (buf_reserve(buf, cap, *len + 48 + 2 * sizeof(pub->event_id) + 20) != 0)
+        return; /* as in reply_add */
+    p = *buf + *len;
+    memcpy(p, "{\"ok\":true,\"seq\":", 17), p += 17;
+    p += cs_fmt_u64(p, pub->seq);
+    memcpy(p, ",\"event_id\":\"", 13), p += 13;
+    for (const char *s = pub->event_id; *s != '\0'; s++) {
+        if (*s == '"' || *s == '\\')
+            *p++ = '\\';
+        *p++ = *s;
+    }
+    *p++ = '"';
+    if (pub->duplicate)
+        memcpy(p, ",\"duplicate\":true", 17), p += 17;
+    memcpy(p, "}\n", 2), p += 2;
+    *len = (size_t)(p - *buf);
 }
 
 static cs_err_t reply_error(char **buf, size_t *len, size_t *cap, cs_err_t code, const char *detail)
@@ -206,18 +234,12 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
                         "the token does not grant publish on this execution");
         goto out;
     }
-    e = cs_store_publish(d->store, obj, cs_unix_ms(), &pub, detail, sizeof(detail));
+    e = cs_store_publish_raw(d->store, obj, line, len, cs_unix_ms(), &pub, detail, sizeof(detail));
     if (e != CS_OK) {
         reply_error(reply, rlen, rcap, e, detail);
         goto out;
     }
-    {
-        json_t *o =
-            json_pack("{s:b, s:I, s:s}", "ok", 1, "seq", (json_int_t)pub.seq, "event_id", pub.event_id);
-        if (o != NULL && pub.duplicate)
-            json_object_set_new(o, "duplicate", json_true());
-        reply_json(reply, rlen, rcap, o);
-    }
+    reply_ack(reply, rlen, rcap, &pub);
     /* The connection that posts a request awaits its answer without asking (a retry too). */
     if (conn != NULL &&
         strcmp(json_string_value(json_object_get(obj, "type")), "human_input_required") == 0) {

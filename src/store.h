@@ -193,6 +193,14 @@ typedef struct cs_publish {
 cs_err_t cs_store_publish(cs_store_t *store, json_t *ev, int64_t now_unix_ms, cs_publish_t *out, char *detail,
                           size_t detail_len);
 
+/**
+ * cs_store_publish for an event parsed from raw (raw_len bytes, one JSON object): when the line can
+ * be kept as it came, the stored JSON is raw with the daemon's fields appended inside its closing
+ * brace, instead of ev re-serialised. raw may be NULL.
+ */
+cs_err_t cs_store_publish_raw(cs_store_t *store, json_t *ev, const char *raw, size_t raw_len,
+                              int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len);
+
 /** What answers a human-input request (SPEC §4). */
 typedef struct cs_answer {
     const char *event_id;         /* the request's event_id, or NULL */

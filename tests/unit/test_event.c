@@ -469,11 +469,38 @@ static void test_timestamp(void)
         CHECK_STR(exact, "2026-01-15T10:30:02.123Z");
     }
 
+    /* The cached second is per second: a later, then an earlier one, then a short buffer. */
+    cs_format_timestamp(1768473062123LL, ts, sizeof(ts));
+    CHECK_STR(ts, "2026-01-15T10:31:02.123Z");
+    cs_format_timestamp(1768473002999LL, ts, sizeof(ts));
+    CHECK_STR(ts, "2026-01-15T10:30:02.999Z");
+    {
+        char small[11];
+        cs_format_timestamp(1768473002123LL, small, sizeof(small));
+        CHECK_STR(small, "2026-01-15");
+    }
+
     /* The clock is in milliseconds and after this code was written. */
     {
         int64_t now = cs_unix_ms();
         CHECK(now > 1735689600000LL);  /* 2025-01-01 */
         CHECK(now < 32503680000000LL); /* 3000-01-01 */
+    }
+}
+
+static void test_uuid4(void)
+{
+    char a[37], b[37];
+
+    for (int i = 0; i < 1000; i++) { /* crosses the 4 KiB pool's refills */
+        REQUIRE(cs_uuid4(a) == 0);
+        CHECK(strlen(a) == 36);
+        CHECK(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
+        CHECK(a[14] == '4');
+        CHECK(strchr("89ab", a[19]) != NULL);
+        CHECK(strspn(a, "0123456789abcdef-") == 36);
+        REQUIRE(cs_uuid4(b) == 0);
+        CHECK(strcmp(a, b) != 0);
     }
 }
 
@@ -488,5 +515,6 @@ int main(void)
     RUN(test_validate);
     RUN(test_complete);
     RUN(test_timestamp);
+    RUN(test_uuid4);
     CT_DONE();
 }

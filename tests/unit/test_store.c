@@ -463,12 +463,66 @@ static void test_status_progress(void)
     cs_store_free(st);
 }
 
+/* Publishes line (parsed) through cs_store_publish_raw; returns the stored JSON (static). */
+static const char *post_raw(cs_store_t *st, const char *line)
+{
+    static char out[1024];
+    char detail[128];
+    cs_publish_t pub;
+    json_t *ev = json_loads(line, 0, NULL);
+
+    REQUIRE(ev != NULL);
+    REQUIRE(cs_store_publish_raw(st, ev, line, strlen(line), 1768473002123LL, &pub, detail, sizeof(detail)) ==
+            CS_OK);
+    json_decref(ev);
+    snprintf(out, sizeof(out), "%s", pub.frame->json);
+    return out;
+}
+
+static void test_publish_raw(void)
+{
+    cs_store_t *st;
+    const char *j;
+    char want[512];
+    json_t *v;
+
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    /* Kept as it came, white space and escapes too, with the daemon's fields inside the brace. */
+    j = post_raw(st, "  {\"execution_id\":\"r\", \"type\":\"log\",\"m\":\"\\u00e9\"} \t");
+    REQUIRE(strlen(j) > 60);
+    snprintf(want, sizeof(want),
+             "{\"execution_id\":\"r\", \"type\":\"log\",\"m\":\"\\u00e9\",\"event_id\":\"%.36s\","
+             "\"timestamp\":\"2026-01-15T10:30:02.123Z\",\"seq\":1}",
+             strstr(j, "\"event_id\":\"") + 12);
+    CHECK_STR(j, want);
+    v = json_loads(j, 0, NULL);
+    CHECK(v != NULL && json_integer_value(json_object_get(v, "seq")) == 1);
+    json_decref(v);
+    /* The producer's event_id and timestamp stay where they were; only seq is added. */
+    j = post_raw(st, "{\"execution_id\":\"r\",\"event_id\":\"a\\\"b\",\"timestamp\":\"t\",\"type\":\"log\"}");
+    CHECK_STR(
+        j, "{\"execution_id\":\"r\",\"event_id\":\"a\\\"b\",\"timestamp\":\"t\",\"type\":\"log\",\"seq\":2}");
+    /* A seq of the producer's, a null the daemon fills in, a line break: re-serialised instead. */
+    j = post_raw(
+        st, "{\"execution_id\":\"r\",\"type\":\"log\",\"event_id\":\"s\",\"timestamp\":\"t\",\"seq\":99}");
+    CHECK_STR(j,
+              "{\"execution_id\":\"r\",\"type\":\"log\",\"event_id\":\"s\",\"timestamp\":\"t\",\"seq\":3}");
+    j = post_raw(st, "{\"execution_id\":\"r\",\"type\":\"log\",\"event_id\":\"n\",\"timestamp\":null}");
+    CHECK_STR(j, "{\"execution_id\":\"r\",\"type\":\"log\",\"event_id\":\"n\",\"timestamp\":"
+                 "\"2026-01-15T10:30:02.123Z\",\"seq\":4}");
+    j = post_raw(st, "{\"execution_id\":\"r\",\r\n\"type\":\"log\",\"event_id\":\"m\",\"timestamp\":\"t\"}");
+    CHECK_STR(j,
+              "{\"execution_id\":\"r\",\"type\":\"log\",\"event_id\":\"m\",\"timestamp\":\"t\",\"seq\":5}");
+    cs_store_free(st);
+}
+
 int main(void)
 {
     RUN(test_hitl_answer_and_await);
     RUN(test_answer_from_json);
     RUN(test_status_progress);
     RUN(test_publish_and_render);
+    RUN(test_publish_raw);
     RUN(test_idempotent);
     RUN(test_history_live_and_park);
     RUN(test_resume_forms);
