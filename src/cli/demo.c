@@ -1,9 +1,10 @@
 /*
  * demo.c - `crewstream demo`: plays a realistic crew run over the ingest socket with
- * libcrewstream, so that a fresh daemon shows everything working: a run with two agents, tool
- * calls, logs, LLM token chunks, an artifact, and a human-input request that blocks until a
- * person answers (dashboard or `crewstream respond`). A rejection sends the task round again with
- * the feedback as context, as crew runtimes do; an approval completes the run.
+ * libcrewstream, so that a fresh daemon shows everything working: a run of two tasks with an
+ * agent each, tool calls, logs, LLM token chunks, an artifact, and a human-input request that
+ * blocks until a person answers (dashboard or `crewstream respond`). A rejection sends the Writer
+ * round again with the feedback as context, as crew runtimes do; an approval completes the task
+ * and the run.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -23,11 +24,12 @@ static const char usage[] =
     "Usage: crewstream demo [--execution ID] [--speed X] [--fail]\n"
     "\n"
     "Play a realistic crew run against the daemon, over its Unix socket (--socket): run start, a\n"
-    "Researcher agent with web searches and logs, a Writer agent streaming LLM tokens, the\n"
-    "artifact report.md, then a human-input request that waits for a real answer. Answer it from\n"
-    "the dashboard (<url>/) or with `crewstream respond ID --approve` in another terminal. A\n"
-    "rejection sends the Writer round again with the feedback, and asks again; an approval\n"
-    "completes the run. Watch it all with `crewstream tail ID`.\n"
+    "research task (a Researcher agent with web searches and logs), a writing task (a Writer agent\n"
+    "streaming LLM tokens, the artifact report.md), then a human-input request on the writing task\n"
+    "that waits for a real answer. Answer it from the dashboard (<url>/) or with\n"
+    "`crewstream respond ID --approve` in another terminal. A rejection sends the Writer round\n"
+    "again with the feedback, and asks again; an approval completes the task and the run. Watch it\n"
+    "all with `crewstream tail ID`; `crewstream status ID` shows its progress.\n"
     "\n"
     "Options:\n"
     "  -e, --execution ID   the execution id (default: demo-<8 hex digits>)\n"
@@ -166,7 +168,7 @@ static int ask_human(demo_t *d, int round, int *approved, char **feedback)
              "once approved.",
              round, 6 + 2 * (round - 1), 4 + round, round);
     rc = emit(d, "human_input_required", "{s:s, s:s, s:s, s:s, s:s, s:{s:b, s:b}, s:i}", "crew_id",
-              "research_crew", "task_id", "review_report", "agent_id", "writer", "prompt", prompt, "context",
+              "research_crew", "task_id", "write_report", "agent_id", "writer", "prompt", prompt, "context",
               context, "reason_flags", "approval_required", 1, "ambiguity", 0, "attempt", round);
     if (rc != CLI_OK)
         return rc;
@@ -209,7 +211,7 @@ static int ask_human(demo_t *d, int round, int *approved, char **feedback)
             lost++;
             cli_render_note(d->render, "the daemon lost the request (restarted?); asking again");
             rc = emit(d, "human_input_required", "{s:s, s:s, s:s, s:s, s:s, s:s, s:i}", "event_id", request,
-                      "crew_id", "research_crew", "task_id", "review_report", "agent_id", "writer", "prompt",
+                      "crew_id", "research_crew", "task_id", "write_report", "agent_id", "writer", "prompt",
                       prompt, "context", context, "attempt", round);
             if (rc != CLI_OK)
                 return rc;
@@ -230,6 +232,8 @@ static int play(demo_t *d, int fail)
     static const char *const draft =
         "# AI agents in 2024\n\nAgent frameworks matured fast: orchestration, tool use and memory "
         "moved from demos to production. This report compares six frameworks and their trade-offs.";
+    static const char *const research = "Research the state of AI agents in 2024";
+    static const char *const writing = "Write a report on AI agents";
     int rc, approved = 0;
     char *feedback = NULL;
 
@@ -239,13 +243,16 @@ static int play(demo_t *d, int fail)
             goto Exit;                                                                                       \
     } while (0)
 
+    /* Two tasks, each with task_started and task_completed (or task_failed) around its agent's
+     * work, so that the execution's progress counts them as a crew runtime's would. */
     EMIT("run.started", "{s:s, s:s, s:{s:s}}", "crew_name", "research_crew", "run_id", d->exec, "inputs",
          "topic", "AI agents");
     pause_ms(d, 300);
     EMIT("log", "{s:s, s:s}", "level", "info", "message", "Starting crew execution");
-    pause_ms(d, 500);
-    EMIT("agent.started", "{s:s, s:s}", "agent", "Researcher", "task",
-         "Research the state of AI agents in 2024");
+    pause_ms(d, 300);
+    EMIT("task_started", "{s:s, s:s, s:s}", "task_id", "research", "task", research, "agent", "Researcher");
+    pause_ms(d, 200);
+    EMIT("agent.started", "{s:s, s:s}", "agent", "Researcher", "task", research);
     pause_ms(d, 700);
     EMIT("tool.called", "{s:s, s:s}", "tool", "web_search", "input", "AI agents 2024");
     pause_ms(d, 1200);
@@ -254,6 +261,9 @@ static int play(demo_t *d, int fail)
              "search API quota exceeded (HTTP 429)");
         pause_ms(d, 400);
         EMIT("agent.error", "{s:s, s:s}", "agent", "Researcher", "error", "no search results to work from");
+        pause_ms(d, 200);
+        EMIT("task_failed", "{s:s, s:s, s:s}", "task_id", "research", "task", research, "error",
+             "the Researcher failed");
         pause_ms(d, 300);
         EMIT("run.failed", "{s:s, s:s}", "error", "Researcher failed: search API quota exceeded",
              "stack_trace",
@@ -275,17 +285,27 @@ static int play(demo_t *d, int fail)
     EMIT("log", "{s:s, s:s}", "level", "warning", "message",
          "2 sources are older than 12 months; kept as context");
     pause_ms(d, 700);
-    EMIT("agent.completed", "{s:s, s:s, s:s}", "agent", "Researcher", "task",
-         "Research the state of AI agents in 2024", "output", "Key findings on six frameworks, with sources");
-    pause_ms(d, 400);
-    EMIT("agent.started", "{s:s, s:s}", "agent", "Writer", "task", "Write a report on AI agents");
+    EMIT("agent.completed", "{s:s, s:s, s:s}", "agent", "Researcher", "task", research, "output",
+         "Key findings on six frameworks, with sources");
+    pause_ms(d, 200);
+    EMIT("task_completed", "{s:s, s:s, s:s}", "task_id", "research", "task", research, "output",
+         "Key findings on six frameworks, with sources");
+    pause_ms(d, 300);
+    EMIT("task_started", "{s:s, s:s, s:s}", "task_id", "write_report", "task", writing, "agent", "Writer");
+    pause_ms(d, 200);
+    EMIT("agent.started", "{s:s, s:s}", "agent", "Writer", "task", writing);
     pause_ms(d, 500);
     if ((rc = stream_text(d, "Writer", draft)) != CLI_OK)
         goto Exit;
     pause_ms(d, 300);
     EMIT("artifact", "{s:s, s:i, s:s}", "name", "report.md", "size", 2481, "content_type", "text/markdown");
+    pause_ms(d, 300);
+    EMIT("agent.completed", "{s:s, s:s, s:s}", "agent", "Writer", "task", writing, "output",
+         "report.md, a draft for review");
     pause_ms(d, 400);
 
+    /* The writing task needs a human's approval: a rejection sends the Writer round again with
+     * the feedback as added context, inside the same task. */
     for (int round = 1;; round++) {
         free(feedback);
         feedback = NULL;
@@ -294,12 +314,13 @@ static int play(demo_t *d, int fail)
         if (approved)
             break;
         if (round >= DEMO_MAX_ROUNDS) {
+            EMIT("task_failed", "{s:s, s:s, s:s}", "task_id", "write_report", "task", writing, "error",
+                 "rejected by the reviewer");
             EMIT("run.failed", "{s:s}", "error",
                  "the report was rejected "
                  "10 times; giving up");
             goto Exit;
         }
-        /* Rejected: the task goes round again with the feedback as added context. */
         pause_ms(d, 400);
         EMIT("log", "{s:s, s:s}", "level", "info", "message",
              "Revising the report with the reviewer's feedback");
@@ -313,11 +334,14 @@ static int play(demo_t *d, int fail)
         pause_ms(d, 300);
         EMIT("artifact", "{s:s, s:i, s:s, s:i}", "name", "report.md", "size", 2481 + 600 * round,
              "content_type", "text/markdown", "revision", round + 1);
+        pause_ms(d, 300);
+        EMIT("agent.completed", "{s:s, s:s, s:s}", "agent", "Writer", "task",
+             "Revise the report on AI agents", "output", "report.md, revised for review");
         pause_ms(d, 400);
     }
     pause_ms(d, 300);
-    EMIT("agent.completed", "{s:s, s:s, s:s}", "agent", "Writer", "task", "Write a report on AI agents",
-         "output", "report.md approved and published");
+    EMIT("task_completed", "{s:s, s:s, s:s}", "task_id", "write_report", "task", writing, "output",
+         "report.md approved and published");
     pause_ms(d, 300);
     EMIT("run.completed", "{s:{s:s, s:s, s:s*}, s:I}", "result", "report", "report.md", "status", "published",
          "feedback", feedback, "duration_ms", (json_int_t)elapsed_ms(d));

@@ -63,15 +63,15 @@ static long long num(const json_t *o, const char *a, const char *b)
     return (long long)json_integer_value(v);
 }
 
-/* "1/2" done of seen, with the failures when there are some. */
-static void fmt_progress(char *buf, size_t n, const json_t *prog, const char *what)
+/* "1/2" done of seen, then `word` (" done" or ""), with the failures when there are some. */
+static void fmt_progress(char *buf, size_t n, const json_t *prog, const char *what, const char *word)
 {
     const json_t *p = json_object_get(prog, what);
     long long seen = num(p, "seen", NULL), done = num(p, "done", NULL), failed = num(p, "failed", NULL);
     if (failed > 0)
-        snprintf(buf, n, "%lld/%lld (%lld failed)", done, seen, failed);
+        snprintf(buf, n, "%lld/%lld%s (%lld failed)", done, seen, word, failed);
     else
-        snprintf(buf, n, "%lld/%lld", done, seen);
+        snprintf(buf, n, "%lld/%lld%s", done, seen, word);
 }
 
 static int parse_common(cli_ctx_t *ctx, int argc, char **argv, const char *usage, int *json_out,
@@ -162,31 +162,39 @@ int cli_cmd_ls(cli_ctx_t *ctx, int argc, char **argv)
         printf("No executions%s%s.\n", st ? " with status " : "", st ? st : "");
         goto Exit;
     }
-    size_t i, w = strlen("EXECUTION");
+    /* Column widths from the rows: ids, and progress that grows a "(1 failed)". */
+    size_t i, w = strlen("EXECUTION"), tw = strlen("TASKS"), aw = strlen("AGENTS");
     const json_t *e;
+    char tasks[64], agents[64];
     json_array_foreach(list, i, e)
     {
         const char *id = json_string_value(json_object_get(e, "execution_id"));
+        const json_t *prog = json_object_get(e, "progress");
         if (id != NULL && strlen(id) > w)
             w = strlen(id);
+        fmt_progress(tasks, sizeof(tasks), prog, "tasks", "");
+        fmt_progress(agents, sizeof(agents), prog, "agents", "");
+        tw = strlen(tasks) > tw ? strlen(tasks) : tw;
+        aw = strlen(agents) > aw ? strlen(agents) : aw;
     }
     const int C = ctx->color_out;
-    printf("%s%-*s  %-19s  %6s  %-19s  %-7s  %-7s  %5s  %s%s\n", cli_c(C, CLI_BOLD), (int)w, "EXECUTION",
-           "STATUS", "EVENTS", "LAST EVENT", "TASKS", "AGENTS", "TOOLS", "WAITING", cli_c(C, CLI_RESET));
+    printf("%s%-*s  %-19s  %6s  %-19s  %-*s  %-*s  %5s  %s%s\n", cli_c(C, CLI_BOLD), (int)w, "EXECUTION",
+           "STATUS", "EVENTS", "LAST EVENT", (int)tw, "TASKS", (int)aw, "AGENTS", "TOOLS", "WAITING",
+           cli_c(C, CLI_RESET));
     json_array_foreach(list, i, e)
     {
         const char *id = json_string_value(json_object_get(e, "execution_id"));
         const char *s = json_string_value(json_object_get(e, "status"));
         const json_t *prog = json_object_get(e, "progress");
-        char last[32], tasks[40], agents[40];
+        char last[32];
         cli_fmt_datetime(last, sizeof(last), json_string_value(json_object_get(e, "last_event_at")));
         if (json_object_get(e, "last_event_at") == NULL || json_is_null(json_object_get(e, "last_event_at")))
             snprintf(last, sizeof(last), "-");
-        fmt_progress(tasks, sizeof(tasks), prog, "tasks");
-        fmt_progress(agents, sizeof(agents), prog, "agents");
-        printf("%-*s  %s%-19s%s  %6lld  %-19s  %-7s  %-7s  %5lld  %zu\n", (int)w, id ? id : "?",
+        fmt_progress(tasks, sizeof(tasks), prog, "tasks", "");
+        fmt_progress(agents, sizeof(agents), prog, "agents", "");
+        printf("%-*s  %s%-19s%s  %6lld  %-19s  %-*s  %-*s  %5lld  %zu\n", (int)w, id ? id : "?",
                cli_c(C, status_color(s)), s ? s : "?", cli_c(C, CLI_RESET), num(e, "events", NULL), last,
-               tasks, agents, num(prog, "tools", "calls"),
+               (int)tw, tasks, (int)aw, agents, num(prog, "tools", "calls"),
                json_array_size(json_object_get(e, "pending_human_input")));
     }
 
@@ -255,9 +263,9 @@ int cli_cmd_status(cli_ctx_t *ctx, int argc, char **argv)
                    b, b[0] ? " after the first)" : "");
         }
     }
-    fmt_progress(a, sizeof(a), prog, "tasks");
-    fmt_progress(b, sizeof(b), prog, "agents");
-    printf("%sProgress%s    tasks %s done, agents %s done, tools %lld call%s%s", cli_c(C, CLI_BOLD),
+    fmt_progress(a, sizeof(a), prog, "tasks", " done");
+    fmt_progress(b, sizeof(b), prog, "agents", " done");
+    printf("%sProgress%s    tasks %s, agents %s, tools %lld call%s%s", cli_c(C, CLI_BOLD),
            cli_c(C, CLI_RESET), a, b, num(prog, "tools", "calls"),
            num(prog, "tools", "calls") == 1 ? "" : "s", num(prog, "tools", "errors") > 0 ? "" : "\n");
     if (num(prog, "tools", "errors") > 0)

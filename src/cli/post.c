@@ -21,7 +21,7 @@ static const char usage[] =
     "Post events to the daemon over its Unix socket (--socket). With -t, one event is built from\n"
     "the flags; without it, every line of stdin is one event (JSON object). Prints one line per\n"
     "event, in order: `seq N event ID` when stored (`(duplicate)` when it already was), or\n"
-    "`error CODE: detail` when refused.\n"
+    "`error CODE: line N: detail` when refused (no line number for an event from the flags).\n"
     "\n"
     "Options:\n"
     "  -e, --execution ID   the execution_id (stdin: for lines that have none)\n"
@@ -43,6 +43,7 @@ static const char usage[] =
 /* One output line waiting for its turn: an event's ticket, or a local refusal. */
 typedef struct item {
     crewstream_ticket_t ticket; /* 0 for a local refusal */
+    long lineno;                /* the stdin line (0: the event from the flags) */
     char *msg;
 } item_t;
 
@@ -54,7 +55,7 @@ typedef struct post {
     int refused;
 } post_t;
 
-static int push(post_t *p, crewstream_ticket_t ticket, char *msg)
+static int push(post_t *p, crewstream_ticket_t ticket, long lineno, char *msg)
 {
     if (p->tail == p->cap) {
         /* Compact first, grow when still full. */
@@ -71,12 +72,13 @@ static int push(post_t *p, crewstream_ticket_t ticket, char *msg)
         }
     }
     p->q[p->tail].ticket = ticket;
+    p->q[p->tail].lineno = lineno;
     p->q[p->tail].msg = msg;
     p->tail++;
     return 0;
 }
 
-static void print_ack(post_t *p, const crewstream_ack_t *a)
+static void print_ack(post_t *p, const crewstream_ack_t *a, long lineno)
 {
     const int C = p->ctx->color_out;
     if (a->ok) {
@@ -84,7 +86,10 @@ static void print_ack(post_t *p, const crewstream_ack_t *a)
                a->duplicate ? " (duplicate)" : "");
     } else {
         p->refused = 1;
-        printf("%serror %s: %s%s\n", cli_c(C, CLI_RED), a->error, a->detail, cli_c(C, CLI_RESET));
+        char where[32] = "";
+        if (lineno > 0)
+            snprintf(where, sizeof(where), "line %ld: ", lineno);
+        printf("%serror %s: %s%s%s\n", cli_c(C, CLI_RED), a->error, where, a->detail, cli_c(C, CLI_RESET));
     }
 }
 
@@ -105,7 +110,7 @@ static int drain(post_t *p, int timeout_ms)
                 return 0; /* not in yet (or reconnecting): the final drain waits */
             if (rc != 0)
                 return rc;
-            print_ack(p, &ack);
+            print_ack(p, &ack, it->lineno);
         }
         p->head++;
     }
@@ -140,15 +145,17 @@ static int post_one(post_t *p, json_t *ev, long lineno)
     rc = crewstream_post(p->c, line, &ticket);
     free(line);
     if (rc == -EMSGSIZE || rc == -EINVAL) {
-        char *msg = NULL;
-        if (asprintf(&msg, "%s: line %ld: %s", rc == -EMSGSIZE ? "too_large" : "invalid_json", lineno,
+        char *msg = NULL, where[32] = "";
+        if (lineno > 0)
+            snprintf(where, sizeof(where), "line %ld: ", lineno);
+        if (asprintf(&msg, "%s: %s%s", rc == -EMSGSIZE ? "too_large" : "invalid_json", where,
                      crewstream_strerror(rc)) < 0)
             return -ENOMEM;
-        return push(p, 0, msg);
+        return push(p, 0, lineno, msg);
     }
     if (rc != 0)
         return rc;
-    return push(p, ticket, NULL);
+    return push(p, ticket, lineno, NULL);
 }
 
 static int is_blank(const char *s)
@@ -254,7 +261,7 @@ int cli_cmd_post(cli_ctx_t *ctx, int argc, char **argv)
     }
 
     if (one != NULL) {
-        rc = post_one(&p, one, 1);
+        rc = post_one(&p, one, 0);
     } else {
         long lineno = 0;
         ssize_t n;
@@ -274,7 +281,7 @@ int cli_cmd_post(cli_ctx_t *ctx, int argc, char **argv)
                     break;
                 }
                 json_decref(ev);
-                rc = push(&p, 0, msg);
+                rc = push(&p, 0, lineno, msg);
             } else {
                 if (exec != NULL && json_object_get(ev, "execution_id") == NULL)
                     json_object_set_new(ev, "execution_id", json_string(exec));

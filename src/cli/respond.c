@@ -12,20 +12,21 @@
 #include "cli.h"
 
 static const char usage[] =
-    "Usage: crewstream respond EXECUTION [--task T | --event E] (--approve | --reject)\n"
+    "Usage: crewstream respond EXECUTION [--task T | --event E] [--approve | --reject]\n"
     "                          [--feedback TEXT] [--json]\n"
     "\n"
     "Answer a pending human-input request: the daemon stores a human_input_completed event and\n"
     "pushes the answer to the waiting runtime. Without --task or --event, the execution's only\n"
     "open request is answered. On a terminal, a missing --feedback (and a missing --approve /\n"
-    "--reject) is asked for after showing the request's prompt.\n"
+    "--reject) is asked for after showing the request's prompt; when stdin is not a terminal,\n"
+    "--approve or --reject is required and the feedback defaults to empty.\n"
     "\n"
     "Options:\n"
     "  --task T           answer the open request of task T\n"
     "  --event E          answer the request whose event_id is E\n"
     "  -y, --approve      approve\n"
     "  -n, --reject       reject\n"
-    "  -m, --feedback TEXT  the human's feedback (default: asked on a terminal, else empty)\n"
+    "  -m, --feedback TEXT the human's feedback (default: asked on a terminal, else empty)\n"
     "  --json             print the daemon's answer as JSON\n"
     "  -h, --help         this help\n"
     "  (global: --url, --token, --socket; see crewstream --help)\n"
@@ -144,7 +145,8 @@ int cli_cmd_respond(cli_ctx_t *ctx, int argc, char **argv)
     if (task != NULL && event != NULL)
         return cli_usage_error(ctx, "give --task or --event, not both");
     if (approve == -1 && !interactive)
-        return cli_usage_error(ctx, "say --approve or --reject");
+        return cli_usage_error(ctx,
+                               "say --approve or --reject (stdin is not a terminal, so nothing is asked)");
 
     esc = cli_escape(exec);
     path = malloc(strlen(esc ? esc : "") + 64);

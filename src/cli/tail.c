@@ -42,9 +42,10 @@ static const char usage[] =
     "  -h, --help         this help\n"
     "  (global: --url, --token, --socket; see crewstream --help)\n"
     "\n"
-    "Exit codes: 0 the run ended (--exit-on-end) or the stream was stopped; 2 usage;\n"
-    "3 the daemon cannot be reached at start; 6 token refused; 7 with --exit-on-end, the run\n"
-    "failed or was canceled; 130 interrupted.\n";
+    "Exit codes: 0 the run ended (--exit-on-end); 1 the answer is not an event stream; 2 usage;\n"
+    "3 the daemon cannot be reached at start (later breaks are retried); 6 token refused;\n"
+    "7 with --exit-on-end, the run failed or was canceled; 130 interrupted (Ctrl-C: how a\n"
+    "tail without --exit-on-end ends).\n";
 
 typedef struct tail {
     cli_ctx_t *ctx;
