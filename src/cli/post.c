@@ -58,10 +58,12 @@ typedef struct post {
 static int push(post_t *p, crewstream_ticket_t ticket, long lineno, char *msg)
 {
     if (p->tail == p->cap) {
-        /* Compact first, grow when still full. */
-        memmove(p->q, p->q + p->head, (p->tail - p->head) * sizeof(*p->q));
-        p->tail -= p->head;
-        p->head = 0;
+        /* Compact first, grow when still full (the first push has no array to compact). */
+        if (p->head > 0) {
+            memmove(p->q, p->q + p->head, (p->tail - p->head) * sizeof(*p->q));
+            p->tail -= p->head;
+            p->head = 0;
+        }
         if (p->tail == p->cap) {
             size_t cap = p->cap ? p->cap * 2 : 64;
             item_t *q = realloc(p->q, cap * sizeof(*q));
