@@ -54,6 +54,7 @@ typedef struct tail {
     const char *exec;
     const char *show_types; /* the user's --types, applied here when the server filter is wider */
     int all, json, exit_on_end;
+    long long since_seq; /* --since-now on one execution: its last seq at start, else -1 */
     /* the current connection */
     CURL *c;
     int checked, bad, streaming;
@@ -187,7 +188,9 @@ static char *stream_url(tail_t *t, const char *types, int since_now)
             k += snprintf(path + k, n - k, "%ctypes=%s", sepc, esc_types);
             sepc = '&';
         }
-        if (since_now)
+        if (since_now && t->since_seq >= 0)
+            snprintf(path + k, n - k, "%csince_seq=%lld", sepc, t->since_seq);
+        else if (since_now)
             snprintf(path + k, n - k, "%csince=now", sepc);
         url = cli_url(t->ctx, path);
     }
@@ -213,6 +216,41 @@ static int refused(tail_t *t)
         rc = cli_http_status_exit(t->ctx, &r, NULL);
     }
     json_decref(r.json);
+    return rc;
+}
+
+/*
+ * --since-now on one execution: "now" is its last seq at start (0 when nobody has posted yet), so
+ * that a connection that breaks before the first event resumes from there with ?since_seq=
+ * instead of a new "now" that would skip what was posted during the break.
+ */
+static int last_seq_now(tail_t *t)
+{
+    cli_resp_t r = {0};
+    char *esc = cli_escape(t->exec);
+    char *path = esc != NULL ? malloc(strlen(esc) + 32) : NULL;
+    int rc;
+    if (path == NULL) {
+        free(esc);
+        cli_err("out of memory");
+        return CLI_EFAIL;
+    }
+    sprintf(path, "/v1/executions/%s", esc);
+    rc = cli_http(t->ctx, "GET", path, NULL, &r);
+    if (rc == CLI_OK && r.status == 404) {
+        t->since_seq = 0;
+    } else if (rc == CLI_OK && (rc = cli_http_status_exit(t->ctx, &r, NULL)) == CLI_OK) {
+        const json_t *v = json_object_get(r.json, "last_seq");
+        if (!json_is_integer(v)) {
+            cli_err("%s did not answer with a status object; is --url a crewstreamd?", t->ctx->url);
+            rc = CLI_EFAIL;
+        } else {
+            t->since_seq = (long long)json_integer_value(v);
+        }
+    }
+    cli_resp_free(&r);
+    free(path);
+    free(esc);
     return rc;
 }
 
@@ -413,6 +451,13 @@ int cli_cmd_tail(cli_ctx_t *ctx, int argc, char **argv)
             free(server_types);
             return CLI_EFAIL;
         }
+    }
+    t.since_seq = -1;
+    if (since_now && !t.all && (rc = last_seq_now(&t)) != CLI_OK) {
+        cli_sse_free(&t.sse);
+        cli_render_free(t.render);
+        free(server_types);
+        return rc;
     }
     rc = follow(&t, server_types ? server_types : types, since_now);
     cli_sse_free(&t.sse);

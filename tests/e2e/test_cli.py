@@ -519,6 +519,7 @@ class Proxy:
         self.socks = []
         self.listener = None
         self.accepted = 0
+        self.down_bytes = 0  # bytes sent to tail
         self.cut_in_event = False
         self.cut = threading.Event()
 
@@ -577,6 +578,8 @@ class Proxy:
                 dst.sendall(data)
             except OSError:
                 break
+            if downstream:
+                self.down_bytes += len(data)
         for s in (src, dst):
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -638,6 +641,35 @@ def test_tail_resumes_after_a_broken_connection(daemon, running):
         json.dumps(json.loads(line), separators=(",", ":"), ensure_ascii=False) for line in t.out]
     assert proxy.accepted >= 3
     assert any("reconnecting" in line for line in t.err), t.err
+
+
+def test_tail_since_now_survives_a_break_before_the_first_event(daemon, running):
+    """--since-now, then the connection breaks before any event came: what was posted during the
+    break is not skipped by a new "now" at the reconnection."""
+    x = "tn-1"
+    daemon.post_ok(ev(x, "log", i=1), ev(x, "log", i=2), ev(x, "log", i=3))
+    proxy = Proxy(daemon.port).start()
+    try:
+        t = running(daemon, "tail", x, "--json", "--since-now", "--exit-on-end", url=proxy.url)
+        assert wait_until(lambda: proxy.down_bytes > 0, timeout=10), "the stream never started"
+        time.sleep(0.2)
+        proxy.stop()
+        daemon.post_ok(ev(x, "log", i=4), ev(x, "log", i=5))
+        time.sleep(0.3)
+        proxy.start()
+        t.wait_out(lambda o: len(o) >= 2, timeout=20, what="the events posted during the break")
+        daemon.post_ok(ev(x, "log", i=6), ev(x, "run.completed"))
+        assert t.wait_exit() == 0
+    finally:
+        proxy.stop()
+    assert [json.loads(line)["seq"] for line in t.out] == [4, 5, 6, 7]
+    # Without a break: only what comes after the start.
+    daemon.post_ok(ev("tn-2", "log"))
+    q = running(daemon, "tail", "tn-2", "--json", "--since-now", "--exit-on-end")
+    time.sleep(0.5)
+    daemon.post_ok(ev("tn-2", "log"), ev("tn-2", "run.completed"))
+    assert q.wait_exit() == 0
+    assert [json.loads(line)["seq"] for line in q.out] == [2, 3]
 
 
 # ---- respond and the demo --------------------------------------------------------------------
