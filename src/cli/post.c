@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <crewstream/client.h>
 
@@ -266,6 +267,8 @@ int cli_cmd_post(cli_ctx_t *ctx, int argc, char **argv)
         rc = post_one(&p, one, 0);
     } else {
         long lineno = 0;
+        /* Typed at a terminal: show each line's ack before the next line is read. */
+        int interactive = isatty(STDIN_FILENO);
         ssize_t n;
         rc = 0;
         while (rc == 0 && (n = getline(&line, &cap, stdin)) >= 0) {
@@ -291,7 +294,7 @@ int cli_cmd_post(cli_ctx_t *ctx, int argc, char **argv)
                 json_decref(ev);
             }
             if (rc == 0)
-                rc = drain(&p, 0);
+                rc = drain(&p, interactive ? POST_ACK_TIMEOUT_MS : 0);
         }
     }
     if (rc == 0)

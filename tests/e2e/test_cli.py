@@ -812,53 +812,99 @@ def test_tokens_401_403_exit_6(make_daemon):
     assert status_of(d, "ra-1", "tok-read")[1]["status"] == "running"
 
 
+class Terminal:
+    """A tool run with a pseudo-terminal as stdin (and stderr; stdout too when asked)."""
+
+    def __init__(self, d, *args, tty_stdout=False):
+        self.master, slave = os.openpty()
+        try:
+            self.proc = subprocess.Popen([cli_path()] + list(args), stdin=slave,
+                                         stdout=slave if tty_stdout else subprocess.PIPE, stderr=slave,
+                                         env=cli_env(d))
+        finally:
+            os.close(slave)
+        self.seen = b""
+
+    def until(self, text, timeout=10.0):
+        """Reads the terminal until `text` has appeared (after what earlier calls consumed)."""
+        want = text.encode()
+        deadline = time.monotonic() + timeout
+        while want not in self.seen:
+            left = deadline - time.monotonic()
+            assert left > 0, "no %r on the terminal: %r" % (text, self.seen)
+            r, _, _ = select.select([self.master], [], [], left)
+            if r:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:
+                    chunk = b""
+                assert chunk, "terminal closed before %r: %r" % (text, self.seen)
+                self.seen += chunk
+        i = self.seen.index(want) + len(want)
+        before, self.seen = self.seen[:i], self.seen[i:]
+        return before.decode("utf-8", "replace")
+
+    def type(self, text):
+        os.write(self.master, text.encode())
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        os.close(self.master)
+
+
 def test_respond_prompts_on_a_terminal(daemon):
     """No --approve/--reject and no --feedback on a terminal: the request is shown and both are
     asked for (an unclear answer to y/n is asked again)."""
     x = "rp-1"
     daemon.post_ok(ev(x, "human_input_required", task_id="t", prompt="Publish the report?",
                       context="report.md, 4 sections"))
-    master, slave = os.openpty()
+    term = Terminal(daemon, "respond", x)
     try:
-        p = subprocess.Popen([cli_path(), "respond", x], stdin=slave, stdout=subprocess.PIPE, stderr=slave,
-                             env=cli_env(daemon))
-        os.close(slave)
-        slave = None
-        seen = b""
-
-        def until(text, timeout=10.0):
-            nonlocal seen
-            deadline = time.monotonic() + timeout
-            while text.encode() not in seen:
-                left = deadline - time.monotonic()
-                assert left > 0, "no %r on the terminal: %r" % (text, seen)
-                r, _, _ = select.select([master], [], [], left)
-                if r:
-                    try:
-                        chunk = os.read(master, 4096)
-                    except OSError:
-                        chunk = b""
-                    assert chunk, "terminal closed before %r: %r" % (text, seen)
-                    seen += chunk
-
-        until("Feedback (Enter for none): ")
-        assert b"Publish the report?" in seen and b"report.md, 4 sections" in seen
-        os.write(master, "Needs a summary ✓\n".encode())
-        until("Approve? [y/n]: ")
-        os.write(master, b"maybe\n")
-        seen = seen.replace(b"Approve? [y/n]: ", b"", 1)
-        until("Approve? [y/n]: ")
-        os.write(master, b"n\n")
-        out, _ = p.communicate(timeout=10)
-        assert p.returncode == 0, seen
+        shown = term.until("Feedback (Enter for none): ")
+        assert "Human input requested for execution rp-1 (task t):" in shown
+        assert "Publish the report?" in shown and "context: report.md, 4 sections" in shown
+        term.type("Needs a summary ✓\n")
+        term.until("Approve? [y/n]: ")
+        term.type("maybe\n")
+        term.until("Approve? [y/n]: ")
+        term.type("n\n")
+        out, _ = term.proc.communicate(timeout=10)
+        assert term.proc.returncode == 0
         assert out.decode().startswith("rejected %s: event " % x)
     finally:
-        if slave is not None:
-            os.close(slave)
-        os.close(master)
+        term.close()
     done = [e for e in events_of(daemon, x) if e["type"] == "human_input_completed"]
     assert len(done) == 1
     assert done[0]["is_approve"] is False and done[0]["human_feedback"] == "Needs a summary ✓"
+    # With the decision given, only the feedback is asked; end of input answers nothing (exit 2).
+    daemon.post_ok(ev(x, "human_input_required", task_id="t2", prompt="Again?"))
+    term = Terminal(daemon, "respond", x, "--approve")
+    try:
+        term.until("Feedback (Enter for none): ")
+        term.type("\x04")  # Ctrl-D
+        term.proc.wait(timeout=10)
+        assert term.proc.returncode == 2
+    finally:
+        term.close()
+    assert status_of(daemon, x)[1]["pending_human_input"][0]["task_id"] == "t2"
+
+
+def test_post_typed_at_a_terminal_acks_each_line(daemon):
+    term = Terminal(daemon, "post", "-e", "pt-1", tty_stdout=True)
+    try:
+        term.type('{"type":"run.started"}\n')
+        assert re.search(r"seq 1 event \S+\r?\n", term.until("\n", timeout=10) + term.until("\n"))
+        term.type('{"type":"log"\n')
+        assert "error invalid_json: line 2: " in term.until("\n") + term.until("\n")
+        term.type('{"type":"log","message":"hi"}\n')
+        assert re.search(r"seq 2 event \S+", term.until("\n") + term.until("\n"))
+        term.type("\x04")
+        term.proc.wait(timeout=10)
+        assert term.proc.returncode == 1  # a line was refused
+    finally:
+        term.close()
 
 
 # ---- ls and status ---------------------------------------------------------------------------
