@@ -30,7 +30,12 @@
 #include "web.h"
 #include "ws.h"
 
-#define SSE_BLOCK    16384
+/*
+ * The response buffer MHD allocates (zeroed) for every SSE stream. With chunked encoding (every
+ * HTTP/1.1 client) the reader writes into the connection's pool instead, so this only bounds the
+ * writes of HTTP/1.0 streams: 16 KiB here cost 15 KiB of RSS per idle connection.
+ */
+#define SSE_BLOCK    256
 #define SSE_RETRY_MS 3000
 #define HITL_HB_MS   4000
 #define CORS_METHODS "GET, POST, OPTIONS"
@@ -1055,10 +1060,12 @@ int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen)
     h->mhd = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG, 0, NULL,
         NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(cfg->max_clients + 16), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(cfg->head_bytes + 8192), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->stall_s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
-        MHD_OPTION_END);
+        (unsigned)(cfg->max_clients + 16),
+        /* The pool holds the request head, the response head and the chunks being written; MHD
+         * zeroes what it frees inside it, so most of it is resident per connection. */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(cfg->head_bytes + 2048), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->stall_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, h, MHD_OPTION_END);
     if (h->mhd == NULL) {
         snprintf(err, errlen, "libmicrohttpd would not start");
         free(h);
