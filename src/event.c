@@ -221,6 +221,17 @@ cs_err_t cs_line_parse(const char *line, size_t len, unsigned max_depth, json_t 
         return CS_ERR_INVALID_JSON;
     }
     /*
+     * JSON text holds no NUL byte (in a string it must be escaped, and \u0000 is refused too), but
+     * jansson 2.14 skips one that directly follows a number or a literal ({"a":1\0}): its lexer
+     * puts the byte back and then mistakes it for its own end-of-buffer mark. The line would be
+     * kept as it came, NUL and all, so it is refused here, as cs_jscan_object refuses it.
+     */
+    const char *nul = memchr(line, '\0', len);
+    if (nul != NULL) {
+        snprintf(detail, detail_len, "NUL byte at offset %zu", (size_t)(nul - line));
+        return CS_ERR_INVALID_JSON;
+    }
+    /*
      * json_loadb takes the length, so a line holding NUL bytes is judged whole, and without
      * JSON_DISABLE_EOF_CHECK anything after the value is an error. JSON_DECODE_ANY lets a scalar
      * through the parser only so that the reply can say what the line was instead of a parser

@@ -51,8 +51,9 @@ int cs_json_depth_ok(const char *buf, size_t len, unsigned max_depth);
 
 /**
  * Parses one line (without its newline) into a JSON object. The line must be valid UTF-8 JSON, an
- * object, and nest at most max_depth deep. On failure returns CS_ERR_INVALID_JSON and a short
- * human detail ("line 1 column 7: unexpected token", "not an object", "nested deeper than 32").
+ * object, hold no NUL byte, and nest at most max_depth deep (cs_jscan_object accepts the same
+ * lines). On failure returns CS_ERR_INVALID_JSON and a short human detail ("line 1 column 7:
+ * unexpected token", "not an object", "nested deeper than 32").
  */
 cs_err_t cs_line_parse(const char *line, size_t len, unsigned max_depth, json_t **out, char *detail,
                        size_t detail_len);

@@ -17,6 +17,7 @@
 
 #include "cursor.h"
 #include "event.h"
+#include "jscan.h"
 #include "log.h"
 
 #define READ_CHUNK    65536
@@ -185,6 +186,72 @@ static cs_err_t op_await(cs_daemon_t *d, producer_t *p, json_t *obj, char **repl
     return CS_OK;
 }
 
+/* ---- the fast path: ordinary events without a jansson parse ---- */
+
+/*
+ * Returns nonzero for a type whose events the daemon reads beyond execution_id, type, event_id and
+ * timestamp: hitl.c keeps human_input_required whole and reads human_input_completed's answer;
+ * status.c reads run.completed/crew_kickoff_completed's result, run.failed's error and counts
+ * task, agent and tool events. Matched by prefix, so that a sibling added there later
+ * ("run.paused", "tool_usage_finished") still gets the whole event: keep this in step with them.
+ */
+static int type_interpreted(const char *type, size_t len)
+{
+    static const char *const prefixes[] = {"run.", "crew", "task", "agent", "tool", "human_input"};
+
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+        size_t n = strlen(prefixes[i]);
+        if (len >= n && memcmp(type, prefixes[i], n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Returns nonzero when m is absent or a string without escapes (its text is its value). */
+static int plain_or_absent(const cs_jscan_member_t *m)
+{
+    return m->kind == CS_JSCAN_ABSENT || (m->kind == CS_JSCAN_STRING && !m->escaped);
+}
+
+/*
+ * When the scanned line is an ordinary event, returns a stand-in for its parse holding only the
+ * members the validator and the store read (execution_id, type, and event_id and timestamp when
+ * present); the store keeps the line itself. An ordinary event has no op and no seq, each of those
+ * members once, as a plain string, and a type the daemon does not interpret; it is one line
+ * without CR or LF, as the store's raw_keepable wants, so the line and not the stand-in is what
+ * gets stored. Returns NULL for anything else (or out of memory): the whole parse decides then.
+ */
+static json_t *event_stand_in(const cs_jscan_t *sc)
+{
+    const cs_jscan_member_t *x = &sc->f[CS_JSCAN_EXECUTION_ID], *t = &sc->f[CS_JSCAN_TYPE];
+    static const struct {
+        int index;
+        const char *key;
+    } keep[] = {{CS_JSCAN_EXECUTION_ID, "execution_id"},
+                {CS_JSCAN_TYPE, "type"},
+                {CS_JSCAN_EVENT_ID, "event_id"},
+                {CS_JSCAN_TIMESTAMP, "timestamp"}};
+    json_t *o;
+
+    if (sc->flags != 0 || sc->f[CS_JSCAN_OP].kind != CS_JSCAN_ABSENT ||
+        sc->f[CS_JSCAN_SEQ].kind != CS_JSCAN_ABSENT || x->kind != CS_JSCAN_STRING || x->escaped ||
+        t->kind != CS_JSCAN_STRING || t->escaped || !plain_or_absent(&sc->f[CS_JSCAN_EVENT_ID]) ||
+        !plain_or_absent(&sc->f[CS_JSCAN_TIMESTAMP]) || type_interpreted(t->p, t->len))
+        return NULL;
+    if ((o = json_object()) == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+        const cs_jscan_member_t *m = &sc->f[keep[i].index];
+        /* The scan checked the UTF-8 and that no NUL is inside: nothing left for jansson to check. */
+        if (m->kind == CS_JSCAN_STRING &&
+            json_object_set_new_nocheck(o, keep[i].key, json_stringn_nocheck(m->p, m->len)) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
 cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publisher, const char *line,
                         size_t len, char **reply, size_t *rlen, size_t *rcap)
 {
@@ -202,7 +269,11 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
         e = reply_error(reply, rlen, rcap, CS_ERR_TOO_LARGE, detail);
         goto out;
     }
-    e = cs_line_parse(line, len, d->cfg->json_depth, &obj, detail, sizeof(detail));
+    /* A line the scan refuses goes through jansson all the same: its message is the detail. */
+    cs_jscan_t sc;
+    if (cs_jscan_object(line, len, d->cfg->json_depth, &sc) == 0)
+        obj = event_stand_in(&sc);
+    e = obj != NULL ? CS_OK : cs_line_parse(line, len, d->cfg->json_depth, &obj, detail, sizeof(detail));
     if (e != CS_OK) {
         reply_error(reply, rlen, rcap, e, detail);
         goto out;
