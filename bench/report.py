@@ -197,6 +197,32 @@ set yrange [0:*]
     return r.returncode == 0
 
 
+# The chart of each kind of scenario: what follows "N. name" in its title, one
+# function of a server's results per panel, the panels' y labels, and the
+# image's alt text after the scenario's name.
+CHARTS = {
+    "stream": ("", (lambda r: r["swarm"]["events_per_s"], lambda r: r["swarm"]["lat_us"]["p99"] / 1000),
+               ("delivered events/s", "p99 latency (ms)"), "delivered rate and p99"),
+    "idle": (": KiB per connection", (lambda r: r["sse"]["kib_per_conn"], lambda r: r["ws"]["kib_per_conn"]),
+             ("SSE KiB/connection", "WebSocket KiB/connection"), "memory per connection"),
+    "ingest": ("", (lambda r: r["pub"]["acked_per_s"], lambda r: r["server_cpu_s"]),
+               ("events/s acknowledged", "server CPU s"), "acknowledged rate"),
+    "churn": ("", (lambda r: r["rss_kib"]["before"] / 1024, lambda r: r["rss_kib"]["after"] / 1024),
+              ("RSS before (MiB)", "RSS after (MiB)"), "memory before and after"),
+}
+
+
+def scenario_chart(charts, sid, sc, res, title_suffix, panels, ylabels, alt):
+    """Draws docs/bench/scenarioN.png when both servers have results; returns
+    the lines that show it in the report (none when there is no chart)."""
+    png = os.path.join(charts, f"scenario{sid}.png")
+    if all(s in res for s in SERVERS) and chart(
+            png, f"{sid}. {sc['name']}{title_suffix}", list(SERVERS),
+            [[f(res[s]) for s in SERVERS] for f in panels], list(ylabels)):
+        return ["", f"![{sc['name']}: {alt}](bench/scenario{sid}.png)"]
+    return []
+
+
 def write(results, meta, docs):
     charts = os.path.join(docs, "bench")
     os.makedirs(charts, exist_ok=True)
@@ -221,42 +247,16 @@ def write(results, meta, docs):
         met = None
         if sc["kind"] == "stream":
             rows, met = stream_table(sid, res)
-            png = os.path.join(charts, f"scenario{sid}.png")
-            if all(s in res for s in SERVERS) and chart(
-                    png, f"{sid}. {sc['name']}", list(SERVERS),
-                    [[res[s]["swarm"]["events_per_s"] for s in SERVERS],
-                     [res[s]["swarm"]["lat_us"]["p99"] / 1000 for s in SERVERS]],
-                    ["delivered events/s", "p99 latency (ms)"]):
-                rows += ["", f"![{sc['name']}: delivered rate and p99](bench/scenario{sid}.png)"]
         elif sc["kind"] == "idle":
             rows, met = idle_table(res)
-            png = os.path.join(charts, f"scenario{sid}.png")
-            if all(s in res for s in SERVERS) and chart(
-                    png, f"{sid}. {sc['name']}: KiB per connection", list(SERVERS),
-                    [[res[s]["sse"]["kib_per_conn"] for s in SERVERS],
-                     [res[s]["ws"]["kib_per_conn"] for s in SERVERS]],
-                    ["SSE KiB/connection", "WebSocket KiB/connection"]):
-                rows += ["", f"![{sc['name']}: memory per connection](bench/scenario{sid}.png)"]
         elif sc["kind"] == "ingest":
             rows, met = ingest_table(res)
-            png = os.path.join(charts, f"scenario{sid}.png")
-            if all(s in res for s in SERVERS) and chart(
-                    png, f"{sid}. {sc['name']}", list(SERVERS),
-                    [[res[s]["pub"]["acked_per_s"] for s in SERVERS],
-                     [res[s]["server_cpu_s"] for s in SERVERS]],
-                    ["events/s acknowledged", "server CPU s"]):
-                rows += ["", f"![{sc['name']}: acknowledged rate](bench/scenario{sid}.png)"]
         elif sc["kind"] == "churn":
             rows, met = churn_table(res)
-            png = os.path.join(charts, f"scenario{sid}.png")
-            if all(s in res for s in SERVERS) and chart(
-                    png, f"{sid}. {sc['name']}", list(SERVERS),
-                    [[res[s]["rss_kib"]["before"] / 1024 for s in SERVERS],
-                     [res[s]["rss_kib"]["after"] / 1024 for s in SERVERS]],
-                    ["RSS before (MiB)", "RSS after (MiB)"]):
-                rows += ["", f"![{sc['name']}: memory before and after](bench/scenario{sid}.png)"]
         else:
             rows = []
+        if sc["kind"] in CHARTS:
+            rows += scenario_chart(charts, sid, sc, res, *CHARTS[sc["kind"]])
         body += rows + [""]
         if sid in TARGETS:
             summary.append(f"| {sid}. {sc['name']} | {TARGETS[sid]} | "
