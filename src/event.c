@@ -10,6 +10,8 @@
 
 #include <openssl/rand.h>
 
+#include "utf8.h"
+
 static const char *const err_names[] = {
     [CS_OK] = "ok",
     [CS_ERR_INVALID_JSON] = "invalid_json",
@@ -61,44 +63,6 @@ int cs_valid_type(const char *s, size_t len)
     return 1;
 }
 
-/*
- * Returns the length of the well-formed UTF-8 sequence at s[0..len), or 0 when it is not one
- * (overlong forms, surrogates and code points above U+10FFFF are refused, as RFC 3629 requires).
- */
-static size_t utf8_seq_len(const unsigned char *s, size_t len)
-{
-    unsigned char c = s[0];
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xbf;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong */
-        else if (c == 0xed)
-            hi = 0x9f; /* surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xf4)
-            hi = 0x8f; /* above U+10FFFF */
-    } else
-        return 0;
-    if (len < n)
-        return 0;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return n;
-}
-
 int cs_valid_event_id(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
@@ -108,7 +72,7 @@ int cs_valid_event_id(const char *s, size_t len)
     for (size_t i = 0; i < len;) {
         if (p[i] < 0x20 || p[i] == 0x7f)
             return 0;
-        size_t n = utf8_seq_len(p + i, len - i);
+        size_t n = cs_utf8_seq(p + i, len - i);
         if (n == 0)
             return 0;
         i += n;

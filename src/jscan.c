@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 /* Classes of the bytes inside a string. */
 enum { S_PLAIN = 0, S_QUOTE, S_BACKSLASH, S_CONTROL, S_HIGH };
 
@@ -67,41 +69,6 @@ static const unsigned char *skip_ws(const unsigned char *p, const unsigned char 
     return p;
 }
 
-/*
- * Returns the length of the well-formed UTF-8 sequence at s[0..len) that does not start with an
- * ASCII byte, or 0 (overlong forms, surrogates and code points above U+10FFFF are refused, as by
- * RFC 3629 and jansson's utf8_check_full).
- */
-static size_t utf8_len(const unsigned char *s, size_t len)
-{
-    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-    size_t n;
-
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong */
-        else if (c == 0xed)
-            hi = 0x9f; /* surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xf4)
-            hi = 0x8f; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (len < n || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return n;
-}
-
 /* Returns the value of the four hex digits at p (before end), or -1. */
 static long hex4(const unsigned char *p, const unsigned char *end)
 {
@@ -139,7 +106,7 @@ static const unsigned char *scan_string(const unsigned char *p, const unsigned c
         case S_QUOTE:
             return p + 1;
         case S_HIGH: {
-            size_t n = utf8_len(p, (size_t)(end - p));
+            size_t n = cs_utf8_seq(p, (size_t)(end - p)); /* p[0] >= 0x80: never 1 */
             if (n == 0)
                 return NULL;
             p += n;
