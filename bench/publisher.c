@@ -16,17 +16,8 @@
 #define _GNU_SOURCE
 #include "common.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <stdlib.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -35,23 +26,17 @@
 #define RBUF_SIZE  (1u << 20)
 
 static struct {
+    bench_opts_t com; /* --execs, --prefix, --duration, --json; host, port and path of --http */
     const char *socket_path;
     const char *http_url;
-    char host[64];
-    int port;
-    char path[512];
-    char prefix[64];
     char type[64];
-    int execs;
     uint64_t count;
-    double duration;
     int window;
     int pad;
-    bool json;
     int nstages;
     double stage_rate[MAX_STAGES]; /* events/s; 0 = as fast as the window allows */
     double stage_secs[MAX_STAGES]; /* 0 on the last stage = until the end */
-} opt = {.execs = 1, .window = 64, .nstages = 1};
+} opt = {.com.execs = 1, .window = 64, .nstages = 1};
 
 static struct {
     uint64_t sent, acked, errors, pushes, bytes_out;
@@ -61,13 +46,6 @@ static struct {
 static char *wbuf, *rbuf;
 static size_t w_len, w_off, r_len;
 static char *padding;
-static volatile sig_atomic_t stop_flag;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_flag = 1;
-}
 
 /* Events the schedule allows by t seconds after the start; UINT64_MAX while a
  * full-speed stage is running. */
@@ -113,11 +91,11 @@ static int parse_schedule(const char *s)
 /* Appends one event (a line, or a POST) to the write buffer. */
 static void append_event(uint64_t n)
 {
-    int exec = (int)(n % (uint64_t)opt.execs);
+    int exec = (int)(n % (uint64_t)opt.com.execs);
     char body[256];
     int bl =
         snprintf(body, sizeof body, "{\"t_us\":%llu,\"execution_id\":\"%s%d\",\"type\":\"%s\",\"n\":%llu",
-                 (unsigned long long)bench_now_us(), opt.prefix, exec, opt.type, (unsigned long long)n);
+                 (unsigned long long)bench_now_us(), opt.com.prefix, exec, opt.type, (unsigned long long)n);
     size_t need = (size_t)bl + (size_t)opt.pad + 512;
     if (w_off > 0 && w_len + need > WBUF_SIZE) {
         memmove(wbuf, wbuf + w_off, w_len - w_off);
@@ -127,17 +105,12 @@ static void append_event(uint64_t n)
     char *p = wbuf + w_len;
     if (opt.http_url) {
         char path[600];
-        const char *at = strstr(opt.path, "{exec}");
-        if (at)
-            snprintf(path, sizeof path, "%.*s%s%d%s", (int)(at - opt.path), opt.path, opt.prefix, exec,
-                     at + 6);
-        else
-            snprintf(path, sizeof path, "%s", opt.path);
+        bench_exec_path(&opt.com, exec, path, sizeof path);
         size_t clen = (size_t)bl + (opt.pad ? (size_t)opt.pad + 9 : 0) + 1;
         p += sprintf(p,
                      "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
                      "Content-Length: %zu\r\n\r\n",
-                     path, opt.host, opt.port, clen);
+                     path, opt.com.host, opt.com.port, clen);
     }
     memcpy(p, body, (size_t)bl);
     p += bl;
@@ -225,38 +198,17 @@ static int connect_target(void)
         if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
             return -1;
     } else {
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
-        if (inet_pton(AF_INET, opt.host, &sa.sin_addr) != 1 || (ntohl(sa.sin_addr.s_addr) >> 24) != 127)
+        struct sockaddr_in sa;
+        if (bench_loopback_addr(&opt.com, &sa) != 0)
             return -1;
         fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
             return -1;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        bench_nodelay(fd);
     }
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
         return -1;
     return fd;
-}
-
-static int parse_url(const char *url)
-{
-    const char *p = url;
-    if (strncmp(p, "http://", 7) == 0)
-        p += 7;
-    const char *colon = strchr(p, ':'), *slash = strchr(p, '/');
-    if (!slash)
-        return -1;
-    size_t hl = (size_t)((colon && colon < slash ? colon : slash) - p);
-    if (hl >= sizeof opt.host)
-        return -1;
-    memcpy(opt.host, p, hl);
-    opt.host[hl] = '\0';
-    if (strcmp(opt.host, "localhost") == 0)
-        strcpy(opt.host, "127.0.0.1");
-    opt.port = colon && colon < slash ? atoi(colon + 1) : 80;
-    snprintf(opt.path, sizeof opt.path, "%s", slash);
-    return 0;
 }
 
 static void usage(void)
@@ -275,15 +227,13 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"socket", 1, 0, 's'}, {"http", 1, 0, 'H'},  {"execs", 1, 0, 'c'},    {"prefix", 1, 0, 'P'},
-        {"type", 1, 0, 't'},   {"count", 1, 0, 'n'}, {"duration", 1, 0, 'd'}, {"rate", 1, 0, 'r'},
-        {"window", 1, 0, 'w'}, {"pad", 1, 0, 'p'},   {"json", 0, 0, 'j'},     {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
-    snprintf(opt.prefix, sizeof opt.prefix, "bench-");
+    static const struct option lo[] = {{"socket", 1, 0, 's'}, {"http", 1, 0, 'H'},  {"type", 1, 0, 't'},
+                                       {"count", 1, 0, 'n'},  {"rate", 1, 0, 'r'},  {"window", 1, 0, 'w'},
+                                       {"pad", 1, 0, 'p'},    BENCH_COMMON_OPTIONS, {0, 0, 0, 0}};
+    bench_opts_init(&opt.com);
     snprintf(opt.type, sizeof opt.type, "bench");
     int ch;
-    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    while ((ch = bench_next_option(&opt.com, argc, argv, lo)) != -1) {
         switch (ch) {
         case 's':
             opt.socket_path = optarg;
@@ -291,20 +241,11 @@ int main(int argc, char **argv)
         case 'H':
             opt.http_url = optarg;
             break;
-        case 'c':
-            opt.execs = atoi(optarg);
-            break;
-        case 'P':
-            snprintf(opt.prefix, sizeof opt.prefix, "%s", optarg);
-            break;
         case 't':
             snprintf(opt.type, sizeof opt.type, "%s", optarg);
             break;
         case 'n':
             opt.count = strtoull(optarg, NULL, 10);
-            break;
-        case 'd':
-            opt.duration = atof(optarg);
             break;
         case 'r':
             if (parse_schedule(optarg) != 0) {
@@ -318,23 +259,18 @@ int main(int argc, char **argv)
         case 'p':
             opt.pad = atoi(optarg);
             break;
-        case 'j':
-            opt.json = true;
-            break;
         default:
             usage();
             return 2;
         }
     }
-    if ((!opt.socket_path == !opt.http_url) || opt.execs < 1 || opt.window < 1 || opt.pad < 0 ||
-        opt.pad > 1000000 || (opt.count == 0 && opt.duration <= 0) ||
-        (opt.http_url && parse_url(opt.http_url) != 0)) {
+    if ((!opt.socket_path == !opt.http_url) || opt.com.execs < 1 || opt.window < 1 || opt.pad < 0 ||
+        opt.pad > 1000000 || (opt.count == 0 && opt.com.duration <= 0) ||
+        (opt.http_url && bench_parse_url(&opt.com, opt.http_url, false) != 0)) {
         usage();
         return 2;
     }
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    bench_signals();
     wbuf = malloc(WBUF_SIZE + (size_t)opt.pad);
     rbuf = malloc(RBUF_SIZE);
     padding = malloc((size_t)opt.pad + 1);
@@ -348,14 +284,13 @@ int main(int argc, char **argv)
         return 1;
     }
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.fd = fd};
-    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    bench_epoll(ep, EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLOUT | EPOLLET, (uint32_t)fd);
 
-    double cpu0 = bench_cpu_s();
-    uint64_t t0 = bench_now_us(), stop_send_us = opt.duration > 0 ? t0 + (uint64_t)(opt.duration * 1e6) : 0;
+    bench_run_t run = bench_run_start();
+    uint64_t t0 = run.t0_us, stop_send_us = opt.com.duration > 0 ? t0 + bench_us(opt.com.duration) : 0;
     uint64_t t_last_ack = t0, t_sending_done = 0;
     bool writable = true, closed = false;
-    while (!stop_flag) {
+    while (!bench_stop) {
         uint64_t now = bench_now_us();
         bool sending = (opt.count == 0 || st.sent < opt.count) && (stop_send_us == 0 || now < stop_send_us);
         if (!sending && !t_sending_done)
@@ -369,7 +304,7 @@ int main(int argc, char **argv)
         }
         /* Fill the window as far as the schedule allows, then write. */
         if (sending) {
-            uint64_t allow = allowed_by((double)(now - t0) / 1e6);
+            uint64_t allow = allowed_by(bench_secs(now - t0));
             while (st.sent - st.acked < (uint64_t)opt.window && st.sent < allow &&
                    (opt.count == 0 || st.sent < opt.count) && w_len + 4096 + (size_t)opt.pad < WBUF_SIZE)
                 append_event(st.sent);
@@ -429,23 +364,17 @@ int main(int argc, char **argv)
             break;
         }
     }
-    double elapsed = (double)(t_last_ack - t0) / 1e6;
-    double cpu = bench_cpu_s() - cpu0;
+    double elapsed = bench_secs(t_last_ack - t0);
+    double cpu = bench_run_cpu_s(&run);
     double rate = elapsed > 0 ? (double)st.acked / elapsed : 0;
-    if (opt.json) {
+    if (opt.com.json) {
         printf("{\"target\":\"%s\",\"execs\":%d,\"window\":%d,\"sent\":%llu,\"acked\":%llu,\"errors\":%llu,"
                "\"pushes\":%llu,\"bytes_out\":%llu,\"elapsed_s\":%.3f,\"acked_per_s\":%.1f,\"cpu_s\":%.3f,"
                "\"closed\":%s",
-               opt.http_url ? "http" : "unix", opt.execs, opt.window, (unsigned long long)st.sent,
+               opt.http_url ? "http" : "unix", opt.com.execs, opt.window, (unsigned long long)st.sent,
                (unsigned long long)st.acked, (unsigned long long)st.errors, (unsigned long long)st.pushes,
                (unsigned long long)st.bytes_out, elapsed, rate, cpu, closed ? "true" : "false");
-        if (st.first_error[0]) {
-            printf(",\"first_error\":\"");
-            for (const char *e = st.first_error; *e; e++)
-                if (*e != '"' && *e != '\\' && (unsigned char)*e >= 0x20)
-                    putchar(*e);
-            putchar('"');
-        }
+        bench_json_first_error(st.first_error);
         printf("}\n");
     } else {
         printf("publisher %s: sent %llu acked %llu errors %llu in %.3f s = %.0f/s; cpu %.3f s%s\n",

@@ -11,17 +11,8 @@
 #define _GNU_SOURCE
 #include "common.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <stdlib.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 enum { ST_FREE, ST_CONNECTING, ST_HEAD, ST_STREAM };
@@ -47,27 +38,20 @@ typedef struct {
 } conn_t;
 
 static struct {
+    bench_opts_t com; /* --execs, --prefix, --duration, --json; host, port and path of --url */
     struct sockaddr_in addr;
-    char host[64];
-    int port;
-    char path[512];
-    char prefix[64];
     int mode;
-    int conns, execs;
-    double duration;
+    int conns;
     double connect_rate;
     uint64_t expect;
-    bool json;
     const char *ready_file;
     uint64_t hold_us;
     int max_pending;
     double connect_timeout;
     double idle_exit;
-} opt = {.port = 8000,
+} opt = {.com = {.port = 8000, .execs = 1, .duration = 10},
          .mode = MODE_SSE,
          .conns = 10,
-         .execs = 1,
-         .duration = 10,
          .max_pending = 256,
          .connect_timeout = 60};
 
@@ -85,13 +69,6 @@ static int epfd;
 static int *queue; /* connections waiting to (re)connect, a ring */
 static int q_head, q_len;
 static char rbuf[256 * 1024];
-static volatile sig_atomic_t stop_flag;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_flag = 1;
-}
 
 static void note_error(const char *fmt, const char *what, int code)
 {
@@ -174,8 +151,7 @@ static void conn_start(int i, uint64_t now)
         note_error("socket: %s %d", strerror(errno), errno);
         return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    bench_nodelay(fd);
     c->fd = fd;
     c->state = ST_CONNECTING;
     c->since_us = now;
@@ -189,38 +165,30 @@ static void conn_start(int i, uint64_t now)
         conn_fail(i, &st.fail_refused, strerror(errno), errno);
         return;
     }
-    struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
-    epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+    bench_epoll(epfd, EPOLL_CTL_ADD, fd, EPOLLOUT | EPOLLIN | EPOLLRDHUP, (uint32_t)i);
 }
 
 static void send_request(int i)
 {
     conn_t *c = &conns[i];
     char req[1024], path[600];
-    /* The execution name replaces {exec} in the path template. */
-    const char *at = strstr(opt.path, "{exec}");
-    if (at)
-        snprintf(path, sizeof path, "%.*s%s%d%s", (int)(at - opt.path), opt.path, opt.prefix, i % opt.execs,
-                 at + 6);
-    else
-        snprintf(path, sizeof path, "%s", opt.path);
+    bench_exec_path(&opt.com, i % opt.com.execs, path, sizeof path);
     int n;
     if (opt.mode == MODE_WS)
         n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     path, opt.host, opt.port);
+                     path, opt.com.host, opt.com.port);
     else
         n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n\r\n",
-                     path, opt.host, opt.port);
+                     path, opt.com.host, opt.com.port);
     /* A few hundred bytes always fit an empty socket buffer. */
     if (send(c->fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
         conn_fail(i, &st.fail_refused, "send", errno);
         return;
     }
     c->state = ST_HEAD;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
-    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    bench_epoll(epfd, EPOLL_CTL_MOD, c->fd, EPOLLIN | EPOLLRDHUP, (uint32_t)i);
 }
 
 /* Counts one event and its latency, if it carries "t_us". */
@@ -515,58 +483,17 @@ static void usage(void)
                     "  --json                 print a JSON summary on stdout\n");
 }
 
-static int parse_url(const char *url)
-{
-    const char *p = url;
-    if (strncmp(p, "http://", 7) == 0)
-        p += 7;
-    else if (strncmp(p, "ws://", 5) == 0)
-        p += 5;
-    const char *colon = strchr(p, ':'), *slash = strchr(p, '/');
-    if (!slash)
-        return -1;
-    size_t hl = (size_t)((colon && colon < slash ? colon : slash) - p);
-    if (hl >= sizeof opt.host)
-        return -1;
-    memcpy(opt.host, p, hl);
-    opt.host[hl] = '\0';
-    opt.port = colon && colon < slash ? atoi(colon + 1) : 80;
-    snprintf(opt.path, sizeof opt.path, "%s", slash);
-    if (strcmp(opt.host, "localhost") == 0)
-        strcpy(opt.host, "127.0.0.1");
-    opt.addr.sin_family = AF_INET;
-    opt.addr.sin_port = htons((uint16_t)opt.port);
-    if (inet_pton(AF_INET, opt.host, &opt.addr.sin_addr) != 1)
-        return -1;
-    /* Loopback only: this is a tool for this machine, not a load generator
-     * to point at someone else's server. */
-    if ((ntohl(opt.addr.sin_addr.s_addr) >> 24) != 127)
-        return -1;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {{"url", 1, 0, 'u'},
-                                       {"mode", 1, 0, 'm'},
-                                       {"conns", 1, 0, 'n'},
-                                       {"execs", 1, 0, 'c'},
-                                       {"prefix", 1, 0, 'P'},
-                                       {"duration", 1, 0, 'd'},
-                                       {"connect-rate", 1, 0, 'r'},
-                                       {"max-pending", 1, 0, 'k'},
-                                       {"expect", 1, 0, 'e'},
-                                       {"hold-ms", 1, 0, 'H'},
-                                       {"ready-file", 1, 0, 'R'},
-                                       {"json", 0, 0, 'j'},
-                                       {"connect-timeout", 1, 0, 'T'},
-                                       {"idle-exit", 1, 0, 'I'},
-                                       {"help", 0, 0, 'h'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"url", 1, 0, 'u'},          {"mode", 1, 0, 'm'},        {"conns", 1, 0, 'n'},
+        {"connect-rate", 1, 0, 'r'}, {"max-pending", 1, 0, 'k'}, {"expect", 1, 0, 'e'},
+        {"hold-ms", 1, 0, 'H'},      {"ready-file", 1, 0, 'R'},  {"connect-timeout", 1, 0, 'T'},
+        {"idle-exit", 1, 0, 'I'},    BENCH_COMMON_OPTIONS,       {0, 0, 0, 0}};
     const char *url = NULL;
-    snprintf(opt.prefix, sizeof opt.prefix, "bench-");
+    bench_opts_init(&opt.com);
     int ch;
-    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    while ((ch = bench_next_option(&opt.com, argc, argv, lo)) != -1) {
         switch (ch) {
         case 'u':
             url = optarg;
@@ -576,15 +503,6 @@ int main(int argc, char **argv)
             break;
         case 'n':
             opt.conns = atoi(optarg);
-            break;
-        case 'c':
-            opt.execs = atoi(optarg);
-            break;
-        case 'P':
-            snprintf(opt.prefix, sizeof opt.prefix, "%s", optarg);
-            break;
-        case 'd':
-            opt.duration = atof(optarg);
             break;
         case 'r':
             opt.connect_rate = atof(optarg);
@@ -601,9 +519,6 @@ int main(int argc, char **argv)
         case 'R':
             opt.ready_file = optarg;
             break;
-        case 'j':
-            opt.json = true;
-            break;
         case 'T':
             opt.connect_timeout = atof(optarg);
             break;
@@ -615,7 +530,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!url || parse_url(url) != 0 || opt.conns < 1 || opt.execs < 1 || opt.max_pending < 1) {
+    /* Loopback only: this is a tool for this machine, not a load generator
+     * to point at someone else's server. */
+    if (!url || bench_parse_url(&opt.com, url, true) != 0 || bench_loopback_addr(&opt.com, &opt.addr) != 0 ||
+        opt.conns < 1 || opt.com.execs < 1 || opt.max_pending < 1) {
         usage();
         fprintf(stderr, "swarm: need --url http://127.x.x.x:PORT/path (loopback only)\n");
         return 2;
@@ -625,9 +543,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "swarm: %d connections need more than the open-files limit %ld\n", opt.conns, nofile);
         return 2;
     }
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    bench_signals();
 
     conns = calloc((size_t)opt.conns, sizeof *conns);
     queue = calloc((size_t)opt.conns, sizeof *queue);
@@ -638,28 +554,28 @@ int main(int argc, char **argv)
         q_push(i);
     }
     epfd = epoll_create1(EPOLL_CLOEXEC);
-    double cpu0 = bench_cpu_s();
-    uint64_t t0 = bench_now_us(), ready_us = 0, end_us = 0;
+    bench_run_t run = bench_run_start();
+    uint64_t t0 = run.t0_us, ready_us = 0, end_us = 0;
     uint64_t started = 0;
     struct epoll_event evs[512];
 
-    while (!stop_flag) {
+    while (!bench_stop) {
         uint64_t now = bench_now_us();
         /* Start as many connections as the rate and the pending cap allow. */
         while (q_len > 0 && st.pending < opt.max_pending) {
-            if (opt.connect_rate > 0 && (double)started >= opt.connect_rate * (double)(now - t0) / 1e6 + 1)
+            if (opt.connect_rate > 0 && (double)started >= opt.connect_rate * bench_secs(now - t0) + 1)
                 break;
             conn_start(q_pop(), now);
             started++;
         }
         if (!ready_us) {
             int initial_left = opt.conns - (int)(st.established + st.connect_failures);
-            bool timed_out = (double)(now - t0) / 1e6 > opt.connect_timeout;
+            bool timed_out = bench_secs(now - t0) > opt.connect_timeout;
             if (initial_left <= 0 || timed_out) {
                 ready_us = now;
-                end_us = now + (uint64_t)(opt.duration * 1e6);
+                end_us = now + bench_us(opt.com.duration);
                 fprintf(stderr, "swarm: %llu/%d up in %.2f s, %llu failed%s\n",
-                        (unsigned long long)st.established, opt.conns, (double)(now - t0) / 1e6,
+                        (unsigned long long)st.established, opt.conns, bench_secs(now - t0),
                         (unsigned long long)st.connect_failures, timed_out ? " (connect timeout)" : "");
                 if (opt.ready_file) {
                     FILE *f = fopen(opt.ready_file, "w");
@@ -675,8 +591,7 @@ int main(int argc, char **argv)
         if (ready_us && opt.expect && st.active > 0 && st.done >= st.active)
             break;
         /* Once traffic has started, a quiet spell means the publisher is done. */
-        if (ready_us && opt.idle_exit > 0 && st.last_rx_us &&
-            now - st.last_rx_us > (uint64_t)(opt.idle_exit * 1e6))
+        if (ready_us && opt.idle_exit > 0 && st.last_rx_us && now - st.last_rx_us > bench_us(opt.idle_exit))
             break;
         /* Churn and head timeouts need a look at the clock every few ms; a
          * linear pass is fine at the tens of thousands this tool allows. */
@@ -702,7 +617,7 @@ int main(int argc, char **argv)
         }
     }
     uint64_t t_end = bench_now_us();
-    double cpu = bench_cpu_s() - cpu0;
+    double cpu = bench_run_cpu_s(&run);
 
     /* Loss: what every connection that got its stream should have had. */
     uint64_t expected = 0, lost = 0;
@@ -715,32 +630,27 @@ int main(int argc, char **argv)
                 lost += opt.expect - conns[i].events;
         }
     }
-    double span = st.last_rx_us > st.first_rx_us ? (double)(st.last_rx_us - st.first_rx_us) / 1e6 : 0;
+    double span = st.last_rx_us > st.first_rx_us ? bench_secs(st.last_rx_us - st.first_rx_us) : 0;
     double rate = span > 0 ? (double)st.events / span : 0;
-    double run_s = ready_us ? (double)(t_end - ready_us) / 1e6 : 0;
-    if (opt.json) {
+    double run_s = ready_us ? bench_secs(t_end - ready_us) : 0;
+    if (opt.com.json) {
         printf("{\"mode\":\"%s\",\"conns\":%d,\"execs\":%d,\"established\":%llu,\"connect_failures\":%llu,"
                "\"fail_refused\":%llu,\"fail_status\":%llu,\"fail_timeout\":%llu,\"fail_eof\":%llu,"
                "\"disconnects\":%llu,\"cycles\":%llu,\"connect_s\":%.3f,\"run_s\":%.3f,"
                "\"events\":%llu,\"other\":%llu,\"bytes\":%llu,\"span_s\":%.3f,\"events_per_s\":%.1f,"
                "\"expected\":%llu,\"lost\":%llu,"
                "\"lat_us\":{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,\"max\":%llu},\"cpu_s\":%.3f",
-               opt.mode == MODE_WS ? "ws" : "sse", opt.conns, opt.execs, (unsigned long long)st.established,
-               (unsigned long long)st.connect_failures, (unsigned long long)st.fail_refused,
-               (unsigned long long)st.fail_status, (unsigned long long)st.fail_timeout,
-               (unsigned long long)st.fail_eof, (unsigned long long)st.disconnects,
-               (unsigned long long)st.cycles, ready_us ? (double)(ready_us - t0) / 1e6 : -1.0, run_s,
-               (unsigned long long)st.events, (unsigned long long)st.other, (unsigned long long)st.bytes,
-               span, rate, (unsigned long long)expected, (unsigned long long)lost,
+               opt.mode == MODE_WS ? "ws" : "sse", opt.conns, opt.com.execs,
+               (unsigned long long)st.established, (unsigned long long)st.connect_failures,
+               (unsigned long long)st.fail_refused, (unsigned long long)st.fail_status,
+               (unsigned long long)st.fail_timeout, (unsigned long long)st.fail_eof,
+               (unsigned long long)st.disconnects, (unsigned long long)st.cycles,
+               ready_us ? bench_secs(ready_us - t0) : -1.0, run_s, (unsigned long long)st.events,
+               (unsigned long long)st.other, (unsigned long long)st.bytes, span, rate,
+               (unsigned long long)expected, (unsigned long long)lost,
                (unsigned long long)bench_hist_pct(&hist, 50), (unsigned long long)bench_hist_pct(&hist, 90),
                (unsigned long long)bench_hist_pct(&hist, 99), (unsigned long long)hist.max, cpu);
-        if (st.first_error[0]) {
-            printf(",\"first_error\":\"");
-            for (const char *e = st.first_error; *e; e++)
-                if (*e != '"' && *e != '\\')
-                    putchar(*e);
-            putchar('"');
-        }
+        bench_json_first_error(st.first_error);
         printf("}\n");
     } else {
         printf("swarm %s: %llu/%d up (%llu failed, %llu disconnects, %llu cycles)\n",
