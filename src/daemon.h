@@ -15,6 +15,7 @@
 
 typedef struct cs_http cs_http_t;
 typedef struct cs_ws cs_ws_t;
+typedef struct cs_sse cs_sse_t;
 typedef struct cs_ingest cs_ingest_t;
 typedef struct cs_listener cs_listener_t;
 
@@ -24,7 +25,7 @@ typedef struct cs_counters {
     uint64_t tcp_rejected_full; /* over limits.max_clients */
     uint64_t heads_too_large;   /* answered 431 */
     uint64_t heads_timed_out;
-    uint64_t heads_invalid;     /* garbage, TLS */
+    uint64_t heads_invalid; /* garbage, TLS */
     uint64_t http_requests;
     uint64_t ws_accepted;
     uint64_t ws_refused;
@@ -40,10 +41,11 @@ typedef struct cs_daemon {
     cs_auth_t *auth;
     cs_http_t *http;
     cs_ws_t *ws;
+    cs_sse_t *sse; /* SSE streams written natively */
     cs_ingest_t *ingest;
     cs_listener_t *listener;
-    int stopping;          /* SIGTERM/SIGINT seen: no new work, drain */
-    size_t clients;        /* open TCP connections, whoever holds them */
+    int stopping;   /* SIGTERM/SIGINT seen: no new work, drain */
+    size_t clients; /* open TCP connections, whoever holds them */
     cs_counters_t counters;
 } cs_daemon_t;
 

@@ -105,3 +105,141 @@ cs_head_result_t cs_head_scan(const char *buf, size_t len, size_t *head_len)
         *head_len = end;
     return upgrade_ws && conn_upgrade ? CS_HEAD_WEBSOCKET : CS_HEAD_HTTP;
 }
+
+/* ---- the strict parse for natively served GETs ---- */
+
+static int is_vchar_or_ws(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+static int field_is(const char *name, size_t n, const char *want)
+{
+    return strlen(want) == n && strncasecmp(name, want, n) == 0;
+}
+
+/* Records one field of interest; a repeated one makes the head "unusual". */
+static int take_field(cs_head_str_t *slot, const char *v, size_t n)
+{
+    if (slot->p != NULL)
+        return -1;
+    slot->p = v;
+    slot->n = n;
+    return 0;
+}
+
+int cs_head_parse(const char *buf, size_t len, cs_head_req_t *r)
+{
+    static const char get[] = "GET /";
+    static const char ver[] = " HTTP/1.1\r\n";
+    size_t i, t0;
+
+    memset(r, 0, sizeof(*r));
+    if (len < sizeof(get) - 1 || memcmp(buf, get, sizeof(get) - 1) != 0)
+        return -1;
+    t0 = i = sizeof(get) - 2; /* the target starts at its '/' */
+    while (i < len && (unsigned char)buf[i] > ' ' && buf[i] != 0x7f)
+        i++;
+    if (len - i < sizeof(ver) - 1 || memcmp(buf + i, ver, sizeof(ver) - 1) != 0)
+        return -1;
+    const char *q = memchr(buf + t0, '?', i - t0);
+    r->path.p = buf + t0;
+    r->path.n = q != NULL ? (size_t)(q - (buf + t0)) : i - t0;
+    if (memchr(r->path.p, '%', r->path.n) != NULL)
+        return -1;
+    if (q != NULL) {
+        r->query.p = q + 1;
+        r->query.n = (size_t)(buf + i - (q + 1));
+    } else {
+        r->query.p = buf + i;
+    }
+    i += sizeof(ver) - 1;
+
+    /* Fields, each "name: value\r\n", then the blank line that must end buf exactly. */
+    for (;;) {
+        if (len - i == 2 && buf[i] == '\r' && buf[i + 1] == '\n')
+            return 0;
+        size_t n0 = i;
+        while (i < len && is_tchar((unsigned char)buf[i]))
+            i++;
+        if (i == n0 || i == len || buf[i] != ':')
+            return -1; /* empty name, folding (a leading blank), or a stray byte */
+        const char *name = buf + n0;
+        size_t name_len = i - n0;
+        i++;
+        while (i < len && (buf[i] == ' ' || buf[i] == '\t'))
+            i++;
+        size_t v0 = i;
+        while (i < len && is_vchar_or_ws((unsigned char)buf[i]))
+            i++;
+        if (len - i < 2 || buf[i] != '\r' || buf[i + 1] != '\n')
+            return -1;
+        size_t v1 = i;
+        while (v1 > v0 && (buf[v1 - 1] == ' ' || buf[v1 - 1] == '\t'))
+            v1--;
+        i += 2;
+        const char *v = buf + v0;
+        size_t vn = v1 - v0;
+        if (field_is(name, name_len, "Authorization")) {
+            if (take_field(&r->authorization, v, vn) != 0)
+                return -1;
+        } else if (field_is(name, name_len, "Last-Event-ID")) {
+            if (take_field(&r->last_event_id, v, vn) != 0)
+                return -1;
+        } else if (field_is(name, name_len, "Origin")) {
+            if (take_field(&r->origin, v, vn) != 0)
+                return -1;
+        } else if (field_is(name, name_len, "Transfer-Encoding")) {
+            return -1;
+        } else if (field_is(name, name_len, "Content-Length")) {
+            if (vn != 1 || v[0] != '0')
+                return -1;
+        }
+    }
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int cs_head_arg(cs_head_str_t query, const char *name, char *out, size_t outlen)
+{
+    size_t nl = strlen(name), i = 0;
+
+    while (i < query.n) {
+        const char *a = query.p + i;
+        const char *amp = memchr(a, '&', query.n - i);
+        size_t an = amp != NULL ? (size_t)(amp - a) : query.n - i;
+        i += an + 1;
+        if (an < nl || memcmp(a, name, nl) != 0 || (an > nl && a[nl] != '='))
+            continue;
+        if (an == nl)
+            return -1; /* "?name" without a value */
+        size_t o = 0;
+        for (size_t k = nl + 1; k < an; k++) {
+            char c = a[k];
+            if (c == '+') {
+                c = ' ';
+            } else if (c == '%') {
+                int hi = k + 2 < an ? hexval(a[k + 1]) : -1, lo = k + 2 < an ? hexval(a[k + 2]) : -1;
+                if (hi < 0 || lo < 0 || (hi | lo) == 0)
+                    return -1;
+                c = (char)(hi << 4 | lo);
+                k += 2;
+            }
+            if (o + 1 >= outlen)
+                return -1;
+            out[o++] = c;
+        }
+        out[o] = '\0';
+        return 1;
+    }
+    return 0;
+}

@@ -22,4 +22,33 @@ typedef enum cs_head_result {
  */
 cs_head_result_t cs_head_scan(const char *buf, size_t len, size_t *head_len);
 
+/** A string inside the head: not NUL-terminated. */
+typedef struct cs_head_str {
+    const char *p;
+    size_t n;
+} cs_head_str_t;
+
+/** What the native SSE writer reads from a GET head (see cs_head_parse). */
+typedef struct cs_head_req {
+    cs_head_str_t path;  /* the target up to '?' */
+    cs_head_str_t query; /* after '?', possibly empty */
+    cs_head_str_t authorization, last_event_id, origin;
+} cs_head_req_t;
+
+/**
+ * Parses a complete head (buf[0..len), len = its head_len) strictly: "GET /path[?query] HTTP/1.1",
+ * CRLF line ends, "Name: value" fields of token names and visible values, no body (Content-Length
+ * other than 0, Transfer-Encoding), no obsolete line folding, no '%' in the path, no repeated
+ * Authorization, Last-Event-ID or Origin. Returns 0, or -1 for anything else: such requests go to
+ * libmicrohttpd, which answers them (errors included) the way it always has.
+ */
+int cs_head_parse(const char *buf, size_t len, cs_head_req_t *r);
+
+/**
+ * Looks up the first query argument called name and decodes it (%XX, '+' as a space) into
+ * out[0..outlen) NUL-terminated. Returns 1 found, 0 absent, -1 when the argument is there but has no
+ * '=', a bad or NUL escape, or does not fit (the caller then lets libmicrohttpd read the request).
+ */
+int cs_head_arg(cs_head_str_t query, const char *name, char *out, size_t outlen);
+
 #endif

@@ -1,8 +1,9 @@
 /*
  * http.c - see http.h.
  *
- * Every request gets an http_req_t. An SSE stream is a callback response whose
- * reader copies rendered frames (SSE head + JSON + blank line) into MHD's buffer
+ * Every request gets an http_req_t. Most SSE streams never come here (sse.c
+ * writes them natively); the ones that do - HTTP/1.0, unusual heads - are a
+ * callback response whose reader copies the stream's body (sse.c) into MHD's buffer
  * until the subscriber is caught up, then parks the subscriber and suspends the
  * connection; a publish wakes it (resume + MHD_run before sleeping: resuming
  * wakes nothing in external-epoll mode). A held long-poll suspends without a
@@ -27,6 +28,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "route.h"
+#include "sse.h"
 #include "web.h"
 #include "ws.h"
 
@@ -36,7 +38,6 @@
  * writes of HTTP/1.0 streams: 16 KiB here cost 15 KiB of RSS per idle connection.
  */
 #define SSE_BLOCK    256
-#define SSE_RETRY_MS 3000
 #define HITL_HB_MS   4000
 #define CORS_METHODS "GET, POST, OPTIONS"
 #define CORS_HEADERS "Authorization, Content-Type, Last-Event-ID, Cache-Control"
@@ -54,12 +55,6 @@ struct cs_http {
     http_req_t *streams; /* SSE streams and long-polls (DL list) */
 };
 
-/* One piece of pending output, copied into MHD's buffer across reader calls. */
-typedef struct piece {
-    const char *p;
-    size_t n;
-} piece_t;
-
 struct http_req {
     cs_http_t *h;
     struct MHD_Connection *con;
@@ -74,15 +69,7 @@ struct http_req {
     int suspended;
     int dead; /* the client left, or we are ending the stream */
     int listed;
-    /* SSE output in progress: pieces of one item, and a reference on its frame. */
-    piece_t parts[4];
-    int nparts, ipart;
-    size_t off;
-    cs_frame_t *held;
-    char small[192];
-    int preamble_done;
-    int hitl, global;
-    int hb_due;
+    cs_sse_body_t out; /* SSE output */
     int64_t last_write;
     /* Long-poll. */
     cs_timer_t timer;
@@ -252,106 +239,15 @@ static const cs_sub_ops_t sub_ops = {sub_wake};
 
 /* ---- SSE ---- */
 
-static void sse_set_item(http_req_t *q, const cs_item_t *it)
-{
-    q->nparts = 0;
-    q->ipart = 0;
-    q->off = 0;
-    if (it->frame != NULL) {
-        cs_frame_t *f = it->frame;
-        const char *head = q->global ? f->gsse_head : f->sse_head;
-        size_t head_len = q->global ? f->gsse_head_len : f->sse_head_len;
-        size_t skip = q->sreq.named ? 0 : f->sse_named_skip;
-        q->held = cs_frame_ref(f);
-        q->parts[q->nparts++] = (piece_t){head + skip, head_len - skip};
-        q->parts[q->nparts++] = (piece_t){f->json, f->json_len};
-    } else {
-        if (q->sreq.named)
-            q->parts[q->nparts++] = (piece_t){"event: stream.gap\n", 18};
-        q->parts[q->nparts++] = (piece_t){"data: ", 6};
-        q->parts[q->nparts++] = (piece_t){it->gap, it->gap_len};
-    }
-    q->parts[q->nparts++] = (piece_t){"\n\n", 2};
-}
-
-static void sse_set_small(http_req_t *q, size_t n)
-{
-    q->nparts = 1;
-    q->ipart = 0;
-    q->off = 0;
-    q->parts[0] = (piece_t){q->small, n};
-}
-
-static void sse_set_heartbeat(http_req_t *q)
-{
-    char ts[32];
-    int n;
-
-    cs_format_timestamp(cs_unix_ms(), ts, sizeof(ts));
-    if (q->hitl)
-        n = snprintf(q->small, sizeof(q->small), "data: {\"type\":\"heartbeat\",\"timestamp\":\"%s\"}\n\n",
-                     ts);
-    else
-        n = snprintf(q->small, sizeof(q->small), ": heartbeat %s\n\n", ts);
-    sse_set_small(q, (size_t)n);
-}
-
-/* Copies pending pieces into buf; returns bytes copied. Releases the frame once it is all out. */
-static size_t sse_copy(http_req_t *q, char *buf, size_t max)
-{
-    size_t n = 0;
-
-    while (q->ipart < q->nparts && n < max) {
-        piece_t *pc = &q->parts[q->ipart];
-        size_t take = pc->n - q->off;
-        if (take > max - n)
-            take = max - n;
-        memcpy(buf + n, pc->p + q->off, take);
-        n += take;
-        q->off += take;
-        if (q->off == pc->n) {
-            q->ipart++;
-            q->off = 0;
-        }
-    }
-    if (q->ipart == q->nparts) {
-        q->nparts = q->ipart = 0;
-        if (q->held != NULL) {
-            cs_frame_unref(q->h->d->store, q->held);
-            q->held = NULL;
-        }
-    }
-    return n;
-}
-
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     http_req_t *q = cls;
-    size_t n = 0;
-    cs_item_t it;
+    size_t n;
     (void)pos;
 
     if (q->dead)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    if (!q->preamble_done) {
-        int l = snprintf(q->small, sizeof(q->small), "retry: %d\n\n", SSE_RETRY_MS);
-        sse_set_small(q, (size_t)l);
-        q->preamble_done = 1;
-    }
-    /* Drain everything queued per wake-up so bursts coalesce into few sends. */
-    for (;;) {
-        n += sse_copy(q, buf + n, max - n);
-        if (q->nparts != 0 || n == max)
-            break;
-        if (!cs_sub_next(&q->sub, &it))
-            break;
-        sse_set_item(q, &it);
-    }
-    if (n == 0 && q->hb_due) {
-        sse_set_heartbeat(q);
-        n += sse_copy(q, buf, max);
-    }
-    q->hb_due = 0;
+    n = cs_sse_body_fill(&q->out, &q->sub, buf, max);
     if (n > 0) {
         q->last_write = cs_loop_now(q->h->d->loop);
         return (ssize_t)n;
@@ -509,8 +405,8 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
         return MHD_NO;
     }
     q->sub_open = 1;
-    q->hitl = cs_route_is_hitl(rt->kind);
-    q->global = rt->kind == CS_ROUTE_GLOBAL_SSE;
+    cs_sse_body_init(&q->out, d->store, cs_route_is_hitl(rt->kind), rt->kind == CS_ROUTE_GLOBAL_SSE,
+                     q->sreq.named);
     ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
     q->fd = ci != NULL ? ci->connect_fd : -1;
     req_list(h, q);
@@ -659,7 +555,8 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     cs_store_stats(d->store, &st);
     metric(&b, "connections", "gauge", "Open TCP connections (HTTP, SSE, WebSocket, waiting heads).",
            d->clients);
-    metric(&b, "http_streams", "gauge", "SSE streams and held long-polls.", cs_http_count(h));
+    metric(&b, "http_streams", "gauge", "SSE streams and held long-polls.",
+           cs_http_count(h) + cs_sse_count(d->sse));
     metric(&b, "websockets", "gauge", "WebSocket connections.", cs_ws_count(d->ws));
     metric(&b, "subscribers", "gauge", "Subscribers (cursors) on every transport.", st.subscribers);
     metric(&b, "executions", "gauge", "Executions held.", st.executions);
@@ -978,8 +875,7 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
         cs_timer_stop(&q->timer);
     if (q->sub_open)
         cs_sub_close(&q->sub);
-    if (q->held != NULL)
-        cs_frame_unref(h->d->store, q->held);
+    cs_sse_body_free(&q->out);
     cs_sub_req_free(&q->sreq);
     free(q->body);
     if (q->listed)
@@ -1111,8 +1007,8 @@ void cs_http_tick(cs_http_t *h, int64_t now)
     for (http_req_t *q = h->streams; q != NULL; q = q->next) {
         if (q->kind != REQ_SSE || q->dead)
             continue;
-        if (now - q->last_write >= (q->hitl ? HITL_HB_MS : hb_ms) - 500) {
-            q->hb_due = 1;
+        if (now - q->last_write >= (q->out.hitl ? HITL_HB_MS : hb_ms) - 500) {
+            q->out.hb_due = 1;
             cs_sub_unpark(&q->sub);
             req_resume(q);
         }

@@ -19,6 +19,7 @@
 #include "head.h"
 #include "http.h"
 #include "log.h"
+#include "sse.h"
 #include "ws.h"
 
 #define LINGER_MS 2000
@@ -178,7 +179,8 @@ static void on_pending_io(cs_io_t *io, uint32_t events)
         pending_end(p, 1);
         return;
     }
-    switch (cs_head_scan(l->peek, (size_t)n, NULL)) {
+    size_t head_len = 0;
+    switch (cs_head_scan(l->peek, (size_t)n, &head_len)) {
     case CS_HEAD_INVALID:
         d->counters.heads_invalid++;
         cs_log_debug("tcp: not an HTTP/1.x request (first byte 0x%02x): closed", (unsigned char)l->peek[0]);
@@ -203,7 +205,9 @@ static void on_pending_io(cs_io_t *io, uint32_t events)
         struct sockaddr_storage addr = p->addr;
         socklen_t alen = p->addrlen;
         pending_end(p, 0);
-        cs_http_add(d->http, fd, (struct sockaddr *)&addr, alen);
+        /* An SSE stream with nothing after its head is written natively; the rest is libmicrohttpd's. */
+        if (head_len != (size_t)n || !cs_sse_adopt(d->sse, fd, l->peek, head_len))
+            cs_http_add(d->http, fd, (struct sockaddr *)&addr, alen);
         return;
     }
     }

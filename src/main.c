@@ -19,6 +19,7 @@
 #include "ingest.h"
 #include "listener.h"
 #include "log.h"
+#include "sse.h"
 #include "loop.h"
 #include "store.h"
 #include "ws.h"
@@ -55,7 +56,8 @@ static void raise_nofile(void)
 static int drained(app_t *a)
 {
     cs_daemon_t *d = &a->d;
-    return cs_http_count(d->http) == 0 && cs_ws_count(d->ws) == 0 && cs_listener_pending(d->listener) == 0;
+    return cs_http_count(d->http) == 0 && cs_sse_count(d->sse) == 0 && cs_ws_count(d->ws) == 0 &&
+           cs_listener_pending(d->listener) == 0;
 }
 
 static void on_tick(cs_timer_t *t)
@@ -69,7 +71,7 @@ static void on_tick(cs_timer_t *t)
             if (!drained(a))
                 cs_log_warn(
                     "shutdown: %us passed with %zu HTTP streams and %zu WebSockets open: closing them",
-                    d->cfg->shutdown_s, cs_http_count(d->http), cs_ws_count(d->ws));
+                    d->cfg->shutdown_s, cs_http_count(d->http) + cs_sse_count(d->sse), cs_ws_count(d->ws));
             cs_loop_stop(d->loop);
             return;
         }
@@ -78,6 +80,7 @@ static void on_tick(cs_timer_t *t)
     }
     cs_store_expire(d->store, now);
     cs_http_tick(d->http, now);
+    cs_sse_tick(d->sse, now);
     cs_ws_tick(d->ws, now);
     cs_timer_start(t, TICK_MS);
 }
@@ -97,6 +100,7 @@ static void begin_shutdown(app_t *a, int signo)
     cs_listener_close(d->listener);
     cs_ingest_close_listener(d->ingest);
     cs_http_shutdown(d->http);
+    cs_sse_shutdown(d->sse);
     cs_ws_shutdown(d->ws);
     cs_timer_start(&a->tick, 0);
 }
@@ -192,7 +196,8 @@ int main(int argc, char **argv)
         goto out;
     }
     if (cs_ingest_new(&d->ingest, d, err, sizeof(err)) != 0 ||
-        cs_http_new(&d->http, d, err, sizeof(err)) != 0 || cs_ws_new(&d->ws, d, err, sizeof(err)) != 0 ||
+        cs_http_new(&d->http, d, err, sizeof(err)) != 0 || cs_sse_new(&d->sse, d, err, sizeof(err)) != 0 ||
+        cs_ws_new(&d->ws, d, err, sizeof(err)) != 0 ||
         cs_listener_new(&d->listener, d, err, sizeof(err)) != 0) {
         cs_log_error("start: %s", err);
         goto out;
@@ -219,6 +224,7 @@ out:
     cs_ingest_free(d->ingest);
     cs_ws_free(d->ws);
     cs_http_free(d->http);
+    cs_sse_free(d->sse);
     cs_store_free(d->store);
     cs_loop_free(d->loop);
 out_auth:

@@ -126,9 +126,83 @@ static void test_sub_req(void)
     }
 }
 
+static int parse(const char *s, cs_head_req_t *r)
+{
+    return cs_head_parse(s, strlen(s), r);
+}
+
+static int str_is(cs_head_str_t v, const char *want)
+{
+    return v.p != NULL && v.n == strlen(want) && memcmp(v.p, want, v.n) == 0;
+}
+
+static void test_parse(void)
+{
+    cs_head_req_t r;
+
+    CHECK(parse("GET /v1/events?types=log&x=1 HTTP/1.1\r\nHost: h\r\nAuthorization:  Bearer t \r\n"
+                "last-event-id: e-1\r\nORIGIN: https://a\r\nContent-Length: 0\r\n\r\n",
+                &r) == 0);
+    CHECK(str_is(r.path, "/v1/events") && str_is(r.query, "types=log&x=1"));
+    CHECK(str_is(r.authorization, "Bearer t") && str_is(r.last_event_id, "e-1") &&
+          str_is(r.origin, "https://a"));
+    CHECK(parse("GET / HTTP/1.1\r\n\r\n", &r) == 0 && str_is(r.path, "/") && r.query.n == 0 &&
+          r.authorization.p == NULL);
+    CHECK(parse("GET /a? HTTP/1.1\r\nX:\r\n\r\n", &r) == 0 && str_is(r.path, "/a") && r.query.n == 0);
+    /* Everything unusual is declined (libmicrohttpd reads it). */
+    const char *declined[] = {
+        "POST / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.0\r\n\r\n",
+        "GET * HTTP/1.1\r\n\r\n",
+        "GET /%41 HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\n\n",
+        "GET / HTTP/1.1\r\nHost: h\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",
+        "GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
+        "GET / HTTP/1.1\r\n: v\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
+        "GET / HTTP/1.1\r\nAuthorization: a\r\nauthorization: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nLast-Event-ID: a\r\nLast-Event-ID: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\nextra",
+        "GET / HTTP/1.1\r\nHost: h\r\n",
+        "GET / HTTP/1.1\r\n",
+    };
+    for (size_t i = 0; i < sizeof(declined) / sizeof(declined[0]); i++)
+        CHECK(parse(declined[i], &r) == -1);
+    /* Every proper prefix of a good head is declined too (the head must end exactly at len). */
+    const char *good = "GET /x HTTP/1.1\r\nA: b\r\n\r\n";
+    for (size_t i = 0; i < strlen(good); i++)
+        CHECK(cs_head_parse(good, i, &r) == -1);
+}
+
+static void test_args(void)
+{
+    char out[16];
+    cs_head_str_t q = {"a=1&types=log%2Ctool.%2a&sp=a+b&bare&named=&x=%zz&nul=%00&long=0123456789abcdefg", 0};
+    q.n = strlen(q.p);
+
+    CHECK(cs_head_arg(q, "a", out, sizeof(out)) == 1 && strcmp(out, "1") == 0);
+    CHECK(cs_head_arg(q, "types", out, sizeof(out)) == 1 && strcmp(out, "log,tool.*") == 0);
+    CHECK(cs_head_arg(q, "sp", out, sizeof(out)) == 1 && strcmp(out, "a b") == 0);
+    CHECK(cs_head_arg(q, "named", out, sizeof(out)) == 1 && strcmp(out, "") == 0);
+    CHECK(cs_head_arg(q, "type", out, sizeof(out)) == 0);
+    CHECK(cs_head_arg(q, "missing", out, sizeof(out)) == 0);
+    CHECK(cs_head_arg(q, "bare", out, sizeof(out)) == -1);
+    CHECK(cs_head_arg(q, "x", out, sizeof(out)) == -1);
+    CHECK(cs_head_arg(q, "nul", out, sizeof(out)) == -1);
+    CHECK(cs_head_arg(q, "long", out, sizeof(out)) == -1);
+    cs_head_str_t dup = {"a=1&a=2", 7}, tail = {"a=%4", 4};
+    CHECK(cs_head_arg(dup, "a", out, sizeof(out)) == 1 && strcmp(out, "1") == 0);
+    CHECK(cs_head_arg(tail, "a", out, sizeof(out)) == -1);
+}
+
 int main(void)
 {
     RUN(test_head);
+    RUN(test_parse);
+    RUN(test_args);
     RUN(test_routes);
     RUN(test_sub_req);
     CT_DONE();

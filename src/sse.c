@@ -1,0 +1,581 @@
+/*
+ * sse.c - see sse.h.
+ *
+ * A native stream is a cursor (cs_sub_t), a body, and the socket. A publish
+ * wakes the cursor, which puts the stream on the ready list; before the loop
+ * sleeps, every ready stream copies what its cursor has into one shared
+ * buffer, as one HTTP/1.1 chunk, and sends it: one send per stream per wake-up
+ * however many events it carries. What the kernel does not take is copied
+ * aside and the stream waits for EPOLLOUT, reading nothing more from its
+ * cursor meanwhile (a stream that falls out of the ring gets a stream.gap, as on
+ * every transport). The socket stays registered for input and hang-ups only,
+ * so waking a stream changes no epoll interest.
+ */
+#include "sse.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <utlist.h>
+
+#include "auth.h"
+#include "event.h"
+#include "head.h"
+#include "log.h"
+#include "route.h"
+
+/* The shared write buffer; a wake-up sends at most SSE_ROUNDS of it per stream before the others. */
+#define SSE_BUF        (64 * 1024)
+#define SSE_CHUNK_HEAD 10 /* "ffffffff\r\n" at most in front of the data */
+#define SSE_ROUNDS     4
+#define SSE_HITL_HB_MS 4000
+/* Query-string scratch for one request: every value cs_sub_req_parse looks up stays valid. */
+#define SSE_ARGS_MAX 16384
+/* A longer Origin is left to libmicrohttpd's side. */
+#define SSE_ORIGIN_MAX 512
+
+/* ---- the body ---- */
+
+void cs_sse_body_init(cs_sse_body_t *b, cs_store_t *store, int hitl, int global, int named)
+{
+    memset(b, 0, sizeof(*b));
+    b->store = store;
+    b->hitl = (uint8_t)hitl;
+    b->global = (uint8_t)global;
+    b->named = (uint8_t)named;
+}
+
+static void body_set_item(cs_sse_body_t *b, const cs_item_t *it)
+{
+    b->nparts = 0;
+    b->ipart = 0;
+    b->off = 0;
+    if (it->frame != NULL) {
+        cs_frame_t *f = it->frame;
+        const char *head = b->global ? f->gsse_head : f->sse_head;
+        size_t head_len = b->global ? f->gsse_head_len : f->sse_head_len;
+        size_t skip = b->named ? 0 : f->sse_named_skip;
+        b->held = cs_frame_ref(f);
+        b->parts[b->nparts++] = (cs_sse_piece_t){head + skip, head_len - skip};
+        b->parts[b->nparts++] = (cs_sse_piece_t){f->json, f->json_len};
+    } else {
+        if (b->named)
+            b->parts[b->nparts++] = (cs_sse_piece_t){"event: stream.gap\n", 18};
+        b->parts[b->nparts++] = (cs_sse_piece_t){"data: ", 6};
+        b->parts[b->nparts++] = (cs_sse_piece_t){it->gap, it->gap_len};
+    }
+    b->parts[b->nparts++] = (cs_sse_piece_t){"\n\n", 2};
+}
+
+static void body_set_small(cs_sse_body_t *b, int n)
+{
+    if (n < 0 || (size_t)n >= sizeof(b->small))
+        n = 0;
+    b->nparts = 1;
+    b->ipart = 0;
+    b->off = 0;
+    b->parts[0] = (cs_sse_piece_t){b->small, (size_t)n};
+}
+
+/* Copies pending pieces into buf; returns bytes copied. Releases the frame once it is all out. */
+static size_t body_copy(cs_sse_body_t *b, char *buf, size_t max)
+{
+    size_t n = 0;
+
+    while (b->ipart < b->nparts && n < max) {
+        cs_sse_piece_t *pc = &b->parts[b->ipart];
+        size_t take = pc->n - b->off;
+        if (take > max - n)
+            take = max - n;
+        memcpy(buf + n, pc->p + b->off, take);
+        n += take;
+        b->off += take;
+        if (b->off == pc->n) {
+            b->ipart++;
+            b->off = 0;
+        }
+    }
+    if (b->ipart == b->nparts) {
+        b->nparts = b->ipart = 0;
+        if (b->held != NULL) {
+            cs_frame_unref(b->store, b->held);
+            b->held = NULL;
+        }
+    }
+    return n;
+}
+
+size_t cs_sse_body_fill(cs_sse_body_t *b, cs_sub_t *sub, char *buf, size_t max)
+{
+    size_t n = 0;
+    cs_item_t it;
+
+    if (!b->preamble_done) {
+        body_set_small(b, snprintf(b->small, sizeof(b->small), "retry: %d\n\n", CS_SSE_RETRY_MS));
+        b->preamble_done = 1;
+    }
+    /* Drain everything queued so bursts coalesce into few sends. */
+    for (;;) {
+        n += body_copy(b, buf + n, max - n);
+        if (b->nparts != 0 || n == max)
+            break;
+        if (!cs_sub_next(sub, &it))
+            break;
+        body_set_item(b, &it);
+    }
+    if (n == 0 && b->hb_due) {
+        char ts[32];
+        cs_format_timestamp(cs_unix_ms(), ts, sizeof(ts));
+        if (b->hitl)
+            body_set_small(b, snprintf(b->small, sizeof(b->small),
+                                       "data: {\"type\":\"heartbeat\",\"timestamp\":\"%s\"}\n\n", ts));
+        else
+            body_set_small(b, snprintf(b->small, sizeof(b->small), ": heartbeat %s\n\n", ts));
+        n += body_copy(b, buf, max);
+    }
+    b->hb_due = 0;
+    return n;
+}
+
+void cs_sse_body_free(cs_sse_body_t *b)
+{
+    if (b->held != NULL) {
+        cs_frame_unref(b->store, b->held);
+        b->held = NULL;
+    }
+    b->nparts = b->ipart = 0;
+}
+
+/* ---- native streams ---- */
+
+typedef struct sse_conn sse_conn_t;
+
+struct sse_conn {
+    cs_sse_t *s;
+    int fd;
+    cs_io_t io;
+    cs_sub_t sub;
+    cs_sub_req_t req;
+    cs_sse_body_t body;
+    char *pend; /* what the kernel did not take, sent before anything else */
+    size_t pend_len, pend_off;
+    int64_t pend_since; /* when the socket last took nothing more */
+    int64_t last_write;
+    uint8_t ready, closing, hitl;
+    cs_defer_t defer;
+    sse_conn_t *prev, *next;   /* every stream */
+    sse_conn_t *rprev, *rnext; /* the ready list */
+};
+
+struct cs_sse {
+    cs_daemon_t *d;
+    sse_conn_t *conns, *ready;
+    size_t n;
+    char *buf; /* SSE_BUF, shared by every stream: the loop is single-threaded */
+};
+
+/* The lookup context for cs_sub_req_parse over a peeked head. */
+typedef struct sse_lookup {
+    const cs_head_req_t *req;
+    char arena[SSE_ARGS_MAX];
+    size_t used;
+    int unusual; /* an argument libmicrohttpd would have to read */
+} sse_lookup_t;
+
+static const char *lookup_put(sse_lookup_t *l, const char *p, size_t n)
+{
+    if (n + 1 > sizeof(l->arena) - l->used) {
+        l->unusual = 1;
+        return NULL;
+    }
+    char *o = l->arena + l->used;
+    memcpy(o, p, n);
+    o[n] = '\0';
+    l->used += n + 1;
+    return o;
+}
+
+static const char *lookup_arg(void *ctx, const char *name)
+{
+    sse_lookup_t *l = ctx;
+    char *o = l->arena + l->used;
+    int r = cs_head_arg(l->req->query, name, o, sizeof(l->arena) - l->used);
+
+    if (r < 0)
+        l->unusual = 1;
+    if (r <= 0)
+        return NULL;
+    l->used += strlen(o) + 1;
+    return o;
+}
+
+static const char *lookup_header(void *ctx, const char *name)
+{
+    sse_lookup_t *l = ctx;
+    const cs_head_str_t *v = strcmp(name, "Last-Event-ID") == 0 ? &l->req->last_event_id : NULL;
+
+    if (v == NULL) {
+        l->unusual = 1; /* a header this side does not record */
+        return NULL;
+    }
+    return v->p != NULL ? lookup_put(l, v->p, v->n) : NULL;
+}
+
+static void conn_free(void *data)
+{
+    free(data);
+}
+
+static void conn_close(sse_conn_t *c)
+{
+    cs_sse_t *s = c->s;
+
+    if (c->closing)
+        return;
+    c->closing = 1;
+    cs_io_stop(&c->io);
+    close(c->fd);
+    s->d->clients--;
+    if (c->ready)
+        DL_DELETE2(s->ready, c, rprev, rnext);
+    c->ready = 0;
+    DL_DELETE(s->conns, c);
+    s->n--;
+    cs_sub_close(&c->sub);
+    cs_sub_req_free(&c->req);
+    cs_sse_body_free(&c->body);
+    free(c->pend);
+    c->pend = NULL;
+    cs_defer(s->d->loop, &c->defer, conn_free, c);
+}
+
+static void conn_ready(sse_conn_t *c)
+{
+    if (!c->ready && !c->closing) {
+        c->ready = 1;
+        DL_APPEND2(c->s->ready, c, rprev, rnext);
+    }
+}
+
+static void sub_wake(cs_sub_t *sub)
+{
+    conn_ready(sub->data);
+}
+
+static const cs_sub_ops_t sub_ops = {sub_wake};
+
+/* Sends what is pending; returns 0 when all of it went, 1 when some is left, -1 when the socket is gone. */
+static int send_pending(sse_conn_t *c)
+{
+    while (c->pend_off < c->pend_len) {
+        ssize_t w =
+            send(c->fd, c->pend + c->pend_off, c->pend_len - c->pend_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+        }
+        c->pend_off += (size_t)w;
+        c->pend_since = c->last_write = cs_loop_now(c->s->d->loop);
+    }
+    free(c->pend);
+    c->pend = NULL;
+    c->pend_len = c->pend_off = 0;
+    return 0;
+}
+
+/* Keeps buf[0..n) for later and waits for the socket to take it. */
+static int keep_pending(sse_conn_t *c, const char *buf, size_t n)
+{
+    c->pend = malloc(n);
+    if (c->pend == NULL)
+        return -1;
+    memcpy(c->pend, buf, n);
+    c->pend_len = n;
+    c->pend_off = 0;
+    c->pend_since = cs_loop_now(c->s->d->loop);
+    return cs_io_start(&c->io, CS_IO_READ | CS_IO_RDHUP | CS_IO_WRITE) == 0 ? 0 : -1;
+}
+
+/* Writes what the stream has, as chunks, until it is caught up, the socket is full, or its turn ends. */
+static void conn_flush(sse_conn_t *c)
+{
+    cs_sse_t *s = c->s;
+    char *data = s->buf + SSE_CHUNK_HEAD;
+    const size_t max = SSE_BUF - SSE_CHUNK_HEAD - 2;
+
+    if (c->pend != NULL) {
+        int r = send_pending(c);
+        if (r < 0)
+            conn_close(c);
+        if (r != 0)
+            return;
+        cs_io_start(&c->io, CS_IO_READ | CS_IO_RDHUP);
+    }
+    for (int round = 0; round < SSE_ROUNDS; round++) {
+        size_t n = cs_sse_body_fill(&c->body, &c->sub, data, max);
+        if (n == 0) {
+            cs_sub_park(&c->sub);
+            return;
+        }
+        /* The chunk's size line goes right before the data, its CRLF after it. */
+        char hex[SSE_CHUNK_HEAD + 1];
+        int hl = snprintf(hex, sizeof(hex), "%zx\r\n", n);
+        char *start = data - hl;
+        memcpy(start, hex, (size_t)hl);
+        memcpy(data + n, "\r\n", 2);
+        size_t total = (size_t)hl + n + 2;
+        ssize_t w;
+        do
+            w = send(c->fd, start, total, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (w < 0 && errno == EINTR);
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            conn_close(c);
+            return;
+        }
+        if (w < 0)
+            w = 0;
+        if (w > 0)
+            c->last_write = cs_loop_now(s->d->loop);
+        if ((size_t)w < total) {
+            if (keep_pending(c, start + w, total - (size_t)w) != 0)
+                conn_close(c);
+            return;
+        }
+        if (n < max) {
+            cs_sub_park(&c->sub);
+            return;
+        }
+    }
+    conn_ready(c); /* more to send: after the other streams have had their turn */
+}
+
+static int sse_prepare(void *data)
+{
+    cs_sse_t *s = data;
+    sse_conn_t *last = s->ready != NULL ? s->ready->rprev : NULL;
+
+    /* Each stream that is ready now gets one turn; one that still has more is appended again. */
+    while (s->ready != NULL) {
+        sse_conn_t *c = s->ready;
+        int was_last = c == last;
+        DL_DELETE2(s->ready, c, rprev, rnext);
+        c->ready = 0;
+        conn_flush(c);
+        if (was_last)
+            break;
+    }
+    return s->ready != NULL ? 0 : -1;
+}
+
+static void on_io(cs_io_t *io, uint32_t events)
+{
+    sse_conn_t *c = io->data;
+    char sink[512];
+    ssize_t n;
+
+    if (events & (CS_IO_READ | CS_IO_RDHUP | CS_IO_HUP | CS_IO_ERR)) {
+        /* Nothing is expected after the head: discard it, and notice the client leaving. */
+        while ((n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT)) > 0)
+            ;
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) ||
+            (events & (CS_IO_HUP | CS_IO_ERR))) {
+            conn_close(c);
+            return;
+        }
+    }
+    if ((events & CS_IO_WRITE) && c->pend != NULL)
+        conn_flush(c);
+}
+
+/* The response head, as libmicrohttpd writes it for the same stream. */
+static int write_head(cs_sse_t *s, char *buf, size_t cap, const cs_head_req_t *hr)
+{
+    const cs_config_t *cfg = s->d->cfg;
+    char date[64], cors[SSE_ORIGIN_MAX + 64] = "";
+    struct tm tm;
+    time_t now = time(NULL);
+
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
+        if (strcmp(cfg->cors_origins[i], "*") == 0) {
+            snprintf(cors, sizeof(cors), "Access-Control-Allow-Origin: *\r\n");
+            break;
+        }
+        if (hr->origin.p != NULL && strlen(cfg->cors_origins[i]) == hr->origin.n &&
+            memcmp(cfg->cors_origins[i], hr->origin.p, hr->origin.n) == 0 && cors[0] == '\0')
+            snprintf(cors, sizeof(cors), "Access-Control-Allow-Origin: %.*s\r\nVary: Origin\r\n",
+                     (int)hr->origin.n, hr->origin.p);
+    }
+    return snprintf(
+        buf, cap,
+        "HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+        "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n%sTransfer-Encoding: chunked\r\n\r\n",
+        date, cors);
+}
+
+/* The presented token, as http.c reads it: the Authorization header's bearer, else ?token=. */
+static const char *request_token(sse_lookup_t *l, const cs_head_req_t *hr)
+{
+    if (hr->authorization.p != NULL) {
+        const char *v = lookup_put(l, hr->authorization.p, hr->authorization.n);
+        size_t n;
+        const char *t = v != NULL ? cs_auth_bearer(v, &n) : NULL;
+        if (t != NULL)
+            return lookup_put(l, t, n);
+    }
+    return lookup_arg(l, "token");
+}
+
+int cs_sse_adopt(cs_sse_t *s, int fd, const char *buf, size_t head_len)
+{
+    cs_daemon_t *d = s->d;
+    cs_head_req_t hr;
+    cs_route_t rt;
+    static sse_lookup_t lk; /* 16 KiB: not on the stack; the loop is single-threaded */
+    char err[256];
+    sse_conn_t *c;
+
+    if (d->stopping || cs_head_parse(buf, head_len, &hr) != 0 || hr.origin.n > SSE_ORIGIN_MAX)
+        return 0;
+    if (cs_route_match(hr.path.p, hr.path.n, &rt) == CS_ROUTE_NONE || rt.bad_id)
+        return 0;
+    if (rt.kind != CS_ROUTE_EXEC_SSE && rt.kind != CS_ROUTE_HITL_SSE && rt.kind != CS_ROUTE_GLOBAL_SSE)
+        return 0;
+    lk.req = &hr;
+    lk.used = 0;
+    lk.unusual = 0;
+    const char *token = request_token(&lk, &hr);
+    if (lk.unusual ||
+        cs_auth_check(d->auth, token, CS_SCOPE_READ, rt.kind == CS_ROUTE_GLOBAL_SSE ? NULL : rt.execution_id,
+                      NULL) != CS_AUTH_OK)
+        return 0;
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return 0;
+    if (cs_sub_req_parse(&c->req, rt.kind, lookup_arg, lookup_header, &lk, err, sizeof(err)) != 0) {
+        free(c);
+        return 0;
+    }
+    if (lk.unusual) {
+        cs_sub_req_free(&c->req);
+        free(c);
+        return 0;
+    }
+    /* Everything checks out: take the head off the socket (it is all there, nothing after it). */
+    if (recv(fd, s->buf, head_len, MSG_DONTWAIT) != (ssize_t)head_len) {
+        cs_sub_req_free(&c->req);
+        free(c);
+        close(fd);
+        d->clients--;
+        return 1;
+    }
+    c->s = s;
+    c->fd = fd;
+    c->hitl = (uint8_t)cs_route_is_hitl(rt.kind);
+    c->last_write = cs_loop_now(d->loop);
+    d->counters.http_requests++;
+    int global = rt.kind == CS_ROUTE_GLOBAL_SSE;
+    int rc = global ? cs_sub_open(d->store, &c->sub, NULL, 0, &c->req.start, &c->req.filter, &sub_ops, c)
+                    : cs_sub_open(d->store, &c->sub, rt.execution_id, rt.execution_id_len, &c->req.start,
+                                  &c->req.filter, &sub_ops, c);
+    cs_io_init(&c->io, d->loop, fd, on_io, c);
+    int hl = write_head(s, s->buf, SSE_BUF, &hr);
+    if (rc != 0 || cs_io_start(&c->io, CS_IO_READ | CS_IO_RDHUP) != 0) {
+        if (rc == 0)
+            cs_sub_close(&c->sub);
+        cs_sub_req_free(&c->req);
+        free(c);
+        close(fd);
+        d->clients--;
+        return 1;
+    }
+    cs_sse_body_init(&c->body, d->store, c->hitl, global, c->req.named);
+    DL_APPEND(s->conns, c);
+    s->n++;
+    /* The head goes first, as pending output; the body follows when the stream's turn comes. */
+    if (keep_pending(c, s->buf, (size_t)hl) != 0) {
+        conn_close(c);
+        return 1;
+    }
+    conn_ready(c);
+    return 1;
+}
+
+void cs_sse_tick(cs_sse_t *s, int64_t now)
+{
+    int64_t hb_ms = (int64_t)s->d->cfg->heartbeat_s * 1000, stall_ms = (int64_t)s->d->cfg->stall_s * 1000;
+
+    for (sse_conn_t *c = s->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->pend != NULL) {
+            if (now - c->pend_since >= stall_ms) {
+                cs_log_info("sse: a client took nothing for %us: disconnected", s->d->cfg->stall_s);
+                s->d->counters.stalls++;
+                conn_close(c);
+            }
+            continue;
+        }
+        /* Sent when idle for the interval less half a tick, so a heartbeat is never late. */
+        if (now - c->last_write >= (c->hitl ? SSE_HITL_HB_MS : hb_ms) - 500) {
+            c->body.hb_due = 1;
+            cs_sub_unpark(&c->sub);
+            conn_ready(c);
+        }
+    }
+}
+
+void cs_sse_shutdown(cs_sse_t *s)
+{
+    while (s->conns != NULL) {
+        sse_conn_t *c = s->conns;
+        /* The last chunk, best effort: the stream ends cleanly and EventSource reconnects. */
+        if (c->pend == NULL)
+            (void)!send(c->fd, "0\r\n\r\n", 5, MSG_NOSIGNAL | MSG_DONTWAIT);
+        shutdown(c->fd, SHUT_WR);
+        conn_close(c);
+    }
+}
+
+size_t cs_sse_count(const cs_sse_t *s)
+{
+    return s->n;
+}
+
+int cs_sse_new(cs_sse_t **out, cs_daemon_t *d, char *err, size_t errlen)
+{
+    cs_sse_t *s = calloc(1, sizeof(*s));
+    int rc;
+
+    if (s == NULL || (s->buf = malloc(SSE_BUF)) == NULL) {
+        snprintf(err, errlen, "sse: out of memory");
+        free(s);
+        return -ENOMEM;
+    }
+    s->d = d;
+    if ((rc = cs_loop_add_prepare(d->loop, sse_prepare, s)) != 0) {
+        snprintf(err, errlen, "sse: %s", strerror(-rc));
+        free(s->buf);
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void cs_sse_free(cs_sse_t *s)
+{
+    if (s == NULL)
+        return;
+    while (s->conns != NULL)
+        conn_close(s->conns);
+    free(s->buf);
+    free(s);
+}
