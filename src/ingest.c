@@ -19,6 +19,7 @@
 #include "event.h"
 #include "jscan.h"
 #include "log.h"
+#include "status.h"
 
 #define READ_CHUNK    65536
 #define OUT_HIGH_MARK (1u << 20) /* stop reading a producer whose unread replies exceed this */
@@ -188,25 +189,6 @@ static cs_err_t op_await(cs_daemon_t *d, producer_t *p, json_t *obj, char **repl
 
 /* ---- the fast path: ordinary events without a jansson parse ---- */
 
-/*
- * Returns nonzero for a type whose events the daemon reads beyond execution_id, type, event_id and
- * timestamp: hitl.c keeps human_input_required whole and reads human_input_completed's answer;
- * status.c reads run.completed/crew_kickoff_completed's result, run.failed's error and counts
- * task, agent and tool events. Matched by prefix, so that a sibling added there later
- * ("run.paused", "tool_usage_finished") still gets the whole event: keep this in step with them.
- */
-static int type_interpreted(const char *type, size_t len)
-{
-    static const char *const prefixes[] = {"run.", "crew", "task", "agent", "tool", "human_input"};
-
-    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
-        size_t n = strlen(prefixes[i]);
-        if (len >= n && memcmp(type, prefixes[i], n) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 /* Returns nonzero when m is absent or a string without escapes (its text is its value). */
 static int plain_or_absent(const cs_jscan_member_t *m)
 {
@@ -217,9 +199,10 @@ static int plain_or_absent(const cs_jscan_member_t *m)
  * When the scanned line is an ordinary event, returns a stand-in for its parse holding only the
  * members the validator and the store read (execution_id, type, and event_id and timestamp when
  * present); the store keeps the line itself. An ordinary event has no op and no seq, each of those
- * members once, as a plain string, and a type the daemon does not interpret; it is one line
- * without CR or LF, as the store's raw_keepable wants, so the line and not the stand-in is what
- * gets stored. Returns NULL for anything else (or out of memory): the whole parse decides then.
+ * members once, as a plain string, and a type the daemon does not read (cs_status_reads_type); it
+ * is one line without CR or LF, as the store's raw_keepable wants, so the line and not the
+ * stand-in is what gets stored. Returns NULL for anything else (or out of memory): the whole
+ * parse decides then.
  */
 static json_t *event_stand_in(const cs_jscan_t *sc)
 {
@@ -236,7 +219,7 @@ static json_t *event_stand_in(const cs_jscan_t *sc)
     if (sc->flags != 0 || sc->f[CS_JSCAN_OP].kind != CS_JSCAN_ABSENT ||
         sc->f[CS_JSCAN_SEQ].kind != CS_JSCAN_ABSENT || x->kind != CS_JSCAN_STRING || x->escaped ||
         t->kind != CS_JSCAN_STRING || t->escaped || !plain_or_absent(&sc->f[CS_JSCAN_EVENT_ID]) ||
-        !plain_or_absent(&sc->f[CS_JSCAN_TIMESTAMP]) || type_interpreted(t->p, t->len))
+        !plain_or_absent(&sc->f[CS_JSCAN_TIMESTAMP]) || cs_status_reads_type(t->p, t->len))
         return NULL;
     if ((o = json_object()) == NULL)
         return NULL;

@@ -26,6 +26,15 @@ typedef struct cs_progress {
  */
 int cs_status_apply(cs_exec_t *ex, const json_t *ev, const char *type, size_t type_len);
 
+/**
+ * Returns nonzero for a type whose events the daemon reads beyond execution_id, type, event_id and
+ * timestamp: the status machine (run.*, crew_kickoff_*, task, agent and tool events) and the
+ * human-input circle (human_input_required, human_input_completed). Matched by family (prefix), so
+ * it may report more than is read, never less. Events of any other type are published from those
+ * four fields and their line alone (the ingest fast path).
+ */
+int cs_status_reads_type(const char *type, size_t len);
+
 /** Returns nonzero for completed, error and canceled. */
 int cs_status_is_final(int status);
 
