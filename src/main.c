@@ -6,6 +6,7 @@
  * 2 for configuration and usage errors.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,11 +27,13 @@
 
 #define TICK_MS          500
 #define SHUTDOWN_TICK_MS 50
+#define TRIM_MIN_DROP    256
 
 typedef struct app {
     cs_daemon_t d;
     cs_timer_t tick;
     int64_t stop_deadline;
+    size_t clients_peak; /* the most connections since memory was last given back */
     int argc;
     char **argv;
 } app_t;
@@ -60,6 +63,23 @@ static int drained(app_t *a)
            cs_listener_pending(d->listener) == 0;
 }
 
+/*
+ * glibc keeps what closed connections freed in its heap, so after a crowd leaves RSS stays near its
+ * peak. When the connections have fallen to half their peak (and by at least TRIM_MIN_DROP),
+ * malloc_trim hands the free pages back to the kernel; it walks the heap, so it runs rarely.
+ */
+static void give_back_memory(app_t *a)
+{
+    size_t n = a->d.clients;
+
+    if (n > a->clients_peak)
+        a->clients_peak = n;
+    if (a->clients_peak - n >= TRIM_MIN_DROP && n <= a->clients_peak / 2) {
+        malloc_trim(0);
+        a->clients_peak = n;
+    }
+}
+
 static void on_tick(cs_timer_t *t)
 {
     app_t *a = t->data;
@@ -79,6 +99,7 @@ static void on_tick(cs_timer_t *t)
         return;
     }
     cs_store_expire(d->store, now);
+    give_back_memory(a);
     cs_http_tick(d->http, now);
     cs_sse_tick(d->sse, now);
     cs_ws_tick(d->ws, now);
