@@ -223,48 +223,66 @@ static json_t *get_set(const json_t *ev, const char *key)
     return json_is_null(v) ? NULL : v;
 }
 
+cs_err_t cs_event_validate_fields(const cs_event_fields_t *f, char *detail, size_t detail_len)
+{
+    if (f->execution_id == NULL) {
+        snprintf(detail, detail_len, "execution_id is required");
+        return CS_ERR_MISSING_FIELD;
+    }
+    if (!cs_valid_execution_id(f->execution_id, f->execution_id_len)) {
+        snprintf(detail, detail_len, "execution_id must be 1-128 characters of [A-Za-z0-9._:-]");
+        return CS_ERR_INVALID_FIELD;
+    }
+
+    if (f->type == NULL) {
+        snprintf(detail, detail_len, "type is required");
+        return CS_ERR_MISSING_FIELD;
+    }
+    if (!cs_valid_type(f->type, f->type_len)) {
+        snprintf(detail, detail_len, "type must be 1-64 characters of [A-Za-z0-9._-]");
+        return CS_ERR_INVALID_FIELD;
+    }
+    /* The daemon's own keep-alives and stream notices must never be forged by a producer. */
+    if ((f->type_len == 9 && memcmp(f->type, "heartbeat", 9) == 0) ||
+        (f->type_len >= 7 && memcmp(f->type, "stream.", 7) == 0)) {
+        snprintf(detail, detail_len, "type \"%.*s\" is reserved for the daemon", (int)f->type_len, f->type);
+        return CS_ERR_INVALID_FIELD;
+    }
+
+    if (f->event_id != NULL && !cs_valid_event_id(f->event_id, f->event_id_len)) {
+        snprintf(detail, detail_len, "event_id must be a string of 1-128 bytes without control characters");
+        return CS_ERR_INVALID_FIELD;
+    }
+    return CS_OK;
+}
+
+/*
+ * Points *s and *len at the string member key of ev: NULL when it is absent or null, and "" when it
+ * is not a string, which no rule accepts and which the rules word as they word a wrong string.
+ */
+static void field_of(const json_t *ev, const char *key, const char **s, size_t *len)
+{
+    json_t *v = get_set(ev, key);
+
+    *s = v == NULL ? NULL : json_is_string(v) ? json_string_value(v) : "";
+    *len = json_is_string(v) ? json_string_length(v) : 0;
+}
+
 cs_err_t cs_event_validate(const json_t *ev, char *detail, size_t detail_len)
 {
+    cs_event_fields_t f = {0};
     json_t *v;
-    const char *type;
-    size_t type_len;
+    cs_err_t e;
 
     if (!json_is_object(ev)) {
         snprintf(detail, detail_len, "expected a JSON object");
         return CS_ERR_INVALID_JSON;
     }
-
-    if ((v = get_set(ev, "execution_id")) == NULL) {
-        snprintf(detail, detail_len, "execution_id is required");
-        return CS_ERR_MISSING_FIELD;
-    }
-    if (!json_is_string(v) || !cs_valid_execution_id(json_string_value(v), json_string_length(v))) {
-        snprintf(detail, detail_len, "execution_id must be 1-128 characters of [A-Za-z0-9._:-]");
-        return CS_ERR_INVALID_FIELD;
-    }
-
-    if ((v = get_set(ev, "type")) == NULL) {
-        snprintf(detail, detail_len, "type is required");
-        return CS_ERR_MISSING_FIELD;
-    }
-    type = json_string_value(v);
-    type_len = json_string_length(v);
-    if (!json_is_string(v) || !cs_valid_type(type, type_len)) {
-        snprintf(detail, detail_len, "type must be 1-64 characters of [A-Za-z0-9._-]");
-        return CS_ERR_INVALID_FIELD;
-    }
-    /* The daemon's own keep-alives and stream notices must never be forged by a producer. */
-    if ((type_len == 9 && memcmp(type, "heartbeat", 9) == 0) ||
-        (type_len >= 7 && memcmp(type, "stream.", 7) == 0)) {
-        snprintf(detail, detail_len, "type \"%.*s\" is reserved for the daemon", (int)type_len, type);
-        return CS_ERR_INVALID_FIELD;
-    }
-
-    if ((v = get_set(ev, "event_id")) != NULL &&
-        (!json_is_string(v) || !cs_valid_event_id(json_string_value(v), json_string_length(v)))) {
-        snprintf(detail, detail_len, "event_id must be a string of 1-128 bytes without control characters");
-        return CS_ERR_INVALID_FIELD;
-    }
+    field_of(ev, "execution_id", &f.execution_id, &f.execution_id_len);
+    field_of(ev, "type", &f.type, &f.type_len);
+    field_of(ev, "event_id", &f.event_id, &f.event_id_len);
+    if ((e = cs_event_validate_fields(&f, detail, detail_len)) != CS_OK)
+        return e;
 
     if ((v = get_set(ev, "timestamp")) != NULL && !json_is_string(v)) {
         snprintf(detail, detail_len, "timestamp must be a string");

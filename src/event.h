@@ -59,6 +59,27 @@ cs_err_t cs_line_parse(const char *line, size_t len, unsigned max_depth, json_t 
                        size_t detail_len);
 
 /**
+ * The members of an event the daemon itself reads, as text (not NUL-terminated): pointers into a
+ * producer's line or into a JSON object's strings.
+ */
+typedef struct cs_event_fields {
+    const char *execution_id; /* NULL when absent */
+    size_t execution_id_len;
+    const char *type; /* NULL when absent */
+    size_t type_len;
+    const char *event_id; /* NULL when absent or null */
+    size_t event_id_len;
+    const char *timestamp; /* NULL when absent or null */
+    size_t timestamp_len;
+} cs_event_fields_t;
+
+/**
+ * Checks an event's fields against §1 as cs_event_validate checks its object (a timestamp here is a
+ * string by construction), with the same codes and details.
+ */
+cs_err_t cs_event_validate_fields(const cs_event_fields_t *f, char *detail, size_t detail_len);
+
+/**
  * Checks an event object against §1: execution_id and type present and valid, event_id (when
  * present) a valid string, timestamp (when present) a string, type not reserved ("heartbeat" and
  * "stream.*" belong to the daemon). Returns CS_OK, CS_ERR_MISSING_FIELD or CS_ERR_INVALID_FIELD

@@ -196,43 +196,60 @@ static int plain_or_absent(const cs_jscan_member_t *m)
 }
 
 /*
- * When the scanned line is an ordinary event, returns a stand-in for its parse holding only the
- * members the validator and the store read (execution_id, type, and event_id and timestamp when
- * present); the store keeps the line itself. An ordinary event has no op and no seq, each of those
+ * When the scanned line is an ordinary event, fills *fl with where its execution_id, type, and
+ * event_id and timestamp when present, lie in the line, and returns 1; the store needs nothing
+ * else from it (cs_store_publish_fields). An ordinary event has no op and no seq, each of those
  * members once, as a plain string, and a type the daemon does not read (cs_status_reads_type); it
- * is one line without CR or LF, as the store's raw_keepable wants, so the line and not the
- * stand-in is what gets stored. Returns NULL for anything else (or out of memory): the whole
+ * is one line without CR or LF, as the store keeps it. Returns 0 for anything else: the whole
  * parse decides then.
  */
-static json_t *event_stand_in(const cs_jscan_t *sc)
+static int ordinary_fields(const cs_jscan_t *sc, cs_event_fields_t *fl)
 {
     const cs_jscan_member_t *x = &sc->f[CS_JSCAN_EXECUTION_ID], *t = &sc->f[CS_JSCAN_TYPE];
-    static const struct {
-        int index;
-        const char *key;
-    } keep[] = {{CS_JSCAN_EXECUTION_ID, "execution_id"},
-                {CS_JSCAN_TYPE, "type"},
-                {CS_JSCAN_EVENT_ID, "event_id"},
-                {CS_JSCAN_TIMESTAMP, "timestamp"}};
-    json_t *o;
+    const cs_jscan_member_t *id = &sc->f[CS_JSCAN_EVENT_ID], *ts = &sc->f[CS_JSCAN_TIMESTAMP];
 
     if (sc->flags != 0 || sc->f[CS_JSCAN_OP].kind != CS_JSCAN_ABSENT ||
         sc->f[CS_JSCAN_SEQ].kind != CS_JSCAN_ABSENT || x->kind != CS_JSCAN_STRING || x->escaped ||
-        t->kind != CS_JSCAN_STRING || t->escaped || !plain_or_absent(&sc->f[CS_JSCAN_EVENT_ID]) ||
-        !plain_or_absent(&sc->f[CS_JSCAN_TIMESTAMP]) || cs_status_reads_type(t->p, t->len))
-        return NULL;
-    if ((o = json_object()) == NULL)
-        return NULL;
-    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
-        const cs_jscan_member_t *m = &sc->f[keep[i].index];
-        /* The scan checked the UTF-8 and that no NUL is inside: nothing left for jansson to check. */
-        if (m->kind == CS_JSCAN_STRING &&
-            json_object_set_new_nocheck(o, keep[i].key, json_stringn_nocheck(m->p, m->len)) != 0) {
-            json_decref(o);
-            return NULL;
-        }
+        t->kind != CS_JSCAN_STRING || t->escaped || !plain_or_absent(id) || !plain_or_absent(ts) ||
+        cs_status_reads_type(t->p, t->len))
+        return 0;
+    /* The scan checked the UTF-8 and that no NUL is inside: the text between the quotes is the value. */
+    fl->execution_id = x->p;
+    fl->execution_id_len = x->len;
+    fl->type = t->p;
+    fl->type_len = t->len;
+    fl->event_id = id->kind == CS_JSCAN_STRING ? id->p : NULL;
+    fl->event_id_len = id->len;
+    fl->timestamp = ts->kind == CS_JSCAN_STRING ? ts->p : NULL;
+    fl->timestamp_len = ts->len;
+    return 1;
+}
+
+/* Validates, authorizes, publishes and acknowledges an ordinary event: what cs_ingest_line does for
+ * any event, without a JSON object. */
+static cs_err_t publish_ordinary(cs_daemon_t *d, const cs_principal_t *publisher, const cs_event_fields_t *fl,
+                                 const char *line, size_t len, char **reply, size_t *rlen, size_t *rcap)
+{
+    char detail[256];
+    cs_publish_t pub;
+    cs_err_t e;
+
+    e = cs_event_validate_fields(fl, detail, sizeof(detail));
+    if (e != CS_OK)
+        return reply_error(reply, rlen, rcap, e, detail);
+    if (publisher != NULL) {
+        char x[CS_EXECUTION_ID_MAX + 1]; /* validated: at most CS_EXECUTION_ID_MAX bytes */
+        memcpy(x, fl->execution_id, fl->execution_id_len);
+        x[fl->execution_id_len] = '\0';
+        if (cs_auth_authorize(publisher, CS_SCOPE_PUBLISH, x) != CS_AUTH_OK)
+            return reply_error(reply, rlen, rcap, CS_ERR_FORBIDDEN,
+                               "the token does not grant publish on this execution");
     }
-    return o;
+    e = cs_store_publish_fields(d->store, fl, line, len, cs_unix_ms(), &pub, detail, sizeof(detail));
+    if (e != CS_OK)
+        return reply_error(reply, rlen, rcap, e, detail);
+    reply_ack(reply, rlen, rcap, &pub);
+    return CS_OK;
 }
 
 cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publisher, const char *line,
@@ -242,6 +259,8 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
     json_t *obj = NULL, *op;
     cs_err_t e;
     cs_publish_t pub;
+    cs_jscan_t sc;
+    cs_event_fields_t fl;
 
     d->counters.ingest_lines++;
     if (len > 0 && line[len - 1] == '\r')
@@ -252,11 +271,12 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
         e = reply_error(reply, rlen, rcap, CS_ERR_TOO_LARGE, detail);
         goto out;
     }
-    /* A line the scan refuses goes through jansson all the same: its message is the detail. */
-    cs_jscan_t sc;
-    if (cs_jscan_object(line, len, d->cfg->json_depth, &sc) == 0)
-        obj = event_stand_in(&sc);
-    e = obj != NULL ? CS_OK : cs_line_parse(line, len, d->cfg->json_depth, &obj, detail, sizeof(detail));
+    if (cs_jscan_object(line, len, d->cfg->json_depth, &sc) == 0 && ordinary_fields(&sc, &fl)) {
+        e = publish_ordinary(d, publisher, &fl, line, len, reply, rlen, rcap);
+        goto out;
+    }
+    /* Anything else is parsed whole; a line the scan refuses too: jansson's message is the detail. */
+    e = cs_line_parse(line, len, d->cfg->json_depth, &obj, detail, sizeof(detail));
     if (e != CS_OK) {
         reply_error(reply, rlen, rcap, e, detail);
         goto out;

@@ -22,7 +22,8 @@ typedef struct cs_progress {
 
 /**
  * Applies one stored event to the execution's status, progress, result and error_message.
- * Human-input state comes from ex->hitl (already updated for this event). Returns the new status.
+ * Human-input state comes from ex->hitl (already updated for this event). ev may be NULL for a
+ * type cs_status_reads_type does not report. Returns the new status.
  */
 int cs_status_apply(cs_exec_t *ex, const json_t *ev, const char *type, size_t type_len);
 

@@ -164,20 +164,13 @@ static cs_frame_t *frame_new(cs_store_t *st, const cs_exec_t *ex, const char *bo
 }
 
 /*
- * When the producer's line can be kept as it came: one line (no CR or LF, which would split an SSE
- * data line) ending in '}', with no seq and with event_id and timestamp absent or strings (the
- * daemon leaves those alone). Sets [*body, *body + *len) to the line without white space around it
- * and without its closing brace. Re-serialising with json_dumps cost a quarter of the ingest path.
+ * When raw is one JSON object on one line (no CR or LF, which would split an SSE data line), sets
+ * [*body, *body + *len) to it without white space around it and without its closing brace, where
+ * the daemon's fields go. Re-serialising with json_dumps cost a quarter of the ingest path.
  */
-static int raw_keepable(const json_t *ev, const char *raw, size_t raw_len, const char **body, size_t *len)
+static int raw_line(const char *raw, size_t raw_len, const char **body, size_t *len)
 {
-    const json_t *v;
-
-    if (raw == NULL || json_object_get(ev, "seq") != NULL)
-        return 0;
-    if ((v = json_object_get(ev, "event_id")) != NULL && !json_is_string(v))
-        return 0;
-    if ((v = json_object_get(ev, "timestamp")) != NULL && !json_is_string(v))
+    if (raw == NULL)
         return 0;
     while (raw_len > 0 && (raw[raw_len - 1] == ' ' || raw[raw_len - 1] == '\t'))
         raw_len--;
@@ -189,6 +182,23 @@ static int raw_keepable(const json_t *ev, const char *raw, size_t raw_len, const
     *body = raw;
     *len = raw_len - 1;
     return 1;
+}
+
+/*
+ * When the producer's line, parsed into ev, can be kept as it came: raw_line, and no seq, and
+ * event_id and timestamp absent or strings (the daemon leaves those alone and adds what is absent).
+ */
+static int raw_keepable(const json_t *ev, const char *raw, size_t raw_len, const char **body, size_t *len)
+{
+    const json_t *v;
+
+    if (raw == NULL || json_object_get(ev, "seq") != NULL)
+        return 0;
+    if ((v = json_object_get(ev, "event_id")) != NULL && !json_is_string(v))
+        return 0;
+    if ((v = json_object_get(ev, "timestamp")) != NULL && !json_is_string(v))
+        return 0;
+    return raw_line(raw, raw_len, body, len);
 }
 
 /* ---- executions ---- */
@@ -447,42 +457,32 @@ static void wake_list(cs_sub_t **list)
     }
 }
 
-cs_err_t cs_store_publish(cs_store_t *st, json_t *ev, int64_t now_unix_ms, cs_publish_t *out, char *detail,
-                          size_t detail_len)
+/*
+ * Publishes one event known by its fields fl. ev, when not NULL, is the whole event: it is
+ * completed in place (event_id, timestamp, seq), and human input and status read it. body, when not
+ * NULL, is the producer's line kept as it came, without its closing brace (raw_line): the daemon's
+ * fields are appended to it; otherwise the completed ev is rendered. One of ev and body is given.
+ */
+static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, const char *body,
+                              size_t body_len, int64_t now_unix_ms, cs_publish_t *out, char *detail,
+                              size_t detail_len)
 {
-    return cs_store_publish_raw(st, ev, NULL, 0, now_unix_ms, out, detail, detail_len);
-}
-
-cs_err_t cs_store_publish_raw(cs_store_t *st, json_t *ev, const char *raw, size_t raw_len,
-                              int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
-{
-    json_t *jid = json_object_get(ev, "execution_id");
-    json_t *jtype = json_object_get(ev, "type");
-    json_t *jeid = json_object_get(ev, "event_id");
-    const char *id = json_string_value(jid), *type = json_string_value(jtype);
-    size_t id_len = json_string_length(jid), type_len = json_string_length(jtype);
     cs_exec_t *ex;
     cs_frame_t *f;
     char *json = NULL;
-    const char *body;
-    size_t body_len, tail_len = 0;
-    char tail[160];
-    int keep_raw, had_eid, had_ts;
+    const char *eid = fl->event_id, *ts = fl->timestamp;
+    size_t eid_len = fl->event_id_len, tail_len = 0;
+    char tail[160], eid_buf[37], ts_buf[32];
 
-    memset(out, 0, sizeof(*out));
-    if (id == NULL || type == NULL) {
-        snprintf(detail, detail_len, "execution_id and type are required");
-        return CS_ERR_MISSING_FIELD;
-    }
-    ex = exec_get(st, id, id_len, now_unix_ms);
+    ex = exec_get(st, fl->execution_id, fl->execution_id_len, now_unix_ms);
     if (ex == NULL)
         goto nomem;
 
     /* A producer's retry of an event we still hold: acknowledge it again, store nothing. */
-    if (json_is_string(jeid)) {
-        cs_frame_t *dup = cs_exec_find_event(ex, json_string_value(jeid), json_string_length(jeid));
+    if (eid != NULL) {
+        cs_frame_t *dup = cs_exec_find_event(ex, eid, eid_len);
         for (; dup != NULL; dup = dup->id_next) {
-            if (dup->type_len == type_len && memcmp(dup->type, type, type_len) == 0) {
+            if (dup->type_len == fl->type_len && memcmp(dup->type, fl->type, fl->type_len) == 0) {
                 out->seq = dup->seq;
                 memcpy(out->event_id, dup->event_id, dup->event_id_len + 1);
                 out->duplicate = 1;
@@ -494,22 +494,37 @@ cs_err_t cs_store_publish_raw(cs_store_t *st, json_t *ev, const char *raw, size_
         }
     }
 
-    keep_raw = raw_keepable(ev, raw, raw_len, &body, &body_len);
-    had_eid = jeid != NULL;
-    had_ts = json_object_get(ev, "timestamp") != NULL;
-    if (cs_event_complete(ev, ex->next_seq, now_unix_ms) != 0)
-        goto nomem;
-    jeid = json_object_get(ev, "event_id");
-    if (keep_raw) {
+    /* What the daemon owns: a UUID when the event has no id, a timestamp when it has none, seq. */
+    if (ev != NULL) {
+        json_t *v;
+        if (cs_event_complete(ev, ex->next_seq, now_unix_ms) != 0)
+            goto nomem;
+        v = json_object_get(ev, "event_id");
+        eid = json_string_value(v);
+        eid_len = json_string_length(v);
+        ts = json_string_value(json_object_get(ev, "timestamp"));
+    } else {
+        if (eid == NULL) {
+            if (cs_uuid4(eid_buf) != 0)
+                goto nomem;
+            eid = eid_buf;
+            eid_len = 36;
+        }
+        if (ts == NULL) {
+            cs_format_timestamp(now_unix_ms, ts_buf, sizeof(ts_buf));
+            ts = ts_buf;
+        }
+    }
+    if (body != NULL) {
         /* The fields the daemon added, after the producer's own: a UUID, a timestamp, a number. */
-        if (!had_eid) {
+        if (fl->event_id == NULL) {
             memcpy(tail + tail_len, ",\"event_id\":\"", 13), tail_len += 13;
-            memcpy(tail + tail_len, json_string_value(jeid), 36), tail_len += 36;
+            memcpy(tail + tail_len, eid, 36), tail_len += 36;
             tail[tail_len++] = '"';
         }
-        if (!had_ts) {
+        if (fl->timestamp == NULL) {
             memcpy(tail + tail_len, ",\"timestamp\":\"", 14), tail_len += 14;
-            memcpy(tail + tail_len, json_string_value(json_object_get(ev, "timestamp")), 24), tail_len += 24;
+            memcpy(tail + tail_len, ts, 24), tail_len += 24;
             tail[tail_len++] = '"';
         }
         memcpy(tail + tail_len, ",\"seq\":", 7), tail_len += 7;
@@ -524,8 +539,8 @@ cs_err_t cs_store_publish_raw(cs_store_t *st, json_t *ev, const char *raw, size_
     }
     if (exec_count(ex) == ex->ring_cap && ex->ring_cap < st->lim.ring_events && exec_grow(st, ex) != 0)
         goto nomem;
-    f = frame_new(st, ex, body, body_len, tail, tail_len, type, type_len, json_string_value(jeid),
-                  json_string_length(jeid), ex->next_seq, st->gnext);
+    f = frame_new(st, ex, body, body_len, tail, tail_len, fl->type, fl->type_len, eid, eid_len, ex->next_seq,
+                  st->gnext);
     free(json);
     json = NULL;
     if (f == NULL)
@@ -565,7 +580,8 @@ cs_err_t cs_store_publish_raw(cs_store_t *st, json_t *ev, const char *raw, size_
     st->gnext++;
     st->published++;
 
-    /* Human-input requests and answers, kept beside the ring. */
+    /* Human-input requests and answers, kept beside the ring (never without ev: see
+     * cs_store_publish_fields). */
     size_t hb = ex->hitl.bytes;
     if (type_is(f, "human_input_required"))
         cs_hitl_on_request(&ex->hitl, ev, f->seq);
@@ -594,6 +610,58 @@ nomem:
     free(json);
     snprintf(detail, detail_len, "out of memory");
     return CS_ERR_INTERNAL;
+}
+
+cs_err_t cs_store_publish(cs_store_t *st, json_t *ev, int64_t now_unix_ms, cs_publish_t *out, char *detail,
+                          size_t detail_len)
+{
+    return cs_store_publish_raw(st, ev, NULL, 0, now_unix_ms, out, detail, detail_len);
+}
+
+/* Returns the string value of member key of ev, or NULL; *len its length. */
+static const char *string_member(const json_t *ev, const char *key, size_t *len)
+{
+    json_t *v = json_object_get(ev, key);
+
+    *len = json_string_length(v); /* 0 for anything but a string */
+    return json_string_value(v);
+}
+
+cs_err_t cs_store_publish_raw(cs_store_t *st, json_t *ev, const char *raw, size_t raw_len,
+                              int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
+{
+    cs_event_fields_t fl;
+    const char *body;
+    size_t body_len = 0;
+
+    memset(out, 0, sizeof(*out));
+    fl.execution_id = string_member(ev, "execution_id", &fl.execution_id_len);
+    fl.type = string_member(ev, "type", &fl.type_len);
+    fl.event_id = string_member(ev, "event_id", &fl.event_id_len);
+    fl.timestamp = string_member(ev, "timestamp", &fl.timestamp_len);
+    if (fl.execution_id == NULL || fl.type == NULL) {
+        snprintf(detail, detail_len, "execution_id and type are required");
+        return CS_ERR_MISSING_FIELD;
+    }
+    if (!raw_keepable(ev, raw, raw_len, &body, &body_len))
+        body = NULL;
+    return publish_event(st, &fl, ev, body, body_len, now_unix_ms, out, detail, detail_len);
+}
+
+cs_err_t cs_store_publish_fields(cs_store_t *st, const cs_event_fields_t *fl, const char *raw, size_t raw_len,
+                                 int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
+{
+    const char *body;
+    size_t body_len;
+
+    memset(out, 0, sizeof(*out));
+    /* Without the whole event nothing could be rendered, and the status machine and the
+     * human-input circle could not read what they need: the caller passes such events whole. */
+    if (!raw_line(raw, raw_len, &body, &body_len) || cs_status_reads_type(fl->type, fl->type_len)) {
+        snprintf(detail, detail_len, "internal: an event the store must have whole");
+        return CS_ERR_INTERNAL;
+    }
+    return publish_event(st, fl, NULL, body, body_len, now_unix_ms, out, detail, detail_len);
 }
 
 /* ---- human input ---- */

@@ -201,6 +201,18 @@ cs_err_t cs_store_publish(cs_store_t *store, json_t *ev, int64_t now_unix_ms, cs
 cs_err_t cs_store_publish_raw(cs_store_t *store, json_t *ev, const char *raw, size_t raw_len,
                               int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len);
 
+/**
+ * cs_store_publish for an ordinary event known by its fields alone, without a JSON object: fl
+ * (cs_event_validate_fields passed) points into raw, one JSON object on one line without a seq
+ * member, which is stored as it came with the daemon's fields appended inside its closing brace;
+ * its type is one cs_status_reads_type does not report (nothing else in it is read). Acknowledges,
+ * deduplicates, stores and wakes exactly as cs_store_publish_raw does for the same line. Returns
+ * CS_OK or an error with detail (CS_ERR_INTERNAL for an event that must be published whole).
+ */
+cs_err_t cs_store_publish_fields(cs_store_t *store, const cs_event_fields_t *fl, const char *raw,
+                                 size_t raw_len, int64_t now_unix_ms, cs_publish_t *out, char *detail,
+                                 size_t detail_len);
+
 /** What answers a human-input request (SPEC §4). */
 typedef struct cs_answer {
     const char *event_id;         /* the request's event_id, or NULL */

@@ -1,7 +1,8 @@
 /*
  * fuzz_jscan.c - the scanner against jansson: cs_jscan_object must accept exactly the lines
  * cs_line_parse accepts (json_loadb with JSON_DECODE_ANY, an object, within the depth limit), at
- * the default depth and at a small one, and what it reports must be what jansson parsed.
+ * the default depth and at a small one, and what it reports must be what jansson parsed; the
+ * event rules applied to the reported text (the ingest fast path) must answer as for the object.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -54,6 +55,32 @@ static void check_member(const cs_jscan_member_t *m, const json_t *v)
     }
 }
 
+/*
+ * When the members the rules read are absent or plain strings (what the ingest fast path takes),
+ * the rules applied to their text must answer as they answer for the parsed object.
+ */
+static void check_fields(const cs_jscan_t *sc, const json_t *ev)
+{
+    static const int idx[] = {CS_JSCAN_EXECUTION_ID, CS_JSCAN_TYPE, CS_JSCAN_EVENT_ID, CS_JSCAN_TIMESTAMP};
+    const char *text[4];
+    size_t len[4];
+    char d1[256], d2[256];
+
+    if (sc->flags & (CS_JSCAN_KEY_ESCAPED | CS_JSCAN_DUPLICATE))
+        return;
+    for (int i = 0; i < 4; i++) {
+        const cs_jscan_member_t *m = &sc->f[idx[i]];
+        if (m->kind != CS_JSCAN_ABSENT && (m->kind != CS_JSCAN_STRING || m->escaped))
+            return;
+        text[i] = m->kind == CS_JSCAN_STRING ? m->p : NULL;
+        len[i] = m->len;
+    }
+    cs_event_fields_t fl = {text[0], len[0], text[1], len[1], text[2], len[2], text[3], len[3]};
+    cs_err_t a = cs_event_validate(ev, d1, sizeof(d1)), b = cs_event_validate_fields(&fl, d2, sizeof(d2));
+    if (a != b || (a != CS_OK && strcmp(d1, d2) != 0))
+        abort();
+}
+
 static void one(const uint8_t *data, size_t size, unsigned depth)
 {
     char detail[256];
@@ -74,6 +101,7 @@ static void one(const uint8_t *data, size_t size, unsigned depth)
     if (!(sc.flags & CS_JSCAN_KEY_ESCAPED))
         for (int i = 0; i < CS_JSCAN_N_MEMBERS; i++)
             check_member(&sc.f[i], json_object_get(ev, names[i]));
+    check_fields(&sc, ev);
     json_decref(ev);
 }
 

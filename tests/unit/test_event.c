@@ -25,12 +25,36 @@ static json_t *obj(const char *text)
     return v;
 }
 
-/* Validates text and returns the code; the detail goes into detail (which may be NULL). */
+/* Sets *s, *len to member key of v as cs_event_fields_t holds it; returns 0 when it cannot (not a string). */
+static int text_of(const json_t *v, const char *key, const char **s, size_t *len)
+{
+    json_t *m = json_object_get(v, key);
+
+    *s = json_string_value(m);
+    *len = json_string_length(m);
+    return m == NULL || json_is_null(m) || json_is_string(m);
+}
+
+/*
+ * Validates text and returns the code; the detail goes into detail (which may be NULL). When the
+ * members the rules read are strings (or absent, or null), cs_event_validate_fields must answer the
+ * same about their text.
+ */
 static cs_err_t validate(const char *text, char *detail)
 {
-    char buf[256];
+    char buf[256], buf2[256];
     json_t *v = obj(text);
     cs_err_t e = cs_event_validate(v, buf, sizeof(buf));
+    cs_event_fields_t f;
+
+    if (json_is_object(v) && text_of(v, "execution_id", &f.execution_id, &f.execution_id_len) &&
+        text_of(v, "type", &f.type, &f.type_len) && text_of(v, "event_id", &f.event_id, &f.event_id_len) &&
+        text_of(v, "timestamp", &f.timestamp, &f.timestamp_len)) {
+        cs_err_t e2 = cs_event_validate_fields(&f, buf2, sizeof(buf2));
+        CHECK(e2 == e);
+        if (e != CS_OK && e2 == e)
+            CHECK_STR(buf2, buf);
+    }
     if (detail != NULL)
         strcpy(detail, e == CS_OK ? "" : buf);
     json_decref(v);

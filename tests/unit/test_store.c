@@ -5,6 +5,7 @@
 #include "../../src/event.c"
 #include "../../src/filter.c"
 #include "../../src/hitl.c"
+#include "../../src/jscan.c"
 #include "../../src/log.c"
 #include "../../src/status.c"
 #include "../../src/store.c"
@@ -516,6 +517,102 @@ static void test_publish_raw(void)
     cs_store_free(st);
 }
 
+/* Publishes line through cs_store_publish_fields with the fields the scan reports, as ingest does. */
+static cs_err_t post_fields(cs_store_t *st, const char *line, cs_publish_t *pub)
+{
+    char detail[128];
+    cs_jscan_t sc;
+    const cs_jscan_member_t *m;
+
+    REQUIRE(cs_jscan_object(line, strlen(line), 32, &sc) == 0);
+    m = sc.f;
+    cs_event_fields_t fl = {m[CS_JSCAN_EXECUTION_ID].p,
+                            m[CS_JSCAN_EXECUTION_ID].len,
+                            m[CS_JSCAN_TYPE].p,
+                            m[CS_JSCAN_TYPE].len,
+                            m[CS_JSCAN_EVENT_ID].kind ? m[CS_JSCAN_EVENT_ID].p : NULL,
+                            m[CS_JSCAN_EVENT_ID].len,
+                            m[CS_JSCAN_TIMESTAMP].kind ? m[CS_JSCAN_TIMESTAMP].p : NULL,
+                            m[CS_JSCAN_TIMESTAMP].len};
+    return cs_store_publish_fields(st, &fl, line, strlen(line), 1768473002123LL, pub, detail, sizeof(detail));
+}
+
+/* Replaces the first occurrence of from (36 bytes, a generated id) in s with to. */
+static void swap_id(char *s, const char *from, const char *to)
+{
+    char *p = strstr(s, from);
+    if (p != NULL)
+        memcpy(p, to, 36);
+}
+
+/* The same lines through cs_store_publish_raw (a parsed object) and cs_store_publish_fields (the
+ * fields alone): the same acks, stored bytes (but for the ids the daemon draws), dedup and status. */
+static void test_publish_fields(void)
+{
+    static const char *const lines[] = {
+        "  {\"execution_id\":\"r\", \"type\":\"log\",\"m\":\"\\u00e9\"} \t",
+        "{\"execution_id\":\"r\",\"event_id\":\"e1\",\"timestamp\":\"t\",\"type\":\"log\",\"a\":[1,{}]}",
+        "{\"execution_id\":\"r\",\"event_id\":\"e1\",\"timestamp\":\"t2\",\"type\":\"log\"}",
+        "{\"execution_id\":\"r\",\"event_id\":\"e1\",\"type\":\"llm.token\"}",
+        "{\"timestamp\":\"2020\",\"type\":\"log\",\"execution_id\":\"q\"}",
+        "{\"execution_id\":\"q\",\"type\":\"log\",\"event_id\":\"\u00e9\u00e9\"}",
+        "{\"execution_id\":\"r\",\"type\":\"artifact\",\"event_id\":\"e1\"}",
+    };
+    cs_store_t *a, *b;
+    cs_store_stats_t sa, sb;
+
+    REQUIRE(cs_store_new(&a, &lim) == 0);
+    REQUIRE(cs_store_new(&b, &lim) == 0);
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        char detail[128], ja[512];
+        cs_publish_t pa, pb;
+        json_t *ev = json_loads(lines[i], 0, NULL);
+
+        REQUIRE(ev != NULL);
+        REQUIRE(cs_store_publish_raw(a, ev, lines[i], strlen(lines[i]), 1768473002123LL, &pa, detail,
+                                     sizeof(detail)) == CS_OK);
+        json_decref(ev);
+        REQUIRE(post_fields(b, lines[i], &pb) == CS_OK);
+        CHECK(pa.seq == pb.seq);
+        CHECK(pa.duplicate == pb.duplicate);
+        CHECK(pa.exec != NULL && pb.exec != NULL && pa.exec->status == pb.exec->status);
+        REQUIRE(pa.frame != NULL && pb.frame != NULL);
+        CHECK(pa.frame->json_len == pb.frame->json_len);
+        CHECK(strlen(pa.event_id) == strlen(pb.event_id));
+        snprintf(ja, sizeof(ja), "%s", pa.frame->json);
+        if (strcmp(pa.event_id, pb.event_id) != 0)
+            swap_id(ja, pa.event_id, pb.event_id); /* a UUID each drew */
+        CHECK_STR(pb.frame->json, ja);
+        CHECK_STR(pb.frame->type, pa.frame->type);
+    }
+    cs_store_stats(a, &sa);
+    cs_store_stats(b, &sb);
+    CHECK(sa.events_published == sb.events_published && sb.events_published == 6);
+    CHECK(sa.events_duplicate == sb.events_duplicate && sb.events_duplicate == 1);
+    CHECK(sa.bytes == sb.bytes);
+    CHECK(sa.executions == sb.executions);
+    cs_store_free(a);
+    cs_store_free(b);
+}
+
+/* What cs_store_publish_fields cannot publish without the whole event it refuses, storing nothing. */
+static void test_publish_fields_refuses(void)
+{
+    cs_store_t *st;
+    cs_publish_t pub;
+    cs_store_stats_t s;
+
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    CHECK(post_fields(st, "{\"execution_id\":\"r\",\"type\":\"task_started\"}", &pub) == CS_ERR_INTERNAL);
+    CHECK(post_fields(st, "{\"execution_id\":\"r\",\"type\":\"human_input_required\"}", &pub) ==
+          CS_ERR_INTERNAL);
+    CHECK(post_fields(st, "{\"execution_id\":\"r\",\n\"type\":\"log\"}", &pub) == CS_ERR_INTERNAL);
+    cs_store_stats(st, &s);
+    CHECK(s.events_published == 0);
+    CHECK(cs_store_find(st, "r", 1) == NULL);
+    cs_store_free(st);
+}
+
 int main(void)
 {
     RUN(test_hitl_answer_and_await);
@@ -523,6 +620,8 @@ int main(void)
     RUN(test_status_progress);
     RUN(test_publish_and_render);
     RUN(test_publish_raw);
+    RUN(test_publish_fields);
+    RUN(test_publish_fields_refuses);
     RUN(test_idempotent);
     RUN(test_history_live_and_park);
     RUN(test_resume_forms);
