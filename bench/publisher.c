@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -63,6 +64,24 @@ static uint64_t allowed_by(double t)
             break;
     }
     return (uint64_t)total + 1;
+}
+
+/* When event n (from 0) is due, in seconds after the start: the schedule is
+ * followed event by event, not in bursts at the loop's wake-ups. Negative while
+ * a full-speed stage runs (due at once). */
+static double due_at(uint64_t n)
+{
+    double base = 0, t_s = 0;
+    for (int s = 0; s < opt.nstages; s++) {
+        bool last = s == opt.nstages - 1 || opt.stage_secs[s] <= 0;
+        if (opt.stage_rate[s] <= 0)
+            return -1;
+        if (last || (double)n < base + opt.stage_rate[s] * opt.stage_secs[s])
+            return t_s + ((double)n - base) / opt.stage_rate[s];
+        base += opt.stage_rate[s] * opt.stage_secs[s];
+        t_s += opt.stage_secs[s];
+    }
+    return -1;
 }
 
 /* "R" or "R:S,R:S,...": rates in events/s, each for S seconds; the last stage
@@ -285,6 +304,14 @@ int main(int argc, char **argv)
     }
     int ep = epoll_create1(EPOLL_CLOEXEC);
     bench_epoll(ep, EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLOUT | EPOLLET, (uint32_t)fd);
+    /* A timer for the next scheduled event: epoll_wait counts in milliseconds, which at 10,000
+     * events/s would send them ten at a time. */
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (tfd < 0) {
+        fprintf(stderr, "publisher: timerfd: %s\n", strerror(errno));
+        return 1;
+    }
+    bench_epoll(ep, EPOLL_CTL_ADD, tfd, EPOLLIN, (uint32_t)tfd);
 
     bench_run_t run = bench_run_start();
     uint64_t t0 = run.t0_us, stop_send_us = opt.com.duration > 0 ? t0 + bench_us(opt.com.duration) : 0;
@@ -329,11 +356,28 @@ int main(int argc, char **argv)
             break;
         /* Sleep until a reply, writability, or the next scheduled event. */
         int timeout = 100;
-        if (sending && st.sent - st.acked < (uint64_t)opt.window)
-            timeout = 1;
+        if (sending && st.sent - st.acked < (uint64_t)opt.window) {
+            double due = due_at(st.sent);
+            if (due < 0) {
+                timeout = 1;
+            } else {
+                uint64_t at = t0 + (uint64_t)(due * 1e6);
+                struct itimerspec its = {
+                    .it_value = {.tv_sec = (time_t)(at / 1000000u), .tv_nsec = (long)(at % 1000000u) * 1000}};
+                if (at <= bench_now_us())
+                    timeout = 0;
+                else
+                    timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL);
+            }
+        }
         struct epoll_event evs[4];
         int n = epoll_wait(ep, evs, 4, timeout);
         for (int k = 0; k < n; k++) {
+            if (evs[k].data.u32 == (uint32_t)tfd) {
+                uint64_t expirations;
+                (void)!read(tfd, &expirations, sizeof expirations);
+                continue;
+            }
             if (evs[k].events & EPOLLOUT)
                 writable = true;
             if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {

@@ -231,8 +231,9 @@ def write(results, meta, docs):
          "Written by `bench/run` (see [bench/README.md](../bench/README.md)); the prose after the tables is "
          "`bench/analysis.md`. Both servers run on loopback on this machine in the same run, one after the "
          "other for each scenario (the order alternating), the server pinned to core 0 and the load tools "
-         "(`bench/swarm`, `bench/publisher`) to core 1. Latency is publish → receive, from a monotonic "
-         "timestamp the publisher puts in each event. Timing never gates the test suite.", "",
+         "(`bench/swarm`, `bench/publisher`, and the runner itself) to core 1. Latency is publish → receive, "
+         "from a monotonic timestamp the publisher puts in each event; the publisher follows its rate event by "
+         "event. Timing never gates the test suite.", "",
          f"* machine: {machine()}",
          "* versions: " + "; ".join(f"{k}: {v}" for k, v in meta.get("versions", {}).items()),
          f"* command: `{meta.get('command', 'bench/run')}`, started {meta.get('started', '?')}, "
