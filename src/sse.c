@@ -170,11 +170,18 @@ struct sse_conn {
     cs_defer_t defer;
     sse_conn_t *prev, *next;   /* every stream */
     sse_conn_t *rprev, *rnext; /* the ready list */
+    /* The tick's schedule: quiet streams by last write, blocked ones by last progress. */
+    sse_conn_t **sched;
+    int64_t sched_key;
+    sse_conn_t *sprev, *snext;
 };
 
 struct cs_sse {
     cs_daemon_t *d;
     sse_conn_t *conns, *ready;
+    /* Oldest first, so the tick looks only at the streams that are due: [0] plain, [1] human-input
+     * (4 s data heartbeats), and the streams the kernel holds up. */
+    sse_conn_t *quiet[2], *blocked;
     size_t n;
     char *buf; /* SSE_BUF, shared by every stream: the loop is single-threaded */
 };
@@ -231,6 +238,22 @@ static void conn_free(void *data)
     free(data);
 }
 
+/* Keeps the stream in its place in the tick's schedule after a write or a change of state. */
+static void conn_place(sse_conn_t *c)
+{
+    cs_sse_t *s = c->s;
+    sse_conn_t **want = c->pend != NULL ? &s->blocked : &s->quiet[c->hitl];
+    int64_t key = c->pend != NULL ? c->pend_since : c->last_write;
+
+    if (c->sched == want && c->sched_key == key)
+        return;
+    if (c->sched != NULL)
+        DL_DELETE2(*c->sched, c, sprev, snext);
+    DL_APPEND2(*want, c, sprev, snext);
+    c->sched = want;
+    c->sched_key = key;
+}
+
 static void conn_close(sse_conn_t *c)
 {
     cs_sse_t *s = c->s;
@@ -244,6 +267,9 @@ static void conn_close(sse_conn_t *c)
     if (c->ready)
         DL_DELETE2(s->ready, c, rprev, rnext);
     c->ready = 0;
+    if (c->sched != NULL)
+        DL_DELETE2(*c->sched, c, sprev, snext);
+    c->sched = NULL;
     DL_DELETE(s->conns, c);
     s->n--;
     cs_sub_close(&c->sub);
@@ -303,7 +329,7 @@ static int keep_pending(sse_conn_t *c, const char *buf, size_t n)
 }
 
 /* Writes what the stream has, as chunks, until it is caught up, the socket is full, or its turn ends. */
-static void conn_flush(sse_conn_t *c)
+static void conn_write(sse_conn_t *c)
 {
     cs_sse_t *s = c->s;
     char *data = s->buf + SSE_CHUNK_HEAD;
@@ -353,6 +379,13 @@ static void conn_flush(sse_conn_t *c)
         }
     }
     conn_ready(c); /* more to send: after the other streams have had their turn */
+}
+
+static void conn_flush(sse_conn_t *c)
+{
+    conn_write(c);
+    if (!c->closing)
+        conn_place(c);
 }
 
 static int sse_prepare(void *data)
@@ -505,26 +538,26 @@ int cs_sse_adopt(cs_sse_t *s, int fd, const char *buf, size_t head_len)
         conn_close(c);
         return 1;
     }
+    conn_place(c);
     conn_ready(c);
     return 1;
 }
 
 void cs_sse_tick(cs_sse_t *s, int64_t now)
 {
-    int64_t hb_ms = (int64_t)s->d->cfg->heartbeat_s * 1000, stall_ms = (int64_t)s->d->cfg->stall_s * 1000;
+    int64_t hb_ms[2] = {(int64_t)s->d->cfg->heartbeat_s * 1000, SSE_HITL_HB_MS};
+    int64_t stall_ms = (int64_t)s->d->cfg->stall_s * 1000;
 
-    for (sse_conn_t *c = s->conns, *next; c != NULL; c = next) {
-        next = c->next;
-        if (c->pend != NULL) {
-            if (now - c->pend_since >= stall_ms) {
-                cs_log_info("sse: a client took nothing for %us: disconnected", s->d->cfg->stall_s);
-                s->d->counters.stalls++;
-                conn_close(c);
-            }
-            continue;
-        }
+    /* Each list is oldest first: stop at the first stream that is not due, so an idle daemon with
+     * thousands of quiet streams looks at none of them. */
+    while (s->blocked != NULL && now - s->blocked->pend_since >= stall_ms) {
+        cs_log_info("sse: a client took nothing for %us: disconnected", s->d->cfg->stall_s);
+        s->d->counters.stalls++;
+        conn_close(s->blocked);
+    }
+    for (int k = 0; k < 2; k++) {
         /* Sent when idle for the interval less half a tick, so a heartbeat is never late. */
-        if (now - c->last_write >= (c->hitl ? SSE_HITL_HB_MS : hb_ms) - 500) {
+        for (sse_conn_t *c = s->quiet[k]; c != NULL && now - c->last_write >= hb_ms[k] - 500; c = c->snext) {
             c->body.hb_due = 1;
             cs_sub_unpark(&c->sub);
             conn_ready(c);

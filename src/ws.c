@@ -96,6 +96,10 @@ struct ws_conn {
     int want_write;     /* writable requested and not yet granted */
     int64_t want_since; /* when that started: the last progress */
     int64_t last_ping;
+    /* The tick's schedules, oldest first: established sessions by last ping, and sessions waiting
+     * for WRITEABLE by how long they have waited. */
+    ws_conn_t *pprev, *pnext, *wprev, *wnext;
+    uint8_t in_pings, in_waits;
     int stalled;
 
     /* Input: one client message, assembled from its fragments. */
@@ -125,6 +129,8 @@ struct cs_ws {
     int stopping;
     size_t n_conns;      /* adopted and not yet destroyed, handshakes included */
     ws_conn_t *conns;    /* all of them */
+    ws_conn_t *pings;    /* established, last pinged first */
+    ws_conn_t *waits;    /* waiting for WRITEABLE, longest first */
     ws_conn_t *adopting; /* the connection lws_adopt is creating right now */
     int adopt_created, adopt_destroyed;
     ws_args_t args;
@@ -158,6 +164,10 @@ static void ws_want_write(ws_conn_t *c)
     if (!c->want_write) {
         c->want_write = 1;
         c->want_since = ws_now(c->ws);
+        if (!c->in_waits) {
+            DL_APPEND2(c->ws->waits, c, wprev, wnext);
+            c->in_waits = 1;
+        }
     }
     lws_callback_on_writable(c->wsi);
     c->ws->dirty = 1;
@@ -281,6 +291,10 @@ static void ws_conn_free(ws_conn_t *c)
     cs_ws_t *ws = c->ws;
 
     ws_conn_detach(c);
+    if (c->in_pings)
+        DL_DELETE2(ws->pings, c, pprev, pnext);
+    if (c->in_waits)
+        DL_DELETE2(ws->waits, c, wprev, wnext);
     DL_DELETE(ws->conns, c);
     ws->n_conns--;
     ws->d->clients--;
@@ -560,6 +574,8 @@ static int ws_established(ws_conn_t *c)
     c->sub_open = 1;
     c->established = 1;
     c->last_ping = ws_now(ws);
+    DL_APPEND2(ws->pings, c, pprev, pnext);
+    c->in_pings = 1;
     d->counters.ws_accepted++;
     cs_log_debug("ws: open on %s", c->route.execution_id);
     if (cs_sub_has_next(&c->sub))
@@ -636,6 +652,10 @@ static int ws_writeable(ws_conn_t *c, struct lws *wsi)
     int n = 0;
 
     c->want_write = 0;
+    if (c->in_waits) {
+        DL_DELETE2(c->ws->waits, c, wprev, wnext);
+        c->in_waits = 0;
+    }
     if (c->detached)
         return -1;
     if (c->close_sent)
@@ -974,35 +994,38 @@ void cs_ws_tick(cs_ws_t *ws, int64_t now)
 {
     const cs_config_t *cfg = ws->d->cfg;
     int64_t hb = (int64_t)cfg->heartbeat_s * 1000, stall = (int64_t)cfg->stall_s * 1000;
-    ws_conn_t *c;
+    ws_conn_t *c, *next;
     int stalls = 0;
 
-    DL_FOREACH(ws->conns, c)
-    {
-        if (!c->established || c->detached || c->wsi == NULL || c->close_sent)
+    /* Both schedules are oldest first: the walks stop at the first session that is not due, so an
+     * idle daemon looks at none of them. */
+    for (c = ws->waits; stall > 0 && c != NULL && now - c->want_since >= stall; c = c->wnext) {
+        if (!c->established || c->detached || c->wsi == NULL || c->close_sent || c->stalled)
             continue;
-        if (stall > 0 && c->want_write && !c->stalled && now - c->want_since >= stall) {
-            int64_t secs = (now - c->want_since) / 1000;
-            c->stalled = 1;
-            if (c->close_code == 0) {
-                c->close_code = 1013;
-                c->close_reason_len = (size_t)snprintf(c->close_reason, sizeof(c->close_reason),
-                                                       "stalled: no progress for %lld s", (long long)secs);
-            }
-            ws->d->counters.stalls++;
-            cs_log_info("ws: subscriber of %s made no progress for %lld s: closing it (1013)",
-                        c->route.execution_id, (long long)secs);
-            ws_want_write(c);
-            /* A pipe that never drains never lets the close frame out: drop the socket then. */
-            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, WS_STALL_GRACE_S);
-            stalls++;
+        int64_t secs = (now - c->want_since) / 1000;
+        c->stalled = 1;
+        if (c->close_code == 0) {
+            c->close_code = 1013;
+            c->close_reason_len = (size_t)snprintf(c->close_reason, sizeof(c->close_reason),
+                                                   "stalled: no progress for %lld s", (long long)secs);
+        }
+        ws->d->counters.stalls++;
+        cs_log_info("ws: subscriber of %s made no progress for %lld s: closing it (1013)",
+                    c->route.execution_id, (long long)secs);
+        ws_want_write(c);
+        /* A pipe that never drains never lets the close frame out: drop the socket then. */
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, WS_STALL_GRACE_S);
+        stalls++;
+    }
+    for (c = ws->pings; hb > 0 && c != NULL && now - c->last_ping >= hb; c = next) {
+        next = c->pnext;
+        if (c->detached || c->wsi == NULL || c->close_sent || c->stalled)
             continue;
-        }
-        if (hb > 0 && now - c->last_ping >= hb) {
-            c->last_ping = now;
-            c->ping_due = 1;
-            ws_want_write(c);
-        }
+        c->last_ping = now;
+        c->ping_due = 1;
+        DL_DELETE2(ws->pings, c, pprev, pnext);
+        DL_APPEND2(ws->pings, c, pprev, pnext);
+        ws_want_write(c);
     }
     /* A timeout set from outside lws' service is only scheduled when lws next services: wake it. */
     if (stalls > 0)

@@ -158,3 +158,28 @@ def test_shutdown_ends_the_stream_with_its_last_chunk(make_daemon):
         assert s.ended, "the stream ended without its terminating chunk"
     finally:
         s.close()
+
+
+def test_heartbeats_reach_every_quiet_stream(make_daemon):
+    """Streams opened at different times each get a heartbeat about every heartbeat_s, and a stream
+    that just had an event is not sent one early (the tick walks them in order of last write)."""
+    d = make_daemon({"heartbeat_s": 1})
+    streams = []
+    try:
+        for i in range(3):
+            streams.append(SSEClient(d.port, "/v1/executions/hb%d/events" % i))
+            time.sleep(0.3)
+        seen = [[] for _ in streams]
+        deadline = time.monotonic() + 4.2
+        while time.monotonic() < deadline:
+            for i, s in enumerate(streams):
+                f = s.next_frame(timeout=0.02)
+                if f is not None and f.kind == "comment":
+                    seen[i].append(f.t)
+        for times in seen:
+            assert len(times) >= 3, seen
+            gaps = [b - a for a, b in zip(times, times[1:])]
+            assert all(0.4 < g < 1.6 for g in gaps), gaps
+    finally:
+        for s in streams:
+            s.close()

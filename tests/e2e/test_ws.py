@@ -3,10 +3,12 @@
 
 import asyncio
 import json
+import socket
+import time
 
 import websockets.frames
 
-from csutil import ev, run, ws_collect, ws_connect, ws_next
+from csutil import RawWS, ev, run, ws_collect, ws_connect, ws_next
 
 
 def test_history_then_live(daemon):
@@ -228,3 +230,37 @@ def test_client_close_is_clean(daemon):
             await ws2.close()
 
     run(go(), 30)
+
+
+def test_server_pings_every_idle_session(make_daemon):
+    """Every idle session is pinged about every heartbeat_s, however many there are and whenever they
+    opened (the tick keeps them oldest ping first and stops at the first one not due)."""
+    d = make_daemon({"heartbeat_s": 1})
+    conns = []
+    try:
+        for i in range(3):
+            conns.append(RawWS(d.port, "/v1/executions/pings%d/ws" % i))
+            time.sleep(0.3)
+        counts = [0] * len(conns)
+        deadline = time.monotonic() + 3.8
+        while time.monotonic() < deadline:
+            for i, c in enumerate(conns):
+                c.sock.settimeout(0.02)
+                try:
+                    chunk = c.sock.recv(4096)
+                except (socket.timeout, TimeoutError):
+                    chunk = None
+                if chunk == b"":
+                    raise AssertionError("session %d closed" % i)
+                if chunk:
+                    c.buf += chunk
+                fr = c._parse()
+                while fr is not None:
+                    assert fr[0] == 0x9, fr  # idle: nothing but pings
+                    counts[i] += 1
+                    c._send_frame(0xA, fr[1])
+                    fr = c._parse()
+        assert all(n >= 3 for n in counts), counts
+    finally:
+        for c in conns:
+            c.close()
