@@ -213,6 +213,8 @@ int cs_head_arg(cs_head_str_t query, const char *name, char *out, size_t outlen)
 {
     size_t nl = strlen(name), i = 0;
 
+    if (outlen == 0)
+        return -1;
     while (i < query.n) {
         const char *a = query.p + i;
         const char *amp = memchr(a, '&', query.n - i);

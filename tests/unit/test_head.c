@@ -196,6 +196,9 @@ static void test_args(void)
     cs_head_str_t dup = {"a=1&a=2", 7}, tail = {"a=%4", 4};
     CHECK(cs_head_arg(dup, "a", out, sizeof(out)) == 1 && strcmp(out, "1") == 0);
     CHECK(cs_head_arg(tail, "a", out, sizeof(out)) == -1);
+    cs_head_str_t empty = {"a=", 2};
+    CHECK(cs_head_arg(empty, "a", out, 1) == 1 && out[0] == '\0');
+    CHECK(cs_head_arg(empty, "a", out, 0) == -1); /* no room even for the terminator */
 }
 
 int main(void)
