@@ -236,9 +236,9 @@ def write(results, meta, docs):
          "other for each scenario (the order alternating), the server pinned to core 0 and the load tools "
          "(`bench/swarm`, `bench/publisher`, and the runner itself) to core 1. Latency is publish → receive, "
          "from a monotonic timestamp the publisher puts in each event; the publisher follows its rate in wake-ups "
-         "at most 250 µs apart. Scenarios at a steady rate run three times per server, alternating, and the run with the median "
-         "p99 is the one shown (every run's p99 beside it): their tail moves from run to run on two cores. "
-         "Timing never gates the test suite.", "",
+         "at most 250 µs apart. Scenarios at a steady rate run three times per server, alternating, and the run "
+         "with the median p99 is the one shown (every run's p99 beside it): their tail moves from run to run on two cores. "
+         "The raw results are in `docs/bench/results.json`. Timing never gates the test suite.", "",
          f"* machine: {machine()}",
          "* versions: " + "; ".join(f"{k}: {v}" for k, v in meta.get("versions", {}).items()),
          f"* command: `{meta.get('command', 'bench/run')}`, started {meta.get('started', '?')}, "
@@ -283,4 +283,5 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     with open(sys.argv[1]) as f:
         res = json.load(f)
-    print(write(res, {"command": "bench/report.py " + sys.argv[1]}, os.path.join(os.path.dirname(BENCH), "docs")))
+    meta = res.pop("meta", None) or {"command": "bench/report.py " + sys.argv[1]}
+    print(write(res, meta, os.path.join(os.path.dirname(BENCH), "docs")))
