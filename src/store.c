@@ -260,14 +260,19 @@ static void index_remove(cs_exec_t *ex, cs_frame_t *f)
 {
     cs_frame_t *head = NULL;
 
-    HASH_FIND(hh, ex->ids, f->event_id, f->event_id_len, head);
-    if (head == NULL)
-        return;
-    if (head == f) {
+    /* The first frame with an id is in the hash and knows it: no lookup (each step of a bucket's
+     * chain is a cache miss when the store is large). A later one is found through the first. */
+    if (f->id_head) {
         HASH_DELETE(hh, ex->ids, f);
-        if (f->id_next != NULL)
+        f->id_head = 0;
+        if (f->id_next != NULL) {
             HASH_ADD_KEYPTR(hh, ex->ids, f->id_next->event_id, f->id_next->event_id_len, f->id_next);
+            f->id_next->id_head = 1;
+        }
     } else {
+        HASH_FIND(hh, ex->ids, f->event_id, f->event_id_len, head);
+        if (head == NULL)
+            return;
         for (cs_frame_t *p = head; p->id_next != NULL; p = p->id_next) {
             if (p->id_next == f) {
                 p->id_next = f->id_next;
@@ -556,10 +561,13 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     ex->next_seq++;
     ex->bytes += f->bytes;
     {
+        /* An id the daemon just drew (122 random bits) names no other frame: no lookup. */
         cs_frame_t *head = NULL;
-        HASH_FIND(hh, ex->ids, f->event_id, f->event_id_len, head);
+        if (fl->event_id != NULL)
+            HASH_FIND(hh, ex->ids, f->event_id, f->event_id_len, head);
         if (head == NULL) {
             HASH_ADD_KEYPTR(hh, ex->ids, f->event_id, f->event_id_len, f);
+            f->id_head = 1;
         } else {
             while (head->id_next != NULL)
                 head = head->id_next;

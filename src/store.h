@@ -35,6 +35,7 @@ typedef struct cs_frame {
     uint32_t refcnt;
     uint8_t in_exec;   /* still in its execution's ring */
     uint8_t in_global; /* still in the global ring */
+    uint8_t id_head;   /* in its execution's event-id hash (the first frame with its id) */
     uint64_t seq;      /* per execution */
     uint64_t gseq;     /* in the global ring */
     size_t bytes;      /* what this frame costs, counted against store.max_bytes */

@@ -92,6 +92,36 @@ static void test_idempotent(void)
     cs_store_free(st);
 }
 
+/* The event-id index across evictions: the first frame with an id is in the hash, later ones chain
+ * behind it and take its place when it goes; ids the daemon draws are indexed and leave with their
+ * frames. (lim.ring_events is 8.) */
+static void test_id_index_eviction(void)
+{
+    cs_store_t *st;
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    cs_publish_t a = post(st, "e", "log", "dup");
+    cs_publish_t b = post(st, "e", "tool.called", "dup");
+    cs_publish_t g = post(st, "e", "log", NULL);
+    cs_exec_t *ex = cs_store_find(st, "e", 1);
+    CHECK(cs_exec_find_event(ex, "dup", 3)->seq == a.seq);
+    CHECK(cs_exec_find_event(ex, g.event_id, strlen(g.event_id))->seq == g.seq);
+    /* Evict "dup"/log (seq 1): "dup"/tool.called (seq 2) is found, and still deduplicated. */
+    for (int i = 0; i < 6; i++)
+        post(st, "e", "log", NULL);
+    CHECK(cs_exec_find_event(ex, "dup", 3)->seq == b.seq);
+    cs_publish_t b2 = post(st, "e", "tool.called", "dup");
+    CHECK(b2.duplicate && b2.seq == b.seq);
+    /* Then evict seq 2 and 3: nothing is left under either id, and a repost is new. */
+    post(st, "e", "log", NULL);
+    post(st, "e", "log", NULL);
+    CHECK(cs_exec_find_event(ex, "dup", 3) == NULL);
+    CHECK(cs_exec_find_event(ex, g.event_id, strlen(g.event_id)) == NULL);
+    cs_publish_t a2 = post(st, "e", "log", "dup");
+    CHECK(!a2.duplicate && a2.seq == 12);
+    CHECK(HASH_COUNT(ex->ids) == 8);
+    cs_store_free(st);
+}
+
 static void test_history_live_and_park(void)
 {
     cs_store_t *st;
@@ -623,6 +653,7 @@ int main(void)
     RUN(test_publish_fields);
     RUN(test_publish_fields_refuses);
     RUN(test_idempotent);
+    RUN(test_id_index_eviction);
     RUN(test_history_live_and_park);
     RUN(test_resume_forms);
     RUN(test_ring_eviction_and_gap);
