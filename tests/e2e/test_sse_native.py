@@ -15,7 +15,7 @@ TOKENS = {"auth": {"tokens": [{"name": "r", "token": TOKEN, "scopes": ["read"], 
 
 
 def raw_stream(port, request, want_events, timeout=5.0):
-    """Sends raw request bytes; reads until want_events 'data:' lines arrived. Returns (head, body),
+    """Sends raw request bytes; reads until want_events whole events arrived. Returns (head, body),
     the body de-chunked when the response is chunked."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     deadline = time.monotonic() + timeout
@@ -26,7 +26,9 @@ def raw_stream(port, request, want_events, timeout=5.0):
             if b"\r\n\r\n" in raw:
                 head, rest = raw.split(b"\r\n\r\n", 1)
                 body = dechunk(rest) if b"transfer-encoding: chunked" in head.lower() else rest
-                if body.count(b"\ndata: ") + body.startswith(b"data: ") >= want_events:
+                # Whole events only: the last one may still be arriving in pieces.
+                complete = body.split(b"\n\n")[:-1]
+                if sum(1 for blk in complete if b"data: " in blk) >= want_events:
                     return head.decode("latin-1"), body
             s.settimeout(max(0.01, deadline - time.monotonic()))
             try:
