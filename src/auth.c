@@ -317,3 +317,21 @@ const char *cs_auth_bearer(const char *value, size_t *len)
         *len = (size_t)(end - p);
     return p;
 }
+
+const char *cs_auth_request_token(const char *authorization, const char *arg, char *buf, size_t buflen)
+{
+    size_t n = 0;
+    const char *t = authorization != NULL ? cs_auth_bearer(authorization, &n) : NULL;
+
+    if (t == NULL && arg != NULL) {
+        t = arg;
+        n = strlen(arg);
+    }
+    if (t == NULL)
+        return NULL;
+    if (n >= buflen)
+        return "\x7f"; /* too long to be one of ours: invalid (a token), not missing */
+    memcpy(buf, t, n);
+    buf[n] = '\0';
+    return buf;
+}

@@ -65,4 +65,12 @@ int cs_auth_principal_allows(const cs_principal_t *who, const char *execution_id
  */
 const char *cs_auth_bearer(const char *value, size_t *len);
 
+/**
+ * The token a request presents, the same on every transport: the bearer token of its Authorization
+ * header (authorization: the header's value, or NULL), else its ?token= argument (arg, or NULL).
+ * Copied NUL-terminated into buf; one too long for buf is "\x7f" (invalid, not missing). NULL when
+ * the request presents none.
+ */
+const char *cs_auth_request_token(const char *authorization, const char *arg, char *buf, size_t buflen);
+
 #endif

@@ -38,7 +38,6 @@
  * writes of HTTP/1.0 streams: 16 KiB here cost 15 KiB of RSS per idle connection.
  */
 #define SSE_BLOCK    256
-#define HITL_HB_MS   4000
 #define CORS_METHODS "GET, POST, OPTIONS"
 #define CORS_HEADERS "Authorization, Content-Type, Last-Event-ID, Cache-Control"
 
@@ -84,24 +83,15 @@ struct http_req {
 
 static void add_cors(cs_http_t *h, struct MHD_Connection *con, struct MHD_Response *r)
 {
-    const cs_config_t *cfg = h->d->cfg;
     const char *origin = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Origin");
+    int vary;
+    const char *allow = cs_cors_allow(h->d->cfg, origin, origin ? strlen(origin) : 0, &vary);
 
-    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
-        if (strcmp(cfg->cors_origins[i], "*") == 0) {
-            MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
-            return;
-        }
-    }
-    if (origin == NULL)
+    if (allow == NULL)
         return;
-    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
-        if (strcmp(cfg->cors_origins[i], origin) == 0) {
-            MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
-            MHD_add_response_header(r, "Vary", "Origin");
-            return;
-        }
-    }
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", allow);
+    if (vary)
+        MHD_add_response_header(r, "Vary", "Origin");
 }
 
 /* Queues a whole response: body (freed here when mode is MHD_RESPMEM_MUST_FREE, even on failure), its
@@ -174,23 +164,12 @@ static const char *lookup_header(void *ctx, const char *name)
     return MHD_lookup_connection_value(ctx, MHD_HEADER_KIND, name);
 }
 
-/* The presented token: the Authorization header, else ?token=. Copied into buf, NUL-terminated. */
+/* The presented token (cs_auth_request_token), copied into buf. */
 static const char *request_token(struct MHD_Connection *con, char *buf, size_t buflen)
 {
-    const char *v = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Authorization");
-    size_t n;
-
-    if (v != NULL) {
-        const char *t = cs_auth_bearer(v, &n);
-        if (t != NULL && n < buflen) {
-            memcpy(buf, t, n);
-            buf[n] = '\0';
-            return buf;
-        }
-        if (t != NULL)
-            return "\x7f"; /* too long to be one of ours: invalid (a non-empty token), not missing */
-    }
-    return MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, "token");
+    return cs_auth_request_token(MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Authorization"),
+                                 MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, "token"), buf,
+                                 buflen);
 }
 
 /* ---- suspend / resume ---- */
@@ -1007,7 +986,7 @@ void cs_http_tick(cs_http_t *h, int64_t now)
     for (http_req_t *q = h->streams; q != NULL; q = q->next) {
         if (q->kind != REQ_SSE || q->dead)
             continue;
-        if (now - q->last_write >= (q->out.hitl ? HITL_HB_MS : hb_ms) - 500) {
+        if (now - q->last_write >= (q->out.hitl ? CS_SSE_HITL_HEARTBEAT_MS : hb_ms) - 500) {
             q->out.hb_due = 1;
             cs_sub_unpark(&q->sub);
             req_resume(q);

@@ -77,3 +77,21 @@ unsigned cs_auth_http_status(cs_auth_result_t r, const char **code, const char *
         return 200;
     }
 }
+
+const char *cs_cors_allow(const cs_config_t *cfg, const char *origin, size_t origin_len, int *vary)
+{
+    *vary = 0;
+    for (size_t i = 0; i < cfg->n_cors_origins; i++)
+        if (strcmp(cfg->cors_origins[i], "*") == 0)
+            return "*";
+    if (origin == NULL || origin_len == 0)
+        return NULL;
+    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
+        if (strlen(cfg->cors_origins[i]) == origin_len &&
+            memcmp(cfg->cors_origins[i], origin, origin_len) == 0) {
+            *vary = 1;
+            return cfg->cors_origins[i];
+        }
+    }
+    return NULL;
+}

@@ -116,12 +116,9 @@ static void pending_answer(pending_t *p, unsigned status, const char *code, cons
     size_t blen;
     int hl;
 
-    const cs_config_t *cfg = p->l->d->cfg;
-    int any_origin = 0;
-
+    int vary;
     /* The head is not parsed here, so only an open CORS policy can be stated. */
-    for (size_t i = 0; i < cfg->n_cors_origins; i++)
-        any_origin |= strcmp(cfg->cors_origins[i], "*") == 0;
+    int any_origin = cs_cors_allow(p->l->d->cfg, NULL, 0, &vary) != NULL;
     body = cs_error_json(code, detail, &blen);
     hl = snprintf(head, sizeof(head),
                   "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"

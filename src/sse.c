@@ -33,11 +33,8 @@
 #define SSE_BUF        (64 * 1024)
 #define SSE_CHUNK_HEAD 10 /* "ffffffff\r\n" at most in front of the data */
 #define SSE_ROUNDS     4
-#define SSE_HITL_HB_MS 4000
 /* Query-string scratch for one request: every value cs_sub_req_parse looks up stays valid. */
 #define SSE_ARGS_MAX 16384
-/* A longer Origin is left to libmicrohttpd's side. */
-#define SSE_ORIGIN_MAX 512
 
 /* ---- the body ---- */
 
@@ -429,41 +426,34 @@ static void on_io(cs_io_t *io, uint32_t events)
 /* The response head, as libmicrohttpd writes it for the same stream. */
 static int write_head(cs_sse_t *s, char *buf, size_t cap, const cs_head_req_t *hr)
 {
-    const cs_config_t *cfg = s->d->cfg;
-    char date[64], cors[SSE_ORIGIN_MAX + 64] = "";
+    char date[64];
     struct tm tm;
     time_t now = time(NULL);
+    int vary;
+    const char *allow = cs_cors_allow(s->d->cfg, hr->origin.p, hr->origin.n, &vary);
 
     gmtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
-        if (strcmp(cfg->cors_origins[i], "*") == 0) {
-            snprintf(cors, sizeof(cors), "Access-Control-Allow-Origin: *\r\n");
-            break;
-        }
-        if (hr->origin.p != NULL && strlen(cfg->cors_origins[i]) == hr->origin.n &&
-            memcmp(cfg->cors_origins[i], hr->origin.p, hr->origin.n) == 0 && cors[0] == '\0')
-            snprintf(cors, sizeof(cors), "Access-Control-Allow-Origin: %.*s\r\nVary: Origin\r\n",
-                     (int)hr->origin.n, hr->origin.p);
-    }
-    return snprintf(
-        buf, cap,
-        "HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-        "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n%sTransfer-Encoding: chunked\r\n\r\n",
-        date, cors);
+    return snprintf(buf, cap,
+                    "HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+                    "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n%s%s%s%s"
+                    "Transfer-Encoding: chunked\r\n\r\n",
+                    date, allow ? "Access-Control-Allow-Origin: " : "", allow ? allow : "",
+                    allow ? "\r\n" : "", vary ? "Vary: Origin\r\n" : "");
 }
 
-/* The presented token, as http.c reads it: the Authorization header's bearer, else ?token=. */
+/* The presented token (cs_auth_request_token), kept in the lookup arena. */
 static const char *request_token(sse_lookup_t *l, const cs_head_req_t *hr)
 {
-    if (hr->authorization.p != NULL) {
-        const char *v = lookup_put(l, hr->authorization.p, hr->authorization.n);
-        size_t n;
-        const char *t = v != NULL ? cs_auth_bearer(v, &n) : NULL;
-        if (t != NULL)
-            return lookup_put(l, t, n);
-    }
-    return lookup_arg(l, "token");
+    const char *authorization =
+        hr->authorization.p != NULL ? lookup_put(l, hr->authorization.p, hr->authorization.n) : NULL;
+    const char *arg = lookup_arg(l, "token");
+    char *buf = l->arena + l->used;
+    const char *t = cs_auth_request_token(authorization, arg, buf, sizeof(l->arena) - l->used);
+
+    if (t == buf)
+        l->used += strlen(buf) + 1;
+    return t;
 }
 
 int cs_sse_adopt(cs_sse_t *s, int fd, const char *buf, size_t head_len)
@@ -475,7 +465,7 @@ int cs_sse_adopt(cs_sse_t *s, int fd, const char *buf, size_t head_len)
     char err[256];
     sse_conn_t *c;
 
-    if (d->stopping || cs_head_parse(buf, head_len, &hr) != 0 || hr.origin.n > SSE_ORIGIN_MAX)
+    if (d->stopping || cs_head_parse(buf, head_len, &hr) != 0)
         return 0;
     if (cs_route_match(hr.path.p, hr.path.n, &rt) == CS_ROUTE_NONE || rt.bad_id)
         return 0;
@@ -545,7 +535,7 @@ int cs_sse_adopt(cs_sse_t *s, int fd, const char *buf, size_t head_len)
 
 void cs_sse_tick(cs_sse_t *s, int64_t now)
 {
-    int64_t hb_ms[2] = {(int64_t)s->d->cfg->heartbeat_s * 1000, SSE_HITL_HB_MS};
+    int64_t hb_ms[2] = {(int64_t)s->d->cfg->heartbeat_s * 1000, CS_SSE_HITL_HEARTBEAT_MS};
     int64_t stall_ms = (int64_t)s->d->cfg->stall_s * 1000;
 
     /* Each list is oldest first: stop at the first stream that is not due, so an idle daemon with

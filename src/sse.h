@@ -20,6 +20,9 @@
 #include "store.h"
 
 #define CS_SSE_RETRY_MS 3000
+/* The human-input routes beat every 4 s with a data event (the seed's client reads with a 5 s
+ * timeout); the others with a comment every heartbeat_s. */
+#define CS_SSE_HITL_HEARTBEAT_MS 4000
 
 /** One piece of pending output, copied out across calls. */
 typedef struct cs_sse_piece {

@@ -462,34 +462,18 @@ static const char *ws_handshake_problem(struct lws *wsi, char *buf, size_t bufle
     return NULL;
 }
 
-/* The presented token: the Authorization header, else ?token=. NULL when there is none. */
+/* The presented token (cs_auth_request_token), copied into buf. NULL when there is none. */
 static const char *ws_token(ws_conn_t *c, struct lws *wsi, char *buf, size_t buflen)
 {
     ws_args_t *a = &c->ws->args;
     char hdr[WS_TOKEN_MAX + 64];
-    const char *t;
-    size_t n;
+    int has_hdr = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > 0;
 
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > 0) {
-        if (lws_hdr_copy(wsi, hdr, (int)sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
-            return "\x7f"; /* too long to be one of ours: invalid (a token), not missing */
-        t = cs_auth_bearer(hdr, &n);
-        if (t != NULL && n < buflen) {
-            memcpy(buf, t, n);
-            buf[n] = '\0';
-            return buf;
-        }
-        if (t != NULL)
-            return "\x7f";
-    }
-    t = lws_get_urlarg_by_name(wsi, "token=", a->frag, (int)sizeof(a->frag));
-    if (t == NULL)
-        return NULL;
-    n = strlen(t);
-    if (n >= buflen)
-        return "\x7f";
-    memcpy(buf, t, n + 1);
-    return buf;
+    if (has_hdr && lws_hdr_copy(wsi, hdr, (int)sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
+        return "\x7f"; /* too long to be one of ours: invalid (a token), not missing */
+    return cs_auth_request_token(has_hdr ? hdr : NULL,
+                                 lws_get_urlarg_by_name(wsi, "token=", a->frag, (int)sizeof(a->frag)), buf,
+                                 buflen);
 }
 
 /* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: route, auth and options. Returns 0 to let the upgrade go on. */

@@ -321,6 +321,21 @@ static void test_bearer(void)
     CHECK(cs_auth_bearer(NULL, &n) == NULL);
 }
 
+/* One rule on every transport: the header's bearer first, else ?token=; too long is invalid. */
+static void test_request_token(void)
+{
+    char buf[8];
+
+    CHECK(strcmp(cs_auth_request_token("Bearer abc", "xyz", buf, sizeof(buf)), "abc") == 0);
+    CHECK(strcmp(cs_auth_request_token(NULL, "xyz", buf, sizeof(buf)), "xyz") == 0);
+    CHECK(strcmp(cs_auth_request_token("Basic dXNlcg==", "xyz", buf, sizeof(buf)), "xyz") == 0);
+    CHECK(cs_auth_request_token("Basic dXNlcg==", NULL, buf, sizeof(buf)) == NULL);
+    CHECK(cs_auth_request_token(NULL, NULL, buf, sizeof(buf)) == NULL);
+    CHECK(strcmp(cs_auth_request_token("Bearer 12345678", NULL, buf, sizeof(buf)), "\x7f") == 0);
+    CHECK(strcmp(cs_auth_request_token(NULL, "12345678", buf, sizeof(buf)), "\x7f") == 0);
+    CHECK(strcmp(cs_auth_request_token("Bearer 1234567", NULL, buf, sizeof(buf)), "1234567") == 0);
+}
+
 int main(void)
 {
     RUN(test_open_on_loopback);
@@ -331,5 +346,6 @@ int main(void)
     RUN(test_api_key);
     RUN(test_many_tokens_and_freed_cfg);
     RUN(test_bearer);
+    RUN(test_request_token);
     CT_DONE();
 }
