@@ -30,6 +30,7 @@
 #include <openssl/evp.h>
 
 #include "log.h"
+#include "utf8.h"
 
 #ifndef CS_VERSION
 #define CS_VERSION "unknown"
@@ -912,17 +913,6 @@ static int cfg_parse_token_literal(void *base, const cfg_field_t *f, json_t *v, 
     return 0;
 }
 
-static int cfg_hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* "sha256": 64 hex digits, as sha256sum prints them. */
 static int cfg_parse_token_sha256(void *base, const cfg_field_t *f, json_t *v, cfg_ctx_t *ctx)
 {
@@ -941,7 +931,7 @@ static int cfg_parse_token_sha256(void *base, const cfg_field_t *f, json_t *v, c
                         "without the trailing \"  -\"), got %zu characters",
                         json_string_length(v));
     for (size_t i = 0; i < 32; i++) {
-        int hi = cfg_hexval((unsigned char)s[2 * i]), lo = cfg_hexval((unsigned char)s[2 * i + 1]);
+        int hi = cs_hex_digit((unsigned char)s[2 * i]), lo = cs_hex_digit((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return cfg_fail(ctx, "expected 64 hexadecimal digits, found '%c' at offset %zu",
                             hi < 0 ? s[2 * i] : s[2 * i + 1], hi < 0 ? 2 * i : 2 * i + 1);

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "utf8.h"
+
 static int is_tchar(unsigned char c)
 {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -198,17 +200,6 @@ int cs_head_parse(const char *buf, size_t len, cs_head_req_t *r)
     }
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int cs_head_arg(cs_head_str_t query, const char *name, char *out, size_t outlen)
 {
     size_t nl = strlen(name), i = 0;
@@ -230,7 +221,8 @@ int cs_head_arg(cs_head_str_t query, const char *name, char *out, size_t outlen)
             if (c == '+') {
                 c = ' ';
             } else if (c == '%') {
-                int hi = k + 2 < an ? hexval(a[k + 1]) : -1, lo = k + 2 < an ? hexval(a[k + 2]) : -1;
+                int hi = k + 2 < an ? cs_hex_digit((unsigned char)a[k + 1]) : -1,
+                    lo = k + 2 < an ? cs_hex_digit((unsigned char)a[k + 2]) : -1;
                 if (hi < 0 || lo < 0 || (hi | lo) == 0)
                     return -1;
                 c = (char)(hi << 4 | lo);

@@ -1,11 +1,24 @@
 /*
  * utf8.h - the one check of a UTF-8 sequence, shared by event.c (event ids) and jscan.c (the scan
- * of a whole line). Inline, because the scanner calls it for every multi-byte character of a line.
+ * of a whole line), and the one hex digit, shared by jscan.c (\u escapes), head.c (%XX in a query)
+ * and config.c (SHA-256 hashes). Inline: the scanner calls them for every character it checks.
  */
 #ifndef CS_UTF8_H
 #define CS_UTF8_H
 
 #include <stddef.h>
+
+/** The value of a hex digit (either case), or -1. */
+static inline int cs_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
 
 /**
  * Returns the length of the well-formed UTF-8 sequence at s[0..len) (len at least 1): 1 for an
