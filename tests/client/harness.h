@@ -259,6 +259,23 @@ static __attribute__((unused)) void break_conn(crewstream_client_t *c)
     REQUIRE(dup2(sv[0], fd) == fd);
     close(sv[0]);
 }
+
+/* Connects a client to d's socket, with base's options (NULL: the defaults). */
+static __attribute__((unused)) crewstream_client_t *h_open_client(const daemon_t *d,
+                                                                  const crewstream_options_t *base)
+{
+    crewstream_options_t o;
+    crewstream_client_t *c = NULL;
+
+    if (base != NULL)
+        o = *base;
+    else
+        crewstream_options_init(&o);
+    o.socket_path = d->sock;
+    REQUIRE(crewstream_connect(&c, &o) == 0);
+    REQUIRE(c != NULL);
+    return c;
+}
 #endif
 
 /* Arms a watchdog: the test process dies if it runs longer than s seconds. */

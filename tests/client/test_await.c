@@ -9,24 +9,10 @@
 
 static daemon_t D;
 
-static crewstream_client_t *open_client(const crewstream_options_t *base)
-{
-    crewstream_options_t o;
-    crewstream_client_t *c = NULL;
-
-    if (base != NULL)
-        o = *base;
-    else
-        crewstream_options_init(&o);
-    o.socket_path = D.sock;
-    REQUIRE(crewstream_connect(&c, &o) == 0);
-    return c;
-}
-
 /* Posts one event on a connection of its own; returns the ack's seq (0 when refused). */
 static uint64_t post_once(const char *ev, char *event_id, size_t size)
 {
-    crewstream_client_t *c = open_client(NULL);
+    crewstream_client_t *c = h_open_client(&D, NULL);
     crewstream_ticket_t t;
     crewstream_ack_t a;
 
@@ -88,7 +74,7 @@ static long elapsed_ms(const struct timespec *t0)
 /* Another connection posted the request; this one awaits it, blocks, and gets the answer when given. */
 static void test_answer_after_await(void)
 {
-    crewstream_client_t *c = open_client(NULL);
+    crewstream_client_t *c = h_open_client(&D, NULL);
     crewstream_answer_t ans;
     char req[130];
     struct timespec t0;
@@ -118,7 +104,7 @@ static void test_answer_after_await(void)
 /* The answer exists before the await: it is pushed at once. */
 static void test_answer_before_await(void)
 {
-    crewstream_client_t *c = open_client(NULL);
+    crewstream_client_t *c = h_open_client(&D, NULL);
     crewstream_answer_t ans;
     char req[130];
 
@@ -170,7 +156,7 @@ static void test_pushed_and_remembered(void)
     crewstream_options_init(&o);
     o.on_answer = on_answer;
     o.on_answer_arg = &seen;
-    c = open_client(&o);
+    c = h_open_client(&D, &o);
     REQUIRE(
         crewstream_post(c, "{\"execution_id\":\"aw-3\",\"type\":\"human_input_required\",\"task_id\":\"t9\"}",
                         &t) == 0);
@@ -200,7 +186,7 @@ static void test_pushed_and_remembered(void)
 /* The request posted on this connection, not yet acknowledged, awaited at once: the await goes behind it. */
 static void test_await_own_unacked_request(void)
 {
-    crewstream_client_t *c = open_client(NULL);
+    crewstream_client_t *c = h_open_client(&D, NULL);
     crewstream_answer_t ans;
 
     REQUIRE(
@@ -220,7 +206,7 @@ static void test_await_own_unacked_request(void)
 
 static void test_timeout(void)
 {
-    crewstream_client_t *c = open_client(NULL);
+    crewstream_client_t *c = h_open_client(&D, NULL);
     crewstream_answer_t ans;
     char req[130];
     struct timespec t0;
@@ -242,7 +228,7 @@ static void test_timeout(void)
 
 static void test_unknown_requests(void)
 {
-    crewstream_client_t *c = open_client(NULL);
+    crewstream_client_t *c = h_open_client(&D, NULL);
     crewstream_answer_t ans;
     char req[130];
 
@@ -262,7 +248,7 @@ static void test_unknown_requests(void)
 /* An answer without is_approve, with a structured feedback. */
 static void test_answer_shapes(void)
 {
-    crewstream_client_t *c = open_client(NULL);
+    crewstream_client_t *c = h_open_client(&D, NULL);
     crewstream_answer_t ans;
     char req[130];
 

@@ -22,21 +22,6 @@ static void on_ack(void *arg, const crewstream_ack_t *a)
     l->n++;
 }
 
-static crewstream_client_t *open_client(const crewstream_options_t *base)
-{
-    crewstream_options_t o;
-    crewstream_client_t *c = NULL;
-
-    if (base != NULL)
-        o = *base;
-    else
-        crewstream_options_init(&o);
-    o.socket_path = D.sock;
-    REQUIRE(crewstream_connect(&c, &o) == 0);
-    REQUIRE(c != NULL);
-    return c;
-}
-
 static int is_uuid_v4_lower(const char *s)
 {
     if (strlen(s) != 36 || s[14] != '4' || strchr("89ab", s[19]) == NULL)
@@ -137,7 +122,7 @@ static void test_pipelined(void)
     crewstream_options_init(&o);
     o.on_ack = on_ack;
     o.on_ack_arg = &log;
-    c = open_client(&o);
+    c = h_open_client(&D, &o);
     for (int i = 0; i < n; i++) {
         if (i % 10 == 0) /* some with the program's own event_id */
             snprintf(ev, sizeof(ev),
@@ -184,7 +169,7 @@ static void test_pipelined(void)
 /* Refused lines get their error in their own ack and disturb nothing around them. */
 static void test_refused_lines(void)
 {
-    crewstream_client_t *c = open_client(NULL);
+    crewstream_client_t *c = h_open_client(&D, NULL);
     crewstream_ticket_t t[5];
     crewstream_ack_t a;
 
@@ -226,7 +211,7 @@ static void test_local_refusals(void)
 
     crewstream_options_init(&o);
     o.max_line_bytes = 200;
-    c = open_client(&o);
+    c = h_open_client(&D, &o);
     CHECK(crewstream_post(c, "[1,2]", &t) == -EINVAL);
     CHECK(crewstream_post(c, "\"x\"", &t) == -EINVAL);
     CHECK(crewstream_post(c, "not json", &t) == -EINVAL);
@@ -259,7 +244,7 @@ static void test_local_refusals(void)
 
 static void test_duplicates(void)
 {
-    crewstream_client_t *c = open_client(NULL);
+    crewstream_client_t *c = h_open_client(&D, NULL);
     crewstream_ticket_t t;
     crewstream_ack_t a;
 
@@ -290,7 +275,7 @@ static void test_duplicates(void)
 
 static void test_ping(void)
 {
-    crewstream_client_t *c = open_client(NULL);
+    crewstream_client_t *c = h_open_client(&D, NULL);
 
     CHECK(crewstream_ping(c, 5000) == 0);
     for (int i = 0; i < 50; i++)
@@ -312,7 +297,7 @@ static void test_tickets(void)
     crewstream_options_init(&o);
     o.max_unacked = 4;
     o.ack_history = 4;
-    c = open_client(&o);
+    c = h_open_client(&D, &o);
     CHECK(crewstream_wait(c, 0, 0, &a) == -ERANGE);
     CHECK(crewstream_wait(c, 1, 0, &a) == -ERANGE);
     for (int i = 0; i < 20; i++)
@@ -338,7 +323,7 @@ static void test_window(void)
     crewstream_options_init(&o);
     o.max_unacked = 4;
     o.post_timeout_ms = -1;
-    c = open_client(&o);
+    c = h_open_client(&D, &o);
     CHECK(daemon_kill(&D, SIGSTOP) == 0);
     for (int i = 0; i < 4; i++)
         CHECK(crewstream_post(c, "{\"execution_id\":\"win-1\",\"type\":\"log\"}", &t) == 0);
@@ -351,7 +336,7 @@ static void test_window(void)
 
     /* With a post timeout, post waits that long for room. */
     o.post_timeout_ms = 200;
-    c = open_client(&o);
+    c = h_open_client(&D, &o);
     for (int i = 0; i < 4; i++)
         CHECK(crewstream_post(c, "{\"execution_id\":\"win-2\",\"type\":\"log\"}", &t) == 0);
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -377,7 +362,7 @@ static void test_no_reconnect(void)
 
     crewstream_options_init(&o);
     o.no_reconnect = 1;
-    c = open_client(&o);
+    c = h_open_client(&D, &o);
     CHECK(crewstream_ping(c, 5000) == 0);
     shutdown(crewstream_fd(c), SHUT_RDWR);
     CHECK(crewstream_post(c, "{\"execution_id\":\"nr-1\",\"type\":\"log\"}", NULL) == 0);
@@ -456,7 +441,7 @@ static void test_post_retry_loop(void)
     crewstream_options_init(&o);
     o.max_unacked = 2;
     o.post_timeout_ms = -1;
-    c = open_client(&o);
+    c = h_open_client(&D, &o);
     for (int i = 0; i < 2; i++)
         CHECK(crewstream_post(c, "{\"execution_id\":\"rl-1\",\"type\":\"log\"}", NULL) == 0);
     clock_gettime(CLOCK_MONOTONIC, &t0);

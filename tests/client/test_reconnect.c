@@ -59,17 +59,6 @@ static crewstream_client_t *open_tracked(void)
     return T.c;
 }
 
-static crewstream_client_t *open_plain(void)
-{
-    crewstream_options_t o;
-    crewstream_client_t *c = NULL;
-
-    crewstream_options_init(&o);
-    o.socket_path = D.sock;
-    REQUIRE(crewstream_connect(&c, &o) == 0);
-    return c;
-}
-
 static void post_n(crewstream_client_t *c, const char *prefix, int nexec, int from, int to)
 {
     char ev[256];
@@ -308,7 +297,7 @@ static void test_crash_with_unread_lines(void)
 
 static uint64_t answer(const char *x, const char *req, const char *feedback)
 {
-    crewstream_client_t *c = open_plain();
+    crewstream_client_t *c = h_open_client(&D, NULL);
     crewstream_ticket_t t;
     crewstream_ack_t a;
     char ev[512];
@@ -336,7 +325,7 @@ static void on_answer(void *arg, const crewstream_answer_t *a)
 static void test_await_across_break(void)
 {
     crewstream_options_t o;
-    crewstream_client_t *c, *other = open_plain();
+    crewstream_client_t *c, *other = h_open_client(&D, NULL);
     crewstream_answer_t ans;
     crewstream_ticket_t t;
     crewstream_ack_t a;
@@ -382,7 +371,7 @@ static void test_await_across_break(void)
 /* The daemon keeps no state across its restart: an awaited request is gone, and the caller is told. */
 static void test_await_across_restart(void)
 {
-    crewstream_client_t *c = open_plain();
+    crewstream_client_t *c = h_open_client(&D, NULL);
     crewstream_answer_t ans;
     crewstream_ticket_t t;
     crewstream_ack_t a;
@@ -399,7 +388,7 @@ static void test_await_across_restart(void)
 /* Posts while the daemon is down are queued; connect can wait for a daemon that is starting. */
 static void test_daemon_down(void)
 {
-    crewstream_client_t *c = open_plain();
+    crewstream_client_t *c = h_open_client(&D, NULL);
     crewstream_options_t o;
     int rc;
 
