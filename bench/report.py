@@ -73,8 +73,9 @@ def verdict(ok):
 
 
 def stream_table(sid, res):
-    rows = ["| | crewstream | nchan | ratio |", "|---|---:|---:|---:|"]
-    c, n = res.get("crewstream"), res.get("nchan")
+    c, n, fl = res.get("crewstream"), res.get("nchan"), res.get("floor")
+    rows = ["| | crewstream | nchan | ratio |" + (" floor |" if fl else ""),
+            "|---|---:|---:|---:|" + ("---:|" if fl else "")]
 
     def row(name, f, fmt, inverse=False, no_ratio=False):
         a = f(c) if c else None
@@ -82,14 +83,18 @@ def stream_table(sid, res):
         r = "–"
         if a is not None and b and not no_ratio:
             r = ratio(b, a) + " lower" if inverse else ratio(a, b)
-        rows.append(f"| {name} | {fmt(a) if a is not None else '–'} | {fmt(b) if b is not None else '–'} | {r} |")
+        line = f"| {name} | {fmt(a) if a is not None else '–'} | {fmt(b) if b is not None else '–'} | {r} |"
+        if fl:
+            z = f(fl)
+            line += f" {fmt(z) if z is not None else '–'} |"
+        rows.append(line)
 
     row("delivered events/s", lambda r: r["swarm"]["events_per_s"], rate)
     row("events published (acked)", lambda r: r["pub"]["acked"], lambda x: f"{x:,}")
     row("events lost", lambda r: r["lost"], lambda x: f"{x:,}", no_ratio=True)
     for p in ("p50", "p90", "p99", "max"):
         row(f"latency {p}", lambda r, p=p: r["swarm"]["lat_us"][p], ms, inverse=True)
-    if (c and "runs_p99_us" in c) or (n and "runs_p99_us" in n):
+    if any(r and "runs_p99_us" in r for r in (c, n, fl)):
         row("p99 of each run (median above)", lambda r: r.get("runs_p99_us"),
             lambda x: " / ".join(ms(v) for v in x) if x else "–", no_ratio=True)
     row("server CPU s", lambda r: r["server_cpu_s"], lambda x: f"{x:.2f}", no_ratio=True)
@@ -265,8 +270,11 @@ def write(results, meta, docs):
             rows += scenario_chart(charts, sid, sc, res, *CHARTS[sc["kind"]])
         body += rows + [""]
         if sid in TARGETS:
+            floor = ""
+            if sc["kind"] == "stream" and "floor" in res:
+                floor = f" (floor: p99 {ms(res['floor']['swarm']['lat_us']['p99'])})"
             summary.append(f"| {sid}. {sc['name']} | {TARGETS[sid]} | "
-                           f"{'–' if met is None else verdict(met)} |")
+                           f"{'–' if met is None else verdict(met)}{floor} |")
     L += summary + ["", "Details and the reasons below.", ""] + body
     try:
         with open(os.path.join(BENCH, "analysis.md")) as f:
