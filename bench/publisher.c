@@ -247,6 +247,28 @@ static void usage(void)
                     "  --json             print a JSON summary on stdout\n");
 }
 
+/* Reads and counts the replies that have come; returns -1 when the connection is gone. */
+static int read_replies(int fd, uint64_t *t_last_ack)
+{
+    for (;;) {
+        ssize_t r = recv(fd, rbuf + r_len, RBUF_SIZE - r_len, MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EAGAIN)
+            return 0;
+        if (r <= 0)
+            return -1;
+        r_len += (size_t)r;
+        uint64_t before = st.acked;
+        if (parse_replies() != 0) {
+            fprintf(stderr, "publisher: unreadable reply\n");
+            return -1;
+        }
+        if (st.acked != before)
+            *t_last_ack = bench_now_us();
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {{"socket", 1, 0, 's'}, {"http", 1, 0, 'H'},    {"type", 1, 0, 't'},
@@ -310,9 +332,12 @@ int main(int argc, char **argv)
         return 1;
     }
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    /* EPOLLOUT only while a write is blocked: registered for good, every read the server makes
-     * of our lines would wake us (unix_write_space), costing its core a wake-up per read. */
-    bench_epoll(ep, EPOLL_CTL_ADD, fd, EPOLLIN, (uint32_t)fd);
+    /* What we wait for on the connection: EPOLLOUT only while a write is blocked (registered for
+     * good, every read the server makes of our lines would wake us), and at a steady rate EPOLLIN
+     * only while the window is full or sending is over: the replies are read at each tick anyway,
+     * and a wake-up per reply would cost the core the swarm shares as much as the ticks do. */
+    uint32_t interest = EPOLLIN;
+    bench_epoll(ep, EPOLL_CTL_ADD, fd, interest, (uint32_t)fd);
     /* A timer for the next scheduled event: epoll_wait counts in milliseconds, which at 10,000
      * events/s would send them ten at a time. */
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -348,10 +373,9 @@ int main(int argc, char **argv)
         while (writable && w_off < w_len) {
             ssize_t w = send(fd, wbuf + w_off, w_len - w_off, MSG_NOSIGNAL);
             if (w < 0) {
-                if (errno == EAGAIN) {
+                if (errno == EAGAIN)
                     writable = false;
-                    bench_epoll(ep, EPOLL_CTL_MOD, fd, EPOLLIN | EPOLLOUT, (uint32_t)fd);
-                } else if (errno != EINTR)
+                else if (errno != EINTR)
                     closed = true;
                 if (closed)
                     break;
@@ -383,6 +407,13 @@ int main(int argc, char **argv)
                     timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL);
             }
         }
+        bool steady = due_at(st.sent) >= 0;
+        uint32_t want = (writable ? 0 : EPOLLOUT) |
+                        (!steady || !sending || st.sent - st.acked >= (uint64_t)opt.window ? EPOLLIN : 0);
+        if (want != interest) {
+            interest = want;
+            bench_epoll(ep, EPOLL_CTL_MOD, fd, interest, (uint32_t)fd);
+        }
         struct epoll_event evs[4];
         int n = epoll_wait(ep, evs, 4, timeout);
         for (int k = 0; k < n; k++) {
@@ -391,33 +422,12 @@ int main(int argc, char **argv)
                 (void)!read(tfd, &expirations, sizeof expirations);
                 continue;
             }
-            if ((evs[k].events & EPOLLOUT) && !writable) {
+            if (evs[k].events & EPOLLOUT)
                 writable = true;
-                bench_epoll(ep, EPOLL_CTL_MOD, fd, EPOLLIN, (uint32_t)fd);
-            }
-            if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                for (;;) {
-                    ssize_t r = recv(fd, rbuf + r_len, RBUF_SIZE - r_len, 0);
-                    if (r < 0 && errno == EINTR)
-                        continue;
-                    if (r < 0 && errno == EAGAIN)
-                        break;
-                    if (r <= 0) {
-                        closed = true;
-                        break;
-                    }
-                    r_len += (size_t)r;
-                    uint64_t before = st.acked;
-                    if (parse_replies() != 0) {
-                        fprintf(stderr, "publisher: unreadable reply\n");
-                        closed = true;
-                        break;
-                    }
-                    if (st.acked != before)
-                        t_last_ack = bench_now_us();
-                }
-            }
         }
+        /* Replies are read at every wake-up, whether or not they are what woke us. */
+        if (read_replies(fd, &t_last_ack) != 0)
+            closed = true;
         if (closed) {
             fprintf(stderr, "publisher: the server closed the connection\n");
             break;
