@@ -466,8 +466,17 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
     }
     if (rt->kind != CS_ROUTE_EXECS_LIST) {
         cs_exec_t *ex = cs_store_find(h->d->store, rt->execution_id, rt->execution_id_len);
-        if (ex == NULL || (ex->next_seq == 1 && ex->hitl.n == 0))
-            return queue_errorf(h, con, 404, "not_found", "no execution \"%s\"", rt->execution_id);
+        cs_exec_t blank;
+        if (ex == NULL || (ex->next_seq == 1 && ex->hitl.n == 0)) {
+            /* No event yet (or none retained past retain_s): pending, as a status poll right after a
+             * kickoff expects (SPEC §2), not an error. */
+            memset(&blank, 0, sizeof(blank));
+            blank.id = rt->execution_id;
+            blank.id_len = rt->execution_id_len;
+            blank.status = CS_EXEC_PENDING;
+            blank.next_seq = 1;
+            ex = &blank;
+        }
         return send_json_value(
             h, con, rt->kind == CS_ROUTE_EXEC_STATUS ? cs_status_json(ex) : cs_status_seed_json(ex));
     }
@@ -602,8 +611,17 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
     if ((who->scopes & CS_SCOPE_PUBLISH) == 0)
         return queue_error(h, q->con, 403, "forbidden", "publishing needs a token with the publish scope",
                            NULL, NULL);
+    /* A body of one JSON object over several lines (pretty-printed by hand or by a tool) is one
+     * event, not NDJSON: only when the whole body does not parse as one value is it split. */
+    const char *nl0 = memchr(p, '\n', (size_t)(end - p));
+    int whole = 0;
+    if (nl0 != NULL && nl0 + 1 < end) {
+        json_t *one = json_loadb(p, (size_t)(end - p), JSON_DECODE_ANY, NULL);
+        whole = json_is_object(one);
+        json_decref(one);
+    }
     while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *nl = whole ? NULL : memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
         /* A final newline does not start another line. */
         last = cs_ingest_line(h->d, NULL, who, p, n, &out, &olen, &ocap);

@@ -30,6 +30,9 @@ enum kind {
     TOOL_CALLED,
     TOOL_ERROR,
     HUMAN_INPUT, /* hitl.c's, dispatched by the store: a request (kept whole) and its answer */
+    FLOW_STARTED,
+    FLOW_DONE,
+    FLOW_FAILED,
     N_KINDS
 };
 
@@ -48,6 +51,9 @@ static const char *const kind_names[N_KINDS][3] = {
     [TOOL_CALLED] = {"tool.called", "tool_usage_started"},
     [TOOL_ERROR] = {"tool.error", "tool_usage_error"},
     [HUMAN_INPUT] = {"human_input_required", "human_input_completed"},
+    [FLOW_STARTED] = {"flow_started"},
+    [FLOW_DONE] = {"flow_finished", "flow_completed"},
+    [FLOW_FAILED] = {"flow_failed"},
 };
 
 static int is_kind(const char *type, size_t len, enum kind k)
@@ -66,7 +72,7 @@ static int starts(const char *type, size_t len, const char *prefix, size_t n)
 
 int cs_status_reads_type(const char *type, size_t len)
 {
-    /* By family (run.*, crew*, task*, agent*, tool*, human_input*): a sibling added to kind_names
+    /* By family (run.*, crew*, task*, agent*, tool*, human_input*, flow_*): a sibling added to kind_names
      * later ("run.paused", "tool_usage_finished") is reported without a change here; a new family
      * fails tests/unit/test_status.c until it is. Every ordinary event passes here: a switch on the
      * first byte turns most of them away at once. */
@@ -83,6 +89,8 @@ int cs_status_reads_type(const char *type, size_t len)
         return starts(type, len, "agent", 5);
     case 'h':
         return starts(type, len, "human_input", 11);
+    case 'f':
+        return starts(type, len, "flow_", 5);
     default:
         return 0;
     }
@@ -138,7 +146,12 @@ int cs_status_apply(cs_exec_t *ex, const json_t *ev, const char *type, size_t le
     else if (is_kind(type, len, TOOL_ERROR))
         p->tool_errors++;
 
-    if (is_kind(type, len, RUN_COMPLETED)) {
+    /* A flow runs crews: inside one, a crew's end is a step, and the flow's own end is the run's. */
+    int crew_end =
+        ex->in_flow && (is(type, len, "crew_kickoff_completed") || is(type, len, "crew_kickoff_failed"));
+    if (is_kind(type, len, FLOW_STARTED))
+        ex->in_flow = 1;
+    if ((is_kind(type, len, RUN_COMPLETED) && !crew_end) || is_kind(type, len, FLOW_DONE)) {
         const json_t *r = json_object_get(ev, "result");
         if (r == NULL)
             r = json_object_get(ev, "output");
@@ -148,7 +161,7 @@ int cs_status_apply(cs_exec_t *ex, const json_t *ev, const char *type, size_t le
         ex->error_message = NULL;
         return CS_EXEC_COMPLETED;
     }
-    if (is_kind(type, len, RUN_FAILED)) {
+    if ((is_kind(type, len, RUN_FAILED) && !crew_end) || is_kind(type, len, FLOW_FAILED)) {
         free(ex->error_message);
         ex->error_message = error_text(ev);
         return CS_EXEC_ERROR;
@@ -156,7 +169,8 @@ int cs_status_apply(cs_exec_t *ex, const json_t *ev, const char *type, size_t le
     if (is_kind(type, len, RUN_CANCELED))
         return CS_EXEC_CANCELED;
     /* A new start after an end begins the run again (a retried kickoff under the same id). */
-    if (cs_status_is_final(s) && !is_kind(type, len, RUN_STARTED))
+    int start = is_kind(type, len, RUN_STARTED) || is_kind(type, len, FLOW_STARTED);
+    if (cs_status_is_final(s) && !start)
         return s;
     if (cs_status_is_final(s))
         cs_status_clear(ex);

@@ -94,6 +94,7 @@ struct cs_exec {
     size_t n_subs;      /* every subscriber pointing here, parked or not */
     cs_exec_status_t status;
     int finished;
+    int in_flow;    /* a flow_started was seen: a crew's end inside it does not end the execution */
     cs_hitl_t hitl; /* human-input requests, kept beside the ring */
     cs_progress_t progress;
     json_t *result;      /* of run.completed */

@@ -171,8 +171,12 @@ void cli_render_note(cli_render_t *r, const char *fmt, ...) __attribute__((forma
 /** Frees the renderer (after a flush). */
 void cli_render_free(cli_render_t *r);
 
-/** Returns nonzero for a type that ends a run, and sets *failed for run.failed/canceled and kin. */
-int cli_type_is_end(const char *type, int *failed);
+/**
+ * Returns nonzero for a type that ends a run, and sets *failed for run.failed/canceled and kin.
+ * in_flow: a flow_started was seen, so a crew's end (crew_kickoff_completed/failed) is a step of
+ * the flow and only flow_finished/flow_failed end it (as the daemon's status machine has it).
+ */
+int cli_type_is_end(const char *type, int in_flow, int *failed);
 
 /** Formats milliseconds as "45.2s", "3m 05s" or "1h 02m" into buf. */
 void cli_fmt_duration(char *buf, size_t n, double ms);

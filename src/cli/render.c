@@ -157,14 +157,18 @@ static void fmt_size(char *buf, size_t n, double bytes)
         snprintf(buf, n, "%.1f MB", bytes / (1024 * 1024));
 }
 
-int cli_type_is_end(const char *type, int *failed)
+int cli_type_is_end(const char *type, int in_flow, int *failed)
 {
+    int crew = strncmp(type, "crew_kickoff_", 13) == 0;
     int f = 0;
     int end = 1;
-    if (strcmp(type, "run.completed") == 0 || strcmp(type, "crew_kickoff_completed") == 0)
+    if (crew && in_flow)
+        end = 0;
+    else if (strcmp(type, "run.completed") == 0 || strcmp(type, "crew_kickoff_completed") == 0 ||
+             strcmp(type, "flow_finished") == 0 || strcmp(type, "flow_completed") == 0)
         f = 0;
     else if (strcmp(type, "run.failed") == 0 || strcmp(type, "run.canceled") == 0 ||
-             strcmp(type, "crew_kickoff_failed") == 0)
+             strcmp(type, "crew_kickoff_failed") == 0 || strcmp(type, "flow_failed") == 0)
         f = 1;
     else
         end = 0;

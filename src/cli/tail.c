@@ -35,7 +35,8 @@ static const char usage[] =
     "  --types LIST       only these types: comma-separated names or prefixes (run.*,log,task_*)\n"
     "  --since-now        skip the history: only events from now on\n"
     "  --exit-on-end      stop after the run ends (run.completed/failed/canceled,\n"
-    "                     crew_kickoff_completed/failed); default: follow forever\n"
+    "                     crew_kickoff_completed/failed, or flow_finished/failed once a\n"
+    "                     flow_started went by); default: follow forever\n"
     "  -v, --verbose      print LLM stream chunks as text (default: one line counting them)\n"
     "  --color WHEN       auto (default: when stdout is a terminal and NO_COLOR is unset),\n"
     "                     always, never\n"
@@ -54,6 +55,7 @@ typedef struct tail {
     const char *exec;
     const char *show_types; /* the user's --types, applied here when the server filter is wider */
     int all, json, exit_on_end;
+    int in_flow;         /* a flow_started went by: crews end inside the flow */
     long long since_seq; /* --since-now on one execution: its last seq at start, else -1 */
     /* the current connection */
     CURL *c;
@@ -115,7 +117,9 @@ static int on_event(void *arg, const char *id, const char *event, const char *da
             cli_render_note(t->render, "(not JSON) %.*s", (int)(len > 200 ? 200 : len), data);
         }
     }
-    if (t->exit_on_end && type != NULL && cli_type_is_end(type, &failed)) {
+    if (type != NULL && strcmp(type, "flow_started") == 0)
+        t->in_flow = 1;
+    if (t->exit_on_end && type != NULL && cli_type_is_end(type, t->in_flow, &failed)) {
         t->ended = 1;
         t->end_failed = failed;
         json_decref(ev);
@@ -370,7 +374,8 @@ int cli_cmd_tail(cli_ctx_t *ctx, int argc, char **argv)
         {0},
     };
     static const char ends[] =
-        "run.completed,run.failed,run.canceled,crew_kickoff_completed,crew_kickoff_failed";
+        "run.completed,run.failed,run.canceled,crew_kickoff_completed,crew_kickoff_failed,flow_started,"
+        "flow_finished,flow_completed,flow_failed";
     tail_t t = {.ctx = ctx};
     const char *types = NULL;
     char *server_types = NULL;

@@ -401,6 +401,19 @@ def test_tail_waits_for_an_execution_nobody_posted_to_yet(daemon, running):
     assert [json.loads(line)["type"] for line in t.out] == ["run.started", "run.failed"]
 
 
+def test_tail_exit_on_end_of_a_flow(daemon, running):
+    """Inside a flow a crew's end is a step: --exit-on-end waits for the flow's own end."""
+    t = running(daemon, "tail", "tf-1", "--json", "--exit-on-end", "--types", "flow_*")
+    time.sleep(0.3)
+    daemon.post_ok(ev("tf-1", "flow_started"), ev("tf-1", "crew_kickoff_started"),
+                   ev("tf-1", "crew_kickoff_completed", result="step"))
+    time.sleep(0.5)
+    assert t.proc.poll() is None, t.out
+    daemon.post_ok(ev("tf-1", "flow_finished", result="all"))
+    assert t.wait_exit() == 0
+    assert [json.loads(line)["type"] for line in t.out] == ["flow_started", "flow_finished"]
+
+
 def test_tail_tree_like_the_platform_view(daemon):
     """The seed's terminal example, replayed with its own clock (TZ=UTC)."""
     x = "run_abc123"
@@ -955,6 +968,7 @@ def test_ls_and_status(daemon):
     assert "answer: crewstream respond ls-c --approve" in c.stdout
     sj = cli(daemon, "status", "ls-c", "--json")
     assert json.loads(sj.stdout) == status_of(daemon, "ls-c")[1]
-    missing = cli(daemon, "status", "nosuch")
-    assert missing.returncode == 4 and missing.stdout == ""
-    assert "not found" in one_line(missing)
+    # An execution with no event yet is pending (SPEC §2), not an error.
+    fresh = cli(daemon, "status", "nosuch")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "pending" in fresh.stdout and "0 (last seq 0)" in fresh.stdout

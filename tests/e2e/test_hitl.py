@@ -191,6 +191,14 @@ def test_http_ingest(make_daemon):
     assert [x.get("ok") for x in replies] == [True, False, True, True]
     assert replies[1]["error"] == "invalid_json"
     assert replies[2]["seq"] == 3 and replies[3] == dict(replies[2], duplicate=True)
+    # One object pretty-printed over several lines is one event, stored compact on one line.
+    pretty = json.dumps({"execution_id": "job-7", "type": "log", "message": "a\nb", "meta": {"k": [1, 2]}},
+                        indent=2) + "\n"
+    r = requests.post(url, data=pretty, headers={"Authorization": "Bearer P"}, timeout=5)
+    assert r.status_code == 200 and r.json()["ok"] is True and r.json()["seq"] == 4, r.text
+    with SSEClient(d.port, "/v1/executions/job-7/events?since_seq=3", headers={"Authorization": "Bearer R"}) as s:
+        got = json.loads(s.collect(1, timeout=5)[0].data)
+    assert got["message"] == "a\nb" and got["meta"] == {"k": [1, 2]} and got["seq"] == 4
     # await needs the socket.
     r = requests.post(url, json={"op": "await", "execution_id": "job-7", "event_id": "e1"},
                       headers={"Authorization": "Bearer P"}, timeout=5)
@@ -206,7 +214,13 @@ def status(d, x):
 
 def test_status_machine_through_a_run_with_rejection_and_retry(daemon):
     x = "lifecycle"
-    assert requests.get(daemon.base + "/v1/executions/" + x, timeout=5).status_code == 404
+    # Before the first event: pending, on both status routes (a poll right after kickoff).
+    s = status(daemon, x)
+    assert s["status"] == "pending" and s["events"] == 0 and s["last_seq"] == 0 and s["result"] is None
+    assert s["first_event_at"] is None and s["pending_human_input"] == []
+    seed = requests.get(daemon.base + "/%s/status" % x, timeout=5).json()
+    assert seed["status"] == "pending" and seed["state"] == "pending" and seed["execution_id"] == x
+    assert requests.get(daemon.base + "/v1/executions?status=pending", timeout=5).json()["executions"] == []
     daemon.post_ok(ev(x, "crew_kickoff_started"))
     s = status(daemon, x)
     assert s["status"] == "running" and s["pending_human_input"] == [] and s["events"] == 1
@@ -238,6 +252,20 @@ def test_status_machine_through_a_run_with_rejection_and_retry(daemon):
     assert s["last_seq"] == s["events"] == 14
     seed = requests.get(daemon.base + "/%s/status" % x, timeout=5).json()
     assert seed["status"] == "completed" and seed["result"]["output"] == "the report"
+
+
+def test_flow_lifecycle(daemon):
+    """flow_* is the lifecycle too: the crews a flow runs end inside it; the flow's end is the run's."""
+    x = "flow-1"
+    daemon.post_ok(ev(x, "flow_started", flow_name="Pipeline"), ev(x, "crew_kickoff_started"),
+                   ev(x, "crew_kickoff_completed", result="step 1"), ev(x, "method_execution_finished"))
+    assert status(daemon, x)["status"] == "running"
+    daemon.post_ok(ev(x, "flow_finished", result={"final": True}))
+    s = status(daemon, x)
+    assert s["status"] == "completed" and s["result"] == {"final": True}
+    daemon.post_ok(ev("flow-2", "flow_started"), ev("flow-2", "flow_failed", error="no route"))
+    s = status(daemon, "flow-2")
+    assert s["status"] == "error" and s["error_message"] == "no route"
 
 
 def test_failed_canceled_and_the_list(daemon):

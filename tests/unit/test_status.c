@@ -87,10 +87,62 @@ static void test_unreported_types_read_nothing(void)
     cs_store_free(st);
 }
 
+/* Publishes {"execution_id": id, "type": type} plus "result" when given; returns the status after it. */
+static cs_exec_status_t post(cs_store_t *st, const char *id, const char *type, const char *result)
+{
+    cs_publish_t pub;
+    char detail[128];
+    json_t *ev = json_pack("{s:s, s:s}", "execution_id", id, "type", type);
+
+    if (result != NULL)
+        json_object_set_new(ev, "result", json_string(result));
+    CHECK(cs_store_publish(st, ev, 1768473002123LL, &pub, detail, sizeof(detail)) == CS_OK);
+    json_decref(ev);
+    cs_exec_t *ex = cs_store_find(st, id, strlen(id));
+    REQUIRE(ex != NULL);
+    return ex->status;
+}
+
+/* flow_* is the lifecycle too: a flow's crews end inside it, the flow's own end ends the run. */
+static void test_flow_lifecycle(void)
+{
+    cs_store_limits_t lim = {
+        .ring_events = 16, .ring_bytes = 1 << 20, .max_bytes = 64 << 20, .retain_s = 10, .global_events = 64};
+    cs_store_t *st;
+
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    CHECK(reads("flow_started") && reads("flow_finished") && reads("flow_failed") && reads("flow_plot"));
+
+    CHECK(post(st, "f1", "flow_started", NULL) == CS_EXEC_RUNNING);
+    CHECK(post(st, "f1", "crew_kickoff_started", NULL) == CS_EXEC_RUNNING);
+    CHECK(post(st, "f1", "crew_kickoff_completed", "step") == CS_EXEC_RUNNING);
+    CHECK(post(st, "f1", "crew_kickoff_failed", NULL) == CS_EXEC_RUNNING);
+    CHECK(post(st, "f1", "method_execution_finished", NULL) == CS_EXEC_RUNNING);
+    CHECK(post(st, "f1", "flow_finished", "done") == CS_EXEC_COMPLETED);
+    cs_exec_t *ex = cs_store_find(st, "f1", 2);
+    REQUIRE(ex != NULL);
+    CHECK(json_is_string(ex->result) && strcmp(json_string_value(ex->result), "done") == 0);
+    CHECK(post(st, "f1", "log", NULL) == CS_EXEC_COMPLETED);        /* an end stays an end */
+    CHECK(post(st, "f1", "flow_started", NULL) == CS_EXEC_RUNNING); /* a retried flow begins again */
+    CHECK(ex->result == NULL);
+
+    CHECK(post(st, "f2", "flow_started", NULL) == CS_EXEC_RUNNING);
+    CHECK(post(st, "f2", "flow_failed", NULL) == CS_EXEC_ERROR);
+    ex = cs_store_find(st, "f2", 2);
+    REQUIRE(ex != NULL);
+    CHECK(ex->error_message != NULL);
+
+    /* Without a flow a crew's end is the run's end, as before. */
+    CHECK(post(st, "c1", "crew_kickoff_started", NULL) == CS_EXEC_RUNNING);
+    CHECK(post(st, "c1", "crew_kickoff_completed", "r") == CS_EXEC_COMPLETED);
+    cs_store_free(st);
+}
+
 int main(void)
 {
     RUN(test_every_read_type_is_reported);
     RUN(test_ordinary_types);
     RUN(test_unreported_types_read_nothing);
+    RUN(test_flow_lifecycle);
     CT_DONE();
 }
