@@ -166,6 +166,13 @@ int cli_cmd_respond(cli_ctx_t *ctx, int argc, char **argv)
             goto Exit;
         const json_t *pending = json_object_get(st.json, "pending_human_input");
         size_t n = json_array_size(pending);
+        const char *state = json_string_value(json_object_get(st.json, "status"));
+        if (n == 0 && state != NULL && strcmp(state, "pending") == 0) {
+            /* Nothing has been posted to it: the answer routes would say 404, and so do we. */
+            cli_err("not found: no execution \"%s\"", exec);
+            rc = CLI_ENOTFOUND;
+            goto Exit;
+        }
         if (need_auto) {
             if (n == 0) {
                 cli_err("execution %s has no open human-input request", exec);
