@@ -364,6 +364,24 @@ cs_frame_t *cs_exec_find_event(const cs_exec_t *ex, const char *event_id, size_t
 
 /* ---- the global ring ---- */
 
+/* The all-executions stream resumed by an event_id: the frame with that id still in the global ring,
+ * searched in every execution (a resume, not a hot path). An id is unique only within its execution:
+ * when several executions hold it, the oldest occurrence wins, so a resume may repeat events but never
+ * skips one. */
+static cs_frame_t *global_find_event(const cs_store_t *st, const char *event_id, size_t len)
+{
+    cs_exec_t *ex, *tmp;
+    cs_frame_t *best = NULL;
+
+    HASH_ITER(hh, st->execs, ex, tmp)
+    {
+        for (cs_frame_t *f = cs_exec_find_event(ex, event_id, len); f != NULL; f = f->id_next)
+            if (f->in_global && (best == NULL || f->gseq < best->gseq))
+                best = f;
+    }
+    return best;
+}
+
 static void global_evict_oldest(cs_store_t *st)
 {
     size_t i = st->gfirst % st->gcap;
@@ -877,6 +895,8 @@ int cs_sub_open(cs_store_t *st, cs_sub_t *sub, const char *execution_id, size_t 
             }
         } else if (ex != NULL && (f = cs_exec_find_event(ex, start->id, start->id_len)) != NULL) {
             sub->next = f->seq + 1;
+        } else if (ex == NULL && (f = global_find_event(st, start->id, start->id_len)) != NULL) {
+            sub->next = f->gseq + 1;
         } else if (cs_seq_parse(start->id, start->id_len, &n) == 0) {
             sub_after_seq(sub, n, first, next, start->id, start->id_len);
         } else {

@@ -147,3 +147,28 @@ def test_gap_for_cursor_of_another_epoch(make_daemon):
     with SSEClient(d.port, G, headers={"Last-Event-ID": old_global}) as s:
         rest = _expect_gap_then(s, old_global, 3)
         assert [f.json()["i"] for f in rest] == [10, 11, 12]
+
+
+def test_resume_by_event_id(make_daemon):
+    """Every resume takes an event_id too (SPEC §4): on the all-executions stream it is looked up in
+    every execution; an id gone from the ring, or never there, is a gap."""
+    d = make_daemon({"store": {"global_events": 16}})
+    d.post_ok(ev("gi-a", "log", i=0, event_id="a-0"), ev("gi-b", "log", i=1, event_id="b-1"),
+              ev("gi-a", "log", i=2, event_id="a-2"), ev("gi-b", "log", i=3, event_id="b-3"))
+    for path, headers in ((G, {"Last-Event-ID": "b-1"}), (G + "?last_event_id=b-1", {})):
+        with SSEClient(d.port, path, headers=headers) as s:
+            got = s.collect(2, timeout=5)
+        assert [f.json()["i"] for f in got] == [2, 3]
+        assert all(f.event != "stream.gap" for f in got)
+    # The same id in two executions: the oldest occurrence counts (events may repeat, none is skipped).
+    d.post_ok(ev("gi-a", "log", i=4, event_id="twin"), ev("gi-b", "log", i=5, event_id="twin"),
+              ev("gi-a", "log", i=6))
+    with SSEClient(d.port, G, headers={"Last-Event-ID": "twin"}) as s:
+        assert [f.json()["i"] for f in s.collect(2, timeout=5)] == [5, 6]
+    # Pushed out of the global ring: a gap, then the oldest retained.
+    d.post_ok(*[ev("gi-a", "log", i=i) for i in range(7, 30)])
+    with SSEClient(d.port, G, headers={"Last-Event-ID": "a-0"}) as s:
+        rest = _expect_gap_then(s, "a-0", 16)
+    assert [f.json()["i"] for f in rest] == list(range(14, 30))
+    with SSEClient(d.port, G, headers={"Last-Event-ID": "never-posted"}) as s:
+        _expect_gap_then(s, "never-posted", 16)
