@@ -46,7 +46,7 @@ static char *dup_string_field(const json_t *ev, const char *key)
     return s != NULL ? strdup(s) : NULL;
 }
 
-int cs_hitl_on_request(cs_hitl_t *h, const json_t *ev, uint64_t seq)
+int cs_hitl_on_request(cs_hitl_t *h, const json_t *ev, uint64_t seq, size_t text_len)
 {
     cs_hitl_req_t *r = calloc(1, sizeof(*r));
 
@@ -65,7 +65,9 @@ int cs_hitl_on_request(cs_hitl_t *h, const json_t *ev, uint64_t seq)
     trim_answered(h);
     r->seq = seq;
     r->unix_ms = cs_unix_ms();
-    r->bytes = sizeof(*r) + strlen(r->event_id) + (r->task_id ? strlen(r->task_id) : 0) + 256;
+    /* The copy of the request is a jansson tree: about twice its text (a node per value, a hash
+     * table per object), counted so that store.max_bytes bounds open requests too. */
+    r->bytes = sizeof(*r) + strlen(r->event_id) + (r->task_id ? strlen(r->task_id) : 0) + 256 + 2 * text_len;
     DL_APPEND(h->reqs, r);
     h->n++;
     h->n_open++;

@@ -54,8 +54,9 @@ typedef struct cs_hitl {
 /** At most this many answered requests are kept per execution (open ones are always kept). */
 #define CS_HITL_KEEP_ANSWERED 256
 
-/** Records a stored human_input_required event. Returns 0 or -ENOMEM. */
-int cs_hitl_on_request(cs_hitl_t *h, const json_t *ev, uint64_t seq);
+/** Records a stored human_input_required event (text_len: its JSON text's length, for the memory
+ * it is counted as). Returns 0 or -ENOMEM. */
+int cs_hitl_on_request(cs_hitl_t *h, const json_t *ev, uint64_t seq, size_t text_len);
 
 /**
  * Records a stored human_input_completed event: finds its request (request_event_id, else the

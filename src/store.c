@@ -1,12 +1,13 @@
 /*
  * store.c - see store.h.
  *
- * Memory: every frame's bytes and every execution's overhead are counted in
- * store->bytes. Over store.max_bytes, eviction drops, in this order: frames only
- * the global ring still holds, whole histories of finished executions (oldest
- * finished first), the oldest event overall, and at last empty executions
- * nobody watches. A ring grows by doubling up to store.ring_events, so an
- * execution with few events costs little.
+ * Memory: every frame's bytes, every execution's overhead and its human-input
+ * requests (the copy of each request event) are counted in store->bytes. Over
+ * store.max_bytes, eviction drops, in this order: frames only the global ring
+ * still holds, whole histories of finished executions (oldest finished first),
+ * finished executions nobody watches (status and requests with them), the
+ * oldest event overall, and at last empty executions nobody watches. A ring grows by doubling up to
+ * store.ring_events, so an execution with few events costs little.
  */
 #include "store.h"
 
@@ -446,6 +447,13 @@ static void enforce_budget(cs_store_t *st)
             exec_drop_history(st, ex);
             continue;
         }
+        /* Then finished executions that hold only their status and requests, when nobody watches. */
+        for (ex = st->finished; ex != NULL && ex->n_subs > 0; ex = ex->lru_next)
+            ;
+        if (ex != NULL) {
+            exec_free(st, ex);
+            continue;
+        }
         /* 3. The least recently published execution: its oldest event, or itself when it has none
          * left and nobody watches it. A frame the global ring still holds is freed when the global
          * ring lets it go (step 1): that ring pins at most store.global_events frames. */
@@ -610,7 +618,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
      * cs_store_publish_fields). */
     size_t hb = ex->hitl.bytes;
     if (type_is(f, "human_input_required"))
-        cs_hitl_on_request(&ex->hitl, ev, f->seq);
+        cs_hitl_on_request(&ex->hitl, ev, f->seq, f->json_len);
     else if (type_is(f, "human_input_completed"))
         cs_hitl_on_completed(&ex->hitl, ex->id, ev, f->seq);
     st->bytes += ex->hitl.bytes - hb;

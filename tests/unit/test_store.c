@@ -351,6 +351,43 @@ static void test_many_executions_bounded(void)
     cs_store_free(st);
 }
 
+/* Human-input requests count against store.max_bytes at their size: big unanswered requests in many
+ * executions stay within the budget, and finished executions that hold only requests go first. */
+static void test_hitl_requests_bounded(void)
+{
+    cs_store_limits_t l = lim;
+    cs_store_t *st;
+    cs_store_stats_t s;
+    char id[32], detail[128];
+    cs_publish_t pub;
+    static char prompt[20000];
+
+    memset(prompt, 'p', sizeof(prompt) - 1);
+    l.max_bytes = 1 << 20;
+    REQUIRE(cs_store_new(&st, &l) == 0);
+    for (int i = 0; i < 200; i++) {
+        snprintf(id, sizeof(id), "h%d", i);
+        json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "execution_id", id, "type", "human_input_required",
+                               "task_id", "t", "prompt", prompt);
+        REQUIRE(cs_store_publish(st, ev, 1768473002123LL, &pub, detail, sizeof(detail)) == CS_OK);
+        json_decref(ev);
+        cs_exec_t *ex = cs_store_find(st, id, strlen(id));
+        REQUIRE(ex != NULL);
+        CHECK(ex->hitl.bytes >= 2 * sizeof(prompt)); /* counted at its size, not a fixed guess */
+        if (i % 2 == 0)
+            post(st, id, "run.completed", NULL);
+        cs_store_stats(st, &s);
+        CHECK(s.bytes <= l.max_bytes);
+    }
+    cs_store_stats(st, &s);
+    CHECK(s.executions < 200); /* 200 x 40 KB would be 8 MB */
+    /* The newest running one is still there with its request. */
+    cs_exec_t *last = cs_store_find(st, "h199", 4);
+    REQUIRE(last != NULL);
+    CHECK(last->hitl.n_open == 1);
+    cs_store_free(st);
+}
+
 /* Pushes delivered to a test awaiter. */
 static char last_push[1024];
 static int pushes;
@@ -662,5 +699,6 @@ int main(void)
     RUN(test_budget_prefers_finished);
     RUN(test_retention);
     RUN(test_many_executions_bounded);
+    RUN(test_hitl_requests_bounded);
     CT_DONE();
 }
