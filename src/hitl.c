@@ -27,19 +27,6 @@ static void req_free(cs_hitl_t *h, cs_hitl_req_t *r)
     free(r);
 }
 
-/* Keeps the number of answered requests bounded: the oldest answered ones go first. */
-static void trim_answered(cs_hitl_t *h)
-{
-    size_t answered = h->n - h->n_open;
-    for (cs_hitl_req_t *r = h->reqs, *next; r != NULL && answered > CS_HITL_KEEP_ANSWERED; r = next) {
-        next = r->next;
-        if (r->answered && r->awaiters == NULL) {
-            req_free(h, r);
-            answered--;
-        }
-    }
-}
-
 static char *dup_string_field(const json_t *ev, const char *key)
 {
     const char *s = json_string_value(json_object_get(ev, key));
@@ -62,12 +49,13 @@ int cs_hitl_on_request(cs_hitl_t *h, const json_t *ev, uint64_t seq, size_t text
         free(r);
         return -ENOMEM;
     }
-    trim_answered(h);
     r->seq = seq;
     r->unix_ms = cs_unix_ms();
     /* The copy of the request is a jansson tree: about twice its text (a node per value, a hash
      * table per object), counted so that store.max_bytes bounds open requests too. */
-    r->bytes = sizeof(*r) + strlen(r->event_id) + (r->task_id ? strlen(r->task_id) : 0) + 256 + 2 * text_len;
+    r->request_bytes = 2 * text_len;
+    r->bytes =
+        sizeof(*r) + strlen(r->event_id) + (r->task_id ? strlen(r->task_id) : 0) + 256 + r->request_bytes;
     DL_APPEND(h->reqs, r);
     h->n++;
     h->n_open++;
@@ -140,8 +128,13 @@ cs_hitl_req_t *cs_hitl_on_completed(cs_hitl_t *h, const char *execution_id, cons
     r->push_len = n + 1;
     r->answered = 1;
     h->n_open--;
-    r->bytes += n;
-    h->bytes += n;
+    /* Answered, a request is kept (an answer is never lost while its execution is: SPEC §3) at the
+     * cost of its ids and push line; the copy of the request goes. store.max_bytes bounds them all. */
+    json_decref(r->request);
+    r->request = NULL;
+    r->bytes = r->bytes - r->request_bytes + n;
+    h->bytes = h->bytes - r->request_bytes + n;
+    r->request_bytes = 0;
     while (r->awaiters != NULL) {
         cs_awaiter_t *aw = r->awaiters;
         DL_DELETE(r->awaiters, aw);

@@ -35,7 +35,9 @@ struct cs_hitl_req {
     char *task_id; /* NULL when the request had none */
     uint64_t seq;
     int64_t unix_ms;
-    json_t *request; /* the request event as stored (for status and for the completion's fields) */
+    json_t *request;      /* the request event as stored (for status and for the completion's fields);
+                           * released once answered: only the ids and the push line are needed then */
+    size_t request_bytes; /* what request is counted as */
     int answered;
     char *push; /* the push line, once answered */
     size_t push_len;
@@ -50,9 +52,6 @@ typedef struct cs_hitl {
     size_t n, n_open;
     size_t bytes;
 } cs_hitl_t;
-
-/** At most this many answered requests are kept per execution (open ones are always kept). */
-#define CS_HITL_KEEP_ANSWERED 256
 
 /** Records a stored human_input_required event (text_len: its JSON text's length, for the memory
  * it is counted as). Returns 0 or -ENOMEM. */

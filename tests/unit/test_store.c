@@ -398,6 +398,39 @@ static void on_push(cs_awaiter_t *aw, const char *line, size_t len)
     pushes++;
 }
 
+/* Every answer is kept while its execution is (SPEC §3), however many there were; an answered
+ * request keeps its ids and push line, not its copy of the request. */
+static void test_hitl_every_answer_kept(void)
+{
+    cs_store_t *st;
+    cs_publish_t pub;
+    char detail[256], eid[32];
+    json_t *fb = json_string("ok"), *yes = json_true();
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+
+    for (int i = 0; i < 600; i++) {
+        snprintf(eid, sizeof(eid), "r-%d", i);
+        post(st, "many", "human_input_required", eid);
+        cs_answer_t a = {.event_id = eid, .human_feedback = fb, .is_approve = yes};
+        REQUIRE(cs_store_answer(st, "many", 4, &a, 1768473002123LL, &pub, detail, sizeof(detail)) == CS_OK);
+    }
+    cs_exec_t *ex = cs_store_find(st, "many", 4);
+    REQUIRE(ex != NULL);
+    CHECK(ex->hitl.n == 600 && ex->hitl.n_open == 0);
+    cs_hitl_req_t *first = cs_store_find_request(st, "many", 4, "r-0", detail, sizeof(detail));
+    REQUIRE(first != NULL);
+    CHECK(first->answered && first->request == NULL && first->request_bytes == 0);
+    cs_awaiter_t *aw = calloc(1, sizeof(*aw));
+    aw->push = on_push;
+    pushes = 0;
+    cs_hitl_await(first, aw); /* the runtime comes back for the oldest answer: pushed at once */
+    free(aw);
+    CHECK(pushes == 1 && strstr(last_push, "\"request_event_id\":\"r-0\"") != NULL);
+    json_decref(fb);
+    json_decref(yes);
+    cs_store_free(st);
+}
+
 static void test_hitl_answer_and_await(void)
 {
     cs_store_t *st;
@@ -700,5 +733,6 @@ int main(void)
     RUN(test_retention);
     RUN(test_many_executions_bounded);
     RUN(test_hitl_requests_bounded);
+    RUN(test_hitl_every_answer_kept);
     CT_DONE();
 }
