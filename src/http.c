@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -940,6 +941,19 @@ static int http_prepare(void *data)
     return -1;
 }
 
+/* libmicrohttpd's own connection limit: the open-files limit, not limits.max_clients, which the
+ * listener enforces before MHD sees a connection and which SIGHUP may raise. */
+static unsigned mhd_connection_limit(const cs_config_t *cfg)
+{
+    struct rlimit rl;
+    const rlim_t cap = 1u << 20;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur <= cap &&
+        rl.rlim_cur > cfg->max_clients + 16)
+        return (unsigned)rl.rlim_cur;
+    return (unsigned)(cfg->max_clients + 16 < cap ? cfg->max_clients + 16 : cap);
+}
+
 int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen)
 {
     cs_http_t *h = calloc(1, sizeof(*h));
@@ -953,7 +967,7 @@ int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen)
     h->mhd = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG, 0, NULL,
         NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(cfg->max_clients + 16),
+        mhd_connection_limit(cfg),
         /* The pool holds the request head, the response head and the chunks being written; MHD
          * zeroes what it frees inside it, so most of it is resident per connection. */
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(cfg->head_bytes + 2048), MHD_OPTION_CONNECTION_TIMEOUT,

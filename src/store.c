@@ -328,15 +328,12 @@ static void exec_maybe_free(cs_store_t *st, cs_exec_t *ex)
         exec_free(st, ex);
 }
 
-/* Doubles a ring up to ring_events, re-seating frames by seq. Returns 0 or -ENOMEM. */
-static int exec_grow(cs_store_t *st, cs_exec_t *ex)
+/* Re-seats a ring's frames by seq in a ring of cap slots (cap >= the frames it holds). Returns 0 or
+ * -ENOMEM. */
+static int exec_resize(cs_store_t *st, cs_exec_t *ex, size_t cap)
 {
-    size_t cap = ex->ring_cap * 2;
-    cs_frame_t **ring;
+    cs_frame_t **ring = calloc(cap, sizeof(*ring));
 
-    if (cap > st->lim.ring_events)
-        cap = st->lim.ring_events;
-    ring = calloc(cap, sizeof(*ring));
     if (ring == NULL)
         return -ENOMEM;
     for (uint64_t s = ex->first_seq; s < ex->next_seq; s++)
@@ -347,6 +344,14 @@ static int exec_grow(cs_store_t *st, cs_exec_t *ex)
     ex->ring_cap = cap;
     st->bytes += exec_overhead(ex);
     return 0;
+}
+
+/* Doubles a ring up to ring_events. Returns 0 or -ENOMEM. */
+static int exec_grow(cs_store_t *st, cs_exec_t *ex)
+{
+    size_t cap = ex->ring_cap * 2;
+
+    return exec_resize(st, ex, cap > st->lim.ring_events ? st->lim.ring_events : cap);
 }
 
 cs_frame_t *cs_exec_frame(const cs_exec_t *ex, uint64_t seq)
@@ -1075,6 +1080,17 @@ void cs_store_set_limits(cs_store_t *st, const cs_store_limits_t *lim)
     if (st->lim.ring_events == 0)
         st->lim.ring_events = 1;
     st->lim.global_events = gcap; /* the global ring keeps its size until restart */
+    /* Lower ring limits apply to the rings there are, not only to new ones: their oldest events go
+     * (a subscriber behind them gets stream.gap, as with any eviction), and a ring larger than
+     * ring_events is re-seated in one of that size. The newest event stays, as on publish. */
+    cs_exec_t *ex, *tmp;
+    HASH_ITER(hh, st->execs, ex, tmp)
+    {
+        while (exec_count(ex) > 1 && (exec_count(ex) > st->lim.ring_events || ex->bytes > st->lim.ring_bytes))
+            exec_evict_oldest(st, ex);
+        if (ex->ring_cap > st->lim.ring_events)
+            (void)exec_resize(st, ex, st->lim.ring_events); /* out of memory: it shrinks on a later reload */
+    }
     enforce_budget(st);
 }
 

@@ -173,7 +173,8 @@ int cs_store_new(cs_store_t **out, const cs_store_limits_t *limits);
 /** Frees the store; every subscriber must have been closed. */
 void cs_store_free(cs_store_t *store);
 
-/** Applies new limits (SIGHUP); rings keep their capacity until they are recreated. */
+/** Applies new limits (SIGHUP) to the rings there are too (lower ring limits evict their oldest events
+ * at once); the global ring keeps its size until restart. */
 void cs_store_set_limits(cs_store_t *store, const cs_store_limits_t *limits);
 
 /** Result of a publish. */

@@ -76,3 +76,55 @@ def test_dashboard_is_served(daemon):
     assert st == 200
     assert h.get("content-type", "").startswith("text/html")
     assert b"<html" in body.lower() and b"crewstream" in body.lower()
+
+
+def _hold_poll(port, path, token):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % (path, token)).encode())
+    return s
+
+
+def test_sighup_applies_tokens_and_limits_to_what_is_open(make_daemon):
+    """SPEC §6: SIGHUP reloads tokens and limits without dropping connections, and the new limits
+    hold at once: a raised max_clients beyond what libmicrohttpd was started with, lower rings."""
+    import signal
+
+    tok = lambda name, t: {"name": name, "token": t, "scopes": ["read", "publish"], "executions": ["*"]}
+    d = make_daemon({"auth": {"tokens": [tok("a", "A")]}, "limits": {"max_clients": 2},
+                     "store": {"ring_events": 8}})
+    d.post_ok(*[ev("rl", "log", i=i) for i in range(8)])
+    old = [SSEClient(d.port, "/v1/executions/rl/events?since=now", headers={"Authorization": "Bearer A"})
+           for _ in range(2)]
+    held = []
+    try:
+        assert [s.status for s in old] == [200, 200]
+        assert http_get(d.port, "/health")[0] == 503
+        d.config["auth"]["tokens"] = [tok("b", "B")]
+        d.config["limits"]["max_clients"] = 60
+        d.config["store"]["ring_events"] = 3
+        with open(d.cfg_path, "w") as f:
+            json.dump(d.config, f)
+        d.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: http_get(d.port, "/health")[0] == 200, timeout=5)
+        # Tokens: the old one is refused from now on, the new one works.
+        path = "/v1/executions/rl/events"
+        assert http_get(d.port, path + "?since=now", {"Authorization": "Bearer A"}, timeout=3)[0] == 401
+        # Rings: the retained history is the last three.
+        with SSEClient(d.port, path, headers={"Authorization": "Bearer B"}) as s:
+            assert [f.json()["i"] for f in s.collect(3, timeout=5)] == [5, 6, 7]
+        # max_clients 60: more held long-polls than libmicrohttpd was started for (2 + 16).
+        held = [_hold_poll(d.port, "/v1/executions/lp/poll?timeout=20", "B") for _ in range(30)]
+        time.sleep(0.3)
+        assert http_get(d.port, "/health")[0] == 200
+        # The streams opened before the reload were not dropped.
+        d.post_ok(ev("rl", "log", i=8))
+        for s in old:
+            assert s.collect(1, timeout=5)[0].json()["i"] == 8
+        # And the held polls are answered by a publish, every one.
+        d.post_ok(ev("lp", "log", i=99))
+        for s in held:
+            s.settimeout(5)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in old + held:
+            s.close()

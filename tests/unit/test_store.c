@@ -315,6 +315,44 @@ static void test_budget_prefers_finished(void)
     cs_store_free(st);
 }
 
+/* A reload that lowers ring_events or ring_bytes shrinks the rings there are, at once. */
+static void test_reload_shrinks_rings(void)
+{
+    cs_store_limits_t l = lim;
+    cs_store_t *st;
+    uint64_t seqs[32];
+    REQUIRE(cs_store_new(&st, &l) == 0);
+    for (int i = 0; i < 8; i++)
+        post(st, "rl", "log", NULL);
+    cs_exec_t *ex = cs_store_find(st, "rl", 2);
+    REQUIRE(ex != NULL);
+    CHECK(ex->ring_cap == 8 && ex->next_seq - ex->first_seq == 8);
+    l.ring_events = 3;
+    cs_store_set_limits(st, &l);
+    CHECK(ex->ring_cap == 3 && ex->first_seq == 6 && ex->next_seq == 9);
+    for (int i = 0; i < 5; i++)
+        post(st, "rl", "log", NULL);
+    CHECK(ex->next_seq - ex->first_seq == 3 && ex->first_seq == 11);
+    /* Resuming from an evicted seq: a gap, then the three retained. */
+    cs_sub_t sub;
+    cs_start_t start = {.kind = CS_START_AFTER_SEQ, .seq = 2};
+    REQUIRE(cs_sub_open(st, &sub, "rl", 2, &start, NULL, &ops, NULL) == 0);
+    CHECK(drain(&sub, seqs, 32) == 4 && seqs[0] == 0 && seqs[1] == 11 && seqs[3] == 13);
+    cs_sub_close(&sub);
+    /* By bytes: everything but the newest goes when one frame alone fills ring_bytes. */
+    l.ring_bytes = ex->ring[ex->first_seq % ex->ring_cap]->bytes;
+    cs_store_set_limits(st, &l);
+    CHECK(ex->next_seq - ex->first_seq == 1 && ex->first_seq == 13);
+    /* Raised again: the ring grows back as events come. */
+    l.ring_events = 8;
+    l.ring_bytes = 1 << 20;
+    cs_store_set_limits(st, &l);
+    for (int i = 0; i < 10; i++)
+        post(st, "rl", "log", NULL);
+    CHECK(ex->ring_cap == 8 && ex->next_seq - ex->first_seq == 8);
+    cs_store_free(st);
+}
+
 static void test_retention(void)
 {
     cs_store_t *st;
@@ -733,6 +771,7 @@ int main(void)
     RUN(test_retention);
     RUN(test_many_executions_bounded);
     RUN(test_hitl_requests_bounded);
+    RUN(test_reload_shrinks_rings);
     RUN(test_hitl_every_answer_kept);
     CT_DONE();
 }
