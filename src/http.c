@@ -616,7 +616,7 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
      * event, not NDJSON: only when the whole body does not parse as one value is it split. */
     const char *nl0 = memchr(p, '\n', (size_t)(end - p));
     int whole = 0;
-    if (nl0 != NULL && nl0 + 1 < end) {
+    if (nl0 != NULL && nl0 + 1 < end && cs_json_depth_ok(p, (size_t)(end - p), h->d->cfg->json_depth)) {
         json_t *one = json_loadb(p, (size_t)(end - p), JSON_DECODE_ANY, NULL);
         whole = json_is_object(one);
         json_decref(one);
@@ -649,6 +649,10 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
 {
     char detail[300];
     json_error_t jerr;
+    if (!cs_json_depth_ok(q->body ? q->body : "", q->body_len, h->d->cfg->json_depth))
+        return queue_errorf(h, q->con, 400, "bad_request",
+                            "the body nests deeper than limits.json_depth (%u)",
+                            (unsigned)h->d->cfg->json_depth);
     json_t *o = json_loadb(q->body ? q->body : "", q->body_len, 0, &jerr);
     const char *x;
     size_t xlen;

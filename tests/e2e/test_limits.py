@@ -128,3 +128,19 @@ def test_sighup_applies_tokens_and_limits_to_what_is_open(make_daemon):
     finally:
         for s in old + held:
             s.close()
+
+
+def test_answer_body_nesting_is_bounded(make_daemon):
+    """limits.json_depth holds for request bodies too: an answer nested deeper is refused, and one
+    within it is taken."""
+    import requests
+
+    d = make_daemon({"limits": {"json_depth": 8}})
+    deep = "[" * 20 + "]" * 20
+    body = '{"task_id":"t","human_feedback":%s,"is_approve":true}' % deep
+    r = requests.post(d.base + "/v1/executions/jd/human-input", data=body, timeout=5)
+    assert r.status_code == 400 and r.json()["error"] == "bad_request" and "json_depth" in r.json()["detail"]
+    d.post_ok(ev("jd", "human_input_required", task_id="t", prompt="ok?"))
+    r = requests.post(d.base + "/v1/executions/jd/human-input",
+                      json={"task_id": "t", "human_feedback": [[["fine"]]], "is_approve": True}, timeout=5)
+    assert r.status_code == 200, r.text
