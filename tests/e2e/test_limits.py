@@ -142,5 +142,6 @@ def test_answer_body_nesting_is_bounded(make_daemon):
     assert r.status_code == 400 and r.json()["error"] == "bad_request" and "json_depth" in r.json()["detail"]
     d.post_ok(ev("jd", "human_input_required", task_id="t", prompt="ok?"))
     r = requests.post(d.base + "/v1/executions/jd/human-input",
-                      json={"task_id": "t", "human_feedback": [[["fine"]]], "is_approve": True}, timeout=5)
+                      json={"task_id": "t", "human_feedback": "fine", "is_approve": True, "meta": [[[1]]]},
+                      timeout=5)
     assert r.status_code == 200, r.text
