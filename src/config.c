@@ -1165,17 +1165,31 @@ static const cfg_field_t cfg_root_fields[] = {
 
 char *cs_config_default_socket(void)
 {
-    const char *dir = getenv("XDG_RUNTIME_DIR");
-    const char *name = "crewstream.sock";
-    size_t n;
+    /*
+     * systemd sets RUNTIME_DIRECTORY from the unit's RuntimeDirectory= (a directory that belongs to
+     * this service and goes away with it), so the unit needs no socket path of its own. It may list
+     * several directories separated by ':'; the first is ours.
+     */
+    const char *dir = getenv("RUNTIME_DIRECTORY");
+    const char *name = "ingest.sock";
+    size_t dlen, n;
     char *s;
 
-    if (dir == NULL || dir[0] == '\0')
-        return strdup("/tmp/crewstream.sock");
-    n = strlen(dir) + 1 + strlen(name) + 1;
+    if (dir != NULL && dir[0] != '\0' && dir[0] != ':') {
+        dlen = strcspn(dir, ":");
+    } else {
+        dir = getenv("XDG_RUNTIME_DIR");
+        name = "crewstream.sock";
+        if (dir == NULL || dir[0] == '\0')
+            return strdup("/tmp/crewstream.sock");
+        dlen = strlen(dir);
+    }
+    while (dlen > 1 && dir[dlen - 1] == '/')
+        dlen--;
+    n = dlen + 1 + strlen(name) + 1;
     s = malloc(n);
     if (s != NULL)
-        snprintf(s, n, "%s/%s", dir, name);
+        snprintf(s, n, "%.*s/%s", (int)dlen, dir, name);
     return s;
 }
 
@@ -1481,8 +1495,8 @@ static const char cfg_usage[] =
     "\n"
     "      --config FILE        read the JSON configuration FILE (default: built-in defaults)\n"
     "      --listen HOST:PORT   HTTP and WebSocket listener (default 127.0.0.1:8000; IPv6 as [::1]:8000)\n"
-    "      --socket PATH        ingest Unix socket (default $XDG_RUNTIME_DIR/crewstream.sock,\n"
-    "                           else /tmp/crewstream.sock)\n"
+    "      --socket PATH        ingest Unix socket (default $RUNTIME_DIRECTORY/ingest.sock under systemd,\n"
+    "                           else $XDG_RUNTIME_DIR/crewstream.sock, else /tmp/crewstream.sock)\n"
     "      --log-level LEVEL    error, warn, info or debug (default info)\n"
     "      --check-config       validate the configuration, print it without secrets, and exit\n"
     "  -V, --version            print the version and exit\n"

@@ -55,14 +55,14 @@ typedef struct cs_config {
     size_t global_events; /* ring behind GET /v1/events, default 4096 */
 
     /* "limits" */
-    size_t max_clients;     /* TCP connections, default 10000 */
-    size_t max_producers;   /* Unix-socket connections, default 1024 */
-    size_t max_event_bytes; /* one line / one event, default 1 MiB */
-    size_t head_bytes;      /* request head, default 8192 */
-    unsigned head_timeout_s;/* default 5 */
-    unsigned stall_s;       /* default 60 */
-    unsigned json_depth;    /* default 32 */
-    size_t max_body_bytes;  /* HTTP request bodies, default 4 MiB */
+    size_t max_clients;      /* TCP connections, default 10000 */
+    size_t max_producers;    /* Unix-socket connections, default 1024 */
+    size_t max_event_bytes;  /* one line / one event, default 1 MiB */
+    size_t head_bytes;       /* request head, default 8192 */
+    unsigned head_timeout_s; /* default 5 */
+    unsigned stall_s;        /* default 60 */
+    unsigned json_depth;     /* default 32 */
+    size_t max_body_bytes;   /* HTTP request bodies, default 4 MiB */
 
     unsigned heartbeat_s; /* default 15 */
     unsigned shutdown_s;  /* default 5 */
@@ -111,8 +111,11 @@ void cs_config_dump(const cs_config_t *cfg, FILE *out);
 /** Parses "HOST:PORT" / "[V6]:PORT" into freshly allocated host and port; 0 or -EINVAL. */
 int cs_config_parse_listen(const char *s, char **host, uint16_t *port);
 
-/** Returns the default ingest socket path, "$XDG_RUNTIME_DIR/crewstream.sock" or "/tmp/crewstream.sock"
- * (malloc'd). */
+/**
+ * Returns the default ingest socket path (malloc'd): "$RUNTIME_DIRECTORY/ingest.sock" when systemd set
+ * RUNTIME_DIRECTORY (its first directory when it lists several), else "$XDG_RUNTIME_DIR/crewstream.sock",
+ * else "/tmp/crewstream.sock".
+ */
 char *cs_config_default_socket(void);
 
 /** Frees everything cfg owns. */

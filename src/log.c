@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static cs_log_level_t log_level = CS_LOG_INFO;
 static int log_journal = -1; /* -1 unknown, 0 plain, 1 journald prefixes */
@@ -16,6 +18,23 @@ static int log_journal = -1; /* -1 unknown, 0 plain, 1 journald prefixes */
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 /* syslog priorities: err, warning, info, debug. */
 static const int level_prio[] = {3, 4, 6, 7};
+
+/*
+ * systemd sets JOURNAL_STREAM to "DEVICE:INODE" of the stream it connected stdout and stderr to. A
+ * process whose stderr goes elsewhere (redirected to a file, or started from a shell inside a
+ * service) inherits the variable all the same, so the prefixes are used only when stderr is still
+ * that stream, as systemd.exec(5) advises.
+ */
+static int log_stderr_is_journal(void)
+{
+    const char *e = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+
+    if (e == NULL || sscanf(e, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) != 0)
+        return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 void cs_log_set_level(cs_log_level_t level)
 {
@@ -56,7 +75,7 @@ void cs_log(cs_log_level_t level, const char *fmt, ...)
     if (level > log_level)
         return;
     if (log_journal < 0)
-        log_journal = getenv("JOURNAL_STREAM") != NULL;
+        log_journal = log_stderr_is_journal();
 
     if (log_journal) {
         n = (size_t)snprintf(line, sizeof(line), "<%d>", level_prio[level]);

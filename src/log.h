@@ -1,9 +1,10 @@
 /*
  * log.h - one line per notable thing, on stderr.
  *
- * Under systemd (JOURNAL_STREAM set) each line starts with the syslog priority
- * prefix "<N>" that journald understands and carries no timestamp of its own;
- * elsewhere it starts with an ISO-8601 time and the level name. Callers must
+ * Under systemd (stderr is the stream JOURNAL_STREAM names) each line starts
+ * with the syslog priority prefix "<N>" that journald understands and carries no
+ * timestamp of its own; elsewhere it starts with an ISO-8601 time and the level
+ * name. Callers must
  * never pass secrets (tokens, keys) to these functions.
  */
 #ifndef CS_LOG_H

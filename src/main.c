@@ -4,14 +4,23 @@
  * Exit status: 0 after SIGTERM/SIGINT (or --help, --version, --check-config),
  * 1 when the daemon cannot start or run (address in use, socket in use),
  * 2 for configuration and usage errors.
+ *
+ * Under systemd (Type=notify, NOTIFY_SOCKET set) it tells the service manager
+ * READY=1 once every listener is bound, RELOADING=1 and READY=1 around a SIGHUP
+ * reload, STOPPING=1 when a shutdown begins, and WATCHDOG=1 from a loop timer
+ * when WatchdogSec= is set, so a loop that hangs gets the service restarted.
  */
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
+
+#include <systemd/sd-daemon.h>
 
 #include "auth.h"
 #include "config.h"
@@ -28,6 +37,7 @@
 #define TICK_MS          500
 #define SHUTDOWN_TICK_MS 50
 #define TRIM_MIN_DROP    256
+#define STATUS_EVERY_MS  5000
 
 typedef struct app {
     cs_daemon_t d;
@@ -36,7 +46,94 @@ typedef struct app {
     size_t clients_peak; /* the most connections since memory was last given back */
     int argc;
     char **argv;
+    /* systemd's notification socket (sd_notify) */
+    int notify;            /* NOTIFY_SOCKET is set: a service manager listens */
+    int notify_failed;     /* a send failed and was logged (once) */
+    cs_timer_t watchdog;   /* sends WATCHDOG=1; armed only when the watchdog watches this process */
+    int64_t watchdog_ms;   /* half of WATCHDOG_USEC */
+    int64_t status_at;     /* when STATUS= was last sent */
+    size_t status_clients; /* the counts it showed */
+    size_t status_producers;
 } app_t;
+
+/*
+ * Sends one notification to the service manager (sd_notify: a datagram to $NOTIFY_SOCKET). Without
+ * NOTIFY_SOCKET it does nothing at all; a failure is logged once, since the next one (a watchdog
+ * ping every few seconds) would only repeat it.
+ */
+static void notify(app_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void notify(app_t *a, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    int rc;
+
+    if (!a->notify)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    rc = sd_notify(0, msg);
+    if (rc < 0 && !a->notify_failed) {
+        a->notify_failed = 1;
+        cs_log_warn("sd_notify: %s", strerror(-rc));
+    }
+}
+
+/* "STATUS=serving, 3 clients, 1 producer": what `systemctl status` shows under the unit's name. */
+static void notify_status(app_t *a, const char *head)
+{
+    cs_daemon_t *d = &a->d;
+    size_t producers = cs_ingest_count(d->ingest);
+
+    a->status_at = cs_loop_now(d->loop);
+    a->status_clients = d->clients;
+    a->status_producers = producers;
+    notify(a, "%sSTATUS=serving, %zu client%s, %zu producer%s", head, d->clients, d->clients == 1 ? "" : "s",
+           producers, producers == 1 ? "" : "s");
+}
+
+static void on_watchdog(cs_timer_t *t)
+{
+    app_t *a = t->data;
+
+    notify(a, "WATCHDOG=1");
+    cs_timer_start(t, a->watchdog_ms);
+}
+
+/*
+ * Arms the watchdog timer when systemd watches this process (WatchdogSec=: WATCHDOG_USEC set, and
+ * WATCHDOG_PID, when set, is our pid), pinging at half the interval as sd_watchdog_enabled(3) advises.
+ */
+static void watchdog_start(app_t *a)
+{
+    uint64_t usec = 0;
+    int rc;
+
+    if (!a->notify)
+        return;
+    rc = sd_watchdog_enabled(0, &usec);
+    if (rc < 0) {
+        cs_log_warn("watchdog: WATCHDOG_USEC or WATCHDOG_PID is not valid (%s): not pinging", strerror(-rc));
+        return;
+    }
+    if (rc == 0)
+        return;
+    a->watchdog_ms = (int64_t)(usec / 2000);
+    if (a->watchdog_ms < 1)
+        a->watchdog_ms = 1;
+    cs_timer_init(&a->watchdog, a->d.loop, on_watchdog, a);
+    cs_timer_start(&a->watchdog, 0);
+    cs_log_debug("watchdog: WATCHDOG=1 every %lld ms", (long long)a->watchdog_ms);
+}
+
+static unsigned long long monotonic_usec(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000ull;
+}
 
 static void store_limits(const cs_config_t *cfg, cs_store_limits_t *lim)
 {
@@ -100,6 +197,9 @@ static void on_tick(cs_timer_t *t)
     }
     cs_store_expire(d->store, now);
     give_back_memory(a);
+    if (a->notify && now - a->status_at >= STATUS_EVERY_MS &&
+        (d->clients != a->status_clients || cs_ingest_count(d->ingest) != a->status_producers))
+        notify_status(a, "");
     cs_http_tick(d->http, now);
     cs_sse_tick(d->sse, now);
     cs_ws_tick(d->ws, now);
@@ -116,6 +216,8 @@ static void begin_shutdown(app_t *a, int signo)
         return;
     }
     cs_log_info("%s: shutting down (up to %us)", strsignal(signo), d->cfg->shutdown_s);
+    notify(a, "STOPPING=1\nSTATUS=stopping: closing %zu connections (up to %us)",
+           d->clients + cs_ingest_count(d->ingest), d->cfg->shutdown_s);
     d->stopping = 1;
     a->stop_deadline = cs_loop_now(d->loop) + (int64_t)d->cfg->shutdown_s * 1000;
     cs_listener_close(d->listener);
@@ -126,8 +228,9 @@ static void begin_shutdown(app_t *a, int signo)
     cs_timer_start(&a->tick, 0);
 }
 
-/* SIGHUP: re-read the configuration; tokens and limits change, the addresses do not. */
-static void reload(app_t *a)
+/* SIGHUP: re-read the configuration; tokens and limits change, the addresses do not. Returns 0, or -1
+ * when the running configuration was kept. */
+static int reload(app_t *a)
 {
     cs_daemon_t *d = &a->d;
     cs_config_t *cfg = calloc(1, sizeof(*cfg));
@@ -135,14 +238,16 @@ static void reload(app_t *a)
     cs_store_limits_t lim;
     char err[512] = "";
 
-    if (cfg == NULL)
-        return;
+    if (cfg == NULL) {
+        cs_log_error("reload: out of memory; keeping the running configuration");
+        return -1;
+    }
     if (cs_config_from_argv(cfg, a->argc, a->argv, NULL, err, sizeof(err)) != 0 ||
         cs_auth_new(&auth, cfg, cs_listener_is_loopback(d->cfg->listen_host), err, sizeof(err)) != 0) {
         cs_log_error("reload: %s; keeping the running configuration", err);
         cs_config_free(cfg);
         free(cfg);
-        return;
+        return -1;
     }
     if (strcmp(cfg->listen, d->cfg->listen) != 0 || strcmp(cfg->ingest_socket, d->cfg->ingest_socket) != 0)
         cs_log_warn("reload: listen and ingest.socket changes take effect at the next restart");
@@ -162,15 +267,23 @@ static void reload(app_t *a)
     store_limits(cfg, &lim);
     cs_store_set_limits(d->store, &lim);
     cs_log_info("reload: configuration re-read (%zu tokens)", cfg->n_tokens + (cfg->api_key != NULL));
+    return 0;
 }
 
 static void on_signal(int signo, void *data)
 {
     app_t *a = data;
-    if (signo == SIGHUP)
-        reload(a);
-    else
+
+    if (signo != SIGHUP) {
         begin_shutdown(a, signo);
+        return;
+    }
+    /* The protocol of Type=notify-reload: RELOADING=1 stamped with the monotonic clock, then READY=1. */
+    notify(a, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading the configuration", monotonic_usec());
+    if (reload(a) == 0)
+        notify_status(a, "READY=1\n");
+    else
+        notify(a, "READY=1\nSTATUS=serving; the last reload failed, the running configuration was kept");
 }
 
 int main(int argc, char **argv)
@@ -211,6 +324,7 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
+    a->notify = getenv("NOTIFY_SOCKET") != NULL && getenv("NOTIFY_SOCKET")[0] != '\0';
     store_limits(d->cfg, &lim);
     if ((rc = cs_loop_new(&d->loop)) != 0 || (rc = cs_store_new(&d->store, &lim)) != 0) {
         cs_log_error("start: %s", strerror(-rc));
@@ -221,6 +335,7 @@ int main(int argc, char **argv)
         cs_ws_new(&d->ws, d, err, sizeof(err)) != 0 ||
         cs_listener_new(&d->listener, d, err, sizeof(err)) != 0) {
         cs_log_error("start: %s", err);
+        notify(a, "STATUS=start failed: %s", err);
         goto out;
     }
     cs_loop_signal(d->loop, SIGINT, on_signal, a);
@@ -232,6 +347,9 @@ int main(int argc, char **argv)
     cs_log_info("crewstreamd %s: http://%s/ (WebSocket and HTTP on one port), ingest %s, %s", CS_VERSION,
                 d->cfg->listen, d->cfg->ingest_socket,
                 cs_auth_is_open(d->auth) ? "no tokens (open, loopback only)" : "tokens required");
+    /* Every listener is bound and listening: a client that connects now is served once the loop runs. */
+    watchdog_start(a);
+    notify_status(a, "READY=1\n");
     if ((rc = cs_loop_run(d->loop)) != 0) {
         cs_log_error("loop: %s", strerror(-rc));
         goto out;
@@ -241,6 +359,7 @@ int main(int argc, char **argv)
 
 out:
     cs_timer_stop(&a->tick);
+    cs_timer_stop(&a->watchdog);
     cs_listener_free(d->listener);
     cs_ingest_free(d->ingest);
     cs_ws_free(d->ws);

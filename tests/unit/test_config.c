@@ -127,12 +127,28 @@ static void test_defaults(void)
     cs_config_free(&cfg); /* freeing twice is harmless */
 }
 
+static char *save_env(const char *name)
+{
+    const char *v = getenv(name);
+    return v != NULL ? strdup(v) : NULL;
+}
+
+static void restore_env(const char *name, char *saved)
+{
+    if (saved != NULL)
+        setenv(name, saved, 1);
+    else
+        unsetenv(name);
+    free(saved);
+}
+
 static void test_default_socket(void)
 {
-    const char *old = getenv("XDG_RUNTIME_DIR");
-    char *saved = old != NULL ? strdup(old) : NULL;
+    char *saved_xdg = save_env("XDG_RUNTIME_DIR");
+    char *saved_rt = save_env("RUNTIME_DIRECTORY");
     char *s;
 
+    unsetenv("RUNTIME_DIRECTORY");
     setenv("XDG_RUNTIME_DIR", "/run/user/1000", 1);
     s = cs_config_default_socket();
     CHECK_STR(s, "/run/user/1000/crewstream.sock");
@@ -146,9 +162,36 @@ static void test_default_socket(void)
     CHECK_STR(s, "/tmp/crewstream.sock");
     free(s);
 
+    /* Under systemd (RuntimeDirectory=crewstream) the service's own directory wins over XDG_RUNTIME_DIR. */
+    setenv("XDG_RUNTIME_DIR", "/run/user/1000", 1);
+    setenv("RUNTIME_DIRECTORY", "/run/crewstream", 1);
+    s = cs_config_default_socket();
+    CHECK_STR(s, "/run/crewstream/ingest.sock");
+    free(s);
+    /* Several directories (RuntimeDirectory=crewstream other): the first one. */
+    setenv("RUNTIME_DIRECTORY", "/run/crewstream:/run/other", 1);
+    s = cs_config_default_socket();
+    CHECK_STR(s, "/run/crewstream/ingest.sock");
+    free(s);
+    setenv("RUNTIME_DIRECTORY", "/run/crewstream/", 1);
+    s = cs_config_default_socket();
+    CHECK_STR(s, "/run/crewstream/ingest.sock");
+    free(s);
+    /* Empty, or an empty first entry: as if unset. */
+    setenv("RUNTIME_DIRECTORY", "", 1);
+    s = cs_config_default_socket();
+    CHECK_STR(s, "/run/user/1000/crewstream.sock");
+    free(s);
+    setenv("RUNTIME_DIRECTORY", ":/run/other", 1);
+    unsetenv("XDG_RUNTIME_DIR");
+    s = cs_config_default_socket();
+    CHECK_STR(s, "/tmp/crewstream.sock");
+    free(s);
+
     /* "socket": null in the file means the same default. */
     cs_config_t cfg;
     char err[256];
+    unsetenv("RUNTIME_DIRECTORY");
     REQUIRE(cs_config_defaults(&cfg) == 0);
     static const char set[] = "{\"ingest\":{\"socket\":\"/x.sock\"}}";
     static const char unset[] = "{\"ingest\":{\"socket\":null}}";
@@ -156,11 +199,18 @@ static void test_default_socket(void)
     CHECK_STR(cfg.ingest_socket, "/x.sock");
     CHECK(cs_config_load_buffer(&cfg, unset, strlen(unset), err, sizeof(err)) == 0);
     CHECK_STR(cfg.ingest_socket, "/tmp/crewstream.sock");
+    setenv("RUNTIME_DIRECTORY", "/run/crewstream", 1);
+    CHECK(cs_config_load_buffer(&cfg, set, strlen(set), err, sizeof(err)) == 0);
+    CHECK_STR(cfg.ingest_socket, "/x.sock"); /* a configured path stays as it is */
+    CHECK(cs_config_load_buffer(&cfg, unset, strlen(unset), err, sizeof(err)) == 0);
+    CHECK_STR(cfg.ingest_socket, "/run/crewstream/ingest.sock");
+    cs_config_free(&cfg);
+    REQUIRE(cs_config_defaults(&cfg) == 0);
+    CHECK_STR(cfg.ingest_socket, "/run/crewstream/ingest.sock");
     cs_config_free(&cfg);
 
-    if (saved != NULL)
-        setenv("XDG_RUNTIME_DIR", saved, 1);
-    free(saved);
+    restore_env("XDG_RUNTIME_DIR", saved_xdg);
+    restore_env("RUNTIME_DIRECTORY", saved_rt);
 }
 
 /* The embedded default text and conf/crewstream.json both load, to exactly the defaults. */
@@ -790,6 +840,8 @@ int main(void)
     /* The tests below set the secrets themselves; ones inherited from the caller would skew them. */
     unsetenv("CREWSTREAM_API_KEY");
     unsetenv("CREWSTREAM_JWT_SECRET");
+    /* Under a systemd unit with RuntimeDirectory= the default socket would move (test_default_socket). */
+    unsetenv("RUNTIME_DIRECTORY");
 
     RUN(test_defaults);
     RUN(test_default_socket);
