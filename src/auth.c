@@ -2,10 +2,16 @@
  * auth.c - see auth.h.
  *
  * The table holds its own copies of everything it needs (names, SHA-256 hashes,
- * scopes, execution globs), so the configuration it was built from may be freed
- * or replaced (SIGHUP) while the table stays in use. No presented token is ever
- * copied, stored or logged: it is hashed where it lies and only the digest is
- * compared.
+ * scopes, execution globs, the JWT secret), so the configuration it was built
+ * from may be freed or replaced (SIGHUP) while the table stays in use. No
+ * presented token is ever stored or logged: it is hashed where it lies and only
+ * the digest is compared. A signed token (JWT) is verified where it lies too; its
+ * two JSON parts are decoded into scratch buffers that are wiped before the check
+ * returns, and only the claims the principal needs are kept.
+ *
+ * The signed-token code lives here rather than in a module of its own because
+ * the unit and fuzz builds compile auth.c alone (they #include it): auth.c needs
+ * nothing but libc, OpenSSL and jansson.
  */
 #include "auth.h"
 
@@ -15,9 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #define CS_AUTH_DIGEST_LEN 32
 
@@ -29,10 +38,33 @@ typedef struct cs_auth_entry {
     size_t n_executions;
 } cs_auth_entry_t;
 
+/* What a verified signed token says, read from its payload. */
+typedef struct cs_jwt_claims {
+    char *sub;         /* "sub" when a printable string of 1..CS_AUTH_JWT_MAX_SUB bytes, else NULL */
+    unsigned scopes;   /* CS_SCOPE_* named by "scope", not yet widened; unknown names ignored */
+    char **executions; /* the "executions" entries; NULL when n_executions is 0 */
+    size_t n_executions;
+    int has_executions; /* the claim was present (an empty array included) */
+} cs_jwt_claims_t;
+
+/* The signed-token side of the table (auth.jwt_secret). */
+typedef struct cs_auth_jwt {
+    unsigned char *key; /* the secret's bytes as configured: the HMAC-SHA256 key */
+    size_t key_len;
+    /* The claims of the last signed token let in, and its principal's name: what that principal
+     * points into. Emptied at every identify, so one slot bounds what the table holds however many
+     * different tokens come (see cs_principal_t for what that means to a caller). */
+    cs_jwt_claims_t last;
+    char *last_name;
+} cs_auth_jwt_t;
+
 struct cs_auth {
     cs_auth_entry_t *entries;
     size_t n_entries;
     int open;
+    /* NULL without auth.jwt_secret. The table's one mutable part: the functions that take the
+     * table as const still write the slot through this pointer. */
+    cs_auth_jwt_t *jwt;
 };
 
 /* What an open table answers for every request: a single glob that matches every execution. */
@@ -92,6 +124,394 @@ static int cs_auth_entry_fill(cs_auth_entry_t *e, const char *name, const unsign
     return 0;
 }
 
+/* ---- signed tokens: HS256 JWT in the compact form (RFC 7519, RFC 7515) ---- */
+
+#define CS_JWT_SIG_LEN 43 /* unpadded base64url of an HMAC-SHA256 (32 bytes) */
+
+/* The value of one base64url character (RFC 4648 §5), or -1 for any other byte: '=', '+', '/',
+ * blanks and the rest. */
+static int cs_jwt_b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return -1;
+}
+
+/* Nonzero when s[0..n) is non-empty unpadded base64url in its one canonical spelling: the alphabet
+ * only (no '=' padding, which JWS forbids), no length that leaves a lone character (n % 4 == 1),
+ * and zero in the bits where the last character overhangs the data. */
+static int cs_jwt_b64_ok(const char *s, size_t n)
+{
+    int v = 0;
+
+    if (n == 0 || n % 4 == 1)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((v = cs_jwt_b64_value((unsigned char)s[i])) < 0)
+            return 0;
+    }
+    if (n % 4 == 2)
+        return (v & 0x0f) == 0;
+    if (n % 4 == 3)
+        return (v & 0x03) == 0;
+    return 1;
+}
+
+/* Writes the unpadded base64url of in[0..n) to out (room for 4 * ((n + 2) / 3) + 1 bytes),
+ * NUL-terminated, and returns its length. OpenSSL writes standard base64; the two characters that
+ * differ are translated and the padding dropped. */
+static size_t cs_jwt_b64_encode(const unsigned char *in, size_t n, char *out)
+{
+    int len = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+
+    while (len > 0 && out[len - 1] == '=')
+        len--;
+    for (int i = 0; i < len; i++)
+        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+    out[len] = '\0';
+    return (size_t)len;
+}
+
+/* Decodes s[0..n), which cs_jwt_b64_ok accepted, into out (CS_AUTH_JWT_MAX_LEN bytes) and returns
+ * the byte count, or -1. OpenSSL decodes standard base64: the alphabet is translated back and the
+ * padding restored, and the zero bytes its decoder counts for that padding are taken off. */
+static int cs_jwt_b64_decode(const char *s, size_t n, unsigned char *out)
+{
+    char std[CS_AUTH_JWT_MAX_LEN + 4];
+    size_t pad = (4 - n % 4) % 4;
+    int got;
+
+    if (n > CS_AUTH_JWT_MAX_LEN)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        std[i] = s[i] == '-' ? '+' : s[i] == '_' ? '/' : s[i];
+    memset(std + n, '=', pad);
+    got = EVP_DecodeBlock(out, (const unsigned char *)std, (int)(n + pad));
+    OPENSSL_cleanse(std, n + pad);
+    if (got < (int)pad)
+        return -1;
+    return got - (int)pad;
+}
+
+/* Nonzero when token[0..len) has the shape of a compact JWS: three canonical base64url parts
+ * joined by two dots. *dot1 and *dot2 are set to the dots. */
+static int cs_jwt_is_compact(const char *t, size_t len, const char **dot1, const char **dot2)
+{
+    const char *a = memchr(t, '.', len), *b;
+
+    if (a == NULL)
+        return 0;
+    b = memchr(a + 1, '.', len - (size_t)(a + 1 - t));
+    if (b == NULL || memchr(b + 1, '.', len - (size_t)(b + 1 - t)) != NULL)
+        return 0;
+    if (!cs_jwt_b64_ok(t, (size_t)(a - t)) || !cs_jwt_b64_ok(a + 1, (size_t)(b - a - 1)) ||
+        !cs_jwt_b64_ok(b + 1, len - (size_t)(b + 1 - t)))
+        return 0;
+    *dot1 = a;
+    *dot2 = b;
+    return 1;
+}
+
+/* Nonzero when v nests arrays and objects at most depth_left deep (a scalar is depth 0). */
+static int cs_jwt_depth_ok(json_t *v, unsigned depth_left)
+{
+    const char *k;
+    json_t *m;
+    size_t i;
+
+    if (!json_is_object(v) && !json_is_array(v))
+        return 1;
+    if (depth_left == 0)
+        return 0;
+    if (json_is_object(v)) {
+        json_object_foreach(v, k, m)
+        {
+            if (!cs_jwt_depth_ok(m, depth_left - 1))
+                return 0;
+        }
+        return 1;
+    }
+    json_array_foreach(v, i, m)
+    {
+        if (!cs_jwt_depth_ok(m, depth_left - 1))
+            return 0;
+    }
+    return 1;
+}
+
+/* The JSON object one token part (base64url s[0..n)) holds, into *out. Returns 0; -EINVAL when it
+ * is not an object in well-formed JSON, repeats a member (which reader would win is not for the
+ * issuer to guess) or holds a NUL byte (jansson skips one after a number, so the text would not be
+ * what was signed); -E2BIG when nested deeper than CS_AUTH_JWT_MAX_DEPTH. */
+static int cs_jwt_part_object(const char *s, size_t n, json_t **out)
+{
+    unsigned char buf[CS_AUTH_JWT_MAX_LEN];
+    int got = cs_jwt_b64_decode(s, n, buf);
+    json_t *v = NULL;
+    int rc = -EINVAL;
+
+    *out = NULL;
+    if (got < 0 || memchr(buf, '\0', (size_t)got) != NULL)
+        goto done;
+    v = json_loadb((const char *)buf, (size_t)got, JSON_REJECT_DUPLICATES, NULL);
+    if (v == NULL || !json_is_object(v))
+        goto done;
+    if (!cs_jwt_depth_ok(v, CS_AUTH_JWT_MAX_DEPTH)) {
+        rc = -E2BIG;
+        goto done;
+    }
+    *out = v;
+    v = NULL;
+    rc = 0;
+done:
+    json_decref(v);
+    if (got > 0)
+        OPENSSL_cleanse(buf, (size_t)got);
+    return rc;
+}
+
+/* The header must name HS256 exactly ("none" or any other algorithm is refused, whatever the
+ * signature), be typed "JWT" (any case) if typed at all, and ask for no extension a verifier would
+ * have to understand ("crit": we understand none). Returns 0 or -ENOTSUP. */
+static int cs_jwt_header_ok(json_t *h)
+{
+    const char *alg = json_string_value(json_object_get(h, "alg"));
+    json_t *typ = json_object_get(h, "typ");
+
+    if (alg == NULL || strcmp(alg, "HS256") != 0)
+        return -ENOTSUP;
+    if (typ != NULL && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0))
+        return -ENOTSUP;
+    if (json_object_get(h, "crit") != NULL)
+        return -ENOTSUP;
+    return 0;
+}
+
+/* "exp" and "nbf" are NumericDates (seconds since the epoch; any JSON number). The token is
+ * expired when now >= exp and not yet valid when now < nbf, with no leeway. A token without "exp"
+ * never expires. Returns 0, -EINVAL (not a number), -EKEYEXPIRED or -EAGAIN (try later). */
+static int cs_jwt_check_times(json_t *payload, int64_t now)
+{
+    json_t *exp = json_object_get(payload, "exp"), *nbf = json_object_get(payload, "nbf");
+
+    if ((exp != NULL && !json_is_number(exp)) || (nbf != NULL && !json_is_number(nbf)))
+        return -EINVAL;
+    if (exp != NULL && (double)now >= json_number_value(exp))
+        return -EKEYEXPIRED;
+    if (nbf != NULL && (double)now < json_number_value(nbf))
+        return -EAGAIN;
+    return 0;
+}
+
+/* The scope bit a name stands for (the names of auth.tokens[].scopes), or 0 for any other name. */
+static unsigned cs_jwt_scope_bit(const char *w, size_t n)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } names[] = {{"read", CS_SCOPE_READ},
+                 {"respond", CS_SCOPE_RESPOND},
+                 {"publish", CS_SCOPE_PUBLISH},
+                 {"admin", CS_SCOPE_ADMIN}};
+
+    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+        if (strlen(names[k].name) == n && memcmp(names[k].name, w, n) == 0)
+            return names[k].bit;
+    }
+    return 0;
+}
+
+/* "scope": space-separated names in one string, as OAuth writes it ("read respond"), or an array of
+ * names. Unknown names are ignored: one token may carry scopes meant for other services. Missing
+ * means no scope at all. Returns 0, -EINVAL (another type) or -E2BIG (a longer array). */
+static int cs_jwt_read_scope(json_t *v, unsigned *scopes)
+{
+    size_t i;
+    json_t *s;
+
+    *scopes = 0;
+    if (v == NULL)
+        return 0;
+    if (json_is_string(v)) {
+        const char *p = json_string_value(v), *end = p + json_string_length(v);
+
+        while (p < end) {
+            const char *w = p;
+
+            while (p < end && *p != ' ')
+                p++;
+            *scopes |= cs_jwt_scope_bit(w, (size_t)(p - w));
+            if (p < end)
+                p++;
+        }
+        return 0;
+    }
+    if (!json_is_array(v))
+        return -EINVAL;
+    if (json_array_size(v) > CS_AUTH_JWT_MAX_EXECUTIONS)
+        return -E2BIG;
+    json_array_foreach(v, i, s)
+    {
+        if (!json_is_string(s))
+            return -EINVAL;
+        *scopes |= cs_jwt_scope_bit(json_string_value(s), json_string_length(s));
+    }
+    return 0;
+}
+
+/* "executions": an array of ids or globs, or one as a string. Each entry is a non-empty string of at
+ * most CS_AUTH_JWT_MAX_GLOB bytes. Returns 0, -EINVAL, -E2BIG or -ENOMEM (c then holds what must
+ * be freed). */
+static int cs_jwt_read_executions(json_t *v, cs_jwt_claims_t *c)
+{
+    size_t n;
+
+    if (v == NULL)
+        return 0;
+    c->has_executions = 1;
+    if (json_is_string(v))
+        n = 1;
+    else if (json_is_array(v))
+        n = json_array_size(v);
+    else
+        return -EINVAL;
+    if (n > CS_AUTH_JWT_MAX_EXECUTIONS)
+        return -E2BIG;
+    if (n == 0)
+        return 0;
+    c->executions = calloc(n, sizeof(*c->executions));
+    if (c->executions == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        json_t *g = json_is_string(v) ? v : json_array_get(v, i);
+        size_t len = json_string_length(g);
+
+        if (!json_is_string(g) || len == 0)
+            return -EINVAL;
+        if (len > CS_AUTH_JWT_MAX_GLOB)
+            return -E2BIG;
+        c->executions[i] = strdup(json_string_value(g));
+        if (c->executions[i] == NULL)
+            return -ENOMEM;
+        c->n_executions = i + 1;
+    }
+    return 0;
+}
+
+/* "sub" names the principal when it is a string of 1..CS_AUTH_JWT_MAX_SUB bytes without control
+ * characters (a name may reach a log line); anything else is ignored, not refused. */
+static int cs_jwt_read_sub(json_t *v, cs_jwt_claims_t *c)
+{
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+
+    if (s == NULL || n == 0 || n > CS_AUTH_JWT_MAX_SUB)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 0;
+    }
+    c->sub = strdup(s);
+    return c->sub != NULL ? 0 : -ENOMEM;
+}
+
+static void cs_jwt_claims_free(cs_jwt_claims_t *c)
+{
+    free(c->sub);
+    for (size_t i = 0; i < c->n_executions; i++)
+        free(c->executions[i]);
+    free(c->executions);
+    memset(c, 0, sizeof(*c));
+}
+
+/*
+ * Verifies token[0..len) as a compact HS256 JWT under key at time now (seconds since the epoch) and
+ * reads its claims into *c (zeroed first, and freed again on failure). Returns 0, or: -EINVAL not a
+ * well-formed JWT, or a claim of the wrong type; -E2BIG over a CS_AUTH_JWT_MAX_* bound; -EACCES the
+ * signature does not match; -ENOTSUP the header asks for anything but HS256; -EKEYEXPIRED at or
+ * after "exp"; -EAGAIN before "nbf"; -EIO OpenSSL failed; -ENOMEM.
+ *
+ * The signature is checked first, on the text as it came, so nothing from a sender without the key
+ * reaches the JSON parser; the header is read after, so a token signed with our key that names
+ * another algorithm is still refused. The signature is compared as base64url text: only the one
+ * canonical spelling of the right MAC matches.
+ */
+static int cs_jwt_verify(const unsigned char *key, size_t key_len, const char *token, size_t len, int64_t now,
+                         cs_jwt_claims_t *c)
+{
+    const char *dot1, *dot2;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char sig[4 * ((32 + 2) / 3) + 1];
+    json_t *header = NULL, *payload = NULL;
+    int rc;
+
+    memset(c, 0, sizeof(*c));
+    memset(sig, 0, sizeof(sig));
+    if (len > CS_AUTH_JWT_MAX_LEN)
+        return -E2BIG;
+    if (!cs_jwt_is_compact(token, len, &dot1, &dot2))
+        return -EINVAL;
+    if (HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)token, (size_t)(dot2 - token), md,
+             &mdlen) == NULL ||
+        mdlen != 32) {
+        rc = -EIO;
+        goto done;
+    }
+    cs_jwt_b64_encode(md, mdlen, sig);
+    /* The signature's length is no secret; its bytes are compared in constant time. */
+    if (len - (size_t)(dot2 + 1 - token) != CS_JWT_SIG_LEN ||
+        CRYPTO_memcmp(sig, dot2 + 1, CS_JWT_SIG_LEN) != 0) {
+        rc = -EACCES;
+        goto done;
+    }
+    if ((rc = cs_jwt_part_object(token, (size_t)(dot1 - token), &header)) != 0 ||
+        (rc = cs_jwt_header_ok(header)) != 0 ||
+        (rc = cs_jwt_part_object(dot1 + 1, (size_t)(dot2 - dot1 - 1), &payload)) != 0 ||
+        (rc = cs_jwt_check_times(payload, now)) != 0 ||
+        (rc = cs_jwt_read_scope(json_object_get(payload, "scope"), &c->scopes)) != 0 ||
+        (rc = cs_jwt_read_executions(json_object_get(payload, "executions"), c)) != 0 ||
+        (rc = cs_jwt_read_sub(json_object_get(payload, "sub"), c)) != 0)
+        goto done;
+done:
+    if (rc != 0)
+        cs_jwt_claims_free(c);
+    json_decref(header);
+    json_decref(payload);
+    OPENSSL_cleanse(md, sizeof(md));
+    OPENSSL_cleanse(sig, sizeof(sig));
+    return rc;
+}
+
+/* Empties the slot a signed token's principal points into. */
+static void cs_auth_jwt_forget(cs_auth_jwt_t *j)
+{
+    cs_jwt_claims_free(&j->last);
+    free(j->last_name);
+    j->last_name = NULL;
+}
+
+static void cs_auth_jwt_free(cs_auth_jwt_t *j)
+{
+    if (j == NULL)
+        return;
+    cs_auth_jwt_forget(j);
+    if (j->key != NULL)
+        OPENSSL_cleanse(j->key, j->key_len);
+    free(j->key);
+    free(j);
+}
+
+/* ---- the table ---- */
+
 int cs_auth_new(cs_auth_t **out, const cs_config_t *cfg, int listener_is_loopback, char *err, size_t errlen)
 {
     cs_auth_t *a = NULL;
@@ -105,9 +525,8 @@ int cs_auth_new(cs_auth_t **out, const cs_config_t *cfg, int listener_is_loopbac
     if (errlen > 0)
         err[0] = '\0';
 
-    /* A jwt_secret alone counts as "auth configured": the operator asked for a closed door. Signed
-     * tokens are verified in a later change; until then such a table has no entry, so every
-     * presented token is invalid, which fails closed rather than open. */
+    /* A jwt_secret alone counts as "auth configured": the operator asked for a closed door, and only
+     * signed tokens open it. */
     if (n == 0 && !have_jwt && !listener_is_loopback) {
         snprintf(err, errlen,
                  "no tokens configured: refusing to listen on a non-loopback address without "
@@ -128,6 +547,18 @@ int cs_auth_new(cs_auth_t **out, const cs_config_t *cfg, int listener_is_loopbac
         goto fail;
     }
     a->open = n == 0 && !have_jwt;
+    if (have_jwt) {
+        size_t klen = strlen(cfg->jwt_secret);
+
+        a->jwt = calloc(1, sizeof(*a->jwt));
+        if (a->jwt == NULL || (a->jwt->key = malloc(klen)) == NULL) {
+            rc = -ENOMEM;
+            snprintf(err, errlen, "auth: out of memory");
+            goto fail;
+        }
+        memcpy(a->jwt->key, cfg->jwt_secret, klen);
+        a->jwt->key_len = klen;
+    }
     if (n == 0)
         goto done;
 
@@ -195,6 +626,7 @@ void cs_auth_free(cs_auth_t *auth)
     for (size_t i = 0; i < auth->n_entries; i++)
         cs_auth_entry_clear(&auth->entries[i]);
     free(auth->entries);
+    cs_auth_jwt_free(auth->jwt);
     free(auth);
 }
 
@@ -225,20 +657,97 @@ static void cs_auth_fill_principal(cs_principal_t *who, const char *name, unsign
     who->scopes = scopes;
     who->executions = executions;
     who->n_executions = n_executions;
+    who->_own = NULL;
+}
+
+int cs_auth_principal_dup(cs_principal_t *dst, const cs_principal_t *src)
+{
+    const cs_principal_t s = *src; /* dst may be src */
+    size_t name_len = strlen(s.name) + 1, size = s.n_executions * sizeof(char *) + name_len;
+    char **globs, *p;
+
+    for (size_t i = 0; i < s.n_executions; i++)
+        size += strlen(s.executions[i]) + 1;
+    memset(dst, 0, sizeof(*dst));
+    /* One block: the glob pointers first (malloc aligns them), then every string. */
+    globs = malloc(size);
+    if (globs == NULL)
+        return -ENOMEM;
+    p = (char *)(globs + s.n_executions);
+    for (size_t i = 0; i < s.n_executions; i++) {
+        size_t n = strlen(s.executions[i]) + 1;
+
+        memcpy(p, s.executions[i], n);
+        globs[i] = p;
+        p += n;
+    }
+    memcpy(p, s.name, name_len);
+    cs_auth_fill_principal(dst, p, s.scopes, (const char *const *)globs, s.n_executions);
+    dst->_own = globs;
+    /* Copied in place: the copy replaces the storage it was made from. */
+    if (dst == src)
+        free(s._own);
+    return 0;
+}
+
+void cs_auth_principal_release(cs_principal_t *p)
+{
+    if (p == NULL || p->_own == NULL)
+        return;
+    free(p->_own);
+    memset(p, 0, sizeof(*p));
+}
+
+/* A token no configured hash matched, tried as a signed token. Its claims go to the table's slot,
+ * which the principal then points into. Every way a token can fail is the same 401 to the client:
+ * which check failed would only help someone forging one. */
+static cs_auth_result_t cs_auth_identify_jwt(cs_auth_jwt_t *j, const char *token, size_t len,
+                                             cs_principal_t *who)
+{
+    cs_jwt_claims_t *c = &j->last;
+    const char *name = "jwt";
+
+    if (cs_jwt_verify(j->key, j->key_len, token, len, (int64_t)time(NULL), c) != 0)
+        return CS_AUTH_INVALID;
+    if (c->sub != NULL) {
+        size_t n = strlen(c->sub);
+
+        j->last_name = malloc(n + 5);
+        if (j->last_name == NULL) {
+            cs_auth_jwt_forget(j);
+            return CS_AUTH_INVALID;
+        }
+        memcpy(j->last_name, "jwt:", 4);
+        memcpy(j->last_name + 4, c->sub, n + 1);
+        name = j->last_name;
+    }
+    /* Without "executions" a signed token covers every execution, as a configured token without
+     * "executions" does; an issuer that means one execution says so. */
+    if (c->has_executions)
+        cs_auth_fill_principal(who, name, cs_auth_widen(c->scopes), (const char *const *)c->executions,
+                               c->n_executions);
+    else
+        cs_auth_fill_principal(who, name, cs_auth_widen(c->scopes), cs_auth_all_executions, 1);
+    return CS_AUTH_OK;
 }
 
 cs_auth_result_t cs_auth_identify(const cs_auth_t *auth, const char *token, cs_principal_t *who)
 {
     unsigned char md[CS_AUTH_DIGEST_LEN];
     const cs_auth_entry_t *hit = NULL;
+    size_t len;
 
+    /* The previous signed token's principal ends here, whatever this token turns out to be. */
+    if (auth != NULL && auth->jwt != NULL)
+        cs_auth_jwt_forget(auth->jwt);
     if (auth != NULL && auth->open) {
         cs_auth_fill_principal(who, "anonymous", CS_SCOPE_ALL, cs_auth_all_executions, 1);
         return CS_AUTH_OK;
     }
     if (token == NULL || token[0] == '\0')
         return CS_AUTH_MISSING;
-    if (auth == NULL || cs_auth_sha256(token, strlen(token), md) != 0) {
+    len = strlen(token);
+    if (auth == NULL || cs_auth_sha256(token, len, md) != 0) {
         OPENSSL_cleanse(md, sizeof(md));
         return CS_AUTH_INVALID;
     }
@@ -253,11 +762,15 @@ cs_auth_result_t cs_auth_identify(const cs_auth_t *auth, const char *token, cs_p
             hit = &auth->entries[i];
     }
     OPENSSL_cleanse(md, sizeof(md));
-    if (hit == NULL)
-        return CS_AUTH_INVALID;
-    cs_auth_fill_principal(who, hit->name, hit->scopes, (const char *const *)hit->executions,
-                           hit->n_executions);
-    return CS_AUTH_OK;
+    if (hit != NULL) {
+        cs_auth_fill_principal(who, hit->name, hit->scopes, (const char *const *)hit->executions,
+                               hit->n_executions);
+        return CS_AUTH_OK;
+    }
+    /* Configured tokens first, so one that happens to have a JWT's shape still works. */
+    if (auth->jwt != NULL)
+        return cs_auth_identify_jwt(auth->jwt, token, len, who);
+    return CS_AUTH_INVALID;
 }
 
 cs_auth_result_t cs_auth_authorize(const cs_principal_t *p, unsigned need_scope, const char *execution_id)

@@ -100,7 +100,7 @@ static void test_refused_off_loopback(void)
     cs_auth_free(a);
     cfg_free(&cfg);
 
-    /* A jwt_secret alone is closed mode too; until signed tokens land every token is invalid. */
+    /* A jwt_secret alone is closed mode too: a token that is not a valid signed one is invalid. */
     cfg.jwt_secret = strdup("jwt");
     REQUIRE(cs_auth_new(&a, &cfg, 0, err, sizeof(err)) == 0);
     CHECK(!cs_auth_is_open(a));
