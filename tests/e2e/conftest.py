@@ -101,13 +101,14 @@ class Daemon:
         if self.env:
             env.update(self.env)
         with open(err_path, "wb") as err, open(os.path.join(self.tmp, "stdout.%d.txt" % self.starts), "wb") as out:
-            self.proc = subprocess.Popen(
-                [daemon_path(), "--config", self.cfg_path] + self.args,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-            )
+            self.proc = self.spawn([daemon_path(), "--config", self.cfg_path] + self.args, env, out, err)
         if wait:
             self.wait_ready()
         return self
+
+    def spawn(self, argv, env, out, err):
+        """Starts the process (a subclass may wrap argv or add to env, as systemd would)."""
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
 
     def wait_ready(self, timeout=10.0):
         deadline = time.monotonic() + timeout

@@ -638,3 +638,23 @@ def wait_until(pred, timeout=5.0, interval=0.05):
             return v
         time.sleep(interval)
     return pred()
+
+
+def ws_status(d, path, headers=None):
+    """The status of a WebSocket handshake to path: 101 when upgraded (and an event then arrived),
+    else the HTTP status it was refused with."""
+    import websockets.exceptions
+
+    async def go():
+        try:
+            ws = await ws_connect(d.ws + path, extra_headers=headers or {})
+        except websockets.exceptions.InvalidStatusCode as e:
+            return e.status_code
+        try:
+            got = await ws_collect(ws, 1, timeout=5)
+            assert got, "upgraded but nothing delivered"
+            return 101
+        finally:
+            await ws.close()
+
+    return run(go(), 20)

@@ -7,9 +7,8 @@ import hashlib
 import urllib.parse
 
 import pytest
-import websockets.exceptions
 
-from csutil import TS_RE, SSEClient, ev, http_get, http_json, http_raw, run, ws_collect, ws_connect
+from csutil import TS_RE, SSEClient, ev, http_get, http_json, http_raw, ws_status
 
 T_ALL = "tok-ALL-5e1f0c7a"
 T_RUN = "tok-RUN-9b2d44aa"
@@ -155,22 +154,6 @@ def test_global_events_needs_all_executions(tokd):
             got = s.collect(4, timeout=5)
             assert sorted((f.json()["execution_id"], f.json()["seq"]) for f in got) == [
                 ("other-1", 1), ("other-1", 2), ("run-1", 1), ("run-1", 2)]
-
-
-def ws_status(d, path, headers=None):
-    async def go():
-        try:
-            ws = await ws_connect(d.ws + path, extra_headers=headers or {})
-        except websockets.exceptions.InvalidStatusCode as e:
-            return e.status_code
-        try:
-            got = await ws_collect(ws, 1, timeout=5)
-            assert got, "upgraded but nothing delivered"
-            return 101
-        finally:
-            await ws.close()
-
-    return run(go(), 20)
 
 
 @pytest.mark.parametrize("route", WS_ROUTES)

@@ -16,9 +16,8 @@ import urllib.parse
 
 import pytest
 import requests
-import websockets.exceptions
 
-from csutil import SSEClient, ev, http_json, run, ws_collect, ws_connect, wait_until
+from csutil import SSEClient, ev, http_json, run, wait_until, ws_collect, ws_connect, ws_status
 
 SECRET = "jwt-secret-for-e2e-3f9a0c6b1d2e4f5a"
 STATIC = "tok-STATIC-41c2a9e0"
@@ -110,22 +109,6 @@ def assert_403(status, headers, body):
     assert status == 403, (status, body)
     assert "www-authenticate" not in headers
     assert json.loads(body)["error"] == "forbidden"
-
-
-def ws_status(d, path, headers=None):
-    async def go():
-        try:
-            ws = await ws_connect(d.ws + path, extra_headers=headers or {})
-        except websockets.exceptions.InvalidStatusCode as e:
-            return e.status_code
-        try:
-            got = await ws_collect(ws, 1, timeout=5)
-            assert got, "upgraded but nothing delivered"
-            return 101
-        finally:
-            await ws.close()
-
-    return run(go(), 20)
 
 
 # ---- SSE, long-poll, status ---------------------------------------------------------------------

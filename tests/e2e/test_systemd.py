@@ -96,30 +96,15 @@ class SdDaemon(Daemon):
         self.own_watchdog_pid = own_watchdog_pid
         self.journal = journal  # None, "match" (stderr's dev:ino) or a literal JOURNAL_STREAM value
 
-    def start(self, wait=True):
-        with open(self.cfg_path, "w") as f:
-            json.dump(self.config, f)
-        self.starts += 1
-        err_path = os.path.join(self.tmp, "stderr.%d.txt" % self.starts)
-        self.stderr_paths.append(err_path)
-        env = dict(os.environ)
-        env.pop("CREWSTREAM_API_KEY", None)
-        env.pop("CREWSTREAM_JWT_SECRET", None)
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-        env.update(self.env or {})
-        argv = [daemon_path(), "--config", self.cfg_path] + self.args
+    def spawn(self, argv, env, out, err):
         if self.own_watchdog_pid:
             argv = ["/bin/sh", "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', "sh"] + argv
-        with open(err_path, "wb") as err, open(os.path.join(self.tmp, "stdout.%d.txt" % self.starts), "wb") as out:
-            if self.journal == "match":
-                st = os.fstat(err.fileno())
-                env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
-            elif self.journal is not None:
-                env["JOURNAL_STREAM"] = self.journal
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-        if wait:
-            self.wait_ready()
-        return self
+        if self.journal == "match":
+            st = os.fstat(err.fileno())
+            env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
+        elif self.journal is not None:
+            env["JOURNAL_STREAM"] = self.journal
+        return super().spawn(argv, env, out, err)
 
 
 @pytest.fixture
