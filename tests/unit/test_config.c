@@ -142,51 +142,42 @@ static void restore_env(const char *name, char *saved)
     free(saved);
 }
 
+/* The default ingest socket under the environment as it is now. */
+static void expect_default_socket(const char *want)
+{
+    char *s = cs_config_default_socket();
+    CHECK_STR(s, want);
+    free(s);
+}
+
 static void test_default_socket(void)
 {
     char *saved_xdg = save_env("XDG_RUNTIME_DIR");
     char *saved_rt = save_env("RUNTIME_DIRECTORY");
-    char *s;
 
     unsetenv("RUNTIME_DIRECTORY");
     setenv("XDG_RUNTIME_DIR", "/run/user/1000", 1);
-    s = cs_config_default_socket();
-    CHECK_STR(s, "/run/user/1000/crewstream.sock");
-    free(s);
+    expect_default_socket("/run/user/1000/crewstream.sock");
     setenv("XDG_RUNTIME_DIR", "", 1);
-    s = cs_config_default_socket();
-    CHECK_STR(s, "/tmp/crewstream.sock");
-    free(s);
+    expect_default_socket("/tmp/crewstream.sock");
     unsetenv("XDG_RUNTIME_DIR");
-    s = cs_config_default_socket();
-    CHECK_STR(s, "/tmp/crewstream.sock");
-    free(s);
+    expect_default_socket("/tmp/crewstream.sock");
 
     /* Under systemd (RuntimeDirectory=crewstream) the service's own directory wins over XDG_RUNTIME_DIR. */
     setenv("XDG_RUNTIME_DIR", "/run/user/1000", 1);
     setenv("RUNTIME_DIRECTORY", "/run/crewstream", 1);
-    s = cs_config_default_socket();
-    CHECK_STR(s, "/run/crewstream/ingest.sock");
-    free(s);
+    expect_default_socket("/run/crewstream/ingest.sock");
     /* Several directories (RuntimeDirectory=crewstream other): the first one. */
     setenv("RUNTIME_DIRECTORY", "/run/crewstream:/run/other", 1);
-    s = cs_config_default_socket();
-    CHECK_STR(s, "/run/crewstream/ingest.sock");
-    free(s);
+    expect_default_socket("/run/crewstream/ingest.sock");
     setenv("RUNTIME_DIRECTORY", "/run/crewstream/", 1);
-    s = cs_config_default_socket();
-    CHECK_STR(s, "/run/crewstream/ingest.sock");
-    free(s);
+    expect_default_socket("/run/crewstream/ingest.sock");
     /* Empty, or an empty first entry: as if unset. */
     setenv("RUNTIME_DIRECTORY", "", 1);
-    s = cs_config_default_socket();
-    CHECK_STR(s, "/run/user/1000/crewstream.sock");
-    free(s);
+    expect_default_socket("/run/user/1000/crewstream.sock");
     setenv("RUNTIME_DIRECTORY", ":/run/other", 1);
     unsetenv("XDG_RUNTIME_DIR");
-    s = cs_config_default_socket();
-    CHECK_STR(s, "/tmp/crewstream.sock");
-    free(s);
+    expect_default_socket("/tmp/crewstream.sock");
 
     /* "socket": null in the file means the same default. */
     cs_config_t cfg;
