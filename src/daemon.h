@@ -62,6 +62,13 @@ const char *cs_http_reason(unsigned status);
  */
 const char *cs_cors_allow(const cs_config_t *cfg, const char *origin, size_t origin_len, int *vary);
 
+/**
+ * The open-files soft limit when it is finite and at most 2^20 (what the HTTP libraries may size
+ * their connection tables by), else 0.
+ */
+#define CS_NOFILE_CAP ((size_t)1 << 20)
+size_t cs_nofile_limit(void);
+
 /** Maps an auth result to its HTTP status (401 or 403) and error code ("unauthorized", "forbidden"). */
 unsigned cs_auth_http_status(cs_auth_result_t r, const char **code, const char **detail);
 

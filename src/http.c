@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -949,13 +948,11 @@ static int http_prepare(void *data)
  * listener enforces before MHD sees a connection and which SIGHUP may raise. */
 static unsigned mhd_connection_limit(const cs_config_t *cfg)
 {
-    struct rlimit rl;
-    const rlim_t cap = 1u << 20;
+    size_t n = cs_nofile_limit(), want = cfg->max_clients + 16;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur <= cap &&
-        rl.rlim_cur > cfg->max_clients + 16)
-        return (unsigned)rl.rlim_cur;
-    return (unsigned)(cfg->max_clients + 16 < cap ? cfg->max_clients + 16 : cap);
+    if (n > want)
+        return (unsigned)n;
+    return (unsigned)(want < CS_NOFILE_CAP ? want : CS_NOFILE_CAP);
 }
 
 int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen)

@@ -1,9 +1,10 @@
 /*
  * httputil.c - small pieces both HTTP sides share: error bodies, reason phrases,
- * and the auth-to-status mapping (declared in daemon.h).
+ * the auth-to-status mapping and the open-files limit (declared in daemon.h).
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <jansson.h>
 
@@ -94,4 +95,13 @@ const char *cs_cors_allow(const cs_config_t *cfg, const char *origin, size_t ori
         }
     }
     return NULL;
+}
+
+size_t cs_nofile_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > CS_NOFILE_CAP)
+        return 0;
+    return (size_t)rl.rlim_cur;
 }

@@ -29,7 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -837,14 +836,11 @@ static void ws_lws_log(int level, const char *line)
  */
 static unsigned ws_fd_limit(const cs_config_t *cfg)
 {
-    struct rlimit rl;
-    const rlim_t cap = 1u << 20;
+    size_t want = cfg->max_clients + 64;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > cap) {
-        size_t want = cfg->max_clients + 64;
-        return (unsigned)(want < cap ? want : cap);
-    }
-    return 0;
+    if (cs_nofile_limit() != 0)
+        return 0;
+    return (unsigned)(want < CS_NOFILE_CAP ? want : CS_NOFILE_CAP);
 }
 
 /* ---- the interface ---- */
