@@ -317,25 +317,25 @@ def test_check_config_prints_the_runtime_directory_socket():
 # ---- journald ------------------------------------------------------------------------------------
 
 
-def test_log_lines_for_the_journal(sd):
-    d, _ = sd(notify=False, journal="match")
+def logged_lines(sd, journal):
+    """What a daemon started and stopped with this JOURNAL_STREAM logged, a line each."""
+    d, _ = sd(notify=False, journal=journal)
     d.start()
     assert d.stop() == 0
     lines = [l for l in d.stderr_text().splitlines() if l]
     assert lines, "nothing logged"
-    for line in lines:
+    return lines
+
+
+def test_log_lines_for_the_journal(sd):
+    for line in logged_lines(sd, "match"):
         assert line[:3] in ("<3>", "<4>", "<6>", "<7>"), line
         assert not line[3:4].isdigit(), line  # no timestamp of its own: journald stamps the entry
 
 
 def test_log_lines_elsewhere_keep_their_timestamps(sd):
     # JOURNAL_STREAM inherited, but stderr is not that stream (a redirect): plain lines.
-    d, _ = sd(notify=False, journal="0:0")
-    d.start()
-    assert d.stop() == 0
-    lines = [l for l in d.stderr_text().splitlines() if l]
-    assert lines, "nothing logged"
-    for line in lines:
+    for line in logged_lines(sd, "0:0"):
         assert line[:2] == "20" and line[10] == "T", line
 
 
