@@ -29,6 +29,7 @@ typedef struct cs_counters {
     uint64_t http_requests;
     uint64_t ws_accepted;
     uint64_t ws_refused;
+    uint64_t ws_refused_origin; /* handshakes from an Origin http.cors_origins does not allow (403) */
     uint64_t ingest_lines;
     uint64_t ingest_errors;
     uint64_t stalls;

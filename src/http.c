@@ -569,6 +569,8 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
            c->heads_invalid);
     metric(&b, "ws_accepted_total", "counter", "WebSocket handshakes accepted.", c->ws_accepted);
     metric(&b, "ws_refused_total", "counter", "WebSocket handshakes refused.", c->ws_refused);
+    metric(&b, "ws_refused_origin_total", "counter", "WebSocket handshakes refused for their Origin (403).",
+           c->ws_refused_origin);
     metric(&b, "stalls_total", "counter", "Subscribers disconnected for making no progress.", c->stalls);
     if (b.oom) {
         free(b.p);

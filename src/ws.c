@@ -61,6 +61,9 @@ _Static_assert(CS_FRAME_PRE == LWS_PRE,
 #define WS_ARG_MAX   8192
 #define WS_ARGS_MAX  16384
 #define WS_TOKEN_MAX 1024
+/* An Origin is a scheme, a host and a port: longer than this it is none that http.cors_origins lists
+ * (config.c bounds its entries at 256 bytes). */
+#define WS_ORIGIN_MAX 320
 
 typedef struct ws_conn ws_conn_t;
 
@@ -347,26 +350,34 @@ static const char *ws_lookup_header(void *ctx, const char *name)
 }
 
 /* Writes the Access-Control-Allow-Origin line (if any) for the request's Origin into out. */
+/*
+ * The handshake's Origin against http.cors_origins (cs_cors_allow). Returns 1 when allowed: every
+ * origin under "*", a listed one, or no Origin at all (not a browser); 0 otherwise, including an
+ * Origin too long to be one of the listed. allow/vary receive the CORS answer for the response.
+ */
+static int ws_origin(cs_ws_t *ws, struct lws *wsi, const char **allow, int *vary)
+{
+    char origin[WS_ORIGIN_MAX];
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
+    int n = total > 0 ? lws_hdr_copy(wsi, origin, (int)sizeof(origin), WSI_TOKEN_ORIGIN) : 0;
+
+    if (n < 0)
+        n = 0;
+    *allow = cs_cors_allow(ws->d->cfg, n > 0 ? origin : NULL, (size_t)n, vary);
+    if (*allow != NULL && strpbrk(*allow, "\r\n") != NULL)
+        *allow = NULL;
+    return total <= 0 || *allow != NULL;
+}
+
 static void ws_cors_line(cs_ws_t *ws, struct lws *wsi, char *out, size_t outlen)
 {
-    const cs_config_t *cfg = ws->d->cfg;
-    char origin[256];
+    const char *allow;
+    int vary;
 
     out[0] = '\0';
-    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
-        if (strcmp(cfg->cors_origins[i], "*") == 0) {
-            snprintf(out, outlen, "Access-Control-Allow-Origin: *\r\n");
-            return;
-        }
-    }
-    if (lws_hdr_copy(wsi, origin, (int)sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
-        return;
-    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
-        if (strcmp(cfg->cors_origins[i], origin) == 0 && strpbrk(origin, "\r\n") == NULL) {
-            snprintf(out, outlen, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
-            return;
-        }
-    }
+    ws_origin(ws, wsi, &allow, &vary);
+    if (allow != NULL)
+        snprintf(out, outlen, "Access-Control-Allow-Origin: %s\r\n%s", allow, vary ? "Vary: Origin\r\n" : "");
 }
 
 /*
@@ -500,6 +511,14 @@ static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
                          "execution_id: expected 1-128 characters of [A-Za-z0-9._:-]");
     if ((detail = ws_handshake_problem(wsi, err, sizeof(err))) != NULL)
         return ws_refuse(c, wsi, path, 400, "bad_request", detail);
+    /* A browser applies no CORS to WebSocket, so the daemon does (SPEC §5): a page from an origin
+     * http.cors_origins does not allow is refused before any upgrade, whatever token it carries. */
+    const char *allow;
+    int vary;
+    if (!ws_origin(ws, wsi, &allow, &vary)) {
+        d->counters.ws_refused_origin++;
+        return ws_refuse(c, wsi, path, 403, "forbidden", "this Origin is not allowed by http.cors_origins");
+    }
 
     token = ws_token(c, wsi, token_buf, sizeof(token_buf));
     cs_principal_t who;
