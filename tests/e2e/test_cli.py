@@ -163,8 +163,8 @@ def running():
 
 
 def exit_codes_in_header():
-    """{code: name} from the enum in src/cli/cli.h."""
-    with open(os.path.join(ROOT, "src", "cli", "cli.h")) as f:
+    """{code: name} from the enum in cli/cli.h."""
+    with open(os.path.join(ROOT, "cli", "cli.h")) as f:
         text = f.read()
     return {int(v): k for k, v in re.findall(r"\b(CLI_E?[A-Z]+)\s*=\s*(\d+),", text)}
 

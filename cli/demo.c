@@ -71,13 +71,14 @@ static double elapsed_ms(const demo_t *d)
 static int lib_error(demo_t *d, int err)
 {
     if (err == -ETIMEDOUT) {
-        cli_err("no reply from the daemon on %s within %d s", d->ctx->socket, DEMO_ACK_TIMEOUT_MS / 1000);
+        cli_err("no reply from the daemon on %s within %d s", cli_socket_name(d->ctx),
+                DEMO_ACK_TIMEOUT_MS / 1000);
         return CLI_EUNREACH;
     }
     if (err == -ENOENT || err == -ECONNREFUSED || err == -EACCES || err == -ENOTSOCK || err == -EPIPE ||
         err == -ECONNRESET || err == -ENAMETOOLONG) {
-        cli_err("cannot reach the daemon's socket at %s (%s); is crewstreamd running?", d->ctx->socket,
-                strerror(-err));
+        cli_err("cannot reach the daemon's socket at %s (%s); is crewstreamd running?",
+                cli_socket_name(d->ctx), strerror(-err));
         return CLI_EUNREACH;
     }
     cli_err("posting failed: %s", crewstream_strerror(err));

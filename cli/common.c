@@ -1,7 +1,8 @@
 /*
- * main.c - crewstream, the command-line tool: global options, the command table, help and
- * exit codes. Each command lives in its own file and parses its own options with the global
- * ones mixed in, so `--url` works before or after the command name.
+ * common.c - what every command of the crewstream tool shares: the one-line errors and usage
+ * errors, the global options (--url, --token, --socket and their environment variables, the
+ * socket's default taken from libcrewstream), colour detection, the top-level help and the
+ * interrupt flag. Commands and main.c call into this file; it calls none of them.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,13 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "cli.h"
-
-#ifndef CS_VERSION
-#define CS_VERSION "0"
-#endif
+#include "crewstream/client.h"
 
 volatile int cli_interrupted;
 
@@ -61,13 +57,10 @@ static const char main_usage[] =
     "Start here: run `crewstreamd`, then `crewstream demo` in one terminal and\n"
     "`crewstream tail --all` in another.\n";
 
-static const struct {
-    const char *name;
-    int (*fn)(cli_ctx_t *, int, char **);
-} commands[] = {
-    {"post", cli_cmd_post}, {"tail", cli_cmd_tail},     {"respond", cli_cmd_respond},
-    {"ls", cli_cmd_ls},     {"status", cli_cmd_status}, {"demo", cli_cmd_demo},
-};
+void cli_usage(FILE *out)
+{
+    fputs(main_usage, out);
+}
 
 void cli_err(const char *fmt, ...)
 {
@@ -142,6 +135,11 @@ int cli_global_opt(cli_ctx_t *ctx, int c, const char *arg)
     }
 }
 
+const char *cli_socket_name(const cli_ctx_t *ctx)
+{
+    return ctx->socket != NULL ? ctx->socket : "$XDG_RUNTIME_DIR/crewstream.sock";
+}
+
 static int wants_color(int fd)
 {
     const char *nc = getenv("NO_COLOR");
@@ -153,82 +151,25 @@ static int wants_color(int fd)
     return isatty(fd);
 }
 
-int main(int argc, char **argv)
+int cli_ctx_init(cli_ctx_t *ctx)
 {
-    static const struct option longopts[] = {CLI_GLOBAL_LONGOPTS, {"version", no_argument, NULL, 'V'}, {0}};
-    cli_ctx_t ctx = {.url = "http://127.0.0.1:8000"};
     const char *env;
-    int c, rc;
 
-    if ((env = getenv("CREWSTREAM_URL")) != NULL && env[0] != '\0' && set_url(&ctx, env) != 0)
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->url = "http://127.0.0.1:8000";
+    if ((env = getenv("CREWSTREAM_URL")) != NULL && env[0] != '\0' && set_url(ctx, env) != 0)
         return CLI_EUSAGE;
     if ((env = getenv("CREWSTREAM_TOKEN")) != NULL && env[0] != '\0')
-        ctx.token = env;
-    if ((env = getenv("CREWSTREAM_SOCKET")) != NULL && env[0] != '\0') {
-        ctx.socket = env;
-    } else {
-        const char *dir = getenv("XDG_RUNTIME_DIR");
-        if (dir != NULL && dir[0] != '\0')
-            snprintf(socket_buf, sizeof(socket_buf), "%s/crewstream.sock", dir);
-        else
-            snprintf(socket_buf, sizeof(socket_buf), "/tmp/crewstream.sock");
-        ctx.socket = socket_buf;
-    }
-    ctx.color_out = wants_color(STDOUT_FILENO);
-    ctx.color_err = wants_color(STDERR_FILENO);
-
-    /* Global options up to the command name ('+': stop at the first non-option). */
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+:hV", longopts, NULL)) != -1) {
-        if (cli_global_opt(&ctx, c, optarg))
-            continue;
-        switch (c) {
-        case 'h':
-            fputs(main_usage, stdout);
-            return CLI_OK;
-        case 'V':
-            printf("crewstream %s\n", CS_VERSION);
-            return CLI_OK;
-        default:
-            return cli_bad_option(&ctx, c, argc, argv);
-        }
-    }
-    if (optind >= argc) {
-        fputs(main_usage, stderr);
-        return CLI_EUSAGE;
-    }
-
-    const char *name = argv[optind];
-    char *help_argv[3];
-    int sub_argc = argc - optind;
-    char **sub_argv = argv + optind;
-    if (strcmp(name, "help") == 0) {
-        if (optind + 1 >= argc) {
-            fputs(main_usage, stdout);
-            return CLI_OK;
-        }
-        /* `crewstream help tail` is `crewstream tail --help`. */
-        help_argv[0] = argv[optind + 1];
-        help_argv[1] = "--help";
-        help_argv[2] = NULL;
-        name = help_argv[0];
-        sub_argc = 2;
-        sub_argv = help_argv;
-    }
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        if (strcmp(name, commands[i].name) != 0)
-            continue;
-        ctx.cmd = commands[i].name;
-        if (cli_http_init() != 0) {
-            cli_err("cannot initialise libcurl");
-            return CLI_EFAIL;
-        }
-        optind = 0; /* glibc: full re-initialisation for the command's own parse */
-        rc = commands[i].fn(&ctx, sub_argc, sub_argv);
-        fflush(stdout);
-        curl_global_cleanup();
-        return rc;
-    }
-    cli_err("unknown command '%s'; see crewstream --help", name);
-    return CLI_EUSAGE;
+        ctx->token = env;
+    /* CREWSTREAM_SOCKET is taken as given (a path too long for a socket is reported when a
+     * command connects); otherwise the library's default, the one a runtime finds too. */
+    if ((env = getenv("CREWSTREAM_SOCKET")) != NULL && env[0] != '\0')
+        ctx->socket = env;
+    else if (crewstream_default_socket_path(socket_buf, sizeof(socket_buf)) >= 0)
+        ctx->socket = socket_buf;
+    else
+        ctx->socket = NULL; /* $XDG_RUNTIME_DIR too long: the library's default fails when used */
+    ctx->color_out = wants_color(STDOUT_FILENO);
+    ctx->color_err = wants_color(STDERR_FILENO);
+    return CLI_OK;
 }

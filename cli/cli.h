@@ -1,6 +1,7 @@
 /*
- * cli.h - the pieces of the crewstream command-line tool: options and exit codes shared by every
- * command, the HTTP helpers (libcurl), the SSE parser, the tree renderer and the commands.
+ * cli.h - the pieces of the crewstream command-line tool: what every command shares (exit codes,
+ * errors, global options: common.c), the HTTP helpers (libcurl: http.c), the SSE parser (sse.c),
+ * the tree renderer (render.c) and the commands (one file each, dispatched by main.c).
  */
 #ifndef CS_CLI_H
 #define CS_CLI_H
@@ -28,13 +29,26 @@ enum {
 typedef struct cli_ctx {
     const char *url;    /* base URL without a trailing slash */
     const char *token;  /* bearer token or NULL */
-    const char *socket; /* ingest Unix socket path */
+    const char *socket; /* ingest Unix socket path; NULL when the default is too long */
     const char *cmd;    /* the command being run, for messages ("tail") */
     int color_out;      /* colour allowed on stdout */
     int color_err;      /* colour allowed on stderr */
 } cli_ctx_t;
 
-/* ---- options (main.c) ---- */
+/* ---- shared by every command: errors, usage, global options (common.c) ---- */
+
+/**
+ * Fills a context from the environment: CREWSTREAM_URL, CREWSTREAM_TOKEN, CREWSTREAM_SOCKET (else
+ * the library's crewstream_default_socket_path) and whether stdout/stderr take colour. Returns
+ * CLI_OK, or CLI_EUSAGE (after printing why) for a bad CREWSTREAM_URL.
+ */
+int cli_ctx_init(cli_ctx_t *ctx);
+
+/** Prints the top-level help (commands, global options, exit codes) to `out`. */
+void cli_usage(FILE *out);
+
+/** The socket path for messages: ctx->socket, or what the default would have been. */
+const char *cli_socket_name(const cli_ctx_t *ctx);
 
 /* Long-option values for the global options, accepted by every command. */
 enum { CLI_OPT_URL = 0x1000, CLI_OPT_TOKEN, CLI_OPT_SOCKET, CLI_OPT_HELP };

@@ -124,13 +124,14 @@ static int drain(post_t *p, int timeout_ms)
 static int lib_error(post_t *p, int err)
 {
     if (err == -ETIMEDOUT) {
-        cli_err("no reply from the daemon on %s within %d s", p->ctx->socket, POST_ACK_TIMEOUT_MS / 1000);
+        cli_err("no reply from the daemon on %s within %d s", cli_socket_name(p->ctx),
+                POST_ACK_TIMEOUT_MS / 1000);
         return CLI_EUNREACH;
     }
     if (err == -ENOENT || err == -ECONNREFUSED || err == -EACCES || err == -ENOTSOCK || err == -EPIPE ||
         err == -ECONNRESET || err == -ENAMETOOLONG) {
-        cli_err("cannot reach the daemon's socket at %s (%s); is crewstreamd running?", p->ctx->socket,
-                strerror(-err));
+        cli_err("cannot reach the daemon's socket at %s (%s); is crewstreamd running?",
+                cli_socket_name(p->ctx), strerror(-err));
         return CLI_EUNREACH;
     }
     cli_err("posting failed: %s", crewstream_strerror(err));
