@@ -12,6 +12,8 @@
 
 #include <jansson.h>
 
+#include "buf.h"
+
 /* Exit codes: documented in `crewstream --help` and docs/cli.md; keep the three in step. */
 enum {
     CLI_OK = 0,         /* done */
@@ -131,10 +133,8 @@ int cli_http_transport_error(const cli_ctx_t *ctx, int curl_code, const char *er
 typedef int (*cli_sse_cb)(void *arg, const char *id, const char *event, const char *data, size_t len);
 
 typedef struct cli_sse {
-    char *line; /* the line being assembled */
-    size_t len, cap;
-    char *data; /* the event's data lines, joined with \n */
-    size_t dlen, dcap;
+    cs_buf_t line; /* the line being assembled, at most max bytes */
+    cs_buf_t data; /* the event's data lines, joined with \n, at most max bytes */
     int has_data;
     int skip_lf;       /* the previous byte was CR: a following LF ends nothing */
     char id_buf[512];  /* the last event ID buffer (spec), committed at dispatch */

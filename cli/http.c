@@ -3,12 +3,15 @@
  * every request shares, and the mapping of transport failures and HTTP statuses to one line on
  * stderr and an exit code.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <curl/curl.h>
 
 #include "cli.h"
+
+#include "buf.h"
 
 #ifndef CS_VERSION
 #define CS_VERSION "0"
@@ -101,8 +104,7 @@ int cli_http_transport_error(const cli_ctx_t *ctx, int code, const char *errbuf)
 }
 
 typedef struct body {
-    char *p;
-    size_t len, cap;
+    cs_buf_t buf; /* at most CLI_MAX_BODY bytes */
     int too_big;
 } body_t;
 
@@ -110,24 +112,10 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
     body_t *b = arg;
     size_t n = size * nmemb;
-    if (b->len + n + 1 > CLI_MAX_BODY) {
+    int rc = cs_buf_append(&b->buf, ptr, n);
+    if (rc == -EMSGSIZE)
         b->too_big = 1;
-        return 0;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL)
-            return 0;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, ptr, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return n;
+    return rc == 0 ? n : 0;
 }
 
 int cli_http(const cli_ctx_t *ctx, const char *method, const char *path, const char *body, cli_resp_t *out)
@@ -140,6 +128,7 @@ int cli_http(const cli_ctx_t *ctx, const char *method, const char *path, const c
     char *url = cli_url(ctx, path);
 
     memset(out, 0, sizeof(*out));
+    cs_buf_init(&b.buf, CLI_MAX_BODY - 1);
     if (c == NULL || url == NULL) {
         cli_err("out of memory");
         rc = CLI_EFAIL;
@@ -174,13 +163,13 @@ int cli_http(const cli_ctx_t *ctx, const char *method, const char *path, const c
         goto Exit;
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-    out->body = b.p != NULL ? b.p : strdup("");
-    out->len = b.len;
-    b.p = NULL;
+    out->body = cs_buf_steal(&b.buf, &out->len);
+    if (out->body == NULL)
+        out->body = strdup("");
     out->json = out->body != NULL ? json_loadb(out->body, out->len, 0, NULL) : NULL;
 
 Exit:
-    free(b.p);
+    cs_buf_free(&b.buf);
     free(url);
     curl_slist_free_all(h);
     if (c != NULL)

@@ -13,6 +13,8 @@ void cli_sse_init(cli_sse_t *p, size_t max, cli_sse_cb cb, void *arg)
 {
     memset(p, 0, sizeof(*p));
     p->max = max;
+    cs_buf_init(&p->line, max);
+    cs_buf_init(&p->data, max);
     p->cb = cb;
     p->arg = arg;
     p->retry_ms = -1;
@@ -20,8 +22,8 @@ void cli_sse_init(cli_sse_t *p, size_t max, cli_sse_cb cb, void *arg)
 
 void cli_sse_reset_stream(cli_sse_t *p)
 {
-    p->len = 0;
-    p->dlen = 0;
+    cs_buf_consume(&p->line, cs_buf_size(&p->line));
+    cs_buf_consume(&p->data, cs_buf_size(&p->data));
     p->has_data = 0;
     p->skip_lf = 0;
     p->event[0] = '\0';
@@ -32,27 +34,8 @@ void cli_sse_reset_stream(cli_sse_t *p)
 
 void cli_sse_free(cli_sse_t *p)
 {
-    free(p->line);
-    free(p->data);
-    p->line = p->data = NULL;
-    p->len = p->cap = p->dlen = p->dcap = 0;
-}
-
-static int grow(char **buf, size_t *cap, size_t need, size_t max)
-{
-    if (need > max + 1)
-        return -1;
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 256;
-    while (c < need)
-        c *= 2;
-    char *b = realloc(*buf, c);
-    if (b == NULL)
-        return -1;
-    *buf = b;
-    *cap = c;
-    return 0;
+    cs_buf_free(&p->line);
+    cs_buf_free(&p->data);
 }
 
 static int dispatch(cli_sse_t *p)
@@ -60,12 +43,12 @@ static int dispatch(cli_sse_t *p)
     int rc = 0;
     memcpy(p->last_id, p->id_buf, sizeof(p->last_id));
     if (p->has_data) {
-        if (p->dlen > 0 && p->data[p->dlen - 1] == '\n')
-            p->dlen--;
-        p->data[p->dlen] = '\0';
-        rc = p->cb(p->arg, p->last_id, p->event, p->data, p->dlen);
+        size_t n = cs_buf_size(&p->data);
+        if (n > 0 && cs_buf_data(&p->data)[n - 1] == '\n')
+            cs_buf_truncate(&p->data, --n);
+        rc = p->cb(p->arg, p->last_id, p->event, cs_buf_data(&p->data), n);
     }
-    p->dlen = 0;
+    cs_buf_consume(&p->data, cs_buf_size(&p->data));
     p->has_data = 0;
     p->event[0] = '\0';
     return rc;
@@ -98,11 +81,10 @@ static int line(cli_sse_t *p, const char *s, size_t n)
         vn--;
     }
     if (fn == 4 && memcmp(s, "data", 4) == 0) {
-        if (grow(&p->data, &p->dcap, p->dlen + vn + 2, p->max) != 0)
+        if (cs_buf_reserve(&p->data, vn + 1) != 0)
             return -1;
-        memcpy(p->data + p->dlen, v, vn);
-        p->dlen += vn;
-        p->data[p->dlen++] = '\n';
+        cs_buf_append(&p->data, v, vn);
+        cs_buf_append(&p->data, "\n", 1);
         p->has_data = 1;
     } else if (fn == 5 && memcmp(s, "event", 5) == 0) {
         copy_field(p->event, sizeof(p->event), v, vn);
@@ -136,20 +118,14 @@ int cli_sse_feed(cli_sse_t *p, const char *buf, size_t n)
             i++;
         if (i == n) {
             /* No line end yet: keep the piece. */
-            if (grow(&p->line, &p->cap, p->len + n + 1, p->max) != 0)
-                return -1;
-            memcpy(p->line + p->len, buf, n);
-            p->len += n;
-            return 0;
+            return cs_buf_append(&p->line, buf, n) == 0 ? 0 : -1;
         }
         int rc;
-        if (p->len > 0) {
-            if (grow(&p->line, &p->cap, p->len + i + 1, p->max) != 0)
+        if (cs_buf_size(&p->line) > 0) {
+            if (cs_buf_append(&p->line, buf, i) != 0)
                 return -1;
-            memcpy(p->line + p->len, buf, i);
-            p->len += i;
-            rc = line(p, p->line, p->len);
-            p->len = 0;
+            rc = line(p, cs_buf_data(&p->line), cs_buf_size(&p->line));
+            cs_buf_consume(&p->line, cs_buf_size(&p->line));
         } else {
             if (i > p->max)
                 return -1;

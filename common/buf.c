@@ -94,6 +94,42 @@ int cs_buf_printf(cs_buf_t *b, const char *fmt, ...)
     return rc;
 }
 
+int cs_buf_space(cs_buf_t *b, size_t want, char **p, size_t *avail)
+{
+    size_t held = b->len - b->off;
+    int rc;
+
+    if (want == 0)
+        want = 1;
+    if (b->max != 0) {
+        if (held >= b->max)
+            return -EMSGSIZE;
+        if (want > b->max - held)
+            want = b->max - held;
+    }
+    if ((rc = cs_buf_reserve(b, want)) != 0)
+        return rc;
+    *p = b->p + b->len;
+    *avail = b->cap - b->len - 1;
+    if (b->max != 0 && *avail > b->max - held)
+        *avail = b->max - held;
+    return 0;
+}
+
+void cs_buf_commit(cs_buf_t *b, size_t n)
+{
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void cs_buf_truncate(cs_buf_t *b, size_t n)
+{
+    if (n >= b->len - b->off)
+        return;
+    b->len = b->off + n;
+    b->p[b->len] = '\0';
+}
+
 void cs_buf_consume(cs_buf_t *b, size_t n)
 {
     size_t held = b->len - b->off;

@@ -53,6 +53,17 @@ int cs_buf_puts(cs_buf_t *b, const char *s);
 int cs_buf_printf(cs_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int cs_buf_vprintf(cs_buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
+/** Room to read into without a copy: *p gets at least 1 and at most want free bytes past the end
+ * (their count in *avail), growing within the maximum. Returns 0, -EMSGSIZE when the buffer is at
+ * its maximum, or -ENOMEM. Follow with cs_buf_commit. */
+int cs_buf_space(cs_buf_t *b, size_t want, char **p, size_t *avail);
+
+/** Counts n bytes written at cs_buf_space's pointer as held. */
+void cs_buf_commit(cs_buf_t *b, size_t n);
+
+/** Keeps the first n unconsumed bytes (n <= cs_buf_size) and drops the rest. */
+void cs_buf_truncate(cs_buf_t *b, size_t n);
+
 /** Marks n bytes at the front as consumed (n <= cs_buf_size); the space is reused once all is. */
 void cs_buf_consume(cs_buf_t *b, size_t n);
 

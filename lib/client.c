@@ -15,6 +15,8 @@
  */
 #include "crewstream/client.h"
 
+#include "buf.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -111,8 +113,7 @@ struct crewstream_client {
     size_t wsend_off;
 
     /* the read buffer */
-    char *rbuf;
-    size_t rlen, rcap;
+    cs_buf_t in; /* what the daemon sent, up to max_in bytes of one line */
 
     /* answers */
     awaitrec_t *ahead, *atail;
@@ -384,7 +385,7 @@ static void drop_conn(crewstream_client_t *c, const char *why)
         wire_free(wire_pop(c));
     c->wsend = NULL;
     c->wsend_off = 0;
-    c->rlen = 0;
+    cs_buf_consume(&c->in, cs_buf_size(&c->in));
     if (c->no_reconnect) {
         c->broken = 1;
         return;
@@ -663,24 +664,18 @@ static int handle_line(crewstream_client_t *c, const char *line, size_t len)
 static void read_some(crewstream_client_t *c)
 {
     while (c->fd >= 0) {
-        if (c->rcap - c->rlen < 4096) {
-            size_t ncap = c->rcap * 2;
-            char *nb;
-            if (c->rcap >= c->max_in + 1) {
-                protocol_error(c, "a line longer than max_line_bytes + 64 KiB");
-                return;
-            }
-            if (ncap > c->max_in + 1)
-                ncap = c->max_in + 1;
-            nb = realloc(c->rbuf, ncap);
-            if (nb == NULL) {
-                drop_conn(c, "out of memory");
-                return;
-            }
-            c->rbuf = nb;
-            c->rcap = ncap;
+        char *p;
+        size_t avail;
+        int rc = cs_buf_space(&c->in, 64 * 1024, &p, &avail);
+        if (rc == -EMSGSIZE) {
+            protocol_error(c, "a line longer than max_line_bytes + 64 KiB");
+            return;
         }
-        ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, MSG_DONTWAIT);
+        if (rc != 0) {
+            drop_conn(c, "out of memory");
+            return;
+        }
+        ssize_t n = recv(c->fd, p, avail, MSG_DONTWAIT);
         if (n == 0) {
             drop_conn(c, "the daemon closed the connection");
             return;
@@ -692,25 +687,20 @@ static void read_some(crewstream_client_t *c)
                 drop_conn(c, strerror(errno));
             return;
         }
-        size_t scan = c->rlen, start = 0;
-        c->rlen += (size_t)n;
+        size_t scan = cs_buf_size(&c->in), start = 0;
+        cs_buf_commit(&c->in, (size_t)n);
+        const char *data = cs_buf_data(&c->in);
+        size_t len = cs_buf_size(&c->in);
         for (;;) {
-            char *nl = memchr(c->rbuf + scan, '\n', c->rlen - scan);
+            const char *nl = memchr(data + scan, '\n', len - scan);
             if (nl == NULL)
                 break;
-            size_t end = (size_t)(nl - c->rbuf);
-            if (handle_line(c, c->rbuf + start, end - start) < 0)
+            size_t end = (size_t)(nl - data);
+            if (handle_line(c, data + start, end - start) < 0)
                 return; /* dropped: the buffer is reset */
             start = scan = end + 1;
         }
-        if (start > 0) {
-            memmove(c->rbuf, c->rbuf + start, c->rlen - start);
-            c->rlen -= start;
-        }
-        if (c->rlen > c->max_in) {
-            protocol_error(c, "a line longer than max_line_bytes + 64 KiB");
-            return;
-        }
+        cs_buf_consume(&c->in, start);
     }
 }
 
@@ -879,9 +869,8 @@ int crewstream_connect(crewstream_client_t **out, const crewstream_options_t *op
     c->on_answer_arg = opts->on_answer_arg;
     c->next_ticket = c->first_unacked = 1;
     c->ring = calloc(c->cap, sizeof(*c->ring));
-    c->rcap = 64 * 1024;
-    c->rbuf = malloc(c->rcap);
-    if (c->ring == NULL || c->rbuf == NULL) {
+    cs_buf_init(&c->in, c->max_in);
+    if (c->ring == NULL) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -911,7 +900,7 @@ void crewstream_close(crewstream_client_t *c)
     while (c->ahead != NULL)
         rec_unlink_free(c, c->ahead);
     free(c->ring);
-    free(c->rbuf);
+    cs_buf_free(&c->in);
     free(c);
 }
 

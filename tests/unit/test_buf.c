@@ -27,6 +27,10 @@ static void test_append_and_max(void)
     CHECK(cs_buf_append(&b, "12345", 5) == 0);
     CHECK_STR(cs_buf_data(&b), "world12345");
     CHECK(cs_buf_append(&b, "x", 1) == -EMSGSIZE);
+    cs_buf_truncate(&b, 7);
+    CHECK_STR(cs_buf_data(&b), "world12");
+    cs_buf_truncate(&b, 70); /* more than held: nothing changes */
+    CHECK(cs_buf_size(&b) == 7);
     cs_buf_consume(&b, 100); /* more than held: all */
     CHECK(cs_buf_size(&b) == 0 && b.off == 0 && b.len == 0);
     cs_buf_free(&b);
@@ -97,11 +101,38 @@ static void test_steal_and_shrink(void)
     cs_buf_free(&b);
 }
 
+static void test_space_and_commit(void)
+{
+    cs_buf_t b;
+    char *p;
+    size_t avail, got = 0;
+    cs_buf_init(&b, 1000);
+    /* Read in pieces as recv() would, until the maximum: never more than it. */
+    for (;;) {
+        int rc = cs_buf_space(&b, 300, &p, &avail);
+        if (rc == -EMSGSIZE)
+            break;
+        REQUIRE(rc == 0);
+        CHECK(avail >= 1 && got + avail <= 1000);
+        size_t n = avail > 300 ? 300 : avail;
+        memset(p, 'r', n);
+        cs_buf_commit(&b, n);
+        got += n;
+    }
+    CHECK(got == 1000 && cs_buf_size(&b) == 1000);
+    CHECK(cs_buf_data(&b)[1000] == '\0');
+    cs_buf_consume(&b, 400);
+    REQUIRE(cs_buf_space(&b, 4096, &p, &avail) == 0);
+    CHECK(avail == 400); /* room again, only up to the maximum */
+    cs_buf_free(&b);
+}
+
 int main(void)
 {
     RUN(test_append_and_max);
     RUN(test_unlimited_growth_and_printf);
     RUN(test_consume_then_grow_moves_front);
     RUN(test_steal_and_shrink);
+    RUN(test_space_and_commit);
     CT_DONE();
 }
