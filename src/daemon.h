@@ -33,6 +33,9 @@ typedef struct cs_counters {
     uint64_t ingest_lines;
     uint64_t ingest_errors;
     uint64_t stalls;
+    uint64_t ws_pieces;       /* pieces of fragmented WebSocket messages written */
+    uint64_t ws_rx_paused;    /* times a WebSocket's reading stopped for a full reply queue */
+    uint64_t ws_flood_closed; /* WebSockets closed (1008) for not reading their replies */
 } cs_counters_t;
 
 typedef struct cs_daemon {

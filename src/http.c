@@ -572,6 +572,15 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     metric(&b, "ws_refused_origin_total", "counter", "WebSocket handshakes refused for their Origin (403).",
            c->ws_refused_origin);
     metric(&b, "stalls_total", "counter", "Subscribers disconnected for making no progress.", c->stalls);
+    metric(&b, "ws_fragmented_sending", "gauge",
+           "WebSockets in the middle of a large message (each holds one frame, one piece ahead).",
+           cs_ws_held(d->ws));
+    metric(&b, "ws_pieces_total", "counter", "Pieces of fragmented WebSocket messages written.",
+           c->ws_pieces);
+    metric(&b, "ws_rx_paused_total", "counter",
+           "Times a WebSocket client was not read until its queued replies were sent.", c->ws_rx_paused);
+    metric(&b, "ws_flood_closed_total", "counter",
+           "WebSockets closed (1008) for sending messages without reading the replies.", c->ws_flood_closed);
     if (b.oom) {
         free(b.p);
         return MHD_NO;

@@ -16,11 +16,19 @@
  * would say HTTP/1.0, which WebSocket clients reject as malformed).
  *
  * A session is a cursor into the store (cs_sub_t), never a queue: each
- * SERVER_WRITEABLE sends one thing - a pending close, a keep-alive ping, a reply to
- * the client, or the events the cursor has, framed back to back into one raw write
- * (a frame too large for that goes alone, its CS_FRAME_PRE bytes of head-room taking
- * the WebSocket header in place) - then asks for the next WRITEABLE or parks the
- * cursor until the next publish wakes it.
+ * SERVER_WRITEABLE sends one thing - a pending close, a keep-alive ping, the next piece
+ * of a large message, a reply to the client, or the events the cursor has, framed back
+ * to back into one raw write - then asks for the next WRITEABLE or parks the cursor
+ * until the next publish wakes it. No write is larger than WS_TX_PACKET: a frame too
+ * large for a batch goes out as a fragmented message, one piece of at most WS_PIECE
+ * bytes per WRITEABLE, straight from the shared frame, which the connection holds a
+ * reference to until its last piece is written. lws copies what the kernel does not
+ * take of a write and grants the next WRITEABLE only once that is sent, so a client
+ * that stops reading makes the daemon hold at most one write (WS_TX_PACKET) for it.
+ *
+ * Replies to a client's messages wait in a queue of WS_OUTQ; when it is full, lws stops
+ * reading that client (lws_rx_flow_control) until WRITEABLE has sent half of them, so
+ * a client that sends faster than it reads is slowed down, never answered partially.
  */
 #include "ws.h"
 
@@ -49,10 +57,15 @@ _Static_assert(CS_FRAME_PRE == LWS_PRE,
 #define WS_RX_BUFFER 1024
 /* The most one send() may carry; what the kernel does not take, lws keeps and sends later. */
 #define WS_TX_PACKET (64 * 1024)
+/* The payload of one piece of a fragmented message: with its header (at most 10 bytes), one write
+ * stays within WS_TX_PACKET. */
+#define WS_PIECE (WS_TX_PACKET - LWS_PRE)
 /* The largest client message (one HITL answer); bigger ones are closed with 1009. */
 #define WS_MSG_MAX (64 * 1024)
-/* Replies waiting for WRITEABLE, per connection; a client that outruns them loses the excess. */
-#define WS_OUTQ 8
+/* Replies waiting for WRITEABLE, per connection. A full queue stops reading the client until
+ * WS_OUTQ_RESUME are left; a reply that still finds it full closes the connection with 1008. */
+#define WS_OUTQ        8
+#define WS_OUTQ_RESUME (WS_OUTQ / 2)
 /* After a stall is noticed, how long the close frame may wait before lws drops the socket. */
 #define WS_STALL_GRACE_S 5
 /* uv_run rounds per before-sleep hook before handing back to the loop. */
@@ -92,6 +105,11 @@ struct ws_conn {
     unsigned char *outq[WS_OUTQ]; /* replies, each with LWS_PRE bytes of head-room */
     size_t outq_len[WS_OUTQ];
     unsigned outq_head, outq_n;
+    int rx_paused; /* the queue filled up: lws does not read this client until it drains */
+    /* A message too large for a batch, going out in pieces: the frame (a reference) and how much
+     * of its JSON is written. */
+    cs_frame_t *held;
+    size_t held_off;
     unsigned char *gap; /* the last stream.gap sent, with head-room */
     size_t gap_cap;
 
@@ -134,6 +152,7 @@ struct cs_ws {
     ws_conn_t *pings;    /* established, last pinged first */
     ws_conn_t *waits;    /* waiting for WRITEABLE, longest first */
     ws_conn_t *adopting; /* the connection lws_adopt is creating right now */
+    size_t n_held;       /* connections in the middle of a fragmented message */
     int adopt_created, adopt_destroyed;
     ws_args_t args;
 };
@@ -179,7 +198,21 @@ static int ws_has_more(ws_conn_t *c)
 {
     if (c->close_sent)
         return 0;
-    return c->close_code != 0 || c->ping_due || c->outq_n > 0 || (c->sub_open && cs_sub_has_next(&c->sub));
+    return c->close_code != 0 || c->ping_due || c->held != NULL || c->outq_n > 0 ||
+           (c->sub_open && cs_sub_has_next(&c->sub));
+}
+
+/* Closes the connection, once WRITEABLE comes, with code and reason; nothing else is sent first. */
+static void ws_close_with(ws_conn_t *c, int code, const char *reason)
+{
+    if (c->close_code != 0 || c->close_sent)
+        return;
+    c->close_code = code;
+    c->close_reason_len = strlen(reason);
+    if (c->close_reason_len > sizeof(c->close_reason))
+        c->close_reason_len = sizeof(c->close_reason);
+    memcpy(c->close_reason, reason, c->close_reason_len);
+    ws_want_write(c);
 }
 
 /* Queues one reply frame (JSON text) for the client. */
@@ -188,12 +221,21 @@ static void ws_queue_reply(ws_conn_t *c, const char *json, size_t len)
     unsigned char *buf;
 
     if (c->outq_n == WS_OUTQ) {
-        cs_log_error("ws: a client sent messages faster than it reads the replies: reply dropped");
+        /* Reading stops when the queue fills, so only messages lws had already read can get here:
+         * rather than leave one unanswered, the connection ends with a reason. */
+        if (c->close_code == 0) {
+            c->ws->d->counters.ws_flood_closed++;
+            cs_log_info(
+                "ws: a client of %s sends messages faster than it reads the replies: closing it (1008)",
+                c->route.execution_id);
+        }
+        ws_close_with(c, 1008, "replies not read: too many messages waiting for an answer");
         return;
     }
     buf = malloc(LWS_PRE + len);
     if (buf == NULL) {
-        cs_log_error("ws: out of memory queuing a reply");
+        cs_log_error("ws: out of memory queuing a reply: closing the connection (1011)");
+        ws_close_with(c, 1011, "out of memory");
         return;
     }
     memcpy(buf + LWS_PRE, json, len);
@@ -201,6 +243,13 @@ static void ws_queue_reply(ws_conn_t *c, const char *json, size_t len)
     c->outq[i] = buf;
     c->outq_len[i] = len;
     c->outq_n++;
+    if (c->outq_n == WS_OUTQ && !c->rx_paused && c->wsi != NULL) {
+        /* Backpressure: lws keeps what it has read of this client and reads no more until the
+         * replies are out (ws_writeable resumes it). */
+        c->rx_paused = 1;
+        c->ws->d->counters.ws_rx_paused++;
+        lws_rx_flow_control(c->wsi, 0);
+    }
     ws_want_write(c);
 }
 
@@ -278,6 +327,11 @@ static void ws_conn_detach(ws_conn_t *c)
         free(c->outq[c->outq_head]);
         c->outq_head = (c->outq_head + 1) % WS_OUTQ;
         c->outq_n--;
+    }
+    if (c->held != NULL) {
+        cs_frame_unref(c->ws->d->store, c->held);
+        c->held = NULL;
+        c->ws->n_held--;
     }
     free(c->gap);
     c->gap = NULL;
@@ -381,22 +435,39 @@ static void ws_cors_line(cs_ws_t *ws, struct lws *wsi, char *out, size_t outlen)
 }
 
 /*
+ * What a log line shows of a handshake's path: the route it matched and nothing else. A client may
+ * have put a token anywhere in the path ("/ws&token=S", ";token=S"): whatever is not a route with a
+ * valid execution id is not repeated.
+ */
+static const char *ws_route_shown(const cs_route_t *r, char *out, size_t outlen)
+{
+    const char *id = r->bad_id ? "(invalid id)" : r->execution_id;
+
+    if (r->kind == CS_ROUTE_EXEC_WS)
+        snprintf(out, outlen, "/v1/executions/%s/ws", id);
+    else if (r->kind == CS_ROUTE_HITL_WS)
+        snprintf(out, outlen, "/ws/human-input/%s", id);
+    else
+        snprintf(out, outlen, "a path that is no WebSocket route");
+    return out;
+}
+
+/*
  * Refuses the handshake with a complete HTTP/1.1 response and a JSON error body. Returns -1: the
  * caller hangs up, after lws has flushed the response.
  */
-static int ws_refuse(ws_conn_t *c, struct lws *wsi, const char *path, unsigned status, const char *code,
-                     const char *detail)
+static int ws_refuse(ws_conn_t *c, struct lws *wsi, const cs_route_t *route, unsigned status,
+                     const char *code, const char *detail)
 {
     cs_ws_t *ws = c->ws;
-    char cors[320], shown[128];
+    char cors[320], shown[CS_EXECUTION_ID_MAX + 64];
     size_t blen = 0;
     char *body = cs_error_json(code, detail, &blen);
     unsigned char *buf = NULL;
     int hl;
 
     ws->d->counters.ws_refused++;
-    ws_printable(shown, sizeof(shown), path, strlen(path));
-    cs_log_info("ws: refused %s: %u %s", shown, status, code);
+    cs_log_info("ws: refused %s: %u %s", ws_route_shown(route, shown, sizeof(shown)), status, code);
     if (body == NULL)
         goto out;
     ws_cors_line(ws, wsi, cors, sizeof(cors));
@@ -497,27 +568,28 @@ static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
     unsigned status;
 
     ws_path(wsi, path, sizeof(path));
-    if (d->stopping || ws->stopping)
-        return ws_refuse(c, wsi, path, 503, "unavailable", "the server is shutting down");
-    if (path[0] == '\0')
-        return ws_refuse(c, wsi, path, 400, "bad_request", "a WebSocket handshake is a GET request");
-    if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0)
-        return ws_refuse(c, wsi, path, 400, "bad_request", "only Upgrade: websocket is understood here");
     cs_route_match(path, strlen(path), &c->route);
+    if (d->stopping || ws->stopping)
+        return ws_refuse(c, wsi, &c->route, 503, "unavailable", "the server is shutting down");
+    if (path[0] == '\0')
+        return ws_refuse(c, wsi, &c->route, 400, "bad_request", "a WebSocket handshake is a GET request");
+    if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0)
+        return ws_refuse(c, wsi, &c->route, 400, "bad_request", "only Upgrade: websocket is understood here");
     if (!cs_route_is_ws(c->route.kind))
-        return ws_refuse(c, wsi, path, 404, "not_found", "no WebSocket endpoint at this path");
+        return ws_refuse(c, wsi, &c->route, 404, "not_found", "no WebSocket endpoint at this path");
     if (c->route.bad_id)
-        return ws_refuse(c, wsi, path, 400, "bad_request",
+        return ws_refuse(c, wsi, &c->route, 400, "bad_request",
                          "execution_id: expected 1-128 characters of [A-Za-z0-9._:-]");
     if ((detail = ws_handshake_problem(wsi, err, sizeof(err))) != NULL)
-        return ws_refuse(c, wsi, path, 400, "bad_request", detail);
+        return ws_refuse(c, wsi, &c->route, 400, "bad_request", detail);
     /* A browser applies no CORS to WebSocket, so the daemon does (SPEC §5): a page from an origin
      * http.cors_origins does not allow is refused before any upgrade, whatever token it carries. */
     const char *allow;
     int vary;
     if (!ws_origin(ws, wsi, &allow, &vary)) {
         d->counters.ws_refused_origin++;
-        return ws_refuse(c, wsi, path, 403, "forbidden", "this Origin is not allowed by http.cors_origins");
+        return ws_refuse(c, wsi, &c->route, 403, "forbidden",
+                         "this Origin is not allowed by http.cors_origins");
     }
 
     token = ws_token(c, wsi, token_buf, sizeof(token_buf));
@@ -525,7 +597,7 @@ static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
     ar = cs_auth_check(d->auth, token, CS_SCOPE_READ, c->route.execution_id, &who);
     if (ar != CS_AUTH_OK) {
         status = cs_auth_http_status(ar, &code, &detail);
-        return ws_refuse(c, wsi, path, status, code, detail);
+        return ws_refuse(c, wsi, &c->route, status, code, detail);
     }
     /* Decided now: the principal points into a token table a reload may replace. */
     c->can_respond = cs_auth_authorize(&who, CS_SCOPE_RESPOND, c->route.execution_id) == CS_AUTH_OK;
@@ -534,7 +606,7 @@ static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
     ws->args.used = 0;
     if (cs_sub_req_parse(&c->req, c->route.kind, ws_lookup_arg, ws_lookup_header, &ws->args, err,
                          sizeof(err)) != 0)
-        return ws_refuse(c, wsi, path, 400, "bad_request", err);
+        return ws_refuse(c, wsi, &c->route, 400, "bad_request", err);
     c->have_req = 1;
     return 0;
 }
@@ -548,10 +620,10 @@ static int ws_not_upgrade(ws_conn_t *c, struct lws *wsi)
     ws_path(wsi, path, sizeof(path));
     cs_route_match(path, strlen(path), &r);
     if (path[0] == '\0')
-        return ws_refuse(c, wsi, path, 400, "bad_request", "a WebSocket handshake is a GET request");
+        return ws_refuse(c, wsi, &r, 400, "bad_request", "a WebSocket handshake is a GET request");
     if (!cs_route_is_ws(r.kind))
-        return ws_refuse(c, wsi, path, 404, "not_found", "no WebSocket endpoint at this path");
-    return ws_refuse(c, wsi, path, 400, "bad_request",
+        return ws_refuse(c, wsi, &r, 404, "not_found", "no WebSocket endpoint at this path");
+    return ws_refuse(c, wsi, &r, 400, "bad_request",
                      "a WebSocket handshake needs Connection: Upgrade, Upgrade: websocket, "
                      "Sec-WebSocket-Key and Sec-WebSocket-Version: 13");
 }
@@ -647,6 +719,41 @@ static int ws_send_batch(ws_conn_t *c, struct lws *wsi, cs_item_t *it)
     return lws_write(wsi, ws_batch, n, LWS_WRITE_RAW);
 }
 
+/*
+ * Writes the next piece (at most WS_PIECE bytes) of the held frame: the first as a text frame, the
+ * others as continuations, all but the last without FIN. Returns lws_write's result.
+ */
+static int ws_send_piece(ws_conn_t *c, struct lws *wsi)
+{
+    cs_frame_t *f = c->held;
+    unsigned char *p = (unsigned char *)f->json + c->held_off, save[LWS_PRE];
+    size_t len = f->json_len - c->held_off;
+    int wp = c->held_off == 0 ? LWS_WRITE_TEXT : LWS_WRITE_CONTINUATION;
+    int n;
+
+    if (len > WS_PIECE) {
+        len = WS_PIECE;
+        wp |= LWS_WRITE_NO_FIN;
+    }
+    /*
+     * lws puts the piece's header in the LWS_PRE bytes in front of it. Past the first piece those
+     * are bytes of the shared JSON, which other connections still send: they are put back at once
+     * (one thread, and lws has sent or copied the piece when lws_write returns).
+     */
+    memcpy(save, p - LWS_PRE, LWS_PRE);
+    n = lws_write(wsi, p, len, (enum lws_write_protocol)wp);
+    memcpy(p - LWS_PRE, save, LWS_PRE);
+    c->ws->d->counters.ws_pieces++;
+    c->held_off += len;
+    if (c->held_off == f->json_len) {
+        cs_frame_unref(c->ws->d->store, f);
+        c->held = NULL;
+        c->held_off = 0;
+        c->ws->n_held--;
+    }
+    return n;
+}
+
 /* LWS_CALLBACK_SERVER_WRITEABLE: one lws_write, by priority. */
 static int ws_writeable(ws_conn_t *c, struct lws *wsi)
 {
@@ -677,17 +784,26 @@ static int ws_writeable(ws_conn_t *c, struct lws *wsi)
         unsigned char ping[LWS_PRE + 1];
         c->ping_due = 0;
         n = lws_write(wsi, ping + LWS_PRE, 0, LWS_WRITE_PING);
+    } else if (c->held != NULL) {
+        /* The rest of a fragmented message comes before anything else but control frames. */
+        n = ws_send_piece(c, wsi);
     } else if (c->outq_n > 0) {
         unsigned char *buf = c->outq[c->outq_head];
         n = lws_write(wsi, buf + LWS_PRE, c->outq_len[c->outq_head], LWS_WRITE_TEXT);
         free(buf);
         c->outq_head = (c->outq_head + 1) % WS_OUTQ;
         c->outq_n--;
+        if (c->rx_paused && c->outq_n <= WS_OUTQ_RESUME) {
+            c->rx_paused = 0;
+            lws_rx_flow_control(wsi, 1);
+        }
     } else if (c->sub_open && cs_sub_next(&c->sub, &it)) {
         if (it.frame != NULL && it.frame->json_len + 10 > sizeof(ws_batch)) {
-            /* Larger than a batch: alone, the shared frame's head-room taking this connection's
-             * header; one thread, one write at a time, and lws copies what the kernel does not take. */
-            n = lws_write(wsi, (unsigned char *)it.frame->json, it.frame->json_len, LWS_WRITE_TEXT);
+            /* Larger than a batch: a fragmented message, one piece per WRITEABLE. */
+            c->held = cs_frame_ref(it.frame);
+            c->held_off = 0;
+            c->ws->n_held++;
+            n = ws_send_piece(c, wsi);
         } else {
             n = ws_send_batch(c, wsi, &it);
         }
@@ -706,7 +822,7 @@ static int ws_receive(ws_conn_t *c, struct lws *wsi, const void *in, size_t len)
 {
     if (c->detached)
         return -1;
-    if (c->close_sent)
+    if (c->close_sent || c->close_code != 0)
         return 0; /* closing: the client's late messages are not answered */
     if (c->rx_len + len > WS_MSG_MAX) {
         static const char reason[] = "message larger than 65536 bytes";
@@ -1051,6 +1167,11 @@ void cs_ws_shutdown(cs_ws_t *ws)
 size_t cs_ws_count(const cs_ws_t *ws)
 {
     return ws != NULL ? ws->n_conns : 0;
+}
+
+size_t cs_ws_held(const cs_ws_t *ws)
+{
+    return ws != NULL ? ws->n_held : 0;
 }
 
 void cs_ws_free(cs_ws_t *ws)

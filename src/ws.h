@@ -30,6 +30,10 @@ void cs_ws_shutdown(cs_ws_t *ws);
 /** Returns the number of open WebSocket connections (including ones still in their handshake). */
 size_t cs_ws_count(const cs_ws_t *ws);
 
+/** Returns the number of WebSockets in the middle of sending a fragmented (large) message: each
+ * holds a reference to one stored frame and has at most one piece of it written ahead. */
+size_t cs_ws_held(const cs_ws_t *ws);
+
 /** Destroys the context and closes the libuv loop. */
 void cs_ws_free(cs_ws_t *ws);
 

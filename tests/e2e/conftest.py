@@ -5,6 +5,9 @@ directory, a config file deep-merged from the defaults below and `config`, and w
 serves `GET /health` and its ingest socket exists. `daemon` is one started with the defaults.
 On teardown every daemon still running gets SIGTERM and must exit 0 within 10 s; every daemon's
 stderr must be free of sanitizer reports.
+
+Temporary directories come from `mkdtemp()`: each belongs to the test that made it and is removed
+when that test passes; a failing test keeps its directories and names them in its report.
 """
 
 import json
@@ -25,6 +28,33 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # Loopback only: never let a proxy from the environment stand between the clients and the daemon.
 for _var in ("no_proxy", "NO_PROXY"):
     os.environ[_var] = "127.0.0.1,localhost" + ("," + os.environ[_var] if os.environ.get(_var) else "")
+
+
+# Directories mkdtemp() made for the running test (pytest runs one test at a time per process).
+_test_tmpdirs = []
+
+
+def mkdtemp(prefix="cs-e2e-"):
+    """A temporary directory for the running test: removed when it passes, kept when it fails."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    _test_tmpdirs.append(path)
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        item._cs_failed = True
+        if _test_tmpdirs:
+            rep.sections.append(("temporary directories kept", "\n".join(_test_tmpdirs)))
+    if rep.when == "teardown":
+        dirs = list(_test_tmpdirs)
+        del _test_tmpdirs[:]
+        if not getattr(item, "_cs_failed", False):
+            for path in dirs:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def daemon_path():
@@ -227,11 +257,9 @@ class Daemon:
 @pytest.fixture
 def make_daemon():
     started = []
-    dirs = []
 
     def factory(config=None, port=None, args=(), env=None, start=True):
-        tmp = tempfile.mkdtemp(prefix="cs-e2e-")
-        dirs.append(tmp)
+        tmp = mkdtemp()  # removed after the test unless it (or this teardown) failed
         d = Daemon(tmp, config, port=port, args=args, env=env)
         started.append(d)
         if start:
@@ -242,9 +270,6 @@ def make_daemon():
     problems = []
     for d in started:
         problems.extend(d.finish())
-    if not problems:
-        for tmp in dirs:
-            shutil.rmtree(tmp, ignore_errors=True)
     assert not problems, "\n".join(problems)
 
 

@@ -11,18 +11,17 @@ import re
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import daemon_path, free_port
+from conftest import daemon_path, free_port, mkdtemp
 from csutil import SANITIZER_MARKS, SSEClient, ev, http_json, poll, ws_connect, ws_next
 
 
 def run_daemon(args, config=None, timeout=10, env=None):
     """Runs crewstreamd to completion (for commands that should exit by themselves)."""
-    tmp = tempfile.mkdtemp(prefix="cs-e2e-")
+    tmp = mkdtemp()
     argv = [daemon_path()]
     if config is not None:
         path = os.path.join(tmp, "cfg.json")
@@ -40,7 +39,7 @@ def run_daemon(args, config=None, timeout=10, env=None):
 
 
 def base_config(tmp=None):
-    tmp = tmp or tempfile.mkdtemp(prefix="cs-e2e-")
+    tmp = tmp or mkdtemp()
     return {"listen": "127.0.0.1:%d" % free_port(), "ingest": {"socket": os.path.join(tmp, "in.sock")}}
 
 
@@ -139,7 +138,7 @@ def test_sighup_keeps_connections(make_daemon):
 
 def test_starts_without_a_config_file(tmp_path):
     port = free_port()
-    sock = tempfile.mkdtemp(prefix="cs-e2e-") + "/in.sock"
+    sock = mkdtemp() + "/in.sock"
     env = dict(os.environ)
     env.pop("CREWSTREAM_API_KEY", None)
     p = subprocess.Popen([daemon_path(), "--listen", "127.0.0.1:%d" % port, "--socket", sock],
@@ -222,7 +221,7 @@ def test_usage_errors_exit_2():
 
 
 def test_check_config_prints_effective_config_without_secrets():
-    tmp = tempfile.mkdtemp(prefix="cs-e2e-")
+    tmp = mkdtemp()
     cfg = base_config(tmp)
     cfg["auth"] = {"api_key": "SUPERSECRET-KEY-1", "tokens": [
         {"name": "dash", "token": "SUPERSECRET-TOKEN-2", "scopes": ["read"], "executions": ["run-*"]}]}

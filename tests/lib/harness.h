@@ -2,11 +2,14 @@
  * harness.h - what the client-library tests share: start the real crewstreamd (argv[1])
  * on a free loopback port and a socket in a fresh temporary directory, stop it with
  * SIGTERM (exit 0 expected), and read an execution's history over HTTP with a raw socket.
+ * The temporary directory is removed when the test passes; when it fails (a CHECK, a
+ * REQUIRE, the watchdog) it is kept and its path is the last line on stderr.
  */
 #ifndef CS_CLIENT_HARNESS_H
 #define CS_CLIENT_HARNESS_H
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <netinet/in.h>
@@ -33,6 +36,34 @@ typedef struct {
     pid_t pid;
     const char *config; /* a configuration file for --config, or NULL */
 } daemon_t;
+
+/* The test's temporary directory while it exists: reported if the test dies with it. */
+static char h_tmpdir[64];
+
+static void h_report_tmpdir(void)
+{
+    if (h_tmpdir[0] != '\0')
+        fprintf(stderr, "test failed: its temporary directory is kept: %s\n", h_tmpdir);
+}
+
+/* Removes dir and the files in it (the tests make no subdirectories). */
+static __attribute__((unused)) int h_rmdir_r(const char *dir)
+{
+    DIR *dp = opendir(dir);
+    struct dirent *e;
+    char path[512];
+
+    if (dp == NULL)
+        return -1;
+    while ((e = readdir(dp)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(dp);
+    return rmdir(dir);
+}
 
 static __attribute__((unused)) void h_sleep_ms(int ms)
 {
@@ -130,6 +161,9 @@ static __attribute__((unused)) void daemon_init(daemon_t *d, const char *bin)
     d->bin = bin;
     snprintf(d->dir, sizeof(d->dir), "/tmp/cs-client-XXXXXX");
     REQUIRE(mkdtemp(d->dir) != NULL);
+    if (h_tmpdir[0] == '\0')
+        atexit(h_report_tmpdir); /* a REQUIRE exits: say where the daemon's files are */
+    snprintf(h_tmpdir, sizeof(h_tmpdir), "%s", d->dir);
     snprintf(d->sock, sizeof(d->sock), "%s/ingest.sock", d->dir);
     daemon_start(d);
 }
@@ -141,10 +175,19 @@ static __attribute__((unused)) int daemon_kill(daemon_t *d, int sig)
 
     if (d->pid <= 0)
         return -1;
-    kill(d->pid, sig);
-    if (sig == SIGSTOP)
+    if (sig == SIGSTOP) {
+        kill(d->pid, sig);
         return 0;
-    kill(d->pid, SIGCONT);
+    }
+    /*
+     * A stopped daemon (SIGSTOP above) must run to act on a catchable sig, so SIGCONT goes first
+     * (SIGKILL needs none, and a resumed daemon would read what it must not before dying). Sent
+     * after sig, SIGCONT can reach a daemon already in LeakSanitizer's exit-time check, and that
+     * deadlocks (the test then hung until its watchdog).
+     */
+    if (sig != SIGKILL)
+        kill(d->pid, SIGCONT);
+    kill(d->pid, sig);
     REQUIRE(waitpid(d->pid, &st, 0) == d->pid);
     d->pid = 0;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -156,13 +199,18 @@ static __attribute__((unused)) void daemon_stop(daemon_t *d)
     CHECK(daemon_kill(d, SIGTERM) == 0);
 }
 
-/* Stops the daemon and removes the temporary directory. */
+/* Stops the daemon; removes the temporary directory unless something failed (then it is kept and
+ * reported at exit). */
 static __attribute__((unused)) void daemon_fini(daemon_t *d)
 {
     if (d->pid > 0)
         daemon_stop(d);
-    unlink(d->sock);
-    rmdir(d->dir);
+    if (ct_failures != 0)
+        return;
+    if (h_rmdir_r(d->dir) != 0)
+        fprintf(stderr, "cannot remove %s: %s\n", d->dir, strerror(errno));
+    if (strcmp(h_tmpdir, d->dir) == 0)
+        h_tmpdir[0] = '\0';
 }
 
 /* GET path over HTTP/1.0; returns the body (malloc'd) of a 200 answer, else NULL. */
@@ -278,10 +326,24 @@ static __attribute__((unused)) crewstream_client_t *h_open_client(const daemon_t
 }
 #endif
 
+/* The watchdog fired: say so and where the daemon's files are, then die of SIGALRM. */
+static void h_on_alarm(int sig)
+{
+    static const char msg[] = "watchdog: the test ran out of time; its temporary directory is kept: ";
+    ssize_t rc = write(2, msg, sizeof(msg) - 1);
+
+    rc += write(2, h_tmpdir, strlen(h_tmpdir));
+    rc += write(2, "\n", 1);
+    (void)rc;
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 /* Arms a watchdog: the test process dies if it runs longer than s seconds. */
 static __attribute__((unused)) void h_watchdog(unsigned s)
 {
     signal(SIGPIPE, SIG_DFL); /* the library must never raise it: let it kill us if it does */
+    signal(SIGALRM, h_on_alarm);
     alarm(s);
 }
 
