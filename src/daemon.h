@@ -36,6 +36,14 @@ typedef struct cs_counters {
     uint64_t ws_pieces;       /* pieces of fragmented WebSocket messages written */
     uint64_t ws_rx_paused;    /* times a WebSocket's reading stopped for a full reply queue */
     uint64_t ws_flood_closed; /* WebSockets closed (1008) for not reading their replies */
+    /* HTTP requests with a body answered before any of it was read, by reason (http.c). */
+    uint64_t http_early_unauthorized; /* 401 */
+    uint64_t http_early_forbidden;    /* 403 */
+    uint64_t http_early_too_large;    /* 413: Content-Length over the route's limit */
+    uint64_t http_early_other;        /* 400, 404, 405, 503 */
+    uint64_t http_body_overrun;       /* a chunked body past the route's limit: connection closed */
+    uint64_t http_lines_refused;      /* POST /v1/events bodies over CS_HTTP_MAX_LINES lines: 413 */
+    uint64_t http_body_bytes;         /* gauge: bytes allocated for request bodies being received */
 } cs_counters_t;
 
 typedef struct cs_daemon {

@@ -9,7 +9,13 @@
  * wakes nothing in external-epoll mode). A held long-poll suspends without a
  * response and is answered when the handler runs again after its resume.
  * While suspended, a connection is invisible to MHD's epoll set, so we watch
- * its fd for hang-ups ourselves.
+ * its fd for hang-ups ourselves; we watch it while not suspended too, because
+ * MHD misses a FIN that came with the last request (see on_conn_io).
+ *
+ * A request with a body is checked (route, method, token, scope, Content-Length
+ * against the route's limit) on the handler's first call, before any of the
+ * body is read, and refused there; only a request that passes has its body
+ * buffered, up to the route's limit.
  */
 #include "http.h"
 
@@ -44,6 +50,7 @@
 typedef enum req_kind { REQ_PLAIN = 0, REQ_SSE, REQ_POLL } req_kind_t;
 
 typedef struct http_req http_req_t;
+typedef struct http_conn http_conn_t;
 
 struct cs_http {
     cs_daemon_t *d;
@@ -62,8 +69,11 @@ struct http_req {
     cs_sub_req_t sreq;
     cs_sub_t sub;
     int sub_open;
-    int started; /* the handler has decided what this request is */
-    char *body;  /* a POST body, up to limits.max_body_bytes */
+    int started;   /* the handler has decided what this request is */
+    int nul;       /* the target decoded to a NUL byte (%00) */
+    uint64_t clen; /* Content-Length, 0 when absent */
+    size_t limit;  /* the most body bytes this request may send (body_limit) */
+    char *body;    /* a POST body that passed the checks, up to limit */
     size_t body_len, body_cap;
     int suspended;
     int dead; /* the client left, or we are ending the stream */
@@ -73,10 +83,18 @@ struct http_req {
     /* Long-poll. */
     cs_timer_t timer;
     int timed_out;
-    /* Hang-up watch while suspended. */
-    cs_io_t hup;
-    int fd;
+    http_conn_t *conn; /* its connection, NULL when out of memory */
     http_req_t *prev, *next;
+};
+
+/* One per libmicrohttpd connection (its socket context), for the connection's life. */
+struct http_conn {
+    cs_http_t *h;
+    struct MHD_Connection *con;
+    http_req_t *q; /* the request in progress, or NULL */
+    cs_io_t io;    /* EPOLLRDHUP on the connection's fd, in our loop */
+    int watching;
+    int nul; /* MHD's unescaping of the request target produced a NUL byte (%00) */
 };
 
 /* ---- small helpers ---- */
@@ -174,7 +192,11 @@ static const char *request_token(struct MHD_Connection *con, char *buf, size_t b
 
 /* ---- suspend / resume ---- */
 
-static void on_hup(cs_io_t *io, uint32_t events);
+static void conn_watch(http_conn_t *c)
+{
+    if (c != NULL && !c->watching)
+        c->watching = cs_io_start(&c->io, CS_IO_RDHUP) == 0;
+}
 
 static void req_suspend(http_req_t *q)
 {
@@ -182,31 +204,52 @@ static void req_suspend(http_req_t *q)
         return;
     MHD_suspend_connection(q->con);
     q->suspended = 1;
-    if (q->fd >= 0) {
-        cs_io_init(&q->hup, q->h->d->loop, q->fd, on_hup, q);
-        cs_io_start(&q->hup, CS_IO_RDHUP);
-    }
+    /* The watch stops once it has fired; level-triggered, it fires again at once if the client has
+     * already gone. */
+    conn_watch(q->conn);
 }
 
 static void req_resume(http_req_t *q)
 {
     if (!q->suspended)
         return;
-    cs_io_stop(&q->hup);
     q->suspended = 0;
     MHD_resume_connection(q->con);
     q->h->dirty = 1;
 }
 
-static void on_hup(cs_io_t *io, uint32_t events)
+static void on_hup(http_req_t *q)
 {
-    http_req_t *q = io->data;
-    (void)events;
-    cs_io_stop(io);
     q->dead = 1;
     if (q->sub_open)
         cs_sub_unpark(&q->sub);
     req_resume(q);
+}
+
+/*
+ * The client has shut its side (or the connection broke). A suspended request ends (an SSE stream
+ * stops, a held poll answers with what it has). Otherwise MHD must see the end of stream itself, but
+ * in external-epoll mode it does not when the FIN came with the last request: its sockets are
+ * edge-triggered and it stops reading at a short read, so it waits for an edge that never comes and
+ * the connection sits in CLOSE-WAIT until limits.stall_s, counted against limits.max_clients. A
+ * suspend and resume marks the connection readable (MHD assumes it missed an edge while suspended):
+ * once it has answered what it has read, it reads again, gets the EOF and closes the connection.
+ */
+static void on_conn_io(cs_io_t *io, uint32_t events)
+{
+    http_conn_t *c = io->data;
+    (void)events;
+
+    cs_io_stop(io);
+    c->watching = 0;
+    if (c->q != NULL && c->q->suspended) {
+        on_hup(c->q);
+        return;
+    }
+    /* Not suspended by us (a resume still pending is cancelled by the suspend and made again). */
+    MHD_suspend_connection(c->con);
+    MHD_resume_connection(c->con);
+    c->h->dirty = 1;
 }
 
 static void sub_wake(cs_sub_t *sub)
@@ -360,7 +403,6 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
     const char *token, *code, *detail;
     cs_auth_result_t ar;
     unsigned status;
-    const union MHD_ConnectionInfo *ci;
 
     token = request_token(con, tokbuf, sizeof(tokbuf));
     ar = cs_auth_check(d->auth, token, CS_SCOPE_READ,
@@ -386,8 +428,6 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
     q->sub_open = 1;
     cs_sse_body_init(&q->out, d->store, cs_route_is_hitl(rt->kind), rt->kind == CS_ROUTE_GLOBAL_SSE,
                      q->sreq.named);
-    ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
-    q->fd = ci != NULL ? ci->connect_fd : -1;
     req_list(h, q);
 
     if (!cs_route_is_poll(rt->kind))
@@ -581,6 +621,23 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
            "Times a WebSocket client was not read until its queued replies were sent.", c->ws_rx_paused);
     metric(&b, "ws_flood_closed_total", "counter",
            "WebSockets closed (1008) for sending messages without reading the replies.", c->ws_flood_closed);
+    metric(&b, "http_early_unauthorized_total", "counter",
+           "Requests with a body answered 401 before any of the body was read.", c->http_early_unauthorized);
+    metric(&b, "http_early_forbidden_total", "counter",
+           "Requests with a body answered 403 before any of the body was read.", c->http_early_forbidden);
+    metric(&b, "http_early_too_large_total", "counter",
+           "Requests answered 413 before any of the body was read (Content-Length over the route's limit).",
+           c->http_early_too_large);
+    metric(&b, "http_early_other_total", "counter",
+           "Requests with a body answered 400, 404, 405 or 503 before any of the body was read.",
+           c->http_early_other);
+    metric(&b, "http_body_overrun_total", "counter",
+           "Chunked request bodies that grew past the route's limit (connection closed).",
+           c->http_body_overrun);
+    metric(&b, "http_lines_refused_total", "counter", "POST /v1/events bodies over the line limit (413).",
+           c->http_lines_refused);
+    metric(&b, "http_body_bytes", "gauge", "Bytes allocated for HTTP request bodies being received.",
+           c->http_body_bytes);
     if (b.oom) {
         free(b.p);
         return MHD_NO;
@@ -630,6 +687,23 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
         json_t *one = json_loadb(p, (size_t)(end - p), JSON_DECODE_ANY, NULL);
         whole = json_is_object(one);
         json_decref(one);
+    }
+    /* Every line gets a reply, a blank one too (invalid_json, as on the socket): bound the lines, so
+     * that neither the work done here, in one turn of the loop, nor the reply grows past what
+     * CS_HTTP_MAX_LINES lines make. Counted before anything is stored: all or nothing. */
+    if (!whole) {
+        size_t n = 0;
+        for (const char *s = p; s < end && n <= CS_HTTP_MAX_LINES; n++) {
+            const char *nl = memchr(s, '\n', (size_t)(end - s));
+            s = nl ? nl + 1 : end;
+        }
+        if (n > CS_HTTP_MAX_LINES) {
+            h->d->counters.http_lines_refused++;
+            return queue_errorf(h, q->con, 413, "too_large",
+                                "the body has more than %u lines (blank ones count): nothing was stored; "
+                                "send the events in several requests",
+                                (unsigned)CS_HTTP_MAX_LINES);
+        }
     }
     while (p < end) {
         const char *nl = whole ? NULL : memchr(p, '\n', (size_t)(end - p));
@@ -730,6 +804,155 @@ static enum MHD_Result handle_post(cs_http_t *h, http_req_t *q, struct MHD_Conne
     return post_answer(h, q, &who);
 }
 
+/* The most bytes a request body on this route may have. Only a POST's body is kept; an answer becomes
+ * one event, so it is held to limits.max_event_bytes as well. */
+static size_t body_limit(const cs_config_t *cfg, const cs_route_t *rt, unsigned m)
+{
+    size_t lim = cfg->max_body_bytes;
+
+    if (m == CS_METHOD_POST && (rt->kind == CS_ROUTE_RESUME || rt->kind == CS_ROUTE_EXEC_ANSWER) &&
+        cfg->max_event_bytes < lim)
+        lim = cfg->max_event_bytes;
+    return lim;
+}
+
+static unsigned method_bit(const char *method)
+{
+    return strcmp(method, "GET") == 0 ? CS_METHOD_GET : strcmp(method, "POST") == 0 ? CS_METHOD_POST : 0;
+}
+
+/* The request target: refuses (returns 1, *ret set) an encoded NUL, an unknown path, a method the
+ * route does not take; else fills q->route and returns 0. */
+static int check_target(cs_http_t *h, http_req_t *q, struct MHD_Connection *con, const char *url,
+                        const char *method, enum MHD_Result *ret)
+{
+    /* MHD decodes the target in place: a %00 would cut the path at its prefix (and a query value). */
+    if (q->nul) {
+        *ret = queue_error(h, con, 400, "bad_request",
+                           "the request target contains an encoded NUL byte (%00)", NULL, NULL);
+        return 1;
+    }
+    if (cs_route_match(url, strlen(url), &q->route) == CS_ROUTE_NONE) {
+        *ret = queue_errorf(h, con, 404, "not_found", "no route %s %s", method, url);
+        return 1;
+    }
+    if ((q->route.methods & method_bit(method)) == 0) {
+        char detail[300];
+        snprintf(detail, sizeof(detail), "%s is not allowed on %s (allowed: %s)", method, url,
+                 cs_route_allow(q->route.methods));
+        *ret =
+            queue_error(h, con, 405, "method_not_allowed", detail, "Allow", cs_route_allow(q->route.methods));
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * A request with a body, on the handler's first call (its head only): refuses now (returns 1, *ret
+ * set) whatever would be refused once the body is in - so that an unauthenticated client costs no
+ * more than its head - else sets q->limit and returns 0. libmicrohttpd reads none of a body refused
+ * here, and closes the connection after the answer.
+ */
+static int refuse_early(cs_http_t *h, http_req_t *q, struct MHD_Connection *con, const char *url,
+                        const char *method, enum MHD_Result *ret)
+{
+    cs_daemon_t *d = h->d;
+    cs_counters_t *c = &d->counters;
+    unsigned m = method_bit(method);
+
+    q->limit = d->cfg->max_body_bytes;
+    if (m == CS_METHOD_POST) {
+        char tokbuf[4096];
+        const char *code, *detail;
+        cs_principal_t who;
+        cs_auth_result_t ar;
+
+        if (check_target(h, q, con, url, method, ret)) {
+            c->http_early_other++;
+            return 1;
+        }
+        if (q->route.bad_id) {
+            c->http_early_other++;
+            *ret = queue_error(h, con, 400, "bad_request",
+                               "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
+            return 1;
+        }
+        if (d->stopping) {
+            c->http_early_other++;
+            *ret = queue_error(h, con, 503, "unavailable", "the server is shutting down", NULL, NULL);
+            return 1;
+        }
+        ar = cs_auth_identify(d->auth, request_token(con, tokbuf, sizeof(tokbuf)), &who);
+        if (ar != CS_AUTH_OK) {
+            unsigned status = cs_auth_http_status(ar, &code, &detail);
+            c->http_early_unauthorized++;
+            *ret = queue_error(h, con, status, code, detail, "WWW-Authenticate", "Bearer");
+            return 1;
+        }
+        if (q->route.kind == CS_ROUTE_GLOBAL_SSE && (who.scopes & CS_SCOPE_PUBLISH) == 0) {
+            c->http_early_forbidden++;
+            *ret = queue_error(h, con, 403, "forbidden", "publishing needs a token with the publish scope",
+                               NULL, NULL);
+            return 1;
+        }
+        if ((q->route.kind == CS_ROUTE_EXEC_ANSWER &&
+             cs_auth_authorize(&who, CS_SCOPE_RESPOND, q->route.execution_id) != CS_AUTH_OK) ||
+            (q->route.kind == CS_ROUTE_RESUME && (who.scopes & CS_SCOPE_RESPOND) == 0)) {
+            c->http_early_forbidden++;
+            *ret = queue_error(h, con, 403, "forbidden",
+                               "answering needs a token with respond on this execution", NULL, NULL);
+            return 1;
+        }
+        q->limit = body_limit(d->cfg, &q->route, m);
+    }
+    if (q->clen > q->limit) {
+        c->http_early_too_large++;
+        *ret = queue_errorf(
+            h, con, 413, "too_large",
+            "the request body is larger than this route takes (%zu bytes: limits.max_body_bytes%s)", q->limit,
+            q->limit < d->cfg->max_body_bytes ? ", limits.max_event_bytes" : "");
+        return 1;
+    }
+    return 0;
+}
+
+/* Keeps n more bytes of a POST body (within q->limit, checked by the caller). Returns 0 or -ENOMEM. */
+static int body_add(cs_http_t *h, http_req_t *q, const char *data, size_t n)
+{
+    if (q->body_len + n + 1 > q->body_cap) {
+        /* With a Content-Length, one allocation of its size; else doubling, up to the limit. */
+        size_t cap = q->clen > 0 ? (size_t)q->clen + 1 : q->body_cap ? q->body_cap * 2 : 4096;
+        while (cap < q->body_len + n + 1)
+            cap *= 2;
+        if (cap > q->limit + 1)
+            cap = q->limit + 1;
+        char *b = realloc(q->body, cap);
+        if (b == NULL)
+            return -ENOMEM;
+        h->d->counters.http_body_bytes += cap - q->body_cap;
+        q->body = b;
+        q->body_cap = cap;
+    }
+    memcpy(q->body + q->body_len, data, n);
+    q->body_len += n;
+    q->body[q->body_len] = '\0';
+    return 0;
+}
+
+static void body_free(cs_http_t *h, http_req_t *q)
+{
+    h->d->counters.http_body_bytes -= q->body_cap;
+    free(q->body);
+    q->body = NULL;
+    q->body_cap = 0;
+}
+
+static http_conn_t *conn_of(struct MHD_Connection *con)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -738,31 +961,41 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     cs_daemon_t *d = h->d;
     http_req_t *q = *con_cls;
     unsigned m;
+    enum MHD_Result ret;
     (void)version;
 
     if (q == NULL) {
-        /* First call: headers only. Answering now would make MHD close the connection after the
-         * response (it cannot know whether a body follows); answer on the next call instead. */
+        /* First call: the head only. Answering now makes MHD close the connection after the response
+         * (it reads no more of this request), so a request without a body is answered on the next
+         * call; one with a body is refused now if it would be refused at its end. */
+        http_conn_t *c = conn_of(con);
+        if (c == NULL)
+            return MHD_NO; /* out of memory when the connection came */
         q = calloc(1, sizeof(*q));
         if (q == NULL)
             return MHD_NO;
         q->h = h;
         q->con = con;
-        q->fd = -1;
+        q->conn = c;
+        q->nul = c->nul;
+        c->nul = 0;
+        c->q = q;
         *con_cls = q;
         d->counters.http_requests++;
         const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
-        if (cl != NULL && strtoull(cl, NULL, 10) > d->cfg->max_body_bytes) {
+        const char *te = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Transfer-Encoding");
+        q->clen = cl != NULL ? strtoull(cl, NULL, 10) : 0;
+        if (q->clen == 0 && te == NULL)
+            return MHD_YES;
+        if (refuse_early(h, q, con, url, method, &ret)) {
             q->started = 1;
-            return queue_error(h, con, 413, "too_large",
-                               "the request body is larger than limits.max_body_bytes", NULL, NULL);
+            return ret;
         }
         return MHD_YES;
     }
     if (q->started) {
         /* Called again: a held long-poll resumed, or more of a body we do not read. */
         if (q->kind == REQ_POLL) {
-            enum MHD_Result ret;
             cs_sub_unpark(&q->sub);
             if (poll_try_answer(h, q, q->timed_out || q->dead || d->stopping, &ret)) {
                 cs_timer_stop(&q->timer);
@@ -777,36 +1010,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         return MHD_YES;
     }
     if (*upload_data_size != 0) {
-        /* Gather a POST body (up to limits.max_body_bytes); read past any other body. Answer at its end. */
+        /* Keep a POST body that passed refuse_early (up to q->limit); read past any other body. Answer
+         * at its end. */
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (q->body_len + n > d->cfg->max_body_bytes) {
-            q->started = 1;
-            return queue_error(h, con, 413, "too_large",
-                               "the request body is larger than limits.max_body_bytes", NULL, NULL);
+        if (q->body_len + n > q->limit) {
+            /* Only a body without a Content-Length gets here (a larger Content-Length was answered
+             * 413 before its body), and MHD cannot answer in the middle of a body: close. */
+            d->counters.http_body_overrun++;
+            cs_log_debug("http: a %s body grew past %zu bytes: connection closed", method, q->limit);
+            return MHD_NO;
         }
-        if (strcmp(method, "POST") == 0) {
-            if (q->body_len + n + 1 > q->body_cap) {
-                size_t cap = q->body_cap ? q->body_cap : 4096;
-                while (cap < q->body_len + n + 1)
-                    cap *= 2;
-                char *b = realloc(q->body, cap);
-                if (b == NULL)
-                    return MHD_NO;
-                q->body = b;
-                q->body_cap = cap;
-            }
-            memcpy(q->body + q->body_len, upload_data, n);
+        if (strcmp(method, "POST") != 0)
             q->body_len += n;
-            q->body[q->body_len] = '\0';
-        } else {
-            q->body_len += n;
-        }
+        else if (body_add(h, q, upload_data, n) != 0)
+            return MHD_NO;
         return MHD_YES;
     }
     q->started = 1;
 
-    if (strcmp(method, "OPTIONS") == 0) {
+    if (q->nul || strcmp(method, "OPTIONS") != 0) {
+        if (check_target(h, q, con, url, method, &ret))
+            return ret;
+    } else {
         struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
         const char *want =
             MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Access-Control-Request-Headers");
@@ -816,21 +1042,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         MHD_add_response_header(r, "Access-Control-Allow-Methods", CORS_METHODS);
         MHD_add_response_header(r, "Access-Control-Allow-Headers", want != NULL ? want : CORS_HEADERS);
         MHD_add_response_header(r, "Access-Control-Max-Age", "600");
-        enum MHD_Result ret = MHD_queue_response(con, 204, r);
+        ret = MHD_queue_response(con, 204, r);
         MHD_destroy_response(r);
         return ret;
     }
-
-    m = strcmp(method, "GET") == 0 ? CS_METHOD_GET : strcmp(method, "POST") == 0 ? CS_METHOD_POST : 0;
-    if (cs_route_match(url, strlen(url), &q->route) == CS_ROUTE_NONE)
-        return queue_errorf(h, con, 404, "not_found", "no route %s %s", method, url);
-    if ((q->route.methods & m) == 0) {
-        char detail[300];
-        snprintf(detail, sizeof(detail), "%s is not allowed on %s (allowed: %s)", method, url,
-                 cs_route_allow(q->route.methods));
-        return queue_error(h, con, 405, "method_not_allowed", detail, "Allow",
-                           cs_route_allow(q->route.methods));
-    }
+    m = method_bit(method);
     if (q->route.kind == CS_ROUTE_HEALTH) {
         char ts[32], *body;
         cs_format_timestamp(cs_unix_ms(), ts, sizeof(ts));
@@ -863,8 +1079,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
                            "websocket");
     if (d->stopping)
         return queue_error(h, con, 503, "unavailable", "the server is shutting down", NULL, NULL);
-    if (m == CS_METHOD_POST)
-        return handle_post(h, q, con);
+    if (m == CS_METHOD_POST) {
+        ret = handle_post(h, q, con);
+        body_free(h, q); /* not needed while the answer is sent */
+        return ret;
+    }
     if (q->route.kind == CS_ROUTE_EXECS_LIST || q->route.kind == CS_ROUTE_EXEC_STATUS ||
         q->route.kind == CS_ROUTE_SEED_STATUS)
         return handle_status(h, q, con);
@@ -882,14 +1101,17 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
     if (q == NULL)
         return;
     *con_cls = NULL;
-    cs_io_stop(&q->hup);
+    if (q->conn != NULL) {
+        q->conn->q = NULL;
+        q->conn->nul = 0;
+    }
     if (q->kind == REQ_POLL)
         cs_timer_stop(&q->timer);
     if (q->sub_open)
         cs_sub_close(&q->sub);
     cs_sse_body_free(&q->out);
     cs_sub_req_free(&q->sreq);
-    free(q->body);
+    body_free(h, q);
     if (q->listed)
         DL_DELETE(h->streams, q);
     free(q);
@@ -899,15 +1121,46 @@ static void on_connection(void *cls, struct MHD_Connection *con, void **socket_c
                           enum MHD_ConnectionNotificationCode toe)
 {
     cs_http_t *h = cls;
-    (void)con;
-    (void)socket_context;
+    http_conn_t *c;
 
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
         h->conns++;
+        c = ci != NULL ? calloc(1, sizeof(*c)) : NULL;
+        *socket_context = c; /* NULL: the request will be closed (on_request) */
+        if (c == NULL)
+            return;
+        c->h = h;
+        c->con = con;
+        cs_io_init(&c->io, h->d->loop, ci->connect_fd, on_conn_io, c);
+        conn_watch(c);
     } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
         h->conns--;
         h->d->clients--;
+        c = *socket_context;
+        if (c == NULL)
+            return;
+        *socket_context = NULL;
+        if (c->q != NULL)
+            c->q->conn = NULL;
+        cs_io_stop(&c->io); /* the fd is still open */
+        free(c);
     }
+}
+
+/* MHD's decoding of the request target, noting a decoded NUL byte: MHD hands the path on as a C
+ * string, which would end at it, so such a request is refused (check_target). */
+static size_t unescape(void *cls, struct MHD_Connection *con, char *s)
+{
+    size_t n = MHD_http_unescape(s);
+    (void)cls;
+
+    if (memchr(s, '\0', n) != NULL) {
+        http_conn_t *c = conn_of(con);
+        if (c != NULL)
+            c->nul = 1;
+    }
+    return n;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -984,7 +1237,7 @@ int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen)
          * zeroes what it frees inside it, so most of it is resident per connection. */
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(cfg->head_bytes + 2048), MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->stall_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION,
-        on_connection, h, MHD_OPTION_END);
+        on_connection, h, MHD_OPTION_UNESCAPE_CALLBACK, unescape, h, MHD_OPTION_END);
     if (h->mhd == NULL) {
         snprintf(err, errlen, "libmicrohttpd would not start");
         free(h);

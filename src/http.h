@@ -12,6 +12,10 @@
 
 #include "daemon.h"
 
+/** The most lines a POST /v1/events body may have (a blank line is a line: it gets a reply). A body
+ * with more is answered 413 and nothing of it is stored, so a request's work and reply stay bounded. */
+#define CS_HTTP_MAX_LINES 10000
+
 /** Starts libmicrohttpd in external-epoll mode, registered in d->loop. Returns 0 or -errno with err. */
 int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen);
 
