@@ -183,6 +183,7 @@ static void on_tick(cs_timer_t *t)
     cs_daemon_t *d = &a->d;
     int64_t now = cs_loop_now(d->loop);
 
+    cs_log_flush();
     if (d->stopping) {
         if (drained(a) || now >= a->stop_deadline) {
             if (!drained(a))
@@ -355,6 +356,7 @@ int main(int argc, char **argv)
         goto out;
     }
     status = 0;
+    cs_log_flush();
     cs_log_info("stopped");
 
 out:
