@@ -32,6 +32,9 @@ typedef struct cs_counters {
     uint64_t ingest_lines;
     uint64_t ingest_errors;
     uint64_t stalls;
+    uint64_t accept_backoffs;        /* accept paused for want of descriptors (TCP and ingest) */
+    uint64_t health_over_limit;      /* GET /health answered 200 over limits.max_clients */
+    uint64_t tcp_refused_unlingered; /* refused over limits.max_clients and closed at once: linger full */
 } cs_counters_t;
 
 typedef struct cs_daemon {
