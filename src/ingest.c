@@ -189,27 +189,65 @@ static void producer_check_pause(producer_t *p)
     }
 }
 
-static uint64_t hash_line(const char *s, size_t n)
+/*
+ * A push line is known by its length and its two ends: the start names the execution and the request,
+ * the end the answer's event_id and seq, which no other answer in that execution shares. Only the ends
+ * are hashed and compared, so that an await repeated thousands of times does not read a large answer
+ * each time.
+ */
+#define PUSH_END 256
+
+static uint64_t fnv(uint64_t h, const char *s, size_t n)
 {
-    uint64_t h = 14695981039346656037ull; /* FNV-1a */
     for (size_t i = 0; i < n; i++)
         h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
     return h;
 }
 
+static uint64_t hash_push(const char *s, size_t n)
+{
+    uint64_t h = fnv(14695981039346656037ull, (const char *)&n, sizeof(n));
+
+    if (n <= 2 * PUSH_END)
+        return fnv(h, s, n);
+    return fnv(fnv(h, s, PUSH_END), s + n - PUSH_END, PUSH_END);
+}
+
+/* Compares [from, to) of the line s with the queued push whose byte i is buf[i - back] (back > 0: its
+ * first bytes were written and are gone from buf; they are at most skip). */
+static int same_range(const char *buf, size_t back, size_t skip, const char *s, size_t from, size_t to)
+{
+    if (from < skip)
+        from = skip;
+    return from >= to || memcmp(buf + (from - back), s + from, to - from) == 0;
+}
+
 /*
- * Returns nonzero when q holds the line s: the part of it not yet written is still in obuf (or pbuf),
- * and is compared; for the part already written the hash and the length stand in.
+ * Returns nonzero when q is the push line s: same length, and the same ends as far as they are not
+ * written yet (for what is written, the hash stands in).
  */
 static int qpush_holds(const producer_t *p, const qpush_t *q, const char *s, size_t n)
 {
+    const char *buf;
+    size_t back = 0, skip = 0;
+
     if (q->len != n)
         return 0;
-    if (q->in_pbuf)
-        return memcmp(p->pbuf + q->end - n, s, n) == 0;
-    uint64_t start = q->end - n, written = p->opos + p->ooff;
-    size_t skip = start < written ? (size_t)(written - start) : 0;
-    return memcmp(p->obuf + (start + skip - p->opos), s + skip, n - skip) == 0;
+    if (q->in_pbuf) {
+        buf = p->pbuf + (q->end - n);
+    } else {
+        uint64_t start = q->end - n, written = p->opos + p->ooff;
+        skip = start < written ? (size_t)(written - start) : 0;
+        if (start >= p->opos) {
+            buf = p->obuf + (size_t)(start - p->opos);
+        } else {
+            buf = p->obuf;
+            back = (size_t)(p->opos - start); /* <= skip: obuf starts at or before what is unwritten */
+        }
+    }
+    if (n <= 2 * PUSH_END)
+        return same_range(buf, back, skip, s, 0, n);
+    return same_range(buf, back, skip, s, 0, PUSH_END) && same_range(buf, back, skip, s, n - PUSH_END, n);
 }
 
 /* Forgets the pushes wholly written. */
@@ -240,7 +278,7 @@ static void qpush_clear(producer_t *p)
 static void on_push(cs_awaiter_t *aw, const char *line, size_t len)
 {
     producer_t *p = aw->owner;
-    uint64_t h = hash_line(line, len);
+    uint64_t h = hash_push(line, len);
     qpush_t *q = NULL;
 
     DL_DELETE2(p->awaits, aw, oprev, onext);
