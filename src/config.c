@@ -1235,6 +1235,29 @@ fail:
     return -ENOMEM;
 }
 
+int cs_config_fit_nofile(cs_config_t *cfg, size_t nofile, size_t extra, char *msg, size_t msglen)
+{
+    size_t need = CS_CONFIG_OWN_FDS + cfg->max_producers + extra;
+
+    if (nofile == 0 || cfg->max_clients + need <= nofile)
+        return 0;
+    if (nofile <= need) {
+        snprintf(msg, msglen,
+                 "the open-files limit %zu leaves no descriptor for clients: the daemon keeps %d, "
+                 "limits.max_producers takes %zu and answers over limits.max_clients %zu; raise LimitNOFILE "
+                 "(ulimit -n) or lower limits.max_producers",
+                 nofile, CS_CONFIG_OWN_FDS, cfg->max_producers, extra);
+        return -1;
+    }
+    snprintf(msg, msglen,
+             "limits.max_clients %zu is more than the open-files limit %zu allows (%d kept by the daemon, "
+             "%zu for limits.max_producers, %zu for answers over limits.max_clients): clamped to %zu; raise "
+             "LimitNOFILE (ulimit -n) to allow more",
+             cfg->max_clients, nofile, CS_CONFIG_OWN_FDS, cfg->max_producers, extra, nofile - need);
+    cfg->max_clients = nofile - need;
+    return 1;
+}
+
 void cs_config_free(cs_config_t *cfg)
 {
     if (cfg == NULL)

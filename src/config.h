@@ -118,6 +118,19 @@ int cs_config_parse_listen(const char *s, char **host, uint16_t *port);
  */
 char *cs_config_default_socket(void);
 
+/** Descriptors the daemon keeps for itself (standard streams, the loop, the listeners, the HTTP
+ * libraries' own, the journal): not available to clients. */
+#define CS_CONFIG_OWN_FDS 64
+
+/**
+ * Checks limits.max_clients against the open-files limit nofile (0: unlimited, nothing to check).
+ * The daemon needs CS_CONFIG_OWN_FDS descriptors, one per producer (limits.max_producers), and extra
+ * for connections it answers over max_clients; what is left is the most max_clients can be. Returns 0
+ * when the configuration fits; 1 when max_clients was lowered to what fits (msg says so); -1 when not
+ * even one client fits (msg says why; cfg unchanged).
+ */
+int cs_config_fit_nofile(cs_config_t *cfg, size_t nofile, size_t extra, char *msg, size_t msglen);
+
 /** Frees everything cfg owns. */
 void cs_config_free(cs_config_t *cfg);
 

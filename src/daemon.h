@@ -44,6 +44,9 @@ typedef struct cs_counters {
     uint64_t http_body_overrun;       /* a chunked body past the route's limit: connection closed */
     uint64_t http_lines_refused;      /* POST /v1/events bodies over CS_HTTP_MAX_LINES lines: 413 */
     uint64_t http_body_bytes;         /* gauge: bytes allocated for request bodies being received */
+    uint64_t accept_backoffs;         /* accept paused for want of descriptors (TCP and ingest) */
+    uint64_t health_over_limit;       /* GET /health answered 200 over limits.max_clients */
+    uint64_t tcp_refused_unlingered;  /* refused over limits.max_clients and closed at once: linger full */
 } cs_counters_t;
 
 typedef struct cs_daemon {

@@ -32,6 +32,7 @@
 
 #include "event.h"
 #include "ingest.h"
+#include "listener.h"
 #include "log.h"
 #include "route.h"
 #include "sse.h"
@@ -638,6 +639,31 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
            c->http_lines_refused);
     metric(&b, "http_body_bytes", "gauge", "Bytes allocated for HTTP request bodies being received.",
            c->http_body_bytes);
+    metric(&b, "accept_backoffs_total", "counter",
+           "Times accepting paused for want of descriptors or memory (TCP and ingest).", c->accept_backoffs);
+    metric(&b, "log_suppressed_total", "counter", "Log lines suppressed by the rate limit.",
+           cs_log_suppressed_total());
+    size_t over_refused, over_reserve;
+    cs_listener_over_limit(d->listener, &over_refused, &over_reserve);
+    metric(&b, "tcp_refused_lingering", "gauge", "Connections refused over limits.max_clients, lingering.",
+           over_refused);
+    metric(&b, "tcp_health_reserve", "gauge",
+           "Connections over limits.max_clients waiting to say GET /health.", over_reserve);
+    metric(&b, "health_over_limit_total", "counter", "GET /health answered over limits.max_clients.",
+           c->health_over_limit);
+    metric(&b, "tcp_refused_unlingered_total", "counter",
+           "Connections refused over limits.max_clients and closed at once (too many lingering).",
+           c->tcp_refused_unlingered);
+    cs_ingest_stats_t ist;
+    cs_ingest_stats(d->ingest, &ist);
+    metric(&b, "ingest_output_bytes", "gauge", "Replies and answers queued to producers, not yet written.",
+           ist.queued_bytes);
+    metric(&b, "ingest_producers_paused", "gauge", "Producers not read until they read their replies.",
+           ist.paused);
+    metric(&b, "ingest_pauses_total", "counter", "Times a producer was paused for its queued output.",
+           ist.pauses);
+    metric(&b, "ingest_pushes_deduplicated_total", "counter",
+           "Answers not queued again to a producer that still had them queued.", ist.pushes_same);
     if (b.oom) {
         free(b.p);
         return MHD_NO;

@@ -13,26 +13,48 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <uthash.h>
 #include <utlist.h>
 
 #include "cursor.h"
 #include "event.h"
 #include "jscan.h"
+#include "listener.h"
 #include "log.h"
 #include "status.h"
 
-#define READ_CHUNK    65536
-#define OUT_HIGH_MARK (1u << 20) /* stop reading a producer whose unread replies exceed this */
+#define READ_CHUNK 65536
+/* A producer whose queued output (replies and pushes) reaches the high mark is not read until it falls
+ * to the low mark: what it may cost is bounded however it sends and however little it reads. */
+#define OUT_HIGH_MARK ((size_t)1 << 20)
+#define OUT_LOW_MARK  (OUT_HIGH_MARK / 4)
 
 typedef struct producer producer_t;
+typedef struct qpush qpush_t;
 
 struct cs_ingest {
     cs_daemon_t *d;
     int fd;
     cs_io_t io;
+    cs_accept_backoff_t backoff;
     char *path;
     producer_t *list;
     size_t count;
+    size_t n_paused;      /* producers not read for their queued output */
+    size_t queued;        /* output queued to every producer (cs_ingest_stats) */
+    uint64_t pauses;      /* times a producer was paused */
+    uint64_t pushes_same; /* pushes not queued again: the same line was still queued */
+};
+
+/* A push line queued to a producer and not yet wholly written, found by its hash: an await repeated
+ * before the answer is written does not queue it again. */
+struct qpush {
+    uint64_t hash;
+    size_t len;
+    uint64_t end; /* in the output stream: the position just past it (in pbuf: its end offset there) */
+    int in_pbuf;
+    UT_hash_handle hh;
+    qpush_t *prev, *next; /* in the order queued */
 };
 
 struct producer {
@@ -44,10 +66,17 @@ struct producer {
     char *ibuf; /* bytes of the current, unfinished line */
     size_t ilen, icap;
     int skipping; /* inside a too_large line: discard until the next newline */
-    char *obuf;   /* replies not yet written */
+    char *obuf;   /* replies and pushes not yet written (from ooff) */
     size_t olen, ooff, ocap;
-    char *pbuf; /* pushes waiting for the replies of the lines being handled */
+    uint64_t opos; /* position of obuf[0] in the output stream: the bytes queued before it */
+    char *pbuf;    /* pushes waiting for the replies of the lines being handled */
     size_t plen, pcap;
+    qpush_t *qpush_hash, *qpushes; /* pushes queued, by hash and in order */
+    size_t n_qpushes;
+    size_t queued; /* what producer_queued counted last, for the total in cs_ingest_t */
+    char *rbuf;    /* read but not handled yet: the rest of a read when the producer paused */
+    size_t rlen, roff;
+    int paused; /* its queued output reached OUT_HIGH_MARK: not read until it falls to OUT_LOW_MARK */
     int eof;
     int closing;
     cs_awaiter_t *awaits; /* human-input answers this connection waits for */
@@ -56,6 +85,7 @@ struct producer {
 };
 
 static void producer_flush_later(producer_t *p);
+static void producer_close(producer_t *p);
 
 /* ---- replies ---- */
 
@@ -131,33 +161,178 @@ static cs_err_t reply_error(char **buf, size_t *len, size_t *cap, cs_err_t code,
 
 /* ---- awaiting human input ---- */
 
+/* ---- output queued to a producer ---- */
+
+/* Bytes queued to p and not yet written: replies, pushes, and what keeps track of the pushes. */
+static size_t producer_queued(const producer_t *p)
+{
+    return p->olen - p->ooff + p->plen + p->n_qpushes * sizeof(qpush_t);
+}
+
+/* Keeps the total of every producer's queued output (the /metrics gauge) in step with p's. */
+static void producer_account(producer_t *p)
+{
+    size_t q = producer_queued(p);
+
+    p->in->queued = p->in->queued - p->queued + q;
+    p->queued = q;
+}
+
+/* Stops reading p once its queued output reaches the high mark (backpressure). */
+static void producer_check_pause(producer_t *p)
+{
+    producer_account(p);
+    if (!p->paused && p->queued >= OUT_HIGH_MARK) {
+        p->paused = 1;
+        p->in->n_paused++;
+        p->in->pauses++;
+    }
+}
+
+/*
+ * A push line is known by its length and its two ends: the start names the execution and the request,
+ * the end the answer's event_id and seq, which no other answer in that execution shares. Only the ends
+ * are hashed and compared, so that an await repeated thousands of times does not read a large answer
+ * each time.
+ */
+#define PUSH_END 256
+
+static uint64_t fnv(uint64_t h, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t hash_push(const char *s, size_t n)
+{
+    uint64_t h = fnv(14695981039346656037ull, (const char *)&n, sizeof(n));
+
+    if (n <= 2 * PUSH_END)
+        return fnv(h, s, n);
+    return fnv(fnv(h, s, PUSH_END), s + n - PUSH_END, PUSH_END);
+}
+
+/* Compares [from, to) of the line s with the queued push whose byte i is buf[i - back] (back > 0: its
+ * first bytes were written and are gone from buf; they are at most skip). */
+static int same_range(const char *buf, size_t back, size_t skip, const char *s, size_t from, size_t to)
+{
+    if (from < skip)
+        from = skip;
+    return from >= to || memcmp(buf + (from - back), s + from, to - from) == 0;
+}
+
+/*
+ * Returns nonzero when q is the push line s: same length, and the same ends as far as they are not
+ * written yet (for what is written, the hash stands in).
+ */
+static int qpush_holds(const producer_t *p, const qpush_t *q, const char *s, size_t n)
+{
+    const char *buf;
+    size_t back = 0, skip = 0;
+
+    if (q->len != n)
+        return 0;
+    if (q->in_pbuf) {
+        buf = p->pbuf + (q->end - n);
+    } else {
+        uint64_t start = q->end - n, written = p->opos + p->ooff;
+        skip = start < written ? (size_t)(written - start) : 0;
+        if (start >= p->opos) {
+            buf = p->obuf + (size_t)(start - p->opos);
+        } else {
+            buf = p->obuf;
+            back = (size_t)(p->opos - start); /* <= skip: obuf starts at or before what is unwritten */
+        }
+    }
+    if (n <= 2 * PUSH_END)
+        return same_range(buf, back, skip, s, 0, n);
+    return same_range(buf, back, skip, s, 0, PUSH_END) && same_range(buf, back, skip, s, n - PUSH_END, n);
+}
+
+/* Forgets the pushes wholly written. */
+static void qpush_written(producer_t *p)
+{
+    uint64_t written = p->opos + p->ooff;
+
+    while (p->qpushes != NULL && !p->qpushes->in_pbuf && p->qpushes->end <= written) {
+        qpush_t *q = p->qpushes;
+        HASH_DEL(p->qpush_hash, q);
+        DL_DELETE(p->qpushes, q);
+        p->n_qpushes--;
+        free(q);
+    }
+}
+
+static void qpush_clear(producer_t *p)
+{
+    while (p->qpushes != NULL) {
+        qpush_t *q = p->qpushes;
+        HASH_DEL(p->qpush_hash, q);
+        DL_DELETE(p->qpushes, q);
+        free(q);
+    }
+    p->n_qpushes = 0;
+}
+
 static void on_push(cs_awaiter_t *aw, const char *line, size_t len)
 {
     producer_t *p = aw->owner;
+    uint64_t h = hash_push(line, len);
+    qpush_t *q = NULL;
 
     DL_DELETE2(p->awaits, aw, oprev, onext);
     free(aw);
+    /* The same answer still queued (an await repeated before it was read): one copy is enough. */
+    HASH_FIND(hh, p->qpush_hash, &h, sizeof(h), q);
+    if (q != NULL && qpush_holds(p, q, line, len)) {
+        p->in->pushes_same++;
+        return;
+    }
     /* Held apart until the replies of the lines now being handled are queued: a push never lands
-     * between a line and its reply. */
+     * between a line and its reply. An answer is never dropped: it is queued even past the high mark
+     * (what the producer awaits bounds it), and the producer is then not read until it drains. */
+    size_t before = p->plen;
     reply_add(&p->pbuf, &p->plen, &p->pcap, line, len);
+    if (p->plen == before) {
+        cs_log_error(
+            "ingest: out of memory queueing an answer to a producer: closing it (it may await again)");
+        producer_close(p);
+        return;
+    }
+    if (q == NULL && (q = calloc(1, sizeof(*q))) != NULL) {
+        q->hash = h;
+        q->len = len;
+        q->end = p->plen;
+        q->in_pbuf = 1;
+        HASH_ADD(hh, p->qpush_hash, hash, sizeof(q->hash), q);
+        DL_APPEND(p->qpushes, q);
+        p->n_qpushes++;
+    }
+    producer_check_pause(p);
     producer_flush_later(p);
 }
 
-/* Makes connection p await req, once. */
-static void producer_await(producer_t *p, cs_hitl_req_t *req)
+/* Makes connection p await req, once, with aw (allocated by the caller, which answered the line already:
+ * an answer that exists is pushed right behind that reply). */
+static void producer_await(producer_t *p, cs_hitl_req_t *req, cs_awaiter_t *aw)
 {
-    cs_awaiter_t *aw;
-
-    for (aw = p->awaits; aw != NULL; aw = aw->onext)
-        if (aw->req == req)
+    for (cs_awaiter_t *a = p->awaits; a != NULL; a = a->onext) {
+        if (a->req == req) {
+            free(aw);
             return;
-    aw = calloc(1, sizeof(*aw));
-    if (aw == NULL)
-        return;
+        }
+    }
     aw->owner = p;
     aw->push = on_push;
     DL_APPEND2(p->awaits, aw, oprev, onext);
     cs_hitl_await(req, aw); /* pushes at once when the answer exists */
+}
+
+static cs_err_t reply_no_memory(char **reply, size_t *rlen, size_t *rcap)
+{
+    return reply_error(reply, rlen, rcap, CS_ERR_INTERNAL,
+                       "out of memory: the line was not handled; send it again");
 }
 
 static cs_err_t op_await(cs_daemon_t *d, producer_t *p, json_t *obj, char **reply, size_t *rlen, size_t *rcap)
@@ -179,11 +354,14 @@ static cs_err_t op_await(cs_daemon_t *d, producer_t *p, json_t *obj, char **repl
     req = cs_store_find_request(d->store, x, json_string_length(jx), e, detail, sizeof(detail));
     if (req == NULL)
         return reply_error(reply, rlen, rcap, CS_ERR_NOT_FOUND, detail);
+    cs_awaiter_t *aw = calloc(1, sizeof(*aw));
+    if (aw == NULL)
+        return reply_no_memory(reply, rlen, rcap);
     reply_json(reply, rlen, rcap,
                json_pack("{s:b, s:s, s:s, s:s, s:b}", "ok", 1, "op", "await", "execution_id", x, "event_id",
                          e, "answered", req->answered));
     /* After the ack: an answer that already exists is pushed right behind it. */
-    producer_await(p, req);
+    producer_await(p, req, aw);
     return CS_OK;
 }
 
@@ -259,6 +437,7 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
     json_t *obj = NULL, *op;
     cs_err_t e;
     cs_publish_t pub;
+    cs_awaiter_t *aw = NULL;
     cs_jscan_t sc;
     cs_event_fields_t fl;
 
@@ -301,6 +480,14 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
         reply_error(reply, rlen, rcap, e, detail);
         goto out;
     }
+    /* The connection that posts a request awaits its answer: what that takes is had before the event
+     * is stored, so that a lack of memory refuses the line rather than drop the await unseen. */
+    if (conn != NULL &&
+        strcmp(json_string_value(json_object_get(obj, "type")), "human_input_required") == 0 &&
+        (aw = calloc(1, sizeof(*aw))) == NULL) {
+        e = reply_no_memory(reply, rlen, rcap);
+        goto out;
+    }
     if (publisher != NULL &&
         cs_auth_authorize(publisher, CS_SCOPE_PUBLISH,
                           json_string_value(json_object_get(obj, "execution_id"))) != CS_AUTH_OK) {
@@ -315,13 +502,16 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
     }
     reply_ack(reply, rlen, rcap, &pub);
     /* The connection that posts a request awaits its answer without asking (a retry too). */
-    if (conn != NULL &&
-        strcmp(json_string_value(json_object_get(obj, "type")), "human_input_required") == 0) {
+    if (aw != NULL) {
         cs_hitl_req_t *req = pub.exec ? cs_hitl_find(&pub.exec->hitl, pub.event_id) : NULL;
         if (req != NULL)
-            producer_await(conn, req);
+            producer_await(conn, req, aw);
+        else
+            free(aw);
+        aw = NULL;
     }
 out:
+    free(aw);
     if (e != CS_OK)
         d->counters.ingest_errors++;
     json_decref(obj);
@@ -339,9 +529,11 @@ static void producer_free(void *data)
         DL_DELETE2(p->awaits, aw, oprev, onext);
         free(aw);
     }
+    qpush_clear(p);
     free(p->ibuf);
     free(p->obuf);
     free(p->pbuf);
+    free(p->rbuf);
     free(p);
 }
 
@@ -359,16 +551,35 @@ static void producer_close(producer_t *p)
     cs_io_stop(&p->io);
     close(p->fd);
     p->fd = -1;
+    if (p->paused)
+        in->n_paused--;
+    in->queued -= p->queued;
+    p->queued = 0;
     DL_DELETE(in->list, p);
     in->count--;
     cs_defer(in->d->loop, &p->defer, producer_free, p);
 }
 
-/* Writes queued replies; returns 0, or -1 when the producer is gone. */
+/* Writes queued replies and pushes; returns 0, or -1 when the producer is gone. */
 static int producer_flush(producer_t *p)
 {
     if (p->plen > 0) {
+        /* The pushes go behind the replies queued so far; their records learn where they are. */
+        uint64_t base = p->opos + p->olen;
+        size_t before = p->olen;
         reply_add(&p->obuf, &p->olen, &p->ocap, p->pbuf, p->plen);
+        if (p->olen == before) {
+            cs_log_error(
+                "ingest: out of memory writing answers to a producer: closing it (it may await again)");
+            producer_close(p);
+            return -1;
+        }
+        for (qpush_t *q = p->qpushes; q != NULL; q = q->next) {
+            if (q->in_pbuf) {
+                q->end += base;
+                q->in_pbuf = 0;
+            }
+        }
         p->plen = 0;
     }
     while (p->ooff < p->olen) {
@@ -383,8 +594,30 @@ static int producer_flush(producer_t *p)
         }
         p->ooff += (size_t)n;
     }
-    if (p->ooff == p->olen)
+    qpush_written(p);
+    if (p->ooff == p->olen) {
+        p->opos += p->olen;
         p->olen = p->ooff = 0;
+        /* Do not keep a large buffer for a producer that was behind once. */
+        if (p->ocap > READ_CHUNK) {
+            free(p->obuf);
+            p->obuf = NULL;
+            p->ocap = 0;
+        }
+        if (p->pcap > READ_CHUNK) {
+            free(p->pbuf);
+            p->pbuf = NULL;
+            p->pcap = 0;
+        }
+    } else if (p->ooff >= p->olen - p->ooff) {
+        /* More written than left: move the rest to the front, so the buffer does not grow past about
+         * twice what is queued while the producer keeps reading a little. */
+        memmove(p->obuf, p->obuf + p->ooff, p->olen - p->ooff);
+        p->opos += p->ooff;
+        p->olen -= p->ooff;
+        p->ooff = 0;
+    }
+    producer_account(p);
     return 0;
 }
 
@@ -394,7 +627,7 @@ static void producer_update_interest(producer_t *p)
 
     if (p->closing)
         return;
-    if (!p->eof && p->olen - p->ooff < OUT_HIGH_MARK)
+    if (!p->eof && !p->paused && p->roff == p->rlen)
         ev |= CS_IO_READ;
     if (p->olen > p->ooff)
         ev |= CS_IO_WRITE;
@@ -411,21 +644,6 @@ static void producer_line(producer_t *p, const char *line, size_t len)
     cs_ingest_line(p->in->d, p, NULL, line, len, &p->obuf, &p->olen, &p->ocap);
 }
 
-static void on_flush_later(void *data)
-{
-    producer_t *p = data;
-    if (p->closing || producer_flush(p) != 0)
-        return;
-    producer_update_interest(p);
-}
-
-/* A push arrived from elsewhere (another producer's line, an HTTP answer): write it at turn's end. */
-static void producer_flush_later(producer_t *p)
-{
-    if (!p->closing)
-        cs_defer(p->in->d->loop, &p->flush_defer, on_flush_later, p);
-}
-
 static void producer_too_large(producer_t *p)
 {
     char detail[128];
@@ -436,12 +654,17 @@ static void producer_too_large(producer_t *p)
     reply_error(&p->obuf, &p->olen, &p->ocap, CS_ERR_TOO_LARGE, detail);
 }
 
-/* Splits newly read bytes into lines. */
-static void producer_feed(producer_t *p, const char *data, size_t n)
+/*
+ * Splits bytes read into lines and handles them, until p's queued output reaches the high mark (it is
+ * then paused after the line that reached it). Returns how many bytes were used: all of them unless
+ * it paused (or closed).
+ */
+static size_t producer_feed(producer_t *p, const char *data, size_t n)
 {
     size_t max = p->in->d->cfg->max_event_bytes;
+    const char *start = data;
 
-    while (n > 0) {
+    while (n > 0 && !p->paused) {
         const char *nl = memchr(data, '\n', n);
         size_t take = nl ? (size_t)(nl - data) : n;
 
@@ -458,8 +681,10 @@ static void producer_feed(producer_t *p, const char *data, size_t n)
             producer_line(p, data, take); /* the whole line is in this read: no copy */
         } else {
             if (buf_reserve(&p->ibuf, &p->icap, p->ilen + take) != 0) {
+                cs_log_error("ingest: out of memory for a line of %zu bytes: closing the producer",
+                             p->ilen + take);
                 producer_close(p);
-                return;
+                return (size_t)(data - start);
             }
             memcpy(p->ibuf + p->ilen, data, take);
             p->ilen += take;
@@ -468,8 +693,13 @@ static void producer_feed(producer_t *p, const char *data, size_t n)
                 p->ilen = 0;
             }
         }
-        if (nl == NULL)
+        if (p->closing)
+            return (size_t)(data - start);
+        if (nl == NULL) {
+            data += n;
             break;
+        }
+        producer_check_pause(p);
         data = nl + 1;
         n -= take + 1;
     }
@@ -479,6 +709,62 @@ static void producer_feed(producer_t *p, const char *data, size_t n)
         p->ibuf = NULL;
         p->icap = 0;
     }
+    return (size_t)(data - start);
+}
+
+/*
+ * Resumes a paused producer whose queued output fell to the low mark: handles the rest of its last read
+ * (which may pause it again). Returns 0, or -1 when it closed.
+ */
+static int producer_resume(producer_t *p)
+{
+    producer_account(p);
+    if (p->paused && p->queued <= OUT_LOW_MARK) {
+        p->paused = 0;
+        p->in->n_paused--;
+    }
+    if (!p->paused && p->roff < p->rlen) {
+        p->roff += producer_feed(p, p->rbuf + p->roff, p->rlen - p->roff);
+        if (p->closing)
+            return -1;
+        if (p->roff == p->rlen) {
+            free(p->rbuf);
+            p->rbuf = NULL;
+            p->rlen = p->roff = 0;
+        }
+    }
+    return 0;
+}
+
+/* Writes what is queued, takes up a paused producer's input as it drains, and sets the interest. */
+static void producer_pump(producer_t *p)
+{
+    /* Ends: each round handles some of the rest of the last read, or resumes, or nothing changes. */
+    for (;;) {
+        if (producer_flush(p) != 0)
+            return;
+        size_t roff = p->roff;
+        int paused = p->paused;
+        if (producer_resume(p) != 0)
+            return;
+        if (p->roff == roff && p->paused == paused)
+            break;
+    }
+    producer_update_interest(p);
+}
+
+static void on_flush_later(void *data)
+{
+    producer_t *p = data;
+    if (!p->closing)
+        producer_pump(p);
+}
+
+/* A push arrived from elsewhere (another producer's line, an HTTP answer): write it at turn's end. */
+static void producer_flush_later(producer_t *p)
+{
+    if (!p->closing)
+        cs_defer(p->in->d->loop, &p->flush_defer, on_flush_later, p);
 }
 
 static void on_producer_io(cs_io_t *io, uint32_t events)
@@ -486,14 +772,28 @@ static void on_producer_io(cs_io_t *io, uint32_t events)
     producer_t *p = io->data;
     static char chunk[READ_CHUNK];
 
-    if (events & CS_IO_READ) {
-        /* Read while replies can be queued; stop at the high mark to bound memory. */
-        for (int rounds = 0; rounds < 16 && p->olen - p->ooff < OUT_HIGH_MARK; rounds++) {
+    if ((events & CS_IO_READ) && !p->paused && p->roff == p->rlen) {
+        /* Read while the replies can be queued; a producer that does not read them is paused. */
+        for (int rounds = 0; rounds < 16 && !p->paused; rounds++) {
             ssize_t n = recv(p->fd, chunk, sizeof(chunk), 0);
             if (n > 0) {
-                producer_feed(p, chunk, (size_t)n);
+                size_t used = producer_feed(p, chunk, (size_t)n);
                 if (p->closing)
                     return;
+                if (used < (size_t)n) {
+                    /* Paused in the middle of this read: keep the rest for when it drains. */
+                    p->rbuf = malloc((size_t)n - used);
+                    if (p->rbuf == NULL) {
+                        cs_log_error("ingest: out of memory keeping %zu bytes read: closing the producer",
+                                     (size_t)n - used);
+                        producer_close(p);
+                        return;
+                    }
+                    memcpy(p->rbuf, chunk + used, (size_t)n - used);
+                    p->rlen = (size_t)n - used;
+                    p->roff = 0;
+                    break;
+                }
                 continue;
             }
             if (n == 0) {
@@ -511,9 +811,7 @@ static void on_producer_io(cs_io_t *io, uint32_t events)
     } else if (events & (CS_IO_HUP | CS_IO_ERR)) {
         p->eof = 1;
     }
-    if (producer_flush(p) != 0)
-        return;
-    producer_update_interest(p);
+    producer_pump(p);
 }
 
 static int uid_allowed(const cs_config_t *cfg, uid_t uid)
@@ -540,10 +838,12 @@ static void on_accept(cs_io_t *io, uint32_t events)
         int ml;
 
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                cs_log_warn("ingest: accept: %s", strerror(errno));
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            cs_accept_backoff_failed(&in->backoff, errno);
             return;
         }
+        cs_accept_backoff_ok(&in->backoff);
         memset(&cred, 0, sizeof(cred));
         getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl);
         if (!uid_allowed(d->cfg, cred.uid)) {
@@ -637,6 +937,7 @@ int cs_ingest_new(cs_ingest_t **out, cs_daemon_t *d, char *err, size_t errlen)
     in->d = d;
     in->fd = fd;
     cs_io_init(&in->io, d->loop, fd, on_accept, in);
+    cs_accept_backoff_init(&in->backoff, &in->io, "ingest", &d->counters.accept_backoffs);
     if ((rc = cs_io_start(&in->io, CS_IO_READ)) != 0) {
         snprintf(err, errlen, "ingest.socket: %s", strerror(-rc));
         cs_ingest_free(in);
@@ -650,6 +951,7 @@ void cs_ingest_close_listener(cs_ingest_t *in)
 {
     if (in->fd < 0)
         return;
+    cs_accept_backoff_stop(&in->backoff);
     cs_io_stop(&in->io);
     close(in->fd);
     in->fd = -1;
@@ -659,6 +961,14 @@ void cs_ingest_close_listener(cs_ingest_t *in)
 size_t cs_ingest_count(const cs_ingest_t *in)
 {
     return in->count;
+}
+
+void cs_ingest_stats(const cs_ingest_t *in, cs_ingest_stats_t *st)
+{
+    st->queued_bytes = in->queued;
+    st->paused = in->n_paused;
+    st->pauses = in->pauses;
+    st->pushes_same = in->pushes_same;
 }
 
 void cs_ingest_free(cs_ingest_t *in)

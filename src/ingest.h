@@ -1,14 +1,17 @@
 /*
  * ingest.h - the Unix-socket ingest: newline-delimited JSON in, exactly one reply
  * line per line out, in order (SPEC §3). Replies are queued and written once
- * per read batch; a producer that does not read its replies stops being read
- * (bounded output), and one that sends a line over limits.max_event_bytes gets
- * too_large and is skipped to the next newline.
+ * per read batch; a producer whose queued output (replies and pushed answers)
+ * reaches 1 MiB stops being read until it has read it down to 256 KiB (bounded
+ * output: backpressure), and an answer still queued to a connection is not
+ * queued to it again when it awaits once more. One that sends a line over
+ * limits.max_event_bytes gets too_large and is skipped to the next newline.
  */
 #ifndef CS_INGEST_H
 #define CS_INGEST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "daemon.h"
 
@@ -31,6 +34,17 @@ void cs_ingest_close_listener(cs_ingest_t *in);
 
 /** Returns the number of producer connections. */
 size_t cs_ingest_count(const cs_ingest_t *in);
+
+/** What /metrics shows of the producers' output. */
+typedef struct cs_ingest_stats {
+    size_t queued_bytes;  /* replies and pushes queued to every producer, not yet written */
+    size_t paused;        /* producers not read because their queued output reached 1 MiB */
+    uint64_t pauses;      /* times a producer was paused so */
+    uint64_t pushes_same; /* answers not queued again to a producer that still had them queued */
+} cs_ingest_stats_t;
+
+/** Fills in st. */
+void cs_ingest_stats(const cs_ingest_t *in, cs_ingest_stats_t *st);
 
 /** Closes everything and removes the socket file. */
 void cs_ingest_free(cs_ingest_t *in);

@@ -16,13 +16,15 @@
 
 #include <utlist.h>
 
+#include "event.h"
 #include "head.h"
 #include "http.h"
 #include "log.h"
 #include "sse.h"
 #include "ws.h"
 
-#define LINGER_MS 2000
+#define LINGER_MS      2000
+#define HEALTH_HEAD_MS 1000 /* how long a connection over limits.max_clients may take to say GET /health */
 
 typedef struct pending pending_t;
 
@@ -30,9 +32,14 @@ struct cs_listener {
     cs_daemon_t *d;
     int fd;
     cs_io_t io;
+    cs_accept_backoff_t backoff;
     pending_t *list;
     size_t n_pending;
-    char *peek; /* one buffer for every peek: the loop is single-threaded */
+    size_t
+        n_refused; /* answered 503 over limits.max_clients, lingering (CS_LISTENER_REFUSED_LINGER at most) */
+    size_t
+        n_reserve; /* over limits.max_clients, waiting for a GET /health head (CS_LISTENER_HEALTH_RESERVE) */
+    char *peek;    /* one buffer for every peek: the loop is single-threaded */
     size_t peek_cap;
 };
 
@@ -40,6 +47,8 @@ struct pending {
     cs_listener_t *l;
     int fd;
     int lingering; /* answered (431/503), draining input before close */
+    int reserve;   /* over limits.max_clients: only GET /health is answered (200), else 503 */
+    int refused;   /* over limits.max_clients and answered: counted in n_refused */
     cs_io_t io;
     cs_timer_t timer;
     cs_defer_t defer;
@@ -47,6 +56,54 @@ struct pending {
     socklen_t addrlen;
     pending_t *prev, *next;
 };
+
+/* ---- accept back-off ---- */
+
+static void on_backoff_timer(cs_timer_t *t)
+{
+    cs_accept_backoff_t *b = t->data;
+
+    /* Watch the socket again and try at once: the connections waiting there have waited enough. */
+    if (cs_io_start(b->io, CS_IO_READ) == 0)
+        b->io->cb(b->io, CS_IO_READ);
+}
+
+void cs_accept_backoff_init(cs_accept_backoff_t *b, cs_io_t *io, const char *what, uint64_t *counter)
+{
+    b->io = io;
+    b->delay_ms = 0;
+    b->what = what;
+    b->counter = counter;
+    cs_timer_init(&b->timer, io->loop, on_backoff_timer, b);
+}
+
+int cs_accept_backoff_failed(cs_accept_backoff_t *b, int err)
+{
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+        return 0;
+    b->delay_ms = b->delay_ms == 0 ? CS_ACCEPT_BACKOFF_MIN_MS : 2 * b->delay_ms;
+    if (b->delay_ms > CS_ACCEPT_BACKOFF_MAX_MS)
+        b->delay_ms = CS_ACCEPT_BACKOFF_MAX_MS;
+    (*b->counter)++;
+    cs_io_stop(b->io);
+    cs_timer_start(&b->timer, b->delay_ms);
+    cs_log_warn("%s: accept: %s: not accepting for %lld ms (raise LimitNOFILE, or lower limits.max_clients "
+                "or limits.max_producers)",
+                b->what, strerror(err), (long long)b->delay_ms);
+    return 1;
+}
+
+void cs_accept_backoff_ok(cs_accept_backoff_t *b)
+{
+    b->delay_ms = 0;
+}
+
+void cs_accept_backoff_stop(cs_accept_backoff_t *b)
+{
+    cs_timer_stop(&b->timer);
+}
+
+/* ---- the listener ---- */
 
 int cs_listener_is_loopback(const char *host)
 {
@@ -75,6 +132,11 @@ static void pending_end(pending_t *p, int close_fd)
 
     cs_io_stop(&p->io);
     cs_timer_stop(&p->timer);
+    if (p->reserve)
+        l->n_reserve--;
+    if (p->refused)
+        l->n_refused--;
+    p->reserve = p->refused = 0;
     if (close_fd && p->fd >= 0) {
         /* Read what is left so the close sends FIN rather than a reset the client may see first. */
         char sink[4096];
@@ -109,17 +171,41 @@ static void on_linger_io(cs_io_t *io, uint32_t events)
         pending_end(p, 1);
 }
 
-/* Answers with a short JSON error and closes gracefully. */
-static void pending_answer(pending_t *p, unsigned status, const char *code, const char *detail)
+/*
+ * A connection over limits.max_clients (a health-reserve one included) is about to be answered: it
+ * now counts among the refused ones that linger, of which there are at most CS_LISTENER_REFUSED_LINGER
+ * (their descriptors are above max_clients). Returns nonzero when it may linger, 0 when it must be
+ * closed right after its answer.
+ */
+static int pending_refuse(pending_t *p)
 {
-    char head[256], *body;
-    size_t blen;
+    cs_listener_t *l = p->l;
+
+    if (p->reserve) {
+        p->reserve = 0;
+        l->n_reserve--;
+    }
+    if (!p->refused) {
+        p->refused = 1;
+        l->n_refused++;
+    }
+    if (l->n_refused > CS_LISTENER_REFUSED_LINGER) {
+        l->d->counters.tcp_refused_unlingered++;
+        return 0;
+    }
+    return 1;
+}
+
+/* Writes a short answer (JSON body) and closes gracefully: lingers reading until the client closes, at
+ * most LINGER_MS, unless linger is 0 (then closes at once). */
+static void pending_write(pending_t *p, unsigned status, const char *body, size_t blen, int linger)
+{
+    char head[256];
     int hl;
 
     int vary;
     /* The head is not parsed here, so only an open CORS policy can be stated. */
     int any_origin = cs_cors_allow(p->l->d->cfg, NULL, 0, &vary) != NULL;
-    body = cs_error_json(code, detail, &blen);
     hl = snprintf(head, sizeof(head),
                   "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                   "%sConnection: close\r\n\r\n",
@@ -128,8 +214,11 @@ static void pending_answer(pending_t *p, unsigned status, const char *code, cons
     /* Best effort: the socket buffer is empty, so a small answer fits. */
     if (send(p->fd, head, (size_t)hl, MSG_NOSIGNAL) == hl && body != NULL)
         (void)!send(p->fd, body, blen, MSG_NOSIGNAL);
-    free(body);
     shutdown(p->fd, SHUT_WR);
+    if (!linger) {
+        pending_end(p, 1);
+        return;
+    }
     p->lingering = 1;
     p->io.cb = on_linger_io;
     cs_io_start(&p->io, CS_IO_READ | CS_IO_RDHUP);
@@ -138,9 +227,61 @@ static void pending_answer(pending_t *p, unsigned status, const char *code, cons
     on_linger_io(&p->io, 0);
 }
 
+/* Answers with a short JSON error and closes gracefully. */
+static void pending_answer(pending_t *p, unsigned status, const char *code, const char *detail)
+{
+    size_t blen;
+    char *body = cs_error_json(code, detail, &blen);
+    int linger = (p->reserve || p->refused) ? pending_refuse(p) : 1;
+
+    pending_write(p, status, body, body ? blen : 0, linger);
+    free(body);
+}
+
+/* Over limits.max_clients: 503, and the connection closes. */
+static void pending_full(pending_t *p)
+{
+    size_t blen;
+    char *body = cs_error_json("unavailable", "too many connections (limits.max_clients)", &blen);
+
+    p->l->d->counters.tcp_rejected_full++;
+    pending_write(p, 503, body, body ? blen : 0, pending_refuse(p));
+    free(body);
+}
+
+/* "GET /health" (or "/health/"), with or without a query: a probe may come when every slot is taken. */
+static int is_health_request(const char *head, size_t len)
+{
+    static const char want[] = "GET /health";
+    size_t n = sizeof(want) - 1;
+
+    if (len < n + 1 || memcmp(head, want, n) != 0)
+        return 0;
+    if (head[n] == '/')
+        n++;
+    return n < len && (head[n] == ' ' || head[n] == '?');
+}
+
+/* GET /health over limits.max_clients, answered here as libmicrohttpd would: a busy daemon is healthy. */
+static void pending_health(pending_t *p)
+{
+    char ts[32], body[96];
+    int n;
+
+    p->l->d->counters.health_over_limit++;
+    cs_format_timestamp(cs_unix_ms(), ts, sizeof(ts));
+    n = snprintf(body, sizeof(body), "{\"status\":\"healthy\",\"timestamp\":\"%s\"}", ts);
+    pending_write(p, 200, body, (size_t)n, pending_refuse(p));
+}
+
 static void on_head_timeout(cs_timer_t *t)
 {
     pending_t *p = t->data;
+    if (p->reserve) {
+        /* A connection in the health reserve that did not ask for /health in time. */
+        pending_full(p);
+        return;
+    }
     p->l->d->counters.heads_timed_out++;
     cs_log_debug("tcp: request head not complete in %us: 408", p->l->d->cfg->head_timeout_s);
     pending_answer(p, 408, "head_timeout", "the request head did not arrive within limits.head_timeout_s");
@@ -192,12 +333,23 @@ static void on_pending_io(cs_io_t *io, uint32_t events)
         }
         return;
     case CS_HEAD_WEBSOCKET: {
+        if (p->reserve) {
+            pending_full(p);
+            return;
+        }
         int fd = p->fd;
         pending_end(p, 0);
         cs_ws_adopt(d->ws, fd);
         return;
     }
     case CS_HEAD_HTTP: {
+        if (p->reserve) {
+            if (is_health_request(l->peek, head_len))
+                pending_health(p);
+            else
+                pending_full(p);
+            return;
+        }
         int fd = p->fd;
         struct sockaddr_storage addr = p->addr;
         socklen_t alen = p->addrlen;
@@ -221,11 +373,12 @@ static void on_accept(cs_io_t *io, uint32_t events)
         socklen_t alen = sizeof(addr);
         int fd = accept4(l->fd, (struct sockaddr *)&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                cs_log_warn("tcp: accept: %s (raise LimitNOFILE or lower limits.max_clients)",
-                            strerror(errno));
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            cs_accept_backoff_failed(&l->backoff, errno);
             return;
         }
+        cs_accept_backoff_ok(&l->backoff);
         pending_t *p = calloc(1, sizeof(*p));
         if (p == NULL) {
             close(fd);
@@ -237,17 +390,26 @@ static void on_accept(cs_io_t *io, uint32_t events)
         p->fd = fd;
         p->addr = addr;
         p->addrlen = alen;
+        /* Connections over the limit that are being answered do not count against it. */
+        int over = d->clients - l->n_refused - l->n_reserve >= d->cfg->max_clients;
         d->clients++;
         d->counters.tcp_accepted++;
         DL_APPEND(l->list, p);
         l->n_pending++;
         cs_io_init(&p->io, d->loop, fd, on_pending_io, p);
         cs_timer_init(&p->timer, d->loop, on_head_timeout, p);
-        cs_timer_start(&p->timer, (int64_t)d->cfg->head_timeout_s * 1000);
-        if (d->clients > d->cfg->max_clients) {
-            d->counters.tcp_rejected_full++;
-            pending_answer(p, 503, "unavailable", "too many connections (limits.max_clients)");
+        if (over && l->n_reserve >= CS_LISTENER_HEALTH_RESERVE) {
+            pending_full(p);
             continue;
+        }
+        if (over) {
+            /* A few connections over the limit wait briefly for their head: a health probe gets its
+             * 200 however busy the daemon is, anything else its 503. */
+            p->reserve = 1;
+            l->n_reserve++;
+            cs_timer_start(&p->timer, HEALTH_HEAD_MS);
+        } else {
+            cs_timer_start(&p->timer, (int64_t)d->cfg->head_timeout_s * 1000);
         }
         if (cs_io_start(&p->io, CS_IO_READ | CS_IO_RDHUP | CS_IO_EDGE) != 0) {
             pending_end(p, 1);
@@ -307,6 +469,7 @@ int cs_listener_new(cs_listener_t **out, cs_daemon_t *d, char *err, size_t errle
     }
     l->fd = fd;
     cs_io_init(&l->io, d->loop, fd, on_accept, l);
+    cs_accept_backoff_init(&l->backoff, &l->io, "tcp", &d->counters.accept_backoffs);
     if ((rc = cs_io_start(&l->io, CS_IO_READ)) != 0) {
         snprintf(err, errlen, "listen %s: %s", d->cfg->listen, strerror(-rc));
         goto fail;
@@ -325,6 +488,7 @@ fail:
 void cs_listener_close(cs_listener_t *l)
 {
     if (l->fd >= 0) {
+        cs_accept_backoff_stop(&l->backoff);
         cs_io_stop(&l->io);
         close(l->fd);
         l->fd = -1;
@@ -336,6 +500,12 @@ void cs_listener_close(cs_listener_t *l)
 size_t cs_listener_pending(const cs_listener_t *l)
 {
     return l->n_pending;
+}
+
+void cs_listener_over_limit(const cs_listener_t *l, size_t *refused, size_t *reserve)
+{
+    *refused = l->n_refused;
+    *reserve = l->n_reserve;
 }
 
 void cs_listener_free(cs_listener_t *l)

@@ -153,6 +153,24 @@ static void raise_nofile(void)
     }
 }
 
+/*
+ * limits.max_clients must fit under the open-files limit with what else the daemon holds (see
+ * cs_config_fit_nofile): a configuration that does not is clamped with a warning, or refused when not
+ * one client would fit. Returns 0 or -1 (logged).
+ */
+static int fit_nofile(cs_config_t *cfg, const char *when)
+{
+    char msg[512];
+    int rc = cs_config_fit_nofile(cfg, cs_nofile_limit(),
+                                  CS_LISTENER_HEALTH_RESERVE + CS_LISTENER_REFUSED_LINGER, msg, sizeof(msg));
+
+    if (rc < 0)
+        cs_log_error("%s%s", when, msg);
+    else if (rc > 0)
+        cs_log_warn("%s%s", when, msg);
+    return rc < 0 ? -1 : 0;
+}
+
 static int drained(app_t *a)
 {
     cs_daemon_t *d = &a->d;
@@ -183,6 +201,7 @@ static void on_tick(cs_timer_t *t)
     cs_daemon_t *d = &a->d;
     int64_t now = cs_loop_now(d->loop);
 
+    cs_log_flush();
     if (d->stopping) {
         if (drained(a) || now >= a->stop_deadline) {
             if (!drained(a))
@@ -245,6 +264,13 @@ static int reload(app_t *a)
     if (cs_config_from_argv(cfg, a->argc, a->argv, NULL, err, sizeof(err)) != 0 ||
         cs_auth_new(&auth, cfg, cs_listener_is_loopback(d->cfg->listen_host), err, sizeof(err)) != 0) {
         cs_log_error("reload: %s; keeping the running configuration", err);
+        cs_config_free(cfg);
+        free(cfg);
+        return -1;
+    }
+    if (fit_nofile(cfg, "reload: ") != 0) {
+        cs_log_error("reload: keeping the running configuration");
+        cs_auth_free(auth);
         cs_config_free(cfg);
         free(cfg);
         return -1;
@@ -324,6 +350,10 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
+    if (fit_nofile(d->cfg, "") != 0) {
+        status = 2;
+        goto out_auth;
+    }
     a->notify = getenv("NOTIFY_SOCKET") != NULL && getenv("NOTIFY_SOCKET")[0] != '\0';
     store_limits(d->cfg, &lim);
     if ((rc = cs_loop_new(&d->loop)) != 0 || (rc = cs_store_new(&d->store, &lim)) != 0) {
@@ -355,6 +385,7 @@ int main(int argc, char **argv)
         goto out;
     }
     status = 0;
+    cs_log_flush();
     cs_log_info("stopped");
 
 out:

@@ -15,7 +15,7 @@ def test_max_clients_answers_503_and_recovers(make_daemon):
     streams = [SSEClient(d.port, "/v1/executions/mc/events") for _ in range(3)]
     try:
         assert [s.status for s in streams] == [200, 200, 200]
-        st, h, body = http_get(d.port, "/health")
+        st, h, body = http_get(d.port, "/v1/executions")
         assert st == 503, (st, body)
         assert json.loads(body)["error"] == "unavailable"
         assert "max_clients" in json.loads(body)["detail"]
@@ -26,7 +26,7 @@ def test_max_clients_answers_503_and_recovers(make_daemon):
     finally:
         streams[0].close()
     # One left: a new client is let in again.
-    assert wait_until(lambda: http_get(d.port, "/health")[0] == 200, timeout=5)
+    assert wait_until(lambda: http_get(d.port, "/v1/executions")[0] == 200, timeout=5)
     for s in streams[1:]:
         s.close()
 
@@ -98,14 +98,15 @@ def test_sighup_applies_tokens_and_limits_to_what_is_open(make_daemon):
     held = []
     try:
         assert [s.status for s in old] == [200, 200]
-        assert http_get(d.port, "/health")[0] == 503
+        assert http_get(d.port, "/v1/executions", {"Authorization": "Bearer A"})[0] == 503
         d.config["auth"]["tokens"] = [tok("b", "B")]
         d.config["limits"]["max_clients"] = 60
         d.config["store"]["ring_events"] = 3
         with open(d.cfg_path, "w") as f:
             json.dump(d.config, f)
         d.proc.send_signal(signal.SIGHUP)
-        assert wait_until(lambda: http_get(d.port, "/health")[0] == 200, timeout=5)
+        assert wait_until(lambda: http_get(d.port, "/v1/executions", {"Authorization": "Bearer B"})[0] == 200,
+                          timeout=5)
         # Tokens: the old one is refused from now on, the new one works.
         path = "/v1/executions/rl/events"
         assert http_get(d.port, path + "?since=now", {"Authorization": "Bearer A"}, timeout=3)[0] == 401
@@ -115,7 +116,7 @@ def test_sighup_applies_tokens_and_limits_to_what_is_open(make_daemon):
         # max_clients 60: more held long-polls than libmicrohttpd was started for (2 + 16).
         held = [_hold_poll(d.port, "/v1/executions/lp/poll?timeout=20", "B") for _ in range(30)]
         time.sleep(0.3)
-        assert http_get(d.port, "/health")[0] == 200
+        assert http_get(d.port, "/v1/executions", {"Authorization": "Bearer B"})[0] == 200
         # The streams opened before the reload were not dropped.
         d.post_ok(ev("rl", "log", i=8))
         for s in old:
