@@ -19,6 +19,7 @@
 #include "cursor.h"
 #include "event.h"
 #include "jscan.h"
+#include "lines.h"
 #include "listener.h"
 #include "log.h"
 #include "status.h"
@@ -63,10 +64,8 @@ struct producer {
     cs_io_t io;
     cs_defer_t defer;
     uid_t uid;
-    char *ibuf; /* bytes of the current, unfinished line */
-    size_t ilen, icap;
-    int skipping; /* inside a too_large line: discard until the next newline */
-    char *obuf;   /* replies and pushes not yet written (from ooff) */
+    cs_lines_t lines; /* the line being read */
+    char *obuf;       /* replies and pushes not yet written (from ooff) */
     size_t olen, ooff, ocap;
     uint64_t opos; /* position of obuf[0] in the output stream: the bytes queued before it */
     char *pbuf;    /* pushes waiting for the replies of the lines being handled */
@@ -530,7 +529,7 @@ static void producer_free(void *data)
         free(aw);
     }
     qpush_clear(p);
-    free(p->ibuf);
+    cs_lines_free(&p->lines);
     free(p->obuf);
     free(p->pbuf);
     free(p->rbuf);
@@ -639,19 +638,26 @@ static void producer_update_interest(producer_t *p)
     cs_io_start(&p->io, ev);
 }
 
-static void producer_line(producer_t *p, const char *line, size_t len)
+/* One line, or a too-large one (line NULL): its reply, then whether to stop for the queued output. */
+static int producer_line(void *arg, const char *line, size_t len)
 {
-    cs_ingest_line(p->in->d, p, NULL, line, len, &p->obuf, &p->olen, &p->ocap);
-}
+    producer_t *p = arg;
+    cs_daemon_t *d = p->in->d;
 
-static void producer_too_large(producer_t *p)
-{
-    char detail[128];
-    snprintf(detail, sizeof(detail), "line is longer than limits.max_event_bytes (%zu)",
-             p->in->d->cfg->max_event_bytes);
-    p->in->d->counters.ingest_lines++;
-    p->in->d->counters.ingest_errors++;
-    reply_error(&p->obuf, &p->olen, &p->ocap, CS_ERR_TOO_LARGE, detail);
+    if (line != NULL) {
+        cs_ingest_line(d, p, NULL, line, len, &p->obuf, &p->olen, &p->ocap);
+    } else {
+        char detail[128];
+        snprintf(detail, sizeof(detail), "line is longer than limits.max_event_bytes (%zu)",
+                 d->cfg->max_event_bytes);
+        d->counters.ingest_lines++;
+        d->counters.ingest_errors++;
+        reply_error(&p->obuf, &p->olen, &p->ocap, CS_ERR_TOO_LARGE, detail);
+    }
+    if (p->closing)
+        return -1;
+    producer_check_pause(p);
+    return p->paused ? 1 : 0;
 }
 
 /*
@@ -661,55 +667,18 @@ static void producer_too_large(producer_t *p)
  */
 static size_t producer_feed(producer_t *p, const char *data, size_t n)
 {
-    size_t max = p->in->d->cfg->max_event_bytes;
-    const char *start = data;
+    int err;
 
-    while (n > 0 && !p->paused) {
-        const char *nl = memchr(data, '\n', n);
-        size_t take = nl ? (size_t)(nl - data) : n;
-
-        if (p->skipping) {
-            if (nl != NULL)
-                p->skipping = 0;
-        } else if (p->ilen + take > max + 1) {
-            /* Over the limit (one byte of slack for a trailing CR): answer now, skip the rest. */
-            p->ilen = 0;
-            producer_too_large(p);
-            if (nl == NULL)
-                p->skipping = 1;
-        } else if (nl != NULL && p->ilen == 0) {
-            producer_line(p, data, take); /* the whole line is in this read: no copy */
-        } else {
-            if (buf_reserve(&p->ibuf, &p->icap, p->ilen + take) != 0) {
-                cs_log_error("ingest: out of memory for a line of %zu bytes: closing the producer",
-                             p->ilen + take);
-                producer_close(p);
-                return (size_t)(data - start);
-            }
-            memcpy(p->ibuf + p->ilen, data, take);
-            p->ilen += take;
-            if (nl != NULL) {
-                producer_line(p, p->ibuf, p->ilen);
-                p->ilen = 0;
-            }
-        }
-        if (p->closing)
-            return (size_t)(data - start);
-        if (nl == NULL) {
-            data += n;
-            break;
-        }
-        producer_check_pause(p);
-        data = nl + 1;
-        n -= take + 1;
+    if (p->paused)
+        return 0;
+    p->lines.max = p->in->d->cfg->max_event_bytes; /* a reload may have changed it */
+    size_t used = cs_lines_feed(&p->lines, data, n, producer_line, p, &err);
+    if (err != 0 && !p->closing) {
+        cs_log_error("ingest: out of memory for a line of more than %zu bytes: closing the producer",
+                     cs_buf_size(&p->lines.part));
+        producer_close(p);
     }
-    /* Do not keep a large buffer for a producer that sent one large line. */
-    if (p->ilen == 0 && p->icap > READ_CHUNK) {
-        free(p->ibuf);
-        p->ibuf = NULL;
-        p->icap = 0;
-    }
-    return (size_t)(data - start);
+    return used;
 }
 
 /*
@@ -798,9 +767,7 @@ static void on_producer_io(cs_io_t *io, uint32_t events)
             }
             if (n == 0) {
                 /* End of input: a last line without its newline is still a line (printf | nc -U). */
-                if (p->ilen > 0 && !p->skipping)
-                    producer_line(p, p->ibuf, p->ilen);
-                p->ilen = 0;
+                cs_lines_end(&p->lines, producer_line, p);
                 p->eof = 1;
             } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
                 producer_close(p); /* reset mid-line: nothing to answer to */
@@ -871,6 +838,7 @@ static void on_accept(cs_io_t *io, uint32_t events)
             continue;
         }
         p->in = in;
+        cs_lines_init(&p->lines, d->cfg->max_event_bytes, READ_CHUNK);
         p->fd = fd;
         p->uid = cred.uid;
         DL_APPEND(in->list, p);
