@@ -58,8 +58,10 @@ def ping_ms(d, timeout=10.0):
     return (time.monotonic() - t0) * 1000
 
 
-def metrics(d):
+def metrics(d, must=True):
     st, _, body = http_get(d.port, "/metrics")
+    if not must and st != 200:
+        return None  # still over limits.max_clients: asked again
     assert st == 200, (st, body)
     out = {}
     for line in body.decode().splitlines():
@@ -311,7 +313,8 @@ def test_max_clients_clamped_to_the_open_files_limit(make_daemon):
     finally:
         for c in clients:
             c.close()
-    assert wait_until(lambda: metrics(d)["connections"] <= 1, timeout=10)
+    # The daemon sees the clients leave one by one; until then /metrics itself may be refused (503).
+    assert wait_until(lambda: (metrics(d, must=False) or {"connections": 2})["connections"] <= 1, timeout=10)
 
 
 def test_no_room_for_clients_refuses_to_start(make_daemon):
