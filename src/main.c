@@ -46,6 +46,7 @@ typedef struct app {
     size_t clients_peak; /* the most connections since memory was last given back */
     int argc;
     char **argv;
+    cs_auth_t *next_auth; /* built by a reload before it puts the new configuration in force */
     /* systemd's notification socket (sd_notify) */
     int notify;            /* NOTIFY_SOCKET is set: a service manager listens */
     int notify_failed;     /* a send failed and was logged (once) */
@@ -228,46 +229,91 @@ static void begin_shutdown(app_t *a, int signo)
     cs_timer_start(&a->tick, 0);
 }
 
-/* SIGHUP: re-read the configuration; tokens and limits change, the addresses do not. Returns 0, or -1
- * when the running configuration was kept. */
+/*
+ * What a reload does for the keys whose rows name an apply function (CS_CFG_APPLY in config.c's table).
+ * prepare does what may fail before anything changes; commit puts the new configuration in force.
+ */
+typedef struct applier {
+    int (*prepare)(app_t *a, const cs_config_t *next, char *err, size_t errlen); /* NULL: cannot fail */
+    void (*commit)(app_t *a);
+} applier_t;
+
+/* auth.*: a new token table, checked like at start-up against the listener the daemon is bound to. */
+static int auth_prepare(app_t *a, const cs_config_t *next, char *err, size_t errlen)
+{
+    return cs_auth_new(&a->next_auth, next, cs_listener_is_loopback(a->d.cfg->listen_host), err, errlen);
+}
+
+static void auth_commit(app_t *a)
+{
+    cs_auth_free(a->d.auth);
+    a->d.auth = a->next_auth;
+    a->next_auth = NULL;
+}
+
+static void store_commit(app_t *a)
+{
+    cs_store_limits_t lim;
+
+    store_limits(a->d.cfg, &lim);
+    cs_store_set_limits(a->d.store, &lim);
+}
+
+static void log_commit(app_t *a)
+{
+    cs_log_set_level((cs_log_level_t)a->d.cfg->log_level);
+}
+
+static const applier_t appliers[CS_CONFIG_APPLY_MAX] = {
+    [CS_CONFIG_APPLY_AUTH] = {auth_prepare, auth_commit},
+    [CS_CONFIG_APPLY_STORE] = {NULL, store_commit},
+    [CS_CONFIG_APPLY_LOG] = {NULL, log_commit},
+};
+
+/*
+ * SIGHUP: re-read the configuration. Each key does what its row in config.c's table says: applied at
+ * once (read where it is used), through an apply function above, or kept until a restart (warned
+ * about). Returns 0, or -1 when the running configuration was kept.
+ */
 static int reload(app_t *a)
 {
     cs_daemon_t *d = &a->d;
     cs_config_t *cfg = calloc(1, sizeof(*cfg));
-    cs_auth_t *auth = NULL;
-    cs_store_limits_t lim;
-    char err[512] = "";
+    cs_config_reload_plan_t plan;
+    char err[512] = "out of memory";
+    unsigned i;
 
-    if (cfg == NULL) {
-        cs_log_error("reload: out of memory; keeping the running configuration");
-        return -1;
+    if (cfg == NULL)
+        goto keep;
+    if (cs_config_from_argv(cfg, a->argc, a->argv, NULL, err, sizeof(err)) != 0)
+        goto keep;
+    if (cs_config_reload_plan(cfg, d->cfg, &plan) != 0) {
+        snprintf(err, sizeof(err), "out of memory");
+        goto keep;
     }
-    if (cs_config_from_argv(cfg, a->argc, a->argv, NULL, err, sizeof(err)) != 0 ||
-        cs_auth_new(&auth, cfg, cs_listener_is_loopback(d->cfg->listen_host), err, sizeof(err)) != 0) {
-        cs_log_error("reload: %s; keeping the running configuration", err);
-        cs_config_free(cfg);
-        free(cfg);
-        return -1;
-    }
-    if (strcmp(cfg->listen, d->cfg->listen) != 0 || strcmp(cfg->ingest_socket, d->cfg->ingest_socket) != 0)
-        cs_log_warn("reload: listen and ingest.socket changes take effect at the next restart");
-    /* Keep the addresses the daemon is bound to. */
-    char *t;
-    t = cfg->listen, cfg->listen = d->cfg->listen, d->cfg->listen = t;
-    t = cfg->listen_host, cfg->listen_host = d->cfg->listen_host, d->cfg->listen_host = t;
-    cfg->listen_port = d->cfg->listen_port;
-    t = cfg->ingest_socket, cfg->ingest_socket = d->cfg->ingest_socket, d->cfg->ingest_socket = t;
+    for (i = 0; i < CS_CONFIG_APPLY_MAX; i++)
+        if ((plan.apply & 1u << i) && appliers[i].prepare != NULL &&
+            appliers[i].prepare(a, cfg, err, sizeof(err)) != 0)
+            goto keep;
+    if (plan.n_restart > 0)
+        cs_log_warn("reload: %s changes take effect at the next restart", plan.restart);
 
-    cs_auth_free(d->auth);
-    d->auth = auth;
     cs_config_free(d->cfg);
     free(d->cfg);
     d->cfg = cfg;
-    cs_log_set_level((cs_log_level_t)cfg->log_level);
-    store_limits(cfg, &lim);
-    cs_store_set_limits(d->store, &lim);
+    for (i = 0; i < CS_CONFIG_APPLY_MAX; i++)
+        if ((plan.apply & 1u << i) && appliers[i].commit != NULL)
+            appliers[i].commit(a);
     cs_log_info("reload: configuration re-read (%zu tokens)", cfg->n_tokens + (cfg->api_key != NULL));
     return 0;
+
+keep:
+    cs_log_error("reload: %s; keeping the running configuration", err);
+    cs_auth_free(a->next_auth);
+    a->next_auth = NULL;
+    cs_config_free(cfg);
+    free(cfg);
+    return -1;
 }
 
 static void on_signal(int signo, void *data)
