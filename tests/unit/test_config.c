@@ -2,6 +2,7 @@
  * test_config.c - defaults, the shipped file, every class of error with its key
  * path, token hashing, the dump without secrets, and the command line.
  */
+#include "../../src/auth.c"
 #include "../../src/cfgschema.c"
 #include "../../src/config.c"
 #include "../../src/log.c"
