@@ -18,7 +18,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -34,10 +33,6 @@
 #include "cfgschema.h"
 #include "log.h"
 #include "utf8.h"
-
-#ifndef CS_VERSION
-#define CS_VERSION "unknown"
-#endif
 
 /* A configuration file larger than this is surely the wrong file. */
 #define CFG_FILE_MAX   (4u << 20)
@@ -480,7 +475,6 @@ void cs_config_free(cs_config_t *cfg)
     if (cfg == NULL)
         return;
     cs_cfg_release(cfg, cfg_root_fields);
-    free(cfg->config_path);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -488,9 +482,7 @@ void cs_config_free(cs_config_t *cfg)
 static int cfg_copy(cs_config_t *dst, const cs_config_t *src)
 {
     memset(dst, 0, sizeof(*dst));
-    dst->check_config = src->check_config;
-    if (cs_cfg_copy(dst, src, cfg_root_fields) != 0 ||
-        (src->config_path != NULL && (dst->config_path = strdup(src->config_path)) == NULL)) {
+    if (cs_cfg_copy(dst, src, cfg_root_fields) != 0) {
         cs_config_free(dst);
         return -ENOMEM;
     }
@@ -753,198 +745,4 @@ int cs_config_reload_plan(cs_config_t *next, const cs_config_t *running, cs_conf
     memset(plan, 0, sizeof(*plan));
     cfg_plan_walk(cfg_root_fields, next, running, plan, path, 0, &rc);
     return rc;
-}
-
-/* ---- command line ---- */
-
-enum {
-    CFG_OPT_CONFIG = 0x100,
-    CFG_OPT_LISTEN,
-    CFG_OPT_SOCKET,
-    CFG_OPT_LOG_LEVEL,
-    CFG_OPT_CHECK,
-};
-
-static const struct option cfg_options[] = {
-    {"config", required_argument, NULL, CFG_OPT_CONFIG},
-    {"listen", required_argument, NULL, CFG_OPT_LISTEN},
-    {"socket", required_argument, NULL, CFG_OPT_SOCKET},
-    {"log-level", required_argument, NULL, CFG_OPT_LOG_LEVEL},
-    {"check-config", no_argument, NULL, CFG_OPT_CHECK},
-    {"version", no_argument, NULL, 'V'},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
-};
-
-static const char cfg_usage[] =
-    "Usage: crewstreamd [OPTION]...\n"
-    "Streams crew-runtime events from a Unix socket to WebSocket, SSE and long-poll clients.\n"
-    "\n"
-    "      --config FILE        read the JSON configuration FILE (default: built-in defaults)\n"
-    "      --listen HOST:PORT   HTTP and WebSocket listener (default 127.0.0.1:8000; IPv6 as [::1]:8000)\n"
-    "      --socket PATH        ingest Unix socket (default $RUNTIME_DIRECTORY/ingest.sock under systemd,\n"
-    "                           else $XDG_RUNTIME_DIR/crewstream.sock, else /tmp/crewstream.sock)\n"
-    "      --log-level LEVEL    error, warn, info or debug (default info)\n"
-    "      --check-config       validate the configuration, print it without secrets, and exit\n"
-    "  -V, --version            print the version and exit\n"
-    "  -h, --help               print this help and exit\n"
-    "\n"
-    "Precedence: built-in defaults, then --config FILE, then the environment, then flags.\n"
-    "Environment: CREWSTREAM_API_KEY and CREWSTREAM_JWT_SECRET set auth.api_key and auth.jwt_secret\n"
-    "(so secrets stay out of ps and out of the file).\n"
-    "With no token configured the daemon starts only on a loopback listener.\n"
-    "Every key is described in docs/configuration.md.\n";
-
-static int cfg_is_option_val(int c)
-{
-    for (const struct option *o = cfg_options; o->name != NULL; o++)
-        if (o->val == c)
-            return 1;
-    return 0;
-}
-
-int cs_config_from_argv(cs_config_t *cfg, int argc, char **argv, FILE *out, char *err, size_t errlen)
-{
-    const char *config = NULL, *listen_arg = NULL, *sock = NULL, *level_s = NULL;
-    int help = 0, version = 0, check = 0;
-    cs_log_level_t level = CS_LOG_INFO;
-    char *host = NULL, *s;
-    uint16_t port = 0;
-    int c, rc;
-
-    if (err != NULL && errlen > 0)
-        err[0] = '\0';
-    rc = cs_config_defaults(cfg);
-    if (rc != 0) {
-        cs_cfg_seterr(err, errlen, "out of memory");
-        return rc;
-    }
-    rc = -EINVAL;
-    if (argc > 1 && argv != NULL) {
-        /*
-         * optind = 0 makes glibc start over completely, so the daemon's SIGHUP reload and the unit
-         * tests can parse again; "+" keeps argv unpermuted, ":" reports a missing argument as ':'.
-         */
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, "+:hV", cfg_options, NULL)) != -1) {
-            const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
-            switch (c) {
-            case CFG_OPT_CONFIG:
-                config = optarg;
-                break;
-            case CFG_OPT_LISTEN:
-                listen_arg = optarg;
-                break;
-            case CFG_OPT_SOCKET:
-                sock = optarg;
-                break;
-            case CFG_OPT_LOG_LEVEL:
-                level_s = optarg;
-                break;
-            case CFG_OPT_CHECK:
-                check = 1;
-                break;
-            case 'V':
-                version = 1;
-                break;
-            case 'h':
-                help = 1;
-                break;
-            case ':':
-                cs_cfg_seterr(err, errlen, "option \"%.64s\" needs an argument (try --help)", arg);
-                goto fail;
-            default:
-                if (optopt != 0 && cfg_is_option_val(optopt) && strncmp(arg, "--", 2) == 0)
-                    cs_cfg_seterr(err, errlen, "option \"%.64s\" takes no argument (try --help)", arg);
-                else if (optopt != 0 && optopt < 0x100 && strncmp(arg, "--", 2) != 0)
-                    cs_cfg_seterr(err, errlen, "unknown option \"-%c\" (try --help)", optopt);
-                else
-                    cs_cfg_seterr(err, errlen, "unknown or ambiguous option \"%.64s\" (try --help)", arg);
-                goto fail;
-            }
-        }
-        if (optind < argc) {
-            cs_cfg_seterr(err, errlen,
-                          "unexpected argument \"%.64s\": crewstreamd takes only options (try --help)",
-                          argv[optind]);
-            goto fail;
-        }
-    }
-    if (help || version) {
-        if (out != NULL) {
-            if (help)
-                fputs(cfg_usage, out);
-            else
-                fputs("crewstreamd " CS_VERSION "\n", out);
-        }
-        cs_config_free(cfg);
-        return CS_CONFIG_EXIT_OK;
-    }
-
-    /* Flags are checked before the file is read, so a typo on the command line is reported as such. */
-    if (config != NULL && config[0] == '\0') {
-        cs_cfg_seterr(err, errlen, "option --config needs a file name");
-        goto fail;
-    }
-    if (listen_arg != NULL && (rc = cs_config_parse_listen(listen_arg, &host, &port)) != 0) {
-        if (rc == -ENOMEM)
-            cs_cfg_seterr(err, errlen, "out of memory");
-        else
-            cs_cfg_seterr(err, errlen, "--listen \"%.64s\": " CS_CONFIG_LISTEN_HINT, listen_arg);
-        goto fail;
-    }
-    if (sock != NULL && (sock[0] == '\0' || strlen(sock) > CS_CONFIG_SOCKET_MAX)) {
-        cs_cfg_seterr(err, errlen, "--socket: expected a path of 1 to %zu bytes", CS_CONFIG_SOCKET_MAX);
-        rc = -EINVAL;
-        goto fail;
-    }
-    if (level_s != NULL && cs_log_parse_level(level_s, &level) != 0) {
-        cs_cfg_seterr(err, errlen, "--log-level \"%.64s\": expected error, warn, info or debug", level_s);
-        rc = -EINVAL;
-        goto fail;
-    }
-
-    if (config != NULL) {
-        rc = cs_config_load_file(cfg, config, err, errlen);
-        if (rc != 0)
-            goto fail;
-        rc = -ENOMEM;
-        cfg->config_path = strdup(config);
-        if (cfg->config_path == NULL)
-            goto nomem;
-    }
-    rc = cs_config_apply_env(cfg);
-    if (rc != 0)
-        goto nomem;
-    rc = -ENOMEM;
-    if (listen_arg != NULL) {
-        s = strdup(listen_arg);
-        if (s == NULL)
-            goto nomem;
-        free(cfg->listen);
-        free(cfg->listen_host);
-        cfg->listen = s;
-        cfg->listen_host = host;
-        cfg->listen_port = port;
-        host = NULL;
-    }
-    if (sock != NULL) {
-        s = strdup(sock);
-        if (s == NULL)
-            goto nomem;
-        free(cfg->ingest_socket);
-        cfg->ingest_socket = s;
-    }
-    if (level_s != NULL)
-        cfg->log_level = (int)level;
-    cfg->check_config = check;
-    return 0;
-
-nomem:
-    cs_cfg_seterr(err, errlen, "out of memory");
-fail:
-    free(host);
-    cs_config_free(cfg);
-    return rc < 0 ? rc : -EINVAL;
 }

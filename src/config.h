@@ -1,8 +1,8 @@
 /*
  * config.h - the daemon's configuration: built-in defaults, then the JSON file
  * (--config), then the environment (CREWSTREAM_API_KEY, CREWSTREAM_JWT_SECRET),
- * then command-line flags. Unknown keys and wrong types are refused with the
- * key's path in the message ("store.ring_events: expected an integer >= 1").
+ * then command-line flags (read by main.c, applied with cs_config_load_json). Unknown keys and wrong types
+ * are refused with the key's path in the message ("store.ring_events: expected an integer >= 1").
  * docs/configuration.md lists every key; conf/crewstream.json shows them all.
  */
 #ifndef CS_CONFIG_H
@@ -81,10 +81,6 @@ typedef struct cs_config {
 
     /* "log" */
     int log_level; /* a cs_log_level_t */
-
-    /* Command-line only. */
-    char *config_path;
-    int check_config;
 } cs_config_t;
 
 /**
@@ -129,16 +125,6 @@ int cs_config_load_json(cs_config_t *cfg, json_t *root, char *err, size_t errlen
 
 /** Applies CREWSTREAM_API_KEY and CREWSTREAM_JWT_SECRET when set. */
 int cs_config_apply_env(cs_config_t *cfg);
-
-/** Result of cs_config_from_argv beyond success. */
-#define CS_CONFIG_EXIT_OK 1 /* --help or --version was printed: exit 0 */
-
-/**
- * The whole start-up sequence for crewstreamd: defaults, --config FILE, environment, then the
- * flags --listen, --socket, --log-level, --check-config, --version, --help. Returns 0 to go on,
- * CS_CONFIG_EXIT_OK after printing help or version to out, or -EINVAL with a one-line message in err.
- */
-int cs_config_from_argv(cs_config_t *cfg, int argc, char **argv, FILE *out, char *err, size_t errlen);
 
 /** Writes the effective configuration as JSON, secrets replaced by "(set)" or null. */
 void cs_config_dump(const cs_config_t *cfg, FILE *out);
