@@ -11,7 +11,11 @@
  *
  * The signed-token code lives here rather than in a module of its own because
  * the unit and fuzz builds compile auth.c alone (they #include it): auth.c needs
- * nothing but libc, OpenSSL and jansson.
+ * nothing but libc, OpenSSL, jansson and the schema engine (cfgschema.c).
+ *
+ * The "auth.tokens" key of the configuration file is read here too (its rows at
+ * the end of this file): a "token" literal is hashed the way a presented token
+ * is, and only the hash goes into the configuration.
  */
 #include "auth.h"
 
@@ -27,6 +31,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+
+#include "utf8.h"
 
 #define CS_AUTH_DIGEST_LEN 32
 
@@ -311,20 +317,15 @@ static int cs_jwt_check_times(json_t *payload, int64_t now)
     return 0;
 }
 
-/* The scope bit a name stands for (the names of auth.tokens[].scopes), or 0 for any other name. */
+/* The scope names of auth.tokens[].scopes and of a signed token's "scope": name k is the bit 1u << k. */
+static const char *const cs_auth_scope_names[] = {"read", "respond", "publish", "admin"};
+
+/* The scope bit a name stands for, or 0 for any other name. */
 static unsigned cs_jwt_scope_bit(const char *w, size_t n)
 {
-    static const struct {
-        const char *name;
-        unsigned bit;
-    } names[] = {{"read", CS_SCOPE_READ},
-                 {"respond", CS_SCOPE_RESPOND},
-                 {"publish", CS_SCOPE_PUBLISH},
-                 {"admin", CS_SCOPE_ADMIN}};
-
-    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
-        if (strlen(names[k].name) == n && memcmp(names[k].name, w, n) == 0)
-            return names[k].bit;
+    for (size_t k = 0; k < 4; k++) {
+        if (strlen(cs_auth_scope_names[k]) == n && memcmp(cs_auth_scope_names[k], w, n) == 0)
+            return 1u << k;
     }
     return 0;
 }
@@ -848,3 +849,309 @@ const char *cs_auth_request_token(const char *authorization, const char *arg, ch
     buf[n] = '\0';
     return buf;
 }
+
+/* ---- auth.tokens in the configuration file: the rows of one token, read and printed by cfgschema.c ---- */
+
+#define CS_TOK_NAME_MAX 128
+#define CS_TOK_GLOB_MAX 256
+
+/* A token name appears in logs and metrics, so it must be printable and short. */
+static int cs_tok_check_name(const char *s, cs_cfg_ctx_t *ctx)
+{
+    size_t n = strlen(s);
+    if (n > CS_TOK_NAME_MAX)
+        return cs_cfg_fail(ctx, "a token name is at most %d characters", CS_TOK_NAME_MAX);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return cs_cfg_fail(ctx, "a token name must not hold control characters");
+    return 0;
+}
+
+/* Execution ids are [A-Za-z0-9._:-]; a glob adds fnmatch's "*", "?", "[", "]", "!" and "^". */
+static int cs_tok_check_glob(const char *s, cs_cfg_ctx_t *ctx)
+{
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-*?[]!^";
+    if (strlen(s) > CS_TOK_GLOB_MAX || strspn(s, ok) != strlen(s))
+        return cs_cfg_fail(
+            ctx,
+            "\"%.64s\" is not an execution id or glob (at most %d of letters, digits, \".\", \"_\", "
+            "\":\", \"-\" and the glob characters \"*\", \"?\", \"[...]\")",
+            s, CS_TOK_GLOB_MAX);
+    return 0;
+}
+
+/* "scopes": a non-empty subset of read, respond, publish, admin. */
+static int cs_tok_parse_scopes(void *base, const cs_cfg_field_t *f, json_t *v, cs_cfg_ctx_t *ctx)
+{
+    char buf[96];
+    unsigned scopes = 0;
+
+    if (!json_is_array(v))
+        return cs_cfg_fail(ctx, "expected an array of scopes (read, respond, publish, admin), got %s",
+                           cs_cfg_describe(v, buf, sizeof(buf)));
+    if (json_array_size(v) == 0)
+        return cs_cfg_fail(ctx, "expected at least one scope (read, respond, publish, admin)");
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        json_t *s = json_array_get(v, i);
+        size_t mark = cs_cfg_push_index(ctx, i);
+        size_t k;
+        for (k = 0; k < 4; k++)
+            if (json_is_string(s) && strcmp(json_string_value(s), cs_auth_scope_names[k]) == 0)
+                break;
+        if (k == 4) {
+            if (json_is_string(s))
+                cs_cfg_fail(ctx, "unknown scope \"%.64s\" (read, respond, publish, admin)",
+                            json_string_value(s));
+            else
+                cs_cfg_fail(ctx, "expected a scope name (read, respond, publish, admin), got %s",
+                            cs_cfg_describe(s, buf, sizeof(buf)));
+            cs_cfg_pop(ctx, mark);
+            return -EINVAL;
+        }
+        cs_cfg_pop(ctx, mark);
+        scopes |= 1u << k;
+    }
+    *CS_CFG_AT(base, f, unsigned) = scopes;
+    return 0;
+}
+
+static json_t *cs_tok_dump_scopes(const void *base, const cs_cfg_field_t *f)
+{
+    unsigned scopes = *CS_CFG_AT_C(base, f, unsigned);
+    json_t *a = json_array();
+    for (size_t k = 0; a != NULL && k < 4; k++) {
+        if ((scopes & (1u << k)) && json_array_append_new(a, json_string(cs_auth_scope_names[k])) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    }
+    return a;
+}
+
+/* "token": the literal is hashed at once, as a presented token is, and wiped; only its SHA-256 is kept. */
+static int cs_tok_parse_literal(void *base, const cs_cfg_field_t *f, json_t *v, cs_cfg_ctx_t *ctx)
+{
+    cs_token_conf_t *t = base;
+
+    (void)f;
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return cs_cfg_fail(ctx, "expected a non-empty string, got %s", cs_cfg_type_name(v));
+    if (strcmp(json_string_value(v), CS_CFG_PLACEHOLDER) == 0)
+        return cs_cfg_fail(ctx,
+                           "\"" CS_CFG_PLACEHOLDER "\" is what --check-config prints in place of a secret, "
+                           "not a token");
+    ctx->saw_secret = 1;
+    if (cs_auth_sha256(json_string_value(v), json_string_length(v), t->sha256) != 0)
+        return cs_cfg_fail(ctx, "SHA-256 failed");
+    /* The parsed document is ours alone and is freed right after the walk. */
+    OPENSSL_cleanse((char *)json_string_value(v), json_string_length(v));
+    return 0;
+}
+
+/* "sha256": 64 hex digits, as sha256sum prints them. */
+static int cs_tok_parse_token_sha256(void *base, const cs_cfg_field_t *f, json_t *v, cs_cfg_ctx_t *ctx)
+{
+    cs_token_conf_t *t = base;
+    char buf[96];
+    const char *s;
+
+    (void)f;
+    if (!json_is_string(v))
+        return cs_cfg_fail(ctx, "expected a string of 64 hexadecimal digits, got %s",
+                           cs_cfg_describe(v, buf, sizeof(buf)));
+    s = json_string_value(v);
+    if (json_string_length(v) != 64 || strlen(s) != 64)
+        return cs_cfg_fail(ctx,
+                           "expected 64 hexadecimal digits (the output of printf %%s \"$TOKEN\" | sha256sum, "
+                           "without the trailing \"  -\"), got %zu characters",
+                           json_string_length(v));
+    for (size_t i = 0; i < CS_AUTH_DIGEST_LEN; i++) {
+        int hi = cs_hex_digit((unsigned char)s[2 * i]), lo = cs_hex_digit((unsigned char)s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return cs_cfg_fail(ctx, "expected 64 hexadecimal digits, found '%c' at offset %zu",
+                               hi < 0 ? s[2 * i] : s[2 * i + 1], hi < 0 ? 2 * i : 2 * i + 1);
+        t->sha256[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+static json_t *cs_tok_dump_placeholder(const void *base, const cs_cfg_field_t *f)
+{
+    (void)base;
+    (void)f;
+    return json_string(CS_CFG_PLACEHOLDER);
+}
+
+static int cs_tok_copy_sha256(void *dst, const void *src, const cs_cfg_field_t *f)
+{
+    (void)f;
+    memcpy(((cs_token_conf_t *)dst)->sha256, ((const cs_token_conf_t *)src)->sha256, CS_AUTH_DIGEST_LEN);
+    return 0;
+}
+
+/* The hash is not the token, but it is what a token is checked against: leave nothing behind. */
+static void cs_tok_release_sha256(void *base, const cs_cfg_field_t *f)
+{
+    (void)f;
+    OPENSSL_cleanse(((cs_token_conf_t *)base)->sha256, CS_AUTH_DIGEST_LEN);
+}
+
+static const cs_cfg_ops_t cs_tok_scopes_ops = {.parse = cs_tok_parse_scopes, .dump = cs_tok_dump_scopes};
+/* The literal writes the hash's storage and owns none of its own. */
+static const cs_cfg_ops_t cs_tok_token_literal_ops = {.parse = cs_tok_parse_literal};
+static const cs_cfg_ops_t cs_tok_sha256_ops = {.parse = cs_tok_parse_token_sha256,
+                                               .dump = cs_tok_dump_placeholder,
+                                               .copy = cs_tok_copy_sha256,
+                                               .release = cs_tok_release_sha256};
+
+static const cs_cfg_field_t cs_tok_token_fields[] = {
+    {.key = "name",
+     .kind = CS_CFG_STRING,
+     .flags = CS_CFG_REQUIRED,
+     .off = offsetof(cs_token_conf_t, name),
+     .check = cs_tok_check_name},
+    {.key = "token", .kind = CS_CFG_CUSTOM, .flags = CS_CFG_NODUMP, .ops = &cs_tok_token_literal_ops},
+    {.key = "sha256", .kind = CS_CFG_CUSTOM, .ops = &cs_tok_sha256_ops},
+    {.key = "scopes",
+     .kind = CS_CFG_UINT,
+     .flags = CS_CFG_REQUIRED,
+     .off = offsetof(cs_token_conf_t, scopes),
+     .ops = &cs_tok_scopes_ops},
+    /* A token without "executions" may see every execution, as the seed's single key did. */
+    {.key = "executions",
+     .kind = CS_CFG_STRINGS,
+     .flags = CS_CFG_NONEMPTY,
+     .def = "[\"*\"]",
+     .off = offsetof(cs_token_conf_t, executions),
+     .count_off = offsetof(cs_token_conf_t, n_executions),
+     .check = cs_tok_check_glob},
+    {.key = NULL},
+};
+
+/* Parses one token object into t, which starts zeroed. */
+static int cs_tok_parse_token(cs_token_conf_t *t, json_t *v, cs_cfg_ctx_t *ctx)
+{
+    char buf[96];
+    int rc;
+
+    if (!json_is_object(v))
+        return cs_cfg_fail(ctx,
+                           "expected a token object {\"name\", \"token\" or \"sha256\", \"scopes\", "
+                           "\"executions\"}, got %s",
+                           cs_cfg_describe(v, buf, sizeof(buf)));
+    if (json_object_get(v, "token") != NULL && json_object_get(v, "sha256") != NULL)
+        return cs_cfg_fail(ctx, "give either \"token\" or \"sha256\", not both");
+    rc = cs_cfg_walk_defaults(t, cs_tok_token_fields, ctx);
+    if (rc == 0)
+        rc = cs_cfg_walk(t, cs_tok_token_fields, v, ctx);
+    if (rc != 0)
+        return rc;
+    if (json_object_get(v, "token") == NULL && json_object_get(v, "sha256") == NULL)
+        return cs_cfg_fail(ctx, "missing key \"token\" or \"sha256\"");
+    return 0;
+}
+
+static void cs_tok_tokens_free(cs_token_conf_t *tokens, size_t n);
+
+/* "auth.tokens": replaces the whole list; names must be unique, and so must the tokens. */
+static int cs_tok_parse_tokens(void *base, const cs_cfg_field_t *f, json_t *v, cs_cfg_ctx_t *ctx)
+{
+    cs_config_t *cfg = base;
+    cs_token_conf_t *toks;
+    char buf[96];
+    size_t n, i;
+    int rc = 0;
+
+    (void)f;
+    if (!json_is_array(v))
+        return cs_cfg_fail(ctx, "expected an array of token objects, got %s",
+                           cs_cfg_describe(v, buf, sizeof(buf)));
+    n = json_array_size(v);
+    toks = calloc(n > 0 ? n : 1, sizeof(*toks));
+    if (toks == NULL)
+        return cs_cfg_nomem(ctx);
+    for (i = 0; i < n; i++) {
+        size_t mark = cs_cfg_push_index(ctx, i);
+        rc = cs_tok_parse_token(&toks[i], json_array_get(v, i), ctx);
+        for (size_t j = 0; rc == 0 && j < i; j++) {
+            if (strcmp(toks[j].name, toks[i].name) == 0) {
+                size_t m2 = cs_cfg_push_key(ctx, "name");
+                rc = cs_cfg_fail(ctx, "duplicate token name \"%.64s\" (auth.tokens[%zu] has it too)",
+                                 toks[i].name, j);
+                cs_cfg_pop(ctx, m2);
+            } else if (CRYPTO_memcmp(toks[j].sha256, toks[i].sha256, sizeof(toks[i].sha256)) == 0) {
+                rc = cs_cfg_fail(ctx, "the same token as auth.tokens[%zu] (\"%.64s\")", j, toks[j].name);
+            }
+        }
+        cs_cfg_pop(ctx, mark);
+        if (rc != 0)
+            goto fail;
+    }
+    cs_tok_tokens_free(cfg->tokens, cfg->n_tokens);
+    cfg->tokens = toks;
+    cfg->n_tokens = n;
+    return 0;
+
+fail:
+    cs_tok_tokens_free(toks, n);
+    return rc;
+}
+
+static json_t *cs_tok_dump_tokens(const void *base, const cs_cfg_field_t *f)
+{
+    const cs_config_t *cfg = base;
+    json_t *a = json_array();
+    (void)f;
+    for (size_t i = 0; a != NULL && i < cfg->n_tokens; i++) {
+        json_t *t = cs_cfg_dump(&cfg->tokens[i], cs_tok_token_fields);
+        if (t == NULL || json_array_append_new(a, t) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    }
+    return a;
+}
+
+static void cs_tok_tokens_free(cs_token_conf_t *tokens, size_t n)
+{
+    if (tokens == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        cs_cfg_release(&tokens[i], cs_tok_token_fields);
+    free(tokens);
+}
+
+static int cs_tok_copy_tokens(void *dst, const void *src, const cs_cfg_field_t *f)
+{
+    cs_config_t *d = dst;
+    const cs_config_t *s = src;
+    (void)f;
+    if (s->n_tokens == 0)
+        return 0;
+    d->tokens = calloc(s->n_tokens, sizeof(*d->tokens));
+    if (d->tokens == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < s->n_tokens; i++) {
+        if (cs_cfg_copy(&d->tokens[i], &s->tokens[i], cs_tok_token_fields) != 0) {
+            cs_tok_tokens_free(d->tokens, i + 1);
+            d->tokens = NULL;
+            return -ENOMEM;
+        }
+    }
+    d->n_tokens = s->n_tokens;
+    return 0;
+}
+
+static void cs_tok_release_tokens(void *base, const cs_cfg_field_t *f)
+{
+    cs_config_t *cfg = base;
+    (void)f;
+    cs_tok_tokens_free(cfg->tokens, cfg->n_tokens);
+    cfg->tokens = NULL;
+    cfg->n_tokens = 0;
+}
+
+const cs_cfg_ops_t cs_auth_tokens_ops = {.parse = cs_tok_parse_tokens,
+                                         .dump = cs_tok_dump_tokens,
+                                         .copy = cs_tok_copy_tokens,
+                                         .release = cs_tok_release_tokens};

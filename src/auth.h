@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 
+#include "cfgschema.h"
 #include "config.h"
 
 typedef struct cs_auth cs_auth_t;
@@ -101,5 +102,12 @@ const char *cs_auth_bearer(const char *value, size_t *len);
  * the request presents none.
  */
 const char *cs_auth_request_token(const char *authorization, const char *arg, char *buf, size_t buflen);
+
+/**
+ * How the configuration's "auth.tokens" key is read, printed, copied and freed (the row's ops in
+ * config.c's table): an array of {name, token or sha256, scopes, executions} into cs_config_t's tokens
+ * and n_tokens, each "token" literal hashed at once. Names and tokens must be unique.
+ */
+extern const cs_cfg_ops_t cs_auth_tokens_ops;
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * config.h - the daemon's configuration: built-in defaults, then the JSON file
  * (--config), then the environment (CREWSTREAM_API_KEY, CREWSTREAM_JWT_SECRET),
- * then command-line flags. Unknown keys and wrong types are refused with the
- * key's path in the message ("store.ring_events: expected an integer >= 1").
+ * then command-line flags (read by main.c, applied with cs_config_load_json). Unknown keys and wrong types
+ * are refused with the key's path in the message ("store.ring_events: expected an integer >= 1").
  * docs/configuration.md lists every key; conf/crewstream.json shows them all.
  */
 #ifndef CS_CONFIG_H
@@ -12,6 +12,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
+#include <sys/un.h>
+
+#include <jansson.h>
 
 /* Token scopes, a bit each. */
 #define CS_SCOPE_READ    0x1u
@@ -28,6 +31,10 @@ typedef struct cs_token_conf {
     char **executions; /* ids or fnmatch(3) globs; "*" = all */
     size_t n_executions;
 } cs_token_conf_t;
+
+/* sun_path holds the socket path and its terminating NUL. */
+#define CS_CONFIG_SOCKET_MAX  (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+#define CS_CONFIG_LISTEN_HINT "expected \"HOST:PORT\" with a port from 1 to 65535 (IPv6 as \"[::1]:8000\")"
 
 typedef struct cs_config {
     /* "listen": "HOST:PORT"; IPv6 as "[::1]:8000". */
@@ -74,11 +81,32 @@ typedef struct cs_config {
 
     /* "log" */
     int log_level; /* a cs_log_level_t */
-
-    /* Command-line only. */
-    char *config_path;
-    int check_config;
 } cs_config_t;
+
+/**
+ * The functions that apply keys marked CS_CFG_APPLY on a SIGHUP reload, as the table names them; main.c
+ * gives each its body.
+ */
+typedef enum cs_config_apply {
+    CS_CONFIG_APPLY_AUTH = 1, /* auth.*: the token table is built again */
+    CS_CONFIG_APPLY_STORE,    /* store.*: the store's limits */
+    CS_CONFIG_APPLY_LOG,      /* log.level */
+    CS_CONFIG_APPLY_MAX
+} cs_config_apply_t;
+
+/** What a SIGHUP reload does, as the table says. */
+typedef struct cs_config_reload_plan {
+    unsigned apply;    /* bit 1u << CS_CONFIG_APPLY_x for every apply function the table names */
+    char restart[256]; /* the restart-only keys whose value changed: "listen and ingest.socket" */
+    size_t n_restart;
+} cs_config_reload_plan_t;
+
+/**
+ * Compares next (just read) with running, key by key: every key whose row says it needs a restart and
+ * whose value changed is named in plan->restart and set back to its running value in next. Returns 0,
+ * or -ENOMEM (next is then only partly restored: drop it).
+ */
+int cs_config_reload_plan(cs_config_t *next, const cs_config_t *running, cs_config_reload_plan_t *plan);
 
 /** Fills cfg with the documented defaults. Returns 0 or -ENOMEM. */
 int cs_config_defaults(cs_config_t *cfg);
@@ -92,18 +120,11 @@ int cs_config_load_file(cs_config_t *cfg, const char *path, char *err, size_t er
 /** Parses a whole configuration from a buffer (what cs_config_load_file does after reading). */
 int cs_config_load_buffer(cs_config_t *cfg, const char *buf, size_t len, char *err, size_t errlen);
 
+/** Reads one parsed JSON object over cfg, all or nothing (messages name no file). */
+int cs_config_load_json(cs_config_t *cfg, json_t *root, char *err, size_t errlen);
+
 /** Applies CREWSTREAM_API_KEY and CREWSTREAM_JWT_SECRET when set. */
 int cs_config_apply_env(cs_config_t *cfg);
-
-/** Result of cs_config_from_argv beyond success. */
-#define CS_CONFIG_EXIT_OK 1 /* --help or --version was printed: exit 0 */
-
-/**
- * The whole start-up sequence for crewstreamd: defaults, --config FILE, environment, then the
- * flags --listen, --socket, --log-level, --check-config, --version, --help. Returns 0 to go on,
- * CS_CONFIG_EXIT_OK after printing help or version to out, or -EINVAL with a one-line message in err.
- */
-int cs_config_from_argv(cs_config_t *cfg, int argc, char **argv, FILE *out, char *err, size_t errlen);
 
 /** Writes the effective configuration as JSON, secrets replaced by "(set)" or null. */
 void cs_config_dump(const cs_config_t *cfg, FILE *out);

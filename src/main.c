@@ -1,5 +1,6 @@
 /*
- * main.c - crewstreamd: configuration, start-up, the loop, signals, shutdown.
+ * main.c - crewstreamd: the command line, start-up, the loop, signals (a SIGHUP reload as the
+ * configuration table says), shutdown.
  *
  * Exit status: 0 after SIGTERM/SIGINT (or --help, --version, --check-config),
  * 1 when the daemon cannot start or run (address in use, socket in use),
@@ -11,6 +12,7 @@
  * when WatchdogSec= is set, so a loop that hangs gets the service restarted.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -23,6 +25,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "auth.h"
+#include "cfgschema.h"
 #include "config.h"
 #include "daemon.h"
 #include "http.h"
@@ -39,13 +42,185 @@
 #define TRIM_MIN_DROP    256
 #define STATUS_EVERY_MS  5000
 
+/* ---- the command line ---- */
+
+enum {
+    OPT_CONFIG = 0x100,
+    OPT_LISTEN,
+    OPT_SOCKET,
+    OPT_LOG_LEVEL,
+    OPT_CHECK,
+};
+
+static const struct option options[] = {
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"socket", required_argument, NULL, OPT_SOCKET},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"check-config", no_argument, NULL, OPT_CHECK},
+    {"version", no_argument, NULL, 'V'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static const char usage[] =
+    "Usage: crewstreamd [OPTION]...\n"
+    "Streams crew-runtime events from a Unix socket to WebSocket, SSE and long-poll clients.\n"
+    "\n"
+    "      --config FILE        read the JSON configuration FILE (default: built-in defaults)\n"
+    "      --listen HOST:PORT   HTTP and WebSocket listener (default 127.0.0.1:8000; IPv6 as [::1]:8000)\n"
+    "      --socket PATH        ingest Unix socket (default $RUNTIME_DIRECTORY/ingest.sock under systemd,\n"
+    "                           else $XDG_RUNTIME_DIR/crewstream.sock, else /tmp/crewstream.sock)\n"
+    "      --log-level LEVEL    error, warn, info or debug (default info)\n"
+    "      --check-config       validate the configuration, print it without secrets, and exit\n"
+    "  -V, --version            print the version and exit\n"
+    "  -h, --help               print this help and exit\n"
+    "\n"
+    "Precedence: built-in defaults, then --config FILE, then the environment, then flags.\n"
+    "Environment: CREWSTREAM_API_KEY and CREWSTREAM_JWT_SECRET set auth.api_key and auth.jwt_secret\n"
+    "(so secrets stay out of ps and out of the file).\n"
+    "With no token configured the daemon starts only on a loopback listener.\n"
+    "Every key is described in docs/configuration.md.\n";
+
+/* The command line, parsed once: a SIGHUP reload reads the same file and applies the same flags again. */
+typedef struct args {
+    const char *config, *listen, *socket, *log_level; /* NULL when not given; point into argv */
+    int check, help, version;
+} args_t;
+
+static int is_option_val(int c)
+{
+    for (const struct option *o = options; o->name != NULL; o++)
+        if (o->val == c)
+            return 1;
+    return 0;
+}
+
+/* Reads argv into args and checks each flag's value; 0, or -EINVAL with a one-line message in err. */
+static int parse_args(args_t *args, int argc, char **argv, char *err, size_t errlen)
+{
+    cs_log_level_t level;
+    char *host = NULL;
+    uint16_t port;
+    int c, rc;
+
+    memset(args, 0, sizeof(*args));
+    /* "+" keeps argv unpermuted, ":" reports a missing argument as ':'. */
+    optind = 0;
+    opterr = 0;
+    while (argc > 1 && (c = getopt_long(argc, argv, "+:hV", options, NULL)) != -1) {
+        const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+        switch (c) {
+        case OPT_CONFIG:
+            args->config = optarg;
+            break;
+        case OPT_LISTEN:
+            args->listen = optarg;
+            break;
+        case OPT_SOCKET:
+            args->socket = optarg;
+            break;
+        case OPT_LOG_LEVEL:
+            args->log_level = optarg;
+            break;
+        case OPT_CHECK:
+            args->check = 1;
+            break;
+        case 'V':
+            args->version = 1;
+            break;
+        case 'h':
+            args->help = 1;
+            break;
+        case ':':
+            cs_cfg_seterr(err, errlen, "option \"%.64s\" needs an argument (try --help)", arg);
+            return -EINVAL;
+        default:
+            if (optopt != 0 && is_option_val(optopt) && strncmp(arg, "--", 2) == 0)
+                cs_cfg_seterr(err, errlen, "option \"%.64s\" takes no argument (try --help)", arg);
+            else if (optopt != 0 && optopt < 0x100 && strncmp(arg, "--", 2) != 0)
+                cs_cfg_seterr(err, errlen, "unknown option \"-%c\" (try --help)", optopt);
+            else
+                cs_cfg_seterr(err, errlen, "unknown or ambiguous option \"%.64s\" (try --help)", arg);
+            return -EINVAL;
+        }
+    }
+    if (argc > 1 && optind < argc) {
+        cs_cfg_seterr(err, errlen,
+                      "unexpected argument \"%.64s\": crewstreamd takes only options (try --help)",
+                      argv[optind]);
+        return -EINVAL;
+    }
+    if (args->help || args->version)
+        return 0;
+
+    /* Flags are checked before the file is read, so a typo on the command line is reported as such. */
+    if (args->config != NULL && args->config[0] == '\0') {
+        cs_cfg_seterr(err, errlen, "option --config needs a file name");
+        return -EINVAL;
+    }
+    if (args->listen != NULL && (rc = cs_config_parse_listen(args->listen, &host, &port)) != 0) {
+        if (rc == -ENOMEM)
+            cs_cfg_seterr(err, errlen, "out of memory");
+        else
+            cs_cfg_seterr(err, errlen, "--listen \"%.64s\": " CS_CONFIG_LISTEN_HINT, args->listen);
+        return rc;
+    }
+    free(host);
+    if (args->socket != NULL && (args->socket[0] == '\0' || strlen(args->socket) > CS_CONFIG_SOCKET_MAX)) {
+        cs_cfg_seterr(err, errlen, "--socket: expected a path of 1 to %zu bytes", CS_CONFIG_SOCKET_MAX);
+        return -EINVAL;
+    }
+    if (args->log_level != NULL && cs_log_parse_level(args->log_level, &level) != 0) {
+        cs_cfg_seterr(err, errlen, "--log-level \"%.64s\": expected error, warn, info or debug",
+                      args->log_level);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/*
+ * The configuration the command line asks for: defaults, --config FILE, the environment, then the flags
+ * (a last layer read through the same table as the file). 0, or a negative errno with a message in err.
+ */
+static int load_config(cs_config_t *cfg, const args_t *args, char *err, size_t errlen)
+{
+    json_t *flags = json_object(), *ingest = json_object(), *log = json_object();
+    int rc = -ENOMEM;
+
+    if (cs_config_defaults(cfg) != 0) {
+        cs_cfg_seterr(err, errlen, "out of memory");
+        goto out;
+    }
+    if (args->config != NULL && (rc = cs_config_load_file(cfg, args->config, err, errlen)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    if (cs_config_apply_env(cfg) != 0 || flags == NULL || ingest == NULL || log == NULL ||
+        (args->listen != NULL && json_object_set_new(flags, "listen", json_string(args->listen)) != 0) ||
+        (args->socket != NULL && json_object_set_new(ingest, "socket", json_string(args->socket)) != 0) ||
+        (args->log_level != NULL && json_object_set_new(log, "level", json_string(args->log_level)) != 0) ||
+        json_object_set(flags, "ingest", ingest) != 0 || json_object_set(flags, "log", log) != 0) {
+        cs_cfg_seterr(err, errlen, "out of memory");
+        goto out;
+    }
+    rc = cs_config_load_json(cfg, flags, err, errlen);
+
+out:
+    json_decref(flags);
+    json_decref(ingest);
+    json_decref(log);
+    if (rc != 0)
+        cs_config_free(cfg);
+    return rc;
+}
+
 typedef struct app {
     cs_daemon_t d;
     cs_timer_t tick;
     int64_t stop_deadline;
     size_t clients_peak; /* the most connections since memory was last given back */
-    int argc;
-    char **argv;
+    args_t args;
+    cs_auth_t *next_auth; /* built by a reload before it puts the new configuration in force */
     /* systemd's notification socket (sd_notify) */
     int notify;            /* NOTIFY_SOCKET is set: a service manager listens */
     int notify_failed;     /* a send failed and was logged (once) */
@@ -247,53 +422,96 @@ static void begin_shutdown(app_t *a, int signo)
     cs_timer_start(&a->tick, 0);
 }
 
-/* SIGHUP: re-read the configuration; tokens and limits change, the addresses do not. Returns 0, or -1
- * when the running configuration was kept. */
+/*
+ * What a reload does for the keys whose rows name an apply function (CS_CFG_APPLY in config.c's table).
+ * prepare does what may fail before anything changes; commit puts the new configuration in force.
+ */
+typedef struct applier {
+    int (*prepare)(app_t *a, const cs_config_t *next, char *err, size_t errlen); /* NULL: cannot fail */
+    void (*commit)(app_t *a);
+} applier_t;
+
+/* auth.*: a new token table, checked like at start-up against the listener the daemon is bound to. */
+static int auth_prepare(app_t *a, const cs_config_t *next, char *err, size_t errlen)
+{
+    return cs_auth_new(&a->next_auth, next, cs_listener_is_loopback(a->d.cfg->listen_host), err, errlen);
+}
+
+static void auth_commit(app_t *a)
+{
+    cs_auth_free(a->d.auth);
+    a->d.auth = a->next_auth;
+    a->next_auth = NULL;
+}
+
+static void store_commit(app_t *a)
+{
+    cs_store_limits_t lim;
+
+    store_limits(a->d.cfg, &lim);
+    cs_store_set_limits(a->d.store, &lim);
+}
+
+static void log_commit(app_t *a)
+{
+    cs_log_set_level((cs_log_level_t)a->d.cfg->log_level);
+}
+
+static const applier_t appliers[CS_CONFIG_APPLY_MAX] = {
+    [CS_CONFIG_APPLY_AUTH] = {auth_prepare, auth_commit},
+    [CS_CONFIG_APPLY_STORE] = {NULL, store_commit},
+    [CS_CONFIG_APPLY_LOG] = {NULL, log_commit},
+};
+
+/*
+ * SIGHUP: re-read the configuration. Each key does what its row in config.c's table says: applied at
+ * once (read where it is used), through an apply function above, or kept until a restart (warned
+ * about). Returns 0, or -1 when the running configuration was kept.
+ */
 static int reload(app_t *a)
 {
     cs_daemon_t *d = &a->d;
     cs_config_t *cfg = calloc(1, sizeof(*cfg));
-    cs_auth_t *auth = NULL;
-    cs_store_limits_t lim;
-    char err[512] = "";
+    cs_config_reload_plan_t plan;
+    char err[512] = "out of memory";
+    unsigned i;
 
-    if (cfg == NULL) {
-        cs_log_error("reload: out of memory; keeping the running configuration");
-        return -1;
+    if (cfg == NULL)
+        goto keep;
+    if (load_config(cfg, &a->args, err, sizeof(err)) != 0)
+        goto keep;
+    if (cs_config_reload_plan(cfg, d->cfg, &plan) != 0) {
+        snprintf(err, sizeof(err), "out of memory");
+        goto keep;
     }
-    if (cs_config_from_argv(cfg, a->argc, a->argv, NULL, err, sizeof(err)) != 0 ||
-        cs_auth_new(&auth, cfg, cs_listener_is_loopback(d->cfg->listen_host), err, sizeof(err)) != 0) {
-        cs_log_error("reload: %s; keeping the running configuration", err);
-        cs_config_free(cfg);
-        free(cfg);
-        return -1;
-    }
+    /* Clamped with a warning, or refused when not one client would fit (logged by fit_nofile). */
     if (fit_nofile(cfg, "reload: ") != 0) {
-        cs_log_error("reload: keeping the running configuration");
-        cs_auth_free(auth);
-        cs_config_free(cfg);
-        free(cfg);
-        return -1;
+        snprintf(err, sizeof(err), "limits.max_clients leaves no room under the open-files limit");
+        goto keep;
     }
-    if (strcmp(cfg->listen, d->cfg->listen) != 0 || strcmp(cfg->ingest_socket, d->cfg->ingest_socket) != 0)
-        cs_log_warn("reload: listen and ingest.socket changes take effect at the next restart");
-    /* Keep the addresses the daemon is bound to. */
-    char *t;
-    t = cfg->listen, cfg->listen = d->cfg->listen, d->cfg->listen = t;
-    t = cfg->listen_host, cfg->listen_host = d->cfg->listen_host, d->cfg->listen_host = t;
-    cfg->listen_port = d->cfg->listen_port;
-    t = cfg->ingest_socket, cfg->ingest_socket = d->cfg->ingest_socket, d->cfg->ingest_socket = t;
+    for (i = 0; i < CS_CONFIG_APPLY_MAX; i++)
+        if ((plan.apply & 1u << i) && appliers[i].prepare != NULL &&
+            appliers[i].prepare(a, cfg, err, sizeof(err)) != 0)
+            goto keep;
+    if (plan.n_restart > 0)
+        cs_log_warn("reload: %s changes take effect at the next restart", plan.restart);
 
-    cs_auth_free(d->auth);
-    d->auth = auth;
     cs_config_free(d->cfg);
     free(d->cfg);
     d->cfg = cfg;
-    cs_log_set_level((cs_log_level_t)cfg->log_level);
-    store_limits(cfg, &lim);
-    cs_store_set_limits(d->store, &lim);
+    for (i = 0; i < CS_CONFIG_APPLY_MAX; i++)
+        if ((plan.apply & 1u << i) && appliers[i].commit != NULL)
+            appliers[i].commit(a);
     cs_log_info("reload: configuration re-read (%zu tokens)", cfg->n_tokens + (cfg->api_key != NULL));
     return 0;
+
+keep:
+    cs_log_error("reload: %s; keeping the running configuration", err);
+    cs_auth_free(a->next_auth);
+    a->next_auth = NULL;
+    cs_config_free(cfg);
+    free(cfg);
+    return -1;
 }
 
 static void on_signal(int signo, void *data)
@@ -321,17 +539,20 @@ int main(int argc, char **argv)
     char err[512] = "";
     int rc, status = 1;
 
-    a->argc = argc;
-    a->argv = argv;
     d->cfg = calloc(1, sizeof(*d->cfg));
     if (d->cfg == NULL)
         return 1;
-    rc = cs_config_from_argv(d->cfg, argc, argv, stdout, err, sizeof(err));
-    if (rc == CS_CONFIG_EXIT_OK) {
+    if (parse_args(&a->args, argc, argv, err, sizeof(err)) != 0) {
+        fprintf(stderr, "crewstreamd: %s\n", err);
+        status = 2;
+        goto out_cfg;
+    }
+    if (a->args.help || a->args.version) {
+        fputs(a->args.help ? usage : "crewstreamd " CS_VERSION "\n", stdout);
         status = 0;
         goto out_cfg;
     }
-    if (rc != 0) {
+    if (load_config(d->cfg, &a->args, err, sizeof(err)) != 0) {
         fprintf(stderr, "crewstreamd: %s\n", err);
         status = 2;
         goto out_cfg;
@@ -342,7 +563,7 @@ int main(int argc, char **argv)
         status = 2;
         goto out_cfg;
     }
-    if (d->cfg->check_config) {
+    if (a->args.check) {
         cs_config_dump(d->cfg, stdout);
         status = 0;
         goto out_auth;

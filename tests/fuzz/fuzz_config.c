@@ -10,6 +10,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+#include "../../src/auth.c"
+#include "../../src/cfgschema.c"
 #include "../../src/config.c"
 #include "../../src/log.c"
 

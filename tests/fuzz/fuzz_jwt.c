@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../../src/auth.c"
+#include "../../src/cfgschema.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -4,6 +4,7 @@
  * and a table that outlives the configuration it was built from.
  */
 #include "../../src/auth.c"
+#include "../../src/cfgschema.c"
 
 #include "ctest.h"
 

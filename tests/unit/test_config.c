@@ -2,6 +2,8 @@
  * test_config.c - defaults, the shipped file, every class of error with its key
  * path, token hashing, the dump without secrets, and the command line.
  */
+#include "../../src/auth.c"
+#include "../../src/cfgschema.c"
 #include "../../src/config.c"
 #include "../../src/log.c"
 
@@ -121,7 +123,6 @@ static void test_defaults(void)
     CHECK_STR(cfg.cors_origins[0], "*");
     CHECK(cfg.metrics_public == 0);
     CHECK(cfg.log_level == CS_LOG_INFO);
-    CHECK(cfg.config_path == NULL && cfg.check_config == 0);
     cs_config_free(&cfg);
     CHECK(cfg.listen == NULL);
     cs_config_free(&cfg); /* freeing twice is harmless */
@@ -614,197 +615,6 @@ static void test_parse_listen(void)
     CHECK(cs_config_parse_listen(NULL, &host, &port) == -EINVAL);
 }
 
-/* Runs cs_config_from_argv over a NULL-terminated list; captures what it prints. */
-static int run_argv(cs_config_t *cfg, char **out_text, char *err, size_t errlen, ...)
-{
-    char *argv[32];
-    int argc = 0;
-    va_list ap;
-
-    argv[argc++] = (char *)"crewstreamd";
-    va_start(ap, errlen);
-    for (char *a; (a = va_arg(ap, char *)) != NULL && argc < 31;)
-        argv[argc++] = a;
-    va_end(ap);
-    argv[argc] = NULL;
-
-    char *text = NULL;
-    size_t n = 0;
-    FILE *f = open_memstream(&text, &n);
-    REQUIRE(f != NULL);
-    int rc = cs_config_from_argv(cfg, argc, argv, f, err, errlen);
-    fclose(f);
-    if (out_text != NULL)
-        *out_text = text;
-    else
-        free(text);
-    return rc;
-}
-
-static void test_argv_precedence(void)
-{
-    cs_config_t cfg;
-    char err[512] = "";
-    char path[300];
-
-    unsetenv("CREWSTREAM_API_KEY");
-    unsetenv("CREWSTREAM_JWT_SECRET");
-
-    /* No flags: the defaults. */
-    CHECK(run_argv(&cfg, NULL, err, sizeof(err), NULL) == 0);
-    CHECK_STR(cfg.listen, "127.0.0.1:8000");
-    CHECK(cfg.log_level == CS_LOG_INFO && cfg.config_path == NULL && cfg.check_config == 0);
-    cs_config_free(&cfg);
-
-    snprintf(path, sizeof(path), "%s",
-             write_temp("prec.json",
-                        "{\"listen\":\"127.0.0.1:9100\",\"store\":{\"ring_events\":77},"
-                        "\"ingest\":{\"socket\":\"/tmp/file.sock\"},\"log\":{\"level\":\"debug\"},"
-                        "\"auth\":{\"api_key\":\"file-key\",\"jwt_secret\":\"file-jwt\"}}"));
-    chmod(path, 0600);
-
-    /* The file over the defaults. */
-    CHECK(run_argv(&cfg, NULL, err, sizeof(err), "--config", path, NULL) == 0);
-    CHECK_STR(cfg.listen, "127.0.0.1:9100");
-    CHECK(cfg.listen_port == 9100);
-    CHECK(cfg.ring_events == 77 && cfg.heartbeat_s == 15);
-    CHECK_STR(cfg.ingest_socket, "/tmp/file.sock");
-    CHECK(cfg.log_level == CS_LOG_DEBUG);
-    CHECK_STR(cfg.api_key, "file-key");
-    CHECK_STR(cfg.config_path, path);
-    cs_config_free(&cfg);
-
-    /* The environment over the file. */
-    setenv("CREWSTREAM_API_KEY", "env-key", 1);
-    setenv("CREWSTREAM_JWT_SECRET", "env-jwt", 1);
-    CHECK(run_argv(&cfg, NULL, err, sizeof(err), "--config", path, NULL) == 0);
-    CHECK_STR(cfg.api_key, "env-key");
-    CHECK_STR(cfg.jwt_secret, "env-jwt");
-    cs_config_free(&cfg);
-    /* An empty variable counts as unset. */
-    setenv("CREWSTREAM_API_KEY", "", 1);
-    CHECK(run_argv(&cfg, NULL, err, sizeof(err), "--config", path, NULL) == 0);
-    CHECK_STR(cfg.api_key, "file-key");
-    cs_config_free(&cfg);
-    unsetenv("CREWSTREAM_API_KEY");
-    unsetenv("CREWSTREAM_JWT_SECRET");
-
-    /* Flags over the file, wherever --config stands. */
-    CHECK(run_argv(&cfg, NULL, err, sizeof(err), "--listen", "[::1]:7000", "--config", path, "--socket",
-                   "/tmp/flag.sock", "--log-level", "warn", "--check-config", NULL) == 0);
-    CHECK_STR(cfg.listen, "[::1]:7000");
-    CHECK_STR(cfg.listen_host, "::1");
-    CHECK(cfg.listen_port == 7000);
-    CHECK_STR(cfg.ingest_socket, "/tmp/flag.sock");
-    CHECK(cfg.log_level == CS_LOG_WARN);
-    CHECK(cfg.ring_events == 77);
-    CHECK(cfg.check_config == 1);
-    cs_config_free(&cfg);
-
-    /* "--opt=value" works as well, and the last of a repeated flag wins. */
-    CHECK(run_argv(&cfg, NULL, err, sizeof(err), "--listen=localhost:1", "--listen=localhost:2", NULL) == 0);
-    CHECK_STR(cfg.listen, "localhost:2");
-    cs_config_free(&cfg);
-}
-
-static void test_argv_exit(void)
-{
-    cs_config_t cfg;
-    char err[512] = "";
-    char *text = NULL;
-
-    CHECK(run_argv(&cfg, &text, err, sizeof(err), "--version", NULL) == CS_CONFIG_EXIT_OK);
-    CHECK_STR(text, "crewstreamd " CS_VERSION "\n");
-    free(text);
-    cs_config_free(&cfg);
-    CHECK(run_argv(&cfg, &text, err, sizeof(err), "-V", NULL) == CS_CONFIG_EXIT_OK);
-    CHECK_STR(text, "crewstreamd " CS_VERSION "\n");
-    free(text);
-    cs_config_free(&cfg);
-
-    static const char *const flags[] = {"--config FILE",     "--listen HOST:PORT", "--socket PATH",
-                                        "--log-level LEVEL", "--check-config",     "-V, --version",
-                                        "-h, --help",        "CREWSTREAM_API_KEY", "CREWSTREAM_JWT_SECRET"};
-    CHECK(run_argv(&cfg, &text, err, sizeof(err), "--help", NULL) == CS_CONFIG_EXIT_OK);
-    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
-        if (strstr(text, flags[i]) == NULL)
-            fprintf(stderr, "   --help does not mention %s\n", flags[i]);
-        CHECK(strstr(text, flags[i]) != NULL);
-    }
-    free(text);
-    cs_config_free(&cfg);
-    CHECK(run_argv(&cfg, &text, err, sizeof(err), "-h", NULL) == CS_CONFIG_EXIT_OK);
-    CHECK(strncmp(text, "Usage: crewstreamd", 18) == 0);
-    free(text);
-    cs_config_free(&cfg);
-    /* --help does not read the file, so a broken file does not stand in its way. */
-    CHECK(run_argv(&cfg, NULL, err, sizeof(err), "--config", "/nonexistent", "--help", NULL) ==
-          CS_CONFIG_EXIT_OK);
-    cs_config_free(&cfg);
-    /* With no stream (the SIGHUP reload), nothing is printed and nothing breaks. */
-    char *argv[] = {(char *)"crewstreamd", (char *)"--version", NULL};
-    CHECK(cs_config_from_argv(&cfg, 2, argv, NULL, err, sizeof(err)) == CS_CONFIG_EXIT_OK);
-    cs_config_free(&cfg);
-}
-
-static void expect_argv_error_at(int line, const char *a1, const char *a2, const char *needle)
-{
-    cs_config_t cfg;
-    char err[512] = "";
-    int rc = run_argv(&cfg, NULL, err, sizeof(err), a1, a2, NULL);
-
-    ct_checks++;
-    if (rc >= 0 || strstr(err, needle) == NULL || strchr(err, '\n') != NULL) {
-        ct_failures++;
-        fprintf(stderr, "%s:%d: for %s %s\n  expected an error with \"%s\"\n  got %d and \"%s\"\n", __FILE__,
-                line, a1, a2 ? a2 : "", needle, rc, err);
-    }
-    /* On failure cfg is left empty; freeing it again is harmless. */
-    CHECK(cfg.listen == NULL && cfg.cors_origins == NULL);
-    cs_config_free(&cfg);
-}
-#define EXPECT_ARGV_ERROR(a1, a2, needle) expect_argv_error_at(__LINE__, a1, a2, needle)
-
-static void test_argv_errors(void)
-{
-    char *bad = write_temp("bad.json", "{\"store\":{\"ring_events\":0}}");
-    char want[400];
-
-    EXPECT_ARGV_ERROR("--bogus", NULL, "unknown or ambiguous option \"--bogus\" (try --help)");
-    EXPECT_ARGV_ERROR("-x", NULL, "unknown option \"-x\"");
-    EXPECT_ARGV_ERROR("--config", NULL, "option \"--config\" needs an argument");
-    EXPECT_ARGV_ERROR("--listen", NULL, "option \"--listen\" needs an argument");
-    EXPECT_ARGV_ERROR("--help=1", NULL, "option \"--help=1\" takes no argument");
-    EXPECT_ARGV_ERROR("--check-config=yes", NULL, "option \"--check-config=yes\" takes no argument");
-    EXPECT_ARGV_ERROR("--listen", "x", "--listen \"x\": expected \"HOST:PORT\"");
-    EXPECT_ARGV_ERROR("--listen", "h:70000", "--listen \"h:70000\": expected \"HOST:PORT\"");
-    EXPECT_ARGV_ERROR("--log-level", "loud", "--log-level \"loud\": expected error, warn, info or debug");
-    EXPECT_ARGV_ERROR("--socket", "", "--socket: expected a path");
-    EXPECT_ARGV_ERROR("--config", "", "option --config needs a file name");
-    EXPECT_ARGV_ERROR("--config", "/nonexistent/cs.json", "/nonexistent/cs.json: No such file or directory");
-    EXPECT_ARGV_ERROR("serve", NULL, "unexpected argument \"serve\"");
-    snprintf(want, sizeof(want), "%s: store.ring_events: expected an integer >= 1", bad);
-    EXPECT_ARGV_ERROR("--config", bad, want);
-}
-
-/* getopt keeps global state; every call must start over. */
-static void test_argv_repeat(void)
-{
-    cs_config_t cfg;
-    char err[256];
-
-    for (int i = 0; i < 3; i++) {
-        CHECK(run_argv(&cfg, NULL, err, sizeof(err), "--listen", "127.0.0.1:8001", NULL) == 0);
-        CHECK(cfg.listen_port == 8001);
-        cs_config_free(&cfg);
-        CHECK(run_argv(&cfg, NULL, err, sizeof(err), "-Q", NULL) == -EINVAL);
-        cs_config_free(&cfg);
-        CHECK(run_argv(&cfg, NULL, err, sizeof(err), NULL) == 0);
-        CHECK(cfg.listen_port == 8000);
-        cs_config_free(&cfg);
-    }
-}
-
 static void test_apply_env(void)
 {
     cs_config_t cfg;
@@ -822,6 +632,248 @@ static void test_apply_env(void)
     unsetenv("CREWSTREAM_API_KEY");
     unsetenv("CREWSTREAM_JWT_SECRET");
     cs_config_free(&cfg);
+}
+
+/* ---- the table itself ---- */
+
+typedef void (*row_fn)(const cs_cfg_field_t *f, const char *path, void *arg);
+
+static void each_row(const cs_cfg_field_t *fields, const char *prefix, row_fn fn, void *arg)
+{
+    for (const cs_cfg_field_t *f = fields; f->key != NULL; f++) {
+        char path[128];
+        snprintf(path, sizeof(path), "%s%s%s", prefix, prefix[0] != '\0' ? "." : "", f->key);
+        if (f->kind == CS_CFG_OBJECT)
+            each_row(f->sub, path, fn, arg);
+        else
+            fn(f, path, arg);
+    }
+}
+
+static void check_row(const cs_cfg_field_t *f, const char *path, void *arg)
+{
+    (void)arg;
+    /* Every key has a default, and it is a valid value of its own row (its own parser, its own bounds). */
+    if (f->def == NULL)
+        fprintf(stderr, "   %s has no default\n", path);
+    CHECK(f->def != NULL);
+    if (f->kind == CS_CFG_SIZE || f->kind == CS_CFG_UINT) {
+        unsigned long long v = strtoull(f->def, NULL, 10);
+        if (v < f->min || v > f->max)
+            fprintf(stderr, "   %s: default %llu outside %llu..%llu\n", path, v, f->min, f->max);
+        CHECK(v >= f->min && v <= f->max && f->min <= f->max);
+    }
+    cs_config_t one;
+    char err[256] = "";
+    memset(&one, 0, sizeof(one));
+    cs_cfg_ctx_t ctx = {.err = err, .errlen = sizeof(err)};
+    json_t *v = json_loads(f->def != NULL ? f->def : "null", JSON_DECODE_ANY, NULL);
+    REQUIRE(v != NULL);
+    int rc = cs_cfg_parse_field(&one, f, v, &ctx);
+    if (rc != 0)
+        fprintf(stderr, "   %s: default %s refused: %s\n", path, f->def, err);
+    CHECK(rc == 0);
+    json_decref(v);
+    cs_cfg_release_field(&one, f);
+    /* A kind stored by its ops alone must say how to print it; one with storage, how to copy and free it. */
+    if (f->kind == CS_CFG_CUSTOM || f->kind == CS_CFG_INT)
+        CHECK(f->ops != NULL && f->ops->parse != NULL && (f->ops->dump != NULL || (f->flags & CS_CFG_NODUMP)));
+    if (f->kind == CS_CFG_CUSTOM && f->ops->copy != NULL)
+        CHECK(f->ops->release != NULL);
+    /* A restart-only key is compared by its printed value: it cannot be a secret. */
+    if (f->reload == CS_CFG_RESTART)
+        CHECK(f->kind != CS_CFG_SECRET && !(f->flags & CS_CFG_NODUMP));
+    if (f->reload == CS_CFG_APPLY)
+        CHECK(f->apply > 0 && f->apply < CS_CONFIG_APPLY_MAX);
+    else
+        CHECK(f->apply == 0);
+    /* Only a secret may come from the environment. */
+    if (f->env != NULL)
+        CHECK(f->kind == CS_CFG_SECRET);
+}
+
+static void test_table_rows(void)
+{
+    each_row(cfg_root_fields, "", check_row, NULL);
+    /* The rows of one token (auth.c) obey the same rules, but for required keys, which have none. */
+    for (const cs_cfg_field_t *f = cs_tok_token_fields; f->key != NULL; f++)
+        if (f->def != NULL)
+            check_row(f, f->key, NULL);
+}
+
+/* What --check-config prints for the defaults reads back to the same configuration, over any other. */
+static void test_table_dump_roundtrip(void)
+{
+    cs_config_t def, other;
+    char err[512] = "";
+
+    REQUIRE(cs_config_defaults(&def) == 0);
+    char *want = dump_str(&def);
+    REQUIRE(cs_config_defaults(&other) == 0);
+    REQUIRE(cs_config_load_buffer(&other, full_json, strlen(full_json), err, sizeof(err)) == 0);
+    /* The secrets print as "(set)", which is refused as a value: clear them, the dump prints null. */
+    static const char nosecrets[] = "{\"auth\":{\"api_key\":null,\"jwt_secret\":null}}";
+    REQUIRE(cs_config_load_buffer(&other, nosecrets, strlen(nosecrets), err, sizeof(err)) == 0);
+    int rc = cs_config_load_buffer(&other, want, strlen(want), err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "   %s\n", err);
+    CHECK(rc == 0);
+    char *got = dump_str(&other);
+    CHECK_STR(got, want);
+    free(got);
+    /* A copy prints the same and owns its own storage. */
+    cs_config_t copy;
+    REQUIRE(cfg_copy(&copy, &other) == 0);
+    cs_config_free(&other);
+    got = dump_str(&copy);
+    CHECK_STR(got, want);
+    free(got);
+    cs_config_free(&copy);
+    free(want);
+    cs_config_free(&def);
+}
+
+/* What each key does on SIGHUP, as docs/operations.md and docs/configuration.md state it. */
+static const struct {
+    const char *path;
+    cs_cfg_reload_t how;
+    int apply;
+} reload_rules[] = {
+    {"listen", CS_CFG_RESTART, 0},
+    {"ingest.socket", CS_CFG_RESTART, 0},
+    {"ingest.mode", CS_CFG_RESTART, 0},
+    {"ingest.allow_uids", CS_CFG_LIVE, 0},
+    {"auth.api_key", CS_CFG_APPLY, CS_CONFIG_APPLY_AUTH},
+    {"auth.tokens", CS_CFG_APPLY, CS_CONFIG_APPLY_AUTH},
+    {"auth.jwt_secret", CS_CFG_APPLY, CS_CONFIG_APPLY_AUTH},
+    {"store.ring_events", CS_CFG_APPLY, CS_CONFIG_APPLY_STORE},
+    {"store.ring_bytes", CS_CFG_APPLY, CS_CONFIG_APPLY_STORE},
+    {"store.max_bytes", CS_CFG_APPLY, CS_CONFIG_APPLY_STORE},
+    {"store.retain_s", CS_CFG_APPLY, CS_CONFIG_APPLY_STORE},
+    {"store.global_events", CS_CFG_RESTART, 0},
+    {"limits.max_clients", CS_CFG_LIVE, 0},
+    {"limits.max_producers", CS_CFG_LIVE, 0},
+    {"limits.max_event_bytes", CS_CFG_LIVE, 0},
+    {"limits.head_bytes", CS_CFG_LIVE, 0},
+    {"limits.head_timeout_s", CS_CFG_LIVE, 0},
+    {"limits.stall_s", CS_CFG_LIVE, 0},
+    {"limits.json_depth", CS_CFG_LIVE, 0},
+    {"limits.max_body_bytes", CS_CFG_LIVE, 0},
+    {"heartbeat_s", CS_CFG_LIVE, 0},
+    {"shutdown_s", CS_CFG_LIVE, 0},
+    {"http.cors_origins", CS_CFG_LIVE, 0},
+    {"http.metrics_public", CS_CFG_LIVE, 0},
+    {"log.level", CS_CFG_APPLY, CS_CONFIG_APPLY_LOG},
+};
+
+static void check_rule(const cs_cfg_field_t *f, const char *path, void *arg)
+{
+    size_t *seen = arg;
+    size_t i;
+    for (i = 0; i < sizeof(reload_rules) / sizeof(reload_rules[0]); i++)
+        if (strcmp(reload_rules[i].path, path) == 0)
+            break;
+    if (i == sizeof(reload_rules) / sizeof(reload_rules[0])) {
+        fprintf(stderr, "   %s: no reload rule in this test (and the docs?)\n", path);
+        CHECK(0);
+        return;
+    }
+    (*seen)++;
+    if (f->reload != reload_rules[i].how || f->apply != reload_rules[i].apply)
+        fprintf(stderr, "   %s: the table says %d/%d\n", path, (int)f->reload, f->apply);
+    CHECK(f->reload == reload_rules[i].how && f->apply == reload_rules[i].apply);
+}
+
+static void test_table_reload(void)
+{
+    size_t seen = 0;
+    each_row(cfg_root_fields, "", check_rule, &seen);
+    CHECK(seen == sizeof(reload_rules) / sizeof(reload_rules[0]));
+
+    /* The plan: restart-only changes named and set back, the rest kept, every apply function named. */
+    cs_config_t running, next;
+    cs_config_reload_plan_t plan;
+    char err[512];
+    static const char changed[] =
+        "{\"listen\":\"127.0.0.1:9001\",\"ingest\":{\"socket\":\"/tmp/new.sock\",\"mode\":\"0600\"},"
+        "\"store\":{\"ring_events\":5,\"global_events\":9},\"limits\":{\"max_clients\":7},"
+        "\"auth\":{\"api_key\":\"k\"},\"log\":{\"level\":\"debug\"}}";
+    REQUIRE(cs_config_defaults(&running) == 0);
+    REQUIRE(cs_config_defaults(&next) == 0);
+    REQUIRE(cs_config_reload_plan(&next, &running, &plan) == 0);
+    CHECK_STR(plan.restart, "");
+    CHECK(plan.n_restart == 0);
+    CHECK(plan.apply ==
+          (1u << CS_CONFIG_APPLY_AUTH | 1u << CS_CONFIG_APPLY_STORE | 1u << CS_CONFIG_APPLY_LOG));
+    REQUIRE(cs_config_load_buffer(&next, changed, strlen(changed), err, sizeof(err)) == 0);
+    REQUIRE(cs_config_reload_plan(&next, &running, &plan) == 0);
+    CHECK_STR(plan.restart, "listen, ingest.socket, ingest.mode and store.global_events");
+    CHECK(plan.n_restart == 4);
+    CHECK_STR(next.listen, running.listen);
+    CHECK_STR(next.listen_host, "127.0.0.1");
+    CHECK(next.listen_port == 8000);
+    CHECK_STR(next.ingest_socket, running.ingest_socket);
+    CHECK(next.ingest_mode == 0660 && next.global_events == 4096);
+    CHECK(next.ring_events == 5 && next.max_clients == 7 && next.log_level == CS_LOG_DEBUG);
+    CHECK_STR(next.api_key, "k");
+    /* Two changes read "a and b". */
+    static const char two[] = "{\"listen\":\"127.0.0.1:9002\",\"ingest\":{\"socket\":\"/tmp/b.sock\"}}";
+    REQUIRE(cs_config_load_buffer(&next, two, strlen(two), err, sizeof(err)) == 0);
+    REQUIRE(cs_config_reload_plan(&next, &running, &plan) == 0);
+    CHECK_STR(plan.restart, "listen and ingest.socket");
+    cs_config_free(&next);
+    cs_config_free(&running);
+}
+
+/* docs/configuration.md shows each key's default as the table holds it (in the key's own table line). */
+static void check_doc_default(const cs_cfg_field_t *f, const char *path, void *arg)
+{
+    const char *doc = arg;
+    char needle[160], want[160];
+    snprintf(needle, sizeof(needle), "\n| `%s` |", path);
+    snprintf(want, sizeof(want), "`%s`", f->def);
+    const char *line = strstr(doc, needle);
+    if (line == NULL && strchr(path, '.') == NULL) {
+        /* A top-level key with a section of its own ("### `listen`"): its table follows the heading. */
+        snprintf(needle, sizeof(needle), "### `%s`", path);
+        line = strstr(doc, needle);
+        if (line != NULL)
+            line = strstr(line, "\n|---");
+        if (line != NULL)
+            line = strchr(line + 1, '\n');
+    }
+    const char *end = line != NULL ? strchr(line + 1, '\n') : NULL;
+    int ok = line != NULL && end != NULL;
+    if (ok) {
+        const char *hit = strstr(line, want);
+        ok = hit != NULL && hit < end;
+    }
+    if (!ok)
+        fprintf(stderr, "   docs/configuration.md: %s does not show the default %s\n", path, want);
+    CHECK(ok);
+}
+
+static void test_table_docs(void)
+{
+    char path[4096];
+    const char *src = getenv("CS_SOURCE_DIR");
+
+    if (src != NULL && src[0] != '\0')
+        snprintf(path, sizeof(path), "%s/docs/configuration.md", src);
+    else if (__FILE__[0] == '/' && strstr(__FILE__, "/tests/unit/") != NULL)
+        snprintf(path, sizeof(path), "%.*s/docs/configuration.md",
+                 (int)(strstr(__FILE__, "/tests/unit/") - __FILE__), __FILE__);
+    else {
+        fprintf(stderr, "   skipped docs/configuration.md: set CS_SOURCE_DIR to the source tree\n");
+        return;
+    }
+    FILE *f = fopen(path, "r");
+    REQUIRE(f != NULL);
+    static char doc[65536];
+    size_t n = fread(doc, 1, sizeof(doc) - 1, f);
+    fclose(f);
+    doc[n] = '\0';
+    each_row(cfg_root_fields, "", check_doc_default, doc);
 }
 
 int main(void)
@@ -844,13 +896,13 @@ int main(void)
     RUN(test_merge_and_rollback);
     RUN(test_dump);
     RUN(test_parse_listen);
-    RUN(test_argv_precedence);
-    RUN(test_argv_exit);
-    RUN(test_argv_errors);
-    RUN(test_argv_repeat);
     RUN(test_apply_env);
+    RUN(test_table_rows);
+    RUN(test_table_dump_roundtrip);
+    RUN(test_table_reload);
+    RUN(test_table_docs);
 
-    static const char *const files[] = {"config.json", "prec.json", "bad.json"};
+    static const char *const files[] = {"config.json"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char p[256];
         snprintf(p, sizeof(p), "%s/%s", tmpdir, files[i]);

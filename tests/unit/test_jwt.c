@@ -5,6 +5,7 @@
  * beside configured tokens, and for how long it stays valid.
  */
 #include "../../src/auth.c"
+#include "../../src/cfgschema.c"
 
 #include "ctest.h"
 

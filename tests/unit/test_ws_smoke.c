@@ -6,6 +6,7 @@
  * stalled raw client, shut down) and checks the counters at the end.
  */
 #include "../../src/auth.c"
+#include "../../src/cfgschema.c"
 #include "../../src/cursor.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
