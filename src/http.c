@@ -595,6 +595,8 @@ static unsigned err_status(cs_err_t e)
         return 413;
     case CS_ERR_INTERNAL:
         return 500;
+    case CS_ERR_UNAVAILABLE:
+        return 503;
     default:
         return 400;
     }
@@ -688,10 +690,10 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
         e = cs_store_answer(h->d->store, x, xlen, &a, cs_unix_ms(), &pub, detail, sizeof(detail));
     if (e != CS_OK) {
         json_decref(o);
-        const char *code = e == CS_ERR_NOT_FOUND  ? "not_found"
-                           : e == CS_ERR_CONFLICT ? "conflict"
-                           : e == CS_ERR_INTERNAL ? "internal"
-                                                  : "bad_request";
+        /* The store's own refusals (store.max_bytes: too_large, unavailable) keep their names. */
+        const char *code = e == CS_ERR_INVALID_JSON || e == CS_ERR_MISSING_FIELD || e == CS_ERR_INVALID_FIELD
+                               ? "bad_request"
+                               : cs_err_name(e);
         return queue_error(h, q->con, err_status(e), code, detail, NULL, NULL);
     }
     json_t *r = json_pack("{s:b, s:s%, s:s, s:I, s:s}", "ok", 1, "execution_id", x, xlen, "event_id",
