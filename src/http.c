@@ -549,6 +549,18 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     metric(&b, "subscribers", "gauge", "Subscribers (cursors) on every transport.", st.subscribers);
     metric(&b, "executions", "gauge", "Executions held.", st.executions);
     metric(&b, "store_bytes", "gauge", "Bytes held by the store (frames and executions).", st.bytes);
+    metric(&b, "store_max_bytes", "gauge", "store.max_bytes: the bound of store_bytes.", st.max_bytes);
+    metric(&b, "store_pinned_bytes", "gauge",
+           "Bytes of executions an open human-input request pins (at most half of store.max_bytes).",
+           st.pinned_bytes);
+    metric(&b, "human_input_open", "gauge", "Open (unanswered) human-input requests.", st.open_requests);
+    metric(&b, "human_input_open_bytes", "gauge", "Bytes of the open human-input requests.",
+           st.open_request_bytes);
+    metric(&b, "store_refused_full_total", "counter",
+           "Publishes refused (unavailable): no room in store.max_bytes beside what is pinned or in flight.",
+           st.refused_full);
+    metric(&b, "store_refused_too_large_total", "counter",
+           "Publishes refused (too_large): larger than store.max_bytes allows.", st.refused_too_large);
     metric(&b, "frames", "gauge", "Rendered frames alive.", st.frames_live);
     metric(&b, "events_published_total", "counter", "Events stored.", st.events_published);
     metric(&b, "events_duplicate_total", "counter", "Re-posted events acknowledged without storing.",

@@ -43,12 +43,12 @@ typedef struct fawait {
     cs_awaiter_t aw;
     int used, pushed;
     int exec;
-    char eid[40];
+    char eid[CS_EVENT_ID_MAX + 1];
 } fawait_t;
 
 typedef struct freq { /* an acknowledged request, as the producer knows it */
     int used, exec, answered;
-    char eid[40];
+    char eid[CS_EVENT_ID_MAX + 1];
 } freq_t;
 
 typedef struct prog {
@@ -359,7 +359,7 @@ static void op_await(prog_t *g)
     if ((k & 1) && g->model[(k >> 1) % N_MODEL].used) {
         freq_t *m = &g->model[(k >> 1) % N_MODEL];
         a->exec = m->exec;
-        snprintf(a->eid, sizeof(a->eid), "%s", m->eid);
+        memcpy(a->eid, m->eid, sizeof(a->eid));
     } else {
         snprintf(a->eid, sizeof(a->eid), "q%u", (k >> 1) % ID_POOL);
     }
