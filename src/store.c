@@ -696,11 +696,13 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
         size_t pin_now = st->pinned - ex->pin_bytes;
         size_t pin_ex = pin_share(ex, ex->hitl.bytes + cost, exec_overhead(ex));
         /* Open requests cannot be evicted: they may hold half of the budget, the rest is for events. */
-        if (pin_ex + f->bytes > st->lim.max_bytes / 2) {
-            e = refuse(st, CS_ERR_TOO_LARGE, detail, detail_len, "this human_input_required",
-                       pin_ex + f->bytes, st->lim.max_bytes / 2);
-            snprintf(detail + strlen(detail), detail_len - strlen(detail),
-                     " (open requests may hold half of store.max_bytes)");
+        if (cost > st->lim.max_bytes / 2) {
+            st->refused_too_large++;
+            snprintf(detail, detail_len,
+                     "this human_input_required needs %zu bytes in the store, more than open requests may "
+                     "hold (half of store.max_bytes: %zu): not stored",
+                     cost, st->lim.max_bytes / 2);
+            e = CS_ERR_TOO_LARGE;
             goto refused;
         }
         if (pin_now + pin_ex > st->lim.max_bytes / 2) {
