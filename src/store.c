@@ -728,7 +728,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
             answers = NULL;
         }
     }
-    switch (cs_status_keeps(fl->type, fl->type_len)) {
+    switch (ev != NULL ? cs_status_keeps(fl->type, fl->type_len) : 0) { /* the fast path's types keep none */
     case CS_STATUS_KEEPS_RESULT:
         status_room = 2 * f->json_len; /* what a result is counted as (a part of the event, as a tree) */
         break;
