@@ -23,6 +23,7 @@ static const char *const err_names[] = {
     [CS_ERR_BAD_OP] = "bad_op",
     [CS_ERR_CONFLICT] = "conflict",
     [CS_ERR_INTERNAL] = "internal",
+    [CS_ERR_UNAVAILABLE] = "unavailable",
 };
 
 const char *cs_err_name(cs_err_t err)

@@ -25,6 +25,7 @@ typedef enum cs_err {
     CS_ERR_BAD_OP,
     CS_ERR_CONFLICT, /* an answer to a request that is not open (HTTP 409) */
     CS_ERR_INTERNAL,
+    CS_ERR_UNAVAILABLE, /* not stored, nothing changed: the producer may retry (HTTP 503) */
 } cs_err_t;
 
 /** Returns the wire name of an error: "invalid_json", "missing_field", ... */

@@ -590,6 +590,18 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     metric(&b, "subscribers", "gauge", "Subscribers (cursors) on every transport.", st.subscribers);
     metric(&b, "executions", "gauge", "Executions held.", st.executions);
     metric(&b, "store_bytes", "gauge", "Bytes held by the store (frames and executions).", st.bytes);
+    metric(&b, "store_max_bytes", "gauge", "store.max_bytes: the bound of store_bytes.", st.max_bytes);
+    metric(&b, "store_pinned_bytes", "gauge",
+           "Bytes of executions an open human-input request pins (at most half of store.max_bytes).",
+           st.pinned_bytes);
+    metric(&b, "human_input_open", "gauge", "Open (unanswered) human-input requests.", st.open_requests);
+    metric(&b, "human_input_open_bytes", "gauge", "Bytes of the open human-input requests.",
+           st.open_request_bytes);
+    metric(&b, "store_refused_full_total", "counter",
+           "Publishes refused (unavailable): no room in store.max_bytes beside what is pinned or in flight.",
+           st.refused_full);
+    metric(&b, "store_refused_too_large_total", "counter",
+           "Publishes refused (too_large): larger than store.max_bytes allows.", st.refused_too_large);
     metric(&b, "frames", "gauge", "Rendered frames alive.", st.frames_live);
     metric(&b, "events_published_total", "counter", "Events stored.", st.events_published);
     metric(&b, "events_duplicate_total", "counter", "Re-posted events acknowledged without storing.",
@@ -689,6 +701,8 @@ static unsigned err_status(cs_err_t e)
         return 413;
     case CS_ERR_INTERNAL:
         return 500;
+    case CS_ERR_UNAVAILABLE:
+        return 503;
     default:
         return 400;
     }
@@ -799,10 +813,10 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
         e = cs_store_answer(h->d->store, x, xlen, &a, cs_unix_ms(), &pub, detail, sizeof(detail));
     if (e != CS_OK) {
         json_decref(o);
-        const char *code = e == CS_ERR_NOT_FOUND  ? "not_found"
-                           : e == CS_ERR_CONFLICT ? "conflict"
-                           : e == CS_ERR_INTERNAL ? "internal"
-                                                  : "bad_request";
+        /* The store's own refusals (store.max_bytes: too_large, unavailable) keep their names. */
+        const char *code = e == CS_ERR_INVALID_JSON || e == CS_ERR_MISSING_FIELD || e == CS_ERR_INVALID_FIELD
+                               ? "bad_request"
+                               : cs_err_name(e);
         return queue_error(h, q->con, err_status(e), code, detail, NULL, NULL);
     }
     json_t *r = json_pack("{s:b, s:s%, s:s, s:I, s:s}", "ok", 1, "execution_id", x, xlen, "event_id",

@@ -96,6 +96,15 @@ int cs_status_reads_type(const char *type, size_t len)
     }
 }
 
+int cs_status_keeps(const char *type, size_t len)
+{
+    if (is_kind(type, len, RUN_COMPLETED) || is_kind(type, len, FLOW_DONE))
+        return CS_STATUS_KEEPS_RESULT;
+    if (is_kind(type, len, RUN_FAILED) || is_kind(type, len, FLOW_FAILED))
+        return CS_STATUS_KEEPS_ERROR;
+    return 0;
+}
+
 int cs_status_is_final(int s)
 {
     return s == CS_EXEC_COMPLETED || s == CS_EXEC_ERROR || s == CS_EXEC_CANCELED;
@@ -201,9 +210,7 @@ static json_t *pending_json(const cs_exec_t *ex)
                                        "context", "reason_flags", "timestamp"};
     json_t *arr = json_array();
 
-    for (const cs_hitl_req_t *r = ex->hitl.reqs; r != NULL && arr != NULL; r = r->next) {
-        if (r->answered)
-            continue;
+    for (const cs_hitl_req_t *r = ex->hitl.open; r != NULL && arr != NULL; r = r->onext) {
         json_t *o = json_pack("{s:s, s:I}", "event_id", r->event_id, "seq", (json_int_t)r->seq);
         if (o == NULL)
             continue;

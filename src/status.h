@@ -36,6 +36,15 @@ int cs_status_apply(cs_exec_t *ex, const json_t *ev, const char *type, size_t ty
  */
 int cs_status_reads_type(const char *type, size_t len);
 
+enum { CS_STATUS_KEEPS_RESULT = 1, CS_STATUS_KEEPS_ERROR = 2 };
+
+/**
+ * What cs_status_apply may keep of an event of this type beyond counters: CS_STATUS_KEEPS_RESULT (a
+ * reference to its result, a part of the event), CS_STATUS_KEEPS_ERROR (the text of its error), or 0.
+ * The store reserves room in store.max_bytes for it before it publishes.
+ */
+int cs_status_keeps(const char *type, size_t len);
+
 /** Returns nonzero for completed, error and canceled. */
 int cs_status_is_final(int status);
 

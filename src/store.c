@@ -1,13 +1,20 @@
 /*
  * store.c - see store.h.
  *
- * Memory: every frame's bytes, every execution's overhead and its human-input
- * requests (the copy of each request event) are counted in store->bytes. Over
- * store.max_bytes, eviction drops, in this order: frames only the global ring
- * still holds, whole histories of finished executions (oldest finished first),
- * finished executions nobody watches (status and requests with them), the
- * oldest event overall, and at last empty executions nobody watches. A ring grows by doubling up to
- * store.ring_events, so an execution with few events costs little.
+ * Memory: every frame's bytes, every execution's overhead, its status (result,
+ * error) and its human-input requests (the copy of each request event) are
+ * counted in store->bytes, which a publish never leaves above store.max_bytes.
+ * Room is made before an event is stored (make_room, for what the event will
+ * cost: its frame, its request or answer, what its status keeps); eviction
+ * drops, in this order: frames only the global ring still holds, whole
+ * histories of finished executions (oldest finished first), finished executions
+ * nobody watches (status and requests with them), the oldest event of the least
+ * recently published execution, empty executions nobody watches, and at last
+ * the global ring's references. It never frees the execution being published
+ * to, nor one an open human-input request pins (hitl.h): a runtime may be
+ * waiting for that answer. When nothing more can go, the publish is refused and
+ * nothing is stored. A ring grows by doubling up to store.ring_events, so an
+ * execution with few events costs little.
  */
 #include "store.h"
 
@@ -33,7 +40,13 @@ struct cs_store {
     uint64_t gepoch;
     cs_sub_t *gwaiters;
     size_t bytes;
+    size_t frame_bytes; /* of every live frame, in a ring or only in flight to a subscriber */
     size_t frames_live;
+    size_t pinned;     /* sum of the executions' pin_bytes */
+    size_t open_bytes; /* sum of the executions' hitl.open_bytes */
+    size_t open_reqs;
+    cs_exec_t *publishing; /* the execution a publish is storing into: never evicted meanwhile */
+    uint64_t refused_full, refused_too_large;
     size_t subscribers;
     int64_t now_mono;
     uint64_t published, duplicates, evicted, expired, gaps;
@@ -54,6 +67,27 @@ const char *cs_exec_status_name(cs_exec_status_t s)
 static size_t exec_overhead(const cs_exec_t *ex)
 {
     return sizeof(*ex) + ex->id_len + 1 + ex->ring_cap * sizeof(cs_frame_t *);
+}
+
+/* An open human-input request pins its execution: a runtime may be waiting for the answer. */
+static int exec_pinned(const cs_exec_t *ex)
+{
+    return ex->hitl.n_open > 0;
+}
+
+/* What a pinned execution holds that eviction cannot take (its frames it can). */
+static size_t pin_share(const cs_exec_t *ex, size_t hitl_bytes, size_t overhead)
+{
+    return hitl_bytes + overhead + ex->status_bytes;
+}
+
+/* Brings st->pinned up to date with ex, after its requests, ring or status changed. */
+static void exec_pin_update(cs_store_t *st, cs_exec_t *ex)
+{
+    size_t b = exec_pinned(ex) ? pin_share(ex, ex->hitl.bytes, exec_overhead(ex)) : 0;
+
+    st->pinned = st->pinned - ex->pin_bytes + b;
+    ex->pin_bytes = b;
 }
 
 static int exec_where(const cs_store_t *st, const cs_exec_t *ex)
@@ -90,6 +124,7 @@ void cs_frame_unref(cs_store_t *store, cs_frame_t *f)
     if (--f->refcnt != 0)
         return;
     store->bytes -= f->bytes;
+    store->frame_bytes -= f->bytes;
     store->frames_live--;
     free(f);
 }
@@ -160,6 +195,7 @@ static cs_frame_t *frame_new(cs_store_t *st, const cs_exec_t *ex, const char *bo
     f->event_id_len = eid_len;
 
     st->bytes += total;
+    st->frame_bytes += total;
     st->frames_live++;
     return f;
 }
@@ -308,7 +344,12 @@ static void exec_drop_history(cs_store_t *st, cs_exec_t *ex)
 static void exec_free(cs_store_t *st, cs_exec_t *ex)
 {
     exec_drop_history(st, ex);
-    st->bytes -= ex->hitl.bytes;
+    st->bytes -= ex->hitl.bytes + ex->status_bytes;
+    st->open_bytes -= ex->hitl.open_bytes;
+    st->open_reqs -= ex->hitl.n_open;
+    st->pinned -= ex->pin_bytes;
+    ex->pin_bytes = 0;
+    ex->status_bytes = ex->result_bytes = 0;
     cs_hitl_clear(&ex->hitl);
     cs_status_clear(ex);
     exec_unlist(st, ex);
@@ -319,11 +360,18 @@ static void exec_free(cs_store_t *st, cs_exec_t *ex)
     free(ex);
 }
 
-/* Frees an execution nothing refers to any more: no subscriber, no retained event, and nothing
- * worth reporting (never posted to, or expired). */
+/* Whether eviction may free ex: nobody watches it, no open request pins it, and it is not the
+ * execution a publish is storing into. */
+static int exec_evictable(const cs_store_t *st, const cs_exec_t *ex)
+{
+    return ex->n_subs == 0 && !exec_pinned(ex) && ex != st->publishing;
+}
+
+/* Frees an execution nothing refers to any more: no subscriber, no open request, no retained event,
+ * and nothing worth reporting (never posted to, or expired). */
 static void exec_maybe_free(cs_store_t *st, cs_exec_t *ex)
 {
-    if (ex->n_subs == 0 && exec_count(ex) == 0 &&
+    if (exec_evictable(st, ex) && exec_count(ex) == 0 &&
         (ex->status == CS_EXEC_PENDING || exec_where(st, ex) == ON_NONE))
         exec_free(st, ex);
 }
@@ -343,6 +391,7 @@ static int exec_resize(cs_store_t *st, cs_exec_t *ex, size_t cap)
     ex->ring = ring;
     ex->ring_cap = cap;
     st->bytes += exec_overhead(ex);
+    exec_pin_update(st, ex);
     return 0;
 }
 
@@ -401,12 +450,6 @@ static void global_evict_oldest(cs_store_t *st)
 
 /* ---- status: status.c decides it; the store keeps finished executions on their own list ---- */
 
-static int type_is(const cs_frame_t *f, const char *s)
-{
-    size_t n = strlen(s);
-    return f->type_len == n && memcmp(f->type, s, n) == 0;
-}
-
 static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, const json_t *ev)
 {
     cs_exec_status_t s;
@@ -435,49 +478,59 @@ static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, co
 
 /* ---- eviction under store.max_bytes ---- */
 
-static void enforce_budget(cs_store_t *st)
+/* Frees something (the steps in the comment at the top); returns 0 when nothing more can go: what
+ * is left is pinned, watched, being published to, or in flight to subscribers. */
+static int evict_one(cs_store_t *st)
 {
-    while (st->bytes > st->lim.max_bytes) {
-        cs_exec_t *ex;
+    cs_exec_t *ex;
 
-        /* 1. The oldest frames of the global ring once their execution's ring has let them go. */
-        if (st->gnext > st->gfirst && !st->gring[st->gfirst % st->gcap]->in_exec) {
-            global_evict_oldest(st);
-            continue;
-        }
-        /* 2. Finished executions' histories, earliest finished first. */
-        for (ex = st->finished; ex != NULL && exec_count(ex) == 0; ex = ex->lru_next)
-            ;
-        if (ex != NULL) {
-            exec_drop_history(st, ex);
-            continue;
-        }
-        /* Then finished executions that hold only their status and requests, when nobody watches. */
-        for (ex = st->finished; ex != NULL && ex->n_subs > 0; ex = ex->lru_next)
-            ;
-        if (ex != NULL) {
-            exec_free(st, ex);
-            continue;
-        }
-        /* 3. The least recently published execution: its oldest event, or itself when it has none
-         * left and nobody watches it. A frame the global ring still holds is freed when the global
-         * ring lets it go (step 1): that ring pins at most store.global_events frames. */
-        for (ex = st->active; ex != NULL && exec_count(ex) == 0 && ex->n_subs > 0; ex = ex->lru_next)
-            ;
-        if (ex != NULL) {
-            if (exec_count(ex) > 0)
-                exec_evict_oldest(st, ex);
-            else
-                exec_free(st, ex);
-            continue;
-        }
-        /* 4. Only the global ring is left. */
-        if (st->gnext > st->gfirst) {
-            global_evict_oldest(st);
-            continue;
-        }
-        break; /* only frames in flight to subscribers remain */
+    /* 1. The oldest frames of the global ring once their execution's ring has let them go. */
+    if (st->gnext > st->gfirst && !st->gring[st->gfirst % st->gcap]->in_exec) {
+        global_evict_oldest(st);
+        return 1;
     }
+    /* 2. Finished executions' histories, earliest finished first. */
+    for (ex = st->finished; ex != NULL && exec_count(ex) == 0; ex = ex->lru_next)
+        ;
+    if (ex != NULL) {
+        exec_drop_history(st, ex);
+        return 1;
+    }
+    /* Then finished executions that hold only their status and requests, when nobody watches them
+     * and no open request pins them. */
+    for (ex = st->finished; ex != NULL && !exec_evictable(st, ex); ex = ex->lru_next)
+        ;
+    if (ex != NULL) {
+        exec_free(st, ex);
+        return 1;
+    }
+    /* 3. The least recently published execution: its oldest event, or itself when it has none left
+     * and may go. A frame the global ring still holds is freed when the global ring lets it go (step
+     * 1): that ring pins at most store.global_events frames. */
+    for (ex = st->active; ex != NULL && exec_count(ex) == 0 && !exec_evictable(st, ex); ex = ex->lru_next)
+        ;
+    if (ex != NULL) {
+        if (exec_count(ex) > 0)
+            exec_evict_oldest(st, ex);
+        else
+            exec_free(st, ex);
+        return 1;
+    }
+    /* 4. Only the global ring is left. */
+    if (st->gnext > st->gfirst) {
+        global_evict_oldest(st);
+        return 1;
+    }
+    return 0;
+}
+
+/* Evicts until extra more bytes fit within store.max_bytes; returns 0, or -1 when they cannot. */
+static int make_room(cs_store_t *st, size_t extra)
+{
+    while (st->bytes + extra > st->lim.max_bytes)
+        if (!evict_one(st))
+            return -1;
+    return 0;
 }
 
 /* ---- publish ---- */
@@ -493,22 +546,60 @@ static void wake_list(cs_sub_t **list)
     }
 }
 
+/* Refuses a publish over the budget: counted, and said in the producer's words. */
+static cs_err_t refuse(cs_store_t *st, cs_err_t e, char *detail, size_t detail_len, const char *what,
+                       size_t need, size_t limit)
+{
+    if (e == CS_ERR_TOO_LARGE) {
+        st->refused_too_large++;
+        snprintf(detail, detail_len, "%s needs %zu bytes in the store, more than %s (%zu): not stored", what,
+                 need, "store.max_bytes allows", limit);
+    } else {
+        st->refused_full++;
+        snprintf(detail, detail_len,
+                 "%s does not fit in store.max_bytes (%zu): open human-input requests hold %zu bytes and "
+                 "frames in flight to subscribers %zu; not stored, retry later",
+                 what, st->lim.max_bytes, st->pinned, limit);
+    }
+    return e;
+}
+
+/* Cuts s (NUL-terminated) to at most max bytes, at a UTF-8 character boundary. */
+static void utf8_cut(char *s, size_t max)
+{
+    size_t n = strlen(s);
+
+    if (n <= max)
+        return;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+        max--;
+    s[max] = '\0';
+}
+
 /*
  * Publishes one event known by its fields fl. ev, when not NULL, is the whole event: it is
  * completed in place (event_id, timestamp, seq), and human input and status read it. body, when not
  * NULL, is the producer's line kept as it came, without its closing brace (raw_line): the daemon's
  * fields are appended to it; otherwise the completed ev is rendered. One of ev and body is given.
+ *
+ * What the event will cost (its frame, its request or the answer's push line, what its status
+ * keeps) is known before it is stored, and room is made for it first: once stored, nothing of this
+ * publish is evicted, and the execution it went to is valid in *out.
  */
 static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, const char *body,
                               size_t body_len, int64_t now_unix_ms, cs_publish_t *out, char *detail,
                               size_t detail_len)
 {
     cs_exec_t *ex;
-    cs_frame_t *f;
-    char *json = NULL;
+    cs_frame_t *f = NULL;
+    cs_hitl_req_t *answers = NULL;
+    char *json = NULL, *push = NULL;
     const char *eid = fl->event_id, *ts = fl->timestamp;
-    size_t eid_len = fl->event_id_len, tail_len = 0;
+    size_t eid_len = fl->event_id_len, tail_len = 0, push_len = 0, extra = 0, status_room = 0;
     char tail[160], eid_buf[37], ts_buf[32];
+    int is_request = fl->type_len == 20 && memcmp(fl->type, "human_input_required", 20) == 0;
+    int is_answer = fl->type_len == 21 && memcmp(fl->type, "human_input_completed", 21) == 0;
+    cs_err_t e;
 
     ex = exec_get(st, fl->execution_id, fl->execution_id_len, now_unix_ms);
     if (ex == NULL)
@@ -529,6 +620,22 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
             }
         }
     }
+    /* A retry of a request whose event has left the ring: the request is still there (requests live
+     * beside the ring), and it is the same one: acknowledged with its seq, not asked twice. */
+    if (is_request && ev != NULL) {
+        const char *rid = json_string_value(json_object_get(ev, "event_id"));
+        cs_hitl_req_t *r = rid != NULL ? cs_hitl_find(&ex->hitl, rid) : NULL;
+        if (r != NULL) {
+            out->seq = r->seq;
+            snprintf(out->event_id, sizeof(out->event_id), "%s", r->event_id);
+            out->duplicate = 1;
+            out->frame = cs_exec_frame(ex, r->seq);
+            out->exec = ex;
+            st->duplicates++;
+            return CS_OK;
+        }
+    }
+    st->publishing = ex;
 
     /* What the daemon owns: a UUID when the event has no id, a timestamp when it has none, seq. */
     if (ev != NULL) {
@@ -582,6 +689,67 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     if (f == NULL)
         goto nomem;
 
+    /* What storing it will add beyond its frame (already counted): human input (never without ev:
+     * see cs_store_publish_fields) and what the status keeps. */
+    if (is_request) {
+        size_t cost = cs_hitl_request_cost(ev, f->json_len);
+        size_t pin_now = st->pinned - ex->pin_bytes;
+        size_t pin_ex = pin_share(ex, ex->hitl.bytes + cost, exec_overhead(ex));
+        /* Open requests cannot be evicted: they may hold half of the budget, the rest is for events. */
+        if (cost > st->lim.max_bytes / 2) {
+            st->refused_too_large++;
+            snprintf(detail, detail_len,
+                     "this human_input_required needs %zu bytes in the store, more than open requests may "
+                     "hold (half of store.max_bytes: %zu): not stored",
+                     cost, st->lim.max_bytes / 2);
+            e = CS_ERR_TOO_LARGE;
+            goto refused;
+        }
+        if (pin_now + pin_ex > st->lim.max_bytes / 2) {
+            st->refused_full++;
+            snprintf(
+                detail, detail_len,
+                "open human-input requests hold %zu bytes of the %zu they may (half of store.max_bytes): "
+                "this human_input_required is not stored; answer open requests, or retry later",
+                st->pinned, st->lim.max_bytes / 2);
+            e = CS_ERR_UNAVAILABLE;
+            goto refused;
+        }
+        extra += cost;
+    } else if (is_answer && ev != NULL) {
+        answers = cs_hitl_match_completed(&ex->hitl, ev);
+        if (answers != NULL && !answers->answered) {
+            push = cs_hitl_push_line(answers, ex->id, ev, f->seq, &push_len);
+            if (push == NULL)
+                goto nomem;
+            if (push_len > answers->request_bytes)
+                extra += push_len - answers->request_bytes;
+        } else {
+            answers = NULL;
+        }
+    }
+    switch (ev != NULL ? cs_status_keeps(fl->type, fl->type_len) : 0) { /* the fast path's types keep none */
+    case CS_STATUS_KEEPS_RESULT:
+        status_room = 2 * f->json_len; /* what a result is counted as (a part of the event, as a tree) */
+        break;
+    case CS_STATUS_KEEPS_ERROR:
+        status_room = f->json_len + 1; /* the error text, cut to the event's length */
+        break;
+    default:
+        break;
+    }
+    extra += status_room;
+    if (f->bytes + extra > st->lim.max_bytes) {
+        e = refuse(st, CS_ERR_TOO_LARGE, detail, detail_len, "this event", f->bytes + extra,
+                   st->lim.max_bytes);
+        goto refused;
+    }
+    if (make_room(st, extra) != 0) {
+        e = refuse(st, CS_ERR_UNAVAILABLE, detail, detail_len, "this event", 0, st->frame_bytes - f->bytes);
+        /* frame_bytes: what is left of them is in flight (the rings were emptied of what may go) */
+        goto refused;
+    }
+
     /* Into the execution's ring: the newest event is always kept, even one larger than ring_bytes. */
     while (exec_count(ex) > 0 &&
            (exec_count(ex) >= ex->ring_cap || ex->bytes + f->bytes > st->lim.ring_bytes))
@@ -619,16 +787,30 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     st->gnext++;
     st->published++;
 
-    /* Human-input requests and answers, kept beside the ring (never without ev: see
-     * cs_store_publish_fields). */
-    size_t hb = ex->hitl.bytes;
-    if (type_is(f, "human_input_required"))
-        cs_hitl_on_request(&ex->hitl, ev, f->seq, f->json_len);
-    else if (type_is(f, "human_input_completed"))
-        cs_hitl_on_completed(&ex->hitl, ex->id, ev, f->seq);
-    st->bytes += ex->hitl.bytes - hb;
+    /* Human-input requests and answers, kept beside the ring. */
+    size_t hb = ex->hitl.bytes, ob = ex->hitl.open_bytes, on = ex->hitl.n_open;
+    if (is_request && cs_hitl_on_request(&ex->hitl, ev, f->seq, f->json_len) != 0)
+        cs_log_error("store: out of memory recording human-input request %s of %s", f->event_id, ex->id);
+    if (answers != NULL)
+        cs_hitl_answer(&ex->hitl, answers, push, push_len); /* pushes to the awaiting runtimes */
+    st->bytes = st->bytes - hb + ex->hitl.bytes;
+    st->open_bytes = st->open_bytes - ob + ex->hitl.open_bytes;
+    st->open_reqs = st->open_reqs - on + ex->hitl.n_open;
 
+    /* The status, and what it keeps: a result as twice the event's text (within the room made for it),
+     * an error text cut to the room made for it. */
+    json_t *old_result = ex->result;
     exec_on_event(st, ex, f, ev);
+    if (ex->result != old_result)
+        ex->result_bytes = ex->result != NULL ? 2 * f->json_len : 0;
+    if (ex->error_message != NULL && status_room > 0)
+        utf8_cut(ex->error_message, status_room - 1);
+    size_t sb = (ex->result != NULL ? ex->result_bytes : 0) +
+                (ex->error_message != NULL ? strlen(ex->error_message) + 1 : 0);
+    st->bytes = st->bytes - ex->status_bytes + sb;
+    ex->status_bytes = sb;
+    exec_pin_update(st, ex);
+    st->publishing = NULL;
 
     out->seq = f->seq;
     memcpy(out->event_id, f->event_id, f->event_id_len + 1);
@@ -637,18 +819,20 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
 
     wake_list(&ex->waiters);
     wake_list(&st->gwaiters);
-    enforce_budget(st);
-    /* The budget may have evicted this very frame (an event larger than max_bytes): out->frame is
-     * then no longer valid, but its seq was assigned and is acknowledged. */
-    if (!f->in_exec) {
-        out->frame = NULL;
-    }
     return CS_OK;
 
 nomem:
-    free(json);
     snprintf(detail, detail_len, "out of memory");
-    return CS_ERR_INTERNAL;
+    e = CS_ERR_INTERNAL;
+refused:
+    free(json);
+    free(push);
+    cs_frame_unref(st, f);
+    if (ex != NULL) {
+        st->publishing = NULL;
+        exec_maybe_free(st, ex);
+    }
+    return e;
 }
 
 cs_err_t cs_store_publish(cs_store_t *st, json_t *ev, int64_t now_unix_ms, cs_publish_t *out, char *detail,
@@ -816,9 +1000,12 @@ cs_err_t cs_store_answer(cs_store_t *st, const char *id, size_t id_len, const cs
                         a->human_feedback ? (json_t *)a->human_feedback : json_null()) != 0 ||
         json_object_set(ev, "is_approve", a->is_approve ? (json_t *)a->is_approve : json_true()) != 0)
         goto nomem;
+    /* The request's id is read before the publish, which answers r. */
+    char rid[CS_EVENT_ID_MAX + 1];
+    snprintf(rid, sizeof(rid), "%s", r->event_id);
     e = cs_store_publish(st, ev, now_unix_ms, out, detail, detail_len);
     if (e == CS_OK)
-        snprintf(out->request_event_id, sizeof(out->request_event_id), "%s", r->event_id);
+        memcpy(out->request_event_id, rid, sizeof(rid));
     json_decref(ev);
     return e;
 
@@ -1091,7 +1278,7 @@ void cs_store_set_limits(cs_store_t *st, const cs_store_limits_t *lim)
         if (ex->ring_cap > st->lim.ring_events)
             (void)exec_resize(st, ex, st->lim.ring_events); /* out of memory: it shrinks on a later reload */
     }
-    enforce_budget(st);
+    (void)make_room(st, 0); /* what is pinned or in flight stays: publishes are refused until it goes */
 }
 
 void cs_store_free(cs_store_t *st)
@@ -1125,7 +1312,9 @@ void cs_store_expire(cs_store_t *st, int64_t now_mono_ms)
         exec_drop_history(st, ex);
         exec_unlist(st, ex);
         st->expired++;
-        if (ex->n_subs == 0)
+        /* Watched, or pinned by an open request (its status and requests stay until it is answered,
+         * when it is listed again and expires retain_s later): off the list, not freed. */
+        if (exec_evictable(st, ex))
             exec_free(st, ex);
     }
 }
@@ -1135,6 +1324,12 @@ void cs_store_stats(const cs_store_t *st, cs_store_stats_t *s)
     memset(s, 0, sizeof(*s));
     s->executions = HASH_COUNT(st->execs);
     s->bytes = st->bytes;
+    s->max_bytes = st->lim.max_bytes;
+    s->pinned_bytes = st->pinned;
+    s->open_request_bytes = st->open_bytes;
+    s->open_requests = st->open_reqs;
+    s->refused_full = st->refused_full;
+    s->refused_too_large = st->refused_too_large;
     s->frames_live = st->frames_live;
     s->events_published = st->published;
     s->events_duplicate = st->duplicates;
@@ -1147,4 +1342,102 @@ void cs_store_stats(const cs_store_t *st, cs_store_stats_t *s)
 uint64_t cs_store_global_epoch(const cs_store_t *st)
 {
     return st->gepoch;
+}
+
+/* ---- invariants (tests, fuzzing) ---- */
+
+#define CHECK_OR_FAIL(cond, ...)                                                                             \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            snprintf(detail, detail_len, __VA_ARGS__);                                                       \
+            return -1;                                                                                       \
+        }                                                                                                    \
+    } while (0)
+
+static int check_frame_in_exec(const cs_exec_t *ex, const cs_frame_t *f)
+{
+    for (const cs_frame_t *p = cs_exec_find_event(ex, f->event_id, f->event_id_len); p != NULL;
+         p = p->id_next)
+        if (p == f)
+            return 1;
+    return 0;
+}
+
+int cs_store_check(const cs_store_t *st, size_t *ring_bytes, size_t *held_out_bytes, char *detail,
+                   size_t detail_len)
+{
+    size_t overheads = 0, hitl = 0, status = 0, frames = 0, pinned = 0, open_bytes = 0, open_reqs = 0;
+    size_t n_frames = 0, subs = 0;
+    const cs_exec_t *ex, *tmp;
+
+    HASH_ITER(hh, st->execs, ex, tmp)
+    {
+        size_t xb = 0;
+        CHECK_OR_FAIL(ex->ring_cap >= 1 &&
+                          ex->ring_cap <=
+                              (st->lim.ring_events > RING_INITIAL ? st->lim.ring_events : RING_INITIAL),
+                      "%s: ring of %zu", ex->id, ex->ring_cap);
+        CHECK_OR_FAIL(ex->first_seq <= ex->next_seq && exec_count(ex) <= ex->ring_cap,
+                      "%s: seqs [%llu, %llu)", ex->id, (unsigned long long)ex->first_seq,
+                      (unsigned long long)ex->next_seq);
+        for (size_t i = 0; i < ex->ring_cap; i++) {
+            const cs_frame_t *f = ex->ring[i];
+            uint64_t s = ex->first_seq + ((i + ex->ring_cap - ex->first_seq % ex->ring_cap) % ex->ring_cap);
+            if (s >= ex->next_seq) {
+                CHECK_OR_FAIL(f == NULL, "%s: a frame outside the retained seqs", ex->id);
+                continue;
+            }
+            CHECK_OR_FAIL(f != NULL && f->seq == s && f->in_exec && f->exec == ex &&
+                              f->refcnt >= 1u + f->in_global,
+                          "%s: slot of seq %llu", ex->id, (unsigned long long)s);
+            CHECK_OR_FAIL(check_frame_in_exec(ex, f), "%s: seq %llu not in the event_id index", ex->id,
+                          (unsigned long long)s);
+            xb += f->bytes;
+            n_frames++;
+        }
+        CHECK_OR_FAIL(xb == ex->bytes, "%s: ring counted %zu, holds %zu", ex->id, ex->bytes, xb);
+        frames += xb;
+        overheads += exec_overhead(ex);
+        char why[200];
+        CHECK_OR_FAIL(cs_hitl_check(&ex->hitl, why, sizeof(why)) == 0, "%s: %s", ex->id, why);
+        hitl += ex->hitl.bytes;
+        open_bytes += ex->hitl.open_bytes;
+        open_reqs += ex->hitl.n_open;
+        size_t sb = (ex->result != NULL ? ex->result_bytes : 0) +
+                    (ex->error_message != NULL ? strlen(ex->error_message) + 1 : 0);
+        CHECK_OR_FAIL(sb == ex->status_bytes, "%s: status counted %zu, holds %zu", ex->id, ex->status_bytes,
+                      sb);
+        status += sb;
+        size_t pb = exec_pinned(ex) ? pin_share(ex, ex->hitl.bytes, exec_overhead(ex)) : 0;
+        CHECK_OR_FAIL(pb == ex->pin_bytes, "%s: pinned counted %zu, holds %zu", ex->id, ex->pin_bytes, pb);
+        pinned += pb;
+        subs += ex->n_subs;
+    }
+    CHECK_OR_FAIL(st->gfirst <= st->gnext && st->gnext - st->gfirst <= st->gcap, "global ring [%llu, %llu)",
+                  (unsigned long long)st->gfirst, (unsigned long long)st->gnext);
+    for (uint64_t g = st->gfirst; g < st->gnext; g++) {
+        const cs_frame_t *f = st->gring[g % st->gcap];
+        CHECK_OR_FAIL(f != NULL && f->gseq == g && f->in_global && f->refcnt >= 1u + f->in_exec,
+                      "global ring slot %llu", (unsigned long long)g);
+        if (!f->in_exec) {
+            frames += f->bytes;
+            n_frames++;
+        }
+    }
+    CHECK_OR_FAIL(subs <= st->subscribers, "%zu execution subscribers, %zu in all", subs, st->subscribers);
+    CHECK_OR_FAIL(pinned == st->pinned, "pinned counted %zu, holds %zu", st->pinned, pinned);
+    CHECK_OR_FAIL(open_bytes == st->open_bytes && open_reqs == st->open_reqs,
+                  "open requests counted %zu (%zu bytes), hold %zu (%zu bytes)", st->open_reqs,
+                  st->open_bytes, open_reqs, open_bytes);
+    CHECK_OR_FAIL(frames <= st->frame_bytes && n_frames <= st->frames_live,
+                  "rings hold %zu bytes of frames, %zu counted", frames, st->frame_bytes);
+    CHECK_OR_FAIL(st->bytes == overheads + hitl + status + st->frame_bytes,
+                  "store counted %zu bytes, holds %zu (executions %zu, requests %zu, status %zu, frames %zu)",
+                  st->bytes, overheads + hitl + status + st->frame_bytes, overheads, hitl, status,
+                  st->frame_bytes);
+    if (ring_bytes != NULL)
+        *ring_bytes = frames;
+    if (held_out_bytes != NULL)
+        *held_out_bytes = st->frame_bytes - frames;
+    return 0;
 }

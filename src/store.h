@@ -99,6 +99,9 @@ struct cs_exec {
     cs_progress_t progress;
     json_t *result;      /* of run.completed */
     char *error_message; /* of run.failed */
+    size_t result_bytes; /* what result is counted as: twice the text of the event it came with */
+    size_t status_bytes; /* result_bytes and error_message's, counted against store.max_bytes */
+    size_t pin_bytes;    /* what this execution holds in the store while pinned (st->pinned's share) */
     int64_t created_unix_ms, first_unix_ms, last_unix_ms;
     uint64_t first_order; /* order of first events across executions: "newest first" without ties */
     int64_t finished_mono_ms;
@@ -158,6 +161,12 @@ typedef struct cs_store_limits {
 typedef struct cs_store_stats {
     size_t executions;
     size_t bytes;
+    size_t max_bytes;
+    size_t pinned_bytes;       /* held by executions an open human-input request pins */
+    size_t open_request_bytes; /* the open human-input requests themselves */
+    size_t open_requests;
+    uint64_t refused_full;      /* publishes refused: the store could not make room (unavailable) */
+    uint64_t refused_too_large; /* publishes refused: larger than store.max_bytes allows (too_large) */
     size_t frames_live;
     uint64_t events_published;
     uint64_t events_duplicate;
@@ -176,6 +185,18 @@ void cs_store_free(cs_store_t *store);
 /** Applies new limits (SIGHUP) to the rings there are too (lower ring limits evict their oldest events
  * at once); the global ring keeps its size until restart. */
 void cs_store_set_limits(cs_store_t *store, const cs_store_limits_t *limits);
+
+/**
+ * Memory (store.max_bytes): every frame, every execution's structure, its status (result, error) and
+ * its human-input requests are counted in the store's bytes, which never exceed store.max_bytes after
+ * a publish. Room is made BEFORE an event is stored, by eviction (see store.c), never by dropping the
+ * event being published, the execution it goes to, or an execution an open human-input request pins
+ * (an open request and its execution are never evicted or expired; their ring events may be). Open
+ * requests' executions may hold at most half of store.max_bytes (the rest stays for events). A
+ * publish that cannot fit is refused and stores nothing: CS_ERR_TOO_LARGE when it alone needs more
+ * than store.max_bytes (a request: more than half), CS_ERR_UNAVAILABLE when what cannot be evicted
+ * (open requests, frames in flight to subscribers) leaves no room now: the producer may retry.
+ */
 
 /** Result of a publish. */
 typedef struct cs_publish {
@@ -286,6 +307,15 @@ void cs_sub_close(cs_sub_t *sub);
 
 /** Drops finished executions older than retain_s; call about once a second. */
 void cs_store_expire(cs_store_t *store, int64_t now_mono_ms);
+
+/**
+ * Checks the store's invariants: rings and the global ring hold valid frames in seq order, indexes
+ * and requests agree, and the bytes counted equal the bytes recomputed from what is held (frames
+ * held only by subscribers are in *held_out_bytes, with everything in the rings in *ring_bytes).
+ * Returns 0, or -1 with detail. O(everything): for tests and the fuzzer.
+ */
+int cs_store_check(const cs_store_t *store, size_t *ring_bytes, size_t *held_out_bytes, char *detail,
+                   size_t detail_len);
 
 /** Fills *st. */
 void cs_store_stats(const cs_store_t *store, cs_store_stats_t *st);

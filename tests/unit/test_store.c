@@ -389,16 +389,18 @@ static void test_many_executions_bounded(void)
     cs_store_free(st);
 }
 
-/* Human-input requests count against store.max_bytes at their size: big unanswered requests in many
- * executions stay within the budget, and finished executions that hold only requests go first. */
+/* Human-input requests count against store.max_bytes at their size, and an open one pins its
+ * execution (its runtime may be waiting): open requests may hold half of the budget, and a new one
+ * that would exceed that is refused (unavailable), storing nothing, until an answer makes room. */
 static void test_hitl_requests_bounded(void)
 {
     cs_store_limits_t l = lim;
     cs_store_t *st;
     cs_store_stats_t s;
-    char id[32], detail[128];
+    char id[32], detail[256];
     cs_publish_t pub;
     static char prompt[20000];
+    int stored = 0, refused = 0;
 
     memset(prompt, 'p', sizeof(prompt) - 1);
     l.max_bytes = 1 << 20;
@@ -407,22 +409,48 @@ static void test_hitl_requests_bounded(void)
         snprintf(id, sizeof(id), "h%d", i);
         json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "execution_id", id, "type", "human_input_required",
                                "task_id", "t", "prompt", prompt);
-        REQUIRE(cs_store_publish(st, ev, 1768473002123LL, &pub, detail, sizeof(detail)) == CS_OK);
+        cs_err_t e = cs_store_publish(st, ev, 1768473002123LL, &pub, detail, sizeof(detail));
         json_decref(ev);
         cs_exec_t *ex = cs_store_find(st, id, strlen(id));
-        REQUIRE(ex != NULL);
-        CHECK(ex->hitl.bytes >= 2 * sizeof(prompt)); /* counted at its size, not a fixed guess */
-        if (i % 2 == 0)
-            post(st, id, "run.completed", NULL);
+        if (e == CS_OK) {
+            stored++;
+            REQUIRE(ex != NULL && pub.exec == ex);
+            CHECK(ex->hitl.bytes >= 2 * sizeof(prompt)); /* counted at its size, not a fixed guess */
+            if (i % 2 == 0)
+                post(st, id, "run.completed", NULL);
+        } else {
+            refused++;
+            CHECK(e == CS_ERR_UNAVAILABLE);
+            CHECK(strstr(detail, "store.max_bytes") != NULL);
+            CHECK(ex == NULL); /* nothing stored, not even the execution */
+        }
         cs_store_stats(st, &s);
-        CHECK(s.bytes <= l.max_bytes);
+        CHECK(s.bytes <= l.max_bytes && s.pinned_bytes <= l.max_bytes / 2);
+        CHECK(cs_store_check(st, NULL, NULL, detail, sizeof(detail)) == 0);
     }
+    CHECK(stored >= 8 && refused > 150);
     cs_store_stats(st, &s);
-    CHECK(s.executions < 200); /* 200 x 40 KB would be 8 MB */
-    /* The newest running one is still there with its request. */
-    cs_exec_t *last = cs_store_find(st, "h199", 4);
-    REQUIRE(last != NULL);
-    CHECK(last->hitl.n_open == 1);
+    CHECK(s.open_requests == (size_t)stored && s.refused_full == (uint64_t)refused);
+    /* Every stored request is still open and findable, finished execution or not: none was evicted. */
+    for (int i = 0; i < stored; i++) {
+        snprintf(id, sizeof(id), "h%d", i);
+        cs_exec_t *ex = cs_store_find(st, id, strlen(id));
+        REQUIRE(ex != NULL);
+        CHECK(ex->hitl.n_open == 1);
+    }
+    /* Expiry keeps them too. */
+    cs_store_expire(st, 1000000000);
+    CHECK(cs_store_find(st, "h0", 2) != NULL && cs_store_find(st, "h0", 2)->hitl.n_open == 1);
+    /* An answer unpins: the next request fits again, and the answered finished one can go. */
+    json_t *yes = json_true();
+    cs_answer_t a = {.task_id = "t", .is_approve = yes};
+    REQUIRE(cs_store_answer(st, "h0", 2, &a, 0, &pub, detail, sizeof(detail)) == CS_OK);
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "execution_id", "late", "type", "human_input_required",
+                           "task_id", "t", "prompt", prompt);
+    CHECK(cs_store_publish(st, ev, 0, &pub, detail, sizeof(detail)) == CS_OK);
+    json_decref(ev);
+    json_decref(yes);
+    CHECK(cs_store_check(st, NULL, NULL, detail, sizeof(detail)) == 0);
     cs_store_free(st);
 }
 
