@@ -415,36 +415,59 @@ def pinger(d, ledger, stop, worst):
         ledger.fail("pinger: %r" % e)
 
 
+def verify_one(d, ledger, ex, acks):
+    """acks: (seq, event_id) acknowledged for ex, in order. Returns how many were found retained."""
+    # An execution freed and begun again starts over at seq 1: judge the last history only.
+    start = 0
+    for i in range(1, len(acks)):
+        if acks[i][0] < acks[i - 1][0] and acks[i][0] == 1:
+            start = i
+    acks = acks[start:]
+    status, _, body = http_get(d.port, "/v1/executions/%s/poll?timeout=0&since_seq=0&token=%s" % (ex, TOKEN), timeout=10.0)
+    if status != 200:
+        ledger.fail("poll of %s: %r" % (ex, status))
+        return 0
+    o = json.loads(body)
+    held = {e["seq"]: e["event_id"] for e in o["events"]}
+    if not held:
+        return 0  # evicted whole (finished, nobody watching): nothing retained to be missing from
+    lo, hi = min(held), max(held)
+    if sorted(held) != list(range(lo, hi + 1)):
+        ledger.fail("%s: retained seqs have a hole: %r" % (ex, sorted(held)))
+    checked = 0
+    for seq, eid in acks:
+        if seq < lo:
+            continue
+        checked += 1
+        if seq not in held:
+            ledger.fail("%s: acknowledged seq %d (%s) missing; retained %d..%d" % (ex, seq, eid, lo, hi))
+        elif held[seq] != eid:
+            ledger.fail("%s: seq %d is %s, acknowledged as %s" % (ex, seq, held[seq], eid))
+    return checked
+
+
 def verify_retained(d, ledger):
     """Every acknowledged event is retained exactly, or older than all its execution retains."""
-    checked = 0
-    for ex, acks in ledger.acked.items():
-        # An execution freed and begun again starts over at seq 1: judge the last history only.
-        start = 0
-        for i in range(1, len(acks)):
-            if acks[i][0] < acks[i - 1][0] and acks[i][0] == 1:
-                start = i
-        acks = acks[start:]
-        status, _, body = http_get(d.port, "/v1/executions/%s/poll?timeout=0&since_seq=0&token=%s" % (ex, TOKEN), timeout=10.0)
-        if status != 200:
-            ledger.fail("final poll of %s: %r" % (ex, status))
-            continue
-        o = json.loads(body)
-        held = {e["seq"]: e["event_id"] for e in o["events"]}
-        if not held:
-            continue  # evicted whole (finished, nobody watching): nothing retained to be missing from
-        lo, hi = min(held), max(held)
-        if sorted(held) != list(range(lo, hi + 1)):
-            ledger.fail("%s: retained seqs have a hole: %r" % (ex, sorted(held)))
-        for seq, eid in acks:
-            if seq < lo:
-                continue
-            checked += 1
-            if seq not in held:
-                ledger.fail("%s: acknowledged seq %d (%s) missing; retained %d..%d" % (ex, seq, eid, lo, hi))
-            elif held[seq] != eid:
-                ledger.fail("%s: seq %d is %s, acknowledged as %s" % (ex, seq, held[seq], eid))
-    return checked
+    return sum(verify_one(d, ledger, ex, acks) for ex, acks in list(ledger.acked.items()))
+
+
+def checker(d, ledger, stop):
+    """Posts short runs of its own and checks each at once, while the load goes on: what was
+    acknowledged is retained exactly, or older than everything retained (never a hole, never another
+    event under its seq)."""
+    try:
+        conn = IngestConn(d.sock)
+        run = 0
+        while not stop.is_set():
+            run += 1
+            ex = "check-%d" % run
+            events = [{"execution_id": ex, "type": "log", "message": "c%d" % i} for i in range(20)]
+            acks = [(r["seq"], r["event_id"]) for r in conn.request(*events) if r.get("ok")]
+            n = verify_one(d, ledger, ex, acks)
+            ledger.count("checked_live", n)
+        conn.close()
+    except Exception as e:  # noqa: BLE001
+        ledger.fail("checker: %r" % e)
 
 
 def test_soak_mixed_load(make_daemon):
@@ -460,6 +483,7 @@ def test_soak_mixed_load(make_daemon):
         threading.Thread(target=malformed, args=(d, ledger, stop)),
         threading.Thread(target=reloader, args=(d, ledger, stop)),
         threading.Thread(target=pinger, args=(d, ledger, stop, worst)),
+        threading.Thread(target=checker, args=(d, ledger, stop)),
     ]
     for t in threads:
         t.daemon = True
@@ -485,7 +509,7 @@ def test_soak_mixed_load(make_daemon):
     assert not ledger.errors, "\n".join(ledger.errors) + "\n" + json.dumps(summary)
     # Every kind of load actually ran.
     assert ledger.counts.get("acked", 0) > 200, summary
-    assert checked > 50, summary
+    assert ledger.counts.get("checked_live", 0) > 200, summary
     assert sum(v for k, v in ledger.counts.items() if k.startswith("answer:") and k.endswith(":200")) > 3, summary
     for kind in ("sse", "ws", "poll"):
         assert ledger.counts.get("sub:" + kind, 0) > 3, summary
