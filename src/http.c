@@ -588,6 +588,8 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
            cs_http_count(h) + cs_sse_count(d->sse));
     metric(&b, "websockets", "gauge", "WebSocket connections.", cs_ws_count(d->ws));
     metric(&b, "subscribers", "gauge", "Subscribers (cursors) on every transport.", st.subscribers);
+    metric(&b, "producers", "gauge", "Producer connections on the ingest socket.",
+           cs_ingest_count(d->ingest));
     metric(&b, "executions", "gauge", "Executions held.", st.executions);
     metric(&b, "store_bytes", "gauge", "Bytes held by the store (frames and executions).", st.bytes);
     metric(&b, "store_max_bytes", "gauge", "store.max_bytes: the bound of store_bytes.", st.max_bytes);
