@@ -64,27 +64,4 @@ typedef struct cs_daemon {
     cs_counters_t counters;
 } cs_daemon_t;
 
-/** Renders the JSON error body {"error":code,"detail":detail} (malloc'd, never NULL unless out of memory). */
-char *cs_error_json(const char *code, const char *detail, size_t *len);
-
-/** The reason phrase of an HTTP status code ("Unauthorized"). */
-const char *cs_http_reason(unsigned status);
-
-/**
- * The CORS answer to a request from origin (NULL or origin_len 0: none sent): the
- * Access-Control-Allow-Origin value ("*", or origin itself when http.cors_origins lists it, then
- * *vary is set: the answer depends on the Origin header), or NULL for none.
- */
-const char *cs_cors_allow(const cs_config_t *cfg, const char *origin, size_t origin_len, int *vary);
-
-/**
- * The open-files soft limit when it is finite and at most 2^20 (what the HTTP libraries may size
- * their connection tables by), else 0.
- */
-#define CS_NOFILE_CAP ((size_t)1 << 20)
-size_t cs_nofile_limit(void);
-
-/** Maps an auth result to its HTTP status (401 or 403) and error code ("unauthorized", "forbidden"). */
-unsigned cs_auth_http_status(cs_auth_result_t r, const char **code, const char **detail);
-
 #endif

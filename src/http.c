@@ -30,7 +30,9 @@
 #include <microhttpd.h>
 #include <utlist.h>
 
+#include "err.h"
 #include "event.h"
+#include "httputil.h"
 #include "ingest.h"
 #include "listener.h"
 #include "log.h"
@@ -149,28 +151,33 @@ static enum MHD_Result queue_json(cs_http_t *h, struct MHD_Connection *con, unsi
     return queue_body(h, con, status, body, len, MHD_RESPMEM_MUST_FREE, "application/json", hname, hvalue);
 }
 
-static enum MHD_Result queue_error(cs_http_t *h, struct MHD_Connection *con, unsigned status,
-                                   const char *code, const char *detail, const char *hname,
-                                   const char *hvalue)
+/* Answers an error value (err.h) with its status and JSON body: detail, or the code's own when NULL. A
+ * 401 says WWW-Authenticate: Bearer; hname/hvalue add one more header (Allow, Upgrade). */
+static enum MHD_Result queue_err(cs_http_t *h, struct MHD_Connection *con, int err, const char *detail,
+                                 const char *hname, const char *hvalue)
 {
     size_t len;
-    char *body = cs_error_json(code, detail, &len);
+    char *body = cs_err_json(err, detail, &len);
+    unsigned status = cs_err_http_status(err);
+
+    if (status == 401 && hname == NULL) {
+        hname = "WWW-Authenticate";
+        hvalue = "Bearer";
+    }
     return queue_json(h, con, status, body, len, hname, hvalue);
 }
 
-static enum MHD_Result queue_errorf(cs_http_t *h, struct MHD_Connection *con, unsigned status,
-                                    const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+static enum MHD_Result queue_errf(cs_http_t *h, struct MHD_Connection *con, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static enum MHD_Result queue_errorf(cs_http_t *h, struct MHD_Connection *con, unsigned status,
-                                    const char *code, const char *fmt, ...)
+static enum MHD_Result queue_errf(cs_http_t *h, struct MHD_Connection *con, int err, const char *fmt, ...)
 {
     char detail[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(detail, sizeof(detail), fmt, ap);
     va_end(ap);
-    return queue_error(h, con, status, code, detail, NULL, NULL);
+    return queue_err(h, con, err, detail, NULL, NULL);
 }
 
 static const char *lookup_arg(void *ctx, const char *name)
@@ -401,23 +408,20 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
     cs_daemon_t *d = h->d;
     cs_route_t *rt = &q->route;
     char tokbuf[4096], err[256];
-    const char *token, *code, *detail;
+    const char *token;
     cs_auth_result_t ar;
-    unsigned status;
 
     token = request_token(con, tokbuf, sizeof(tokbuf));
     ar = cs_auth_check(d->auth, token, CS_SCOPE_READ,
                        rt->kind == CS_ROUTE_GLOBAL_SSE ? NULL : rt->execution_id, NULL);
-    if (ar != CS_AUTH_OK) {
-        status = cs_auth_http_status(ar, &code, &detail);
-        if (status == 401)
-            return queue_error(h, con, status, code, detail, "WWW-Authenticate", "Bearer");
-        if (rt->kind == CS_ROUTE_GLOBAL_SSE)
-            detail = "the all-executions stream needs a token with read on \"*\"";
-        return queue_error(h, con, status, code, detail, NULL, NULL);
-    }
+    if (ar != CS_AUTH_OK)
+        return queue_err(h, con, ar,
+                         ar == CS_AUTH_FORBIDDEN && rt->kind == CS_ROUTE_GLOBAL_SSE
+                             ? "the all-executions stream needs a token with read on \"*\""
+                             : NULL,
+                         NULL, NULL);
     if (cs_sub_req_parse(&q->sreq, rt->kind, lookup_arg, lookup_header, con, err, sizeof(err)) != 0)
-        return queue_error(h, con, 400, "bad_request", err, NULL, NULL);
+        return queue_err(h, con, CS_ERR_BAD_REQUEST, err, NULL, NULL);
 
     if (rt->kind == CS_ROUTE_GLOBAL_SSE) {
         if (cs_sub_open(d->store, &q->sub, NULL, 0, &q->sreq.start, &q->sreq.filter, &sub_ops, q) != 0)
@@ -492,7 +496,6 @@ static enum MHD_Result send_json_value(cs_http_t *h, struct MHD_Connection *con,
 static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Connection *con)
 {
     char tokbuf[4096];
-    const char *code, *detail;
     cs_principal_t who;
     cs_route_t *rt = &q->route;
     cs_auth_result_t ar = cs_auth_identify(h->d->auth, request_token(con, tokbuf, sizeof(tokbuf)), &who);
@@ -500,11 +503,8 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
     if (ar == CS_AUTH_OK)
         ar = cs_auth_authorize(&who, CS_SCOPE_READ, rt->kind == CS_ROUTE_EXECS_LIST ? "" : rt->execution_id);
     if (ar != CS_AUTH_OK &&
-        !(rt->kind == CS_ROUTE_EXECS_LIST && ar == CS_AUTH_FORBIDDEN && (who.scopes & CS_SCOPE_READ) != 0)) {
-        unsigned status = cs_auth_http_status(ar, &code, &detail);
-        return queue_error(h, con, status, code, detail, status == 401 ? "WWW-Authenticate" : NULL,
-                           status == 401 ? "Bearer" : NULL);
-    }
+        !(rt->kind == CS_ROUTE_EXECS_LIST && ar == CS_AUTH_FORBIDDEN && (who.scopes & CS_SCOPE_READ) != 0))
+        return queue_err(h, con, ar, NULL, NULL, NULL);
     if (rt->kind != CS_ROUTE_EXECS_LIST) {
         cs_exec_t *ex = cs_store_find(h->d->store, rt->execution_id, rt->execution_id_len);
         cs_exec_t blank;
@@ -532,14 +532,13 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
         for (i = 0; i < sizeof(states) / sizeof(states[0]) && strcmp(st, states[i]) != 0; i++)
             ;
         if (i == sizeof(states) / sizeof(states[0]))
-            return queue_error(
-                h, con, 400, "bad_request",
+            return queue_err(
+                h, con, CS_ERR_BAD_REQUEST,
                 "status: one of pending, running, pending_human_input, completed, error, canceled", NULL,
                 NULL);
     }
     if (lim != NULL && (cs_seq_parse(lim, strlen(lim), &limit) != 0 || limit < 1 || limit > 1000))
-        return queue_error(h, con, 400, "bad_request", "limit: expected an integer from 1 to 1000", NULL,
-                           NULL);
+        return queue_err(h, con, CS_ERR_BAD_REQUEST, "limit: expected an integer from 1 to 1000", NULL, NULL);
     list_ctx_t l = {.who = &who, .status = st};
     cs_store_each(h->d->store, list_one, &l);
     if (l.n > 0)
@@ -572,14 +571,11 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     buf_t b = {0};
 
     if (!d->cfg->metrics_public) {
-        const char *code, *detail;
         cs_auth_result_t ar =
             cs_auth_check(d->auth, request_token(con, tokbuf, sizeof(tokbuf)), CS_SCOPE_READ, NULL, NULL);
-        if (ar != CS_AUTH_OK) {
-            unsigned status = cs_auth_http_status(ar, &code, &detail);
-            return queue_error(h, con, status, code, status == 403 ? "metrics need read on \"*\"" : detail,
-                               status == 401 ? "WWW-Authenticate" : NULL, status == 401 ? "Bearer" : NULL);
-        }
+        if (ar != CS_AUTH_OK)
+            return queue_err(h, con, ar, ar == CS_AUTH_FORBIDDEN ? "metrics need read on \"*\"" : NULL, NULL,
+                             NULL);
     }
     cs_store_stats(d->store, &st);
     metric(&b, "connections", "gauge", "Open TCP connections (HTTP, SSE, WebSocket, waiting heads).",
@@ -674,26 +670,6 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
 
 /* ---- POST: HTTP ingest and answers ---- */
 
-static unsigned err_status(cs_err_t e)
-{
-    switch (e) {
-    case CS_OK:
-        return 200;
-    case CS_ERR_NOT_FOUND:
-        return 404;
-    case CS_ERR_CONFLICT:
-        return 409;
-    case CS_ERR_FORBIDDEN:
-        return 403;
-    case CS_ERR_TOO_LARGE:
-        return 413;
-    case CS_ERR_INTERNAL:
-        return 500;
-    default:
-        return 400;
-    }
-}
-
 /* POST /v1/events: one event, or NDJSON; the same validation and replies as the Unix socket. */
 static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_principal_t *who)
 {
@@ -703,8 +679,8 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
     const char *p = q->body ? q->body : "", *end = p + q->body_len;
 
     if ((who->scopes & CS_SCOPE_PUBLISH) == 0)
-        return queue_error(h, q->con, 403, "forbidden", "publishing needs a token with the publish scope",
-                           NULL, NULL);
+        return queue_err(h, q->con, CS_ERR_FORBIDDEN, "publishing needs a token with the publish scope", NULL,
+                         NULL);
     /* A body of one JSON object over several lines (pretty-printed by hand or by a tool) is one
      * event, not NDJSON: only when the whole body does not parse as one value is it split. */
     const char *nl0 = memchr(p, '\n', (size_t)(end - p));
@@ -725,10 +701,10 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
         }
         if (n > CS_HTTP_MAX_LINES) {
             h->d->counters.http_lines_refused++;
-            return queue_errorf(h, q->con, 413, "too_large",
-                                "the body has more than %u lines (blank ones count): nothing was stored; "
-                                "send the events in several requests",
-                                (unsigned)CS_HTTP_MAX_LINES);
+            return queue_errf(h, q->con, CS_ERR_TOO_LARGE,
+                              "the body has more than %u lines (blank ones count): nothing was stored; "
+                              "send the events in several requests",
+                              (unsigned)CS_HTTP_MAX_LINES);
         }
     }
     while (p < end) {
@@ -741,15 +717,15 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
     }
     if (lines == 0) {
         free(out);
-        return queue_error(h, q->con, 400, "bad_request", "the body is empty: send one event, or NDJSON",
-                           NULL, NULL);
+        return queue_err(h, q->con, CS_ERR_BAD_REQUEST, "the body is empty: send one event, or NDJSON", NULL,
+                         NULL);
     }
     if (out == NULL)
         return MHD_NO;
     if (lines == 1) {
         /* One event: its reply is the response, its status the error's. */
         olen--; /* the newline */
-        return queue_json(h, q->con, err_status(last), out, olen, NULL, NULL);
+        return queue_json(h, q->con, cs_err_http_status(last), out, olen, NULL, NULL);
     }
     return queue_body(h, q->con, 200, out, olen, MHD_RESPMEM_MUST_FREE, "application/x-ndjson", NULL, NULL);
 }
@@ -760,9 +736,8 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
     char detail[300];
     json_error_t jerr;
     if (!cs_json_depth_ok(q->body ? q->body : "", q->body_len, h->d->cfg->json_depth))
-        return queue_errorf(h, q->con, 400, "bad_request",
-                            "the body nests deeper than limits.json_depth (%u)",
-                            (unsigned)h->d->cfg->json_depth);
+        return queue_errf(h, q->con, CS_ERR_BAD_REQUEST, "the body nests deeper than limits.json_depth (%u)",
+                          (unsigned)h->d->cfg->json_depth);
     json_t *o = json_loadb(q->body ? q->body : "", q->body_len, 0, &jerr);
     const char *x;
     size_t xlen;
@@ -773,8 +748,8 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
 
     if (o == NULL || !json_is_object(o)) {
         json_decref(o);
-        return queue_errorf(h, q->con, 400, "bad_request", "expected a JSON object%s%s", o ? "" : ": ",
-                            o ? "" : jerr.text);
+        return queue_errf(h, q->con, CS_ERR_BAD_REQUEST, "expected a JSON object%s%s", o ? "" : ": ",
+                          o ? "" : jerr.text);
     }
     if (q->route.kind == CS_ROUTE_RESUME) {
         json_t *jx = json_object_get(o, "execution_id");
@@ -782,8 +757,8 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
         xlen = json_string_length(jx);
         if (x == NULL || !cs_valid_execution_id(x, xlen)) {
             json_decref(o);
-            return queue_error(h, q->con, 400, "bad_request",
-                               "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
+            return queue_err(h, q->con, CS_ERR_BAD_REQUEST,
+                             "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
         }
     } else {
         x = q->route.execution_id;
@@ -791,19 +766,15 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
     }
     if (cs_auth_authorize(who, CS_SCOPE_RESPOND, x) != CS_AUTH_OK) {
         json_decref(o);
-        return queue_error(h, q->con, 403, "forbidden",
-                           "answering needs a token with respond on this execution", NULL, NULL);
+        return queue_err(h, q->con, CS_ERR_FORBIDDEN,
+                         "answering needs a token with respond on this execution", NULL, NULL);
     }
     e = cs_answer_from_json(o, &a, detail, sizeof(detail));
     if (e == CS_OK)
         e = cs_store_answer(h->d->store, x, xlen, &a, cs_unix_ms(), &pub, detail, sizeof(detail));
     if (e != CS_OK) {
         json_decref(o);
-        const char *code = e == CS_ERR_NOT_FOUND  ? "not_found"
-                           : e == CS_ERR_CONFLICT ? "conflict"
-                           : e == CS_ERR_INTERNAL ? "internal"
-                                                  : "bad_request";
-        return queue_error(h, q->con, err_status(e), code, detail, NULL, NULL);
+        return queue_err(h, q->con, e, detail, NULL, NULL);
     }
     json_t *r = json_pack("{s:b, s:s%, s:s, s:I, s:s}", "ok", 1, "execution_id", x, xlen, "event_id",
                           pub.event_id, "seq", (json_int_t)pub.seq, "request_event_id", pub.request_event_id);
@@ -817,14 +788,11 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
 static enum MHD_Result handle_post(cs_http_t *h, http_req_t *q, struct MHD_Connection *con)
 {
     char tokbuf[4096];
-    const char *code, *detail;
     cs_principal_t who;
     cs_auth_result_t ar = cs_auth_identify(h->d->auth, request_token(con, tokbuf, sizeof(tokbuf)), &who);
 
-    if (ar != CS_AUTH_OK) {
-        unsigned status = cs_auth_http_status(ar, &code, &detail);
-        return queue_error(h, con, status, code, detail, "WWW-Authenticate", "Bearer");
-    }
+    if (ar != CS_AUTH_OK)
+        return queue_err(h, con, ar, NULL, NULL, NULL);
     if (q->route.kind == CS_ROUTE_GLOBAL_SSE)
         return post_events(h, q, &who);
     return post_answer(h, q, &who);
@@ -854,12 +822,12 @@ static int check_target(cs_http_t *h, http_req_t *q, struct MHD_Connection *con,
 {
     /* MHD decodes the target in place: a %00 would cut the path at its prefix (and a query value). */
     if (q->nul) {
-        *ret = queue_error(h, con, 400, "bad_request",
-                           "the request target contains an encoded NUL byte (%00)", NULL, NULL);
+        *ret = queue_err(h, con, CS_ERR_BAD_REQUEST, "the request target contains an encoded NUL byte (%00)",
+                         NULL, NULL);
         return 1;
     }
     if (cs_route_match(url, strlen(url), &q->route) == CS_ROUTE_NONE) {
-        *ret = queue_errorf(h, con, 404, "not_found", "no route %s %s", method, url);
+        *ret = queue_errf(h, con, CS_ERR_NOT_FOUND, "no route %s %s", method, url);
         return 1;
     }
     if ((q->route.methods & method_bit(method)) == 0) {
@@ -867,7 +835,7 @@ static int check_target(cs_http_t *h, http_req_t *q, struct MHD_Connection *con,
         snprintf(detail, sizeof(detail), "%s is not allowed on %s (allowed: %s)", method, url,
                  cs_route_allow(q->route.methods));
         *ret =
-            queue_error(h, con, 405, "method_not_allowed", detail, "Allow", cs_route_allow(q->route.methods));
+            queue_err(h, con, CS_ERR_METHOD_NOT_ALLOWED, detail, "Allow", cs_route_allow(q->route.methods));
         return 1;
     }
     return 0;
@@ -889,7 +857,6 @@ static int refuse_early(cs_http_t *h, http_req_t *q, struct MHD_Connection *con,
     q->limit = d->cfg->max_body_bytes;
     if (m == CS_METHOD_POST) {
         char tokbuf[4096];
-        const char *code, *detail;
         cs_principal_t who;
         cs_auth_result_t ar;
 
@@ -899,42 +866,41 @@ static int refuse_early(cs_http_t *h, http_req_t *q, struct MHD_Connection *con,
         }
         if (q->route.bad_id) {
             c->http_early_other++;
-            *ret = queue_error(h, con, 400, "bad_request",
-                               "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
+            *ret = queue_err(h, con, CS_ERR_BAD_REQUEST,
+                             "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
             return 1;
         }
         if (d->stopping) {
             c->http_early_other++;
-            *ret = queue_error(h, con, 503, "unavailable", "the server is shutting down", NULL, NULL);
+            *ret = queue_err(h, con, CS_ERR_UNAVAILABLE, NULL, NULL, NULL);
             return 1;
         }
         ar = cs_auth_identify(d->auth, request_token(con, tokbuf, sizeof(tokbuf)), &who);
         if (ar != CS_AUTH_OK) {
-            unsigned status = cs_auth_http_status(ar, &code, &detail);
             c->http_early_unauthorized++;
-            *ret = queue_error(h, con, status, code, detail, "WWW-Authenticate", "Bearer");
+            *ret = queue_err(h, con, ar, NULL, NULL, NULL);
             return 1;
         }
         if (q->route.kind == CS_ROUTE_GLOBAL_SSE && (who.scopes & CS_SCOPE_PUBLISH) == 0) {
             c->http_early_forbidden++;
-            *ret = queue_error(h, con, 403, "forbidden", "publishing needs a token with the publish scope",
-                               NULL, NULL);
+            *ret = queue_err(h, con, CS_ERR_FORBIDDEN, "publishing needs a token with the publish scope",
+                             NULL, NULL);
             return 1;
         }
         if ((q->route.kind == CS_ROUTE_EXEC_ANSWER &&
              cs_auth_authorize(&who, CS_SCOPE_RESPOND, q->route.execution_id) != CS_AUTH_OK) ||
             (q->route.kind == CS_ROUTE_RESUME && (who.scopes & CS_SCOPE_RESPOND) == 0)) {
             c->http_early_forbidden++;
-            *ret = queue_error(h, con, 403, "forbidden",
-                               "answering needs a token with respond on this execution", NULL, NULL);
+            *ret = queue_err(h, con, CS_ERR_FORBIDDEN,
+                             "answering needs a token with respond on this execution", NULL, NULL);
             return 1;
         }
         q->limit = body_limit(d->cfg, &q->route, m);
     }
     if (q->clen > q->limit) {
         c->http_early_too_large++;
-        *ret = queue_errorf(
-            h, con, 413, "too_large",
+        *ret = queue_errf(
+            h, con, CS_ERR_TOO_LARGE,
             "the request body is larger than this route takes (%zu bytes: limits.max_body_bytes%s)", q->limit,
             q->limit < d->cfg->max_body_bytes ? ", limits.max_event_bytes" : "");
         return 1;
@@ -1098,13 +1064,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         return ret;
     }
     if (q->route.bad_id)
-        return queue_error(h, con, 400, "bad_request",
-                           "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
+        return queue_err(h, con, CS_ERR_BAD_REQUEST,
+                         "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
     if (cs_route_is_ws(q->route.kind))
-        return queue_error(h, con, 426, "upgrade_required", "this route speaks WebSocket only", "Upgrade",
-                           "websocket");
+        return queue_err(h, con, CS_ERR_UPGRADE_REQUIRED, "this route speaks WebSocket only", "Upgrade",
+                         "websocket");
     if (d->stopping)
-        return queue_error(h, con, 503, "unavailable", "the server is shutting down", NULL, NULL);
+        return queue_err(h, con, CS_ERR_UNAVAILABLE, NULL, NULL, NULL);
     if (m == CS_METHOD_POST) {
         ret = handle_post(h, q, con);
         body_free(h, q); /* not needed while the answer is sent */

@@ -16,9 +16,11 @@
 
 #include <utlist.h>
 
+#include "err.h"
 #include "event.h"
 #include "head.h"
 #include "http.h"
+#include "httputil.h"
 #include "log.h"
 #include "sse.h"
 #include "ws.h"
@@ -227,26 +229,27 @@ static void pending_write(pending_t *p, unsigned status, const char *body, size_
     on_linger_io(&p->io, 0);
 }
 
-/* Answers with a short JSON error and closes gracefully. */
-static void pending_answer(pending_t *p, unsigned status, const char *code, const char *detail)
+/* Writes an error value (err.h) as its status and a short JSON error, and closes (see pending_write). */
+static void pending_write_err(pending_t *p, int err, const char *detail, int linger)
 {
     size_t blen;
-    char *body = cs_error_json(code, detail, &blen);
-    int linger = (p->reserve || p->refused) ? pending_refuse(p) : 1;
+    char *body = cs_err_json(err, detail, &blen);
 
-    pending_write(p, status, body, body ? blen : 0, linger);
+    pending_write(p, cs_err_http_status(err), body, body ? blen : 0, linger);
     free(body);
+}
+
+/* Answers an error value and closes gracefully. */
+static void pending_answer(pending_t *p, int err, const char *detail)
+{
+    pending_write_err(p, err, detail, (p->reserve || p->refused) ? pending_refuse(p) : 1);
 }
 
 /* Over limits.max_clients: 503, and the connection closes. */
 static void pending_full(pending_t *p)
 {
-    size_t blen;
-    char *body = cs_error_json("unavailable", "too many connections (limits.max_clients)", &blen);
-
     p->l->d->counters.tcp_rejected_full++;
-    pending_write(p, 503, body, body ? blen : 0, pending_refuse(p));
-    free(body);
+    pending_write_err(p, CS_ERR_UNAVAILABLE, "too many connections (limits.max_clients)", pending_refuse(p));
 }
 
 /* "GET /health" (or "/health/"), with or without a query: a probe may come when every slot is taken. */
@@ -284,7 +287,7 @@ static void on_head_timeout(cs_timer_t *t)
     }
     p->l->d->counters.heads_timed_out++;
     cs_log_debug("tcp: request head not complete in %us: 408", p->l->d->cfg->head_timeout_s);
-    pending_answer(p, 408, "head_timeout", "the request head did not arrive within limits.head_timeout_s");
+    pending_answer(p, CS_ERR_HEAD_TIMEOUT, "the request head did not arrive within limits.head_timeout_s");
 }
 
 static void on_pending_io(cs_io_t *io, uint32_t events)
@@ -327,7 +330,7 @@ static void on_pending_io(cs_io_t *io, uint32_t events)
     case CS_HEAD_INCOMPLETE:
         if ((size_t)n >= cap) {
             d->counters.heads_too_large++;
-            pending_answer(p, 431, "head_too_large", "the request head is larger than limits.head_bytes");
+            pending_answer(p, CS_ERR_HEAD_TOO_LARGE, "the request head is larger than limits.head_bytes");
         } else if (events & (CS_IO_RDHUP | CS_IO_HUP | CS_IO_ERR)) {
             pending_end(p, 1); /* the client gave up half-way */
         }

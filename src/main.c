@@ -29,6 +29,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "http.h"
+#include "httputil.h"
 #include "ingest.h"
 #include "listener.h"
 #include "log.h"

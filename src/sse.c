@@ -25,6 +25,7 @@
 
 #include "auth.h"
 #include "event.h"
+#include "httputil.h"
 #include "head.h"
 #include "log.h"
 #include "route.h"

@@ -44,7 +44,9 @@
 #include <utlist.h>
 #include <uv.h>
 
+#include "err.h"
 #include "event.h"
+#include "httputil.h"
 #include "log.h"
 #include "route.h"
 
@@ -202,12 +204,13 @@ static int ws_has_more(ws_conn_t *c)
            (c->sub_open && cs_sub_has_next(&c->sub));
 }
 
-/* Closes the connection, once WRITEABLE comes, with code and reason; nothing else is sent first. */
-static void ws_close_with(ws_conn_t *c, int code, const char *reason)
+/* Closes the connection, once WRITEABLE comes, with the close code of err (err.h) and reason; nothing
+ * else is sent first. */
+static void ws_close_with(ws_conn_t *c, int err, const char *reason)
 {
     if (c->close_code != 0 || c->close_sent)
         return;
-    c->close_code = code;
+    c->close_code = (int)cs_err_ws_close(err);
     c->close_reason_len = strlen(reason);
     if (c->close_reason_len > sizeof(c->close_reason))
         c->close_reason_len = sizeof(c->close_reason);
@@ -229,13 +232,13 @@ static void ws_queue_reply(ws_conn_t *c, const char *json, size_t len)
                 "ws: a client of %s sends messages faster than it reads the replies: closing it (1008)",
                 c->route.execution_id);
         }
-        ws_close_with(c, 1008, "replies not read: too many messages waiting for an answer");
+        ws_close_with(c, CS_ERR_REPLIES_UNREAD, "replies not read: too many messages waiting for an answer");
         return;
     }
     buf = malloc(LWS_PRE + len);
     if (buf == NULL) {
         cs_log_error("ws: out of memory queuing a reply: closing the connection (1011)");
-        ws_close_with(c, 1011, "out of memory");
+        ws_close_with(c, CS_ERR_INTERNAL, "out of memory");
         return;
     }
     memcpy(buf + LWS_PRE, json, len);
@@ -456,13 +459,14 @@ static const char *ws_route_shown(const cs_route_t *r, char *out, size_t outlen)
  * Refuses the handshake with a complete HTTP/1.1 response and a JSON error body. Returns -1: the
  * caller hangs up, after lws has flushed the response.
  */
-static int ws_refuse(ws_conn_t *c, struct lws *wsi, const cs_route_t *route, unsigned status,
-                     const char *code, const char *detail)
+static int ws_refuse(ws_conn_t *c, struct lws *wsi, const cs_route_t *route, int err, const char *detail)
 {
     cs_ws_t *ws = c->ws;
     char cors[320], shown[CS_EXECUTION_ID_MAX + 64];
     size_t blen = 0;
-    char *body = cs_error_json(code, detail, &blen);
+    unsigned status = cs_err_http_status(err);
+    const char *code = cs_err_http_name(err);
+    char *body = cs_err_json(err, detail, &blen);
     unsigned char *buf = NULL;
     int hl;
 
@@ -563,42 +567,39 @@ static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
     cs_ws_t *ws = c->ws;
     cs_daemon_t *d = ws->d;
     char path[1024], token_buf[WS_TOKEN_MAX], err[256];
-    const char *token, *code, *detail;
+    const char *token, *detail;
     cs_auth_result_t ar;
-    unsigned status;
 
     ws_path(wsi, path, sizeof(path));
     cs_route_match(path, strlen(path), &c->route);
     if (d->stopping || ws->stopping)
-        return ws_refuse(c, wsi, &c->route, 503, "unavailable", "the server is shutting down");
+        return ws_refuse(c, wsi, &c->route, CS_ERR_UNAVAILABLE, NULL);
     if (path[0] == '\0')
-        return ws_refuse(c, wsi, &c->route, 400, "bad_request", "a WebSocket handshake is a GET request");
+        return ws_refuse(c, wsi, &c->route, CS_ERR_BAD_REQUEST, "a WebSocket handshake is a GET request");
     if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0)
-        return ws_refuse(c, wsi, &c->route, 400, "bad_request", "only Upgrade: websocket is understood here");
+        return ws_refuse(c, wsi, &c->route, CS_ERR_BAD_REQUEST, "only Upgrade: websocket is understood here");
     if (!cs_route_is_ws(c->route.kind))
-        return ws_refuse(c, wsi, &c->route, 404, "not_found", "no WebSocket endpoint at this path");
+        return ws_refuse(c, wsi, &c->route, CS_ERR_NOT_FOUND, "no WebSocket endpoint at this path");
     if (c->route.bad_id)
-        return ws_refuse(c, wsi, &c->route, 400, "bad_request",
+        return ws_refuse(c, wsi, &c->route, CS_ERR_BAD_REQUEST,
                          "execution_id: expected 1-128 characters of [A-Za-z0-9._:-]");
     if ((detail = ws_handshake_problem(wsi, err, sizeof(err))) != NULL)
-        return ws_refuse(c, wsi, &c->route, 400, "bad_request", detail);
+        return ws_refuse(c, wsi, &c->route, CS_ERR_BAD_REQUEST, detail);
     /* A browser applies no CORS to WebSocket, so the daemon does (SPEC §5): a page from an origin
      * http.cors_origins does not allow is refused before any upgrade, whatever token it carries. */
     const char *allow;
     int vary;
     if (!ws_origin(ws, wsi, &allow, &vary)) {
         d->counters.ws_refused_origin++;
-        return ws_refuse(c, wsi, &c->route, 403, "forbidden",
+        return ws_refuse(c, wsi, &c->route, CS_ERR_FORBIDDEN,
                          "this Origin is not allowed by http.cors_origins");
     }
 
     token = ws_token(c, wsi, token_buf, sizeof(token_buf));
     cs_principal_t who;
     ar = cs_auth_check(d->auth, token, CS_SCOPE_READ, c->route.execution_id, &who);
-    if (ar != CS_AUTH_OK) {
-        status = cs_auth_http_status(ar, &code, &detail);
-        return ws_refuse(c, wsi, &c->route, status, code, detail);
-    }
+    if (ar != CS_AUTH_OK)
+        return ws_refuse(c, wsi, &c->route, ar, NULL);
     /* Decided now: the principal points into a token table a reload may replace. */
     c->can_respond = cs_auth_authorize(&who, CS_SCOPE_RESPOND, c->route.execution_id) == CS_AUTH_OK;
 
@@ -606,7 +607,7 @@ static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
     ws->args.used = 0;
     if (cs_sub_req_parse(&c->req, c->route.kind, ws_lookup_arg, ws_lookup_header, &ws->args, err,
                          sizeof(err)) != 0)
-        return ws_refuse(c, wsi, &c->route, 400, "bad_request", err);
+        return ws_refuse(c, wsi, &c->route, CS_ERR_BAD_REQUEST, err);
     c->have_req = 1;
     return 0;
 }
@@ -620,10 +621,10 @@ static int ws_not_upgrade(ws_conn_t *c, struct lws *wsi)
     ws_path(wsi, path, sizeof(path));
     cs_route_match(path, strlen(path), &r);
     if (path[0] == '\0')
-        return ws_refuse(c, wsi, &r, 400, "bad_request", "a WebSocket handshake is a GET request");
+        return ws_refuse(c, wsi, &r, CS_ERR_BAD_REQUEST, "a WebSocket handshake is a GET request");
     if (!cs_route_is_ws(r.kind))
-        return ws_refuse(c, wsi, &r, 404, "not_found", "no WebSocket endpoint at this path");
-    return ws_refuse(c, wsi, &r, 400, "bad_request",
+        return ws_refuse(c, wsi, &r, CS_ERR_NOT_FOUND, "no WebSocket endpoint at this path");
+    return ws_refuse(c, wsi, &r, CS_ERR_BAD_REQUEST,
                      "a WebSocket handshake needs Connection: Upgrade, Upgrade: websocket, "
                      "Sec-WebSocket-Key and Sec-WebSocket-Version: 13");
 }
@@ -826,8 +827,8 @@ static int ws_receive(ws_conn_t *c, struct lws *wsi, const void *in, size_t len)
         return 0; /* closing: the client's late messages are not answered */
     if (c->rx_len + len > WS_MSG_MAX) {
         static const char reason[] = "message larger than 65536 bytes";
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)reason,
-                         sizeof(reason) - 1);
+        lws_close_reason(wsi, (enum lws_close_status)cs_err_ws_close(CS_ERR_TOO_LARGE),
+                         (unsigned char *)reason, sizeof(reason) - 1);
         return -1;
     }
     if (len > 0) {
@@ -1120,7 +1121,7 @@ void cs_ws_tick(cs_ws_t *ws, int64_t now)
         int64_t secs = (now - c->want_since) / 1000;
         c->stalled = 1;
         if (c->close_code == 0) {
-            c->close_code = 1013;
+            c->close_code = (int)cs_err_ws_close(CS_ERR_STALLED);
             c->close_reason_len = (size_t)snprintf(c->close_reason, sizeof(c->close_reason),
                                                    "stalled: no progress for %lld s", (long long)secs);
         }
@@ -1157,7 +1158,7 @@ void cs_ws_shutdown(cs_ws_t *ws)
     {
         if (!c->established || c->detached || c->close_code != 0 || c->close_sent)
             continue;
-        c->close_code = 1001;
+        c->close_code = (int)cs_err_ws_close(CS_ERR_UNAVAILABLE);
         memcpy(c->close_reason, reason, sizeof(reason) - 1);
         c->close_reason_len = sizeof(reason) - 1;
         ws_want_write(c);

@@ -8,6 +8,7 @@
 #include "../../src/auth.c"
 #include "../../src/cfgschema.c"
 #include "../../src/cursor.c"
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
 #include "../../src/hitl.c"
