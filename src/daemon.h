@@ -16,6 +16,15 @@
 typedef struct cs_http cs_http_t;
 typedef struct cs_ws cs_ws_t;
 typedef struct cs_sse cs_sse_t;
+typedef struct cs_transport_ops cs_transport_ops_t;
+
+/** One row of the transports table (transport.h): its operations and the instance they work on. */
+typedef struct cs_transport {
+    const cs_transport_ops_t *ops;
+    void *self;
+} cs_transport_t;
+
+#define CS_TRANSPORTS_MAX 8
 typedef struct cs_ingest cs_ingest_t;
 typedef struct cs_listener cs_listener_t;
 
@@ -54,9 +63,9 @@ typedef struct cs_daemon {
     cs_config_t *cfg;
     cs_store_t *store;
     cs_auth_t *auth;
-    cs_http_t *http;
-    cs_ws_t *ws;
-    cs_sse_t *sse; /* SSE streams written natively */
+    cs_transport_t transports[CS_TRANSPORTS_MAX]; /* in the order the listener offers them a head */
+    size_t n_transports;
+    cs_ws_t *ws; /* the WebSocket transport's row's instance (for its /metrics lines) */
     cs_ingest_t *ingest;
     cs_listener_t *listener;
     int stopping;   /* SIGTERM/SIGINT seen: no new work, drain */

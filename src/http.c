@@ -37,7 +37,8 @@
 #include "listener.h"
 #include "log.h"
 #include "route.h"
-#include "sse.h"
+#include "sse_body.h"
+#include "transport.h"
 #include "web.h"
 #include "ws.h"
 
@@ -580,9 +581,15 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     cs_store_stats(d->store, &st);
     metric(&b, "connections", "gauge", "Open TCP connections (HTTP, SSE, WebSocket, waiting heads).",
            d->clients);
-    metric(&b, "http_streams", "gauge", "SSE streams and held long-polls.",
-           cs_http_count(h) + cs_sse_count(d->sse));
-    metric(&b, "websockets", "gauge", "WebSocket connections.", cs_ws_count(d->ws));
+    /* One gauge per name the transports' rows give (http_streams, websockets), summed over its rows. */
+    for (size_t i = 0; i < d->n_transports; i++) {
+        const cs_transport_ops_t *t = d->transports[i].ops;
+        size_t j;
+        for (j = 0; j < i && strcmp(d->transports[j].ops->gauge, t->gauge) != 0; j++)
+            ;
+        if (j == i)
+            metric(&b, t->gauge, "gauge", t->gauge_help, cs_transport_count(d, t->gauge));
+    }
     metric(&b, "subscribers", "gauge", "Subscribers (cursors) on every transport.", st.subscribers);
     metric(&b, "executions", "gauge", "Executions held.", st.executions);
     metric(&b, "store_bytes", "gauge", "Bytes held by the store (frames and executions).", st.bytes);
@@ -1211,7 +1218,9 @@ static unsigned mhd_connection_limit(const cs_config_t *cfg)
     return (unsigned)(want < CS_NOFILE_CAP ? want : CS_NOFILE_CAP);
 }
 
-int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen)
+/* ---- the transport (cs_http_transport) ---- */
+
+static int http_create(cs_daemon_t *d, void **out, char *err, size_t errlen)
 {
     cs_http_t *h = calloc(1, sizeof(*h));
     const union MHD_DaemonInfo *di;
@@ -1255,19 +1264,26 @@ int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen)
     return 0;
 }
 
-int cs_http_add(cs_http_t *h, int fd, const struct sockaddr *addr, socklen_t addrlen)
+/* Takes every connection that is not a WebSocket handshake (the last row: what the others decline). */
+static int http_offer(void *self, cs_offer_t *o)
 {
+    cs_http_t *h = self;
+
+    if (o->websocket)
+        return 0;
     h->dirty = 1;
-    if (MHD_add_connection(h->mhd, fd, addr, addrlen) != MHD_YES) {
+    if (MHD_add_connection(h->mhd, o->fd, o->addr, o->addrlen) != MHD_YES) {
         /* MHD has closed the socket. */
         h->d->clients--;
-        return -errno ? -errno : -EIO;
+        cs_log_warn("http: libmicrohttpd refused a connection: %s", strerror(errno));
     }
-    return 0;
+    return 1;
 }
 
-void cs_http_tick(cs_http_t *h, int64_t now)
+/* Heartbeats on idle SSE streams. */
+static void http_tick(void *self, int64_t now)
 {
+    cs_http_t *h = self;
     int64_t hb_ms = (int64_t)h->d->cfg->heartbeat_s * 1000;
 
     /* The tick comes every half second: send when idle for the interval less half a tick, so a
@@ -1283,8 +1299,11 @@ void cs_http_tick(cs_http_t *h, int64_t now)
     }
 }
 
-void cs_http_shutdown(cs_http_t *h)
+/* SSE streams end, held polls are answered now. */
+static void http_shutdown(void *self)
 {
+    cs_http_t *h = self;
+
     for (http_req_t *q = h->streams; q != NULL; q = q->next) {
         if (q->kind == REQ_SSE)
             q->dead = 1;
@@ -1297,16 +1316,21 @@ void cs_http_shutdown(cs_http_t *h)
     h->dirty = 1;
 }
 
-size_t cs_http_count(const cs_http_t *h)
+/* SSE streams and long-polls in progress. */
+static size_t http_count(const void *self)
 {
+    const cs_http_t *h = self;
     size_t n = 0;
     for (http_req_t *q = h->streams; q != NULL; q = q->next)
         n++;
     return n;
 }
 
-void cs_http_free(cs_http_t *h)
+/* Stops libmicrohttpd, letting suspended connections go first. */
+static void http_destroy(void *self)
 {
+    cs_http_t *h = self;
+
     if (h == NULL)
         return;
     /* MHD_stop_daemon aborts on a suspended connection: let every one go first. */
@@ -1327,3 +1351,15 @@ void cs_http_free(cs_http_t *h)
     MHD_stop_daemon(h->mhd);
     free(h);
 }
+
+const cs_transport_ops_t cs_http_transport = {
+    .name = "http",
+    .gauge = "http_streams",
+    .gauge_help = "SSE streams and held long-polls.",
+    .create = http_create,
+    .offer = http_offer,
+    .tick = http_tick,
+    .shutdown = http_shutdown,
+    .count = http_count,
+    .destroy = http_destroy,
+};

@@ -19,11 +19,9 @@
 #include "err.h"
 #include "event.h"
 #include "head.h"
-#include "http.h"
 #include "httputil.h"
 #include "log.h"
-#include "sse.h"
-#include "ws.h"
+#include "transport.h"
 
 #define LINGER_MS      2000
 #define HEALTH_HEAD_MS 1000 /* how long a connection over limits.max_clients may take to say GET /health */
@@ -290,6 +288,38 @@ static void on_head_timeout(cs_timer_t *t)
     pending_answer(p, CS_ERR_HEAD_TIMEOUT, "the request head did not arrive within limits.head_timeout_s");
 }
 
+/*
+ * A complete head: offered to the transports in their table's order (transport.h) - the native SSE
+ * writer, libwebsockets, libmicrohttpd - until one takes the connection (it is theirs from then on) or
+ * refuses it (answered here, then closed). The listener stops watching the socket first: the one that
+ * takes it registers it in its own way.
+ */
+static void pending_offer(pending_t *p, int websocket, size_t head_len, size_t peeked)
+{
+    cs_listener_t *l = p->l;
+    cs_offer_t o = {.fd = p->fd,
+                    .addr = (const struct sockaddr *)&p->addr,
+                    .addrlen = p->addrlen,
+                    .head = l->peek,
+                    .head_len = head_len,
+                    .peeked = peeked,
+                    .websocket = websocket};
+    size_t by = 0;
+
+    cs_io_stop(&p->io);
+    int r = cs_transport_offer(l->d, &o, &by);
+    if (r > 0) {
+        pending_end(p, 0);
+    } else if (r < 0) {
+        cs_log_debug("tcp: %s refused a request: %u %s", l->d->transports[by].ops->name,
+                     cs_err_http_status(r), cs_err_name(r));
+        pending_answer(p, r, o.detail);
+    } else {
+        cs_log_warn("tcp: no transport takes this request: closed");
+        pending_end(p, 1);
+    }
+}
+
 static void on_pending_io(cs_io_t *io, uint32_t events)
 {
     pending_t *p = io->data;
@@ -321,7 +351,8 @@ static void on_pending_io(cs_io_t *io, uint32_t events)
         return;
     }
     size_t head_len = 0;
-    switch (cs_head_scan(l->peek, (size_t)n, &head_len)) {
+    cs_head_result_t kind = cs_head_scan(l->peek, (size_t)n, &head_len);
+    switch (kind) {
     case CS_HEAD_INVALID:
         d->counters.heads_invalid++;
         cs_log_debug("tcp: not an HTTP/1.x request (first byte 0x%02x): closed", (unsigned char)l->peek[0]);
@@ -335,33 +366,17 @@ static void on_pending_io(cs_io_t *io, uint32_t events)
             pending_end(p, 1); /* the client gave up half-way */
         }
         return;
-    case CS_HEAD_WEBSOCKET: {
+    case CS_HEAD_WEBSOCKET:
+    case CS_HEAD_HTTP:
         if (p->reserve) {
-            pending_full(p);
-            return;
-        }
-        int fd = p->fd;
-        pending_end(p, 0);
-        cs_ws_adopt(d->ws, fd);
-        return;
-    }
-    case CS_HEAD_HTTP: {
-        if (p->reserve) {
-            if (is_health_request(l->peek, head_len))
+            if (kind == CS_HEAD_HTTP && is_health_request(l->peek, head_len))
                 pending_health(p);
             else
                 pending_full(p);
             return;
         }
-        int fd = p->fd;
-        struct sockaddr_storage addr = p->addr;
-        socklen_t alen = p->addrlen;
-        pending_end(p, 0);
-        /* An SSE stream with nothing after its head is written natively; the rest is libmicrohttpd's. */
-        if (head_len != (size_t)n || !cs_sse_adopt(d->sse, fd, l->peek, head_len))
-            cs_http_add(d->http, fd, (struct sockaddr *)&addr, alen);
+        pending_offer(p, kind == CS_HEAD_WEBSOCKET, head_len, (size_t)n);
         return;
-    }
     }
 }
 

@@ -345,16 +345,25 @@ static const char *request_token(sse_lookup_t *l, const cs_head_req_t *hr)
     return t;
 }
 
-int cs_sse_adopt(cs_sse_t *s, int fd, const char *buf, size_t head_len)
+/*
+ * Offered a connection: takes it when its head (nothing after it) asks for an SSE stream that is served
+ * here (the head is consumed and fd belongs to the stream); declines anything else untouched, for
+ * libmicrohttpd.
+ */
+static int sse_offer(void *self, cs_offer_t *o)
 {
+    cs_sse_t *s = self;
     cs_daemon_t *d = s->d;
+    int fd = o->fd;
+    const char *buf = o->head;
+    size_t head_len = o->head_len;
     cs_head_req_t hr;
     cs_route_t rt;
     static sse_lookup_t lk; /* 16 KiB: not on the stack; the loop is single-threaded */
     char err[256];
     sse_conn_t *c;
 
-    if (d->stopping || cs_head_parse(buf, head_len, &hr) != 0)
+    if (o->websocket || o->peeked != head_len || d->stopping || cs_head_parse(buf, head_len, &hr) != 0)
         return 0;
     if (cs_route_match(hr.path.p, hr.path.n, &rt) == CS_ROUTE_NONE || rt.bad_id)
         return 0;
@@ -422,8 +431,10 @@ int cs_sse_adopt(cs_sse_t *s, int fd, const char *buf, size_t head_len)
     return 1;
 }
 
-void cs_sse_tick(cs_sse_t *s, int64_t now)
+/* Heartbeats to quiet streams, and the end of streams that make no progress. */
+static void sse_tick(void *self, int64_t now)
 {
+    cs_sse_t *s = self;
     int64_t hb_ms[2] = {(int64_t)s->d->cfg->heartbeat_s * 1000, CS_SSE_HITL_HEARTBEAT_MS};
     int64_t stall_ms = (int64_t)s->d->cfg->stall_s * 1000;
 
@@ -444,8 +455,11 @@ void cs_sse_tick(cs_sse_t *s, int64_t now)
     }
 }
 
-void cs_sse_shutdown(cs_sse_t *s)
+/* Ends every stream (the last chunk, then close). */
+static void sse_shutdown(void *self)
 {
+    cs_sse_t *s = self;
+
     while (s->conns != NULL) {
         sse_conn_t *c = s->conns;
         /* The last chunk, best effort: the stream ends cleanly and EventSource reconnects. */
@@ -456,12 +470,12 @@ void cs_sse_shutdown(cs_sse_t *s)
     }
 }
 
-size_t cs_sse_count(const cs_sse_t *s)
+static size_t sse_count(const void *self)
 {
-    return s->n;
+    return ((const cs_sse_t *)self)->n;
 }
 
-int cs_sse_new(cs_sse_t **out, cs_daemon_t *d, char *err, size_t errlen)
+static int sse_create(cs_daemon_t *d, void **out, char *err, size_t errlen)
 {
     cs_sse_t *s = calloc(1, sizeof(*s));
     int rc;
@@ -482,8 +496,10 @@ int cs_sse_new(cs_sse_t **out, cs_daemon_t *d, char *err, size_t errlen)
     return 0;
 }
 
-void cs_sse_free(cs_sse_t *s)
+static void sse_destroy(void *self)
 {
+    cs_sse_t *s = self;
+
     if (s == NULL)
         return;
     while (s->conns != NULL)
@@ -491,3 +507,15 @@ void cs_sse_free(cs_sse_t *s)
     free(s->buf);
     free(s);
 }
+
+const cs_transport_ops_t cs_sse_transport = {
+    .name = "sse",
+    .gauge = "http_streams",
+    .gauge_help = "SSE streams and held long-polls.",
+    .create = sse_create,
+    .offer = sse_offer,
+    .tick = sse_tick,
+    .shutdown = sse_shutdown,
+    .count = sse_count,
+    .destroy = sse_destroy,
+};

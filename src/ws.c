@@ -48,6 +48,7 @@
 #include "event.h"
 #include "httputil.h"
 #include "log.h"
+#include "head.h"
 #include "route.h"
 
 _Static_assert(CS_FRAME_PRE == LWS_PRE,
@@ -1205,3 +1206,65 @@ void cs_ws_free(cs_ws_t *ws)
     }
     free(ws);
 }
+
+/* ---- the transport (cs_ws_transport) ---- */
+
+static int ws_create(cs_daemon_t *d, void **self, char *err, size_t errlen)
+{
+    int rc = cs_ws_new(&d->ws, d, err, errlen);
+
+    *self = d->ws;
+    return rc;
+}
+
+/*
+ * Takes every WebSocket handshake. One whose target holds an encoded NUL (%00) is refused first: lws
+ * would decode it into a path cut short and hang up without an answer.
+ */
+static int ws_offer(void *self, cs_offer_t *o)
+{
+    cs_ws_t *ws = self;
+
+    if (!o->websocket)
+        return 0;
+    if (cs_head_target_nul(o->head, o->head_len)) {
+        ws->d->counters.ws_refused++;
+        cs_log_info("ws: refused a handshake whose target holds an encoded NUL (%%00): 400 bad_request");
+        o->detail = "the request target contains an encoded NUL byte (%00)";
+        return CS_ERR_BAD_REQUEST;
+    }
+    cs_ws_adopt(ws, o->fd);
+    return 1;
+}
+
+static void ws_tick(void *self, int64_t now)
+{
+    cs_ws_tick(self, now);
+}
+
+static void ws_shutdown(void *self)
+{
+    cs_ws_shutdown(self);
+}
+
+static size_t ws_count(const void *self)
+{
+    return cs_ws_count(self);
+}
+
+static void ws_destroy(void *self)
+{
+    cs_ws_free(self);
+}
+
+const cs_transport_ops_t cs_ws_transport = {
+    .name = "ws",
+    .gauge = "websockets",
+    .gauge_help = "WebSocket connections.",
+    .create = ws_create,
+    .offer = ws_offer,
+    .tick = ws_tick,
+    .shutdown = ws_shutdown,
+    .count = ws_count,
+    .destroy = ws_destroy,
+};

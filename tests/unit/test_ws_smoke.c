@@ -11,6 +11,7 @@
 #include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
+#include "../../src/head.c"
 #include "../../src/hitl.c"
 #include "../../src/httputil.c"
 #include "../../src/log.c"
