@@ -38,6 +38,7 @@
 #include "log.h"
 #include "route.h"
 #include "sse_body.h"
+#include "subscribe.h"
 #include "transport.h"
 #include "web.h"
 #include "ws.h"
@@ -409,28 +410,14 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
     cs_daemon_t *d = h->d;
     cs_route_t *rt = &q->route;
     char tokbuf[4096], err[256];
-    const char *token;
-    cs_auth_result_t ar;
+    int rc;
 
-    token = request_token(con, tokbuf, sizeof(tokbuf));
-    ar = cs_auth_check(d->auth, token, CS_SCOPE_READ,
-                       rt->kind == CS_ROUTE_GLOBAL_SSE ? NULL : rt->execution_id, NULL);
-    if (ar != CS_AUTH_OK)
-        return queue_err(h, con, ar,
-                         ar == CS_AUTH_FORBIDDEN && rt->kind == CS_ROUTE_GLOBAL_SSE
-                             ? "the all-executions stream needs a token with read on \"*\""
-                             : NULL,
-                         NULL, NULL);
-    if (cs_sub_req_parse(&q->sreq, rt->kind, lookup_arg, lookup_header, con, err, sizeof(err)) != 0)
-        return queue_err(h, con, CS_ERR_BAD_REQUEST, err, NULL, NULL);
-
-    if (rt->kind == CS_ROUTE_GLOBAL_SSE) {
-        if (cs_sub_open(d->store, &q->sub, NULL, 0, &q->sreq.start, &q->sreq.filter, &sub_ops, q) != 0)
-            return MHD_NO;
-    } else if (cs_sub_open(d->store, &q->sub, rt->execution_id, rt->execution_id_len, &q->sreq.start,
-                           &q->sreq.filter, &sub_ops, q) != 0) {
-        return MHD_NO;
-    }
+    rc = cs_subscribe_check(d, rt, request_token(con, tokbuf, sizeof(tokbuf)), lookup_arg, lookup_header, con,
+                            &q->sreq, NULL, err, sizeof(err));
+    if (rc != 0)
+        return queue_err(h, con, rc, err, NULL, NULL);
+    if ((rc = cs_subscribe_open(d, rt, &q->sreq, &q->sub, &sub_ops, q)) != 0)
+        return queue_err(h, con, rc, NULL, NULL, NULL);
     q->sub_open = 1;
     cs_sse_body_init(&q->out, d->store, cs_route_is_hitl(rt->kind), rt->kind == CS_ROUTE_GLOBAL_SSE,
                      q->sreq.named);
@@ -748,9 +735,8 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
     json_t *o = json_loadb(q->body ? q->body : "", q->body_len, 0, &jerr);
     const char *x;
     size_t xlen;
-    cs_answer_t a;
     cs_publish_t pub;
-    cs_err_t e;
+    int e;
     enum MHD_Result ret;
 
     if (o == NULL || !json_is_object(o)) {
@@ -771,22 +757,13 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
         x = q->route.execution_id;
         xlen = q->route.execution_id_len;
     }
-    if (cs_auth_authorize(who, CS_SCOPE_RESPOND, x) != CS_AUTH_OK) {
-        json_decref(o);
-        return queue_err(h, q->con, CS_ERR_FORBIDDEN,
-                         "answering needs a token with respond on this execution", NULL, NULL);
-    }
-    e = cs_answer_from_json(o, &a, detail, sizeof(detail));
-    if (e == CS_OK)
-        e = cs_store_answer(h->d->store, x, xlen, &a, cs_unix_ms(), &pub, detail, sizeof(detail));
+    e = cs_take_answer(h->d, o, x, xlen, cs_auth_authorize(who, CS_SCOPE_RESPOND, x) == CS_AUTH_OK, &pub,
+                       detail, sizeof(detail));
     if (e != CS_OK) {
         json_decref(o);
         return queue_err(h, q->con, e, detail, NULL, NULL);
     }
-    json_t *r = json_pack("{s:b, s:s%, s:s, s:I, s:s}", "ok", 1, "execution_id", x, xlen, "event_id",
-                          pub.event_id, "seq", (json_int_t)pub.seq, "request_event_id", pub.request_event_id);
-    char *body = r ? json_dumps(r, JSON_COMPACT) : NULL;
-    json_decref(r);
+    char *body = cs_take_answer_ack(x, xlen, &pub, 0);
     json_decref(o); /* x pointed into it */
     ret = queue_json(h, q->con, 200, body, body ? strlen(body) : 0, NULL, NULL);
     return ret;

@@ -29,6 +29,7 @@
 #include "head.h"
 #include "log.h"
 #include "route.h"
+#include "subscribe.h"
 
 /* The shared write buffer; a wake-up sends at most SSE_ROUNDS of it per stream before the others. */
 #define SSE_BUF        (64 * 1024)
@@ -373,15 +374,14 @@ static int sse_offer(void *self, cs_offer_t *o)
     lk.used = 0;
     lk.unusual = 0;
     const char *token = request_token(&lk, &hr);
-    if (lk.unusual ||
-        cs_auth_check(d->auth, token, CS_SCOPE_READ, rt.kind == CS_ROUTE_GLOBAL_SSE ? NULL : rt.execution_id,
-                      NULL) != CS_AUTH_OK)
+    if (lk.unusual)
         return 0;
-
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return 0;
-    if (cs_sub_req_parse(&c->req, rt.kind, lookup_arg, lookup_header, &lk, err, sizeof(err)) != 0) {
+    /* Whatever would be refused is libmicrohttpd's to answer, as is a lookup this side cannot make. */
+    if (cs_subscribe_check(d, &rt, token, lookup_arg, lookup_header, &lk, &c->req, NULL, err, sizeof(err)) !=
+        0) {
         free(c);
         return 0;
     }
@@ -392,6 +392,7 @@ static int sse_offer(void *self, cs_offer_t *o)
     }
     /* Everything checks out: take the head off the socket (it is all there, nothing after it). */
     if (recv(fd, s->buf, head_len, MSG_DONTWAIT) != (ssize_t)head_len) {
+        cs_log_warn("sse: the request head could not be read again (%s): connection closed", strerror(errno));
         cs_sub_req_free(&c->req);
         free(c);
         close(fd);
@@ -404,13 +405,12 @@ static int sse_offer(void *self, cs_offer_t *o)
     c->last_write = cs_loop_now(d->loop);
     d->counters.http_requests++;
     int global = rt.kind == CS_ROUTE_GLOBAL_SSE;
-    int rc = global ? cs_sub_open(d->store, &c->sub, NULL, 0, &c->req.start, &c->req.filter, &sub_ops, c)
-                    : cs_sub_open(d->store, &c->sub, rt.execution_id, rt.execution_id_len, &c->req.start,
-                                  &c->req.filter, &sub_ops, c);
+    int rc = cs_subscribe_open(d, &rt, &c->req, &c->sub, &sub_ops, c), opened = rc == 0;
     cs_io_init(&c->io, d->loop, fd, on_io, c);
     int hl = write_head(s, s->buf, SSE_BUF, &hr);
-    if (rc != 0 || cs_io_start(&c->io, CS_IO_READ | CS_IO_RDHUP) != 0) {
-        if (rc == 0)
+    if (rc != 0 || (rc = cs_io_start(&c->io, CS_IO_READ | CS_IO_RDHUP)) != 0) {
+        cs_log_warn("sse: cannot start a stream (%s): connection closed", strerror(-rc));
+        if (opened)
             cs_sub_close(&c->sub);
         cs_sub_req_free(&c->req);
         free(c);

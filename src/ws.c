@@ -50,6 +50,7 @@
 #include "log.h"
 #include "head.h"
 #include "route.h"
+#include "subscribe.h"
 
 _Static_assert(CS_FRAME_PRE == LWS_PRE,
                "frames carry exactly LWS_PRE bytes of head-room for the WebSocket header");
@@ -280,30 +281,19 @@ static void ws_on_message(ws_conn_t *c, const char *msg, size_t len)
     cs_daemon_t *d = c->ws->d;
     char detail[300];
     json_t *o = NULL;
-    cs_answer_t a;
     cs_publish_t pub;
-    cs_err_t e;
+    int e;
 
     e = cs_line_parse(msg, len, d->cfg->json_depth ? d->cfg->json_depth : 32, &o, detail, sizeof(detail));
-    if (e == CS_OK && !c->can_respond) {
-        e = CS_ERR_FORBIDDEN;
-        snprintf(detail, sizeof(detail), "answering needs a token with respond on this execution");
-    }
     if (e == CS_OK)
-        e = cs_answer_from_json(o, &a, detail, sizeof(detail));
-    if (e == CS_OK)
-        e = cs_store_answer(d->store, c->route.execution_id, c->route.execution_id_len, &a, cs_unix_ms(),
-                            &pub, detail, sizeof(detail));
+        e = cs_take_answer(d, o, c->route.execution_id, c->route.execution_id_len, c->can_respond, &pub,
+                           detail, sizeof(detail));
     json_decref(o);
     if (e != CS_OK) {
         ws_reply_error(c, cs_err_name(e), detail);
         return;
     }
-    json_t *r = json_pack("{s:s, s:s, s:s, s:I, s:s}", "type", "ack", "execution_id", c->route.execution_id,
-                          "event_id", pub.event_id, "seq", (json_int_t)pub.seq, "request_event_id",
-                          pub.request_event_id);
-    char *s = r != NULL ? json_dumps(r, JSON_COMPACT) : NULL;
-    json_decref(r);
+    char *s = cs_take_answer_ack(c->route.execution_id, c->route.execution_id_len, &pub, 1);
     if (s == NULL) {
         cs_log_error("ws: out of memory rendering an ack");
         return;
@@ -569,7 +559,6 @@ static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
     cs_daemon_t *d = ws->d;
     char path[1024], token_buf[WS_TOKEN_MAX], err[256];
     const char *token, *detail;
-    cs_auth_result_t ar;
 
     ws_path(wsi, path, sizeof(path));
     cs_route_match(path, strlen(path), &c->route);
@@ -598,18 +587,15 @@ static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
 
     token = ws_token(c, wsi, token_buf, sizeof(token_buf));
     cs_principal_t who;
-    ar = cs_auth_check(d->auth, token, CS_SCOPE_READ, c->route.execution_id, &who);
-    if (ar != CS_AUTH_OK)
-        return ws_refuse(c, wsi, &c->route, ar, NULL);
-    /* Decided now: the principal points into a token table a reload may replace. */
-    c->can_respond = cs_auth_authorize(&who, CS_SCOPE_RESPOND, c->route.execution_id) == CS_AUTH_OK;
-
     ws->args.wsi = wsi;
     ws->args.used = 0;
-    if (cs_sub_req_parse(&c->req, c->route.kind, ws_lookup_arg, ws_lookup_header, &ws->args, err,
-                         sizeof(err)) != 0)
-        return ws_refuse(c, wsi, &c->route, CS_ERR_BAD_REQUEST, err);
+    int rc = cs_subscribe_check(d, &c->route, token, ws_lookup_arg, ws_lookup_header, &ws->args, &c->req,
+                                &who, err, sizeof(err));
+    if (rc != 0)
+        return ws_refuse(c, wsi, &c->route, rc, err);
     c->have_req = 1;
+    /* Decided now: the principal points into a token table a reload may replace. */
+    c->can_respond = cs_auth_authorize(&who, CS_SCOPE_RESPOND, c->route.execution_id) == CS_AUTH_OK;
     return 0;
 }
 
@@ -639,8 +625,7 @@ static int ws_established(ws_conn_t *c)
 
     if (!c->have_req)
         return -1;
-    rc = cs_sub_open(d->store, &c->sub, c->route.execution_id, c->route.execution_id_len, &c->req.start,
-                     &c->req.filter, &ws_sub_ops, c);
+    rc = cs_subscribe_open(d, &c->route, &c->req, &c->sub, &ws_sub_ops, c);
     cs_sub_req_free(&c->req);
     c->have_req = 0;
     if (rc != 0) {

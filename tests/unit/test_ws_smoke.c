@@ -17,6 +17,7 @@
 #include "../../src/log.c"
 #include "../../src/loop.c"
 #include "../../src/route.c"
+#include "../../src/subscribe.c"
 #include "../../src/status.c"
 #include "../../src/store.c"
 #include "../../src/ws.c"
