@@ -30,6 +30,7 @@
 #include <microhttpd.h>
 #include <utlist.h>
 
+#include "buf.h"
 #include "err.h"
 #include "event.h"
 #include "httputil.h"
@@ -74,12 +75,12 @@ struct http_req {
     cs_sub_req_t sreq;
     cs_sub_t sub;
     int sub_open;
-    int started;   /* the handler has decided what this request is */
-    int nul;       /* the target decoded to a NUL byte (%00) */
-    uint64_t clen; /* Content-Length, 0 when absent */
-    size_t limit;  /* the most body bytes this request may send (body_limit) */
-    char *body;    /* a POST body that passed the checks, up to limit */
-    size_t body_len, body_cap;
+    int started;      /* the handler has decided what this request is */
+    int nul;          /* the target decoded to a NUL byte (%00) */
+    uint64_t clen;    /* Content-Length, 0 when absent */
+    size_t limit;     /* the most body bytes this request may send (body_limit) */
+    size_t body_seen; /* bytes of the body received, kept or not */
+    cs_buf_t body;    /* a POST body that passed the checks: at most its Content-Length, or limit */
     int suspended;
     int dead; /* the client left, or we are ending the stream */
     int listed;
@@ -320,48 +321,41 @@ static void on_poll_timeout(cs_timer_t *t)
     req_resume(q);
 }
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} buf_t;
-
-static void buf_add(buf_t *b, const char *s, size_t n)
+/* Answers a body built in b (freed here): 200 with it, or 500 when building it failed (rc). */
+static enum MHD_Result queue_built(cs_http_t *h, struct MHD_Connection *con, cs_buf_t *b, int rc,
+                                   const char *ctype)
 {
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
+    size_t len;
+    char *body;
+
+    if (rc != 0) {
+        cs_buf_free(b);
+        cs_log_warn("http: cannot build an answer (%s): 500", strerror(-rc));
+        return queue_err(h, con, CS_ERR_INTERNAL, rc == -ENOMEM ? NULL : "the answer grew past its maximum",
+                         NULL, NULL);
     }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
+    body = cs_buf_steal(b, &len);
+    return queue_body(h, con, 200, body, len, MHD_RESPMEM_MUST_FREE, ctype, NULL, NULL);
 }
 
 /* Collects what the subscriber has; answers and returns 1, or returns 0 when there is nothing yet. */
 static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Result *ret)
 {
-    buf_t b = {0};
+    /* No maximum of its own: it holds at most what the execution's ring retains (store.ring_bytes,
+     * store.ring_events), which bounds it already. */
+    cs_buf_t b = {0};
+    int rc = 0;
     cs_item_t it;
     int count = 0, gap = 0;
     uint64_t gap_first = 0;
-    char cur[CS_CURSOR_MAX], tail[128];
+    char cur[CS_CURSOR_MAX];
     uint64_t seq;
 
     if (!force && !cs_sub_has_next(&q->sub))
         return 0;
     /* last_event_id names the last event returned, or, with none, the position asked from. */
     seq = cs_sub_position(&q->sub, cur, sizeof(cur));
-    buf_add(&b, "{\"events\":[", 11);
+    rc |= cs_buf_puts(&b, "{\"events\":[");
     while (cs_sub_next(&q->sub, &it)) {
         if (it.frame == NULL) {
             gap = 1;
@@ -369,29 +363,20 @@ static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Resu
             continue;
         }
         if (count++ > 0)
-            buf_add(&b, ",", 1);
-        buf_add(&b, it.frame->json, it.frame->json_len);
+            rc |= cs_buf_puts(&b, ",");
+        rc |= cs_buf_append(&b, it.frame->json, it.frame->json_len);
         seq = it.frame->seq;
         cs_cursor_format(cur, sizeof(cur), q->sub.exec->epoch, seq);
     }
-    int n;
     if (seq > 0)
-        n = snprintf(tail, sizeof(tail), "],\"last_event_id\":\"%s\",\"last_seq\":%llu", cur,
-                     (unsigned long long)seq);
+        rc |= cs_buf_printf(&b, "],\"last_event_id\":\"%s\",\"last_seq\":%llu", cur, (unsigned long long)seq);
     else
-        n = snprintf(tail, sizeof(tail), "],\"last_event_id\":null,\"last_seq\":0");
-    buf_add(&b, tail, (size_t)n);
-    if (gap) {
-        n = snprintf(tail, sizeof(tail), ",\"gap\":true,\"first_seq\":%llu", (unsigned long long)gap_first);
-        buf_add(&b, tail, (size_t)n);
-    }
-    buf_add(&b, "}", 1);
-    if (b.oom) {
-        free(b.p);
-        *ret = MHD_NO;
-        return 1;
-    }
-    *ret = queue_json(h, q->con, 200, b.p, b.len, NULL, NULL);
+        rc |= cs_buf_puts(&b, "],\"last_event_id\":null,\"last_seq\":0");
+    if (gap)
+        rc |= cs_buf_printf(&b, ",\"gap\":true,\"first_seq\":%llu", (unsigned long long)gap_first);
+    rc |= cs_buf_puts(&b, "}");
+    /* The errors are all -ENOMEM (there is no maximum): one of them stands for the others. */
+    *ret = queue_built(h, q->con, &b, rc != 0 ? -ENOMEM : 0, "application/json");
     return 1;
 }
 
@@ -443,6 +428,7 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
 typedef struct list_ctx {
     cs_exec_t **v;
     size_t n, cap;
+    int oom; /* the list could not grow: answered 500, not a shorter list */
     const cs_principal_t *who;
     const char *status;
 } list_ctx_t;
@@ -457,8 +443,10 @@ static void list_one(cs_exec_t *ex, void *data)
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 64;
         cs_exec_t **v = realloc(l->v, cap * sizeof(*v));
-        if (v == NULL)
+        if (v == NULL) {
+            l->oom = 1;
             return;
+        }
         l->v = v;
         l->cap = cap;
     }
@@ -529,24 +517,43 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
         return queue_err(h, con, CS_ERR_BAD_REQUEST, "limit: expected an integer from 1 to 1000", NULL, NULL);
     list_ctx_t l = {.who = &who, .status = st};
     cs_store_each(h->d->store, list_one, &l);
-    if (l.n > 0)
+    if (l.n > 0 && !l.oom)
         qsort(l.v, l.n, sizeof(*l.v), newest_first);
-    json_t *arr = json_array();
-    for (size_t i = 0; i < l.n && i < limit && arr != NULL; i++)
-        json_array_append_new(arr, cs_status_json(l.v[i]));
+    json_t *arr = l.oom ? NULL : json_array();
+    for (size_t i = 0; i < l.n && i < limit && arr != NULL; i++) {
+        if (json_array_append_new(arr, cs_status_json(l.v[i])) != 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
     free(l.v);
-    return send_json_value(h, con, arr != NULL ? json_pack("{s:o}", "executions", arr) : NULL);
+    json_t *v = arr != NULL ? json_pack("{s:o}", "executions", arr) : NULL;
+    if (v == NULL) {
+        /* Never a shorter list than the token may see: the client would take it for the whole. */
+        cs_log_warn("http: out of memory listing the executions: 500");
+        return queue_err(h, con, CS_ERR_INTERNAL, "out of memory listing the executions", NULL, NULL);
+    }
+    return send_json_value(h, con, v);
 }
 
 /* ---- metrics ---- */
 
-static void metric(buf_t *b, const char *name, const char *type, const char *help, unsigned long long v)
+/* The most /metrics may take (it is about 10 KiB). */
+#define METRICS_MAX (1024 * 1024)
+
+/* The text being built, and the first error building it. */
+typedef struct metrics_out {
+    cs_buf_t buf;
+    int rc;
+} metrics_out_t;
+
+static void metric(metrics_out_t *b, const char *name, const char *type, const char *help,
+                   unsigned long long v)
 {
-    char line[512];
-    int n =
-        snprintf(line, sizeof(line), "# HELP crewstream_%s %s\n# TYPE crewstream_%s %s\ncrewstream_%s %llu\n",
-                 name, help, name, type, name, v);
-    buf_add(b, line, (size_t)n);
+    if (b->rc == 0)
+        b->rc =
+            cs_buf_printf(&b->buf, "# HELP crewstream_%s %s\n# TYPE crewstream_%s %s\ncrewstream_%s %llu\n",
+                          name, help, name, type, name, v);
 }
 
 /* GET /metrics: Prometheus text format. Open when http.metrics_public, else a token with read on "*". */
@@ -556,7 +563,7 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     const cs_counters_t *c = &d->counters;
     cs_store_stats_t st;
     char tokbuf[4096];
-    buf_t b = {0};
+    metrics_out_t b = {.rc = 0};
 
     if (!d->cfg->metrics_public) {
         cs_auth_result_t ar =
@@ -565,6 +572,7 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
             return queue_err(h, con, ar, ar == CS_AUTH_FORBIDDEN ? "metrics need read on \"*\"" : NULL, NULL,
                              NULL);
     }
+    cs_buf_init(&b.buf, METRICS_MAX);
     cs_store_stats(d->store, &st);
     metric(&b, "connections", "gauge", "Open TCP connections (HTTP, SSE, WebSocket, waiting heads).",
            d->clients);
@@ -654,12 +662,7 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
            ist.pauses);
     metric(&b, "ingest_pushes_deduplicated_total", "counter",
            "Answers not queued again to a producer that still had them queued.", ist.pushes_same);
-    if (b.oom) {
-        free(b.p);
-        return MHD_NO;
-    }
-    return queue_body(h, con, 200, b.p, b.len, MHD_RESPMEM_MUST_FREE,
-                      "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
+    return queue_built(h, con, &b.buf, b.rc, "text/plain; version=0.0.4; charset=utf-8");
 }
 
 /* ---- POST: HTTP ingest and answers ---- */
@@ -670,7 +673,7 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
     char *out = NULL;
     size_t olen = 0, ocap = 0, lines = 0;
     cs_err_t last = CS_OK;
-    const char *p = q->body ? q->body : "", *end = p + q->body_len;
+    const char *p = cs_buf_data(&q->body), *end = p + cs_buf_size(&q->body);
 
     if ((who->scopes & CS_SCOPE_PUBLISH) == 0)
         return queue_err(h, q->con, CS_ERR_FORBIDDEN, "publishing needs a token with the publish scope", NULL,
@@ -729,10 +732,10 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
 {
     char detail[300];
     json_error_t jerr;
-    if (!cs_json_depth_ok(q->body ? q->body : "", q->body_len, h->d->cfg->json_depth))
+    if (!cs_json_depth_ok(cs_buf_data(&q->body), cs_buf_size(&q->body), h->d->cfg->json_depth))
         return queue_errf(h, q->con, CS_ERR_BAD_REQUEST, "the body nests deeper than limits.json_depth (%u)",
                           (unsigned)h->d->cfg->json_depth);
-    json_t *o = json_loadb(q->body ? q->body : "", q->body_len, 0, &jerr);
+    json_t *o = json_loadb(cs_buf_data(&q->body), cs_buf_size(&q->body), 0, &jerr);
     const char *x;
     size_t xlen;
     cs_publish_t pub;
@@ -892,35 +895,26 @@ static int refuse_early(cs_http_t *h, http_req_t *q, struct MHD_Connection *con,
     return 0;
 }
 
-/* Keeps n more bytes of a POST body (within q->limit, checked by the caller). Returns 0 or -ENOMEM. */
+/* Keeps n more bytes of a POST body (within its maximum, checked by the caller). Returns 0 or -ENOMEM. */
 static int body_add(cs_http_t *h, http_req_t *q, const char *data, size_t n)
 {
-    if (q->body_len + n + 1 > q->body_cap) {
-        /* With a Content-Length, one allocation of its size; else doubling, up to the limit. */
-        size_t cap = q->clen > 0 ? (size_t)q->clen + 1 : q->body_cap ? q->body_cap * 2 : 4096;
-        while (cap < q->body_len + n + 1)
-            cap *= 2;
-        if (cap > q->limit + 1)
-            cap = q->limit + 1;
-        char *b = realloc(q->body, cap);
-        if (b == NULL)
-            return -ENOMEM;
-        h->d->counters.http_body_bytes += cap - q->body_cap;
-        q->body = b;
-        q->body_cap = cap;
-    }
-    memcpy(q->body + q->body_len, data, n);
-    q->body_len += n;
-    q->body[q->body_len] = '\0';
-    return 0;
+    size_t cap = q->body.cap;
+    int rc = 0;
+
+    /* With a Content-Length (the buffer's maximum), one allocation of its size; else doubling, up to the
+     * route's limit. */
+    if (q->clen > 0 && q->body.p == NULL)
+        rc = cs_buf_reserve(&q->body, q->body.max);
+    if (rc == 0)
+        rc = cs_buf_append(&q->body, data, n);
+    h->d->counters.http_body_bytes += q->body.cap - cap;
+    return rc;
 }
 
 static void body_free(cs_http_t *h, http_req_t *q)
 {
-    h->d->counters.http_body_bytes -= q->body_cap;
-    free(q->body);
-    q->body = NULL;
-    q->body_cap = 0;
+    h->d->counters.http_body_bytes -= q->body.cap;
+    cs_buf_free(&q->body);
 }
 
 static http_conn_t *conn_of(struct MHD_Connection *con)
@@ -967,6 +961,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
             q->started = 1;
             return ret;
         }
+        cs_buf_init(&q->body, q->clen > 0 && q->clen < q->limit ? (size_t)q->clen : q->limit);
         return MHD_YES;
     }
     if (q->started) {
@@ -990,17 +985,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
          * at its end. */
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (q->body_len + n > q->limit) {
+        if (q->body_seen + n > q->limit) {
             /* Only a body without a Content-Length gets here (a larger Content-Length was answered
              * 413 before its body), and MHD cannot answer in the middle of a body: close. */
             d->counters.http_body_overrun++;
             cs_log_debug("http: a %s body grew past %zu bytes: connection closed", method, q->limit);
             return MHD_NO;
         }
-        if (strcmp(method, "POST") != 0)
-            q->body_len += n;
-        else if (body_add(h, q, upload_data, n) != 0)
+        q->body_seen += n;
+        if (strcmp(method, "POST") == 0 && body_add(h, q, upload_data, n) != 0) {
+            cs_log_warn("http: out of memory for a %zu-byte request body: connection closed", q->limit);
             return MHD_NO;
+        }
         return MHD_YES;
     }
     q->started = 1;

@@ -16,6 +16,7 @@
 
 #include <utlist.h>
 
+#include "buf.h"
 #include "err.h"
 #include "event.h"
 #include "head.h"
@@ -23,8 +24,12 @@
 #include "log.h"
 #include "transport.h"
 
+/* How long an answered connection (431, 503, 408, a refused offer) may linger so the client reads the
+ * answer, and how long one over limits.max_clients may take to say GET /health. Fixed: both only bound
+ * connections already answered or over the limit, whose numbers CS_LISTENER_REFUSED_LINGER and
+ * CS_LISTENER_HEALTH_RESERVE bound; the head deadline clients get is limits.head_timeout_s. */
 #define LINGER_MS      2000
-#define HEALTH_HEAD_MS 1000 /* how long a connection over limits.max_clients may take to say GET /health */
+#define HEALTH_HEAD_MS 1000
 
 typedef struct pending pending_t;
 
@@ -39,8 +44,9 @@ struct cs_listener {
         n_refused; /* answered 503 over limits.max_clients, lingering (CS_LISTENER_REFUSED_LINGER at most) */
     size_t
         n_reserve; /* over limits.max_clients, waiting for a GET /health head (CS_LISTENER_HEALTH_RESERVE) */
-    char *peek;    /* one buffer for every peek: the loop is single-threaded */
-    size_t peek_cap;
+    /* One buffer for every peek (the loop is single-threaded): room for limits.head_bytes, its maximum,
+     * which a reload may change. Peeked bytes are never committed to it: the socket keeps them. */
+    cs_buf_t peek;
 };
 
 struct pending {
@@ -294,13 +300,13 @@ static void on_head_timeout(cs_timer_t *t)
  * refuses it (answered here, then closed). The listener stops watching the socket first: the one that
  * takes it registers it in its own way.
  */
-static void pending_offer(pending_t *p, int websocket, size_t head_len, size_t peeked)
+static void pending_offer(pending_t *p, int websocket, const char *head, size_t head_len, size_t peeked)
 {
     cs_listener_t *l = p->l;
     cs_offer_t o = {.fd = p->fd,
                     .addr = (const struct sockaddr *)&p->addr,
                     .addrlen = p->addrlen,
-                    .head = l->peek,
+                    .head = head,
                     .head_len = head_len,
                     .peeked = peeked,
                     .websocket = websocket};
@@ -325,21 +331,19 @@ static void on_pending_io(cs_io_t *io, uint32_t events)
     pending_t *p = io->data;
     cs_listener_t *l = p->l;
     cs_daemon_t *d = l->d;
-    size_t cap = d->cfg->head_bytes;
+    size_t cap = d->cfg->head_bytes, room;
+    char *peek;
     ssize_t n;
+    int rc;
     (void)events;
 
-    if (cap > l->peek_cap) {
-        /* limits.head_bytes was raised by a reload. */
-        char *np = realloc(l->peek, cap);
-        if (np == NULL) {
-            pending_end(p, 1);
-            return;
-        }
-        l->peek = np;
-        l->peek_cap = cap;
+    l->peek.max = cap;
+    if ((rc = cs_buf_space(&l->peek, cap, &peek, &room)) != 0) {
+        cs_log_warn("tcp: no room to read a request head (%s): connection closed", strerror(-rc));
+        pending_end(p, 1);
+        return;
     }
-    n = recv(p->fd, l->peek, cap, MSG_PEEK);
+    n = recv(p->fd, peek, room, MSG_PEEK);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return;
@@ -351,11 +355,11 @@ static void on_pending_io(cs_io_t *io, uint32_t events)
         return;
     }
     size_t head_len = 0;
-    cs_head_result_t kind = cs_head_scan(l->peek, (size_t)n, &head_len);
+    cs_head_result_t kind = cs_head_scan(peek, (size_t)n, &head_len);
     switch (kind) {
     case CS_HEAD_INVALID:
         d->counters.heads_invalid++;
-        cs_log_debug("tcp: not an HTTP/1.x request (first byte 0x%02x): closed", (unsigned char)l->peek[0]);
+        cs_log_debug("tcp: not an HTTP/1.x request (first byte 0x%02x): closed", (unsigned char)peek[0]);
         pending_end(p, 1);
         return;
     case CS_HEAD_INCOMPLETE:
@@ -369,13 +373,13 @@ static void on_pending_io(cs_io_t *io, uint32_t events)
     case CS_HEAD_WEBSOCKET:
     case CS_HEAD_HTTP:
         if (p->reserve) {
-            if (kind == CS_HEAD_HTTP && is_health_request(l->peek, head_len))
+            if (kind == CS_HEAD_HTTP && is_health_request(peek, head_len))
                 pending_health(p);
             else
                 pending_full(p);
             return;
         }
-        pending_offer(p, kind == CS_HEAD_WEBSOCKET, head_len, (size_t)n);
+        pending_offer(p, kind == CS_HEAD_WEBSOCKET, peek, head_len, (size_t)n);
         return;
     }
 }
@@ -449,12 +453,7 @@ int cs_listener_new(cs_listener_t **out, cs_daemon_t *d, char *err, size_t errle
         return -ENOMEM;
     l->d = d;
     l->fd = -1;
-    l->peek_cap = d->cfg->head_bytes;
-    l->peek = malloc(l->peek_cap);
-    if (l->peek == NULL) {
-        rc = -ENOMEM;
-        goto fail;
-    }
+    cs_buf_init(&l->peek, d->cfg->head_bytes);
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -498,7 +497,7 @@ int cs_listener_new(cs_listener_t **out, cs_daemon_t *d, char *err, size_t errle
 fail:
     if (l->fd >= 0)
         close(l->fd);
-    free(l->peek);
+    cs_buf_free(&l->peek);
     free(l);
     return rc;
 }
@@ -531,6 +530,6 @@ void cs_listener_free(cs_listener_t *l)
     if (l == NULL)
         return;
     cs_listener_close(l);
-    free(l->peek);
+    cs_buf_free(&l->peek);
     free(l);
 }

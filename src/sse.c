@@ -31,11 +31,15 @@
 #include "route.h"
 #include "subscribe.h"
 
-/* The shared write buffer; a wake-up sends at most SSE_ROUNDS of it per stream before the others. */
+/* The shared write buffer; a wake-up sends at most SSE_ROUNDS of it per stream before the others. Fixed:
+ * one buffer serves every stream (the loop is single-threaded), so its size costs nothing per stream;
+ * 64 KiB is one chunk per send, the same as the largest WebSocket write (WS_TX_PACKET), and bigger turns
+ * would only make the other ready streams wait longer. */
 #define SSE_BUF        (64 * 1024)
 #define SSE_CHUNK_HEAD 10 /* "ffffffff\r\n" at most in front of the data */
 #define SSE_ROUNDS     4
-/* Query-string scratch for one request: every value cs_sub_req_parse looks up stays valid. */
+/* Query-string scratch for one request: every value cs_sub_req_parse looks up stays valid (fixed: the
+ * head is bounded by limits.head_bytes; a request whose values do not fit goes to libmicrohttpd). */
 #define SSE_ARGS_MAX 16384
 
 /* ---- native streams ---- */

@@ -44,6 +44,7 @@
 #include <utlist.h>
 #include <uv.h>
 
+#include "buf.h"
 #include "err.h"
 #include "event.h"
 #include "httputil.h"
@@ -64,20 +65,30 @@ _Static_assert(CS_FRAME_PRE == LWS_PRE,
 /* The payload of one piece of a fragmented message: with its header (at most 10 bytes), one write
  * stays within WS_TX_PACKET. */
 #define WS_PIECE (WS_TX_PACKET - LWS_PRE)
-/* The largest client message (one HITL answer); bigger ones are closed with 1009. */
+/* The largest client message; bigger ones are closed with 1009 (too_large). Fixed, not configured: a
+ * client sends nothing but answers to human-input requests (a few hundred bytes), and this is what one
+ * connection can make the daemon buffer (times limits.max_clients). An answer with a longer feedback
+ * goes over HTTP, which takes up to limits.max_event_bytes. */
 #define WS_MSG_MAX (64 * 1024)
 /* Replies waiting for WRITEABLE, per connection. A full queue stops reading the client until
- * WS_OUTQ_RESUME are left; a reply that still finds it full closes the connection with 1008. */
+ * WS_OUTQ_RESUME are left; a reply that still finds it full closes the connection with 1008. Fixed:
+ * reading stops when it is full, so a deeper queue would only hold more memory per connection
+ * (8 x ~300 bytes), never lose or delay fewer replies. */
 #define WS_OUTQ        8
 #define WS_OUTQ_RESUME (WS_OUTQ / 2)
-/* After a stall is noticed, how long the close frame may wait before lws drops the socket. */
+/* After a stall is noticed, how long the close frame may wait before lws drops the socket (fixed: the
+ * stall itself, limits.stall_s, is the configured wait; this is only the close's grace). */
 #define WS_STALL_GRACE_S 5
-/* uv_run rounds per before-sleep hook before handing back to the loop. */
+/* uv_run rounds per before-sleep hook before handing back to the loop (fixed: fairness between lws and
+ * the other transports, not a limit a deployment tunes). */
 #define WS_UV_ROUNDS 16
-/* Query-string scratch: one argument (lws copies "name=value"), and every value a request uses. */
-#define WS_ARG_MAX   8192
-#define WS_ARGS_MAX  16384
-#define WS_TOKEN_MAX 1024
+/* Query-string scratch: one argument (lws copies "name=value"), and every value a request uses (fixed:
+ * the head itself is bounded by limits.head_bytes, and an option longer than this is no valid one). */
+#define WS_ARG_MAX  8192
+#define WS_ARGS_MAX 16384
+/* A presented token: the longest one auth accepts (a signed token, CS_AUTH_JWT_MAX_LEN) fits, as on
+ * HTTP; a longer one is invalid (401), never cut into a valid one. */
+#define WS_TOKEN_MAX (CS_AUTH_JWT_MAX_LEN + 1)
 /* An Origin is a scheme, a host and a port: longer than this it is none that http.cors_origins lists
  * (config.c bounds its entries at 256 bytes). */
 #define WS_ORIGIN_MAX 320
@@ -126,9 +137,8 @@ struct ws_conn {
     uint8_t in_pings, in_waits;
     int stalled;
 
-    /* Input: one client message, assembled from its fragments. */
-    char *rx;
-    size_t rx_len;
+    /* Input: one client message, assembled from its fragments (at most WS_MSG_MAX bytes). */
+    cs_buf_t rx;
 };
 
 /* The lookup context for cs_sub_req_parse: every value it returns stays valid for the whole parse. */
@@ -330,9 +340,7 @@ static void ws_conn_detach(ws_conn_t *c)
     free(c->gap);
     c->gap = NULL;
     c->gap_cap = 0;
-    free(c->rx);
-    c->rx = NULL;
-    c->rx_len = 0;
+    cs_buf_free(&c->rx);
 }
 
 /* The end of a connection's life: lws is freeing its wsi. */
@@ -811,26 +819,21 @@ static int ws_receive(ws_conn_t *c, struct lws *wsi, const void *in, size_t len)
         return -1;
     if (c->close_sent || c->close_code != 0)
         return 0; /* closing: the client's late messages are not answered */
-    if (c->rx_len + len > WS_MSG_MAX) {
-        static const char reason[] = "message larger than 65536 bytes";
-        lws_close_reason(wsi, (enum lws_close_status)cs_err_ws_close(CS_ERR_TOO_LARGE),
-                         (unsigned char *)reason, sizeof(reason) - 1);
+    int rc = cs_buf_append(&c->rx, in, len);
+    if (rc != 0) {
+        /* Past WS_MSG_MAX: closed 1009 (too_large); out of memory: 1011 (internal). */
+        char reason[64];
+        int n = rc == -EMSGSIZE ? snprintf(reason, sizeof(reason), "message larger than %d bytes", WS_MSG_MAX)
+                                : snprintf(reason, sizeof(reason), "out of memory");
+        if (rc != -EMSGSIZE)
+            cs_log_error("ws: out of memory reading a client message: closing the connection (1011)");
+        lws_close_reason(wsi, (enum lws_close_status)cs_err_ws_close(rc), (unsigned char *)reason, (size_t)n);
         return -1;
-    }
-    if (len > 0) {
-        char *p = realloc(c->rx, c->rx_len + len);
-        if (p == NULL)
-            return -1;
-        c->rx = p;
-        memcpy(c->rx + c->rx_len, in, len);
-        c->rx_len += len;
     }
     if (!lws_is_final_fragment(wsi))
         return 0;
-    ws_on_message(c, c->rx != NULL ? c->rx : "", c->rx_len);
-    free(c->rx);
-    c->rx = NULL;
-    c->rx_len = 0;
+    ws_on_message(c, cs_buf_data(&c->rx), cs_buf_size(&c->rx));
+    cs_buf_free(&c->rx);
     return 0;
 }
 
@@ -1062,6 +1065,7 @@ int cs_ws_adopt(cs_ws_t *ws, int fd)
         return -ENOMEM;
     }
     c->ws = ws;
+    cs_buf_init(&c->rx, WS_MSG_MAX);
     DL_APPEND(ws->conns, c);
     ws->n_conns++;
 

@@ -5,6 +5,7 @@
  * says what it saw. The C side answers its sync points (publish, switch auth, start a
  * stalled raw client, shut down) and checks the counters at the end.
  */
+#include "../../common/buf.c"
 #include "../../src/auth.c"
 #include "../../src/cfgschema.c"
 #include "../../src/cursor.c"
