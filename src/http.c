@@ -394,7 +394,7 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
 {
     cs_daemon_t *d = h->d;
     cs_route_t *rt = &q->route;
-    char tokbuf[4096], err[256];
+    char tokbuf[CS_TOKEN_BUF], err[256];
     int rc;
 
     rc = cs_subscribe_check(d, rt, request_token(con, tokbuf, sizeof(tokbuf)), lookup_arg, lookup_header, con,
@@ -471,7 +471,7 @@ static enum MHD_Result send_json_value(cs_http_t *h, struct MHD_Connection *con,
 /* GET /v1/executions, GET /v1/executions/{id}, GET /{id}/status. */
 static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Connection *con)
 {
-    char tokbuf[4096];
+    char tokbuf[CS_TOKEN_BUF];
     cs_principal_t who;
     cs_route_t *rt = &q->route;
     cs_auth_result_t ar = cs_auth_identify(h->d->auth, request_token(con, tokbuf, sizeof(tokbuf)), &who);
@@ -562,7 +562,7 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     cs_daemon_t *d = h->d;
     const cs_counters_t *c = &d->counters;
     cs_store_stats_t st;
-    char tokbuf[4096];
+    char tokbuf[CS_TOKEN_BUF];
     metrics_out_t b = {.rc = 0};
 
     if (!d->cfg->metrics_public) {
@@ -774,7 +774,7 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
 
 static enum MHD_Result handle_post(cs_http_t *h, http_req_t *q, struct MHD_Connection *con)
 {
-    char tokbuf[4096];
+    char tokbuf[CS_TOKEN_BUF];
     cs_principal_t who;
     cs_auth_result_t ar = cs_auth_identify(h->d->auth, request_token(con, tokbuf, sizeof(tokbuf)), &who);
 
@@ -843,7 +843,7 @@ static int refuse_early(cs_http_t *h, http_req_t *q, struct MHD_Connection *con,
 
     q->limit = d->cfg->max_body_bytes;
     if (m == CS_METHOD_POST) {
-        char tokbuf[4096];
+        char tokbuf[CS_TOKEN_BUF];
         cs_principal_t who;
         cs_auth_result_t ar;
 

@@ -8,7 +8,12 @@
 
 #include <stddef.h>
 
+#include "auth.h"
 #include "config.h"
+
+/** Room for a presented token (cs_auth_request_token) on every transport: the longest one auth accepts (a
+ * signed token of CS_AUTH_JWT_MAX_LEN bytes) and its NUL; a longer one is invalid (401), never cut short. */
+#define CS_TOKEN_BUF (CS_AUTH_JWT_MAX_LEN + 1)
 
 /** Renders the JSON error body {"error":code,"detail":detail} (malloc'd, never NULL unless out of memory). */
 char *cs_error_json(const char *code, const char *detail, size_t *len);

@@ -86,9 +86,8 @@ _Static_assert(CS_FRAME_PRE == LWS_PRE,
  * the head itself is bounded by limits.head_bytes, and an option longer than this is no valid one). */
 #define WS_ARG_MAX  8192
 #define WS_ARGS_MAX 16384
-/* A presented token: the longest one auth accepts (a signed token, CS_AUTH_JWT_MAX_LEN) fits, as on
- * HTTP; a longer one is invalid (401), never cut into a valid one. */
-#define WS_TOKEN_MAX (CS_AUTH_JWT_MAX_LEN + 1)
+/* A presented token: as on HTTP (httputil.h). */
+#define WS_TOKEN_MAX CS_TOKEN_BUF
 /* An Origin is a scheme, a host and a port: longer than this it is none that http.cors_origins lists
  * (config.c bounds its entries at 256 bytes). */
 #define WS_ORIGIN_MAX 320
@@ -275,7 +274,9 @@ static void ws_reply_error(ws_conn_t *c, const char *code, const char *detail)
 
     json_decref(o);
     if (s == NULL) {
-        cs_log_error("ws: out of memory rendering a reply");
+        /* A reply is never dropped: without it the connection ends, with a reason. */
+        cs_log_error("ws: out of memory rendering a reply: closing the connection (1011)");
+        ws_close_with(c, CS_ERR_INTERNAL, "out of memory");
         return;
     }
     ws_queue_reply(c, s, strlen(s));
@@ -305,7 +306,8 @@ static void ws_on_message(ws_conn_t *c, const char *msg, size_t len)
     }
     char *s = cs_take_answer_ack(c->route.execution_id, c->route.execution_id_len, &pub, 1);
     if (s == NULL) {
-        cs_log_error("ws: out of memory rendering an ack");
+        cs_log_error("ws: out of memory rendering an ack: closing the connection (1011)");
+        ws_close_with(c, CS_ERR_INTERNAL, "out of memory");
         return;
     }
     ws_queue_reply(c, s, strlen(s));
