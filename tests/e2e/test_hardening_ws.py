@@ -12,7 +12,7 @@ import json
 import threading
 import time
 
-from csutil import RawWS, ev, http_get, run, wait_until, ws_connect
+from csutil import RawWS, ev, http_get, run, wait_until, ws_connect, ws_handshake
 
 EXEC = "big-1"
 N_STALLED = 150
@@ -180,30 +180,12 @@ def test_an_encoded_nul_in_a_handshake_target_is_400(make_daemon):
         "/v1/executions/nul-1/ws?since_seq=0&token=x%00y",
     ]
     for p in paths:
-        c = RawWS(d.port, p)
-        try:
-            assert c.status == 400, (p, c.status)
-            assert "upgrade" not in c.headers
-            body = c.buf
-            while len(body) < int(c.headers.get("content-length", "0")):
-                chunk = c.sock.recv(4096)
-                if not chunk:
-                    break
-                body += chunk
-            err = json.loads(body)
-            assert err["error"] == "bad_request" and "NUL" in err["detail"], err
-        finally:
-            c.close()
+        status, headers, body = ws_handshake(d.port, p)
+        assert status == 400 and "upgrade" not in headers, (p, status)
+        err = json.loads(body)
+        assert err["error"] == "bad_request" and "NUL" in err["detail"], err
     assert metrics(d)["crewstream_ws_refused_total"] == len(paths)
     # A literal "%00" (%2500) is no NUL: an ordinary bad execution id, refused by the handshake check.
-    c = RawWS(d.port, "/v1/executions/a%2500b/ws")
-    try:
-        assert c.status in (400, 404), c.status
-    finally:
-        c.close()
+    assert ws_handshake(d.port, "/v1/executions/a%2500b/ws")[0] in (400, 404)
     # And the daemon still upgrades a good one.
-    c = RawWS(d.port, "/v1/executions/nul-1/ws")
-    try:
-        assert c.status == 101
-    finally:
-        c.close()
+    assert ws_handshake(d.port, "/v1/executions/nul-1/ws")[0] == 101
