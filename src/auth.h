@@ -16,14 +16,17 @@
 
 #include "cfgschema.h"
 #include "config.h"
+#include "err.h"
 
 typedef struct cs_auth cs_auth_t;
 
+/* What checking a token gives: CS_OK or an error value of err.h, so every transport answers it through
+ * the one error table (401 "unauthorized" with the code's detail, 403 "forbidden"). */
 typedef enum cs_auth_result {
-    CS_AUTH_OK = 0,
-    CS_AUTH_MISSING,   /* no token presented: 401 */
-    CS_AUTH_INVALID,   /* unknown token: 401 */
-    CS_AUTH_FORBIDDEN, /* valid, but not that scope or that execution: 403 */
+    CS_AUTH_OK = CS_OK,
+    CS_AUTH_MISSING = CS_ERR_NO_TOKEN,    /* no token presented: 401 */
+    CS_AUTH_INVALID = CS_ERR_BAD_TOKEN,   /* unknown token: 401 */
+    CS_AUTH_FORBIDDEN = CS_ERR_FORBIDDEN, /* valid, but not that scope or that execution: 403 */
 } cs_auth_result_t;
 
 /* Bounds on a signed token (auth.jwt_secret): one over any of them is invalid (401). */

@@ -16,6 +16,15 @@
 typedef struct cs_http cs_http_t;
 typedef struct cs_ws cs_ws_t;
 typedef struct cs_sse cs_sse_t;
+typedef struct cs_transport_ops cs_transport_ops_t;
+
+/** One row of the transports table (transport.h): its operations and the instance they work on. */
+typedef struct cs_transport {
+    const cs_transport_ops_t *ops;
+    void *self;
+} cs_transport_t;
+
+#define CS_TRANSPORTS_MAX 8
 typedef struct cs_ingest cs_ingest_t;
 typedef struct cs_listener cs_listener_t;
 
@@ -54,37 +63,14 @@ typedef struct cs_daemon {
     cs_config_t *cfg;
     cs_store_t *store;
     cs_auth_t *auth;
-    cs_http_t *http;
-    cs_ws_t *ws;
-    cs_sse_t *sse; /* SSE streams written natively */
+    cs_transport_t transports[CS_TRANSPORTS_MAX]; /* in the order the listener offers them a head */
+    size_t n_transports;
+    cs_ws_t *ws; /* the WebSocket transport's row's instance (for its /metrics lines) */
     cs_ingest_t *ingest;
     cs_listener_t *listener;
     int stopping;   /* SIGTERM/SIGINT seen: no new work, drain */
     size_t clients; /* open TCP connections, whoever holds them */
     cs_counters_t counters;
 } cs_daemon_t;
-
-/** Renders the JSON error body {"error":code,"detail":detail} (malloc'd, never NULL unless out of memory). */
-char *cs_error_json(const char *code, const char *detail, size_t *len);
-
-/** The reason phrase of an HTTP status code ("Unauthorized"). */
-const char *cs_http_reason(unsigned status);
-
-/**
- * The CORS answer to a request from origin (NULL or origin_len 0: none sent): the
- * Access-Control-Allow-Origin value ("*", or origin itself when http.cors_origins lists it, then
- * *vary is set: the answer depends on the Origin header), or NULL for none.
- */
-const char *cs_cors_allow(const cs_config_t *cfg, const char *origin, size_t origin_len, int *vary);
-
-/**
- * The open-files soft limit when it is finite and at most 2^20 (what the HTTP libraries may size
- * their connection tables by), else 0.
- */
-#define CS_NOFILE_CAP ((size_t)1 << 20)
-size_t cs_nofile_limit(void);
-
-/** Maps an auth result to its HTTP status (401 or 403) and error code ("unauthorized", "forbidden"). */
-unsigned cs_auth_http_status(cs_auth_result_t r, const char **code, const char **detail);
 
 #endif

@@ -12,28 +12,6 @@
 
 #include "utf8.h"
 
-static const char *const err_names[] = {
-    [CS_OK] = "ok",
-    [CS_ERR_INVALID_JSON] = "invalid_json",
-    [CS_ERR_MISSING_FIELD] = "missing_field",
-    [CS_ERR_INVALID_FIELD] = "invalid_field",
-    [CS_ERR_TOO_LARGE] = "too_large",
-    [CS_ERR_NOT_FOUND] = "not_found",
-    [CS_ERR_FORBIDDEN] = "forbidden",
-    [CS_ERR_BAD_OP] = "bad_op",
-    [CS_ERR_CONFLICT] = "conflict",
-    [CS_ERR_INTERNAL] = "internal",
-    [CS_ERR_UNAVAILABLE] = "unavailable",
-};
-
-const char *cs_err_name(cs_err_t err)
-{
-    /* An out-of-range code is a bug somewhere else; still answer with a word the wire knows. */
-    if ((unsigned)err >= sizeof(err_names) / sizeof(err_names[0]) || err_names[err] == NULL)
-        return "internal";
-    return err_names[err];
-}
-
 static int is_alnum(unsigned char c)
 {
     /* Not isalnum(): the locale must not widen what an identifier may hold. */

@@ -13,23 +13,7 @@
 
 #include <jansson.h>
 
-/** Ingest error codes, in the words of the wire protocol. */
-typedef enum cs_err {
-    CS_OK = 0,
-    CS_ERR_INVALID_JSON,
-    CS_ERR_MISSING_FIELD,
-    CS_ERR_INVALID_FIELD,
-    CS_ERR_TOO_LARGE,
-    CS_ERR_NOT_FOUND,
-    CS_ERR_FORBIDDEN,
-    CS_ERR_BAD_OP,
-    CS_ERR_CONFLICT, /* an answer to a request that is not open (HTTP 409) */
-    CS_ERR_INTERNAL,
-    CS_ERR_UNAVAILABLE, /* not stored, nothing changed: the producer may retry (HTTP 503) */
-} cs_err_t;
-
-/** Returns the wire name of an error: "invalid_json", "missing_field", ... */
-const char *cs_err_name(cs_err_t err);
+#include "err.h" /* cs_err_t: the error values (CS_ERR_*) */
 
 #define CS_EXECUTION_ID_MAX 128
 #define CS_TYPE_MAX         64

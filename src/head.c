@@ -108,6 +108,20 @@ cs_head_result_t cs_head_scan(const char *buf, size_t len, size_t *head_len)
     return upgrade_ws && conn_upgrade ? CS_HEAD_WEBSOCKET : CS_HEAD_HTTP;
 }
 
+int cs_head_target_nul(const char *buf, size_t len)
+{
+    const char *sp = memchr(buf, ' ', len);
+
+    if (sp == NULL)
+        return 0;
+    const char *t = sp + 1, *end = buf + len;
+    /* The target ends at the next blank (cs_head_scan allows no other inside it). */
+    for (const char *p = t; p < end && (unsigned char)*p > ' ' && *p != 0x7f; p++)
+        if (*p == '%' && end - p >= 3 && p[1] == '0' && p[2] == '0')
+            return 1;
+    return 0;
+}
+
 /* ---- the strict parse for natively served GETs ---- */
 
 static int is_vchar_or_ws(unsigned char c)

@@ -51,4 +51,11 @@ int cs_head_parse(const char *buf, size_t len, cs_head_req_t *r);
  */
 int cs_head_arg(cs_head_str_t query, const char *name, char *out, size_t outlen);
 
+/**
+ * Returns nonzero when the request target of a head (buf[0..len), its request line first) holds an
+ * encoded NUL byte ("%00"), which decodes to a string cut short: the path, or a query value. Such a
+ * request is refused with 400 whichever library would read it (libmicrohttpd's side checks its own).
+ */
+int cs_head_target_nul(const char *buf, size_t len);
+
 #endif

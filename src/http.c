@@ -30,12 +30,17 @@
 #include <microhttpd.h>
 #include <utlist.h>
 
+#include "buf.h"
+#include "err.h"
 #include "event.h"
+#include "httputil.h"
 #include "ingest.h"
 #include "listener.h"
 #include "log.h"
 #include "route.h"
-#include "sse.h"
+#include "sse_body.h"
+#include "subscribe.h"
+#include "transport.h"
 #include "web.h"
 #include "ws.h"
 
@@ -70,12 +75,12 @@ struct http_req {
     cs_sub_req_t sreq;
     cs_sub_t sub;
     int sub_open;
-    int started;   /* the handler has decided what this request is */
-    int nul;       /* the target decoded to a NUL byte (%00) */
-    uint64_t clen; /* Content-Length, 0 when absent */
-    size_t limit;  /* the most body bytes this request may send (body_limit) */
-    char *body;    /* a POST body that passed the checks, up to limit */
-    size_t body_len, body_cap;
+    int started;      /* the handler has decided what this request is */
+    int nul;          /* the target decoded to a NUL byte (%00) */
+    uint64_t clen;    /* Content-Length, 0 when absent */
+    size_t limit;     /* the most body bytes this request may send (body_limit) */
+    size_t body_seen; /* bytes of the body received, kept or not */
+    cs_buf_t body;    /* a POST body that passed the checks: at most its Content-Length, or limit */
     int suspended;
     int dead; /* the client left, or we are ending the stream */
     int listed;
@@ -149,28 +154,33 @@ static enum MHD_Result queue_json(cs_http_t *h, struct MHD_Connection *con, unsi
     return queue_body(h, con, status, body, len, MHD_RESPMEM_MUST_FREE, "application/json", hname, hvalue);
 }
 
-static enum MHD_Result queue_error(cs_http_t *h, struct MHD_Connection *con, unsigned status,
-                                   const char *code, const char *detail, const char *hname,
-                                   const char *hvalue)
+/* Answers an error value (err.h) with its status and JSON body: detail, or the code's own when NULL. A
+ * 401 says WWW-Authenticate: Bearer; hname/hvalue add one more header (Allow, Upgrade). */
+static enum MHD_Result queue_err(cs_http_t *h, struct MHD_Connection *con, int err, const char *detail,
+                                 const char *hname, const char *hvalue)
 {
     size_t len;
-    char *body = cs_error_json(code, detail, &len);
+    char *body = cs_err_json(err, detail, &len);
+    unsigned status = cs_err_http_status(err);
+
+    if (status == 401 && hname == NULL) {
+        hname = "WWW-Authenticate";
+        hvalue = "Bearer";
+    }
     return queue_json(h, con, status, body, len, hname, hvalue);
 }
 
-static enum MHD_Result queue_errorf(cs_http_t *h, struct MHD_Connection *con, unsigned status,
-                                    const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+static enum MHD_Result queue_errf(cs_http_t *h, struct MHD_Connection *con, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static enum MHD_Result queue_errorf(cs_http_t *h, struct MHD_Connection *con, unsigned status,
-                                    const char *code, const char *fmt, ...)
+static enum MHD_Result queue_errf(cs_http_t *h, struct MHD_Connection *con, int err, const char *fmt, ...)
 {
     char detail[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(detail, sizeof(detail), fmt, ap);
     va_end(ap);
-    return queue_error(h, con, status, code, detail, NULL, NULL);
+    return queue_err(h, con, err, detail, NULL, NULL);
 }
 
 static const char *lookup_arg(void *ctx, const char *name)
@@ -311,48 +321,41 @@ static void on_poll_timeout(cs_timer_t *t)
     req_resume(q);
 }
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} buf_t;
-
-static void buf_add(buf_t *b, const char *s, size_t n)
+/* Answers a body built in b (freed here): 200 with it, or 500 when building it failed (rc). */
+static enum MHD_Result queue_built(cs_http_t *h, struct MHD_Connection *con, cs_buf_t *b, int rc,
+                                   const char *ctype)
 {
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
+    size_t len;
+    char *body;
+
+    if (rc != 0) {
+        cs_buf_free(b);
+        cs_log_warn("http: cannot build an answer (%s): 500", strerror(-rc));
+        return queue_err(h, con, CS_ERR_INTERNAL, rc == -ENOMEM ? NULL : "the answer grew past its maximum",
+                         NULL, NULL);
     }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
+    body = cs_buf_steal(b, &len);
+    return queue_body(h, con, 200, body, len, MHD_RESPMEM_MUST_FREE, ctype, NULL, NULL);
 }
 
 /* Collects what the subscriber has; answers and returns 1, or returns 0 when there is nothing yet. */
 static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Result *ret)
 {
-    buf_t b = {0};
+    /* No maximum of its own: it holds at most what the execution's ring retains (store.ring_bytes,
+     * store.ring_events), which bounds it already. */
+    cs_buf_t b = {0};
+    int rc = 0;
     cs_item_t it;
     int count = 0, gap = 0;
     uint64_t gap_first = 0;
-    char cur[CS_CURSOR_MAX], tail[128];
+    char cur[CS_CURSOR_MAX];
     uint64_t seq;
 
     if (!force && !cs_sub_has_next(&q->sub))
         return 0;
     /* last_event_id names the last event returned, or, with none, the position asked from. */
     seq = cs_sub_position(&q->sub, cur, sizeof(cur));
-    buf_add(&b, "{\"events\":[", 11);
+    rc |= cs_buf_puts(&b, "{\"events\":[");
     while (cs_sub_next(&q->sub, &it)) {
         if (it.frame == NULL) {
             gap = 1;
@@ -360,29 +363,20 @@ static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Resu
             continue;
         }
         if (count++ > 0)
-            buf_add(&b, ",", 1);
-        buf_add(&b, it.frame->json, it.frame->json_len);
+            rc |= cs_buf_puts(&b, ",");
+        rc |= cs_buf_append(&b, it.frame->json, it.frame->json_len);
         seq = it.frame->seq;
         cs_cursor_format(cur, sizeof(cur), q->sub.exec->epoch, seq);
     }
-    int n;
     if (seq > 0)
-        n = snprintf(tail, sizeof(tail), "],\"last_event_id\":\"%s\",\"last_seq\":%llu", cur,
-                     (unsigned long long)seq);
+        rc |= cs_buf_printf(&b, "],\"last_event_id\":\"%s\",\"last_seq\":%llu", cur, (unsigned long long)seq);
     else
-        n = snprintf(tail, sizeof(tail), "],\"last_event_id\":null,\"last_seq\":0");
-    buf_add(&b, tail, (size_t)n);
-    if (gap) {
-        n = snprintf(tail, sizeof(tail), ",\"gap\":true,\"first_seq\":%llu", (unsigned long long)gap_first);
-        buf_add(&b, tail, (size_t)n);
-    }
-    buf_add(&b, "}", 1);
-    if (b.oom) {
-        free(b.p);
-        *ret = MHD_NO;
-        return 1;
-    }
-    *ret = queue_json(h, q->con, 200, b.p, b.len, NULL, NULL);
+        rc |= cs_buf_puts(&b, "],\"last_event_id\":null,\"last_seq\":0");
+    if (gap)
+        rc |= cs_buf_printf(&b, ",\"gap\":true,\"first_seq\":%llu", (unsigned long long)gap_first);
+    rc |= cs_buf_puts(&b, "}");
+    /* The errors are all -ENOMEM (there is no maximum): one of them stands for the others. */
+    *ret = queue_built(h, q->con, &b, rc != 0 ? -ENOMEM : 0, "application/json");
     return 1;
 }
 
@@ -400,32 +394,15 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
 {
     cs_daemon_t *d = h->d;
     cs_route_t *rt = &q->route;
-    char tokbuf[4096], err[256];
-    const char *token, *code, *detail;
-    cs_auth_result_t ar;
-    unsigned status;
+    char tokbuf[CS_TOKEN_BUF], err[256];
+    int rc;
 
-    token = request_token(con, tokbuf, sizeof(tokbuf));
-    ar = cs_auth_check(d->auth, token, CS_SCOPE_READ,
-                       rt->kind == CS_ROUTE_GLOBAL_SSE ? NULL : rt->execution_id, NULL);
-    if (ar != CS_AUTH_OK) {
-        status = cs_auth_http_status(ar, &code, &detail);
-        if (status == 401)
-            return queue_error(h, con, status, code, detail, "WWW-Authenticate", "Bearer");
-        if (rt->kind == CS_ROUTE_GLOBAL_SSE)
-            detail = "the all-executions stream needs a token with read on \"*\"";
-        return queue_error(h, con, status, code, detail, NULL, NULL);
-    }
-    if (cs_sub_req_parse(&q->sreq, rt->kind, lookup_arg, lookup_header, con, err, sizeof(err)) != 0)
-        return queue_error(h, con, 400, "bad_request", err, NULL, NULL);
-
-    if (rt->kind == CS_ROUTE_GLOBAL_SSE) {
-        if (cs_sub_open(d->store, &q->sub, NULL, 0, &q->sreq.start, &q->sreq.filter, &sub_ops, q) != 0)
-            return MHD_NO;
-    } else if (cs_sub_open(d->store, &q->sub, rt->execution_id, rt->execution_id_len, &q->sreq.start,
-                           &q->sreq.filter, &sub_ops, q) != 0) {
-        return MHD_NO;
-    }
+    rc = cs_subscribe_check(d, rt, request_token(con, tokbuf, sizeof(tokbuf)), lookup_arg, lookup_header, con,
+                            &q->sreq, NULL, err, sizeof(err));
+    if (rc != 0)
+        return queue_err(h, con, rc, err, NULL, NULL);
+    if ((rc = cs_subscribe_open(d, rt, &q->sreq, &q->sub, &sub_ops, q)) != 0)
+        return queue_err(h, con, rc, NULL, NULL, NULL);
     q->sub_open = 1;
     cs_sse_body_init(&q->out, d->store, cs_route_is_hitl(rt->kind), rt->kind == CS_ROUTE_GLOBAL_SSE,
                      q->sreq.named);
@@ -451,6 +428,7 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
 typedef struct list_ctx {
     cs_exec_t **v;
     size_t n, cap;
+    int oom; /* the list could not grow: answered 500, not a shorter list */
     const cs_principal_t *who;
     const char *status;
 } list_ctx_t;
@@ -465,8 +443,10 @@ static void list_one(cs_exec_t *ex, void *data)
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 64;
         cs_exec_t **v = realloc(l->v, cap * sizeof(*v));
-        if (v == NULL)
+        if (v == NULL) {
+            l->oom = 1;
             return;
+        }
         l->v = v;
         l->cap = cap;
     }
@@ -491,8 +471,7 @@ static enum MHD_Result send_json_value(cs_http_t *h, struct MHD_Connection *con,
 /* GET /v1/executions, GET /v1/executions/{id}, GET /{id}/status. */
 static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Connection *con)
 {
-    char tokbuf[4096];
-    const char *code, *detail;
+    char tokbuf[CS_TOKEN_BUF];
     cs_principal_t who;
     cs_route_t *rt = &q->route;
     cs_auth_result_t ar = cs_auth_identify(h->d->auth, request_token(con, tokbuf, sizeof(tokbuf)), &who);
@@ -500,11 +479,8 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
     if (ar == CS_AUTH_OK)
         ar = cs_auth_authorize(&who, CS_SCOPE_READ, rt->kind == CS_ROUTE_EXECS_LIST ? "" : rt->execution_id);
     if (ar != CS_AUTH_OK &&
-        !(rt->kind == CS_ROUTE_EXECS_LIST && ar == CS_AUTH_FORBIDDEN && (who.scopes & CS_SCOPE_READ) != 0)) {
-        unsigned status = cs_auth_http_status(ar, &code, &detail);
-        return queue_error(h, con, status, code, detail, status == 401 ? "WWW-Authenticate" : NULL,
-                           status == 401 ? "Bearer" : NULL);
-    }
+        !(rt->kind == CS_ROUTE_EXECS_LIST && ar == CS_AUTH_FORBIDDEN && (who.scopes & CS_SCOPE_READ) != 0))
+        return queue_err(h, con, ar, NULL, NULL, NULL);
     if (rt->kind != CS_ROUTE_EXECS_LIST) {
         cs_exec_t *ex = cs_store_find(h->d->store, rt->execution_id, rt->execution_id_len);
         cs_exec_t blank;
@@ -532,34 +508,52 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
         for (i = 0; i < sizeof(states) / sizeof(states[0]) && strcmp(st, states[i]) != 0; i++)
             ;
         if (i == sizeof(states) / sizeof(states[0]))
-            return queue_error(
-                h, con, 400, "bad_request",
+            return queue_err(
+                h, con, CS_ERR_BAD_REQUEST,
                 "status: one of pending, running, pending_human_input, completed, error, canceled", NULL,
                 NULL);
     }
     if (lim != NULL && (cs_seq_parse(lim, strlen(lim), &limit) != 0 || limit < 1 || limit > 1000))
-        return queue_error(h, con, 400, "bad_request", "limit: expected an integer from 1 to 1000", NULL,
-                           NULL);
+        return queue_err(h, con, CS_ERR_BAD_REQUEST, "limit: expected an integer from 1 to 1000", NULL, NULL);
     list_ctx_t l = {.who = &who, .status = st};
     cs_store_each(h->d->store, list_one, &l);
-    if (l.n > 0)
+    if (l.n > 0 && !l.oom)
         qsort(l.v, l.n, sizeof(*l.v), newest_first);
-    json_t *arr = json_array();
-    for (size_t i = 0; i < l.n && i < limit && arr != NULL; i++)
-        json_array_append_new(arr, cs_status_json(l.v[i]));
+    json_t *arr = l.oom ? NULL : json_array();
+    for (size_t i = 0; i < l.n && i < limit && arr != NULL; i++) {
+        if (json_array_append_new(arr, cs_status_json(l.v[i])) != 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
     free(l.v);
-    return send_json_value(h, con, arr != NULL ? json_pack("{s:o}", "executions", arr) : NULL);
+    json_t *v = arr != NULL ? json_pack("{s:o}", "executions", arr) : NULL;
+    if (v == NULL) {
+        /* Never a shorter list than the token may see: the client would take it for the whole. */
+        cs_log_warn("http: out of memory listing the executions: 500");
+        return queue_err(h, con, CS_ERR_INTERNAL, "out of memory listing the executions", NULL, NULL);
+    }
+    return send_json_value(h, con, v);
 }
 
 /* ---- metrics ---- */
 
-static void metric(buf_t *b, const char *name, const char *type, const char *help, unsigned long long v)
+/* The most /metrics may take (it is about 10 KiB). */
+#define METRICS_MAX (1024 * 1024)
+
+/* The text being built, and the first error building it. */
+typedef struct metrics_out {
+    cs_buf_t buf;
+    int rc;
+} metrics_out_t;
+
+static void metric(metrics_out_t *b, const char *name, const char *type, const char *help,
+                   unsigned long long v)
 {
-    char line[512];
-    int n =
-        snprintf(line, sizeof(line), "# HELP crewstream_%s %s\n# TYPE crewstream_%s %s\ncrewstream_%s %llu\n",
-                 name, help, name, type, name, v);
-    buf_add(b, line, (size_t)n);
+    if (b->rc == 0)
+        b->rc =
+            cs_buf_printf(&b->buf, "# HELP crewstream_%s %s\n# TYPE crewstream_%s %s\ncrewstream_%s %llu\n",
+                          name, help, name, type, name, v);
 }
 
 /* GET /metrics: Prometheus text format. Open when http.metrics_public, else a token with read on "*". */
@@ -568,25 +562,29 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     cs_daemon_t *d = h->d;
     const cs_counters_t *c = &d->counters;
     cs_store_stats_t st;
-    char tokbuf[4096];
-    buf_t b = {0};
+    char tokbuf[CS_TOKEN_BUF];
+    metrics_out_t b = {.rc = 0};
 
     if (!d->cfg->metrics_public) {
-        const char *code, *detail;
         cs_auth_result_t ar =
             cs_auth_check(d->auth, request_token(con, tokbuf, sizeof(tokbuf)), CS_SCOPE_READ, NULL, NULL);
-        if (ar != CS_AUTH_OK) {
-            unsigned status = cs_auth_http_status(ar, &code, &detail);
-            return queue_error(h, con, status, code, status == 403 ? "metrics need read on \"*\"" : detail,
-                               status == 401 ? "WWW-Authenticate" : NULL, status == 401 ? "Bearer" : NULL);
-        }
+        if (ar != CS_AUTH_OK)
+            return queue_err(h, con, ar, ar == CS_AUTH_FORBIDDEN ? "metrics need read on \"*\"" : NULL, NULL,
+                             NULL);
     }
+    cs_buf_init(&b.buf, METRICS_MAX);
     cs_store_stats(d->store, &st);
     metric(&b, "connections", "gauge", "Open TCP connections (HTTP, SSE, WebSocket, waiting heads).",
            d->clients);
-    metric(&b, "http_streams", "gauge", "SSE streams and held long-polls.",
-           cs_http_count(h) + cs_sse_count(d->sse));
-    metric(&b, "websockets", "gauge", "WebSocket connections.", cs_ws_count(d->ws));
+    /* One gauge per name the transports' rows give (http_streams, websockets), summed over its rows. */
+    for (size_t i = 0; i < d->n_transports; i++) {
+        const cs_transport_ops_t *t = d->transports[i].ops;
+        size_t j;
+        for (j = 0; j < i && strcmp(d->transports[j].ops->gauge, t->gauge) != 0; j++)
+            ;
+        if (j == i)
+            metric(&b, t->gauge, "gauge", t->gauge_help, cs_transport_count(d, t->gauge));
+    }
     metric(&b, "subscribers", "gauge", "Subscribers (cursors) on every transport.", st.subscribers);
     metric(&b, "producers", "gauge", "Producer connections on the ingest socket.",
            cs_ingest_count(d->ingest));
@@ -678,37 +676,10 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
            ist.pauses);
     metric(&b, "ingest_pushes_deduplicated_total", "counter",
            "Answers not queued again to a producer that still had them queued.", ist.pushes_same);
-    if (b.oom) {
-        free(b.p);
-        return MHD_NO;
-    }
-    return queue_body(h, con, 200, b.p, b.len, MHD_RESPMEM_MUST_FREE,
-                      "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
+    return queue_built(h, con, &b.buf, b.rc, "text/plain; version=0.0.4; charset=utf-8");
 }
 
 /* ---- POST: HTTP ingest and answers ---- */
-
-static unsigned err_status(cs_err_t e)
-{
-    switch (e) {
-    case CS_OK:
-        return 200;
-    case CS_ERR_NOT_FOUND:
-        return 404;
-    case CS_ERR_CONFLICT:
-        return 409;
-    case CS_ERR_FORBIDDEN:
-        return 403;
-    case CS_ERR_TOO_LARGE:
-        return 413;
-    case CS_ERR_INTERNAL:
-        return 500;
-    case CS_ERR_UNAVAILABLE:
-        return 503;
-    default:
-        return 400;
-    }
-}
 
 /* POST /v1/events: one event, or NDJSON; the same validation and replies as the Unix socket. */
 static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_principal_t *who)
@@ -716,11 +687,11 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
     char *out = NULL;
     size_t olen = 0, ocap = 0, lines = 0;
     cs_err_t last = CS_OK;
-    const char *p = q->body ? q->body : "", *end = p + q->body_len;
+    const char *p = cs_buf_data(&q->body), *end = p + cs_buf_size(&q->body);
 
     if ((who->scopes & CS_SCOPE_PUBLISH) == 0)
-        return queue_error(h, q->con, 403, "forbidden", "publishing needs a token with the publish scope",
-                           NULL, NULL);
+        return queue_err(h, q->con, CS_ERR_FORBIDDEN, "publishing needs a token with the publish scope", NULL,
+                         NULL);
     /* A body of one JSON object over several lines (pretty-printed by hand or by a tool) is one
      * event, not NDJSON: only when the whole body does not parse as one value is it split. */
     const char *nl0 = memchr(p, '\n', (size_t)(end - p));
@@ -741,10 +712,10 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
         }
         if (n > CS_HTTP_MAX_LINES) {
             h->d->counters.http_lines_refused++;
-            return queue_errorf(h, q->con, 413, "too_large",
-                                "the body has more than %u lines (blank ones count): nothing was stored; "
-                                "send the events in several requests",
-                                (unsigned)CS_HTTP_MAX_LINES);
+            return queue_errf(h, q->con, CS_ERR_TOO_LARGE,
+                              "the body has more than %u lines (blank ones count): nothing was stored; "
+                              "send the events in several requests",
+                              (unsigned)CS_HTTP_MAX_LINES);
         }
     }
     while (p < end) {
@@ -757,15 +728,15 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
     }
     if (lines == 0) {
         free(out);
-        return queue_error(h, q->con, 400, "bad_request", "the body is empty: send one event, or NDJSON",
-                           NULL, NULL);
+        return queue_err(h, q->con, CS_ERR_BAD_REQUEST, "the body is empty: send one event, or NDJSON", NULL,
+                         NULL);
     }
     if (out == NULL)
         return MHD_NO;
     if (lines == 1) {
         /* One event: its reply is the response, its status the error's. */
         olen--; /* the newline */
-        return queue_json(h, q->con, err_status(last), out, olen, NULL, NULL);
+        return queue_json(h, q->con, cs_err_http_status(last), out, olen, NULL, NULL);
     }
     return queue_body(h, q->con, 200, out, olen, MHD_RESPMEM_MUST_FREE, "application/x-ndjson", NULL, NULL);
 }
@@ -775,22 +746,20 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
 {
     char detail[300];
     json_error_t jerr;
-    if (!cs_json_depth_ok(q->body ? q->body : "", q->body_len, h->d->cfg->json_depth))
-        return queue_errorf(h, q->con, 400, "bad_request",
-                            "the body nests deeper than limits.json_depth (%u)",
-                            (unsigned)h->d->cfg->json_depth);
-    json_t *o = json_loadb(q->body ? q->body : "", q->body_len, 0, &jerr);
+    if (!cs_json_depth_ok(cs_buf_data(&q->body), cs_buf_size(&q->body), h->d->cfg->json_depth))
+        return queue_errf(h, q->con, CS_ERR_BAD_REQUEST, "the body nests deeper than limits.json_depth (%u)",
+                          (unsigned)h->d->cfg->json_depth);
+    json_t *o = json_loadb(cs_buf_data(&q->body), cs_buf_size(&q->body), 0, &jerr);
     const char *x;
     size_t xlen;
-    cs_answer_t a;
     cs_publish_t pub;
-    cs_err_t e;
+    int e;
     enum MHD_Result ret;
 
     if (o == NULL || !json_is_object(o)) {
         json_decref(o);
-        return queue_errorf(h, q->con, 400, "bad_request", "expected a JSON object%s%s", o ? "" : ": ",
-                            o ? "" : jerr.text);
+        return queue_errf(h, q->con, CS_ERR_BAD_REQUEST, "expected a JSON object%s%s", o ? "" : ": ",
+                          o ? "" : jerr.text);
     }
     if (q->route.kind == CS_ROUTE_RESUME) {
         json_t *jx = json_object_get(o, "execution_id");
@@ -798,33 +767,20 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
         xlen = json_string_length(jx);
         if (x == NULL || !cs_valid_execution_id(x, xlen)) {
             json_decref(o);
-            return queue_error(h, q->con, 400, "bad_request",
-                               "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
+            return queue_err(h, q->con, CS_ERR_BAD_REQUEST,
+                             "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
         }
     } else {
         x = q->route.execution_id;
         xlen = q->route.execution_id_len;
     }
-    if (cs_auth_authorize(who, CS_SCOPE_RESPOND, x) != CS_AUTH_OK) {
-        json_decref(o);
-        return queue_error(h, q->con, 403, "forbidden",
-                           "answering needs a token with respond on this execution", NULL, NULL);
-    }
-    e = cs_answer_from_json(o, &a, detail, sizeof(detail));
-    if (e == CS_OK)
-        e = cs_store_answer(h->d->store, x, xlen, &a, cs_unix_ms(), &pub, detail, sizeof(detail));
+    e = cs_take_answer(h->d, o, x, xlen, cs_auth_authorize(who, CS_SCOPE_RESPOND, x) == CS_AUTH_OK, &pub,
+                       detail, sizeof(detail));
     if (e != CS_OK) {
         json_decref(o);
-        /* The store's own refusals (store.max_bytes: too_large, unavailable) keep their names. */
-        const char *code = e == CS_ERR_INVALID_JSON || e == CS_ERR_MISSING_FIELD || e == CS_ERR_INVALID_FIELD
-                               ? "bad_request"
-                               : cs_err_name(e);
-        return queue_error(h, q->con, err_status(e), code, detail, NULL, NULL);
+        return queue_err(h, q->con, e, detail, NULL, NULL);
     }
-    json_t *r = json_pack("{s:b, s:s%, s:s, s:I, s:s}", "ok", 1, "execution_id", x, xlen, "event_id",
-                          pub.event_id, "seq", (json_int_t)pub.seq, "request_event_id", pub.request_event_id);
-    char *body = r ? json_dumps(r, JSON_COMPACT) : NULL;
-    json_decref(r);
+    char *body = cs_take_answer_ack(x, xlen, &pub, 0);
     json_decref(o); /* x pointed into it */
     ret = queue_json(h, q->con, 200, body, body ? strlen(body) : 0, NULL, NULL);
     return ret;
@@ -832,15 +788,12 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
 
 static enum MHD_Result handle_post(cs_http_t *h, http_req_t *q, struct MHD_Connection *con)
 {
-    char tokbuf[4096];
-    const char *code, *detail;
+    char tokbuf[CS_TOKEN_BUF];
     cs_principal_t who;
     cs_auth_result_t ar = cs_auth_identify(h->d->auth, request_token(con, tokbuf, sizeof(tokbuf)), &who);
 
-    if (ar != CS_AUTH_OK) {
-        unsigned status = cs_auth_http_status(ar, &code, &detail);
-        return queue_error(h, con, status, code, detail, "WWW-Authenticate", "Bearer");
-    }
+    if (ar != CS_AUTH_OK)
+        return queue_err(h, con, ar, NULL, NULL, NULL);
     if (q->route.kind == CS_ROUTE_GLOBAL_SSE)
         return post_events(h, q, &who);
     return post_answer(h, q, &who);
@@ -870,12 +823,12 @@ static int check_target(cs_http_t *h, http_req_t *q, struct MHD_Connection *con,
 {
     /* MHD decodes the target in place: a %00 would cut the path at its prefix (and a query value). */
     if (q->nul) {
-        *ret = queue_error(h, con, 400, "bad_request",
-                           "the request target contains an encoded NUL byte (%00)", NULL, NULL);
+        *ret = queue_err(h, con, CS_ERR_BAD_REQUEST, "the request target contains an encoded NUL byte (%00)",
+                         NULL, NULL);
         return 1;
     }
     if (cs_route_match(url, strlen(url), &q->route) == CS_ROUTE_NONE) {
-        *ret = queue_errorf(h, con, 404, "not_found", "no route %s %s", method, url);
+        *ret = queue_errf(h, con, CS_ERR_NOT_FOUND, "no route %s %s", method, url);
         return 1;
     }
     if ((q->route.methods & method_bit(method)) == 0) {
@@ -883,7 +836,7 @@ static int check_target(cs_http_t *h, http_req_t *q, struct MHD_Connection *con,
         snprintf(detail, sizeof(detail), "%s is not allowed on %s (allowed: %s)", method, url,
                  cs_route_allow(q->route.methods));
         *ret =
-            queue_error(h, con, 405, "method_not_allowed", detail, "Allow", cs_route_allow(q->route.methods));
+            queue_err(h, con, CS_ERR_METHOD_NOT_ALLOWED, detail, "Allow", cs_route_allow(q->route.methods));
         return 1;
     }
     return 0;
@@ -904,8 +857,7 @@ static int refuse_early(cs_http_t *h, http_req_t *q, struct MHD_Connection *con,
 
     q->limit = d->cfg->max_body_bytes;
     if (m == CS_METHOD_POST) {
-        char tokbuf[4096];
-        const char *code, *detail;
+        char tokbuf[CS_TOKEN_BUF];
         cs_principal_t who;
         cs_auth_result_t ar;
 
@@ -915,42 +867,41 @@ static int refuse_early(cs_http_t *h, http_req_t *q, struct MHD_Connection *con,
         }
         if (q->route.bad_id) {
             c->http_early_other++;
-            *ret = queue_error(h, con, 400, "bad_request",
-                               "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
+            *ret = queue_err(h, con, CS_ERR_BAD_REQUEST,
+                             "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
             return 1;
         }
         if (d->stopping) {
             c->http_early_other++;
-            *ret = queue_error(h, con, 503, "unavailable", "the server is shutting down", NULL, NULL);
+            *ret = queue_err(h, con, CS_ERR_UNAVAILABLE, NULL, NULL, NULL);
             return 1;
         }
         ar = cs_auth_identify(d->auth, request_token(con, tokbuf, sizeof(tokbuf)), &who);
         if (ar != CS_AUTH_OK) {
-            unsigned status = cs_auth_http_status(ar, &code, &detail);
             c->http_early_unauthorized++;
-            *ret = queue_error(h, con, status, code, detail, "WWW-Authenticate", "Bearer");
+            *ret = queue_err(h, con, ar, NULL, NULL, NULL);
             return 1;
         }
         if (q->route.kind == CS_ROUTE_GLOBAL_SSE && (who.scopes & CS_SCOPE_PUBLISH) == 0) {
             c->http_early_forbidden++;
-            *ret = queue_error(h, con, 403, "forbidden", "publishing needs a token with the publish scope",
-                               NULL, NULL);
+            *ret = queue_err(h, con, CS_ERR_FORBIDDEN, "publishing needs a token with the publish scope",
+                             NULL, NULL);
             return 1;
         }
         if ((q->route.kind == CS_ROUTE_EXEC_ANSWER &&
              cs_auth_authorize(&who, CS_SCOPE_RESPOND, q->route.execution_id) != CS_AUTH_OK) ||
             (q->route.kind == CS_ROUTE_RESUME && (who.scopes & CS_SCOPE_RESPOND) == 0)) {
             c->http_early_forbidden++;
-            *ret = queue_error(h, con, 403, "forbidden",
-                               "answering needs a token with respond on this execution", NULL, NULL);
+            *ret = queue_err(h, con, CS_ERR_FORBIDDEN,
+                             "answering needs a token with respond on this execution", NULL, NULL);
             return 1;
         }
         q->limit = body_limit(d->cfg, &q->route, m);
     }
     if (q->clen > q->limit) {
         c->http_early_too_large++;
-        *ret = queue_errorf(
-            h, con, 413, "too_large",
+        *ret = queue_errf(
+            h, con, CS_ERR_TOO_LARGE,
             "the request body is larger than this route takes (%zu bytes: limits.max_body_bytes%s)", q->limit,
             q->limit < d->cfg->max_body_bytes ? ", limits.max_event_bytes" : "");
         return 1;
@@ -958,35 +909,26 @@ static int refuse_early(cs_http_t *h, http_req_t *q, struct MHD_Connection *con,
     return 0;
 }
 
-/* Keeps n more bytes of a POST body (within q->limit, checked by the caller). Returns 0 or -ENOMEM. */
+/* Keeps n more bytes of a POST body (within its maximum, checked by the caller). Returns 0 or -ENOMEM. */
 static int body_add(cs_http_t *h, http_req_t *q, const char *data, size_t n)
 {
-    if (q->body_len + n + 1 > q->body_cap) {
-        /* With a Content-Length, one allocation of its size; else doubling, up to the limit. */
-        size_t cap = q->clen > 0 ? (size_t)q->clen + 1 : q->body_cap ? q->body_cap * 2 : 4096;
-        while (cap < q->body_len + n + 1)
-            cap *= 2;
-        if (cap > q->limit + 1)
-            cap = q->limit + 1;
-        char *b = realloc(q->body, cap);
-        if (b == NULL)
-            return -ENOMEM;
-        h->d->counters.http_body_bytes += cap - q->body_cap;
-        q->body = b;
-        q->body_cap = cap;
-    }
-    memcpy(q->body + q->body_len, data, n);
-    q->body_len += n;
-    q->body[q->body_len] = '\0';
-    return 0;
+    size_t cap = q->body.cap;
+    int rc = 0;
+
+    /* With a Content-Length (the buffer's maximum), one allocation of its size; else doubling, up to the
+     * route's limit. */
+    if (q->clen > 0 && q->body.p == NULL)
+        rc = cs_buf_reserve(&q->body, q->body.max);
+    if (rc == 0)
+        rc = cs_buf_append(&q->body, data, n);
+    h->d->counters.http_body_bytes += q->body.cap - cap;
+    return rc;
 }
 
 static void body_free(cs_http_t *h, http_req_t *q)
 {
-    h->d->counters.http_body_bytes -= q->body_cap;
-    free(q->body);
-    q->body = NULL;
-    q->body_cap = 0;
+    h->d->counters.http_body_bytes -= q->body.cap;
+    cs_buf_free(&q->body);
 }
 
 static http_conn_t *conn_of(struct MHD_Connection *con)
@@ -1033,6 +975,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
             q->started = 1;
             return ret;
         }
+        cs_buf_init(&q->body, q->clen > 0 && q->clen < q->limit ? (size_t)q->clen : q->limit);
         return MHD_YES;
     }
     if (q->started) {
@@ -1056,17 +999,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
          * at its end. */
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (q->body_len + n > q->limit) {
+        if (q->body_seen + n > q->limit) {
             /* Only a body without a Content-Length gets here (a larger Content-Length was answered
              * 413 before its body), and MHD cannot answer in the middle of a body: close. */
             d->counters.http_body_overrun++;
             cs_log_debug("http: a %s body grew past %zu bytes: connection closed", method, q->limit);
             return MHD_NO;
         }
-        if (strcmp(method, "POST") != 0)
-            q->body_len += n;
-        else if (body_add(h, q, upload_data, n) != 0)
+        q->body_seen += n;
+        if (strcmp(method, "POST") == 0 && body_add(h, q, upload_data, n) != 0) {
+            cs_log_warn("http: out of memory for a %zu-byte request body: connection closed", q->limit);
             return MHD_NO;
+        }
         return MHD_YES;
     }
     q->started = 1;
@@ -1114,13 +1058,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         return ret;
     }
     if (q->route.bad_id)
-        return queue_error(h, con, 400, "bad_request",
-                           "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
+        return queue_err(h, con, CS_ERR_BAD_REQUEST,
+                         "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
     if (cs_route_is_ws(q->route.kind))
-        return queue_error(h, con, 426, "upgrade_required", "this route speaks WebSocket only", "Upgrade",
-                           "websocket");
+        return queue_err(h, con, CS_ERR_UPGRADE_REQUIRED, "this route speaks WebSocket only", "Upgrade",
+                         "websocket");
     if (d->stopping)
-        return queue_error(h, con, 503, "unavailable", "the server is shutting down", NULL, NULL);
+        return queue_err(h, con, CS_ERR_UNAVAILABLE, NULL, NULL, NULL);
     if (m == CS_METHOD_POST) {
         ret = handle_post(h, q, con);
         body_free(h, q); /* not needed while the answer is sent */
@@ -1261,7 +1205,9 @@ static unsigned mhd_connection_limit(const cs_config_t *cfg)
     return (unsigned)(want < CS_NOFILE_CAP ? want : CS_NOFILE_CAP);
 }
 
-int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen)
+/* ---- the transport (cs_http_transport) ---- */
+
+static int http_create(cs_daemon_t *d, void **out, char *err, size_t errlen)
 {
     cs_http_t *h = calloc(1, sizeof(*h));
     const union MHD_DaemonInfo *di;
@@ -1305,19 +1251,26 @@ int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen)
     return 0;
 }
 
-int cs_http_add(cs_http_t *h, int fd, const struct sockaddr *addr, socklen_t addrlen)
+/* Takes every connection that is not a WebSocket handshake (the last row: what the others decline). */
+static int http_offer(void *self, cs_offer_t *o)
 {
+    cs_http_t *h = self;
+
+    if (o->websocket)
+        return 0;
     h->dirty = 1;
-    if (MHD_add_connection(h->mhd, fd, addr, addrlen) != MHD_YES) {
+    if (MHD_add_connection(h->mhd, o->fd, o->addr, o->addrlen) != MHD_YES) {
         /* MHD has closed the socket. */
         h->d->clients--;
-        return -errno ? -errno : -EIO;
+        cs_log_warn("http: libmicrohttpd refused a connection: %s", strerror(errno));
     }
-    return 0;
+    return 1;
 }
 
-void cs_http_tick(cs_http_t *h, int64_t now)
+/* Heartbeats on idle SSE streams. */
+static void http_tick(void *self, int64_t now)
 {
+    cs_http_t *h = self;
     int64_t hb_ms = (int64_t)h->d->cfg->heartbeat_s * 1000;
 
     /* The tick comes every half second: send when idle for the interval less half a tick, so a
@@ -1333,8 +1286,11 @@ void cs_http_tick(cs_http_t *h, int64_t now)
     }
 }
 
-void cs_http_shutdown(cs_http_t *h)
+/* SSE streams end, held polls are answered now. */
+static void http_shutdown(void *self)
 {
+    cs_http_t *h = self;
+
     for (http_req_t *q = h->streams; q != NULL; q = q->next) {
         if (q->kind == REQ_SSE)
             q->dead = 1;
@@ -1347,16 +1303,21 @@ void cs_http_shutdown(cs_http_t *h)
     h->dirty = 1;
 }
 
-size_t cs_http_count(const cs_http_t *h)
+/* SSE streams and long-polls in progress. */
+static size_t http_count(const void *self)
 {
+    const cs_http_t *h = self;
     size_t n = 0;
     for (http_req_t *q = h->streams; q != NULL; q = q->next)
         n++;
     return n;
 }
 
-void cs_http_free(cs_http_t *h)
+/* Stops libmicrohttpd, letting suspended connections go first. */
+static void http_destroy(void *self)
 {
+    cs_http_t *h = self;
+
     if (h == NULL)
         return;
     /* MHD_stop_daemon aborts on a suspended connection: let every one go first. */
@@ -1377,3 +1338,15 @@ void cs_http_free(cs_http_t *h)
     MHD_stop_daemon(h->mhd);
     free(h);
 }
+
+const cs_transport_ops_t cs_http_transport = {
+    .name = "http",
+    .gauge = "http_streams",
+    .gauge_help = "SSE streams and held long-polls.",
+    .create = http_create,
+    .offer = http_offer,
+    .tick = http_tick,
+    .shutdown = http_shutdown,
+    .count = http_count,
+    .destroy = http_destroy,
+};

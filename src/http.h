@@ -11,28 +11,16 @@
 #include <sys/socket.h>
 
 #include "daemon.h"
+#include "transport.h"
 
 /** The most lines a POST /v1/events body may have (a blank line is a line: it gets a reply). A body
  * with more is answered 413 and nothing of it is stored, so a request's work and reply stay bounded. */
 #define CS_HTTP_MAX_LINES 10000
 
-/** Starts libmicrohttpd in external-epoll mode, registered in d->loop. Returns 0 or -errno with err. */
-int cs_http_new(cs_http_t **out, cs_daemon_t *d, char *err, size_t errlen);
-
-/** Hands an accepted connection whose (unread) request head is complete to libmicrohttpd; the fd is
- * MHD's afterwards, or closed on failure. Returns 0 or -errno. */
-int cs_http_add(cs_http_t *http, int fd, const struct sockaddr *addr, socklen_t addrlen);
-
-/** Housekeeping, every half second: heartbeats on idle SSE streams. */
-void cs_http_tick(cs_http_t *http, int64_t now_mono_ms);
-
-/** Starts shutdown: SSE streams end, held polls are answered now. */
-void cs_http_shutdown(cs_http_t *http);
-
-/** Returns the number of SSE streams and long-polls in progress. */
-size_t cs_http_count(const cs_http_t *http);
-
-/** Stops libmicrohttpd (after cs_http_shutdown has let suspended connections go). */
-void cs_http_free(cs_http_t *http);
+/*
+ * The transport's row is cs_http_transport (transport.h): libmicrohttpd in external-epoll mode,
+ * registered in the loop; it takes every connection the other rows decline but a WebSocket handshake,
+ * and counts its SSE streams and long-polls under the http_streams gauge.
+ */
 
 #endif

@@ -1,14 +1,15 @@
 /*
- * httputil.c - small pieces both HTTP sides share: error bodies, reason phrases,
- * the auth-to-status mapping and the open-files limit (declared in daemon.h).
+ * httputil.c - see httputil.h.
  */
+#include "httputil.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
 #include <jansson.h>
 
-#include "daemon.h"
+#include "err.h"
 
 char *cs_error_json(const char *code, const char *detail, size_t *len)
 {
@@ -19,6 +20,11 @@ char *cs_error_json(const char *code, const char *detail, size_t *len)
     if (len != NULL)
         *len = s ? strlen(s) : 0;
     return s;
+}
+
+char *cs_err_json(int err, const char *detail, size_t *len)
+{
+    return cs_error_json(cs_err_http_name(err), detail != NULL ? detail : cs_err_detail(err), len);
 }
 
 const char *cs_http_reason(unsigned status)
@@ -46,6 +52,8 @@ const char *cs_http_reason(unsigned status)
         return "Content Too Large";
     case 426:
         return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -54,28 +62,6 @@ const char *cs_http_reason(unsigned status)
         return "Service Unavailable";
     default:
         return "Error";
-    }
-}
-
-unsigned cs_auth_http_status(cs_auth_result_t r, const char **code, const char **detail)
-{
-    switch (r) {
-    case CS_AUTH_MISSING:
-        *code = "unauthorized";
-        *detail = "a bearer token is required (Authorization: Bearer T, or ?token=T)";
-        return 401;
-    case CS_AUTH_INVALID:
-        *code = "unauthorized";
-        *detail = "the token is not valid";
-        return 401;
-    case CS_AUTH_FORBIDDEN:
-        *code = "forbidden";
-        *detail = "the token does not grant this scope on this execution";
-        return 403;
-    default:
-        *code = "ok";
-        *detail = "";
-        return 200;
     }
 }
 

@@ -16,15 +16,20 @@
 
 #include <utlist.h>
 
+#include "buf.h"
+#include "err.h"
 #include "event.h"
 #include "head.h"
-#include "http.h"
+#include "httputil.h"
 #include "log.h"
-#include "sse.h"
-#include "ws.h"
+#include "transport.h"
 
+/* How long an answered connection (431, 503, 408, a refused offer) may linger so the client reads the
+ * answer, and how long one over limits.max_clients may take to say GET /health. Fixed: both only bound
+ * connections already answered or over the limit, whose numbers CS_LISTENER_REFUSED_LINGER and
+ * CS_LISTENER_HEALTH_RESERVE bound; the head deadline clients get is limits.head_timeout_s. */
 #define LINGER_MS      2000
-#define HEALTH_HEAD_MS 1000 /* how long a connection over limits.max_clients may take to say GET /health */
+#define HEALTH_HEAD_MS 1000
 
 typedef struct pending pending_t;
 
@@ -39,8 +44,9 @@ struct cs_listener {
         n_refused; /* answered 503 over limits.max_clients, lingering (CS_LISTENER_REFUSED_LINGER at most) */
     size_t
         n_reserve; /* over limits.max_clients, waiting for a GET /health head (CS_LISTENER_HEALTH_RESERVE) */
-    char *peek;    /* one buffer for every peek: the loop is single-threaded */
-    size_t peek_cap;
+    /* One buffer for every peek (the loop is single-threaded): room for limits.head_bytes, its maximum,
+     * which a reload may change. Peeked bytes are never committed to it: the socket keeps them. */
+    cs_buf_t peek;
 };
 
 struct pending {
@@ -227,26 +233,27 @@ static void pending_write(pending_t *p, unsigned status, const char *body, size_
     on_linger_io(&p->io, 0);
 }
 
-/* Answers with a short JSON error and closes gracefully. */
-static void pending_answer(pending_t *p, unsigned status, const char *code, const char *detail)
+/* Writes an error value (err.h) as its status and a short JSON error, and closes (see pending_write). */
+static void pending_write_err(pending_t *p, int err, const char *detail, int linger)
 {
     size_t blen;
-    char *body = cs_error_json(code, detail, &blen);
-    int linger = (p->reserve || p->refused) ? pending_refuse(p) : 1;
+    char *body = cs_err_json(err, detail, &blen);
 
-    pending_write(p, status, body, body ? blen : 0, linger);
+    pending_write(p, cs_err_http_status(err), body, body ? blen : 0, linger);
     free(body);
+}
+
+/* Answers an error value and closes gracefully. */
+static void pending_answer(pending_t *p, int err, const char *detail)
+{
+    pending_write_err(p, err, detail, (p->reserve || p->refused) ? pending_refuse(p) : 1);
 }
 
 /* Over limits.max_clients: 503, and the connection closes. */
 static void pending_full(pending_t *p)
 {
-    size_t blen;
-    char *body = cs_error_json("unavailable", "too many connections (limits.max_clients)", &blen);
-
     p->l->d->counters.tcp_rejected_full++;
-    pending_write(p, 503, body, body ? blen : 0, pending_refuse(p));
-    free(body);
+    pending_write_err(p, CS_ERR_UNAVAILABLE, "too many connections (limits.max_clients)", pending_refuse(p));
 }
 
 /* "GET /health" (or "/health/"), with or without a query: a probe may come when every slot is taken. */
@@ -284,7 +291,39 @@ static void on_head_timeout(cs_timer_t *t)
     }
     p->l->d->counters.heads_timed_out++;
     cs_log_debug("tcp: request head not complete in %us: 408", p->l->d->cfg->head_timeout_s);
-    pending_answer(p, 408, "head_timeout", "the request head did not arrive within limits.head_timeout_s");
+    pending_answer(p, CS_ERR_HEAD_TIMEOUT, "the request head did not arrive within limits.head_timeout_s");
+}
+
+/*
+ * A complete head: offered to the transports in their table's order (transport.h) - the native SSE
+ * writer, libwebsockets, libmicrohttpd - until one takes the connection (it is theirs from then on) or
+ * refuses it (answered here, then closed). The listener stops watching the socket first: the one that
+ * takes it registers it in its own way.
+ */
+static void pending_offer(pending_t *p, int websocket, const char *head, size_t head_len, size_t peeked)
+{
+    cs_listener_t *l = p->l;
+    cs_offer_t o = {.fd = p->fd,
+                    .addr = (const struct sockaddr *)&p->addr,
+                    .addrlen = p->addrlen,
+                    .head = head,
+                    .head_len = head_len,
+                    .peeked = peeked,
+                    .websocket = websocket};
+    size_t by = 0;
+
+    cs_io_stop(&p->io);
+    int r = cs_transport_offer(l->d, &o, &by);
+    if (r > 0) {
+        pending_end(p, 0);
+    } else if (r < 0) {
+        cs_log_debug("tcp: %s refused a request: %u %s", l->d->transports[by].ops->name,
+                     cs_err_http_status(r), cs_err_name(r));
+        pending_answer(p, r, o.detail);
+    } else {
+        cs_log_warn("tcp: no transport takes this request: closed");
+        pending_end(p, 1);
+    }
 }
 
 static void on_pending_io(cs_io_t *io, uint32_t events)
@@ -292,21 +331,19 @@ static void on_pending_io(cs_io_t *io, uint32_t events)
     pending_t *p = io->data;
     cs_listener_t *l = p->l;
     cs_daemon_t *d = l->d;
-    size_t cap = d->cfg->head_bytes;
+    size_t cap = d->cfg->head_bytes, room;
+    char *peek;
     ssize_t n;
+    int rc;
     (void)events;
 
-    if (cap > l->peek_cap) {
-        /* limits.head_bytes was raised by a reload. */
-        char *np = realloc(l->peek, cap);
-        if (np == NULL) {
-            pending_end(p, 1);
-            return;
-        }
-        l->peek = np;
-        l->peek_cap = cap;
+    l->peek.max = cap;
+    if ((rc = cs_buf_space(&l->peek, cap, &peek, &room)) != 0) {
+        cs_log_warn("tcp: no room to read a request head (%s): connection closed", strerror(-rc));
+        pending_end(p, 1);
+        return;
     }
-    n = recv(p->fd, l->peek, cap, MSG_PEEK);
+    n = recv(p->fd, peek, room, MSG_PEEK);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return;
@@ -318,47 +355,32 @@ static void on_pending_io(cs_io_t *io, uint32_t events)
         return;
     }
     size_t head_len = 0;
-    switch (cs_head_scan(l->peek, (size_t)n, &head_len)) {
+    cs_head_result_t kind = cs_head_scan(peek, (size_t)n, &head_len);
+    switch (kind) {
     case CS_HEAD_INVALID:
         d->counters.heads_invalid++;
-        cs_log_debug("tcp: not an HTTP/1.x request (first byte 0x%02x): closed", (unsigned char)l->peek[0]);
+        cs_log_debug("tcp: not an HTTP/1.x request (first byte 0x%02x): closed", (unsigned char)peek[0]);
         pending_end(p, 1);
         return;
     case CS_HEAD_INCOMPLETE:
         if ((size_t)n >= cap) {
             d->counters.heads_too_large++;
-            pending_answer(p, 431, "head_too_large", "the request head is larger than limits.head_bytes");
+            pending_answer(p, CS_ERR_HEAD_TOO_LARGE, "the request head is larger than limits.head_bytes");
         } else if (events & (CS_IO_RDHUP | CS_IO_HUP | CS_IO_ERR)) {
             pending_end(p, 1); /* the client gave up half-way */
         }
         return;
-    case CS_HEAD_WEBSOCKET: {
+    case CS_HEAD_WEBSOCKET:
+    case CS_HEAD_HTTP:
         if (p->reserve) {
-            pending_full(p);
-            return;
-        }
-        int fd = p->fd;
-        pending_end(p, 0);
-        cs_ws_adopt(d->ws, fd);
-        return;
-    }
-    case CS_HEAD_HTTP: {
-        if (p->reserve) {
-            if (is_health_request(l->peek, head_len))
+            if (kind == CS_HEAD_HTTP && is_health_request(peek, head_len))
                 pending_health(p);
             else
                 pending_full(p);
             return;
         }
-        int fd = p->fd;
-        struct sockaddr_storage addr = p->addr;
-        socklen_t alen = p->addrlen;
-        pending_end(p, 0);
-        /* An SSE stream with nothing after its head is written natively; the rest is libmicrohttpd's. */
-        if (head_len != (size_t)n || !cs_sse_adopt(d->sse, fd, l->peek, head_len))
-            cs_http_add(d->http, fd, (struct sockaddr *)&addr, alen);
+        pending_offer(p, kind == CS_HEAD_WEBSOCKET, peek, head_len, (size_t)n);
         return;
-    }
     }
 }
 
@@ -431,12 +453,7 @@ int cs_listener_new(cs_listener_t **out, cs_daemon_t *d, char *err, size_t errle
         return -ENOMEM;
     l->d = d;
     l->fd = -1;
-    l->peek_cap = d->cfg->head_bytes;
-    l->peek = malloc(l->peek_cap);
-    if (l->peek == NULL) {
-        rc = -ENOMEM;
-        goto fail;
-    }
+    cs_buf_init(&l->peek, d->cfg->head_bytes);
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -480,7 +497,7 @@ int cs_listener_new(cs_listener_t **out, cs_daemon_t *d, char *err, size_t errle
 fail:
     if (l->fd >= 0)
         close(l->fd);
-    free(l->peek);
+    cs_buf_free(&l->peek);
     free(l);
     return rc;
 }
@@ -513,6 +530,6 @@ void cs_listener_free(cs_listener_t *l)
     if (l == NULL)
         return;
     cs_listener_close(l);
-    free(l->peek);
+    cs_buf_free(&l->peek);
     free(l);
 }

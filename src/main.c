@@ -29,12 +29,14 @@
 #include "config.h"
 #include "daemon.h"
 #include "http.h"
+#include "httputil.h"
 #include "ingest.h"
 #include "listener.h"
 #include "log.h"
-#include "sse.h"
 #include "loop.h"
+#include "sse.h"
 #include "store.h"
+#include "transport.h"
 #include "ws.h"
 
 #define TICK_MS          500
@@ -346,11 +348,47 @@ static int fit_nofile(cs_config_t *cfg, const char *when)
     return rc < 0 ? -1 : 0;
 }
 
+/*
+ * The transports, in the order the listener offers them a request head: the native SSE writer takes
+ * the plain SSE GETs it can serve, libwebsockets the upgrades, libmicrohttpd everything else. main
+ * creates, ticks, shuts down, counts and frees them through this table alone: a new consumer is one
+ * file (its cs_transport_ops_t) and one row here.
+ */
+static const cs_transport_ops_t *const transports[] = {
+    &cs_sse_transport,
+    &cs_ws_transport,
+    &cs_http_transport,
+};
+
+_Static_assert(sizeof(transports) / sizeof(transports[0]) <= CS_TRANSPORTS_MAX,
+               "CS_TRANSPORTS_MAX is too small");
+
+static int transports_new(cs_daemon_t *d, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < sizeof(transports) / sizeof(transports[0]); i++) {
+        int rc = transports[i]->create(d, &d->transports[i].self, err, errlen);
+        if (rc != 0)
+            return rc;
+        d->transports[i].ops = transports[i];
+        d->n_transports = i + 1;
+    }
+    return 0;
+}
+
+/* Frees them, the last row first. */
+static void transports_free(cs_daemon_t *d)
+{
+    while (d->n_transports > 0) {
+        cs_transport_t *t = &d->transports[--d->n_transports];
+        t->ops->destroy(t->self);
+        t->self = NULL;
+    }
+}
+
 static int drained(app_t *a)
 {
     cs_daemon_t *d = &a->d;
-    return cs_http_count(d->http) == 0 && cs_sse_count(d->sse) == 0 && cs_ws_count(d->ws) == 0 &&
-           cs_listener_pending(d->listener) == 0;
+    return cs_transport_count(d, NULL) == 0 && cs_listener_pending(d->listener) == 0;
 }
 
 /*
@@ -382,7 +420,8 @@ static void on_tick(cs_timer_t *t)
             if (!drained(a))
                 cs_log_warn(
                     "shutdown: %us passed with %zu HTTP streams and %zu WebSockets open: closing them",
-                    d->cfg->shutdown_s, cs_http_count(d->http) + cs_sse_count(d->sse), cs_ws_count(d->ws));
+                    d->cfg->shutdown_s, cs_transport_count(d, "http_streams"),
+                    cs_transport_count(d, "websockets"));
             cs_loop_stop(d->loop);
             return;
         }
@@ -394,9 +433,8 @@ static void on_tick(cs_timer_t *t)
     if (a->notify && now - a->status_at >= STATUS_EVERY_MS &&
         (d->clients != a->status_clients || cs_ingest_count(d->ingest) != a->status_producers))
         notify_status(a, "");
-    cs_http_tick(d->http, now);
-    cs_sse_tick(d->sse, now);
-    cs_ws_tick(d->ws, now);
+    for (size_t i = 0; i < d->n_transports; i++)
+        d->transports[i].ops->tick(d->transports[i].self, now);
     cs_timer_start(t, TICK_MS);
 }
 
@@ -416,9 +454,8 @@ static void begin_shutdown(app_t *a, int signo)
     a->stop_deadline = cs_loop_now(d->loop) + (int64_t)d->cfg->shutdown_s * 1000;
     cs_listener_close(d->listener);
     cs_ingest_close_listener(d->ingest);
-    cs_http_shutdown(d->http);
-    cs_sse_shutdown(d->sse);
-    cs_ws_shutdown(d->ws);
+    for (size_t i = 0; i < d->n_transports; i++)
+        d->transports[i].ops->shutdown(d->transports[i].self);
     cs_timer_start(&a->tick, 0);
 }
 
@@ -581,9 +618,7 @@ int main(int argc, char **argv)
         cs_log_error("start: %s", strerror(-rc));
         goto out;
     }
-    if (cs_ingest_new(&d->ingest, d, err, sizeof(err)) != 0 ||
-        cs_http_new(&d->http, d, err, sizeof(err)) != 0 || cs_sse_new(&d->sse, d, err, sizeof(err)) != 0 ||
-        cs_ws_new(&d->ws, d, err, sizeof(err)) != 0 ||
+    if (cs_ingest_new(&d->ingest, d, err, sizeof(err)) != 0 || transports_new(d, err, sizeof(err)) != 0 ||
         cs_listener_new(&d->listener, d, err, sizeof(err)) != 0) {
         cs_log_error("start: %s", err);
         notify(a, "STATUS=start failed: %s", err);
@@ -614,9 +649,7 @@ out:
     cs_timer_stop(&a->watchdog);
     cs_listener_free(d->listener);
     cs_ingest_free(d->ingest);
-    cs_ws_free(d->ws);
-    cs_http_free(d->http);
-    cs_sse_free(d->sse);
+    transports_free(d);
     cs_store_free(d->store);
     cs_loop_free(d->loop);
 out_auth:

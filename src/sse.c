@@ -25,15 +25,21 @@
 
 #include "auth.h"
 #include "event.h"
+#include "httputil.h"
 #include "head.h"
 #include "log.h"
 #include "route.h"
+#include "subscribe.h"
 
-/* The shared write buffer; a wake-up sends at most SSE_ROUNDS of it per stream before the others. */
+/* The shared write buffer; a wake-up sends at most SSE_ROUNDS of it per stream before the others. Fixed:
+ * one buffer serves every stream (the loop is single-threaded), so its size costs nothing per stream;
+ * 64 KiB is one chunk per send, the same as the largest WebSocket write (WS_TX_PACKET), and bigger turns
+ * would only make the other ready streams wait longer. */
 #define SSE_BUF        (64 * 1024)
 #define SSE_CHUNK_HEAD 10 /* "ffffffff\r\n" at most in front of the data */
 #define SSE_ROUNDS     4
-/* Query-string scratch for one request: every value cs_sub_req_parse looks up stays valid. */
+/* Query-string scratch for one request: every value cs_sub_req_parse looks up stays valid (fixed: the
+ * head is bounded by limits.head_bytes; a request whose values do not fit goes to libmicrohttpd). */
 #define SSE_ARGS_MAX 16384
 
 /* ---- native streams ---- */
@@ -344,16 +350,25 @@ static const char *request_token(sse_lookup_t *l, const cs_head_req_t *hr)
     return t;
 }
 
-int cs_sse_adopt(cs_sse_t *s, int fd, const char *buf, size_t head_len)
+/*
+ * Offered a connection: takes it when its head (nothing after it) asks for an SSE stream that is served
+ * here (the head is consumed and fd belongs to the stream); declines anything else untouched, for
+ * libmicrohttpd.
+ */
+static int sse_offer(void *self, cs_offer_t *o)
 {
+    cs_sse_t *s = self;
     cs_daemon_t *d = s->d;
+    int fd = o->fd;
+    const char *buf = o->head;
+    size_t head_len = o->head_len;
     cs_head_req_t hr;
     cs_route_t rt;
     static sse_lookup_t lk; /* 16 KiB: not on the stack; the loop is single-threaded */
     char err[256];
     sse_conn_t *c;
 
-    if (d->stopping || cs_head_parse(buf, head_len, &hr) != 0)
+    if (o->websocket || o->peeked != head_len || d->stopping || cs_head_parse(buf, head_len, &hr) != 0)
         return 0;
     if (cs_route_match(hr.path.p, hr.path.n, &rt) == CS_ROUTE_NONE || rt.bad_id)
         return 0;
@@ -363,15 +378,14 @@ int cs_sse_adopt(cs_sse_t *s, int fd, const char *buf, size_t head_len)
     lk.used = 0;
     lk.unusual = 0;
     const char *token = request_token(&lk, &hr);
-    if (lk.unusual ||
-        cs_auth_check(d->auth, token, CS_SCOPE_READ, rt.kind == CS_ROUTE_GLOBAL_SSE ? NULL : rt.execution_id,
-                      NULL) != CS_AUTH_OK)
+    if (lk.unusual)
         return 0;
-
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return 0;
-    if (cs_sub_req_parse(&c->req, rt.kind, lookup_arg, lookup_header, &lk, err, sizeof(err)) != 0) {
+    /* Whatever would be refused is libmicrohttpd's to answer, as is a lookup this side cannot make. */
+    if (cs_subscribe_check(d, &rt, token, lookup_arg, lookup_header, &lk, &c->req, NULL, err, sizeof(err)) !=
+        0) {
         free(c);
         return 0;
     }
@@ -382,6 +396,7 @@ int cs_sse_adopt(cs_sse_t *s, int fd, const char *buf, size_t head_len)
     }
     /* Everything checks out: take the head off the socket (it is all there, nothing after it). */
     if (recv(fd, s->buf, head_len, MSG_DONTWAIT) != (ssize_t)head_len) {
+        cs_log_warn("sse: the request head could not be read again (%s): connection closed", strerror(errno));
         cs_sub_req_free(&c->req);
         free(c);
         close(fd);
@@ -394,13 +409,12 @@ int cs_sse_adopt(cs_sse_t *s, int fd, const char *buf, size_t head_len)
     c->last_write = cs_loop_now(d->loop);
     d->counters.http_requests++;
     int global = rt.kind == CS_ROUTE_GLOBAL_SSE;
-    int rc = global ? cs_sub_open(d->store, &c->sub, NULL, 0, &c->req.start, &c->req.filter, &sub_ops, c)
-                    : cs_sub_open(d->store, &c->sub, rt.execution_id, rt.execution_id_len, &c->req.start,
-                                  &c->req.filter, &sub_ops, c);
+    int rc = cs_subscribe_open(d, &rt, &c->req, &c->sub, &sub_ops, c), opened = rc == 0;
     cs_io_init(&c->io, d->loop, fd, on_io, c);
     int hl = write_head(s, s->buf, SSE_BUF, &hr);
-    if (rc != 0 || cs_io_start(&c->io, CS_IO_READ | CS_IO_RDHUP) != 0) {
-        if (rc == 0)
+    if (rc != 0 || (rc = cs_io_start(&c->io, CS_IO_READ | CS_IO_RDHUP)) != 0) {
+        cs_log_warn("sse: cannot start a stream (%s): connection closed", strerror(-rc));
+        if (opened)
             cs_sub_close(&c->sub);
         cs_sub_req_free(&c->req);
         free(c);
@@ -421,8 +435,10 @@ int cs_sse_adopt(cs_sse_t *s, int fd, const char *buf, size_t head_len)
     return 1;
 }
 
-void cs_sse_tick(cs_sse_t *s, int64_t now)
+/* Heartbeats to quiet streams, and the end of streams that make no progress. */
+static void sse_tick(void *self, int64_t now)
 {
+    cs_sse_t *s = self;
     int64_t hb_ms[2] = {(int64_t)s->d->cfg->heartbeat_s * 1000, CS_SSE_HITL_HEARTBEAT_MS};
     int64_t stall_ms = (int64_t)s->d->cfg->stall_s * 1000;
 
@@ -443,8 +459,11 @@ void cs_sse_tick(cs_sse_t *s, int64_t now)
     }
 }
 
-void cs_sse_shutdown(cs_sse_t *s)
+/* Ends every stream (the last chunk, then close). */
+static void sse_shutdown(void *self)
 {
+    cs_sse_t *s = self;
+
     while (s->conns != NULL) {
         sse_conn_t *c = s->conns;
         /* The last chunk, best effort: the stream ends cleanly and EventSource reconnects. */
@@ -455,12 +474,12 @@ void cs_sse_shutdown(cs_sse_t *s)
     }
 }
 
-size_t cs_sse_count(const cs_sse_t *s)
+static size_t sse_count(const void *self)
 {
-    return s->n;
+    return ((const cs_sse_t *)self)->n;
 }
 
-int cs_sse_new(cs_sse_t **out, cs_daemon_t *d, char *err, size_t errlen)
+static int sse_create(cs_daemon_t *d, void **out, char *err, size_t errlen)
 {
     cs_sse_t *s = calloc(1, sizeof(*s));
     int rc;
@@ -481,8 +500,10 @@ int cs_sse_new(cs_sse_t **out, cs_daemon_t *d, char *err, size_t errlen)
     return 0;
 }
 
-void cs_sse_free(cs_sse_t *s)
+static void sse_destroy(void *self)
 {
+    cs_sse_t *s = self;
+
     if (s == NULL)
         return;
     while (s->conns != NULL)
@@ -490,3 +511,15 @@ void cs_sse_free(cs_sse_t *s)
     free(s->buf);
     free(s);
 }
+
+const cs_transport_ops_t cs_sse_transport = {
+    .name = "sse",
+    .gauge = "http_streams",
+    .gauge_help = "SSE streams and held long-polls.",
+    .create = sse_create,
+    .offer = sse_offer,
+    .tick = sse_tick,
+    .shutdown = sse_shutdown,
+    .count = sse_count,
+    .destroy = sse_destroy,
+};

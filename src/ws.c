@@ -44,9 +44,14 @@
 #include <utlist.h>
 #include <uv.h>
 
+#include "buf.h"
+#include "err.h"
 #include "event.h"
+#include "httputil.h"
 #include "log.h"
+#include "head.h"
 #include "route.h"
+#include "subscribe.h"
 
 _Static_assert(CS_FRAME_PRE == LWS_PRE,
                "frames carry exactly LWS_PRE bytes of head-room for the WebSocket header");
@@ -60,20 +65,29 @@ _Static_assert(CS_FRAME_PRE == LWS_PRE,
 /* The payload of one piece of a fragmented message: with its header (at most 10 bytes), one write
  * stays within WS_TX_PACKET. */
 #define WS_PIECE (WS_TX_PACKET - LWS_PRE)
-/* The largest client message (one HITL answer); bigger ones are closed with 1009. */
+/* The largest client message; bigger ones are closed with 1009 (too_large). Fixed, not configured: a
+ * client sends nothing but answers to human-input requests (a few hundred bytes), and this is what one
+ * connection can make the daemon buffer (times limits.max_clients). An answer with a longer feedback
+ * goes over HTTP, which takes up to limits.max_event_bytes. */
 #define WS_MSG_MAX (64 * 1024)
 /* Replies waiting for WRITEABLE, per connection. A full queue stops reading the client until
- * WS_OUTQ_RESUME are left; a reply that still finds it full closes the connection with 1008. */
+ * WS_OUTQ_RESUME are left; a reply that still finds it full closes the connection with 1008. Fixed:
+ * reading stops when it is full, so a deeper queue would only hold more memory per connection
+ * (8 x ~300 bytes), never lose or delay fewer replies. */
 #define WS_OUTQ        8
 #define WS_OUTQ_RESUME (WS_OUTQ / 2)
-/* After a stall is noticed, how long the close frame may wait before lws drops the socket. */
+/* After a stall is noticed, how long the close frame may wait before lws drops the socket (fixed: the
+ * stall itself, limits.stall_s, is the configured wait; this is only the close's grace). */
 #define WS_STALL_GRACE_S 5
-/* uv_run rounds per before-sleep hook before handing back to the loop. */
+/* uv_run rounds per before-sleep hook before handing back to the loop (fixed: fairness between lws and
+ * the other transports, not a limit a deployment tunes). */
 #define WS_UV_ROUNDS 16
-/* Query-string scratch: one argument (lws copies "name=value"), and every value a request uses. */
-#define WS_ARG_MAX   8192
-#define WS_ARGS_MAX  16384
-#define WS_TOKEN_MAX 1024
+/* Query-string scratch: one argument (lws copies "name=value"), and every value a request uses (fixed:
+ * the head itself is bounded by limits.head_bytes, and an option longer than this is no valid one). */
+#define WS_ARG_MAX  8192
+#define WS_ARGS_MAX 16384
+/* A presented token: as on HTTP (httputil.h). */
+#define WS_TOKEN_MAX CS_TOKEN_BUF
 /* An Origin is a scheme, a host and a port: longer than this it is none that http.cors_origins lists
  * (config.c bounds its entries at 256 bytes). */
 #define WS_ORIGIN_MAX 320
@@ -122,9 +136,8 @@ struct ws_conn {
     uint8_t in_pings, in_waits;
     int stalled;
 
-    /* Input: one client message, assembled from its fragments. */
-    char *rx;
-    size_t rx_len;
+    /* Input: one client message, assembled from its fragments (at most WS_MSG_MAX bytes). */
+    cs_buf_t rx;
 };
 
 /* The lookup context for cs_sub_req_parse: every value it returns stays valid for the whole parse. */
@@ -202,12 +215,13 @@ static int ws_has_more(ws_conn_t *c)
            (c->sub_open && cs_sub_has_next(&c->sub));
 }
 
-/* Closes the connection, once WRITEABLE comes, with code and reason; nothing else is sent first. */
-static void ws_close_with(ws_conn_t *c, int code, const char *reason)
+/* Closes the connection, once WRITEABLE comes, with the close code of err (err.h) and reason; nothing
+ * else is sent first. */
+static void ws_close_with(ws_conn_t *c, int err, const char *reason)
 {
     if (c->close_code != 0 || c->close_sent)
         return;
-    c->close_code = code;
+    c->close_code = (int)cs_err_ws_close(err);
     c->close_reason_len = strlen(reason);
     if (c->close_reason_len > sizeof(c->close_reason))
         c->close_reason_len = sizeof(c->close_reason);
@@ -229,13 +243,13 @@ static void ws_queue_reply(ws_conn_t *c, const char *json, size_t len)
                 "ws: a client of %s sends messages faster than it reads the replies: closing it (1008)",
                 c->route.execution_id);
         }
-        ws_close_with(c, 1008, "replies not read: too many messages waiting for an answer");
+        ws_close_with(c, CS_ERR_REPLIES_UNREAD, "replies not read: too many messages waiting for an answer");
         return;
     }
     buf = malloc(LWS_PRE + len);
     if (buf == NULL) {
         cs_log_error("ws: out of memory queuing a reply: closing the connection (1011)");
-        ws_close_with(c, 1011, "out of memory");
+        ws_close_with(c, CS_ERR_INTERNAL, "out of memory");
         return;
     }
     memcpy(buf + LWS_PRE, json, len);
@@ -260,7 +274,9 @@ static void ws_reply_error(ws_conn_t *c, const char *code, const char *detail)
 
     json_decref(o);
     if (s == NULL) {
-        cs_log_error("ws: out of memory rendering a reply");
+        /* A reply is never dropped: without it the connection ends, with a reason. */
+        cs_log_error("ws: out of memory rendering a reply: closing the connection (1011)");
+        ws_close_with(c, CS_ERR_INTERNAL, "out of memory");
         return;
     }
     ws_queue_reply(c, s, strlen(s));
@@ -276,32 +292,22 @@ static void ws_on_message(ws_conn_t *c, const char *msg, size_t len)
     cs_daemon_t *d = c->ws->d;
     char detail[300];
     json_t *o = NULL;
-    cs_answer_t a;
     cs_publish_t pub;
-    cs_err_t e;
+    int e;
 
     e = cs_line_parse(msg, len, d->cfg->json_depth ? d->cfg->json_depth : 32, &o, detail, sizeof(detail));
-    if (e == CS_OK && !c->can_respond) {
-        e = CS_ERR_FORBIDDEN;
-        snprintf(detail, sizeof(detail), "answering needs a token with respond on this execution");
-    }
     if (e == CS_OK)
-        e = cs_answer_from_json(o, &a, detail, sizeof(detail));
-    if (e == CS_OK)
-        e = cs_store_answer(d->store, c->route.execution_id, c->route.execution_id_len, &a, cs_unix_ms(),
-                            &pub, detail, sizeof(detail));
+        e = cs_take_answer(d, o, c->route.execution_id, c->route.execution_id_len, c->can_respond, &pub,
+                           detail, sizeof(detail));
     json_decref(o);
     if (e != CS_OK) {
         ws_reply_error(c, cs_err_name(e), detail);
         return;
     }
-    json_t *r = json_pack("{s:s, s:s, s:s, s:I, s:s}", "type", "ack", "execution_id", c->route.execution_id,
-                          "event_id", pub.event_id, "seq", (json_int_t)pub.seq, "request_event_id",
-                          pub.request_event_id);
-    char *s = r != NULL ? json_dumps(r, JSON_COMPACT) : NULL;
-    json_decref(r);
+    char *s = cs_take_answer_ack(c->route.execution_id, c->route.execution_id_len, &pub, 1);
     if (s == NULL) {
-        cs_log_error("ws: out of memory rendering an ack");
+        cs_log_error("ws: out of memory rendering an ack: closing the connection (1011)");
+        ws_close_with(c, CS_ERR_INTERNAL, "out of memory");
         return;
     }
     ws_queue_reply(c, s, strlen(s));
@@ -336,9 +342,7 @@ static void ws_conn_detach(ws_conn_t *c)
     free(c->gap);
     c->gap = NULL;
     c->gap_cap = 0;
-    free(c->rx);
-    c->rx = NULL;
-    c->rx_len = 0;
+    cs_buf_free(&c->rx);
 }
 
 /* The end of a connection's life: lws is freeing its wsi. */
@@ -456,13 +460,14 @@ static const char *ws_route_shown(const cs_route_t *r, char *out, size_t outlen)
  * Refuses the handshake with a complete HTTP/1.1 response and a JSON error body. Returns -1: the
  * caller hangs up, after lws has flushed the response.
  */
-static int ws_refuse(ws_conn_t *c, struct lws *wsi, const cs_route_t *route, unsigned status,
-                     const char *code, const char *detail)
+static int ws_refuse(ws_conn_t *c, struct lws *wsi, const cs_route_t *route, int err, const char *detail)
 {
     cs_ws_t *ws = c->ws;
     char cors[320], shown[CS_EXECUTION_ID_MAX + 64];
     size_t blen = 0;
-    char *body = cs_error_json(code, detail, &blen);
+    unsigned status = cs_err_http_status(err);
+    const char *code = cs_err_http_name(err);
+    char *body = cs_err_json(err, detail, &blen);
     unsigned char *buf = NULL;
     int hl;
 
@@ -563,51 +568,44 @@ static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
     cs_ws_t *ws = c->ws;
     cs_daemon_t *d = ws->d;
     char path[1024], token_buf[WS_TOKEN_MAX], err[256];
-    const char *token, *code, *detail;
-    cs_auth_result_t ar;
-    unsigned status;
+    const char *token, *detail;
 
     ws_path(wsi, path, sizeof(path));
     cs_route_match(path, strlen(path), &c->route);
     if (d->stopping || ws->stopping)
-        return ws_refuse(c, wsi, &c->route, 503, "unavailable", "the server is shutting down");
+        return ws_refuse(c, wsi, &c->route, CS_ERR_UNAVAILABLE, NULL);
     if (path[0] == '\0')
-        return ws_refuse(c, wsi, &c->route, 400, "bad_request", "a WebSocket handshake is a GET request");
+        return ws_refuse(c, wsi, &c->route, CS_ERR_BAD_REQUEST, "a WebSocket handshake is a GET request");
     if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0)
-        return ws_refuse(c, wsi, &c->route, 400, "bad_request", "only Upgrade: websocket is understood here");
+        return ws_refuse(c, wsi, &c->route, CS_ERR_BAD_REQUEST, "only Upgrade: websocket is understood here");
     if (!cs_route_is_ws(c->route.kind))
-        return ws_refuse(c, wsi, &c->route, 404, "not_found", "no WebSocket endpoint at this path");
+        return ws_refuse(c, wsi, &c->route, CS_ERR_NOT_FOUND, "no WebSocket endpoint at this path");
     if (c->route.bad_id)
-        return ws_refuse(c, wsi, &c->route, 400, "bad_request",
+        return ws_refuse(c, wsi, &c->route, CS_ERR_BAD_REQUEST,
                          "execution_id: expected 1-128 characters of [A-Za-z0-9._:-]");
     if ((detail = ws_handshake_problem(wsi, err, sizeof(err))) != NULL)
-        return ws_refuse(c, wsi, &c->route, 400, "bad_request", detail);
+        return ws_refuse(c, wsi, &c->route, CS_ERR_BAD_REQUEST, detail);
     /* A browser applies no CORS to WebSocket, so the daemon does (SPEC §5): a page from an origin
      * http.cors_origins does not allow is refused before any upgrade, whatever token it carries. */
     const char *allow;
     int vary;
     if (!ws_origin(ws, wsi, &allow, &vary)) {
         d->counters.ws_refused_origin++;
-        return ws_refuse(c, wsi, &c->route, 403, "forbidden",
+        return ws_refuse(c, wsi, &c->route, CS_ERR_FORBIDDEN,
                          "this Origin is not allowed by http.cors_origins");
     }
 
     token = ws_token(c, wsi, token_buf, sizeof(token_buf));
     cs_principal_t who;
-    ar = cs_auth_check(d->auth, token, CS_SCOPE_READ, c->route.execution_id, &who);
-    if (ar != CS_AUTH_OK) {
-        status = cs_auth_http_status(ar, &code, &detail);
-        return ws_refuse(c, wsi, &c->route, status, code, detail);
-    }
-    /* Decided now: the principal points into a token table a reload may replace. */
-    c->can_respond = cs_auth_authorize(&who, CS_SCOPE_RESPOND, c->route.execution_id) == CS_AUTH_OK;
-
     ws->args.wsi = wsi;
     ws->args.used = 0;
-    if (cs_sub_req_parse(&c->req, c->route.kind, ws_lookup_arg, ws_lookup_header, &ws->args, err,
-                         sizeof(err)) != 0)
-        return ws_refuse(c, wsi, &c->route, 400, "bad_request", err);
+    int rc = cs_subscribe_check(d, &c->route, token, ws_lookup_arg, ws_lookup_header, &ws->args, &c->req,
+                                &who, err, sizeof(err));
+    if (rc != 0)
+        return ws_refuse(c, wsi, &c->route, rc, err);
     c->have_req = 1;
+    /* Decided now: the principal points into a token table a reload may replace. */
+    c->can_respond = cs_auth_authorize(&who, CS_SCOPE_RESPOND, c->route.execution_id) == CS_AUTH_OK;
     return 0;
 }
 
@@ -620,10 +618,10 @@ static int ws_not_upgrade(ws_conn_t *c, struct lws *wsi)
     ws_path(wsi, path, sizeof(path));
     cs_route_match(path, strlen(path), &r);
     if (path[0] == '\0')
-        return ws_refuse(c, wsi, &r, 400, "bad_request", "a WebSocket handshake is a GET request");
+        return ws_refuse(c, wsi, &r, CS_ERR_BAD_REQUEST, "a WebSocket handshake is a GET request");
     if (!cs_route_is_ws(r.kind))
-        return ws_refuse(c, wsi, &r, 404, "not_found", "no WebSocket endpoint at this path");
-    return ws_refuse(c, wsi, &r, 400, "bad_request",
+        return ws_refuse(c, wsi, &r, CS_ERR_NOT_FOUND, "no WebSocket endpoint at this path");
+    return ws_refuse(c, wsi, &r, CS_ERR_BAD_REQUEST,
                      "a WebSocket handshake needs Connection: Upgrade, Upgrade: websocket, "
                      "Sec-WebSocket-Key and Sec-WebSocket-Version: 13");
 }
@@ -637,8 +635,7 @@ static int ws_established(ws_conn_t *c)
 
     if (!c->have_req)
         return -1;
-    rc = cs_sub_open(d->store, &c->sub, c->route.execution_id, c->route.execution_id_len, &c->req.start,
-                     &c->req.filter, &ws_sub_ops, c);
+    rc = cs_subscribe_open(d, &c->route, &c->req, &c->sub, &ws_sub_ops, c);
     cs_sub_req_free(&c->req);
     c->have_req = 0;
     if (rc != 0) {
@@ -824,26 +821,21 @@ static int ws_receive(ws_conn_t *c, struct lws *wsi, const void *in, size_t len)
         return -1;
     if (c->close_sent || c->close_code != 0)
         return 0; /* closing: the client's late messages are not answered */
-    if (c->rx_len + len > WS_MSG_MAX) {
-        static const char reason[] = "message larger than 65536 bytes";
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)reason,
-                         sizeof(reason) - 1);
+    int rc = cs_buf_append(&c->rx, in, len);
+    if (rc != 0) {
+        /* Past WS_MSG_MAX: closed 1009 (too_large); out of memory: 1011 (internal). */
+        char reason[64];
+        int n = rc == -EMSGSIZE ? snprintf(reason, sizeof(reason), "message larger than %d bytes", WS_MSG_MAX)
+                                : snprintf(reason, sizeof(reason), "out of memory");
+        if (rc != -EMSGSIZE)
+            cs_log_error("ws: out of memory reading a client message: closing the connection (1011)");
+        lws_close_reason(wsi, (enum lws_close_status)cs_err_ws_close(rc), (unsigned char *)reason, (size_t)n);
         return -1;
-    }
-    if (len > 0) {
-        char *p = realloc(c->rx, c->rx_len + len);
-        if (p == NULL)
-            return -1;
-        c->rx = p;
-        memcpy(c->rx + c->rx_len, in, len);
-        c->rx_len += len;
     }
     if (!lws_is_final_fragment(wsi))
         return 0;
-    ws_on_message(c, c->rx != NULL ? c->rx : "", c->rx_len);
-    free(c->rx);
-    c->rx = NULL;
-    c->rx_len = 0;
+    ws_on_message(c, cs_buf_data(&c->rx), cs_buf_size(&c->rx));
+    cs_buf_free(&c->rx);
     return 0;
 }
 
@@ -1075,6 +1067,7 @@ int cs_ws_adopt(cs_ws_t *ws, int fd)
         return -ENOMEM;
     }
     c->ws = ws;
+    cs_buf_init(&c->rx, WS_MSG_MAX);
     DL_APPEND(ws->conns, c);
     ws->n_conns++;
 
@@ -1120,7 +1113,7 @@ void cs_ws_tick(cs_ws_t *ws, int64_t now)
         int64_t secs = (now - c->want_since) / 1000;
         c->stalled = 1;
         if (c->close_code == 0) {
-            c->close_code = 1013;
+            c->close_code = (int)cs_err_ws_close(CS_ERR_STALLED);
             c->close_reason_len = (size_t)snprintf(c->close_reason, sizeof(c->close_reason),
                                                    "stalled: no progress for %lld s", (long long)secs);
         }
@@ -1157,7 +1150,7 @@ void cs_ws_shutdown(cs_ws_t *ws)
     {
         if (!c->established || c->detached || c->close_code != 0 || c->close_sent)
             continue;
-        c->close_code = 1001;
+        c->close_code = (int)cs_err_ws_close(CS_ERR_UNAVAILABLE);
         memcpy(c->close_reason, reason, sizeof(reason) - 1);
         c->close_reason_len = sizeof(reason) - 1;
         ws_want_write(c);
@@ -1204,3 +1197,65 @@ void cs_ws_free(cs_ws_t *ws)
     }
     free(ws);
 }
+
+/* ---- the transport (cs_ws_transport) ---- */
+
+static int ws_create(cs_daemon_t *d, void **self, char *err, size_t errlen)
+{
+    int rc = cs_ws_new(&d->ws, d, err, errlen);
+
+    *self = d->ws;
+    return rc;
+}
+
+/*
+ * Takes every WebSocket handshake. One whose target holds an encoded NUL (%00) is refused first: lws
+ * would decode it into a path cut short and hang up without an answer.
+ */
+static int ws_offer(void *self, cs_offer_t *o)
+{
+    cs_ws_t *ws = self;
+
+    if (!o->websocket)
+        return 0;
+    if (cs_head_target_nul(o->head, o->head_len)) {
+        ws->d->counters.ws_refused++;
+        cs_log_info("ws: refused a handshake whose target holds an encoded NUL (%%00): 400 bad_request");
+        o->detail = "the request target contains an encoded NUL byte (%00)";
+        return CS_ERR_BAD_REQUEST;
+    }
+    cs_ws_adopt(ws, o->fd);
+    return 1;
+}
+
+static void ws_tick(void *self, int64_t now)
+{
+    cs_ws_tick(self, now);
+}
+
+static void ws_shutdown(void *self)
+{
+    cs_ws_shutdown(self);
+}
+
+static size_t ws_count(const void *self)
+{
+    return cs_ws_count(self);
+}
+
+static void ws_destroy(void *self)
+{
+    cs_ws_free(self);
+}
+
+const cs_transport_ops_t cs_ws_transport = {
+    .name = "ws",
+    .gauge = "websockets",
+    .gauge_help = "WebSocket connections.",
+    .create = ws_create,
+    .offer = ws_offer,
+    .tick = ws_tick,
+    .shutdown = ws_shutdown,
+    .count = ws_count,
+    .destroy = ws_destroy,
+};

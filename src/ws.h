@@ -9,6 +9,11 @@
 #include <stdint.h>
 
 #include "daemon.h"
+#include "transport.h"
+
+/* The transport's row is cs_ws_transport (transport.h): it takes every head that asks for a WebSocket
+ * upgrade (refusing one whose target holds %00) and counts its connections under the websockets gauge.
+ * The functions below are what the row calls. */
 
 /** Creates the lws context and its libuv loop, registered in d->loop. Returns 0 or -errno with err. */
 int cs_ws_new(cs_ws_t **out, cs_daemon_t *d, char *err, size_t errlen);

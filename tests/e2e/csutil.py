@@ -499,6 +499,23 @@ async def ws_collect(ws, n, timeout=10.0):
     return out
 
 
+def ws_handshake(port, path, headers=None):
+    """A WebSocket handshake to path: (status, headers, body), body the refusal's when not 101."""
+    ws = RawWS(port, path, headers=headers)
+    try:
+        body = b""
+        if ws.status != 101:
+            body = ws.buf
+            while len(body) < int(ws.headers.get("content-length", "0")):
+                chunk = ws.sock.recv(4096)
+                if not chunk:
+                    break
+                body += chunk
+        return ws.status, ws.headers, body
+    finally:
+        ws.close()
+
+
 class RawWS:
     """A minimal WebSocket client over a raw socket, so a test can stop reading (tiny SO_RCVBUF)
     and later read again. Answers pings with pongs while it reads."""

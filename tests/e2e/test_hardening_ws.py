@@ -12,7 +12,7 @@ import json
 import threading
 import time
 
-from csutil import RawWS, ev, http_get, run, wait_until, ws_connect
+from csutil import RawWS, ev, http_get, run, wait_until, ws_connect, ws_handshake
 
 EXEC = "big-1"
 N_STALLED = 150
@@ -167,3 +167,25 @@ def test_a_token_in_the_path_is_never_logged(make_daemon):
     assert wait_until(lambda: d.stderr_text().count("ws: refused") >= len(paths), 5), d.stderr_text()[-2000:]
     text = d.stderr_text()
     assert "SECRET" not in text, [line for line in text.splitlines() if "SECRET" in line]
+
+
+def test_an_encoded_nul_in_a_handshake_target_is_400(make_daemon):
+    """A %00 in a WebSocket target decodes to a path (or a query value) cut short: libwebsockets hung up
+    without a word. It is refused with 400 before libwebsockets sees it, as libmicrohttpd's side does."""
+    d = make_daemon()
+    d.post_ok(ev("nul-1", "run.started"))
+    paths = [
+        "/v1/executions/a%00b/ws",
+        "/ws/human-input/nul-1%00",
+        "/v1/executions/nul-1/ws?since_seq=0&token=x%00y",
+    ]
+    for p in paths:
+        status, headers, body = ws_handshake(d.port, p)
+        assert status == 400 and "upgrade" not in headers, (p, status)
+        err = json.loads(body)
+        assert err["error"] == "bad_request" and "NUL" in err["detail"], err
+    assert metrics(d)["crewstream_ws_refused_total"] == len(paths)
+    # A literal "%00" (%2500) is no NUL: an ordinary bad execution id, refused by the handshake check.
+    assert ws_handshake(d.port, "/v1/executions/a%2500b/ws")[0] in (400, 404)
+    # And the daemon still upgrades a good one.
+    assert ws_handshake(d.port, "/v1/executions/nul-1/ws")[0] == 101

@@ -186,6 +186,18 @@ def test_static_tokens_beside_jwts(jd):
 def test_token_over_the_length_limit_is_401(jd):
     huge = jwt({"scope": "read", "executions": ["run-1"], "pad": "x" * 5000})
     assert_401(*get(jd, "/v1/executions/run-1/poll?timeout=0", bearer(huge)))
+    assert ws_status(jd, "/v1/executions/run-1/ws", bearer(huge)) == 401
+
+
+def test_long_token_within_the_limit_works_on_every_transport(jd):
+    """A signed token of 1-4 KiB (CS_AUTH_JWT_MAX_LEN is 4096) is as good on a WebSocket handshake as on
+    HTTP: the handshake once held tokens to 1 KiB and refused longer ones as invalid (401)."""
+    long_ = jwt({"sub": "alice", "scope": "read", "executions": ["run-1"], "pad": "x" * 2500})
+    assert 2048 < len(long_) < 4096
+    st, _, _ = get(jd, "/v1/executions/run-1/poll?timeout=0", bearer(long_))
+    assert st == 200
+    assert ws_status(jd, "/v1/executions/run-1/ws", bearer(long_)) == 101
+    assert ws_status(jd, with_token("/v1/executions/run-1/ws", long_)) == 101
 
 
 def test_nothing_logged(jd):

@@ -4,26 +4,13 @@ so the daemon must. Non-browser clients (no Origin) and allowed origins are upgr
 
 import json
 
-from csutil import RawWS, http_get
+from csutil import http_get, ws_handshake
 
 ALLOWED = "https://app.example"
 
 
 def handshake(d, origin=None, path="/v1/executions/o1/ws"):
-    headers = {"Origin": origin} if origin is not None else {}
-    ws = RawWS(d.port, path, headers=headers)
-    try:
-        body = b""
-        if ws.status != 101:
-            body = ws.buf
-            while len(body) < int(ws.headers.get("content-length", "0")):
-                chunk = ws.sock.recv(4096)
-                if not chunk:
-                    break
-                body += chunk
-        return ws.status, ws.headers, body
-    finally:
-        ws.close()
+    return ws_handshake(d.port, path, {"Origin": origin} if origin is not None else {})
 
 
 def test_origin_not_allowed_is_403(make_daemon):

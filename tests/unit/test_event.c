@@ -2,6 +2,7 @@
  * test_event.c - the event rules of SPEC.md §1 and the line rules of §3, on both sides of every
  * boundary.
  */
+#include "../../src/err.c"
 #include "../../src/event.c"
 
 #include "ctest.h"

@@ -201,6 +201,30 @@ static void test_args(void)
     CHECK(cs_head_arg(empty, "a", out, 0) == -1); /* no room even for the terminator */
 }
 
+/* An encoded NUL in the target (path or query) of a head: refused before a library decodes it. */
+static void test_target_nul(void)
+{
+    static const char *const nul[] = {
+        "GET /v1/executions/a%00b/ws HTTP/1.1\r\n\r\n",
+        "GET /ws/human-input/run%00 HTTP/1.1\r\n\r\n",
+        "GET /v1/executions/run-1/ws?token=a%00b HTTP/1.1\r\n\r\n",
+        "GET %00 HTTP/1.1\r\n\r\n",
+    };
+    static const char *const fine[] = {
+        "GET /v1/executions/run-1/ws HTTP/1.1\r\nX-A: %00\r\n\r\n", /* a header, not the target */
+        "GET /health%2500 HTTP/1.1\r\n\r\n",                        /* a literal "%00" */
+        "GET /a%0 HTTP/1.1\r\n\r\n",
+        "GET /a%01 HTTP/1.1\r\n\r\n",
+        "GET /a%",
+        "GET",
+        "",
+    };
+    for (size_t i = 0; i < sizeof(nul) / sizeof(nul[0]); i++)
+        CHECK(cs_head_target_nul(nul[i], strlen(nul[i])));
+    for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++)
+        CHECK(!cs_head_target_nul(fine[i], strlen(fine[i])));
+}
+
 int main(void)
 {
     RUN(test_head);
@@ -208,5 +232,6 @@ int main(void)
     RUN(test_args);
     RUN(test_routes);
     RUN(test_sub_req);
+    RUN(test_target_nul);
     CT_DONE();
 }

@@ -5,16 +5,20 @@
  * says what it saw. The C side answers its sync points (publish, switch auth, start a
  * stalled raw client, shut down) and checks the counters at the end.
  */
+#include "../../common/buf.c"
 #include "../../src/auth.c"
 #include "../../src/cfgschema.c"
 #include "../../src/cursor.c"
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
+#include "../../src/head.c"
 #include "../../src/hitl.c"
 #include "../../src/httputil.c"
 #include "../../src/log.c"
 #include "../../src/loop.c"
 #include "../../src/route.c"
+#include "../../src/subscribe.c"
 #include "../../src/status.c"
 #include "../../src/store.c"
 #include "../../src/ws.c"
