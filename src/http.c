@@ -458,9 +458,9 @@ typedef struct list_ctx {
 static void list_one(cs_exec_t *ex, void *data)
 {
     list_ctx_t *l = data;
-    if (!cs_auth_principal_allows(l->who, ex->id))
+    if (!cs_auth_principal_allows(l->who, cs_exec_id(ex, NULL)))
         return;
-    if (l->status != NULL && strcmp(l->status, cs_exec_status_name(ex->status)) != 0)
+    if (l->status != NULL && strcmp(l->status, cs_status_name(cs_exec_status(ex))) != 0)
         return;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 64;
@@ -476,9 +476,10 @@ static void list_one(cs_exec_t *ex, void *data)
 static int newest_first(const void *a, const void *b)
 {
     const cs_exec_t *x = *(cs_exec_t *const *)a, *y = *(cs_exec_t *const *)b;
-    if (x->first_order != y->first_order)
-        return x->first_order > y->first_order ? -1 : 1;
-    return strcmp(x->id, y->id);
+    uint64_t xo = cs_exec_first_order(x), yo = cs_exec_first_order(y);
+    if (xo != yo)
+        return xo > yo ? -1 : 1;
+    return strcmp(cs_exec_id(x, NULL), cs_exec_id(y, NULL));
 }
 
 static enum MHD_Result send_json_value(cs_http_t *h, struct MHD_Connection *con, json_t *v)
@@ -505,38 +506,18 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
         return queue_error(h, con, status, code, detail, status == 401 ? "WWW-Authenticate" : NULL,
                            status == 401 ? "Bearer" : NULL);
     }
-    if (rt->kind != CS_ROUTE_EXECS_LIST) {
-        cs_exec_t *ex = cs_store_find(h->d->store, rt->execution_id, rt->execution_id_len);
-        cs_exec_t blank;
-        if (ex == NULL || (ex->next_seq == 1 && ex->hitl.n == 0)) {
-            /* No event yet (or none retained past retain_s): pending, as a status poll right after a
-             * kickoff expects (SPEC §2), not an error. */
-            memset(&blank, 0, sizeof(blank));
-            blank.id = rt->execution_id;
-            blank.id_len = rt->execution_id_len;
-            blank.status = CS_EXEC_PENDING;
-            blank.next_seq = 1;
-            ex = &blank;
-        }
-        return send_json_value(
-            h, con, rt->kind == CS_ROUTE_EXEC_STATUS ? cs_status_json(ex) : cs_status_seed_json(ex));
-    }
+    if (rt->kind != CS_ROUTE_EXECS_LIST)
+        return send_json_value(h, con,
+                               cs_store_status_json(h->d->store, rt->execution_id, rt->execution_id_len,
+                                                    rt->kind != CS_ROUTE_EXEC_STATUS));
 
     /* The list: what the token may read, newest first. */
     const char *st = lookup_arg(con, "status"), *lim = lookup_arg(con, "limit");
     uint64_t limit = 100;
-    static const char *const states[] = {"pending",   "running", "pending_human_input",
-                                         "completed", "error",   "canceled"};
-    if (st != NULL) {
-        size_t i;
-        for (i = 0; i < sizeof(states) / sizeof(states[0]) && strcmp(st, states[i]) != 0; i++)
-            ;
-        if (i == sizeof(states) / sizeof(states[0]))
-            return queue_error(
-                h, con, 400, "bad_request",
-                "status: one of pending, running, pending_human_input, completed, error, canceled", NULL,
-                NULL);
-    }
+    if (st != NULL && cs_status_parse(st) < 0)
+        return queue_error(h, con, 400, "bad_request",
+                           "status: one of pending, running, pending_human_input, completed, error, canceled",
+                           NULL, NULL);
     if (lim != NULL && (cs_seq_parse(lim, strlen(lim), &limit) != 0 || limit < 1 || limit > 1000))
         return queue_error(h, con, 400, "bad_request", "limit: expected an integer from 1 to 1000", NULL,
                            NULL);
@@ -546,7 +527,7 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
         qsort(l.v, l.n, sizeof(*l.v), newest_first);
     json_t *arr = json_array();
     for (size_t i = 0; i < l.n && i < limit && arr != NULL; i++)
-        json_array_append_new(arr, cs_status_json(l.v[i]));
+        json_array_append_new(arr, cs_exec_status_json(l.v[i]));
     free(l.v);
     return send_json_value(h, con, arr != NULL ? json_pack("{s:o}", "executions", arr) : NULL);
 }

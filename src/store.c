@@ -56,12 +56,13 @@ struct cs_store {
 /* Where an execution sits: on the active list, the finished list, or (expired, still watched) none. */
 enum { ON_NONE = 0, ON_ACTIVE, ON_FINISHED };
 
-static const char *const status_names[] = {"pending",   "running", "pending_human_input",
-                                           "completed", "error",   "canceled"};
-
-const char *cs_exec_status_name(cs_exec_status_t s)
+/* What ex's status holds: its result as counted when it came, its error text. */
+static size_t status_held(const cs_exec_t *ex)
 {
-    return (unsigned)s < sizeof(status_names) / sizeof(status_names[0]) ? status_names[s] : "unknown";
+    const char *err = cs_status_error(&ex->state);
+
+    return (cs_status_result(&ex->state) != NULL ? ex->result_bytes : 0) +
+           (err != NULL ? strlen(err) + 1 : 0);
 }
 
 static size_t exec_overhead(const cs_exec_t *ex)
@@ -240,12 +241,18 @@ static int raw_keepable(const json_t *ev, const char *raw, size_t raw_len, const
 
 /* ---- executions ---- */
 
+/* Whether anything was posted to ex (events, or requests that outlived them). */
+static int exec_has_history(const cs_exec_t *ex)
+{
+    return ex->next_seq > 1 || ex->hitl.n > 0;
+}
+
 void cs_store_each(cs_store_t *store, void (*fn)(cs_exec_t *ex, void *data), void *data)
 {
     cs_exec_t *ex, *tmp;
     HASH_ITER(hh, store->execs, ex, tmp)
     {
-        if (ex->next_seq > 1 || ex->hitl.n > 0)
+        if (exec_has_history(ex))
             fn(ex, data);
     }
 }
@@ -280,7 +287,6 @@ static cs_exec_t *exec_get(cs_store_t *st, const char *id, size_t id_len, int64_
     ex->ring_cap = RING_INITIAL < st->lim.ring_events ? RING_INITIAL : st->lim.ring_events;
     ex->epoch = cs_epoch_next();
     ex->first_seq = ex->next_seq = 1;
-    ex->status = CS_EXEC_PENDING;
     ex->created_unix_ms = now_unix_ms;
     HASH_ADD_KEYPTR(hh, st->execs, ex->id, ex->id_len, ex);
     DL_APPEND2(st->active, ex, lru_prev, lru_next);
@@ -351,7 +357,7 @@ static void exec_free(cs_store_t *st, cs_exec_t *ex)
     ex->pin_bytes = 0;
     ex->status_bytes = ex->result_bytes = 0;
     cs_hitl_clear(&ex->hitl);
-    cs_status_clear(ex);
+    cs_status_clear(&ex->state);
     exec_unlist(st, ex);
     HASH_DELETE(hh, st->execs, ex);
     st->bytes -= exec_overhead(ex);
@@ -372,7 +378,7 @@ static int exec_evictable(const cs_store_t *st, const cs_exec_t *ex)
 static void exec_maybe_free(cs_store_t *st, cs_exec_t *ex)
 {
     if (exec_evictable(st, ex) && exec_count(ex) == 0 &&
-        (ex->status == CS_EXEC_PENDING || exec_where(st, ex) == ON_NONE))
+        (ex->state.status == CS_EXEC_PENDING || exec_where(st, ex) == ON_NONE))
         exec_free(st, ex);
 }
 
@@ -450,13 +456,13 @@ static void global_evict_oldest(cs_store_t *st)
 
 /* ---- status: status.c decides it; the store keeps finished executions on their own list ---- */
 
-static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, const json_t *ev)
+static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, const json_t *ev,
+                          size_t error_max)
 {
     cs_exec_status_t s;
     int fin;
 
-    s = (cs_exec_status_t)cs_status_apply(ex, ev, f->type, f->type_len);
-    ex->status = s;
+    s = cs_status_apply(&ex->state, ev, f->type, f->type_len, ex->hitl.n_open, error_max);
 
     fin = cs_status_is_final(s);
     if (fin != ex->finished || exec_where(st, ex) == ON_NONE) {
@@ -562,18 +568,6 @@ static cs_err_t refuse(cs_store_t *st, cs_err_t e, char *detail, size_t detail_l
                  what, st->lim.max_bytes, st->pinned, limit);
     }
     return e;
-}
-
-/* Cuts s (NUL-terminated) to at most max bytes, at a UTF-8 character boundary. */
-static void utf8_cut(char *s, size_t max)
-{
-    size_t n = strlen(s);
-
-    if (n <= max)
-        return;
-    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
-        max--;
-    s[max] = '\0';
 }
 
 /*
@@ -799,14 +793,11 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
 
     /* The status, and what it keeps: a result as twice the event's text (within the room made for it),
      * an error text cut to the room made for it. */
-    json_t *old_result = ex->result;
-    exec_on_event(st, ex, f, ev);
-    if (ex->result != old_result)
-        ex->result_bytes = ex->result != NULL ? 2 * f->json_len : 0;
-    if (ex->error_message != NULL && status_room > 0)
-        utf8_cut(ex->error_message, status_room - 1);
-    size_t sb = (ex->result != NULL ? ex->result_bytes : 0) +
-                (ex->error_message != NULL ? strlen(ex->error_message) + 1 : 0);
+    const json_t *old_result = cs_status_result(&ex->state);
+    exec_on_event(st, ex, f, ev, status_room > 0 ? status_room - 1 : SIZE_MAX);
+    if (cs_status_result(&ex->state) != old_result)
+        ex->result_bytes = cs_status_result(&ex->state) != NULL ? 2 * f->json_len : 0;
+    size_t sb = status_held(ex);
     st->bytes = st->bytes - ex->status_bytes + sb;
     ex->status_bytes = sb;
     exec_pin_update(st, ex);
@@ -895,7 +886,7 @@ cs_hitl_req_t *cs_store_find_request(cs_store_t *st, const char *id, size_t id_l
     cs_exec_t *ex = cs_store_find(st, id, id_len);
     cs_hitl_req_t *r;
 
-    if (ex == NULL || (ex->next_seq == 1 && ex->hitl.n == 0)) {
+    if (ex == NULL || !exec_has_history(ex)) {
         snprintf(detail, detail_len, "no execution \"%.*s\"", (int)id_len, id);
         return NULL;
     }
@@ -958,7 +949,7 @@ cs_err_t cs_store_answer(cs_store_t *st, const char *id, size_t id_len, const cs
     json_t *ev;
     cs_err_t e;
 
-    if (ex == NULL || (ex->next_seq == 1 && ex->hitl.n == 0)) {
+    if (ex == NULL || !exec_has_history(ex)) {
         snprintf(detail, detail_len, "no execution \"%.*s\"", (int)id_len, id);
         return CS_ERR_NOT_FOUND;
     }
@@ -1013,6 +1004,63 @@ nomem:
     json_decref(ev);
     snprintf(detail, detail_len, "out of memory");
     return CS_ERR_INTERNAL;
+}
+
+/* ---- an execution, read from outside ---- */
+
+const char *cs_exec_id(const cs_exec_t *ex, size_t *len)
+{
+    if (len != NULL)
+        *len = ex->id_len;
+    return ex->id;
+}
+
+cs_exec_status_t cs_exec_status(const cs_exec_t *ex)
+{
+    return cs_status_state(&ex->state);
+}
+
+uint64_t cs_exec_first_order(const cs_exec_t *ex)
+{
+    return ex->first_order;
+}
+
+uint64_t cs_exec_epoch(const cs_exec_t *ex)
+{
+    return ex->epoch;
+}
+
+void cs_exec_seqs(const cs_exec_t *ex, uint64_t *first, uint64_t *next)
+{
+    *first = ex->first_seq;
+    *next = ex->next_seq;
+}
+
+/* ---- status ---- */
+
+json_t *cs_exec_status_json(const cs_exec_t *ex)
+{
+    cs_status_view_t v = {.id = ex->id,
+                          .id_len = ex->id_len,
+                          .created_unix_ms = ex->created_unix_ms,
+                          .first_unix_ms = ex->first_unix_ms,
+                          .last_unix_ms = ex->last_unix_ms,
+                          .last_seq = ex->next_seq - 1};
+
+    return cs_status_json(&ex->state, &v, cs_hitl_pending_json(&ex->hitl));
+}
+
+json_t *cs_store_status_json(cs_store_t *st, const char *id, size_t id_len, int seed)
+{
+    const cs_exec_t *ex = cs_store_find(st, id, id_len);
+
+    if (ex == NULL || !exec_has_history(ex)) {
+        /* No event yet (or none retained past retain_s): pending, as a status poll right after a
+         * kickoff expects (SPEC §2), not an error. */
+        cs_status_view_t v = {.id = id, .id_len = id_len};
+        return seed ? cs_status_seed_json(NULL, id, id_len) : cs_status_json(NULL, &v, NULL);
+    }
+    return seed ? cs_status_seed_json(&ex->state, ex->id, ex->id_len) : cs_exec_status_json(ex);
 }
 
 /* ---- subscribers ---- */
@@ -1403,8 +1451,7 @@ int cs_store_check(const cs_store_t *st, size_t *ring_bytes, size_t *held_out_by
         hitl += ex->hitl.bytes;
         open_bytes += ex->hitl.open_bytes;
         open_reqs += ex->hitl.n_open;
-        size_t sb = (ex->result != NULL ? ex->result_bytes : 0) +
-                    (ex->error_message != NULL ? strlen(ex->error_message) + 1 : 0);
+        size_t sb = status_held(ex);
         CHECK_OR_FAIL(sb == ex->status_bytes, "%s: status counted %zu, holds %zu", ex->id, ex->status_bytes,
                       sb);
         status += sb;

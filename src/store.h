@@ -66,19 +66,6 @@ static inline cs_frame_t *cs_frame_ref(cs_frame_t *f)
 /** Drops a reference; the last one frees the frame and returns its bytes to the store. */
 void cs_frame_unref(cs_store_t *store, cs_frame_t *f);
 
-/** Execution status (SPEC §2). */
-typedef enum cs_exec_status {
-    CS_EXEC_PENDING = 0,
-    CS_EXEC_RUNNING,
-    CS_EXEC_PENDING_HUMAN_INPUT,
-    CS_EXEC_COMPLETED,
-    CS_EXEC_ERROR,
-    CS_EXEC_CANCELED,
-} cs_exec_status_t;
-
-/** Returns "pending", "running", "pending_human_input", "completed", "error" or "canceled". */
-const char *cs_exec_status_name(cs_exec_status_t s);
-
 struct cs_exec {
     char *id;
     size_t id_len;
@@ -92,14 +79,10 @@ struct cs_exec {
     cs_frame_t *ids;    /* event_id index of retained frames */
     cs_sub_t *waiters;  /* parked subscribers (utlist DL) */
     size_t n_subs;      /* every subscriber pointing here, parked or not */
-    cs_exec_status_t status;
+    cs_status_t state;  /* status.c's: status, progress, result, error */
     int finished;
-    int in_flow;    /* a flow_started was seen: a crew's end inside it does not end the execution */
-    cs_hitl_t hitl; /* human-input requests, kept beside the ring */
-    cs_progress_t progress;
-    json_t *result;      /* of run.completed */
-    char *error_message; /* of run.failed */
-    size_t result_bytes; /* what result is counted as: twice the text of the event it came with */
+    cs_hitl_t hitl;      /* human-input requests, kept beside the ring */
+    size_t result_bytes; /* what state's result is counted as: twice the text of the event it came with */
     size_t status_bytes; /* result_bytes and error_message's, counted against store.max_bytes */
     size_t pin_bytes;    /* what this execution holds in the store while pinned (st->pinned's share) */
     int64_t created_unix_ms, first_unix_ms, last_unix_ms;
@@ -265,6 +248,28 @@ cs_hitl_req_t *cs_store_find_request(cs_store_t *store, const char *execution_id
 
 /** Calls fn for every execution that has a history (events or human-input requests). */
 void cs_store_each(cs_store_t *store, void (*fn)(cs_exec_t *ex, void *data), void *data);
+
+/** An execution's id (NUL-terminated; its length in *len when len is not NULL). */
+const char *cs_exec_id(const cs_exec_t *ex, size_t *len);
+
+/** An execution's status (status.h). */
+cs_exec_status_t cs_exec_status(const cs_exec_t *ex);
+
+/** The order of an execution's first event among all executions' (larger: newer); 0 before any. */
+uint64_t cs_exec_first_order(const cs_exec_t *ex);
+
+/** An execution's epoch (its cursors' first part). */
+uint64_t cs_exec_epoch(const cs_exec_t *ex);
+
+/** The seqs an execution retains: [*first, *next); *next is the seq its next event gets. */
+void cs_exec_seqs(const cs_exec_t *ex, uint64_t *first, uint64_t *next);
+
+/** The status object of GET /v1/executions/{id} (status.h) for ex; new reference, NULL when out of memory. */
+json_t *cs_exec_status_json(const cs_exec_t *ex);
+
+/** The status object of execution id (seed nonzero: the seed's /{id}/status shape), also for an
+ * execution nothing was posted to, or whose history expired: pending. */
+json_t *cs_store_status_json(cs_store_t *store, const char *id, size_t id_len, int seed);
 
 /** Finds an execution, or NULL. */
 cs_exec_t *cs_store_find(cs_store_t *store, const char *id, size_t id_len);

@@ -271,7 +271,7 @@ static void one(enum scenario s, enum pkind k, int big)
             if (k == K_ANSWER)
                 CHECK(pushed == 1 && now->hitl.n_open == open - 1);
             if (k == K_COMPLETION)
-                CHECK(now->status == CS_EXEC_COMPLETED && now->result != NULL);
+                CHECK(cs_exec_status(now) == CS_EXEC_COMPLETED && now->state.result != NULL);
         } else {
             CHECK(now == t && (now == NULL || now->next_seq == next));
         }
