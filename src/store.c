@@ -883,127 +883,27 @@ cs_err_t cs_store_publish_fields(cs_store_t *st, const cs_event_fields_t *fl, co
 cs_hitl_req_t *cs_store_find_request(cs_store_t *st, const char *id, size_t id_len, const char *event_id,
                                      char *detail, size_t detail_len)
 {
-    cs_exec_t *ex = cs_store_find(st, id, id_len);
+    cs_hitl_t *h = cs_store_requests(st, id, id_len, detail, detail_len);
     cs_hitl_req_t *r;
 
-    if (ex == NULL || !exec_has_history(ex)) {
-        snprintf(detail, detail_len, "no execution \"%.*s\"", (int)id_len, id);
+    if (h == NULL)
         return NULL;
-    }
-    r = cs_hitl_find(&ex->hitl, event_id);
+    r = cs_hitl_find(h, event_id);
     if (r == NULL)
         snprintf(detail, detail_len, "no human_input_required with event_id \"%.128s\" in this execution",
                  event_id);
     return r;
 }
 
-cs_err_t cs_answer_from_json(const json_t *o, cs_answer_t *a, char *detail, size_t detail_len)
-{
-    static const char *const ids[] = {"event_id", "task_id"};
-    const json_t *v;
-
-    memset(a, 0, sizeof(*a));
-    if (!json_is_object(o)) {
-        snprintf(detail, detail_len, "expected a JSON object");
-        return CS_ERR_INVALID_JSON;
-    }
-    for (int i = 0; i < 2; i++) {
-        v = json_object_get(o, ids[i]);
-        if (v == NULL || json_is_null(v))
-            continue;
-        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > CS_EVENT_ID_MAX) {
-            snprintf(detail, detail_len, "%s must be a string of 1-%d characters", ids[i], CS_EVENT_ID_MAX);
-            return CS_ERR_INVALID_FIELD;
-        }
-        *(i == 0 ? &a->event_id : &a->task_id) = json_string_value(v);
-    }
-    v = json_object_get(o, "human_feedback");
-    if (v != NULL && !json_is_string(v) && !json_is_null(v)) {
-        snprintf(detail, detail_len, "human_feedback must be a string");
-        return CS_ERR_INVALID_FIELD;
-    }
-    a->human_feedback = v;
-    v = json_object_get(o, "is_approve");
-    if (v == NULL) {
-        /* An answer says yes or no: a bare {} must never approve anything. */
-        snprintf(detail, detail_len, "is_approve (true or false) is required");
-        return CS_ERR_MISSING_FIELD;
-    }
-    if (!json_is_boolean(v)) {
-        snprintf(detail, detail_len, "is_approve must be true or false");
-        return CS_ERR_INVALID_FIELD;
-    }
-    a->is_approve = v;
-    if (a->event_id == NULL && a->task_id == NULL) {
-        snprintf(detail, detail_len, "name the request: event_id or task_id is required");
-        return CS_ERR_MISSING_FIELD;
-    }
-    return CS_OK;
-}
-
-cs_err_t cs_store_answer(cs_store_t *st, const char *id, size_t id_len, const cs_answer_t *a,
-                         int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
+cs_hitl_t *cs_store_requests(cs_store_t *st, const char *id, size_t id_len, char *detail, size_t detail_len)
 {
     cs_exec_t *ex = cs_store_find(st, id, id_len);
-    cs_hitl_req_t *r;
-    json_t *ev;
-    cs_err_t e;
 
     if (ex == NULL || !exec_has_history(ex)) {
         snprintf(detail, detail_len, "no execution \"%.*s\"", (int)id_len, id);
-        return CS_ERR_NOT_FOUND;
+        return NULL;
     }
-    if (a->event_id != NULL) {
-        r = cs_hitl_find(&ex->hitl, a->event_id);
-        if (r == NULL) {
-            /* SPEC §4: an unknown execution is 404; in a known one, no open request is 409. */
-            snprintf(detail, detail_len, "no open human_input_required with event_id \"%.128s\"",
-                     a->event_id);
-            return CS_ERR_CONFLICT;
-        }
-        if (r->answered) {
-            snprintf(detail, detail_len, "request \"%.128s\" was already answered", a->event_id);
-            return CS_ERR_CONFLICT;
-        }
-    } else {
-        r = cs_hitl_open_for_task(&ex->hitl, a->task_id);
-        if (r == NULL) {
-            if (a->task_id != NULL)
-                snprintf(detail, detail_len, "no open human-input request for task \"%.128s\"", a->task_id);
-            else
-                snprintf(detail, detail_len, "no open human-input request in this execution");
-            return CS_ERR_CONFLICT;
-        }
-    }
-
-    /* The completion carries what the runtime needs, and what dashboards show next to the request. */
-    ev = json_pack("{s:s%, s:s, s:s}", "execution_id", id, id_len, "type", "human_input_completed",
-                   "request_event_id", r->event_id);
-    if (ev == NULL)
-        goto nomem;
-    static const char *const copy[] = {"crew_id", "task_id", "agent_id"};
-    for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++) {
-        json_t *v = json_object_get(r->request, copy[i]);
-        if (v != NULL && json_object_set(ev, copy[i], v) != 0)
-            goto nomem;
-    }
-    if (json_object_set(ev, "human_feedback",
-                        a->human_feedback ? (json_t *)a->human_feedback : json_null()) != 0 ||
-        json_object_set(ev, "is_approve", a->is_approve ? (json_t *)a->is_approve : json_true()) != 0)
-        goto nomem;
-    /* The request's id is read before the publish, which answers r. */
-    char rid[CS_EVENT_ID_MAX + 1];
-    snprintf(rid, sizeof(rid), "%s", r->event_id);
-    e = cs_store_publish(st, ev, now_unix_ms, out, detail, detail_len);
-    if (e == CS_OK)
-        memcpy(out->request_event_id, rid, sizeof(rid));
-    json_decref(ev);
-    return e;
-
-nomem:
-    json_decref(ev);
-    snprintf(detail, detail_len, "out of memory");
-    return CS_ERR_INTERNAL;
+    return &ex->hitl;
 }
 
 /* ---- an execution, read from outside ---- */

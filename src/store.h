@@ -220,27 +220,10 @@ cs_err_t cs_store_publish_fields(cs_store_t *store, const cs_event_fields_t *fl,
                                  size_t raw_len, int64_t now_unix_ms, cs_publish_t *out, char *detail,
                                  size_t detail_len);
 
-/** What answers a human-input request (SPEC §4). */
-typedef struct cs_answer {
-    const char *event_id;         /* the request's event_id, or NULL */
-    const char *task_id;          /* else the latest open request of this task (or of any task when NULL) */
-    const json_t *human_feedback; /* usually a string; may be NULL */
-    const json_t *is_approve;     /* a boolean, or NULL */
-} cs_answer_t;
-
-/** Reads {"event_id" or "task_id", "human_feedback", "is_approve"} (pointers into o): is_approve and one
- * of the ids are required, human_feedback is optional. Returns CS_OK, or CS_ERR_INVALID_JSON /
- * CS_ERR_MISSING_FIELD / CS_ERR_INVALID_FIELD with a detail naming the field. */
-cs_err_t cs_answer_from_json(const json_t *o, cs_answer_t *a, char *detail, size_t detail_len);
-
-/**
- * Answers an open request of execution_id: stores and fans out a human_input_completed event
- * (request_event_id, task_id, human_feedback, is_approve, and the request's crew_id and agent_id),
- * which pushes the answer to the awaiting runtime. Returns CS_OK with out filled, CS_ERR_NOT_FOUND
- * (no such execution) or CS_ERR_CONFLICT (no such open request: unknown, or already answered).
- */
-cs_err_t cs_store_answer(cs_store_t *store, const char *execution_id, size_t id_len, const cs_answer_t *a,
-                         int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len);
+/** The human-input requests of execution_id (to read, and to await: hitl.h), or NULL (with detail) when
+ * no such execution has a history. Answers are published (answer.h), never written here. */
+cs_hitl_t *cs_store_requests(cs_store_t *store, const char *execution_id, size_t id_len, char *detail,
+                             size_t detail_len);
 
 /** Finds the human-input request event_id of execution_id, or NULL (with CS_ERR_NOT_FOUND detail). */
 cs_hitl_req_t *cs_store_find_request(cs_store_t *store, const char *execution_id, size_t id_len,

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "../../src/answer.c"
 #include "../../src/cursor.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "../../src/answer.c"
 #include "../../src/cursor.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"

@@ -1,6 +1,7 @@
 /*
  * test_store.c - rings, cursors into them, resume, gaps, idempotence, eviction.
  */
+#include "../../src/answer.c"
 #include "../../src/cursor.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"

@@ -6,6 +6,7 @@
  * and stores nothing; an open request is never lost. Before issue 10 each "too big" case read
  * freed memory (ASan) or acknowledged an event the store no longer held.
  */
+#include "../../src/answer.c"
 #include "../../src/cursor.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"

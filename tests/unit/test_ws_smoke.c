@@ -7,6 +7,7 @@
  */
 #include "../../src/auth.c"
 #include "../../src/cfgschema.c"
+#include "../../src/answer.c"
 #include "../../src/cursor.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
