@@ -356,14 +356,14 @@ static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Resu
     while (cs_sub_next(&q->sub, &it)) {
         if (it.frame == NULL) {
             gap = 1;
-            gap_first = q->sub.gap_first;
+            gap_first = it.gap_first;
             continue;
         }
         if (count++ > 0)
             buf_add(&b, ",", 1);
         buf_add(&b, it.frame->json, it.frame->json_len);
         seq = it.frame->seq;
-        cs_cursor_format(cur, sizeof(cur), q->sub.exec->epoch, seq);
+        cs_sub_cursor(&q->sub, seq, cur, sizeof(cur));
     }
     int n;
     if (seq > 0)

@@ -502,7 +502,7 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
     reply_ack(reply, rlen, rcap, &pub);
     /* The connection that posts a request awaits its answer without asking (a retry too). */
     if (aw != NULL) {
-        cs_hitl_req_t *req = pub.exec ? cs_hitl_find(&pub.exec->hitl, pub.event_id) : NULL;
+        cs_hitl_req_t *req = pub.exec ? cs_hitl_find(cs_exec_requests(pub.exec), pub.event_id) : NULL;
         if (req != NULL)
             producer_await(conn, req, aw);
         else

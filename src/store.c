@@ -53,6 +53,33 @@ struct cs_store {
     uint64_t first_orders;
 };
 
+/* An execution: its ring, event-id index, status and human-input requests. Other modules see it only
+ * through the functions of store.h (cs_exec_id, cs_exec_status, cs_exec_status_json, ...). */
+struct cs_exec {
+    char *id;
+    size_t id_len;
+    UT_hash_handle hh;
+    uint64_t epoch;
+    cs_frame_t **ring; /* ring[seq % ring_cap] */
+    size_t ring_cap;
+    uint64_t first_seq; /* oldest retained; == next_seq when empty */
+    uint64_t next_seq;  /* what the next event gets; starts at 1 */
+    size_t bytes;       /* frames in this ring */
+    cs_frame_t *ids;    /* event_id index of retained frames */
+    cs_sub_t *waiters;  /* parked subscribers (utlist DL) */
+    size_t n_subs;      /* every subscriber pointing here, parked or not */
+    cs_status_t state;  /* status.c's: status, progress, result, error */
+    int finished;
+    cs_hitl_t hitl;      /* human-input requests, kept beside the ring */
+    size_t result_bytes; /* what state's result is counted as: twice the text of the event it came with */
+    size_t status_bytes; /* result_bytes and error_message's, counted against store.max_bytes */
+    size_t pin_bytes;    /* what this execution holds in the store while pinned (st->pinned's share) */
+    int64_t created_unix_ms, first_unix_ms, last_unix_ms;
+    uint64_t first_order; /* order of first events across executions: "newest first" without ties */
+    int64_t finished_mono_ms;
+    cs_exec_t *lru_prev, *lru_next; /* active list, or finished list once finished */
+};
+
 /* Where an execution sits: on the active list, the finished list, or (expired, still watched) none. */
 enum { ON_NONE = 0, ON_ACTIVE, ON_FINISHED };
 
@@ -925,6 +952,11 @@ uint64_t cs_exec_first_order(const cs_exec_t *ex)
     return ex->first_order;
 }
 
+cs_hitl_t *cs_exec_requests(cs_exec_t *ex)
+{
+    return &ex->hitl;
+}
+
 uint64_t cs_exec_epoch(const cs_exec_t *ex)
 {
     return ex->epoch;
@@ -1080,6 +1112,7 @@ static int sub_make_gap(cs_sub_t *sub, cs_item_t *item)
     item->frame = NULL;
     item->gap = sub->gap_json;
     item->gap_len = strlen(sub->gap_json);
+    item->gap_first = sub->gap_first;
     return 1;
 }
 
@@ -1107,6 +1140,7 @@ int cs_sub_next(cs_sub_t *sub, cs_item_t *item)
             item->frame = f;
             item->gap = NULL;
             item->gap_len = 0;
+            item->gap_first = 0;
             return 1;
         }
     }
@@ -1162,6 +1196,19 @@ uint64_t cs_sub_position(const cs_sub_t *sub, char *buf, size_t buflen)
         return 0;
     cs_cursor_format(buf, buflen, sub->exec ? sub->exec->epoch : sub->store->gepoch, seq);
     return seq;
+}
+
+size_t cs_sub_cursor(const cs_sub_t *sub, uint64_t seq, char *buf, size_t buflen)
+{
+    return cs_cursor_format(buf, buflen, sub->exec ? sub->exec->epoch : sub->store->gepoch, seq);
+}
+
+void cs_sub_unget(cs_sub_t *sub, const cs_item_t *item)
+{
+    if (item->frame != NULL)
+        sub->next = sub->exec != NULL ? item->frame->seq : item->frame->gseq;
+    else
+        sub->gap_pending = 1; /* made again from what it says (gap_requested, gap_first) */
 }
 
 void cs_sub_close(cs_sub_t *sub)

@@ -66,36 +66,12 @@ static inline cs_frame_t *cs_frame_ref(cs_frame_t *f)
 /** Drops a reference; the last one frees the frame and returns its bytes to the store. */
 void cs_frame_unref(cs_store_t *store, cs_frame_t *f);
 
-struct cs_exec {
-    char *id;
-    size_t id_len;
-    UT_hash_handle hh;
-    uint64_t epoch;
-    cs_frame_t **ring; /* ring[seq % ring_cap] */
-    size_t ring_cap;
-    uint64_t first_seq; /* oldest retained; == next_seq when empty */
-    uint64_t next_seq;  /* what the next event gets; starts at 1 */
-    size_t bytes;       /* frames in this ring */
-    cs_frame_t *ids;    /* event_id index of retained frames */
-    cs_sub_t *waiters;  /* parked subscribers (utlist DL) */
-    size_t n_subs;      /* every subscriber pointing here, parked or not */
-    cs_status_t state;  /* status.c's: status, progress, result, error */
-    int finished;
-    cs_hitl_t hitl;      /* human-input requests, kept beside the ring */
-    size_t result_bytes; /* what state's result is counted as: twice the text of the event it came with */
-    size_t status_bytes; /* result_bytes and error_message's, counted against store.max_bytes */
-    size_t pin_bytes;    /* what this execution holds in the store while pinned (st->pinned's share) */
-    int64_t created_unix_ms, first_unix_ms, last_unix_ms;
-    uint64_t first_order; /* order of first events across executions: "newest first" without ties */
-    int64_t finished_mono_ms;
-    cs_exec_t *lru_prev, *lru_next; /* active list, or finished list once finished */
-};
-
 /** What a subscriber is handed by cs_sub_next. */
 typedef struct cs_item {
     cs_frame_t *frame; /* borrowed; take a reference to keep it past the next store call */
     const char *gap;   /* or: a stream.gap event JSON, owned by the subscriber until the next call */
     size_t gap_len;
+    uint64_t gap_first; /* a gap's: the first seq that follows it */
 } cs_item_t;
 
 /** How a transport is told that a parked subscriber has something to read. */
@@ -241,6 +217,9 @@ cs_exec_status_t cs_exec_status(const cs_exec_t *ex);
 /** The order of an execution's first event among all executions' (larger: newer); 0 before any. */
 uint64_t cs_exec_first_order(const cs_exec_t *ex);
 
+/** An execution's human-input requests (hitl.h: to find one and to await it). */
+cs_hitl_t *cs_exec_requests(cs_exec_t *ex);
+
 /** An execution's epoch (its cursors' first part). */
 uint64_t cs_exec_epoch(const cs_exec_t *ex);
 
@@ -289,6 +268,13 @@ void cs_sub_unpark(cs_sub_t *sub);
 /** The cursor (execution, or global for the global stream) of the last item handed out, or "" when
  * nothing was; for long-poll's last_event_id. Returns the seq it names (0 for none). */
 uint64_t cs_sub_position(const cs_sub_t *sub, char *buf, size_t buflen);
+
+/** Formats the cursor of seq in sub's sequence (its execution's, or the global one) into buf; returns its
+ * length. */
+size_t cs_sub_cursor(const cs_sub_t *sub, uint64_t seq, char *buf, size_t buflen);
+
+/** Gives back the item cs_sub_next handed out last, unsent: the next cs_sub_next hands it out again. */
+void cs_sub_unget(cs_sub_t *sub, const cs_item_t *item);
 
 /** Closes a subscriber; its execution may be freed if nothing else holds it. */
 void cs_sub_close(cs_sub_t *sub);
