@@ -51,7 +51,32 @@ struct cs_store {
     int64_t now_mono;
     uint64_t published, duplicates, evicted, expired, gaps;
     uint64_t first_orders;
+    /* The seam (store.h): the observer every change goes through, and the seq step. */
+    cs_store_observer_t obs;
+    cs_store_sequencer_t seqr;
+    uint64_t tickets;    /* the last publish's ticket */
+    int deferred;        /* the observer will confirm the publish in progress later */
+    int replaying;       /* a publish of cs_store_replay: the record's seq and JSON, no room made */
+    uint64_t replay_seq; /* ... and that seq */
+    int tearing_down;    /* cs_store_free: nothing to record */
 };
+
+/* ---- the seam: one place for every change ---- */
+
+static int emit(cs_store_t *st, const cs_change_t *c)
+{
+    if (st->obs.change == NULL || st->tearing_down)
+        return 0;
+    return st->obs.change(st->obs.data, c);
+}
+
+/* A record naming an execution (and a seq), for the kinds that say no more. */
+static void emit_exec(cs_store_t *st, cs_change_kind_t kind, const char *id, size_t id_len, uint64_t seq)
+{
+    cs_change_t c = {.kind = kind, .exec = id, .exec_len = id_len, .seq = seq};
+
+    (void)emit(st, &c);
+}
 
 /* An execution: its ring, event-id index, status and human-input requests. Other modules see it only
  * through the functions of store.h (cs_exec_id, cs_exec_status, cs_exec_status_json, ...). */
@@ -291,12 +316,11 @@ cs_exec_t *cs_store_find(cs_store_t *store, const char *id, size_t id_len)
     return ex;
 }
 
-static cs_exec_t *exec_get(cs_store_t *st, const char *id, size_t id_len, int64_t now_unix_ms)
+/* Creates execution id with epoch (0: a new one). */
+static cs_exec_t *exec_new(cs_store_t *st, const char *id, size_t id_len, uint64_t epoch, int64_t now_unix_ms)
 {
-    cs_exec_t *ex = cs_store_find(st, id, id_len);
+    cs_exec_t *ex;
 
-    if (ex != NULL)
-        return ex;
     ex = calloc(1, sizeof(*ex));
     if (ex == NULL)
         return NULL;
@@ -312,13 +336,26 @@ static cs_exec_t *exec_get(cs_store_t *st, const char *id, size_t id_len, int64_
     ex->id[id_len] = '\0';
     ex->id_len = id_len;
     ex->ring_cap = RING_INITIAL < st->lim.ring_events ? RING_INITIAL : st->lim.ring_events;
-    ex->epoch = cs_epoch_next();
+    ex->epoch = epoch != 0 ? epoch : cs_epoch_next();
     ex->first_seq = ex->next_seq = 1;
     ex->created_unix_ms = now_unix_ms;
     HASH_ADD_KEYPTR(hh, st->execs, ex->id, ex->id_len, ex);
     DL_APPEND2(st->active, ex, lru_prev, lru_next);
     st->bytes += exec_overhead(ex);
+    cs_change_t c = {.kind = CS_CHANGE_EXEC_NEW,
+                     .exec = ex->id,
+                     .exec_len = ex->id_len,
+                     .epoch = ex->epoch,
+                     .unix_ms = now_unix_ms};
+    (void)emit(st, &c);
     return ex;
+}
+
+static cs_exec_t *exec_get(cs_store_t *st, const char *id, size_t id_len, int64_t now_unix_ms)
+{
+    cs_exec_t *ex = cs_store_find(st, id, id_len);
+
+    return ex != NULL ? ex : exec_new(st, id, id_len, 0, now_unix_ms);
 }
 
 static size_t exec_count(const cs_exec_t *ex)
@@ -365,6 +402,7 @@ static void exec_evict_oldest(cs_store_t *st, cs_exec_t *ex)
     f->in_exec = 0;
     f->exec = NULL;
     st->evicted++;
+    emit_exec(st, CS_CHANGE_EVICT, ex->id, ex->id_len, f->seq);
     cs_frame_unref(st, f);
 }
 
@@ -377,6 +415,7 @@ static void exec_drop_history(cs_store_t *st, cs_exec_t *ex)
 static void exec_free(cs_store_t *st, cs_exec_t *ex)
 {
     exec_drop_history(st, ex);
+    emit_exec(st, CS_CHANGE_FREED, ex->id, ex->id_len, 0);
     st->bytes -= ex->hitl.bytes + ex->status_bytes;
     st->open_bytes -= ex->hitl.open_bytes;
     st->open_reqs -= ex->hitl.n_open;
@@ -478,6 +517,8 @@ static void global_evict_oldest(cs_store_t *st)
     st->gring[i] = NULL;
     st->gfirst++;
     f->in_global = 0;
+    cs_change_t c = {.kind = CS_CHANGE_GLOBAL_EVICT, .gseq = f->gseq};
+    (void)emit(st, &c);
     cs_frame_unref(st, f);
 }
 
@@ -495,7 +536,11 @@ static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, co
     if (fin != ex->finished || exec_where(st, ex) == ON_NONE) {
         /* Entering or leaving a final state, or posted to again after its retention expired. */
         exec_unlist(st, ex);
-        ex->finished = fin;
+        if (fin != ex->finished) {
+            cs_change_t c = {.kind = CS_CHANGE_FINISHED, .exec = ex->id, .exec_len = ex->id_len, .status = s};
+            ex->finished = fin;
+            (void)emit(st, &c);
+        }
         if (fin) {
             ex->finished_mono_ms = st->now_mono;
             DL_APPEND2(st->finished, ex, lru_prev, lru_next);
@@ -507,6 +552,19 @@ static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, co
         DL_DELETE2(st->active, ex, lru_prev, lru_next);
         DL_APPEND2(st->active, ex, lru_prev, lru_next);
     }
+}
+
+static void emit_request(cs_store_t *st, cs_change_kind_t kind, const cs_exec_t *ex, const char *event_id,
+                         uint64_t seq)
+{
+    cs_change_t c = {.kind = kind,
+                     .exec = ex->id,
+                     .exec_len = ex->id_len,
+                     .event_id = event_id,
+                     .event_id_len = strlen(event_id),
+                     .seq = seq};
+
+    (void)emit(st, &c);
 }
 
 /* ---- eviction under store.max_bytes ---- */
@@ -620,14 +678,16 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     char tail[160], eid_buf[37], ts_buf[32];
     int is_request = fl->type_len == 20 && memcmp(fl->type, "human_input_required", 20) == 0;
     int is_answer = fl->type_len == 21 && memcmp(fl->type, "human_input_completed", 21) == 0;
+    uint64_t seq;
     cs_err_t e;
 
     ex = exec_get(st, fl->execution_id, fl->execution_id_len, now_unix_ms);
     if (ex == NULL)
         goto nomem;
 
-    /* A producer's retry of an event we still hold: acknowledge it again, store nothing. */
-    if (eid != NULL) {
+    /* A producer's retry of an event we still hold: acknowledge it again, store nothing. (A replayed
+     * record was stored once: it is no retry.) */
+    if (eid != NULL && !st->replaying) {
         cs_frame_t *dup = cs_exec_find_event(ex, eid, eid_len);
         for (; dup != NULL; dup = dup->id_next) {
             if (dup->type_len == fl->type_len && memcmp(dup->type, fl->type, fl->type_len) == 0) {
@@ -643,7 +703,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     }
     /* A retry of a request whose event has left the ring: the request is still there (requests live
      * beside the ring), and it is the same one: acknowledged with its seq, not asked twice. */
-    if (is_request && ev != NULL) {
+    if (is_request && ev != NULL && !st->replaying) {
         const char *rid = json_string_value(json_object_get(ev, "event_id"));
         cs_hitl_req_t *r = rid != NULL ? cs_hitl_find(&ex->hitl, rid) : NULL;
         if (r != NULL) {
@@ -656,12 +716,25 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
             return CS_OK;
         }
     }
+    /* The seq step: the store's own, or a sequencer's (store.h), or the record's on replay. */
+    seq = ex->next_seq;
+    if (st->replaying) {
+        seq = st->replay_seq;
+    } else if (st->seqr.assign != NULL) {
+        int r = st->seqr.assign(st->seqr.data, ex->id, ex->id_len, ex->next_seq, &seq);
+        if (r != 0 || seq < ex->next_seq) {
+            snprintf(detail, detail_len, "no seq for this event (%s): not stored",
+                     r != 0 ? "the sequencer refused" : "the sequencer went back");
+            e = r != 0 ? (cs_err_t)r : CS_ERR_INTERNAL;
+            goto refused;
+        }
+    }
     st->publishing = ex;
 
     /* What the daemon owns: a UUID when the event has no id, a timestamp when it has none, seq. */
     if (ev != NULL) {
         json_t *v;
-        if (cs_event_complete(ev, ex->next_seq, now_unix_ms) != 0)
+        if (cs_event_complete(ev, seq, now_unix_ms) != 0)
             goto nomem;
         v = json_object_get(ev, "event_id");
         eid = json_string_value(v);
@@ -679,7 +752,9 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
             ts = ts_buf;
         }
     }
-    if (body != NULL) {
+    if (body != NULL && st->replaying) {
+        tail[tail_len++] = '}'; /* the record's JSON holds every field already */
+    } else if (body != NULL) {
         /* The fields the daemon added, after the producer's own: a UUID, a timestamp, a number. */
         if (fl->event_id == NULL) {
             memcpy(tail + tail_len, ",\"event_id\":\"", 13), tail_len += 13;
@@ -692,7 +767,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
             tail[tail_len++] = '"';
         }
         memcpy(tail + tail_len, ",\"seq\":", 7), tail_len += 7;
-        tail_len += cs_fmt_u64(tail + tail_len, ex->next_seq);
+        tail_len += cs_fmt_u64(tail + tail_len, seq);
         tail[tail_len++] = '}';
     } else {
         json = json_dumps(ev, JSON_COMPACT);
@@ -703,7 +778,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     }
     if (exec_count(ex) == ex->ring_cap && ex->ring_cap < st->lim.ring_events && exec_grow(st, ex) != 0)
         goto nomem;
-    f = frame_new(st, ex, body, body_len, tail, tail_len, fl->type, fl->type_len, eid, eid_len, ex->next_seq,
+    f = frame_new(st, ex, body, body_len, tail, tail_len, fl->type, fl->type_len, eid, eid_len, seq,
                   st->gnext);
     free(json);
     json = NULL;
@@ -765,12 +840,17 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
                    st->lim.max_bytes);
         goto refused;
     }
-    if (make_room(st, extra) != 0) {
+    if (!st->replaying && make_room(st, extra) != 0) { /* a replay's evictions are records of their own */
         e = refuse(st, CS_ERR_UNAVAILABLE, detail, detail_len, "this event", 0, st->frame_bytes - f->bytes);
         /* frame_bytes: what is left of them is in flight (the rings were emptied of what may go) */
         goto refused;
     }
 
+    /* A seq past the next one (the sequencer's): those between are not here, nor what came before. */
+    if (seq > ex->next_seq) {
+        exec_drop_history(st, ex);
+        ex->first_seq = ex->next_seq = seq;
+    }
     /* Into the execution's ring: the newest event is always kept, even one larger than ring_bytes. */
     while (exec_count(ex) > 0 &&
            (exec_count(ex) >= ex->ring_cap || ex->bytes + f->bytes > st->lim.ring_bytes))
@@ -799,6 +879,23 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
         ex->first_order = ++st->first_orders;
     }
     ex->last_unix_ms = now_unix_ms;
+    {
+        cs_change_t c = {.kind = CS_CHANGE_PUBLISH,
+                         .exec = ex->id,
+                         .exec_len = ex->id_len,
+                         .seq = f->seq,
+                         .gseq = f->gseq,
+                         .event_id = f->event_id,
+                         .event_id_len = f->event_id_len,
+                         .type = f->type,
+                         .type_len = f->type_len,
+                         .json = f->json,
+                         .json_len = f->json_len,
+                         .unix_ms = now_unix_ms,
+                         .ticket = ++st->tickets};
+        st->deferred = emit(st, &c) == CS_CHANGE_LATER;
+        out->ticket = c.ticket;
+    }
 
     /* Into the global ring. */
     if (st->gnext - st->gfirst >= st->gcap)
@@ -807,13 +904,27 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     f->in_global = 1;
     st->gnext++;
     st->published++;
+    {
+        cs_change_t c = {.kind = CS_CHANGE_GLOBAL_APPEND,
+                         .exec = ex->id,
+                         .exec_len = ex->id_len,
+                         .seq = f->seq,
+                         .gseq = f->gseq};
+        (void)emit(st, &c);
+    }
 
     /* Human-input requests and answers, kept beside the ring. */
     size_t hb = ex->hitl.bytes, ob = ex->hitl.open_bytes, on = ex->hitl.n_open;
-    if (is_request && cs_hitl_on_request(&ex->hitl, ev, f->seq, f->json_len) != 0)
-        cs_log_error("store: out of memory recording human-input request %s of %s", f->event_id, ex->id);
-    if (answers != NULL)
+    if (is_request) {
+        if (cs_hitl_on_request(&ex->hitl, ev, f->seq, f->json_len) != 0)
+            cs_log_error("store: out of memory recording human-input request %s of %s", f->event_id, ex->id);
+        else
+            emit_request(st, CS_CHANGE_REQUEST_OPENED, ex, f->event_id, f->seq);
+    }
+    if (answers != NULL) {
         cs_hitl_answer(&ex->hitl, answers, push, push_len); /* pushes to the awaiting runtimes */
+        emit_request(st, CS_CHANGE_REQUEST_ANSWERED, ex, answers->event_id, f->seq);
+    }
     st->bytes = st->bytes - hb + ex->hitl.bytes;
     st->open_bytes = st->open_bytes - ob + ex->hitl.open_bytes;
     st->open_reqs = st->open_reqs - on + ex->hitl.n_open;
@@ -903,6 +1014,133 @@ cs_err_t cs_store_publish_fields(cs_store_t *st, const cs_event_fields_t *fl, co
         return CS_ERR_INTERNAL;
     }
     return publish_event(st, fl, NULL, body, body_len, now_unix_ms, out, detail, detail_len);
+}
+
+/* ---- the seam: observer, seq step, replay ---- */
+
+void cs_store_set_observer(cs_store_t *st, const cs_store_observer_t *obs)
+{
+    if (obs != NULL)
+        st->obs = *obs;
+    else
+        memset(&st->obs, 0, sizeof(st->obs));
+}
+
+void cs_store_set_sequencer(cs_store_t *st, const cs_store_sequencer_t *seqr)
+{
+    if (seqr != NULL)
+        st->seqr = *seqr;
+    else
+        memset(&st->seqr, 0, sizeof(st->seqr));
+}
+
+#define REPLAY_FAIL(...)                                                                                     \
+    do {                                                                                                     \
+        snprintf(detail, detail_len, __VA_ARGS__);                                                           \
+        return -1;                                                                                           \
+    } while (0)
+
+/* Stores the event of a CS_CHANGE_PUBLISH record as it was: its JSON, seq and time. */
+static int replay_publish(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, char *detail,
+                          size_t detail_len)
+{
+    cs_event_fields_t fl = {.execution_id = c->exec,
+                            .execution_id_len = c->exec_len,
+                            .type = c->type,
+                            .type_len = c->type_len,
+                            .event_id = c->event_id,
+                            .event_id_len = c->event_id_len};
+    cs_publish_t out;
+    const char *body;
+    size_t body_len;
+    json_t *ev;
+    cs_err_t e;
+
+    if (c->seq < ex->next_seq || c->gseq != st->gnext)
+        REPLAY_FAIL("%.*s: seq %llu (global %llu) after %llu (global %llu)", (int)c->exec_len, c->exec,
+                    (unsigned long long)c->seq, (unsigned long long)c->gseq, (unsigned long long)ex->next_seq,
+                    (unsigned long long)st->gnext);
+    if (!raw_line(c->json, c->json_len, &body, &body_len))
+        REPLAY_FAIL("%.*s: seq %llu: not one JSON object on one line", (int)c->exec_len, c->exec,
+                    (unsigned long long)c->seq);
+    ev = json_loadb(c->json, c->json_len, 0, NULL);
+    if (ev == NULL)
+        REPLAY_FAIL("%.*s: seq %llu: JSON that does not parse", (int)c->exec_len, c->exec,
+                    (unsigned long long)c->seq);
+    fl.timestamp = string_member(ev, "timestamp", &fl.timestamp_len);
+    memset(&out, 0, sizeof(out));
+    st->replaying = 1;
+    st->replay_seq = c->seq;
+    e = publish_event(st, &fl, ev, body, body_len, c->unix_ms, &out, detail, detail_len);
+    st->replaying = 0;
+    json_decref(ev);
+    return e == CS_OK ? 0 : -1;
+}
+
+int cs_store_replay(cs_store_t *st, const cs_change_t *c, char *detail, size_t detail_len)
+{
+    cs_exec_t *ex = c->exec != NULL ? cs_store_find(st, c->exec, c->exec_len) : NULL;
+    cs_hitl_req_t *r;
+
+    if (c->kind != CS_CHANGE_EXEC_NEW && c->kind != CS_CHANGE_GLOBAL_EVICT && ex == NULL)
+        REPLAY_FAIL("record %d: no execution \"%.*s\"", (int)c->kind, (int)c->exec_len, c->exec);
+    switch (c->kind) {
+    case CS_CHANGE_EXEC_NEW:
+        if (ex != NULL)
+            REPLAY_FAIL("%.*s: begun twice", (int)c->exec_len, c->exec);
+        return exec_new(st, c->exec, c->exec_len, c->epoch, c->unix_ms) != NULL ? 0 : -1;
+    case CS_CHANGE_PUBLISH:
+        return replay_publish(st, ex, c, detail, detail_len);
+    case CS_CHANGE_GLOBAL_APPEND: {
+        const cs_frame_t *f = st->gnext > st->gfirst ? st->gring[(st->gnext - 1) % st->gcap] : NULL;
+        if (f == NULL || f->gseq != c->gseq || f->seq != c->seq)
+            REPLAY_FAIL("global %llu is not seq %llu of %.*s", (unsigned long long)c->gseq,
+                        (unsigned long long)c->seq, (int)c->exec_len, c->exec);
+        return 0;
+    }
+    case CS_CHANGE_EVICT:
+        /* Idempotent: a publish's own ring bound may have let the frame go already. */
+        if (c->seq < ex->first_seq)
+            return 0;
+        if (c->seq != ex->first_seq || exec_count(ex) == 0)
+            REPLAY_FAIL("%.*s: evict seq %llu, oldest %llu", (int)c->exec_len, c->exec,
+                        (unsigned long long)c->seq, (unsigned long long)ex->first_seq);
+        exec_evict_oldest(st, ex);
+        return 0;
+    case CS_CHANGE_GLOBAL_EVICT:
+        if (c->gseq < st->gfirst)
+            return 0;
+        if (c->gseq != st->gfirst || st->gnext == st->gfirst)
+            REPLAY_FAIL("evict global %llu, oldest %llu", (unsigned long long)c->gseq,
+                        (unsigned long long)st->gfirst);
+        global_evict_oldest(st);
+        return 0;
+    case CS_CHANGE_REQUEST_OPENED:
+    case CS_CHANGE_REQUEST_ANSWERED: {
+        char id[CS_EVENT_ID_MAX + 1];
+        snprintf(id, sizeof(id), "%.*s", (int)c->event_id_len, c->event_id);
+        r = cs_hitl_find(&ex->hitl, id);
+        if (r == NULL || r->answered != (c->kind == CS_CHANGE_REQUEST_ANSWERED))
+            REPLAY_FAIL("%.*s: request %s is not %s", (int)c->exec_len, c->exec, id,
+                        c->kind == CS_CHANGE_REQUEST_OPENED ? "open" : "answered");
+        return 0;
+    }
+    case CS_CHANGE_FINISHED:
+        if (ex->finished != cs_status_is_final(c->status) || (int)ex->state.status != c->status)
+            REPLAY_FAIL("%.*s: status %s, the record says %s", (int)c->exec_len, c->exec,
+                        cs_status_name(ex->state.status), cs_status_name((cs_exec_status_t)c->status));
+        return 0;
+    case CS_CHANGE_EXPIRED:
+        exec_drop_history(st, ex);
+        exec_unlist(st, ex);
+        st->expired++;
+        return 0;
+    case CS_CHANGE_FREED:
+        ex->n_subs = 0; /* nobody watches a store being replayed */
+        exec_free(st, ex);
+        return 0;
+    }
+    REPLAY_FAIL("unknown record %d", (int)c->kind);
 }
 
 /* ---- human input ---- */
@@ -1282,6 +1520,7 @@ void cs_store_free(cs_store_t *st)
 
     if (st == NULL)
         return;
+    st->tearing_down = 1;
     while (st->gnext > st->gfirst)
         global_evict_oldest(st);
     HASH_ITER(hh, st->execs, ex, tmp)
@@ -1307,6 +1546,7 @@ void cs_store_expire(cs_store_t *st, int64_t now_mono_ms)
         exec_drop_history(st, ex);
         exec_unlist(st, ex);
         st->expired++;
+        emit_exec(st, CS_CHANGE_EXPIRED, ex->id, ex->id_len, 0);
         /* Watched, or pinned by an open request (its status and requests stay until it is answered,
          * when it is listed again and expires retain_s later): off the list, not freed. */
         if (exec_evictable(st, ex))

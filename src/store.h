@@ -165,6 +165,7 @@ typedef struct cs_publish {
     cs_frame_t *frame; /* borrowed: the stored frame (or the original, for a duplicate) */
     cs_exec_t *exec;
     char request_event_id[CS_EVENT_ID_MAX + 1]; /* cs_store_answer: the request it answered */
+    uint64_t ticket;                            /* of its CS_CHANGE_PUBLISH record (0: a duplicate) */
 } cs_publish_t;
 
 /**
@@ -204,6 +205,82 @@ cs_hitl_t *cs_store_requests(cs_store_t *store, const char *execution_id, size_t
 /** Finds the human-input request event_id of execution_id, or NULL (with CS_ERR_NOT_FOUND detail). */
 cs_hitl_req_t *cs_store_find_request(cs_store_t *store, const char *execution_id, size_t id_len,
                                      const char *event_id, char *detail, size_t detail_len);
+
+/*
+ * The seam: every change of the store's state is one record handed to one observer, in the order the
+ * changes happen, and the same records replayed into an empty store (with the same limits) rebuild
+ * the same executions, seqs, frames, statuses and requests. The journal (issue 12) writes them and
+ * replays them at start; the Redis cluster (issue 16) ships them between daemons. docs/architecture.md
+ * (the store) describes each record.
+ */
+typedef enum cs_change_kind {
+    CS_CHANGE_EXEC_NEW = 1,     /* an execution began: exec, epoch, unix_ms (created) */
+    CS_CHANGE_PUBLISH,          /* an event stored in its execution's ring: exec, seq, gseq, event_id, type,
+                                 * json (the frame's, as subscribers get it), unix_ms, ticket */
+    CS_CHANGE_GLOBAL_APPEND,    /* that event entered the global ring: exec, seq, gseq */
+    CS_CHANGE_EVICT,            /* the oldest frame of an execution's ring left it: exec, seq */
+    CS_CHANGE_GLOBAL_EVICT,     /* the global ring's oldest frame left it: gseq */
+    CS_CHANGE_REQUEST_OPENED,   /* a human_input_required became an open request: exec, event_id, seq */
+    CS_CHANGE_REQUEST_ANSWERED, /* an open request was answered: exec, event_id (the request's), seq (the
+                                 * completion's) */
+    CS_CHANGE_FINISHED,         /* an execution entered (status final) or left a final state: exec, status */
+    CS_CHANGE_EXPIRED,          /* a finished execution's retention ended (its frames went by EVICT) */
+    CS_CHANGE_FREED,            /* an execution and everything it held are gone: exec */
+} cs_change_kind_t;
+
+/** One change. Pointers are valid during the observer's call only. */
+typedef struct cs_change {
+    cs_change_kind_t kind;
+    const char *exec;
+    size_t exec_len;
+    uint64_t epoch, seq, gseq;
+    const char *event_id;
+    size_t event_id_len;
+    const char *type;
+    size_t type_len;
+    const char *json;
+    size_t json_len;
+    int64_t unix_ms;
+    int status;      /* cs_exec_status_t */
+    uint64_t ticket; /* CS_CHANGE_PUBLISH: names the publish for cs_store_confirm */
+} cs_change_t;
+
+/** What an observer returns for a CS_CHANGE_PUBLISH it will make durable later (it then calls
+ * cs_store_confirm with the record's ticket); 0 otherwise. */
+#define CS_CHANGE_LATER 1
+
+/** The one place every change goes through. */
+typedef struct cs_store_observer {
+    int (*change)(void *data, const cs_change_t *c);
+    void *data;
+} cs_store_observer_t;
+
+/** Sets the observer (NULL: none); records flow from the next change on. */
+void cs_store_set_observer(cs_store_t *store, const cs_store_observer_t *obs);
+
+/**
+ * Applies one record to a store that has seen every record before it and nothing else: an event is
+ * stored with the seq, gseq, ids and JSON the record names (no id is drawn, no room is made: the
+ * evictions come as their own records); records derived from a publish (request opened or answered,
+ * finished) are checked against what the publish did. Returns 0, or -1 with detail when the record
+ * does not follow from the store's state.
+ */
+int cs_store_replay(cs_store_t *store, const cs_change_t *c, char *detail, size_t detail_len);
+
+/**
+ * The seq step: gives the event about to be stored in execution exec its seq. next is the store's own
+ * (one past the newest it holds); a sequencer (a remote engine holding the order) may give more, when
+ * the seqs between were taken elsewhere: they are then not in this ring (its frames are evicted and a
+ * subscriber behind gets stream.gap). Returns 0 with *seq, or an error value (the publish is refused
+ * with it).
+ */
+typedef struct cs_store_sequencer {
+    int (*assign)(void *data, const char *exec, size_t exec_len, uint64_t next, uint64_t *seq);
+    void *data;
+} cs_store_sequencer_t;
+
+/** Sets the seq step (NULL: the store's own, next). */
+void cs_store_set_sequencer(cs_store_t *store, const cs_store_sequencer_t *seqr);
 
 /** Calls fn for every execution that has a history (events or human-input requests). */
 void cs_store_each(cs_store_t *store, void (*fn)(cs_exec_t *ex, void *data), void *data);
