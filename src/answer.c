@@ -108,12 +108,12 @@ nomem:
     return NULL;
 }
 
-cs_err_t cs_store_answer(cs_store_t *st, const char *id, size_t id_len, const cs_answer_t *a,
-                         int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
+cs_err_t cs_answer_submit(cs_store_t *st, const char *id, size_t id_len, const cs_answer_t *a,
+                          int64_t now_unix_ms, const cs_store_done_t *done, cs_publish_t *out, char *detail,
+                          size_t detail_len)
 {
     cs_hitl_t *h = cs_store_requests(st, id, id_len, detail, detail_len);
     cs_hitl_req_t *r;
-    char rid[CS_EVENT_ID_MAX + 1];
     json_t *ev;
     cs_err_t e;
 
@@ -127,22 +127,25 @@ cs_err_t cs_store_answer(cs_store_t *st, const char *id, size_t id_len, const cs
         snprintf(detail, detail_len, "out of memory");
         return CS_ERR_INTERNAL;
     }
-    /* The request's id is read before the publish, which answers r. */
-    snprintf(rid, sizeof(rid), "%s", r->event_id);
-    e = cs_store_publish(st, ev, now_unix_ms, out, detail, detail_len);
-    if (e == CS_OK)
-        memcpy(out->request_event_id, rid, sizeof(rid));
+    /* The store's human-input step closes r and pushes the answer; out->request_event_id names r. */
+    e = cs_store_submit_raw(st, ev, NULL, 0, now_unix_ms, done, out, detail, detail_len);
     json_decref(ev);
     return e;
 }
 
+cs_err_t cs_store_answer(cs_store_t *st, const char *id, size_t id_len, const cs_answer_t *a,
+                         int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
+{
+    return cs_answer_submit(st, id, id_len, a, now_unix_ms, NULL, out, detail, detail_len);
+}
+
 cs_err_t cs_answer_take(cs_store_t *st, const char *id, size_t id_len, const json_t *o, int64_t now_unix_ms,
-                        cs_publish_t *out, char *detail, size_t detail_len)
+                        const cs_store_done_t *done, cs_publish_t *out, char *detail, size_t detail_len)
 {
     cs_answer_t a;
     cs_err_t e = cs_answer_from_json(o, &a, detail, detail_len);
 
     if (e != CS_OK)
         return e;
-    return cs_store_answer(st, id, id_len, &a, now_unix_ms, out, detail, detail_len);
+    return cs_answer_submit(st, id, id_len, &a, now_unix_ms, done, out, detail, detail_len);
 }

@@ -48,17 +48,29 @@ cs_err_t cs_answer_find(const cs_hitl_t *h, const cs_answer_t *a, cs_hitl_req_t 
 json_t *cs_answer_completion(const char *id, size_t id_len, const cs_hitl_req_t *r, const cs_answer_t *a);
 
 /**
- * Answers an open request of execution_id: finds it (cs_answer_find) and publishes its completion,
- * which pushes the answer to the awaiting runtimes. Returns CS_OK with out filled
- * (out->request_event_id: the request answered), CS_ERR_NOT_FOUND (no such execution), CS_ERR_CONFLICT
- * (no such open request) or the publish's error, with detail.
+ * Answers an open request of execution_id: finds it (cs_answer_find) and publishes its completion with
+ * cs_store_submit_raw (done as there: NULL completes at once; else CS_PENDING may come back, and done
+ * reports the outcome), which pushes the answer to the awaiting runtimes. Returns CS_OK with out filled
+ * (out->request_event_id: the request answered), CS_PENDING, CS_ERR_NOT_FOUND (no such execution),
+ * CS_ERR_CONFLICT (no such open request) or the publish's error, with detail.
  */
+cs_err_t cs_answer_submit(cs_store_t *store, const char *execution_id, size_t id_len, const cs_answer_t *a,
+                          int64_t now_unix_ms, const cs_store_done_t *done, cs_publish_t *out, char *detail,
+                          size_t detail_len);
+
+/** cs_answer_submit completing at once (no completion). */
 cs_err_t cs_store_answer(cs_store_t *store, const char *execution_id, size_t id_len, const cs_answer_t *a,
                          int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len);
 
-/** The entry point of the answer routes: cs_answer_from_json of the client's message o, then
- * cs_store_answer. */
+/**
+ * The entry point of the answer routes: parse (cs_answer_from_json of the client's message o), find the
+ * open request, publish its completion, push to the awaiting runtimes (cs_answer_submit). A transport
+ * that can wait passes done: on CS_PENDING it holds its reply (HTTP: MHD_suspend_connection, resumed
+ * from done->fn, as long-poll does; WebSocket: the ack is queued from done->fn) and forgets the ticket
+ * (cs_store_forget, out->ticket) if its client leaves first.
+ */
 cs_err_t cs_answer_take(cs_store_t *store, const char *execution_id, size_t id_len, const json_t *o,
-                        int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len);
+                        int64_t now_unix_ms, const cs_store_done_t *done, cs_publish_t *out, char *detail,
+                        size_t detail_len);
 
 #endif

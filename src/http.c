@@ -575,6 +575,8 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     metric(&b, "store_pinned_bytes", "gauge",
            "Bytes of executions an open human-input request pins (at most half of store.max_bytes).",
            st.pinned_bytes);
+    metric(&b, "store_pending_publishes", "gauge",
+           "Publishes stored and waiting for the store's observer (the journal) to confirm them.", st.pending);
     metric(&b, "human_input_open", "gauge", "Open (unanswered) human-input requests.", st.open_requests);
     metric(&b, "human_input_open_bytes", "gauge", "Bytes of the open human-input requests.",
            st.open_request_bytes);

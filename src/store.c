@@ -54,12 +54,22 @@ struct cs_store {
     /* The seam (store.h): the observer every change goes through, and the seq step. */
     cs_store_observer_t obs;
     cs_store_sequencer_t seqr;
-    uint64_t tickets;    /* the last publish's ticket */
-    int deferred;        /* the observer will confirm the publish in progress later */
-    int replaying;       /* a publish of cs_store_replay: the record's seq and JSON, no room made */
-    uint64_t replay_seq; /* ... and that seq */
-    int tearing_down;    /* cs_store_free: nothing to record */
+    uint64_t tickets;        /* the last publish's ticket */
+    int deferred;            /* the observer will confirm the publish in progress later */
+    int replaying;           /* a publish of cs_store_replay: the record's seq and JSON, no room made */
+    uint64_t replay_seq;     /* ... and that seq */
+    int tearing_down;        /* cs_store_free: nothing to record */
+    struct pending *pending; /* publishes whose completion waits for cs_store_confirm, oldest first */
+    size_t n_pending;
 };
+
+/* A publish the observer confirms later, and the completion waiting for it. */
+typedef struct pending {
+    uint64_t ticket;
+    cs_store_done_t done;
+    cs_publish_t pub;
+    struct pending *prev, *next;
+} pending_t;
 
 /* ---- the seam: one place for every change ---- */
 
@@ -924,6 +934,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     if (answers != NULL) {
         cs_hitl_answer(&ex->hitl, answers, push, push_len); /* pushes to the awaiting runtimes */
         emit_request(st, CS_CHANGE_REQUEST_ANSWERED, ex, answers->event_id, f->seq);
+        snprintf(out->request_event_id, sizeof(out->request_event_id), "%s", answers->event_id);
     }
     st->bytes = st->bytes - hb + ex->hitl.bytes;
     st->open_bytes = st->open_bytes - ob + ex->hitl.open_bytes;
@@ -964,10 +975,71 @@ refused:
     return e;
 }
 
+/* publish_event with a completion: CS_PENDING when the observer confirms the publish later and done
+ * waits for it (store.h). */
+static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, const char *body,
+                       size_t body_len, int64_t now_unix_ms, const cs_store_done_t *done, cs_publish_t *out,
+                       char *detail, size_t detail_len)
+{
+    pending_t *pe = NULL;
+    cs_err_t e;
+
+    /* Had before the event is stored: a completion that could not be kept would be a lost reply. */
+    if (done != NULL && st->obs.change != NULL && (pe = calloc(1, sizeof(*pe))) == NULL) {
+        snprintf(detail, detail_len, "out of memory");
+        return CS_ERR_INTERNAL;
+    }
+    st->deferred = 0;
+    e = publish_event(st, fl, ev, body, body_len, now_unix_ms, out, detail, detail_len);
+    if (e != CS_OK || !st->deferred || pe == NULL) {
+        st->deferred = 0;
+        free(pe);
+        return e;
+    }
+    st->deferred = 0;
+    pe->ticket = out->ticket;
+    pe->done = *done;
+    pe->pub = *out;
+    pe->pub.frame = NULL;
+    pe->pub.exec = NULL;
+    DL_APPEND(st->pending, pe);
+    st->n_pending++;
+    return CS_PENDING;
+}
+
+static pending_t *pending_take(cs_store_t *st, uint64_t ticket)
+{
+    pending_t *pe;
+
+    /* Confirmations come mostly in order: the oldest first. */
+    for (pe = st->pending; pe != NULL && pe->ticket != ticket; pe = pe->next)
+        ;
+    if (pe != NULL) {
+        DL_DELETE(st->pending, pe);
+        st->n_pending--;
+    }
+    return pe;
+}
+
+void cs_store_confirm(cs_store_t *st, uint64_t ticket, cs_err_t e, const char *detail)
+{
+    pending_t *pe = pending_take(st, ticket);
+
+    if (pe == NULL)
+        return; /* nobody waits (published without a completion, or forgotten) */
+    pe->done.fn(pe->done.data, e, &pe->pub, detail != NULL ? detail : "");
+    free(pe);
+}
+
+void cs_store_forget(cs_store_t *st, uint64_t ticket)
+{
+    free(pending_take(st, ticket));
+}
+
 cs_err_t cs_store_publish(cs_store_t *st, json_t *ev, int64_t now_unix_ms, cs_publish_t *out, char *detail,
                           size_t detail_len)
 {
-    return cs_store_publish_raw(st, ev, NULL, 0, now_unix_ms, out, detail, detail_len);
+    return cs_store_submit_raw(st, ev, NULL, 0, now_unix_ms, NULL, out, detail, detail_len);
 }
 
 /* Returns the string value of member key of ev, or NULL; *len its length. */
@@ -981,6 +1053,12 @@ static const char *string_member(const json_t *ev, const char *key, size_t *len)
 
 cs_err_t cs_store_publish_raw(cs_store_t *st, json_t *ev, const char *raw, size_t raw_len,
                               int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
+{
+    return cs_store_submit_raw(st, ev, raw, raw_len, now_unix_ms, NULL, out, detail, detail_len);
+}
+
+cs_err_t cs_store_submit_raw(cs_store_t *st, json_t *ev, const char *raw, size_t raw_len, int64_t now_unix_ms,
+                             const cs_store_done_t *done, cs_publish_t *out, char *detail, size_t detail_len)
 {
     cs_event_fields_t fl;
     const char *body;
@@ -997,11 +1075,18 @@ cs_err_t cs_store_publish_raw(cs_store_t *st, json_t *ev, const char *raw, size_
     }
     if (!raw_keepable(ev, raw, raw_len, &body, &body_len))
         body = NULL;
-    return publish_event(st, &fl, ev, body, body_len, now_unix_ms, out, detail, detail_len);
+    return submit(st, &fl, ev, body, body_len, now_unix_ms, done, out, detail, detail_len);
 }
 
 cs_err_t cs_store_publish_fields(cs_store_t *st, const cs_event_fields_t *fl, const char *raw, size_t raw_len,
                                  int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
+{
+    return cs_store_submit_fields(st, fl, raw, raw_len, now_unix_ms, NULL, out, detail, detail_len);
+}
+
+cs_err_t cs_store_submit_fields(cs_store_t *st, const cs_event_fields_t *fl, const char *raw, size_t raw_len,
+                                int64_t now_unix_ms, const cs_store_done_t *done, cs_publish_t *out,
+                                char *detail, size_t detail_len)
 {
     const char *body;
     size_t body_len;
@@ -1013,7 +1098,7 @@ cs_err_t cs_store_publish_fields(cs_store_t *st, const cs_event_fields_t *fl, co
         snprintf(detail, detail_len, "internal: an event the store must have whole");
         return CS_ERR_INTERNAL;
     }
-    return publish_event(st, fl, NULL, body, body_len, now_unix_ms, out, detail, detail_len);
+    return submit(st, fl, NULL, body, body_len, now_unix_ms, done, out, detail, detail_len);
 }
 
 /* ---- the seam: observer, seq step, replay ---- */
@@ -1521,6 +1606,8 @@ void cs_store_free(cs_store_t *st)
     if (st == NULL)
         return;
     st->tearing_down = 1;
+    while (st->pending != NULL)
+        free(pending_take(st, st->pending->ticket));
     while (st->gnext > st->gfirst)
         global_evict_oldest(st);
     HASH_ITER(hh, st->execs, ex, tmp)
@@ -1572,6 +1659,7 @@ void cs_store_stats(const cs_store_t *st, cs_store_stats_t *s)
     s->executions_expired = st->expired;
     s->gaps_sent = st->gaps;
     s->subscribers = st->subscribers;
+    s->pending = st->n_pending;
 }
 
 uint64_t cs_store_global_epoch(const cs_store_t *st)

@@ -133,6 +133,7 @@ typedef struct cs_store_stats {
     uint64_t executions_expired;
     uint64_t gaps_sent;
     size_t subscribers;
+    size_t pending; /* publishes waiting for their observer's confirmation, with a completion */
 } cs_store_stats_t;
 
 /** Creates an empty store; returns 0 or -ENOMEM. */
@@ -164,7 +165,7 @@ typedef struct cs_publish {
     int duplicate;
     cs_frame_t *frame; /* borrowed: the stored frame (or the original, for a duplicate) */
     cs_exec_t *exec;
-    char request_event_id[CS_EVENT_ID_MAX + 1]; /* cs_store_answer: the request it answered */
+    char request_event_id[CS_EVENT_ID_MAX + 1]; /* a human_input_completed: the request it answered */
     uint64_t ticket;                            /* of its CS_CHANGE_PUBLISH record (0: a duplicate) */
 } cs_publish_t;
 
@@ -201,6 +202,44 @@ cs_err_t cs_store_publish_fields(cs_store_t *store, const cs_event_fields_t *fl,
  * no such execution has a history. Answers are published (answer.h), never written here. */
 cs_hitl_t *cs_store_requests(cs_store_t *store, const char *execution_id, size_t id_len, char *detail,
                              size_t detail_len);
+
+/*
+ * Completion: a publish may be stored here at once but made durable (or ordered) elsewhere later - the
+ * journal's fsync "always", the Redis cluster's round trip. The observer says so by answering
+ * CS_CHANGE_LATER to the CS_CHANGE_PUBLISH record, and later calls cs_store_confirm with its ticket.
+ * A caller that can wait submits with a completion: it gets CS_PENDING (out already filled: the seq and
+ * event_id are assigned, the event is visible to subscribers), and done->fn is called exactly once,
+ * from cs_store_confirm, with the outcome and a copy of out (its frame and exec NULL: they may be gone
+ * by then). Without a completion, or when the observer is done at once, a publish completes at once as
+ * before (CS_OK or an error, done never called). A producer's retry of an event still pending is
+ * acknowledged at once with the original seq.
+ */
+
+/** Not an error: the publish completes later, through its completion. Positive, so it is neither CS_OK
+ * nor an error value. */
+#define CS_PENDING 0x10000
+
+typedef struct cs_store_done {
+    void (*fn)(void *data, cs_err_t e, const cs_publish_t *pub, const char *detail);
+    void *data;
+} cs_store_done_t;
+
+/** cs_store_publish_raw with a completion (done may be NULL: complete at once). */
+cs_err_t cs_store_submit_raw(cs_store_t *store, json_t *ev, const char *raw, size_t raw_len,
+                             int64_t now_unix_ms, const cs_store_done_t *done, cs_publish_t *out,
+                             char *detail, size_t detail_len);
+
+/** cs_store_publish_fields with a completion (done may be NULL: complete at once). */
+cs_err_t cs_store_submit_fields(cs_store_t *store, const cs_event_fields_t *fl, const char *raw,
+                                size_t raw_len, int64_t now_unix_ms, const cs_store_done_t *done,
+                                cs_publish_t *out, char *detail, size_t detail_len);
+
+/** The observer's word on the publish of ticket: e CS_OK (durable) or an error (with detail). Calls its
+ * completion, when one waits. */
+void cs_store_confirm(cs_store_t *store, uint64_t ticket, cs_err_t e, const char *detail);
+
+/** Drops the completion of ticket, unconfirmed (its caller is gone): it will not be called. */
+void cs_store_forget(cs_store_t *store, uint64_t ticket);
 
 /** Finds the human-input request event_id of execution_id, or NULL (with CS_ERR_NOT_FOUND detail). */
 cs_hitl_req_t *cs_store_find_request(cs_store_t *store, const char *execution_id, size_t id_len,
