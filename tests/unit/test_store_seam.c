@@ -2,7 +2,7 @@
  * test_store_seam.c - the store's seam (store.h): every change goes through the observer, and the
  * records replayed into an empty store rebuild the same executions, seqs, event ids, frames,
  * statuses and human-input requests - what the journal will do at start. Also the seq step taken over
- * by a sequencer, and a publish the observer confirms later (cs_store_submit).
+ * by a sequencer (the completion of a publish confirmed later: test_ingest_order.c).
  */
 #include "../../src/answer.c"
 #include "../../src/cursor.c"
@@ -255,24 +255,35 @@ static void test_replay_rebuilds_the_store(void)
     }
 }
 
-/* A journal_record that does not follow from the store's state is refused, not applied. */
-static void test_replay_refuses_a_gap(void)
+static const cs_store_limits_t roomy = {
+    .ring_events = 8, .ring_bytes = 1 << 20, .max_bytes = 1 << 24, .retain_s = 10, .global_events = 16};
+
+/* Publishes n events of type to execution x in st; their seqs in seqs (when not NULL). */
+static void post_n(cs_store_t *st, const char *x, const char *type, int n, uint64_t *seqs)
 {
-    cs_store_limits_t lim = {
-        .ring_events = 8, .ring_bytes = 1 << 20, .max_bytes = 1 << 24, .retain_s = 10, .global_events = 16};
-    journal_t j = {0};
-    cs_store_t *a, *b;
     cs_publish_t pub;
     char detail[300];
 
-    REQUIRE(cs_store_new(&a, &lim) == 0);
-    cs_store_set_observer(a, &(cs_store_observer_t){journal_record, &j});
-    for (int i = 0; i < 3; i++) {
-        json_t *ev = json_pack("{s:s, s:s}", "execution_id", "g", "type", "log");
-        REQUIRE(cs_store_publish(a, ev, 1, &pub, detail, sizeof(detail)) == CS_OK);
+    for (int i = 0; i < n; i++) {
+        json_t *ev = json_pack("{s:s, s:s}", "execution_id", x, "type", type);
+        REQUIRE(cs_store_publish(st, ev, 1, &pub, detail, sizeof(detail)) == CS_OK);
+        if (seqs != NULL)
+            seqs[i] = pub.seq;
         json_decref(ev);
     }
-    REQUIRE(cs_store_new(&b, &lim) == 0);
+}
+
+/* A record that does not follow from the store's state is refused, not applied. */
+static void test_replay_refuses_a_gap(void)
+{
+    journal_t j = {0};
+    cs_store_t *a, *b;
+    char detail[300];
+
+    REQUIRE(cs_store_new(&a, &roomy) == 0);
+    cs_store_set_observer(a, &(cs_store_observer_t){journal_record, &j});
+    post_n(a, "g", "log", 3, NULL);
+    REQUIRE(cs_store_new(&b, &roomy) == 0);
     size_t skipped = 0;
     int failed = 0;
     for (size_t i = 0; i < j.n && !failed; i++) {
@@ -304,23 +315,16 @@ static int refuse_seq(void *data, const char *exec, size_t len, uint64_t next, u
 
 static void test_sequencer(void)
 {
-    cs_store_limits_t lim = {
-        .ring_events = 8, .ring_bytes = 1 << 20, .max_bytes = 1 << 24, .retain_s = 10, .global_events = 16};
     journal_t j = {0};
     cs_store_t *a, *b;
     cs_publish_t pub;
     char detail[300];
     uint64_t seqs[5];
 
-    REQUIRE(cs_store_new(&a, &lim) == 0);
+    REQUIRE(cs_store_new(&a, &roomy) == 0);
     cs_store_set_observer(a, &(cs_store_observer_t){journal_record, &j});
     cs_store_set_sequencer(a, &(cs_store_sequencer_t){jump_seq, NULL});
-    for (int i = 0; i < 5; i++) {
-        json_t *ev = json_pack("{s:s, s:s}", "execution_id", "s", "type", "run.started");
-        REQUIRE(cs_store_publish(a, ev, 1, &pub, detail, sizeof(detail)) == CS_OK);
-        seqs[i] = pub.seq;
-        json_decref(ev);
-    }
+    post_n(a, "s", "run.started", 5, seqs);
     CHECK(seq_calls == 5);
     CHECK(seqs[0] == 1 && seqs[1] == 2 && seqs[2] == 10 && seqs[3] == 11 && seqs[4] == 12);
     cs_exec_t *ex = cs_store_find(a, "s", 1);
@@ -331,7 +335,7 @@ static void test_sequencer(void)
     json_t *st = cs_exec_status_json(ex);
     CHECK(json_integer_value(json_object_get(st, "last_seq")) == 12);
     json_decref(st);
-    b = replay(&j, &lim);
+    b = replay(&j, &roomy);
     check_same(a, b);
 
     cs_store_set_sequencer(a, &(cs_store_sequencer_t){refuse_seq, NULL});
