@@ -545,7 +545,7 @@ static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_prin
                                "the token does not grant publish on this execution");
     }
     slot_t *sl = NULL;
-    if (conn != NULL && (sl = slot_new(conn)) == NULL)
+    if (conn != NULL && cs_store_may_defer(d->store) && (sl = slot_new(conn)) == NULL)
         return reply_no_memory(reply, rlen, rcap);
     e = cs_store_submit_fields(d->store, fl, line, len, cs_unix_ms(), sl != NULL ? &sl->done : NULL, &pub,
                                detail, sizeof(detail));
@@ -626,7 +626,7 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
                         "the token does not grant publish on this execution");
         goto out;
     }
-    if (conn != NULL && (sl = slot_new(conn)) == NULL) {
+    if (conn != NULL && cs_store_may_defer(d->store) && (sl = slot_new(conn)) == NULL) {
         e = reply_no_memory(reply, rlen, rcap);
         goto out;
     }

@@ -1031,6 +1031,11 @@ void cs_store_confirm(cs_store_t *st, uint64_t ticket, cs_err_t e, const char *d
     free(pe);
 }
 
+int cs_store_may_defer(const cs_store_t *st)
+{
+    return st->obs.change != NULL;
+}
+
 void cs_store_forget(cs_store_t *st, uint64_t ticket)
 {
     free(pending_take(st, ticket));

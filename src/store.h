@@ -234,6 +234,10 @@ cs_err_t cs_store_submit_fields(cs_store_t *store, const cs_event_fields_t *fl, 
                                 size_t raw_len, int64_t now_unix_ms, const cs_store_done_t *done,
                                 cs_publish_t *out, char *detail, size_t detail_len);
 
+/** Nonzero when a publish may come back CS_PENDING (an observer is set): a caller may skip preparing a
+ * completion otherwise. */
+int cs_store_may_defer(const cs_store_t *store);
+
 /** The observer's word on the publish of ticket: e CS_OK (durable) or an error (with detail). Calls its
  * completion, when one waits. */
 void cs_store_confirm(cs_store_t *store, uint64_t ticket, cs_err_t e, const char *detail);
