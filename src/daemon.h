@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "answer.h"
 #include "auth.h"
 #include "config.h"
 #include "loop.h"

@@ -131,6 +131,26 @@ int cs_hitl_on_request(cs_hitl_t *h, const json_t *ev, uint64_t seq, size_t text
     return 0;
 }
 
+json_t *cs_hitl_pending_json(const cs_hitl_t *h)
+{
+    static const char *const copy[] = {"task_id", "crew_id",      "agent_id", "prompt",
+                                       "context", "reason_flags", "timestamp"};
+    json_t *arr = json_array();
+
+    for (const cs_hitl_req_t *r = h->open; r != NULL && arr != NULL; r = r->onext) {
+        json_t *o = json_pack("{s:s, s:I}", "event_id", r->event_id, "seq", (json_int_t)r->seq);
+        if (o == NULL)
+            continue;
+        for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++) {
+            json_t *v = json_object_get(r->request, copy[i]);
+            if (v != NULL)
+                json_object_set(o, copy[i], v);
+        }
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
 cs_hitl_req_t *cs_hitl_find(const cs_hitl_t *h, const char *event_id)
 {
     cs_hitl_req_t *r = NULL;

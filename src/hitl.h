@@ -98,6 +98,10 @@ void cs_hitl_answer(cs_hitl_t *h, cs_hitl_req_t *r, char *push, size_t push_len)
  */
 cs_hitl_req_t *cs_hitl_on_completed(cs_hitl_t *h, const char *execution_id, const json_t *ev, uint64_t seq);
 
+/** The open requests as GET /v1/executions/{id} lists them (event_id, seq, and the request's task_id,
+ * crew_id, agent_id, prompt, context, reason_flags, timestamp), oldest first; new reference. */
+json_t *cs_hitl_pending_json(const cs_hitl_t *h);
+
 /** Finds a request by event_id, or NULL. O(1). */
 cs_hitl_req_t *cs_hitl_find(const cs_hitl_t *h, const char *event_id);
 

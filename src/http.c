@@ -359,14 +359,14 @@ static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Resu
     while (cs_sub_next(&q->sub, &it)) {
         if (it.frame == NULL) {
             gap = 1;
-            gap_first = q->sub.gap_first;
+            gap_first = it.gap_first;
             continue;
         }
         if (count++ > 0)
             rc |= cs_buf_puts(&b, ",");
         rc |= cs_buf_append(&b, it.frame->json, it.frame->json_len);
         seq = it.frame->seq;
-        cs_cursor_format(cur, sizeof(cur), q->sub.exec->epoch, seq);
+        cs_sub_cursor(&q->sub, seq, cur, sizeof(cur));
     }
     if (seq > 0)
         rc |= cs_buf_printf(&b, "],\"last_event_id\":\"%s\",\"last_seq\":%llu", cur, (unsigned long long)seq);
@@ -436,9 +436,9 @@ typedef struct list_ctx {
 static void list_one(cs_exec_t *ex, void *data)
 {
     list_ctx_t *l = data;
-    if (!cs_auth_principal_allows(l->who, ex->id))
+    if (!cs_auth_principal_allows(l->who, cs_exec_id(ex, NULL)))
         return;
-    if (l->status != NULL && strcmp(l->status, cs_exec_status_name(ex->status)) != 0)
+    if (l->status != NULL && strcmp(l->status, cs_status_name(cs_exec_status(ex))) != 0)
         return;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 64;
@@ -456,9 +456,10 @@ static void list_one(cs_exec_t *ex, void *data)
 static int newest_first(const void *a, const void *b)
 {
     const cs_exec_t *x = *(cs_exec_t *const *)a, *y = *(cs_exec_t *const *)b;
-    if (x->first_order != y->first_order)
-        return x->first_order > y->first_order ? -1 : 1;
-    return strcmp(x->id, y->id);
+    uint64_t xo = cs_exec_first_order(x), yo = cs_exec_first_order(y);
+    if (xo != yo)
+        return xo > yo ? -1 : 1;
+    return strcmp(cs_exec_id(x, NULL), cs_exec_id(y, NULL));
 }
 
 static enum MHD_Result send_json_value(cs_http_t *h, struct MHD_Connection *con, json_t *v)
@@ -481,38 +482,18 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
     if (ar != CS_AUTH_OK &&
         !(rt->kind == CS_ROUTE_EXECS_LIST && ar == CS_AUTH_FORBIDDEN && (who.scopes & CS_SCOPE_READ) != 0))
         return queue_err(h, con, ar, NULL, NULL, NULL);
-    if (rt->kind != CS_ROUTE_EXECS_LIST) {
-        cs_exec_t *ex = cs_store_find(h->d->store, rt->execution_id, rt->execution_id_len);
-        cs_exec_t blank;
-        if (ex == NULL || (ex->next_seq == 1 && ex->hitl.n == 0)) {
-            /* No event yet (or none retained past retain_s): pending, as a status poll right after a
-             * kickoff expects (SPEC §2), not an error. */
-            memset(&blank, 0, sizeof(blank));
-            blank.id = rt->execution_id;
-            blank.id_len = rt->execution_id_len;
-            blank.status = CS_EXEC_PENDING;
-            blank.next_seq = 1;
-            ex = &blank;
-        }
-        return send_json_value(
-            h, con, rt->kind == CS_ROUTE_EXEC_STATUS ? cs_status_json(ex) : cs_status_seed_json(ex));
-    }
+    if (rt->kind != CS_ROUTE_EXECS_LIST)
+        return send_json_value(h, con,
+                               cs_store_status_json(h->d->store, rt->execution_id, rt->execution_id_len,
+                                                    rt->kind != CS_ROUTE_EXEC_STATUS));
 
     /* The list: what the token may read, newest first. */
     const char *st = lookup_arg(con, "status"), *lim = lookup_arg(con, "limit");
     uint64_t limit = 100;
-    static const char *const states[] = {"pending",   "running", "pending_human_input",
-                                         "completed", "error",   "canceled"};
-    if (st != NULL) {
-        size_t i;
-        for (i = 0; i < sizeof(states) / sizeof(states[0]) && strcmp(st, states[i]) != 0; i++)
-            ;
-        if (i == sizeof(states) / sizeof(states[0]))
-            return queue_err(
-                h, con, CS_ERR_BAD_REQUEST,
-                "status: one of pending, running, pending_human_input, completed, error, canceled", NULL,
-                NULL);
-    }
+    if (st != NULL && cs_status_parse(st) < 0)
+        return queue_err(h, con, CS_ERR_BAD_REQUEST,
+                         "status: one of pending, running, pending_human_input, completed, error, canceled",
+                         NULL, NULL);
     if (lim != NULL && (cs_seq_parse(lim, strlen(lim), &limit) != 0 || limit < 1 || limit > 1000))
         return queue_err(h, con, CS_ERR_BAD_REQUEST, "limit: expected an integer from 1 to 1000", NULL, NULL);
     list_ctx_t l = {.who = &who, .status = st};
@@ -521,7 +502,7 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
         qsort(l.v, l.n, sizeof(*l.v), newest_first);
     json_t *arr = l.oom ? NULL : json_array();
     for (size_t i = 0; i < l.n && i < limit && arr != NULL; i++) {
-        if (json_array_append_new(arr, cs_status_json(l.v[i])) != 0) {
+        if (json_array_append_new(arr, cs_exec_status_json(l.v[i])) != 0) {
             json_decref(arr);
             arr = NULL;
         }
@@ -594,6 +575,9 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     metric(&b, "store_pinned_bytes", "gauge",
            "Bytes of executions an open human-input request pins (at most half of store.max_bytes).",
            st.pinned_bytes);
+    metric(&b, "store_pending_publishes", "gauge",
+           "Publishes stored and waiting for the store's observer (the journal) to confirm them.",
+           st.pending);
     metric(&b, "human_input_open", "gauge", "Open (unanswered) human-input requests.", st.open_requests);
     metric(&b, "human_input_open_bytes", "gauge", "Bytes of the open human-input requests.",
            st.open_request_bytes);

@@ -32,6 +32,7 @@
 
 typedef struct producer producer_t;
 typedef struct qpush qpush_t;
+typedef struct slot slot_t;
 
 struct cs_ingest {
     cs_daemon_t *d;
@@ -58,6 +59,22 @@ struct qpush {
     qpush_t *prev, *next; /* in the order queued */
 };
 
+/*
+ * A reply held in line order while an earlier one waits for the store (a publish the store completes
+ * later: store.h, CS_PENDING). From the first pending publish on, every reply of that producer goes
+ * into a slot behind it, and the ready slots at the front are moved to the output as they fill: the
+ * replies leave strictly in line order whichever publish completes first.
+ */
+struct slot {
+    producer_t *p;
+    uint64_t ticket; /* of the pending publish; 0 once its reply is in */
+    cs_store_done_t done;
+    int ready;
+    char *text; /* the reply, with its newline */
+    size_t len, cap;
+    slot_t *next;
+};
+
 struct producer {
     cs_ingest_t *in;
     int fd;
@@ -78,7 +95,9 @@ struct producer {
     int paused; /* its queued output reached OUT_HIGH_MARK: not read until it falls to OUT_LOW_MARK */
     int eof;
     int closing;
-    cs_awaiter_t *awaits; /* human-input answers this connection waits for */
+    cs_awaiter_t *awaits;       /* human-input answers this connection waits for */
+    slot_t *slots, *slots_tail; /* replies held in line order behind a pending publish */
+    size_t n_slots, slot_bytes;
     cs_defer_t flush_defer;
     producer_t *prev, *next;
 };
@@ -158,14 +177,13 @@ static cs_err_t reply_error(char **buf, size_t *len, size_t *cap, cs_err_t code,
     return code;
 }
 
-/* ---- awaiting human input ---- */
-
 /* ---- output queued to a producer ---- */
 
 /* Bytes queued to p and not yet written: replies, pushes, and what keeps track of the pushes. */
 static size_t producer_queued(const producer_t *p)
 {
-    return p->olen - p->ooff + p->plen + p->n_qpushes * sizeof(qpush_t);
+    return p->olen - p->ooff + p->plen + p->n_qpushes * sizeof(qpush_t) + p->n_slots * sizeof(slot_t) +
+           p->slot_bytes;
 }
 
 /* Keeps the total of every producer's queued output (the /metrics gauge) in step with p's. */
@@ -312,6 +330,109 @@ static void on_push(cs_awaiter_t *aw, const char *line, size_t len)
     producer_flush_later(p);
 }
 
+/* ---- replies held in line order behind a pending publish ---- */
+
+static void on_stored(void *data, cs_err_t e, const cs_publish_t *pub, const char *detail);
+
+static slot_t *slot_new(producer_t *p)
+{
+    slot_t *sl = calloc(1, sizeof(*sl));
+
+    if (sl == NULL)
+        return NULL;
+    sl->p = p;
+    sl->done.fn = on_stored;
+    sl->done.data = sl;
+    return sl;
+}
+
+/* Queues sl behind p's held replies (its text filled, or its publish pending). */
+static void slot_append(producer_t *p, slot_t *sl)
+{
+    if (p->slots_tail != NULL)
+        p->slots_tail->next = sl;
+    else
+        p->slots = sl;
+    p->slots_tail = sl;
+    p->n_slots++;
+    p->slot_bytes += sl->len;
+}
+
+/* Holds the place of a line whose publish the store completes later. */
+static void slot_wait(slot_t *sl, uint64_t ticket)
+{
+    sl->ticket = ticket;
+    slot_append(sl->p, sl);
+}
+
+/* Moves the replies at the front that are in to the output, in line order. Returns 0, or -1 when the
+ * producer was closed (out of memory: the replies could not be kept). */
+static int slots_drain(producer_t *p)
+{
+    while (p->slots != NULL && p->slots->ready) {
+        slot_t *sl = p->slots;
+        size_t before = p->olen;
+        reply_add(&p->obuf, &p->olen, &p->ocap, sl->text, sl->len);
+        if (p->olen == before && sl->len > 0) {
+            cs_log_error("ingest: out of memory queueing replies to a producer: closing it");
+            producer_close(p);
+            return -1;
+        }
+        p->slots = sl->next;
+        if (p->slots == NULL)
+            p->slots_tail = NULL;
+        p->n_slots--;
+        p->slot_bytes -= sl->len;
+        free(sl->text);
+        free(sl);
+    }
+    return 0;
+}
+
+/* The store's word on a pending publish: its reply, in its place; the ready ones go out in order. */
+static void on_stored(void *data, cs_err_t e, const cs_publish_t *pub, const char *detail)
+{
+    slot_t *sl = data;
+    producer_t *p = sl->p;
+
+    sl->ticket = 0;
+    if (e == CS_OK) {
+        reply_ack(&sl->text, &sl->len, &sl->cap, pub);
+    } else {
+        reply_error(&sl->text, &sl->len, &sl->cap, e, detail);
+        p->in->d->counters.ingest_errors++;
+    }
+    if (sl->len == 0) {
+        cs_log_error("ingest: out of memory writing a reply to a producer: closing it");
+        producer_close(p);
+        return;
+    }
+    sl->ready = 1;
+    p->slot_bytes += sl->len;
+    if (slots_drain(p) != 0)
+        return;
+    producer_check_pause(p);
+    producer_flush_later(p);
+}
+
+/* Frees p's held replies, forgetting the publishes still pending (nobody to answer any more). */
+static void slots_clear(producer_t *p)
+{
+    while (p->slots != NULL) {
+        slot_t *sl = p->slots;
+        p->slots = sl->next;
+        if (sl->ticket != 0)
+            cs_store_forget(p->in->d->store, sl->ticket);
+        free(sl->text);
+        free(sl);
+    }
+    p->slots_tail = NULL;
+    p->n_slots = 0;
+    p->slot_bytes = 0;
+}
+
+/* ---- awaiting human input ---- */
+
 /* Makes connection p await req, once, with aw (allocated by the caller, which answered the line already:
  * an answer that exists is pushed right behind that reply). */
 static void producer_await(producer_t *p, cs_hitl_req_t *req, cs_awaiter_t *aw)
@@ -404,8 +525,9 @@ static int ordinary_fields(const cs_jscan_t *sc, cs_event_fields_t *fl)
 
 /* Validates, authorizes, publishes and acknowledges an ordinary event: what cs_ingest_line does for
  * any event, without a JSON object. */
-static cs_err_t publish_ordinary(cs_daemon_t *d, const cs_principal_t *publisher, const cs_event_fields_t *fl,
-                                 const char *line, size_t len, char **reply, size_t *rlen, size_t *rcap)
+static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_principal_t *publisher,
+                                 const cs_event_fields_t *fl, const char *line, size_t len, char **reply,
+                                 size_t *rlen, size_t *rcap)
 {
     char detail[256];
     cs_publish_t pub;
@@ -422,7 +544,16 @@ static cs_err_t publish_ordinary(cs_daemon_t *d, const cs_principal_t *publisher
             return reply_error(reply, rlen, rcap, CS_ERR_FORBIDDEN,
                                "the token does not grant publish on this execution");
     }
-    e = cs_store_publish_fields(d->store, fl, line, len, cs_unix_ms(), &pub, detail, sizeof(detail));
+    slot_t *sl = NULL;
+    if (conn != NULL && cs_store_may_defer(d->store) && (sl = slot_new(conn)) == NULL)
+        return reply_no_memory(reply, rlen, rcap);
+    e = cs_store_submit_fields(d->store, fl, line, len, cs_unix_ms(), sl != NULL ? &sl->done : NULL, &pub,
+                               detail, sizeof(detail));
+    if (e == CS_PENDING) {
+        slot_wait(sl, pub.ticket); /* its reply comes in line order when the store confirms it */
+        return CS_OK;
+    }
+    free(sl);
     if (e != CS_OK)
         return reply_error(reply, rlen, rcap, e, detail);
     reply_ack(reply, rlen, rcap, &pub);
@@ -437,6 +568,7 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
     cs_err_t e;
     cs_publish_t pub;
     cs_awaiter_t *aw = NULL;
+    slot_t *sl = NULL;
     cs_jscan_t sc;
     cs_event_fields_t fl;
 
@@ -450,7 +582,7 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
         goto out;
     }
     if (cs_jscan_object(line, len, d->cfg->json_depth, &sc) == 0 && ordinary_fields(&sc, &fl)) {
-        e = publish_ordinary(d, publisher, &fl, line, len, reply, rlen, rcap);
+        e = publish_ordinary(d, conn, publisher, &fl, line, len, reply, rlen, rcap);
         goto out;
     }
     /* Anything else is parsed whole; a line the scan refuses too: jansson's message is the detail. */
@@ -494,15 +626,25 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
                         "the token does not grant publish on this execution");
         goto out;
     }
-    e = cs_store_publish_raw(d->store, obj, line, len, cs_unix_ms(), &pub, detail, sizeof(detail));
-    if (e != CS_OK) {
-        reply_error(reply, rlen, rcap, e, detail);
+    if (conn != NULL && cs_store_may_defer(d->store) && (sl = slot_new(conn)) == NULL) {
+        e = reply_no_memory(reply, rlen, rcap);
         goto out;
     }
-    reply_ack(reply, rlen, rcap, &pub);
+    e = cs_store_submit_raw(d->store, obj, line, len, cs_unix_ms(), sl != NULL ? &sl->done : NULL, &pub,
+                            detail, sizeof(detail));
+    if (e == CS_PENDING) {
+        slot_wait(sl, pub.ticket); /* its reply comes in line order when the store confirms it */
+        sl = NULL;
+        e = CS_OK;
+    } else if (e != CS_OK) {
+        reply_error(reply, rlen, rcap, e, detail);
+        goto out;
+    } else {
+        reply_ack(reply, rlen, rcap, &pub);
+    }
     /* The connection that posts a request awaits its answer without asking (a retry too). */
     if (aw != NULL) {
-        cs_hitl_req_t *req = pub.exec ? cs_hitl_find(&pub.exec->hitl, pub.event_id) : NULL;
+        cs_hitl_req_t *req = pub.exec ? cs_hitl_find(cs_exec_requests(pub.exec), pub.event_id) : NULL;
         if (req != NULL)
             producer_await(conn, req, aw);
         else
@@ -511,6 +653,7 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
     }
 out:
     free(aw);
+    free(sl);
     if (e != CS_OK)
         d->counters.ingest_errors++;
     json_decref(obj);
@@ -544,9 +687,10 @@ static void producer_close(producer_t *p)
         return;
     p->closing = 1;
     cs_defer_cancel(in->d->loop, &p->flush_defer);
-    /* Nobody to push to any more: stop awaiting now, not at the deferred free. */
+    /* Nobody to push to any more: stop awaiting now, not at the deferred free; nor to reply to. */
     for (cs_awaiter_t *aw = p->awaits; aw != NULL; aw = aw->onext)
         cs_hitl_unawait(aw);
+    slots_clear(p);
     cs_io_stop(&p->io);
     close(p->fd);
     p->fd = -1;
@@ -562,7 +706,8 @@ static void producer_close(producer_t *p)
 /* Writes queued replies and pushes; returns 0, or -1 when the producer is gone. */
 static int producer_flush(producer_t *p)
 {
-    if (p->plen > 0) {
+    /* Pushes wait behind the replies held for a pending publish too. */
+    if (p->plen > 0 && p->slots == NULL) {
         /* The pushes go behind the replies queued so far; their records learn where they are. */
         uint64_t base = p->opos + p->olen;
         size_t before = p->olen;
@@ -630,6 +775,11 @@ static void producer_update_interest(producer_t *p)
         ev |= CS_IO_READ;
     if (p->olen > p->ooff)
         ev |= CS_IO_WRITE;
+    if (ev == 0 && p->slots != NULL) {
+        /* Read to the end, a publish still pending: its completion pumps again. */
+        cs_io_stop(&p->io);
+        return;
+    }
     if (ev == 0) {
         /* Read to the end and every reply written: done. */
         producer_close(p);
@@ -644,16 +794,37 @@ static int producer_line(void *arg, const char *line, size_t len)
     producer_t *p = arg;
     cs_daemon_t *d = p->in->d;
 
+    /* Behind a pending publish, the reply waits in a slot of its own. */
+    int held = p->slots != NULL;
+    char *t = NULL, **buf = held ? &t : &p->obuf;
+    size_t tl = 0, tc = 0, *len_ = held ? &tl : &p->olen, *cap = held ? &tc : &p->ocap;
+
     if (line != NULL) {
-        cs_ingest_line(d, p, NULL, line, len, &p->obuf, &p->olen, &p->ocap);
+        cs_ingest_line(d, p, NULL, line, len, buf, len_, cap);
     } else {
         char detail[128];
         snprintf(detail, sizeof(detail), "line is longer than limits.max_event_bytes (%zu)",
                  d->cfg->max_event_bytes);
         d->counters.ingest_lines++;
         d->counters.ingest_errors++;
-        reply_error(&p->obuf, &p->olen, &p->ocap, CS_ERR_TOO_LARGE, detail);
+        reply_error(buf, len_, cap, CS_ERR_TOO_LARGE, detail);
     }
+    if (held && tl > 0 && !p->closing) {
+        slot_t *sl = slot_new(p);
+        if (sl == NULL) {
+            free(t);
+            cs_log_error("ingest: out of memory holding a reply behind a pending one: closing the producer");
+            producer_close(p);
+            return -1;
+        }
+        sl->text = t;
+        sl->len = tl;
+        sl->cap = tc;
+        sl->ready = 1;
+        slot_append(p, sl);
+        t = NULL;
+    }
+    free(t);
     if (p->closing)
         return -1;
     producer_check_pause(p);

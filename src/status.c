@@ -7,7 +7,22 @@
 #include <string.h>
 
 #include "event.h"
-#include "store.h"
+
+static const char *const status_names[] = {"pending",   "running", "pending_human_input",
+                                           "completed", "error",   "canceled"};
+
+const char *cs_status_name(cs_exec_status_t s)
+{
+    return (unsigned)s < sizeof(status_names) / sizeof(status_names[0]) ? status_names[s] : "unknown";
+}
+
+int cs_status_parse(const char *name)
+{
+    for (size_t i = 0; i < sizeof(status_names) / sizeof(status_names[0]); i++)
+        if (strcmp(name, status_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
 
 static int is(const char *type, size_t len, const char *name)
 {
@@ -125,10 +140,12 @@ static char *error_text(const json_t *ev)
     return strdup("failed");
 }
 
-int cs_status_apply(cs_exec_t *ex, const json_t *ev, const char *type, size_t len)
+/* The status after one more event; what it keeps (progress, result, error) is updated in st. */
+static cs_exec_status_t next_status(cs_status_t *st, const json_t *ev, const char *type, size_t len,
+                                    size_t n_open)
 {
-    cs_progress_t *p = &ex->progress;
-    int s = ex->status;
+    cs_progress_t *p = &st->progress;
+    cs_exec_status_t s = st->status;
 
     /* A type of no kind (every name of every kind is reported: tests/unit/test_status.c) changes
      * nothing but what the human-input count says, and nothing of ev is read: the ingest fast path
@@ -136,7 +153,7 @@ int cs_status_apply(cs_exec_t *ex, const json_t *ev, const char *type, size_t le
     if (!cs_status_reads_type(type, len)) {
         if (cs_status_is_final(s))
             return s;
-        return ex->hitl.n_open > 0 ? CS_EXEC_PENDING_HUMAN_INPUT : CS_EXEC_RUNNING;
+        return n_open > 0 ? CS_EXEC_PENDING_HUMAN_INPUT : CS_EXEC_RUNNING;
     }
     if (is_kind(type, len, TASK_STARTED))
         p->tasks_seen++;
@@ -157,22 +174,22 @@ int cs_status_apply(cs_exec_t *ex, const json_t *ev, const char *type, size_t le
 
     /* A flow runs crews: inside one, a crew's end is a step, and the flow's own end is the run's. */
     int crew_end =
-        ex->in_flow && (is(type, len, "crew_kickoff_completed") || is(type, len, "crew_kickoff_failed"));
+        st->in_flow && (is(type, len, "crew_kickoff_completed") || is(type, len, "crew_kickoff_failed"));
     if (is_kind(type, len, FLOW_STARTED))
-        ex->in_flow = 1;
+        st->in_flow = 1;
     if ((is_kind(type, len, RUN_COMPLETED) && !crew_end) || is_kind(type, len, FLOW_DONE)) {
         const json_t *r = json_object_get(ev, "result");
         if (r == NULL)
             r = json_object_get(ev, "output");
-        json_decref(ex->result);
-        ex->result = r != NULL ? json_incref((json_t *)r) : NULL;
-        free(ex->error_message);
-        ex->error_message = NULL;
+        json_decref(st->result);
+        st->result = r != NULL ? json_incref((json_t *)r) : NULL;
+        free(st->error_message);
+        st->error_message = NULL;
         return CS_EXEC_COMPLETED;
     }
     if ((is_kind(type, len, RUN_FAILED) && !crew_end) || is_kind(type, len, FLOW_FAILED)) {
-        free(ex->error_message);
-        ex->error_message = error_text(ev);
+        free(st->error_message);
+        st->error_message = error_text(ev);
         return CS_EXEC_ERROR;
     }
     if (is_kind(type, len, RUN_CANCELED))
@@ -182,8 +199,31 @@ int cs_status_apply(cs_exec_t *ex, const json_t *ev, const char *type, size_t le
     if (cs_status_is_final(s) && !start)
         return s;
     if (cs_status_is_final(s))
-        cs_status_clear(ex);
-    return ex->hitl.n_open > 0 ? CS_EXEC_PENDING_HUMAN_INPUT : CS_EXEC_RUNNING;
+        cs_status_clear(st);
+    return n_open > 0 ? CS_EXEC_PENDING_HUMAN_INPUT : CS_EXEC_RUNNING;
+}
+
+/* Cuts s (NUL-terminated) to at most max bytes, at a UTF-8 character boundary. */
+static void utf8_cut(char *s, size_t max)
+{
+    size_t n = strlen(s);
+
+    if (n <= max)
+        return;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+        max--;
+    s[max] = '\0';
+}
+
+cs_exec_status_t cs_status_apply(cs_status_t *st, const json_t *ev, const char *type, size_t len,
+                                 size_t n_open, size_t error_max)
+{
+    cs_exec_status_t s = next_status(st, ev, type, len, n_open);
+
+    if (st->error_message != NULL)
+        utf8_cut(st->error_message, error_max);
+    st->status = s;
+    return s;
 }
 
 static json_t *time_or_null(int64_t ms)
@@ -204,41 +244,29 @@ static json_t *progress_json(const cs_progress_t *p)
                      (int)p->tool_errors);
 }
 
-static json_t *pending_json(const cs_exec_t *ex)
-{
-    static const char *const copy[] = {"task_id", "crew_id",      "agent_id", "prompt",
-                                       "context", "reason_flags", "timestamp"};
-    json_t *arr = json_array();
+/* What an execution nothing was posted to reads as. */
+static const cs_status_t pending_status = {.status = CS_EXEC_PENDING};
 
-    for (const cs_hitl_req_t *r = ex->hitl.open; r != NULL && arr != NULL; r = r->onext) {
-        json_t *o = json_pack("{s:s, s:I}", "event_id", r->event_id, "seq", (json_int_t)r->seq);
-        if (o == NULL)
-            continue;
-        for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++) {
-            json_t *v = json_object_get(r->request, copy[i]);
-            if (v != NULL)
-                json_object_set(o, copy[i], v);
-        }
-        json_array_append_new(arr, o);
-    }
-    return arr;
+json_t *cs_status_json(const cs_status_t *s, const cs_status_view_t *v, json_t *pending)
+{
+    if (s == NULL)
+        s = &pending_status;
+    if (pending == NULL)
+        pending = json_array();
+    return json_pack("{s:s%, s:s, s:O?, s:s?, s:o, s:o, s:o, s:I, s:I, s:o, s:o}", "execution_id", v->id,
+                     v->id_len, "status", cs_status_name(s->status), "result", s->result, "error_message",
+                     s->error_message, "created_at", time_or_null(v->created_unix_ms), "first_event_at",
+                     time_or_null(v->first_unix_ms), "last_event_at", time_or_null(v->last_unix_ms), "events",
+                     (json_int_t)v->last_seq, "last_seq", (json_int_t)v->last_seq, "progress",
+                     progress_json(&s->progress), "pending_human_input", pending);
 }
 
-json_t *cs_status_json(const cs_exec_t *ex)
-{
-    return json_pack("{s:s%, s:s, s:O?, s:s?, s:o, s:o, s:o, s:I, s:I, s:o, s:o}", "execution_id", ex->id,
-                     ex->id_len, "status", cs_exec_status_name(ex->status), "result", ex->result,
-                     "error_message", ex->error_message, "created_at", time_or_null(ex->created_unix_ms),
-                     "first_event_at", time_or_null(ex->first_unix_ms), "last_event_at",
-                     time_or_null(ex->last_unix_ms), "events", (json_int_t)(ex->next_seq - 1), "last_seq",
-                     (json_int_t)(ex->next_seq - 1), "progress", progress_json(&ex->progress),
-                     "pending_human_input", pending_json(ex));
-}
-
-json_t *cs_status_seed_json(const cs_exec_t *ex)
+json_t *cs_status_seed_json(const cs_status_t *st, const char *id, size_t id_len)
 {
     const char *s;
-    switch (ex->status) {
+    if (st == NULL)
+        st = &pending_status;
+    switch (st->status) {
     case CS_EXEC_PENDING:
         s = "pending";
         break;
@@ -253,18 +281,18 @@ json_t *cs_status_seed_json(const cs_exec_t *ex)
         s = "running";
         break;
     }
-    const char *err = ex->error_message;
-    if (err == NULL && ex->status == CS_EXEC_CANCELED)
+    const char *err = st->error_message;
+    if (err == NULL && st->status == CS_EXEC_CANCELED)
         err = "canceled";
-    return json_pack("{s:s%, s:s, s:s, s:O?, s:s?, s:o}", "execution_id", ex->id, ex->id_len, "status", s,
-                     "state", cs_exec_status_name(ex->status), "result", ex->result, "error_message", err,
-                     "progress", progress_json(&ex->progress));
+    return json_pack("{s:s%, s:s, s:s, s:O?, s:s?, s:o}", "execution_id", id, id_len, "status", s, "state",
+                     cs_status_name(st->status), "result", st->result, "error_message", err, "progress",
+                     progress_json(&st->progress));
 }
 
-void cs_status_clear(cs_exec_t *ex)
+void cs_status_clear(cs_status_t *s)
 {
-    json_decref(ex->result);
-    ex->result = NULL;
-    free(ex->error_message);
-    ex->error_message = NULL;
+    json_decref(s->result);
+    s->result = NULL;
+    free(s->error_message);
+    s->error_message = NULL;
 }

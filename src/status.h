@@ -11,7 +11,21 @@
 
 #include <jansson.h>
 
-typedef struct cs_exec cs_exec_t;
+/** Execution status (SPEC §2). */
+typedef enum cs_exec_status {
+    CS_EXEC_PENDING = 0,
+    CS_EXEC_RUNNING,
+    CS_EXEC_PENDING_HUMAN_INPUT,
+    CS_EXEC_COMPLETED,
+    CS_EXEC_ERROR,
+    CS_EXEC_CANCELED,
+} cs_exec_status_t;
+
+/** Returns "pending", "running", "pending_human_input", "completed", "error" or "canceled". */
+const char *cs_status_name(cs_exec_status_t s);
+
+/** The status named name (one of cs_status_name's), or -1. */
+int cs_status_parse(const char *name);
 
 /** Progress counters, from lifecycle events of both naming families. */
 typedef struct cs_progress {
@@ -21,11 +35,26 @@ typedef struct cs_progress {
 } cs_progress_t;
 
 /**
- * Applies one stored event to the execution's status, progress, result and error_message.
- * Human-input state comes from ex->hitl (already updated for this event). ev may be NULL for a
- * type cs_status_reads_type does not report. Returns the new status.
+ * The status of one execution: the state machine's state and what it keeps. Its owner (the store,
+ * one per execution) zeroes it, feeds it every stored event with cs_status_apply, and releases it
+ * with cs_status_clear; it reads it through the functions below, never writes it.
  */
-int cs_status_apply(cs_exec_t *ex, const json_t *ev, const char *type, size_t type_len);
+typedef struct cs_status {
+    cs_exec_status_t status;
+    int in_flow; /* a flow_started was seen: a crew's end inside it does not end the execution */
+    cs_progress_t progress;
+    json_t *result;      /* of run.completed */
+    char *error_message; /* of run.failed */
+} cs_status_t;
+
+/**
+ * Applies one stored event (its type; ev, the whole event, may be NULL for a type
+ * cs_status_reads_type does not report) to s. n_open is how many human-input requests of the
+ * execution are open after this event (pending_human_input while any is). An error text is cut to at
+ * most error_max bytes (at a UTF-8 boundary). Returns the new status (also in s->status).
+ */
+cs_exec_status_t cs_status_apply(cs_status_t *s, const json_t *ev, const char *type, size_t type_len,
+                                 size_t n_open, size_t error_max);
 
 /**
  * Returns nonzero for a type whose events the daemon reads beyond execution_id, type, event_id and
@@ -48,17 +77,43 @@ int cs_status_keeps(const char *type, size_t len);
 /** Returns nonzero for completed, error and canceled. */
 int cs_status_is_final(int status);
 
-/** Renders the status object of GET /v1/executions/{id} (new reference, NULL when out of memory). */
-json_t *cs_status_json(const cs_exec_t *ex);
+/** The state, the result (borrowed, NULL when none) and the error text (NULL when none). */
+static inline cs_exec_status_t cs_status_state(const cs_status_t *s)
+{
+    return s->status;
+}
+static inline const json_t *cs_status_result(const cs_status_t *s)
+{
+    return s->result;
+}
+static inline const char *cs_status_error(const cs_status_t *s)
+{
+    return s->error_message;
+}
+
+/** What the status JSON says beside the status itself: the execution's name, times and counts. */
+typedef struct cs_status_view {
+    const char *id;
+    size_t id_len;
+    int64_t created_unix_ms, first_unix_ms, last_unix_ms; /* 0: none (null) */
+    uint64_t last_seq;                                    /* events published, and the last seq */
+} cs_status_view_t;
+
+/**
+ * Renders the status object of GET /v1/executions/{id} (new reference, NULL when out of memory) from s
+ * (NULL: an execution nothing was posted to, pending) and v; pending (taken over, may be NULL for [])
+ * is its "pending_human_input" array.
+ */
+json_t *cs_status_json(const cs_status_t *s, const cs_status_view_t *v, json_t *pending);
 
 /**
  * Renders the seed's shape for GET /{id}/status: "status" limited to pending, running, completed and
  * error (pending_human_input reads as running, canceled as error), "result", "error_message",
- * "progress", and "state" with the full status.
+ * "progress", and "state" with the full status. s NULL: pending.
  */
-json_t *cs_status_seed_json(const cs_exec_t *ex);
+json_t *cs_status_seed_json(const cs_status_t *s, const char *id, size_t id_len);
 
-/** Frees what the status holds (result, error_message). */
-void cs_status_clear(cs_exec_t *ex);
+/** Frees what the status holds (result, error_message); s may be applied to again. */
+void cs_status_clear(cs_status_t *s);
 
 #endif

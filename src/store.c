@@ -51,17 +51,80 @@ struct cs_store {
     int64_t now_mono;
     uint64_t published, duplicates, evicted, expired, gaps;
     uint64_t first_orders;
+    /* The seam (store.h): the observer every change goes through, and the seq step. */
+    cs_store_observer_t obs;
+    cs_store_sequencer_t seqr;
+    uint64_t tickets;        /* the last publish's ticket */
+    int deferred;            /* the observer will confirm the publish in progress later */
+    int replaying;           /* a publish of cs_store_replay: the record's seq and JSON, no room made */
+    uint64_t replay_seq;     /* ... and that seq */
+    int tearing_down;        /* cs_store_free: nothing to record */
+    struct pending *pending; /* publishes whose completion waits for cs_store_confirm, oldest first */
+    size_t n_pending;
+};
+
+/* A publish the observer confirms later, and the completion waiting for it. */
+typedef struct pending {
+    uint64_t ticket;
+    cs_store_done_t done;
+    cs_publish_t pub;
+    struct pending *prev, *next;
+} pending_t;
+
+/* ---- the seam: one place for every change ---- */
+
+static int emit(cs_store_t *st, const cs_change_t *c)
+{
+    if (st->obs.change == NULL || st->tearing_down)
+        return 0;
+    return st->obs.change(st->obs.data, c);
+}
+
+/* A record naming an execution (and a seq), for the kinds that say no more. */
+static void emit_exec(cs_store_t *st, cs_change_kind_t kind, const char *id, size_t id_len, uint64_t seq)
+{
+    cs_change_t c = {.kind = kind, .exec = id, .exec_len = id_len, .seq = seq};
+
+    (void)emit(st, &c);
+}
+
+/* An execution: its ring, event-id index, status and human-input requests. Other modules see it only
+ * through the functions of store.h (cs_exec_id, cs_exec_status, cs_exec_status_json, ...). */
+struct cs_exec {
+    char *id;
+    size_t id_len;
+    UT_hash_handle hh;
+    uint64_t epoch;
+    cs_frame_t **ring; /* ring[seq % ring_cap] */
+    size_t ring_cap;
+    uint64_t first_seq; /* oldest retained; == next_seq when empty */
+    uint64_t next_seq;  /* what the next event gets; starts at 1 */
+    size_t bytes;       /* frames in this ring */
+    cs_frame_t *ids;    /* event_id index of retained frames */
+    cs_sub_t *waiters;  /* parked subscribers (utlist DL) */
+    size_t n_subs;      /* every subscriber pointing here, parked or not */
+    cs_status_t state;  /* status.c's: status, progress, result, error */
+    int finished;
+    cs_hitl_t hitl;      /* human-input requests, kept beside the ring */
+    size_t result_bytes; /* what state's result is counted as: twice the text of the event it came with */
+    size_t status_bytes; /* result_bytes and error_message's, counted against store.max_bytes */
+    size_t pin_bytes;    /* what this execution holds in the store while pinned (st->pinned's share) */
+    int64_t created_unix_ms, first_unix_ms, last_unix_ms;
+    uint64_t first_order; /* order of first events across executions: "newest first" without ties */
+    int64_t finished_mono_ms;
+    cs_exec_t *lru_prev, *lru_next; /* active list, or finished list once finished */
 };
 
 /* Where an execution sits: on the active list, the finished list, or (expired, still watched) none. */
 enum { ON_NONE = 0, ON_ACTIVE, ON_FINISHED };
 
-static const char *const status_names[] = {"pending",   "running", "pending_human_input",
-                                           "completed", "error",   "canceled"};
-
-const char *cs_exec_status_name(cs_exec_status_t s)
+/* What ex's status holds: its result as counted when it came, its error text. */
+static size_t status_held(const cs_exec_t *ex)
 {
-    return (unsigned)s < sizeof(status_names) / sizeof(status_names[0]) ? status_names[s] : "unknown";
+    const char *err = cs_status_error(&ex->state);
+
+    return (cs_status_result(&ex->state) != NULL ? ex->result_bytes : 0) +
+           (err != NULL ? strlen(err) + 1 : 0);
 }
 
 static size_t exec_overhead(const cs_exec_t *ex)
@@ -240,12 +303,18 @@ static int raw_keepable(const json_t *ev, const char *raw, size_t raw_len, const
 
 /* ---- executions ---- */
 
+/* Whether anything was posted to ex (events, or requests that outlived them). */
+static int exec_has_history(const cs_exec_t *ex)
+{
+    return ex->next_seq > 1 || ex->hitl.n > 0;
+}
+
 void cs_store_each(cs_store_t *store, void (*fn)(cs_exec_t *ex, void *data), void *data)
 {
     cs_exec_t *ex, *tmp;
     HASH_ITER(hh, store->execs, ex, tmp)
     {
-        if (ex->next_seq > 1 || ex->hitl.n > 0)
+        if (exec_has_history(ex))
             fn(ex, data);
     }
 }
@@ -257,12 +326,11 @@ cs_exec_t *cs_store_find(cs_store_t *store, const char *id, size_t id_len)
     return ex;
 }
 
-static cs_exec_t *exec_get(cs_store_t *st, const char *id, size_t id_len, int64_t now_unix_ms)
+/* Creates execution id with epoch (0: a new one). */
+static cs_exec_t *exec_new(cs_store_t *st, const char *id, size_t id_len, uint64_t epoch, int64_t now_unix_ms)
 {
-    cs_exec_t *ex = cs_store_find(st, id, id_len);
+    cs_exec_t *ex;
 
-    if (ex != NULL)
-        return ex;
     ex = calloc(1, sizeof(*ex));
     if (ex == NULL)
         return NULL;
@@ -278,14 +346,26 @@ static cs_exec_t *exec_get(cs_store_t *st, const char *id, size_t id_len, int64_
     ex->id[id_len] = '\0';
     ex->id_len = id_len;
     ex->ring_cap = RING_INITIAL < st->lim.ring_events ? RING_INITIAL : st->lim.ring_events;
-    ex->epoch = cs_epoch_next();
+    ex->epoch = epoch != 0 ? epoch : cs_epoch_next();
     ex->first_seq = ex->next_seq = 1;
-    ex->status = CS_EXEC_PENDING;
     ex->created_unix_ms = now_unix_ms;
     HASH_ADD_KEYPTR(hh, st->execs, ex->id, ex->id_len, ex);
     DL_APPEND2(st->active, ex, lru_prev, lru_next);
     st->bytes += exec_overhead(ex);
+    cs_change_t c = {.kind = CS_CHANGE_EXEC_NEW,
+                     .exec = ex->id,
+                     .exec_len = ex->id_len,
+                     .epoch = ex->epoch,
+                     .unix_ms = now_unix_ms};
+    (void)emit(st, &c);
     return ex;
+}
+
+static cs_exec_t *exec_get(cs_store_t *st, const char *id, size_t id_len, int64_t now_unix_ms)
+{
+    cs_exec_t *ex = cs_store_find(st, id, id_len);
+
+    return ex != NULL ? ex : exec_new(st, id, id_len, 0, now_unix_ms);
 }
 
 static size_t exec_count(const cs_exec_t *ex)
@@ -332,6 +412,7 @@ static void exec_evict_oldest(cs_store_t *st, cs_exec_t *ex)
     f->in_exec = 0;
     f->exec = NULL;
     st->evicted++;
+    emit_exec(st, CS_CHANGE_EVICT, ex->id, ex->id_len, f->seq);
     cs_frame_unref(st, f);
 }
 
@@ -344,6 +425,7 @@ static void exec_drop_history(cs_store_t *st, cs_exec_t *ex)
 static void exec_free(cs_store_t *st, cs_exec_t *ex)
 {
     exec_drop_history(st, ex);
+    emit_exec(st, CS_CHANGE_FREED, ex->id, ex->id_len, 0);
     st->bytes -= ex->hitl.bytes + ex->status_bytes;
     st->open_bytes -= ex->hitl.open_bytes;
     st->open_reqs -= ex->hitl.n_open;
@@ -351,7 +433,7 @@ static void exec_free(cs_store_t *st, cs_exec_t *ex)
     ex->pin_bytes = 0;
     ex->status_bytes = ex->result_bytes = 0;
     cs_hitl_clear(&ex->hitl);
-    cs_status_clear(ex);
+    cs_status_clear(&ex->state);
     exec_unlist(st, ex);
     HASH_DELETE(hh, st->execs, ex);
     st->bytes -= exec_overhead(ex);
@@ -372,7 +454,7 @@ static int exec_evictable(const cs_store_t *st, const cs_exec_t *ex)
 static void exec_maybe_free(cs_store_t *st, cs_exec_t *ex)
 {
     if (exec_evictable(st, ex) && exec_count(ex) == 0 &&
-        (ex->status == CS_EXEC_PENDING || exec_where(st, ex) == ON_NONE))
+        (ex->state.status == CS_EXEC_PENDING || exec_where(st, ex) == ON_NONE))
         exec_free(st, ex);
 }
 
@@ -445,24 +527,30 @@ static void global_evict_oldest(cs_store_t *st)
     st->gring[i] = NULL;
     st->gfirst++;
     f->in_global = 0;
+    cs_change_t c = {.kind = CS_CHANGE_GLOBAL_EVICT, .gseq = f->gseq};
+    (void)emit(st, &c);
     cs_frame_unref(st, f);
 }
 
 /* ---- status: status.c decides it; the store keeps finished executions on their own list ---- */
 
-static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, const json_t *ev)
+static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, const json_t *ev,
+                          size_t error_max)
 {
     cs_exec_status_t s;
     int fin;
 
-    s = (cs_exec_status_t)cs_status_apply(ex, ev, f->type, f->type_len);
-    ex->status = s;
+    s = cs_status_apply(&ex->state, ev, f->type, f->type_len, ex->hitl.n_open, error_max);
 
     fin = cs_status_is_final(s);
     if (fin != ex->finished || exec_where(st, ex) == ON_NONE) {
         /* Entering or leaving a final state, or posted to again after its retention expired. */
         exec_unlist(st, ex);
-        ex->finished = fin;
+        if (fin != ex->finished) {
+            cs_change_t c = {.kind = CS_CHANGE_FINISHED, .exec = ex->id, .exec_len = ex->id_len, .status = s};
+            ex->finished = fin;
+            (void)emit(st, &c);
+        }
         if (fin) {
             ex->finished_mono_ms = st->now_mono;
             DL_APPEND2(st->finished, ex, lru_prev, lru_next);
@@ -474,6 +562,19 @@ static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, co
         DL_DELETE2(st->active, ex, lru_prev, lru_next);
         DL_APPEND2(st->active, ex, lru_prev, lru_next);
     }
+}
+
+static void emit_request(cs_store_t *st, cs_change_kind_t kind, const cs_exec_t *ex, const char *event_id,
+                         uint64_t seq)
+{
+    cs_change_t c = {.kind = kind,
+                     .exec = ex->id,
+                     .exec_len = ex->id_len,
+                     .event_id = event_id,
+                     .event_id_len = strlen(event_id),
+                     .seq = seq};
+
+    (void)emit(st, &c);
 }
 
 /* ---- eviction under store.max_bytes ---- */
@@ -564,18 +665,6 @@ static cs_err_t refuse(cs_store_t *st, cs_err_t e, char *detail, size_t detail_l
     return e;
 }
 
-/* Cuts s (NUL-terminated) to at most max bytes, at a UTF-8 character boundary. */
-static void utf8_cut(char *s, size_t max)
-{
-    size_t n = strlen(s);
-
-    if (n <= max)
-        return;
-    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
-        max--;
-    s[max] = '\0';
-}
-
 /*
  * Publishes one event known by its fields fl. ev, when not NULL, is the whole event: it is
  * completed in place (event_id, timestamp, seq), and human input and status read it. body, when not
@@ -599,14 +688,16 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     char tail[160], eid_buf[37], ts_buf[32];
     int is_request = fl->type_len == 20 && memcmp(fl->type, "human_input_required", 20) == 0;
     int is_answer = fl->type_len == 21 && memcmp(fl->type, "human_input_completed", 21) == 0;
+    uint64_t seq;
     cs_err_t e;
 
     ex = exec_get(st, fl->execution_id, fl->execution_id_len, now_unix_ms);
     if (ex == NULL)
         goto nomem;
 
-    /* A producer's retry of an event we still hold: acknowledge it again, store nothing. */
-    if (eid != NULL) {
+    /* A producer's retry of an event we still hold: acknowledge it again, store nothing. (A replayed
+     * record was stored once: it is no retry.) */
+    if (eid != NULL && !st->replaying) {
         cs_frame_t *dup = cs_exec_find_event(ex, eid, eid_len);
         for (; dup != NULL; dup = dup->id_next) {
             if (dup->type_len == fl->type_len && memcmp(dup->type, fl->type, fl->type_len) == 0) {
@@ -622,7 +713,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     }
     /* A retry of a request whose event has left the ring: the request is still there (requests live
      * beside the ring), and it is the same one: acknowledged with its seq, not asked twice. */
-    if (is_request && ev != NULL) {
+    if (is_request && ev != NULL && !st->replaying) {
         const char *rid = json_string_value(json_object_get(ev, "event_id"));
         cs_hitl_req_t *r = rid != NULL ? cs_hitl_find(&ex->hitl, rid) : NULL;
         if (r != NULL) {
@@ -635,12 +726,25 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
             return CS_OK;
         }
     }
+    /* The seq step: the store's own, or a sequencer's (store.h), or the record's on replay. */
+    seq = ex->next_seq;
+    if (st->replaying) {
+        seq = st->replay_seq;
+    } else if (st->seqr.assign != NULL) {
+        int r = st->seqr.assign(st->seqr.data, ex->id, ex->id_len, ex->next_seq, &seq);
+        if (r != 0 || seq < ex->next_seq) {
+            snprintf(detail, detail_len, "no seq for this event (%s): not stored",
+                     r != 0 ? "the sequencer refused" : "the sequencer went back");
+            e = r != 0 ? (cs_err_t)r : CS_ERR_INTERNAL;
+            goto refused;
+        }
+    }
     st->publishing = ex;
 
     /* What the daemon owns: a UUID when the event has no id, a timestamp when it has none, seq. */
     if (ev != NULL) {
         json_t *v;
-        if (cs_event_complete(ev, ex->next_seq, now_unix_ms) != 0)
+        if (cs_event_complete(ev, seq, now_unix_ms) != 0)
             goto nomem;
         v = json_object_get(ev, "event_id");
         eid = json_string_value(v);
@@ -658,7 +762,9 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
             ts = ts_buf;
         }
     }
-    if (body != NULL) {
+    if (body != NULL && st->replaying) {
+        tail[tail_len++] = '}'; /* the record's JSON holds every field already */
+    } else if (body != NULL) {
         /* The fields the daemon added, after the producer's own: a UUID, a timestamp, a number. */
         if (fl->event_id == NULL) {
             memcpy(tail + tail_len, ",\"event_id\":\"", 13), tail_len += 13;
@@ -671,7 +777,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
             tail[tail_len++] = '"';
         }
         memcpy(tail + tail_len, ",\"seq\":", 7), tail_len += 7;
-        tail_len += cs_fmt_u64(tail + tail_len, ex->next_seq);
+        tail_len += cs_fmt_u64(tail + tail_len, seq);
         tail[tail_len++] = '}';
     } else {
         json = json_dumps(ev, JSON_COMPACT);
@@ -682,7 +788,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     }
     if (exec_count(ex) == ex->ring_cap && ex->ring_cap < st->lim.ring_events && exec_grow(st, ex) != 0)
         goto nomem;
-    f = frame_new(st, ex, body, body_len, tail, tail_len, fl->type, fl->type_len, eid, eid_len, ex->next_seq,
+    f = frame_new(st, ex, body, body_len, tail, tail_len, fl->type, fl->type_len, eid, eid_len, seq,
                   st->gnext);
     free(json);
     json = NULL;
@@ -744,12 +850,17 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
                    st->lim.max_bytes);
         goto refused;
     }
-    if (make_room(st, extra) != 0) {
+    if (!st->replaying && make_room(st, extra) != 0) { /* a replay's evictions are records of their own */
         e = refuse(st, CS_ERR_UNAVAILABLE, detail, detail_len, "this event", 0, st->frame_bytes - f->bytes);
         /* frame_bytes: what is left of them is in flight (the rings were emptied of what may go) */
         goto refused;
     }
 
+    /* A seq past the next one (the sequencer's): those between are not here, nor what came before. */
+    if (seq > ex->next_seq) {
+        exec_drop_history(st, ex);
+        ex->first_seq = ex->next_seq = seq;
+    }
     /* Into the execution's ring: the newest event is always kept, even one larger than ring_bytes. */
     while (exec_count(ex) > 0 &&
            (exec_count(ex) >= ex->ring_cap || ex->bytes + f->bytes > st->lim.ring_bytes))
@@ -778,6 +889,23 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
         ex->first_order = ++st->first_orders;
     }
     ex->last_unix_ms = now_unix_ms;
+    {
+        cs_change_t c = {.kind = CS_CHANGE_PUBLISH,
+                         .exec = ex->id,
+                         .exec_len = ex->id_len,
+                         .seq = f->seq,
+                         .gseq = f->gseq,
+                         .event_id = f->event_id,
+                         .event_id_len = f->event_id_len,
+                         .type = f->type,
+                         .type_len = f->type_len,
+                         .json = f->json,
+                         .json_len = f->json_len,
+                         .unix_ms = now_unix_ms,
+                         .ticket = ++st->tickets};
+        st->deferred = emit(st, &c) == CS_CHANGE_LATER;
+        out->ticket = c.ticket;
+    }
 
     /* Into the global ring. */
     if (st->gnext - st->gfirst >= st->gcap)
@@ -786,27 +914,39 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     f->in_global = 1;
     st->gnext++;
     st->published++;
+    {
+        cs_change_t c = {.kind = CS_CHANGE_GLOBAL_APPEND,
+                         .exec = ex->id,
+                         .exec_len = ex->id_len,
+                         .seq = f->seq,
+                         .gseq = f->gseq};
+        (void)emit(st, &c);
+    }
 
     /* Human-input requests and answers, kept beside the ring. */
     size_t hb = ex->hitl.bytes, ob = ex->hitl.open_bytes, on = ex->hitl.n_open;
-    if (is_request && cs_hitl_on_request(&ex->hitl, ev, f->seq, f->json_len) != 0)
-        cs_log_error("store: out of memory recording human-input request %s of %s", f->event_id, ex->id);
-    if (answers != NULL)
+    if (is_request) {
+        if (cs_hitl_on_request(&ex->hitl, ev, f->seq, f->json_len) != 0)
+            cs_log_error("store: out of memory recording human-input request %s of %s", f->event_id, ex->id);
+        else
+            emit_request(st, CS_CHANGE_REQUEST_OPENED, ex, f->event_id, f->seq);
+    }
+    if (answers != NULL) {
         cs_hitl_answer(&ex->hitl, answers, push, push_len); /* pushes to the awaiting runtimes */
+        emit_request(st, CS_CHANGE_REQUEST_ANSWERED, ex, answers->event_id, f->seq);
+        snprintf(out->request_event_id, sizeof(out->request_event_id), "%s", answers->event_id);
+    }
     st->bytes = st->bytes - hb + ex->hitl.bytes;
     st->open_bytes = st->open_bytes - ob + ex->hitl.open_bytes;
     st->open_reqs = st->open_reqs - on + ex->hitl.n_open;
 
     /* The status, and what it keeps: a result as twice the event's text (within the room made for it),
      * an error text cut to the room made for it. */
-    json_t *old_result = ex->result;
-    exec_on_event(st, ex, f, ev);
-    if (ex->result != old_result)
-        ex->result_bytes = ex->result != NULL ? 2 * f->json_len : 0;
-    if (ex->error_message != NULL && status_room > 0)
-        utf8_cut(ex->error_message, status_room - 1);
-    size_t sb = (ex->result != NULL ? ex->result_bytes : 0) +
-                (ex->error_message != NULL ? strlen(ex->error_message) + 1 : 0);
+    const json_t *old_result = cs_status_result(&ex->state);
+    exec_on_event(st, ex, f, ev, status_room > 0 ? status_room - 1 : SIZE_MAX);
+    if (cs_status_result(&ex->state) != old_result)
+        ex->result_bytes = cs_status_result(&ex->state) != NULL ? 2 * f->json_len : 0;
+    size_t sb = status_held(ex);
     st->bytes = st->bytes - ex->status_bytes + sb;
     ex->status_bytes = sb;
     exec_pin_update(st, ex);
@@ -835,10 +975,76 @@ refused:
     return e;
 }
 
+/* publish_event with a completion: CS_PENDING when the observer confirms the publish later and done
+ * waits for it (store.h). */
+static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, const char *body,
+                       size_t body_len, int64_t now_unix_ms, const cs_store_done_t *done, cs_publish_t *out,
+                       char *detail, size_t detail_len)
+{
+    pending_t *pe = NULL;
+    cs_err_t e;
+
+    /* Had before the event is stored: a completion that could not be kept would be a lost reply. */
+    if (done != NULL && st->obs.change != NULL && (pe = calloc(1, sizeof(*pe))) == NULL) {
+        snprintf(detail, detail_len, "out of memory");
+        return CS_ERR_INTERNAL;
+    }
+    st->deferred = 0;
+    e = publish_event(st, fl, ev, body, body_len, now_unix_ms, out, detail, detail_len);
+    if (e != CS_OK || !st->deferred || pe == NULL) {
+        st->deferred = 0;
+        free(pe);
+        return e;
+    }
+    st->deferred = 0;
+    pe->ticket = out->ticket;
+    pe->done = *done;
+    pe->pub = *out;
+    pe->pub.frame = NULL;
+    pe->pub.exec = NULL;
+    DL_APPEND(st->pending, pe);
+    st->n_pending++;
+    return CS_PENDING;
+}
+
+static pending_t *pending_take(cs_store_t *st, uint64_t ticket)
+{
+    pending_t *pe;
+
+    /* Confirmations come mostly in order: the oldest first. */
+    for (pe = st->pending; pe != NULL && pe->ticket != ticket; pe = pe->next)
+        ;
+    if (pe != NULL) {
+        DL_DELETE(st->pending, pe);
+        st->n_pending--;
+    }
+    return pe;
+}
+
+void cs_store_confirm(cs_store_t *st, uint64_t ticket, cs_err_t e, const char *detail)
+{
+    pending_t *pe = pending_take(st, ticket);
+
+    if (pe == NULL)
+        return; /* nobody waits (published without a completion, or forgotten) */
+    pe->done.fn(pe->done.data, e, &pe->pub, detail != NULL ? detail : "");
+    free(pe);
+}
+
+int cs_store_may_defer(const cs_store_t *st)
+{
+    return st->obs.change != NULL;
+}
+
+void cs_store_forget(cs_store_t *st, uint64_t ticket)
+{
+    free(pending_take(st, ticket));
+}
+
 cs_err_t cs_store_publish(cs_store_t *st, json_t *ev, int64_t now_unix_ms, cs_publish_t *out, char *detail,
                           size_t detail_len)
 {
-    return cs_store_publish_raw(st, ev, NULL, 0, now_unix_ms, out, detail, detail_len);
+    return cs_store_submit_raw(st, ev, NULL, 0, now_unix_ms, NULL, out, detail, detail_len);
 }
 
 /* Returns the string value of member key of ev, or NULL; *len its length. */
@@ -852,6 +1058,12 @@ static const char *string_member(const json_t *ev, const char *key, size_t *len)
 
 cs_err_t cs_store_publish_raw(cs_store_t *st, json_t *ev, const char *raw, size_t raw_len,
                               int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
+{
+    return cs_store_submit_raw(st, ev, raw, raw_len, now_unix_ms, NULL, out, detail, detail_len);
+}
+
+cs_err_t cs_store_submit_raw(cs_store_t *st, json_t *ev, const char *raw, size_t raw_len, int64_t now_unix_ms,
+                             const cs_store_done_t *done, cs_publish_t *out, char *detail, size_t detail_len)
 {
     cs_event_fields_t fl;
     const char *body;
@@ -868,11 +1080,18 @@ cs_err_t cs_store_publish_raw(cs_store_t *st, json_t *ev, const char *raw, size_
     }
     if (!raw_keepable(ev, raw, raw_len, &body, &body_len))
         body = NULL;
-    return publish_event(st, &fl, ev, body, body_len, now_unix_ms, out, detail, detail_len);
+    return submit(st, &fl, ev, body, body_len, now_unix_ms, done, out, detail, detail_len);
 }
 
 cs_err_t cs_store_publish_fields(cs_store_t *st, const cs_event_fields_t *fl, const char *raw, size_t raw_len,
                                  int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
+{
+    return cs_store_submit_fields(st, fl, raw, raw_len, now_unix_ms, NULL, out, detail, detail_len);
+}
+
+cs_err_t cs_store_submit_fields(cs_store_t *st, const cs_event_fields_t *fl, const char *raw, size_t raw_len,
+                                int64_t now_unix_ms, const cs_store_done_t *done, cs_publish_t *out,
+                                char *detail, size_t detail_len)
 {
     const char *body;
     size_t body_len;
@@ -884,7 +1103,134 @@ cs_err_t cs_store_publish_fields(cs_store_t *st, const cs_event_fields_t *fl, co
         snprintf(detail, detail_len, "internal: an event the store must have whole");
         return CS_ERR_INTERNAL;
     }
-    return publish_event(st, fl, NULL, body, body_len, now_unix_ms, out, detail, detail_len);
+    return submit(st, fl, NULL, body, body_len, now_unix_ms, done, out, detail, detail_len);
+}
+
+/* ---- the seam: observer, seq step, replay ---- */
+
+void cs_store_set_observer(cs_store_t *st, const cs_store_observer_t *obs)
+{
+    if (obs != NULL)
+        st->obs = *obs;
+    else
+        memset(&st->obs, 0, sizeof(st->obs));
+}
+
+void cs_store_set_sequencer(cs_store_t *st, const cs_store_sequencer_t *seqr)
+{
+    if (seqr != NULL)
+        st->seqr = *seqr;
+    else
+        memset(&st->seqr, 0, sizeof(st->seqr));
+}
+
+#define REPLAY_FAIL(...)                                                                                     \
+    do {                                                                                                     \
+        snprintf(detail, detail_len, __VA_ARGS__);                                                           \
+        return -1;                                                                                           \
+    } while (0)
+
+/* Stores the event of a CS_CHANGE_PUBLISH record as it was: its JSON, seq and time. */
+static int replay_publish(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, char *detail,
+                          size_t detail_len)
+{
+    cs_event_fields_t fl = {.execution_id = c->exec,
+                            .execution_id_len = c->exec_len,
+                            .type = c->type,
+                            .type_len = c->type_len,
+                            .event_id = c->event_id,
+                            .event_id_len = c->event_id_len};
+    cs_publish_t out;
+    const char *body;
+    size_t body_len;
+    json_t *ev;
+    cs_err_t e;
+
+    if (c->seq < ex->next_seq || c->gseq != st->gnext)
+        REPLAY_FAIL("%.*s: seq %llu (global %llu) after %llu (global %llu)", (int)c->exec_len, c->exec,
+                    (unsigned long long)c->seq, (unsigned long long)c->gseq, (unsigned long long)ex->next_seq,
+                    (unsigned long long)st->gnext);
+    if (!raw_line(c->json, c->json_len, &body, &body_len))
+        REPLAY_FAIL("%.*s: seq %llu: not one JSON object on one line", (int)c->exec_len, c->exec,
+                    (unsigned long long)c->seq);
+    ev = json_loadb(c->json, c->json_len, 0, NULL);
+    if (ev == NULL)
+        REPLAY_FAIL("%.*s: seq %llu: JSON that does not parse", (int)c->exec_len, c->exec,
+                    (unsigned long long)c->seq);
+    fl.timestamp = string_member(ev, "timestamp", &fl.timestamp_len);
+    memset(&out, 0, sizeof(out));
+    st->replaying = 1;
+    st->replay_seq = c->seq;
+    e = publish_event(st, &fl, ev, body, body_len, c->unix_ms, &out, detail, detail_len);
+    st->replaying = 0;
+    json_decref(ev);
+    return e == CS_OK ? 0 : -1;
+}
+
+int cs_store_replay(cs_store_t *st, const cs_change_t *c, char *detail, size_t detail_len)
+{
+    cs_exec_t *ex = c->exec != NULL ? cs_store_find(st, c->exec, c->exec_len) : NULL;
+    cs_hitl_req_t *r;
+
+    if (c->kind != CS_CHANGE_EXEC_NEW && c->kind != CS_CHANGE_GLOBAL_EVICT && ex == NULL)
+        REPLAY_FAIL("record %d: no execution \"%.*s\"", (int)c->kind, (int)c->exec_len, c->exec);
+    switch (c->kind) {
+    case CS_CHANGE_EXEC_NEW:
+        if (ex != NULL)
+            REPLAY_FAIL("%.*s: begun twice", (int)c->exec_len, c->exec);
+        return exec_new(st, c->exec, c->exec_len, c->epoch, c->unix_ms) != NULL ? 0 : -1;
+    case CS_CHANGE_PUBLISH:
+        return replay_publish(st, ex, c, detail, detail_len);
+    case CS_CHANGE_GLOBAL_APPEND: {
+        const cs_frame_t *f = st->gnext > st->gfirst ? st->gring[(st->gnext - 1) % st->gcap] : NULL;
+        if (f == NULL || f->gseq != c->gseq || f->seq != c->seq)
+            REPLAY_FAIL("global %llu is not seq %llu of %.*s", (unsigned long long)c->gseq,
+                        (unsigned long long)c->seq, (int)c->exec_len, c->exec);
+        return 0;
+    }
+    case CS_CHANGE_EVICT:
+        /* Idempotent: a publish's own ring bound may have let the frame go already. */
+        if (c->seq < ex->first_seq)
+            return 0;
+        if (c->seq != ex->first_seq || exec_count(ex) == 0)
+            REPLAY_FAIL("%.*s: evict seq %llu, oldest %llu", (int)c->exec_len, c->exec,
+                        (unsigned long long)c->seq, (unsigned long long)ex->first_seq);
+        exec_evict_oldest(st, ex);
+        return 0;
+    case CS_CHANGE_GLOBAL_EVICT:
+        if (c->gseq < st->gfirst)
+            return 0;
+        if (c->gseq != st->gfirst || st->gnext == st->gfirst)
+            REPLAY_FAIL("evict global %llu, oldest %llu", (unsigned long long)c->gseq,
+                        (unsigned long long)st->gfirst);
+        global_evict_oldest(st);
+        return 0;
+    case CS_CHANGE_REQUEST_OPENED:
+    case CS_CHANGE_REQUEST_ANSWERED: {
+        char id[CS_EVENT_ID_MAX + 1];
+        snprintf(id, sizeof(id), "%.*s", (int)c->event_id_len, c->event_id);
+        r = cs_hitl_find(&ex->hitl, id);
+        if (r == NULL || r->answered != (c->kind == CS_CHANGE_REQUEST_ANSWERED))
+            REPLAY_FAIL("%.*s: request %s is not %s", (int)c->exec_len, c->exec, id,
+                        c->kind == CS_CHANGE_REQUEST_OPENED ? "open" : "answered");
+        return 0;
+    }
+    case CS_CHANGE_FINISHED:
+        if (ex->finished != cs_status_is_final(c->status) || (int)ex->state.status != c->status)
+            REPLAY_FAIL("%.*s: status %s, the record says %s", (int)c->exec_len, c->exec,
+                        cs_status_name(ex->state.status), cs_status_name((cs_exec_status_t)c->status));
+        return 0;
+    case CS_CHANGE_EXPIRED:
+        exec_drop_history(st, ex);
+        exec_unlist(st, ex);
+        st->expired++;
+        return 0;
+    case CS_CHANGE_FREED:
+        ex->n_subs = 0; /* nobody watches a store being replayed */
+        exec_free(st, ex);
+        return 0;
+    }
+    REPLAY_FAIL("unknown record %d", (int)c->kind);
 }
 
 /* ---- human input ---- */
@@ -892,127 +1238,89 @@ cs_err_t cs_store_publish_fields(cs_store_t *st, const cs_event_fields_t *fl, co
 cs_hitl_req_t *cs_store_find_request(cs_store_t *st, const char *id, size_t id_len, const char *event_id,
                                      char *detail, size_t detail_len)
 {
-    cs_exec_t *ex = cs_store_find(st, id, id_len);
+    cs_hitl_t *h = cs_store_requests(st, id, id_len, detail, detail_len);
     cs_hitl_req_t *r;
 
-    if (ex == NULL || (ex->next_seq == 1 && ex->hitl.n == 0)) {
-        snprintf(detail, detail_len, "no execution \"%.*s\"", (int)id_len, id);
+    if (h == NULL)
         return NULL;
-    }
-    r = cs_hitl_find(&ex->hitl, event_id);
+    r = cs_hitl_find(h, event_id);
     if (r == NULL)
         snprintf(detail, detail_len, "no human_input_required with event_id \"%.128s\" in this execution",
                  event_id);
     return r;
 }
 
-cs_err_t cs_answer_from_json(const json_t *o, cs_answer_t *a, char *detail, size_t detail_len)
-{
-    static const char *const ids[] = {"event_id", "task_id"};
-    const json_t *v;
-
-    memset(a, 0, sizeof(*a));
-    if (!json_is_object(o)) {
-        snprintf(detail, detail_len, "expected a JSON object");
-        return CS_ERR_INVALID_JSON;
-    }
-    for (int i = 0; i < 2; i++) {
-        v = json_object_get(o, ids[i]);
-        if (v == NULL || json_is_null(v))
-            continue;
-        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > CS_EVENT_ID_MAX) {
-            snprintf(detail, detail_len, "%s must be a string of 1-%d characters", ids[i], CS_EVENT_ID_MAX);
-            return CS_ERR_INVALID_FIELD;
-        }
-        *(i == 0 ? &a->event_id : &a->task_id) = json_string_value(v);
-    }
-    v = json_object_get(o, "human_feedback");
-    if (v != NULL && !json_is_string(v) && !json_is_null(v)) {
-        snprintf(detail, detail_len, "human_feedback must be a string");
-        return CS_ERR_INVALID_FIELD;
-    }
-    a->human_feedback = v;
-    v = json_object_get(o, "is_approve");
-    if (v == NULL) {
-        /* An answer says yes or no: a bare {} must never approve anything. */
-        snprintf(detail, detail_len, "is_approve (true or false) is required");
-        return CS_ERR_MISSING_FIELD;
-    }
-    if (!json_is_boolean(v)) {
-        snprintf(detail, detail_len, "is_approve must be true or false");
-        return CS_ERR_INVALID_FIELD;
-    }
-    a->is_approve = v;
-    if (a->event_id == NULL && a->task_id == NULL) {
-        snprintf(detail, detail_len, "name the request: event_id or task_id is required");
-        return CS_ERR_MISSING_FIELD;
-    }
-    return CS_OK;
-}
-
-cs_err_t cs_store_answer(cs_store_t *st, const char *id, size_t id_len, const cs_answer_t *a,
-                         int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len)
+cs_hitl_t *cs_store_requests(cs_store_t *st, const char *id, size_t id_len, char *detail, size_t detail_len)
 {
     cs_exec_t *ex = cs_store_find(st, id, id_len);
-    cs_hitl_req_t *r;
-    json_t *ev;
-    cs_err_t e;
 
-    if (ex == NULL || (ex->next_seq == 1 && ex->hitl.n == 0)) {
+    if (ex == NULL || !exec_has_history(ex)) {
         snprintf(detail, detail_len, "no execution \"%.*s\"", (int)id_len, id);
-        return CS_ERR_NOT_FOUND;
+        return NULL;
     }
-    if (a->event_id != NULL) {
-        r = cs_hitl_find(&ex->hitl, a->event_id);
-        if (r == NULL) {
-            /* SPEC §4: an unknown execution is 404; in a known one, no open request is 409. */
-            snprintf(detail, detail_len, "no open human_input_required with event_id \"%.128s\"",
-                     a->event_id);
-            return CS_ERR_CONFLICT;
-        }
-        if (r->answered) {
-            snprintf(detail, detail_len, "request \"%.128s\" was already answered", a->event_id);
-            return CS_ERR_CONFLICT;
-        }
-    } else {
-        r = cs_hitl_open_for_task(&ex->hitl, a->task_id);
-        if (r == NULL) {
-            if (a->task_id != NULL)
-                snprintf(detail, detail_len, "no open human-input request for task \"%.128s\"", a->task_id);
-            else
-                snprintf(detail, detail_len, "no open human-input request in this execution");
-            return CS_ERR_CONFLICT;
-        }
-    }
+    return &ex->hitl;
+}
 
-    /* The completion carries what the runtime needs, and what dashboards show next to the request. */
-    ev = json_pack("{s:s%, s:s, s:s}", "execution_id", id, id_len, "type", "human_input_completed",
-                   "request_event_id", r->event_id);
-    if (ev == NULL)
-        goto nomem;
-    static const char *const copy[] = {"crew_id", "task_id", "agent_id"};
-    for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++) {
-        json_t *v = json_object_get(r->request, copy[i]);
-        if (v != NULL && json_object_set(ev, copy[i], v) != 0)
-            goto nomem;
-    }
-    if (json_object_set(ev, "human_feedback",
-                        a->human_feedback ? (json_t *)a->human_feedback : json_null()) != 0 ||
-        json_object_set(ev, "is_approve", a->is_approve ? (json_t *)a->is_approve : json_true()) != 0)
-        goto nomem;
-    /* The request's id is read before the publish, which answers r. */
-    char rid[CS_EVENT_ID_MAX + 1];
-    snprintf(rid, sizeof(rid), "%s", r->event_id);
-    e = cs_store_publish(st, ev, now_unix_ms, out, detail, detail_len);
-    if (e == CS_OK)
-        memcpy(out->request_event_id, rid, sizeof(rid));
-    json_decref(ev);
-    return e;
+/* ---- an execution, read from outside ---- */
 
-nomem:
-    json_decref(ev);
-    snprintf(detail, detail_len, "out of memory");
-    return CS_ERR_INTERNAL;
+const char *cs_exec_id(const cs_exec_t *ex, size_t *len)
+{
+    if (len != NULL)
+        *len = ex->id_len;
+    return ex->id;
+}
+
+cs_exec_status_t cs_exec_status(const cs_exec_t *ex)
+{
+    return cs_status_state(&ex->state);
+}
+
+uint64_t cs_exec_first_order(const cs_exec_t *ex)
+{
+    return ex->first_order;
+}
+
+cs_hitl_t *cs_exec_requests(cs_exec_t *ex)
+{
+    return &ex->hitl;
+}
+
+uint64_t cs_exec_epoch(const cs_exec_t *ex)
+{
+    return ex->epoch;
+}
+
+void cs_exec_seqs(const cs_exec_t *ex, uint64_t *first, uint64_t *next)
+{
+    *first = ex->first_seq;
+    *next = ex->next_seq;
+}
+
+/* ---- status ---- */
+
+json_t *cs_exec_status_json(const cs_exec_t *ex)
+{
+    cs_status_view_t v = {.id = ex->id,
+                          .id_len = ex->id_len,
+                          .created_unix_ms = ex->created_unix_ms,
+                          .first_unix_ms = ex->first_unix_ms,
+                          .last_unix_ms = ex->last_unix_ms,
+                          .last_seq = ex->next_seq - 1};
+
+    return cs_status_json(&ex->state, &v, cs_hitl_pending_json(&ex->hitl));
+}
+
+json_t *cs_store_status_json(cs_store_t *st, const char *id, size_t id_len, int seed)
+{
+    const cs_exec_t *ex = cs_store_find(st, id, id_len);
+
+    if (ex == NULL || !exec_has_history(ex)) {
+        /* No event yet (or none retained past retain_s): pending, as a status poll right after a
+         * kickoff expects (SPEC §2), not an error. */
+        cs_status_view_t v = {.id = id, .id_len = id_len};
+        return seed ? cs_status_seed_json(NULL, id, id_len) : cs_status_json(NULL, &v, NULL);
+    }
+    return seed ? cs_status_seed_json(&ex->state, ex->id, ex->id_len) : cs_exec_status_json(ex);
 }
 
 /* ---- subscribers ---- */
@@ -1132,6 +1440,7 @@ static int sub_make_gap(cs_sub_t *sub, cs_item_t *item)
     item->frame = NULL;
     item->gap = sub->gap_json;
     item->gap_len = strlen(sub->gap_json);
+    item->gap_first = sub->gap_first;
     return 1;
 }
 
@@ -1159,6 +1468,7 @@ int cs_sub_next(cs_sub_t *sub, cs_item_t *item)
             item->frame = f;
             item->gap = NULL;
             item->gap_len = 0;
+            item->gap_first = 0;
             return 1;
         }
     }
@@ -1214,6 +1524,19 @@ uint64_t cs_sub_position(const cs_sub_t *sub, char *buf, size_t buflen)
         return 0;
     cs_cursor_format(buf, buflen, sub->exec ? sub->exec->epoch : sub->store->gepoch, seq);
     return seq;
+}
+
+size_t cs_sub_cursor(const cs_sub_t *sub, uint64_t seq, char *buf, size_t buflen)
+{
+    return cs_cursor_format(buf, buflen, sub->exec ? sub->exec->epoch : sub->store->gepoch, seq);
+}
+
+void cs_sub_unget(cs_sub_t *sub, const cs_item_t *item)
+{
+    if (item->frame != NULL)
+        sub->next = sub->exec != NULL ? item->frame->seq : item->frame->gseq;
+    else
+        sub->gap_pending = 1; /* made again from what it says (gap_requested, gap_first) */
 }
 
 void cs_sub_close(cs_sub_t *sub)
@@ -1287,6 +1610,9 @@ void cs_store_free(cs_store_t *st)
 
     if (st == NULL)
         return;
+    st->tearing_down = 1;
+    while (st->pending != NULL)
+        free(pending_take(st, st->pending->ticket));
     while (st->gnext > st->gfirst)
         global_evict_oldest(st);
     HASH_ITER(hh, st->execs, ex, tmp)
@@ -1312,6 +1638,7 @@ void cs_store_expire(cs_store_t *st, int64_t now_mono_ms)
         exec_drop_history(st, ex);
         exec_unlist(st, ex);
         st->expired++;
+        emit_exec(st, CS_CHANGE_EXPIRED, ex->id, ex->id_len, 0);
         /* Watched, or pinned by an open request (its status and requests stay until it is answered,
          * when it is listed again and expires retain_s later): off the list, not freed. */
         if (exec_evictable(st, ex))
@@ -1337,6 +1664,7 @@ void cs_store_stats(const cs_store_t *st, cs_store_stats_t *s)
     s->executions_expired = st->expired;
     s->gaps_sent = st->gaps;
     s->subscribers = st->subscribers;
+    s->pending = st->n_pending;
 }
 
 uint64_t cs_store_global_epoch(const cs_store_t *st)
@@ -1403,8 +1731,7 @@ int cs_store_check(const cs_store_t *st, size_t *ring_bytes, size_t *held_out_by
         hitl += ex->hitl.bytes;
         open_bytes += ex->hitl.open_bytes;
         open_reqs += ex->hitl.n_open;
-        size_t sb = (ex->result != NULL ? ex->result_bytes : 0) +
-                    (ex->error_message != NULL ? strlen(ex->error_message) + 1 : 0);
+        size_t sb = status_held(ex);
         CHECK_OR_FAIL(sb == ex->status_bytes, "%s: status counted %zu, holds %zu", ex->id, ex->status_bytes,
                       sb);
         status += sb;

@@ -66,53 +66,12 @@ static inline cs_frame_t *cs_frame_ref(cs_frame_t *f)
 /** Drops a reference; the last one frees the frame and returns its bytes to the store. */
 void cs_frame_unref(cs_store_t *store, cs_frame_t *f);
 
-/** Execution status (SPEC §2). */
-typedef enum cs_exec_status {
-    CS_EXEC_PENDING = 0,
-    CS_EXEC_RUNNING,
-    CS_EXEC_PENDING_HUMAN_INPUT,
-    CS_EXEC_COMPLETED,
-    CS_EXEC_ERROR,
-    CS_EXEC_CANCELED,
-} cs_exec_status_t;
-
-/** Returns "pending", "running", "pending_human_input", "completed", "error" or "canceled". */
-const char *cs_exec_status_name(cs_exec_status_t s);
-
-struct cs_exec {
-    char *id;
-    size_t id_len;
-    UT_hash_handle hh;
-    uint64_t epoch;
-    cs_frame_t **ring; /* ring[seq % ring_cap] */
-    size_t ring_cap;
-    uint64_t first_seq; /* oldest retained; == next_seq when empty */
-    uint64_t next_seq;  /* what the next event gets; starts at 1 */
-    size_t bytes;       /* frames in this ring */
-    cs_frame_t *ids;    /* event_id index of retained frames */
-    cs_sub_t *waiters;  /* parked subscribers (utlist DL) */
-    size_t n_subs;      /* every subscriber pointing here, parked or not */
-    cs_exec_status_t status;
-    int finished;
-    int in_flow;    /* a flow_started was seen: a crew's end inside it does not end the execution */
-    cs_hitl_t hitl; /* human-input requests, kept beside the ring */
-    cs_progress_t progress;
-    json_t *result;      /* of run.completed */
-    char *error_message; /* of run.failed */
-    size_t result_bytes; /* what result is counted as: twice the text of the event it came with */
-    size_t status_bytes; /* result_bytes and error_message's, counted against store.max_bytes */
-    size_t pin_bytes;    /* what this execution holds in the store while pinned (st->pinned's share) */
-    int64_t created_unix_ms, first_unix_ms, last_unix_ms;
-    uint64_t first_order; /* order of first events across executions: "newest first" without ties */
-    int64_t finished_mono_ms;
-    cs_exec_t *lru_prev, *lru_next; /* active list, or finished list once finished */
-};
-
 /** What a subscriber is handed by cs_sub_next. */
 typedef struct cs_item {
     cs_frame_t *frame; /* borrowed; take a reference to keep it past the next store call */
     const char *gap;   /* or: a stream.gap event JSON, owned by the subscriber until the next call */
     size_t gap_len;
+    uint64_t gap_first; /* a gap's: the first seq that follows it */
 } cs_item_t;
 
 /** How a transport is told that a parked subscriber has something to read. */
@@ -174,6 +133,7 @@ typedef struct cs_store_stats {
     uint64_t executions_expired;
     uint64_t gaps_sent;
     size_t subscribers;
+    size_t pending; /* publishes waiting for their observer's confirmation, with a completion */
 } cs_store_stats_t;
 
 /** Creates an empty store; returns 0 or -ENOMEM. */
@@ -205,7 +165,8 @@ typedef struct cs_publish {
     int duplicate;
     cs_frame_t *frame; /* borrowed: the stored frame (or the original, for a duplicate) */
     cs_exec_t *exec;
-    char request_event_id[CS_EVENT_ID_MAX + 1]; /* cs_store_answer: the request it answered */
+    char request_event_id[CS_EVENT_ID_MAX + 1]; /* a human_input_completed: the request it answered */
+    uint64_t ticket;                            /* of its CS_CHANGE_PUBLISH record (0: a duplicate) */
 } cs_publish_t;
 
 /**
@@ -237,34 +198,160 @@ cs_err_t cs_store_publish_fields(cs_store_t *store, const cs_event_fields_t *fl,
                                  size_t raw_len, int64_t now_unix_ms, cs_publish_t *out, char *detail,
                                  size_t detail_len);
 
-/** What answers a human-input request (SPEC §4). */
-typedef struct cs_answer {
-    const char *event_id;         /* the request's event_id, or NULL */
-    const char *task_id;          /* else the latest open request of this task (or of any task when NULL) */
-    const json_t *human_feedback; /* usually a string; may be NULL */
-    const json_t *is_approve;     /* a boolean, or NULL */
-} cs_answer_t;
+/** The human-input requests of execution_id (to read, and to await: hitl.h), or NULL (with detail) when
+ * no such execution has a history. Answers are published (answer.h), never written here. */
+cs_hitl_t *cs_store_requests(cs_store_t *store, const char *execution_id, size_t id_len, char *detail,
+                             size_t detail_len);
 
-/** Reads {"event_id" or "task_id", "human_feedback", "is_approve"} (pointers into o): is_approve and one
- * of the ids are required, human_feedback is optional. Returns CS_OK, or CS_ERR_INVALID_JSON /
- * CS_ERR_MISSING_FIELD / CS_ERR_INVALID_FIELD with a detail naming the field. */
-cs_err_t cs_answer_from_json(const json_t *o, cs_answer_t *a, char *detail, size_t detail_len);
-
-/**
- * Answers an open request of execution_id: stores and fans out a human_input_completed event
- * (request_event_id, task_id, human_feedback, is_approve, and the request's crew_id and agent_id),
- * which pushes the answer to the awaiting runtime. Returns CS_OK with out filled, CS_ERR_NOT_FOUND
- * (no such execution) or CS_ERR_CONFLICT (no such open request: unknown, or already answered).
+/*
+ * Completion: a publish may be stored here at once but made durable (or ordered) elsewhere later - the
+ * journal's fsync "always", the Redis cluster's round trip. The observer says so by answering
+ * CS_CHANGE_LATER to the CS_CHANGE_PUBLISH record, and later calls cs_store_confirm with its ticket.
+ * A caller that can wait submits with a completion: it gets CS_PENDING (out already filled: the seq and
+ * event_id are assigned, the event is visible to subscribers), and done->fn is called exactly once,
+ * from cs_store_confirm, with the outcome and a copy of out (its frame and exec NULL: they may be gone
+ * by then). Without a completion, or when the observer is done at once, a publish completes at once as
+ * before (CS_OK or an error, done never called). A producer's retry of an event still pending is
+ * acknowledged at once with the original seq.
  */
-cs_err_t cs_store_answer(cs_store_t *store, const char *execution_id, size_t id_len, const cs_answer_t *a,
-                         int64_t now_unix_ms, cs_publish_t *out, char *detail, size_t detail_len);
+
+/** Not an error: the publish completes later, through its completion. Positive, so it is neither CS_OK
+ * nor an error value. */
+#define CS_PENDING 0x10000
+
+typedef struct cs_store_done {
+    void (*fn)(void *data, cs_err_t e, const cs_publish_t *pub, const char *detail);
+    void *data;
+} cs_store_done_t;
+
+/** cs_store_publish_raw with a completion (done may be NULL: complete at once). */
+cs_err_t cs_store_submit_raw(cs_store_t *store, json_t *ev, const char *raw, size_t raw_len,
+                             int64_t now_unix_ms, const cs_store_done_t *done, cs_publish_t *out,
+                             char *detail, size_t detail_len);
+
+/** cs_store_publish_fields with a completion (done may be NULL: complete at once). */
+cs_err_t cs_store_submit_fields(cs_store_t *store, const cs_event_fields_t *fl, const char *raw,
+                                size_t raw_len, int64_t now_unix_ms, const cs_store_done_t *done,
+                                cs_publish_t *out, char *detail, size_t detail_len);
+
+/** Nonzero when a publish may come back CS_PENDING (an observer is set): a caller may skip preparing a
+ * completion otherwise. */
+int cs_store_may_defer(const cs_store_t *store);
+
+/** The observer's word on the publish of ticket: e CS_OK (durable) or an error (with detail). Calls its
+ * completion, when one waits. */
+void cs_store_confirm(cs_store_t *store, uint64_t ticket, cs_err_t e, const char *detail);
+
+/** Drops the completion of ticket, unconfirmed (its caller is gone): it will not be called. */
+void cs_store_forget(cs_store_t *store, uint64_t ticket);
 
 /** Finds the human-input request event_id of execution_id, or NULL (with CS_ERR_NOT_FOUND detail). */
 cs_hitl_req_t *cs_store_find_request(cs_store_t *store, const char *execution_id, size_t id_len,
                                      const char *event_id, char *detail, size_t detail_len);
 
+/*
+ * The seam: every change of the store's state is one record handed to one observer, in the order the
+ * changes happen, and the same records replayed into an empty store (with the same limits) rebuild
+ * the same executions, seqs, frames, statuses and requests. The journal (issue 12) writes them and
+ * replays them at start; the Redis cluster (issue 16) ships them between daemons. docs/architecture.md
+ * (the store) describes each record.
+ */
+typedef enum cs_change_kind {
+    CS_CHANGE_EXEC_NEW = 1,     /* an execution began: exec, epoch, unix_ms (created) */
+    CS_CHANGE_PUBLISH,          /* an event stored in its execution's ring: exec, seq, gseq, event_id, type,
+                                 * json (the frame's, as subscribers get it), unix_ms, ticket */
+    CS_CHANGE_GLOBAL_APPEND,    /* that event entered the global ring: exec, seq, gseq */
+    CS_CHANGE_EVICT,            /* the oldest frame of an execution's ring left it: exec, seq */
+    CS_CHANGE_GLOBAL_EVICT,     /* the global ring's oldest frame left it: gseq */
+    CS_CHANGE_REQUEST_OPENED,   /* a human_input_required became an open request: exec, event_id, seq */
+    CS_CHANGE_REQUEST_ANSWERED, /* an open request was answered: exec, event_id (the request's), seq (the
+                                 * completion's) */
+    CS_CHANGE_FINISHED,         /* an execution entered (status final) or left a final state: exec, status */
+    CS_CHANGE_EXPIRED,          /* a finished execution's retention ended (its frames went by EVICT) */
+    CS_CHANGE_FREED,            /* an execution and everything it held are gone: exec */
+} cs_change_kind_t;
+
+/** One change. Pointers are valid during the observer's call only. */
+typedef struct cs_change {
+    cs_change_kind_t kind;
+    const char *exec;
+    size_t exec_len;
+    uint64_t epoch, seq, gseq;
+    const char *event_id;
+    size_t event_id_len;
+    const char *type;
+    size_t type_len;
+    const char *json;
+    size_t json_len;
+    int64_t unix_ms;
+    int status;      /* cs_exec_status_t */
+    uint64_t ticket; /* CS_CHANGE_PUBLISH: names the publish for cs_store_confirm */
+} cs_change_t;
+
+/** What an observer returns for a CS_CHANGE_PUBLISH it will make durable later (it then calls
+ * cs_store_confirm with the record's ticket); 0 otherwise. */
+#define CS_CHANGE_LATER 1
+
+/** The one place every change goes through. */
+typedef struct cs_store_observer {
+    int (*change)(void *data, const cs_change_t *c);
+    void *data;
+} cs_store_observer_t;
+
+/** Sets the observer (NULL: none); records flow from the next change on. */
+void cs_store_set_observer(cs_store_t *store, const cs_store_observer_t *obs);
+
+/**
+ * Applies one record to a store that has seen every record before it and nothing else: an event is
+ * stored with the seq, gseq, ids and JSON the record names (no id is drawn, no room is made: the
+ * evictions come as their own records); records derived from a publish (request opened or answered,
+ * finished) are checked against what the publish did. Returns 0, or -1 with detail when the record
+ * does not follow from the store's state.
+ */
+int cs_store_replay(cs_store_t *store, const cs_change_t *c, char *detail, size_t detail_len);
+
+/**
+ * The seq step: gives the event about to be stored in execution exec its seq. next is the store's own
+ * (one past the newest it holds); a sequencer (a remote engine holding the order) may give more, when
+ * the seqs between were taken elsewhere: they are then not in this ring (its frames are evicted and a
+ * subscriber behind gets stream.gap). Returns 0 with *seq, or an error value (the publish is refused
+ * with it).
+ */
+typedef struct cs_store_sequencer {
+    int (*assign)(void *data, const char *exec, size_t exec_len, uint64_t next, uint64_t *seq);
+    void *data;
+} cs_store_sequencer_t;
+
+/** Sets the seq step (NULL: the store's own, next). */
+void cs_store_set_sequencer(cs_store_t *store, const cs_store_sequencer_t *seqr);
+
 /** Calls fn for every execution that has a history (events or human-input requests). */
 void cs_store_each(cs_store_t *store, void (*fn)(cs_exec_t *ex, void *data), void *data);
+
+/** An execution's id (NUL-terminated; its length in *len when len is not NULL). */
+const char *cs_exec_id(const cs_exec_t *ex, size_t *len);
+
+/** An execution's status (status.h). */
+cs_exec_status_t cs_exec_status(const cs_exec_t *ex);
+
+/** The order of an execution's first event among all executions' (larger: newer); 0 before any. */
+uint64_t cs_exec_first_order(const cs_exec_t *ex);
+
+/** An execution's human-input requests (hitl.h: to find one and to await it). */
+cs_hitl_t *cs_exec_requests(cs_exec_t *ex);
+
+/** An execution's epoch (its cursors' first part). */
+uint64_t cs_exec_epoch(const cs_exec_t *ex);
+
+/** The seqs an execution retains: [*first, *next); *next is the seq its next event gets. */
+void cs_exec_seqs(const cs_exec_t *ex, uint64_t *first, uint64_t *next);
+
+/** The status object of GET /v1/executions/{id} (status.h) for ex; new reference, NULL when out of memory. */
+json_t *cs_exec_status_json(const cs_exec_t *ex);
+
+/** The status object of execution id (seed nonzero: the seed's /{id}/status shape), also for an
+ * execution nothing was posted to, or whose history expired: pending. */
+json_t *cs_store_status_json(cs_store_t *store, const char *id, size_t id_len, int seed);
 
 /** Finds an execution, or NULL. */
 cs_exec_t *cs_store_find(cs_store_t *store, const char *id, size_t id_len);
@@ -301,6 +388,13 @@ void cs_sub_unpark(cs_sub_t *sub);
 /** The cursor (execution, or global for the global stream) of the last item handed out, or "" when
  * nothing was; for long-poll's last_event_id. Returns the seq it names (0 for none). */
 uint64_t cs_sub_position(const cs_sub_t *sub, char *buf, size_t buflen);
+
+/** Formats the cursor of seq in sub's sequence (its execution's, or the global one) into buf; returns its
+ * length. */
+size_t cs_sub_cursor(const cs_sub_t *sub, uint64_t seq, char *buf, size_t buflen);
+
+/** Gives back the item cs_sub_next handed out last, unsent: the next cs_sub_next hands it out again. */
+void cs_sub_unget(cs_sub_t *sub, const cs_item_t *item);
 
 /** Closes a subscriber; its execution may be freed if nothing else holds it. */
 void cs_sub_close(cs_sub_t *sub);

@@ -706,7 +706,7 @@ static int ws_send_batch(ws_conn_t *c, struct lws *wsi, cs_item_t *it)
         if (n + len + 10 > sizeof(ws_batch)) {
             /* Does not fit: back into the cursor for the next WRITEABLE (a gap notice is small
              * and only fetched with room to spare, below, so this is always a frame). */
-            c->sub.next = c->sub.exec != NULL ? it->frame->seq : it->frame->gseq;
+            cs_sub_unget(&c->sub, it);
             break;
         }
         n += ws_frame_put(ws_batch + n, payload, len);

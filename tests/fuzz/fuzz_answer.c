@@ -5,7 +5,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "../../src/answer.c"
 #include "../../src/cursor.c"
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
 #include "../../src/hitl.c"

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../../src/cursor.c"
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
 #include "../../src/head.c"

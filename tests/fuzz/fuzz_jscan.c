@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/jscan.c"
 

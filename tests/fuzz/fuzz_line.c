@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "../../src/err.c"
 #include "../../src/event.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -10,13 +10,17 @@
  *    a refused one stores nothing;
  *  - every open subscriber's execution is alive and its cursor within what exists;
  *  - no open request is lost: each acknowledged request stays findable until answered, and every
- *    awaiter is attached to its open request or was pushed the answer.
+ *    awaiter is attached to its open request or was pushed the answer;
+ *  - the seam is complete: every change record (store.h) is replayed at once into a mirror store, which
+ *    holds the same executions, seqs, frames, statuses and requests after every step.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "../../src/answer.c"
 #include "../../src/cursor.c"
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
 #include "../../src/hitl.c"
@@ -54,6 +58,7 @@ typedef struct freq { /* an acknowledged request, as the producer knows it */
 typedef struct prog {
     const uint8_t *p, *end;
     cs_store_t *st;
+    cs_store_t *mirror; /* every change record of st replayed into it */
     cs_store_limits_t lim;
     int64_t now;
     fsub_t subs[N_SUBS];
@@ -122,6 +127,56 @@ static unsigned held_refs(const prog_t *g, const cs_frame_t *f)
     for (int i = 0; i < N_SUBS; i++)
         n += g->subs[i].held == f;
     return n;
+}
+
+/* The observer of the store under test: each record replayed into the mirror at once. */
+static int mirror_change(void *data, const cs_change_t *c)
+{
+    char detail[300];
+
+    if (cs_store_replay(data, c, detail, sizeof(detail)) != 0)
+        FAIL("record %d does not replay: %s", (int)c->kind, detail);
+    return 0;
+}
+
+/* The mirror never makes room (the records say what went): limits it never reaches. */
+static void mirror_limits(const prog_t *g, cs_store_limits_t *m)
+{
+    *m = g->lim;
+    m->max_bytes = (size_t)1 << 40;
+}
+
+static void check_mirror(prog_t *g)
+{
+    char detail[300];
+    cs_exec_t *x, *tmp;
+
+    if (cs_store_check(g->mirror, NULL, NULL, detail, sizeof(detail)) != 0)
+        FAIL("mirror: %s", detail);
+    if (HASH_COUNT(g->st->execs) != HASH_COUNT(g->mirror->execs))
+        FAIL("mirror holds %u executions, the store %u", HASH_COUNT(g->mirror->execs),
+             HASH_COUNT(g->st->execs));
+    if (g->st->gfirst != g->mirror->gfirst || g->st->gnext != g->mirror->gnext)
+        FAIL("mirror's global ring differs");
+    HASH_ITER(hh, g->st->execs, x, tmp)
+    {
+        cs_exec_t *y = cs_store_find(g->mirror, x->id, x->id_len);
+        if (y == NULL || y->epoch != x->epoch || y->first_seq != x->first_seq || y->next_seq != x->next_seq ||
+            y->state.status != x->state.status || y->finished != x->finished || y->hitl.n != x->hitl.n ||
+            y->hitl.n_open != x->hitl.n_open)
+            FAIL("mirror's %s differs", x->id);
+        for (uint64_t q = x->first_seq; q < x->next_seq; q++) {
+            const cs_frame_t *f = cs_exec_frame(x, q), *h = cs_exec_frame(y, q);
+            if (f->json_len != h->json_len || memcmp(f->json, h->json, f->json_len) != 0 ||
+                strcmp(f->event_id, h->event_id) != 0)
+                FAIL("mirror's %s seq %llu differs", x->id, (unsigned long long)q);
+        }
+        for (const cs_hitl_req_t *r = x->hitl.reqs; r != NULL; r = r->next) {
+            const cs_hitl_req_t *q = cs_hitl_find(&y->hitl, r->event_id);
+            if (q == NULL || q->answered != r->answered || q->seq != r->seq)
+                FAIL("mirror's request %s of %s differs", r->event_id, x->id);
+        }
+    }
 }
 
 static void check(prog_t *g)
@@ -451,6 +506,9 @@ static void op_limits(prog_t *g)
     g->lim.ring_events = 1 + (b & 7);
     g->lim.ring_bytes = 1024 + (size_t)(b >> 3) * 512;
     g->lim.retain_s = b & 3;
+    cs_store_limits_t m;
+    mirror_limits(g, &m);
+    cs_store_set_limits(g->mirror, &m); /* first: the store's records of this reload then find it done */
     cs_store_set_limits(g->st, &g->lim);
 }
 
@@ -469,6 +527,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g.now = 1000;
     if (cs_store_new(&g.st, &g.lim) != 0)
         return 0;
+    cs_store_limits_t m;
+    mirror_limits(&g, &m);
+    if (cs_store_new(&g.mirror, &m) != 0) {
+        cs_store_free(g.st);
+        return 0;
+    }
+    cs_store_set_observer(g.st, &(cs_store_observer_t){mirror_change, g.mirror});
     cs_store_set_now(g.st, g.now);
 
     for (int steps = 0; g.p < g.end && steps < 200; steps++) {
@@ -507,6 +572,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         check(&g);
+        check_mirror(&g);
     }
 
     for (int i = 0; i < N_AWAITS; i++)
@@ -520,6 +586,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             cs_sub_close(&g.subs[i].sub);
     }
     check(&g);
+    check_mirror(&g);
     cs_store_free(g.st);
+    cs_store_free(g.mirror);
     return 0;
 }

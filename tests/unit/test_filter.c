@@ -1,6 +1,7 @@
 /*
  * test_filter.c - the ?types= filter: exact names, "prefix*" patterns, "*", and every refusal.
  */
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
 

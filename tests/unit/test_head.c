@@ -2,6 +2,7 @@
  * test_head.c - request-head dispatch decisions and route matching.
  */
 #include "../../src/cursor.c"
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
 #include "../../src/head.c"

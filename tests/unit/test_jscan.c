@@ -2,6 +2,7 @@
  * test_jscan.c - the line scanner: what it accepts and refuses (each case also put to cs_line_parse,
  * which must agree), the members it reports, and the depth limit on both sides of the boundary.
  */
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/jscan.c"
 

@@ -5,6 +5,7 @@
  * half written survives its eviction from the store.
  */
 #include "../../src/cursor.c"
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
 #include "../../src/hitl.c"

@@ -4,6 +4,7 @@
  * whole.
  */
 #include "../../src/cursor.c"
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
 #include "../../src/hitl.c"
@@ -79,11 +80,11 @@ static void test_unreported_types_read_nothing(void)
     json_decref(ev);
     ex = cs_store_find(st, "x", 1);
     REQUIRE(ex != NULL);
-    CHECK(ex->status == CS_EXEC_RUNNING);
-    CHECK(ex->result == NULL);
-    CHECK(ex->error_message == NULL);
+    CHECK(cs_exec_status(ex) == CS_EXEC_RUNNING);
+    CHECK(ex->state.result == NULL);
+    CHECK(ex->state.error_message == NULL);
     CHECK(ex->hitl.n == 0);
-    CHECK(memcmp(&ex->progress, &(cs_progress_t){0}, sizeof(ex->progress)) == 0);
+    CHECK(memcmp(&ex->state.progress, &(cs_progress_t){0}, sizeof(ex->state.progress)) == 0);
     cs_store_free(st);
 }
 
@@ -100,7 +101,7 @@ static cs_exec_status_t post(cs_store_t *st, const char *id, const char *type, c
     json_decref(ev);
     cs_exec_t *ex = cs_store_find(st, id, strlen(id));
     REQUIRE(ex != NULL);
-    return ex->status;
+    return cs_exec_status(ex);
 }
 
 /* flow_* is the lifecycle too: a flow's crews end inside it, the flow's own end ends the run. */
@@ -121,16 +122,16 @@ static void test_flow_lifecycle(void)
     CHECK(post(st, "f1", "flow_finished", "done") == CS_EXEC_COMPLETED);
     cs_exec_t *ex = cs_store_find(st, "f1", 2);
     REQUIRE(ex != NULL);
-    CHECK(json_is_string(ex->result) && strcmp(json_string_value(ex->result), "done") == 0);
+    CHECK(json_is_string(ex->state.result) && strcmp(json_string_value(ex->state.result), "done") == 0);
     CHECK(post(st, "f1", "log", NULL) == CS_EXEC_COMPLETED);        /* an end stays an end */
     CHECK(post(st, "f1", "flow_started", NULL) == CS_EXEC_RUNNING); /* a retried flow begins again */
-    CHECK(ex->result == NULL);
+    CHECK(ex->state.result == NULL);
 
     CHECK(post(st, "f2", "flow_started", NULL) == CS_EXEC_RUNNING);
     CHECK(post(st, "f2", "flow_failed", NULL) == CS_EXEC_ERROR);
     ex = cs_store_find(st, "f2", 2);
     REQUIRE(ex != NULL);
-    CHECK(ex->error_message != NULL);
+    CHECK(ex->state.error_message != NULL);
 
     /* Without a flow a crew's end is the run's end, as before. */
     CHECK(post(st, "c1", "crew_kickoff_started", NULL) == CS_EXEC_RUNNING);

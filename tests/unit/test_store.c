@@ -1,7 +1,9 @@
 /*
  * test_store.c - rings, cursors into them, resume, gaps, idempotence, eviction.
  */
+#include "../../src/answer.c"
 #include "../../src/cursor.c"
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
 #include "../../src/hitl.c"
@@ -68,7 +70,7 @@ static void test_publish_and_render(void)
     CHECK(f->sse_named_skip == strlen("event: log\n"));
     CHECK(f->sse_head_len == strlen(want));
     CHECK(cs_exec_frame(ex, 3) == NULL && cs_exec_frame(ex, 0) == NULL);
-    CHECK(ex->status == CS_EXEC_RUNNING);
+    CHECK(cs_exec_status(ex) == CS_EXEC_RUNNING);
     cs_store_free(st);
 }
 
@@ -362,7 +364,7 @@ static void test_retention(void)
     post(st, "a", "run.completed", NULL);
     post(st, "b", "run.started", NULL);
     cs_exec_t *a = cs_store_find(st, "a", 1);
-    CHECK(a->status == CS_EXEC_COMPLETED && a->finished);
+    CHECK(cs_exec_status(a) == CS_EXEC_COMPLETED && a->finished);
     cs_store_expire(st, 1000 + 9999);
     CHECK(cs_store_find(st, "a", 1) != NULL);
     cs_store_expire(st, 1000 + 10000);
@@ -508,7 +510,7 @@ static void test_hitl_answer_and_await(void)
     post(st, "h", "run.started", NULL);
     post(st, "h", "human_input_required", "req-1");
     cs_exec_t *ex = cs_store_find(st, "h", 1);
-    CHECK(ex->status == CS_EXEC_PENDING_HUMAN_INPUT && ex->hitl.n_open == 1);
+    CHECK(cs_exec_status(ex) == CS_EXEC_PENDING_HUMAN_INPUT && ex->hitl.n_open == 1);
 
     /* A runtime awaits; an answer by task id closes the request and pushes once. */
     cs_awaiter_t *aw = calloc(1, sizeof(*aw));
@@ -525,7 +527,7 @@ static void test_hitl_answer_and_await(void)
     CHECK(strstr(last_push, "\"human_feedback\":\"looks good\"") && strstr(last_push, "\"is_approve\":true"));
     CHECK(last_push[strlen(last_push) - 1] == '\n');
     CHECK_STR(pub.request_event_id, "req-1");
-    CHECK(pub.seq == 3 && ex->status == CS_EXEC_RUNNING && ex->hitl.n_open == 0);
+    CHECK(pub.seq == 3 && cs_exec_status(ex) == CS_EXEC_RUNNING && ex->hitl.n_open == 0);
 
     /* A second answer conflicts; an unknown request or execution is not found. */
     CHECK(cs_store_answer(st, "h", 1, &a, 0, &pub, detail, sizeof(detail)) == CS_ERR_CONFLICT);
@@ -548,10 +550,10 @@ static void test_hitl_answer_and_await(void)
                                "task_id", "t9");
         REQUIRE(cs_store_publish(st, ev, 0, &pub, detail, sizeof(detail)) == CS_OK);
         json_decref(ev);
-        CHECK(ex->status == CS_EXEC_PENDING_HUMAN_INPUT);
+        CHECK(cs_exec_status(ex) == CS_EXEC_PENDING_HUMAN_INPUT);
         cs_answer_t r = {.task_id = "t9", .human_feedback = fb, .is_approve = i < 4 ? no : yes};
         REQUIRE(cs_store_answer(st, "h", 1, &r, 0, &pub, detail, sizeof(detail)) == CS_OK);
-        CHECK(ex->status == CS_EXEC_RUNNING);
+        CHECK(cs_exec_status(ex) == CS_EXEC_RUNNING);
     }
     /* An awaiter that goes away is forgotten: the answer finds nobody, and nothing crashes. */
     json_t *ev =
@@ -601,29 +603,29 @@ static void test_status_progress(void)
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
         post(st, "p", types[i], NULL);
     cs_exec_t *ex = cs_store_find(st, "p", 1);
-    cs_progress_t *pr = &ex->progress;
+    cs_progress_t *pr = &ex->state.progress;
     CHECK(pr->tasks_seen == 2 && pr->tasks_done == 1 && pr->tasks_failed == 1);
     CHECK(pr->agents_seen == 2 && pr->agents_done == 1 && pr->agents_failed == 1);
     CHECK(pr->tool_calls == 2 && pr->tool_errors == 1);
-    CHECK(ex->status == CS_EXEC_RUNNING);
+    CHECK(cs_exec_status(ex) == CS_EXEC_RUNNING);
     char detail[64];
     cs_publish_t pub;
     json_t *ev = json_pack("{s:s, s:s, s:{s:s}}", "execution_id", "p", "type", "crew_kickoff_failed", "error",
                            "code", "E42");
     REQUIRE(cs_store_publish(st, ev, 0, &pub, detail, sizeof(detail)) == CS_OK);
     json_decref(ev);
-    CHECK(ex->status == CS_EXEC_ERROR && strcmp(ex->error_message, "{\"code\":\"E42\"}") == 0);
+    CHECK(cs_exec_status(ex) == CS_EXEC_ERROR && strcmp(ex->state.error_message, "{\"code\":\"E42\"}") == 0);
     /* A final state stays final for ordinary events; a new start begins the run again. */
     post(st, "p", "log", NULL);
-    CHECK(ex->status == CS_EXEC_ERROR);
+    CHECK(cs_exec_status(ex) == CS_EXEC_ERROR);
     post(st, "p", "run.started", NULL);
-    CHECK(ex->status == CS_EXEC_RUNNING && !ex->finished);
-    json_t *j = cs_status_json(ex);
+    CHECK(cs_exec_status(ex) == CS_EXEC_RUNNING && !ex->finished);
+    json_t *j = cs_exec_status_json(ex);
     CHECK(json_integer_value(json_object_get(j, "events")) == 15);
     CHECK(strcmp(json_string_value(json_object_get(j, "status")), "running") == 0);
     json_decref(j);
     post(st, "p", "run.canceled", NULL);
-    j = cs_status_seed_json(ex);
+    j = cs_status_seed_json(&ex->state, ex->id, ex->id_len);
     CHECK(strcmp(json_string_value(json_object_get(j, "status")), "error") == 0);
     CHECK(strcmp(json_string_value(json_object_get(j, "state")), "canceled") == 0);
     json_decref(j);
@@ -741,7 +743,7 @@ static void test_publish_fields(void)
         REQUIRE(post_fields(b, lines[i], &pb) == CS_OK);
         CHECK(pa.seq == pb.seq);
         CHECK(pa.duplicate == pb.duplicate);
-        CHECK(pa.exec != NULL && pb.exec != NULL && pa.exec->status == pb.exec->status);
+        CHECK(pa.exec != NULL && pb.exec != NULL && cs_exec_status(pa.exec) == cs_exec_status(pb.exec));
         REQUIRE(pa.frame != NULL && pb.frame != NULL);
         CHECK(pa.frame->json_len == pb.frame->json_len);
         CHECK(strlen(pa.event_id) == strlen(pb.event_id));

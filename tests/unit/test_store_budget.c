@@ -6,7 +6,9 @@
  * and stores nothing; an open request is never lost. Before issue 10 each "too big" case read
  * freed memory (ASan) or acknowledged an event the store no longer held.
  */
+#include "../../src/answer.c"
 #include "../../src/cursor.c"
+#include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
 #include "../../src/hitl.c"
@@ -271,7 +273,7 @@ static void one(enum scenario s, enum pkind k, int big)
             if (k == K_ANSWER)
                 CHECK(pushed == 1 && now->hitl.n_open == open - 1);
             if (k == K_COMPLETION)
-                CHECK(now->status == CS_EXEC_COMPLETED && now->result != NULL);
+                CHECK(cs_exec_status(now) == CS_EXEC_COMPLETED && now->state.result != NULL);
         } else {
             CHECK(now == t && (now == NULL || now->next_seq == next));
         }

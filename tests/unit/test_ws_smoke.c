@@ -8,6 +8,7 @@
 #include "../../common/buf.c"
 #include "../../src/auth.c"
 #include "../../src/cfgschema.c"
+#include "../../src/answer.c"
 #include "../../src/cursor.c"
 #include "../../src/err.c"
 #include "../../src/event.c"
