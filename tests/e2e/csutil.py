@@ -647,6 +647,15 @@ def poll(base, path, params=None, headers=None, http_timeout=70.0):
     return requests.get(base + path, params=params or {}, headers=headers or {}, timeout=http_timeout)
 
 
+def rss_kib(pid):
+    """The resident memory of process pid, in KiB (/proc/PID/status VmRSS)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/%d/status" % pid)
+
+
 def wait_until(pred, timeout=5.0, interval=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -18,20 +18,13 @@ import time
 
 import requests
 
-from csutil import http_get, http_raw
+from csutil import http_get, http_raw, rss_kib
 
 MAX_LINES = 10000
 TOKENS = {"auth": {"tokens": [
     {"name": "pub", "token": "P", "scopes": ["publish", "read", "respond"], "executions": ["*"]},
     {"name": "reader", "token": "R", "scopes": ["read"], "executions": ["*"]}]}}
 
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def metrics(d, token=None):

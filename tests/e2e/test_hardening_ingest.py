@@ -22,7 +22,7 @@ import socket
 import subprocess
 import time
 
-from csutil import ev, http_get, wait_until
+from csutil import ev, http_get, rss_kib, wait_until
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BIG_STORE = {"store": {"max_bytes": 1 << 30}}  # clear of store.max_bytes eviction (another finding)
@@ -30,13 +30,6 @@ BIG_STORE = {"store": {"max_bytes": 1 << 30}}  # clear of store.max_bytes evicti
 
 # ---- measuring the daemon ---------------------------------------------------------------------
 
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def cpu_s(pid):

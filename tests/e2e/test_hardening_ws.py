@@ -12,20 +12,13 @@ import json
 import threading
 import time
 
-from csutil import RawWS, ev, http_get, run, wait_until, ws_connect, ws_handshake
+from csutil import RawWS, ev, http_get, rss_kib, run, wait_until, ws_connect, ws_handshake
 
 EXEC = "big-1"
 N_STALLED = 150
 EVENT_BYTES = 800 * 1024
 N_EVENTS = 3
 
-
-def vm_rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS in /proc/%d/status" % pid)
 
 
 def metrics(d):
@@ -67,7 +60,7 @@ def test_stalled_websockets_hold_one_piece_each_and_a_reader_gets_every_large_ev
             reader = await ws_connect(d.ws + "/v1/executions/%s/ws?since=now" % EXEC, max_size=None)
             try:
                 time.sleep(0.5)
-                rss0 = vm_rss_kib(d.proc.pid)
+                rss0 = rss_kib(d.proc.pid)
                 d.post_ok(*events, timeout=30)
                 got = []
                 while len(got) < N_EVENTS:
@@ -82,7 +75,7 @@ def test_stalled_websockets_hold_one_piece_each_and_a_reader_gets_every_large_ev
             assert recv["type"] == "log" and recv["message"] == sent["message"], "event %d altered" % i
         # Let every stalled connection get as far as it can: its first writes.
         time.sleep(1.5)
-        rss1 = vm_rss_kib(d.proc.pid)
+        rss1 = rss_kib(d.proc.pid)
         growth_kib = rss1 - rss0
         # The store holds the events (~N_EVENTS x 800 KB, rendered once); each stalled client one
         # piece (64 KiB) in lws. Holding each client's unsent rest instead would be ~N_STALLED x

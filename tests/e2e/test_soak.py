@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 
-from csutil import RawWS, SSEClient, encode_line, http_get, http_raw, is_push
+from csutil import RawWS, SSEClient, encode_line, http_get, http_raw, is_push, rss_kib
 
 SOAK_S = float(os.environ.get("CS_SOAK_S", "20"))
 TOKEN = "soak-secret-token"
@@ -44,13 +44,6 @@ CONFIG = {
 def sanitized():
     return "asan" in os.environ.get("CREWSTREAM_BUILD", "") or "asan" in os.environ.get("CREWSTREAMD", "")
 
-
-def vm_rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 class Ledger:
@@ -497,7 +490,7 @@ def test_soak_mixed_load(make_daemon):
     assert d.running(), "daemon died:\n" + d.stderr_text()[-4000:]
     status, _, body = http_get(d.port, "/health")
     assert status == 200, body
-    rss = vm_rss_kb(d.proc.pid)
+    rss = rss_kib(d.proc.pid)
     checked = verify_retained(d, ledger)
     for key, how in ledger.answered.items():
         n = ledger.pushes.get(key, 0)

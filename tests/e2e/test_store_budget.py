@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from csutil import SSEClient, ev
+from csutil import SSEClient, ev, rss_kib
 
 
 def metrics(d):
@@ -17,14 +17,6 @@ def metrics(d):
             k, v = line.split()
             out[k[len("crewstream_"):]] = float(v)
     return out
-
-
-def rss_kib(d):
-    with open("/proc/%d/status" % d.proc.pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def alive(d):
@@ -72,7 +64,7 @@ def test_open_requests_bounded(make_daemon):
                     env={"ASAN_OPTIONS": asan})
     prompt = "p" * 50000
     with SSEClient(d.port, "/v1/executions/big/events") as sse, d.producer(timeout=10) as p:
-        before = rss_kib(d)
+        before = rss_kib(d.proc.pid)
         refused = stored = 0
         for i in range(200):
             r = p.request(ev("big", "human_input_required", task_id="t%d" % i, prompt=prompt))[0]
@@ -81,7 +73,7 @@ def test_open_requests_bounded(make_daemon):
             else:
                 assert r["error"] == "unavailable" and "store.max_bytes" in r["detail"], r
                 refused += 1
-        grown = rss_kib(d) - before
+        grown = rss_kib(d.proc.pid) - before
         m = metrics(d)
         assert m["store_bytes"] <= m["store_max_bytes"]
         assert m["store_pinned_bytes"] <= m["store_max_bytes"] / 2
