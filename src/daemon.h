@@ -42,6 +42,7 @@ typedef struct cs_counters {
     uint64_t ws_refused_origin; /* handshakes from an Origin http.cors_origins does not allow (403) */
     uint64_t ingest_lines;
     uint64_t ingest_errors;
+    uint64_t ingest_reply_failures; /* replies not queued: producer closed, or HTTP 500 */
     uint64_t stalls;
     uint64_t ws_pieces;       /* pieces of fragmented WebSocket messages written */
     uint64_t ws_rx_paused;    /* times a WebSocket's reading stopped for a full reply queue */

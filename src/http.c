@@ -596,6 +596,9 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     metric(&b, "gaps_total", "counter", "stream.gap events sent.", st.gaps_sent);
     metric(&b, "ingest_lines_total", "counter", "Ingest lines handled (socket and HTTP).", c->ingest_lines);
     metric(&b, "ingest_errors_total", "counter", "Ingest lines refused.", c->ingest_errors);
+    metric(&b, "ingest_reply_failures_total", "counter",
+           "Replies that could not be queued: the producer closed, or POST /v1/events answered 500.",
+           c->ingest_reply_failures);
     metric(&b, "http_requests_total", "counter", "HTTP requests.", c->http_requests);
     metric(&b, "tcp_accepted_total", "counter", "TCP connections accepted.", c->tcp_accepted);
     metric(&b, "tcp_rejected_total", "counter", "TCP connections refused over limits.max_clients.",
@@ -668,8 +671,8 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
 /* POST /v1/events: one event, or NDJSON; the same validation and replies as the Unix socket. */
 static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_principal_t *who)
 {
-    char *out = NULL;
-    size_t olen = 0, ocap = 0, lines = 0;
+    cs_buf_t out;
+    size_t lines = 0;
     cs_err_t last = CS_OK;
     const char *p = cs_buf_data(&q->body), *end = p + cs_buf_size(&q->body);
 
@@ -702,27 +705,44 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
                               (unsigned)CS_HTTP_MAX_LINES);
         }
     }
+    /* One reply line per line: at most CS_HTTP_MAX_LINES of CS_INGEST_REPLY_MAX bytes (20 MiB). */
+    cs_buf_init(&out, (size_t)CS_HTTP_MAX_LINES * CS_INGEST_REPLY_MAX);
     while (p < end) {
         const char *nl = whole ? NULL : memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
         /* A final newline does not start another line. */
-        last = cs_ingest_line(h->d, NULL, who, p, n, &out, &olen, &ocap);
+        int rc = cs_ingest_line(h->d, NULL, who, p, n, &out, &last);
         lines++;
+        if (rc != 0) {
+            /* A short reply would leave the client to guess which lines were handled: none is sent. */
+            cs_buf_free(&out);
+            h->d->counters.ingest_reply_failures++;
+            cs_log_error(
+                "http: the reply to line %zu of POST /v1/events could not be built (%s): answered 500", lines,
+                rc == -EMSGSIZE ? "past its maximum" : "out of memory");
+            return queue_errf(
+                h, q->con, CS_ERR_INTERNAL,
+                "the replies could not be built (%s) at line %zu: that line and those before it "
+                "may be stored; send them again with their event_id to be told (duplicate)",
+                rc == -EMSGSIZE ? "too large" : "out of memory", lines);
+        }
         p += n + 1;
     }
     if (lines == 0) {
-        free(out);
+        cs_buf_free(&out);
         return queue_err(h, q->con, CS_ERR_BAD_REQUEST, "the body is empty: send one event, or NDJSON", NULL,
                          NULL);
     }
-    if (out == NULL)
+    size_t olen;
+    char *body = cs_buf_steal(&out, &olen);
+    if (body == NULL)
         return MHD_NO;
     if (lines == 1) {
         /* One event: its reply is the response, its status the error's. */
         olen--; /* the newline */
-        return queue_json(h, q->con, cs_err_http_status(last), out, olen, NULL, NULL);
+        return queue_json(h, q->con, cs_err_http_status(last), body, olen, NULL, NULL);
     }
-    return queue_body(h, q->con, 200, out, olen, MHD_RESPMEM_MUST_FREE, "application/x-ndjson", NULL, NULL);
+    return queue_body(h, q->con, 200, body, olen, MHD_RESPMEM_MUST_FREE, "application/x-ndjson", NULL, NULL);
 }
 
 /* POST /resume and POST /v1/executions/{id}/human-input. */

@@ -53,8 +53,8 @@ struct cs_ingest {
 struct qpush {
     uint64_t hash;
     size_t len;
-    uint64_t end; /* in the output stream: the position just past it (in pbuf: its end offset there) */
-    int in_pbuf;
+    uint64_t end; /* in the output stream: the position just past it (in held: its end offset there) */
+    int in_held;
     UT_hash_handle hh;
     qpush_t *prev, *next; /* in the order queued */
 };
@@ -70,8 +70,7 @@ struct slot {
     uint64_t ticket; /* of the pending publish; 0 once its reply is in */
     cs_store_done_t done;
     int ready;
-    char *text; /* the reply, with its newline */
-    size_t len, cap;
+    cs_buf_t text; /* the reply, with its newline; no maximum: it holds one reply line */
     slot_t *next;
 };
 
@@ -82,11 +81,13 @@ struct producer {
     cs_defer_t defer;
     uid_t uid;
     cs_lines_t lines; /* the line being read */
-    char *obuf;       /* replies and pushes not yet written (from ooff) */
-    size_t olen, ooff, ocap;
-    uint64_t opos; /* position of obuf[0] in the output stream: the bytes queued before it */
-    char *pbuf;    /* pushes waiting for the replies of the lines being handled */
-    size_t plen, pcap;
+    /* Replies and pushes not yet written. No maximum: OUT_HIGH_MARK paces it (the producer is not read
+     * past it), and an answer is never dropped (what the producer awaits bounds those). */
+    cs_buf_t out;
+    uint64_t written; /* bytes of the output stream written: the position of cs_buf_data(&out)[0] */
+    /* Pushes waiting for the replies of the lines being handled; no maximum, as for out (it is counted in
+     * the queued output that pauses the producer). Never consumed in part: moved to out whole. */
+    cs_buf_t held;
     qpush_t *qpush_hash, *qpushes; /* pushes queued, by hash and in order */
     size_t n_qpushes;
     size_t queued; /* what producer_queued counted last, for the total in cs_ingest_t */
@@ -104,43 +105,43 @@ struct producer {
 
 static void producer_flush_later(producer_t *p);
 static void producer_close(producer_t *p);
+static void producer_lost_reply(producer_t *p, int rc, const char *what);
 
 /* ---- replies ---- */
 
-static int buf_reserve(char **buf, size_t *cap, size_t need)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 256;
-    while (c < need)
-        c *= 2;
-    char *p = realloc(*buf, c);
-    if (p == NULL)
-        return -ENOMEM;
-    *buf = p;
-    *cap = c;
-    return 0;
-}
+/*
+ * Where a line's reply goes, and the first failure to put it there: 0, -EMSGSIZE past the buffer's
+ * maximum, or -ENOMEM. A reply is appended whole or not at all.
+ */
+typedef struct reply {
+    cs_buf_t *b;
+    int rc;
+} reply_t;
 
-static void reply_add(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+static void reply_add(reply_t *r, const char *s, size_t n)
 {
-    if (buf_reserve(buf, cap, *len + n) != 0)
-        return; /* out of memory: the reply is lost, the connection will see it as a stall */
-    memcpy(*buf + *len, s, n);
-    *len += n;
+    if (r->rc == 0)
+        r->rc = cs_buf_append(r->b, s, n);
 }
 
 /* Appends o (consumed) as one reply line. */
-static void reply_json(char **buf, size_t *len, size_t *cap, json_t *o)
+static void reply_json(reply_t *r, json_t *o)
 {
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
     json_decref(o);
-    if (s != NULL) {
-        reply_add(buf, len, cap, s, strlen(s));
-        reply_add(buf, len, cap, "\n", 1);
-        free(s);
+    if (s == NULL) {
+        if (r->rc == 0)
+            r->rc = -ENOMEM; /* json_pack or json_dumps: out of memory */
+        return;
     }
+    size_t n = strlen(s);
+    if (r->rc == 0 && (r->rc = cs_buf_reserve(r->b, n + 1)) == 0) {
+        /* Room for both: neither append fails. */
+        (void)cs_buf_append(r->b, s, n);
+        (void)cs_buf_append(r->b, "\n", 1);
+    }
+    free(s);
 }
 
 /*
@@ -148,13 +149,10 @@ static void reply_json(char **buf, size_t *len, size_t *cap, json_t *o)
  * by hand rather than through json_pack and json_dumps. event_id holds no control characters
  * (cs_valid_event_id); '"' and '\\' are the only bytes to escape.
  */
-static void reply_ack(char **buf, size_t *len, size_t *cap, const cs_publish_t *pub)
+static void reply_ack(reply_t *r, const cs_publish_t *pub)
 {
-    char *p;
+    char line[48 + 2 * sizeof(pub->event_id) + 20], *p = line;
 
-    if (buf_reserve(buf, cap, *len + 48 + 2 * sizeof(pub->event_id) + 20) != 0)
-        return; /* as in reply_add */
-    p = *buf + *len;
     memcpy(p, "{\"ok\":true,\"seq\":", 17), p += 17;
     p += cs_fmt_u64(p, pub->seq);
     memcpy(p, ",\"event_id\":\"", 13), p += 13;
@@ -167,13 +165,12 @@ static void reply_ack(char **buf, size_t *len, size_t *cap, const cs_publish_t *
     if (pub->duplicate)
         memcpy(p, ",\"duplicate\":true", 17), p += 17;
     memcpy(p, "}\n", 2), p += 2;
-    *len = (size_t)(p - *buf);
+    reply_add(r, line, (size_t)(p - line));
 }
 
-static cs_err_t reply_error(char **buf, size_t *len, size_t *cap, cs_err_t code, const char *detail)
+static cs_err_t reply_error(reply_t *r, cs_err_t code, const char *detail)
 {
-    reply_json(buf, len, cap,
-               json_pack("{s:b, s:s, s:s}", "ok", 0, "error", cs_err_name(code), "detail", detail));
+    reply_json(r, json_pack("{s:b, s:s, s:s}", "ok", 0, "error", cs_err_name(code), "detail", detail));
     return code;
 }
 
@@ -182,8 +179,8 @@ static cs_err_t reply_error(char **buf, size_t *len, size_t *cap, cs_err_t code,
 /* Bytes queued to p and not yet written: replies, pushes, and what keeps track of the pushes. */
 static size_t producer_queued(const producer_t *p)
 {
-    return p->olen - p->ooff + p->plen + p->n_qpushes * sizeof(qpush_t) + p->n_slots * sizeof(slot_t) +
-           p->slot_bytes;
+    return cs_buf_size(&p->out) + cs_buf_size(&p->held) + p->n_qpushes * sizeof(qpush_t) +
+           p->n_slots * sizeof(slot_t) + p->slot_bytes;
 }
 
 /* Keeps the total of every producer's queued output (the /metrics gauge) in step with p's. */
@@ -250,16 +247,16 @@ static int qpush_holds(const producer_t *p, const qpush_t *q, const char *s, siz
 
     if (q->len != n)
         return 0;
-    if (q->in_pbuf) {
-        buf = p->pbuf + (q->end - n);
+    if (q->in_held) {
+        buf = cs_buf_data(&p->held) + (q->end - n);
     } else {
-        uint64_t start = q->end - n, written = p->opos + p->ooff;
-        skip = start < written ? (size_t)(written - start) : 0;
-        if (start >= p->opos) {
-            buf = p->obuf + (size_t)(start - p->opos);
+        /* out holds the stream from position p->written on: the bytes before it are gone. */
+        uint64_t start = q->end - n;
+        if (start >= p->written) {
+            buf = cs_buf_data(&p->out) + (size_t)(start - p->written);
         } else {
-            buf = p->obuf;
-            back = (size_t)(p->opos - start); /* <= skip: obuf starts at or before what is unwritten */
+            buf = cs_buf_data(&p->out);
+            back = skip = (size_t)(p->written - start);
         }
     }
     if (n <= 2 * PUSH_END)
@@ -270,9 +267,7 @@ static int qpush_holds(const producer_t *p, const qpush_t *q, const char *s, siz
 /* Forgets the pushes wholly written. */
 static void qpush_written(producer_t *p)
 {
-    uint64_t written = p->opos + p->ooff;
-
-    while (p->qpushes != NULL && !p->qpushes->in_pbuf && p->qpushes->end <= written) {
+    while (p->qpushes != NULL && !p->qpushes->in_held && p->qpushes->end <= p->written) {
         qpush_t *q = p->qpushes;
         HASH_DEL(p->qpush_hash, q);
         DL_DELETE(p->qpushes, q);
@@ -309,19 +304,16 @@ static void on_push(cs_awaiter_t *aw, const char *line, size_t len)
     /* Held apart until the replies of the lines now being handled are queued: a push never lands
      * between a line and its reply. An answer is never dropped: it is queued even past the high mark
      * (what the producer awaits bounds it), and the producer is then not read until it drains. */
-    size_t before = p->plen;
-    reply_add(&p->pbuf, &p->plen, &p->pcap, line, len);
-    if (p->plen == before) {
-        cs_log_error(
-            "ingest: out of memory queueing an answer to a producer: closing it (it may await again)");
-        producer_close(p);
+    int rc = cs_buf_append(&p->held, line, len);
+    if (rc != 0) {
+        producer_lost_reply(p, rc, "an answer (it may await again)");
         return;
     }
     if (q == NULL && (q = calloc(1, sizeof(*q))) != NULL) {
         q->hash = h;
         q->len = len;
-        q->end = p->plen;
-        q->in_pbuf = 1;
+        q->end = cs_buf_size(&p->held);
+        q->in_held = 1;
         HASH_ADD(hh, p->qpush_hash, hash, sizeof(q->hash), q);
         DL_APPEND(p->qpushes, q);
         p->n_qpushes++;
@@ -355,7 +347,7 @@ static void slot_append(producer_t *p, slot_t *sl)
         p->slots = sl;
     p->slots_tail = sl;
     p->n_slots++;
-    p->slot_bytes += sl->len;
+    p->slot_bytes += cs_buf_size(&sl->text);
 }
 
 /* Holds the place of a line whose publish the store completes later. */
@@ -371,19 +363,17 @@ static int slots_drain(producer_t *p)
 {
     while (p->slots != NULL && p->slots->ready) {
         slot_t *sl = p->slots;
-        size_t before = p->olen;
-        reply_add(&p->obuf, &p->olen, &p->ocap, sl->text, sl->len);
-        if (p->olen == before && sl->len > 0) {
-            cs_log_error("ingest: out of memory queueing replies to a producer: closing it");
-            producer_close(p);
+        int rc = cs_buf_append(&p->out, cs_buf_data(&sl->text), cs_buf_size(&sl->text));
+        if (rc != 0) {
+            producer_lost_reply(p, rc, "a reply held behind a pending publish");
             return -1;
         }
         p->slots = sl->next;
         if (p->slots == NULL)
             p->slots_tail = NULL;
         p->n_slots--;
-        p->slot_bytes -= sl->len;
-        free(sl->text);
+        p->slot_bytes -= cs_buf_size(&sl->text);
+        cs_buf_free(&sl->text);
         free(sl);
     }
     return 0;
@@ -394,21 +384,21 @@ static void on_stored(void *data, cs_err_t e, const cs_publish_t *pub, const cha
 {
     slot_t *sl = data;
     producer_t *p = sl->p;
+    reply_t r = {&sl->text, 0};
 
     sl->ticket = 0;
     if (e == CS_OK) {
-        reply_ack(&sl->text, &sl->len, &sl->cap, pub);
+        reply_ack(&r, pub);
     } else {
-        reply_error(&sl->text, &sl->len, &sl->cap, e, detail);
+        reply_error(&r, e, detail);
         p->in->d->counters.ingest_errors++;
     }
-    if (sl->len == 0) {
-        cs_log_error("ingest: out of memory writing a reply to a producer: closing it");
-        producer_close(p);
+    if (r.rc != 0) {
+        producer_lost_reply(p, r.rc, "the reply to a confirmed publish");
         return;
     }
     sl->ready = 1;
-    p->slot_bytes += sl->len;
+    p->slot_bytes += cs_buf_size(&sl->text);
     if (slots_drain(p) != 0)
         return;
     producer_check_pause(p);
@@ -423,7 +413,7 @@ static void slots_clear(producer_t *p)
         p->slots = sl->next;
         if (sl->ticket != 0)
             cs_store_forget(p->in->d->store, sl->ticket);
-        free(sl->text);
+        cs_buf_free(&sl->text);
         free(sl);
     }
     p->slots_tail = NULL;
@@ -449,13 +439,12 @@ static void producer_await(producer_t *p, cs_hitl_req_t *req, cs_awaiter_t *aw)
     cs_hitl_await(req, aw); /* pushes at once when the answer exists */
 }
 
-static cs_err_t reply_no_memory(char **reply, size_t *rlen, size_t *rcap)
+static cs_err_t reply_no_memory(reply_t *r)
 {
-    return reply_error(reply, rlen, rcap, CS_ERR_INTERNAL,
-                       "out of memory: the line was not handled; send it again");
+    return reply_error(r, CS_ERR_INTERNAL, "out of memory: the line was not handled; send it again");
 }
 
-static cs_err_t op_await(cs_daemon_t *d, producer_t *p, json_t *obj, char **reply, size_t *rlen, size_t *rcap)
+static cs_err_t op_await(cs_daemon_t *d, producer_t *p, json_t *obj, reply_t *r)
 {
     char detail[300];
     json_t *jx = json_object_get(obj, "execution_id"), *je = json_object_get(obj, "event_id");
@@ -463,23 +452,20 @@ static cs_err_t op_await(cs_daemon_t *d, producer_t *p, json_t *obj, char **repl
     cs_hitl_req_t *req;
 
     if (p == NULL)
-        return reply_error(reply, rlen, rcap, CS_ERR_BAD_OP,
-                           "await needs a Unix-socket connection to push to");
+        return reply_error(r, CS_ERR_BAD_OP, "await needs a Unix-socket connection to push to");
     if (x == NULL || e == NULL)
-        return reply_error(reply, rlen, rcap, CS_ERR_MISSING_FIELD,
-                           "await needs execution_id and event_id strings");
+        return reply_error(r, CS_ERR_MISSING_FIELD, "await needs execution_id and event_id strings");
     if (!cs_valid_execution_id(x, json_string_length(jx)))
-        return reply_error(reply, rlen, rcap, CS_ERR_INVALID_FIELD,
+        return reply_error(r, CS_ERR_INVALID_FIELD,
                            "execution_id must be 1-128 characters of [A-Za-z0-9._:-]");
     req = cs_store_find_request(d->store, x, json_string_length(jx), e, detail, sizeof(detail));
     if (req == NULL)
-        return reply_error(reply, rlen, rcap, CS_ERR_NOT_FOUND, detail);
+        return reply_error(r, CS_ERR_NOT_FOUND, detail);
     cs_awaiter_t *aw = calloc(1, sizeof(*aw));
     if (aw == NULL)
-        return reply_no_memory(reply, rlen, rcap);
-    reply_json(reply, rlen, rcap,
-               json_pack("{s:b, s:s, s:s, s:s, s:b}", "ok", 1, "op", "await", "execution_id", x, "event_id",
-                         e, "answered", req->answered));
+        return reply_no_memory(r);
+    reply_json(r, json_pack("{s:b, s:s, s:s, s:s, s:b}", "ok", 1, "op", "await", "execution_id", x,
+                            "event_id", e, "answered", req->answered));
     /* After the ack: an answer that already exists is pushed right behind it. */
     producer_await(p, req, aw);
     return CS_OK;
@@ -526,8 +512,7 @@ static int ordinary_fields(const cs_jscan_t *sc, cs_event_fields_t *fl)
 /* Validates, authorizes, publishes and acknowledges an ordinary event: what cs_ingest_line does for
  * any event, without a JSON object. */
 static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_principal_t *publisher,
-                                 const cs_event_fields_t *fl, const char *line, size_t len, char **reply,
-                                 size_t *rlen, size_t *rcap)
+                                 const cs_event_fields_t *fl, const char *line, size_t len, reply_t *r)
 {
     char detail[256];
     cs_publish_t pub;
@@ -535,18 +520,17 @@ static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_prin
 
     e = cs_event_validate_fields(fl, detail, sizeof(detail));
     if (e != CS_OK)
-        return reply_error(reply, rlen, rcap, e, detail);
+        return reply_error(r, e, detail);
     if (publisher != NULL) {
         char x[CS_EXECUTION_ID_MAX + 1]; /* validated: at most CS_EXECUTION_ID_MAX bytes */
         memcpy(x, fl->execution_id, fl->execution_id_len);
         x[fl->execution_id_len] = '\0';
         if (cs_auth_authorize(publisher, CS_SCOPE_PUBLISH, x) != CS_AUTH_OK)
-            return reply_error(reply, rlen, rcap, CS_ERR_FORBIDDEN,
-                               "the token does not grant publish on this execution");
+            return reply_error(r, CS_ERR_FORBIDDEN, "the token does not grant publish on this execution");
     }
     slot_t *sl = NULL;
     if (conn != NULL && cs_store_may_defer(d->store) && (sl = slot_new(conn)) == NULL)
-        return reply_no_memory(reply, rlen, rcap);
+        return reply_no_memory(r);
     e = cs_store_submit_fields(d->store, fl, line, len, cs_unix_ms(), sl != NULL ? &sl->done : NULL, &pub,
                                detail, sizeof(detail));
     if (e == CS_PENDING) {
@@ -555,13 +539,13 @@ static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_prin
     }
     free(sl);
     if (e != CS_OK)
-        return reply_error(reply, rlen, rcap, e, detail);
-    reply_ack(reply, rlen, rcap, &pub);
+        return reply_error(r, e, detail);
+    reply_ack(r, &pub);
     return CS_OK;
 }
 
-cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publisher, const char *line,
-                        size_t len, char **reply, size_t *rlen, size_t *rcap)
+static cs_err_t ingest_line(cs_daemon_t *d, producer_t *conn, const cs_principal_t *publisher,
+                            const char *line, size_t len, reply_t *r)
 {
     char detail[256];
     json_t *obj = NULL, *op;
@@ -578,17 +562,17 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
     if (len > d->cfg->max_event_bytes) {
         snprintf(detail, sizeof(detail), "line is longer than limits.max_event_bytes (%zu)",
                  d->cfg->max_event_bytes);
-        e = reply_error(reply, rlen, rcap, CS_ERR_TOO_LARGE, detail);
+        e = reply_error(r, CS_ERR_TOO_LARGE, detail);
         goto out;
     }
     if (cs_jscan_object(line, len, d->cfg->json_depth, &sc) == 0 && ordinary_fields(&sc, &fl)) {
-        e = publish_ordinary(d, conn, publisher, &fl, line, len, reply, rlen, rcap);
+        e = publish_ordinary(d, conn, publisher, &fl, line, len, r);
         goto out;
     }
     /* Anything else is parsed whole; a line the scan refuses too: jansson's message is the detail. */
     e = cs_line_parse(line, len, d->cfg->json_depth, &obj, detail, sizeof(detail));
     if (e != CS_OK) {
-        reply_error(reply, rlen, rcap, e, detail);
+        reply_error(r, e, detail);
         goto out;
     }
     op = json_object_get(obj, "op");
@@ -596,19 +580,19 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
         const char *name = json_string_value(op);
         if (name != NULL && strcmp(name, "ping") == 0) {
             static const char pong[] = "{\"ok\":true,\"op\":\"pong\"}\n";
-            reply_add(reply, rlen, rcap, pong, sizeof(pong) - 1);
+            reply_add(r, pong, sizeof(pong) - 1);
             e = CS_OK;
         } else if (name != NULL && strcmp(name, "await") == 0) {
-            e = op_await(d, conn, obj, reply, rlen, rcap);
+            e = op_await(d, conn, obj, r);
         } else {
             snprintf(detail, sizeof(detail), "unknown op (known: ping, await)");
-            e = reply_error(reply, rlen, rcap, CS_ERR_BAD_OP, detail);
+            e = reply_error(r, CS_ERR_BAD_OP, detail);
         }
         goto out;
     }
     e = cs_event_validate(obj, detail, sizeof(detail));
     if (e != CS_OK) {
-        reply_error(reply, rlen, rcap, e, detail);
+        reply_error(r, e, detail);
         goto out;
     }
     /* The connection that posts a request awaits its answer: what that takes is had before the event
@@ -616,18 +600,17 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
     if (conn != NULL &&
         strcmp(json_string_value(json_object_get(obj, "type")), "human_input_required") == 0 &&
         (aw = calloc(1, sizeof(*aw))) == NULL) {
-        e = reply_no_memory(reply, rlen, rcap);
+        e = reply_no_memory(r);
         goto out;
     }
     if (publisher != NULL &&
         cs_auth_authorize(publisher, CS_SCOPE_PUBLISH,
                           json_string_value(json_object_get(obj, "execution_id"))) != CS_AUTH_OK) {
-        e = reply_error(reply, rlen, rcap, CS_ERR_FORBIDDEN,
-                        "the token does not grant publish on this execution");
+        e = reply_error(r, CS_ERR_FORBIDDEN, "the token does not grant publish on this execution");
         goto out;
     }
     if (conn != NULL && cs_store_may_defer(d->store) && (sl = slot_new(conn)) == NULL) {
-        e = reply_no_memory(reply, rlen, rcap);
+        e = reply_no_memory(r);
         goto out;
     }
     e = cs_store_submit_raw(d->store, obj, line, len, cs_unix_ms(), sl != NULL ? &sl->done : NULL, &pub,
@@ -637,10 +620,10 @@ cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publis
         sl = NULL;
         e = CS_OK;
     } else if (e != CS_OK) {
-        reply_error(reply, rlen, rcap, e, detail);
+        reply_error(r, e, detail);
         goto out;
     } else {
-        reply_ack(reply, rlen, rcap, &pub);
+        reply_ack(r, &pub);
     }
     /* The connection that posts a request awaits its answer without asking (a retry too). */
     if (aw != NULL) {
@@ -660,6 +643,20 @@ out:
     return e;
 }
 
+int cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publisher, const char *line, size_t len,
+                   cs_buf_t *reply, cs_err_t *code)
+{
+    size_t before = cs_buf_size(reply);
+    reply_t r = {reply, 0};
+    cs_err_t e = ingest_line(d, conn, publisher, line, len, &r);
+
+    if (code != NULL)
+        *code = e;
+    if (r.rc != 0)
+        cs_buf_truncate(reply, before); /* nothing of this line's reply */
+    return r.rc;
+}
+
 /* ---- producers ---- */
 
 static void producer_free(void *data)
@@ -673,8 +670,8 @@ static void producer_free(void *data)
     }
     qpush_clear(p);
     cs_lines_free(&p->lines);
-    free(p->obuf);
-    free(p->pbuf);
+    cs_buf_free(&p->out);
+    cs_buf_free(&p->held);
     free(p->rbuf);
     free(p);
 }
@@ -703,31 +700,44 @@ static void producer_close(producer_t *p)
     cs_defer(in->d->loop, &p->defer, producer_free, p);
 }
 
+/*
+ * A reply or an answer that could not be queued to p (out of memory, or past its buffer's maximum):
+ * the producer would see its replies out of step with its lines, so it is closed, with one log line and
+ * crewstream_ingest_reply_failures_total.
+ */
+static void producer_lost_reply(producer_t *p, int rc, const char *what)
+{
+    if (p->closing)
+        return;
+    p->in->d->counters.ingest_reply_failures++;
+    cs_log_error("ingest: %s could not be queued to a producer (%s): closing it, its replies would be out of "
+                 "step with its lines",
+                 what, rc == -EMSGSIZE ? "past its buffer's maximum" : "out of memory");
+    producer_close(p);
+}
+
 /* Writes queued replies and pushes; returns 0, or -1 when the producer is gone. */
 static int producer_flush(producer_t *p)
 {
     /* Pushes wait behind the replies held for a pending publish too. */
-    if (p->plen > 0 && p->slots == NULL) {
+    if (cs_buf_size(&p->held) > 0 && p->slots == NULL) {
         /* The pushes go behind the replies queued so far; their records learn where they are. */
-        uint64_t base = p->opos + p->olen;
-        size_t before = p->olen;
-        reply_add(&p->obuf, &p->olen, &p->ocap, p->pbuf, p->plen);
-        if (p->olen == before) {
-            cs_log_error(
-                "ingest: out of memory writing answers to a producer: closing it (it may await again)");
-            producer_close(p);
+        uint64_t base = p->written + cs_buf_size(&p->out);
+        int rc = cs_buf_append(&p->out, cs_buf_data(&p->held), cs_buf_size(&p->held));
+        if (rc != 0) {
+            producer_lost_reply(p, rc, "answers (it may await again)");
             return -1;
         }
         for (qpush_t *q = p->qpushes; q != NULL; q = q->next) {
-            if (q->in_pbuf) {
+            if (q->in_held) {
                 q->end += base;
-                q->in_pbuf = 0;
+                q->in_held = 0;
             }
         }
-        p->plen = 0;
+        cs_buf_consume(&p->held, cs_buf_size(&p->held));
     }
-    while (p->ooff < p->olen) {
-        ssize_t n = send(p->fd, p->obuf + p->ooff, p->olen - p->ooff, MSG_NOSIGNAL);
+    while (cs_buf_size(&p->out) > 0) {
+        ssize_t n = send(p->fd, cs_buf_data(&p->out), cs_buf_size(&p->out), MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -736,31 +746,16 @@ static int producer_flush(producer_t *p)
             producer_close(p);
             return -1;
         }
-        p->ooff += (size_t)n;
+        /* Positions in the stream stay right when out moves its unread bytes to the front. */
+        cs_buf_consume(&p->out, (size_t)n);
+        p->written += (size_t)n;
     }
     qpush_written(p);
-    if (p->ooff == p->olen) {
-        p->opos += p->olen;
-        p->olen = p->ooff = 0;
-        /* Do not keep a large buffer for a producer that was behind once. */
-        if (p->ocap > READ_CHUNK) {
-            free(p->obuf);
-            p->obuf = NULL;
-            p->ocap = 0;
-        }
-        if (p->pcap > READ_CHUNK) {
-            free(p->pbuf);
-            p->pbuf = NULL;
-            p->pcap = 0;
-        }
-    } else if (p->ooff >= p->olen - p->ooff) {
-        /* More written than left: move the rest to the front, so the buffer does not grow past about
-         * twice what is queued while the producer keeps reading a little. */
-        memmove(p->obuf, p->obuf + p->ooff, p->olen - p->ooff);
-        p->opos += p->ooff;
-        p->olen -= p->ooff;
-        p->ooff = 0;
-    }
+    /* Do not keep a large buffer for a producer that was behind once (out reuses its front by itself). */
+    if (cs_buf_size(&p->out) == 0 && p->out.cap > READ_CHUNK)
+        cs_buf_free(&p->out);
+    if (cs_buf_size(&p->held) == 0 && p->held.cap > READ_CHUNK)
+        cs_buf_free(&p->held);
     producer_account(p);
     return 0;
 }
@@ -773,7 +768,7 @@ static void producer_update_interest(producer_t *p)
         return;
     if (!p->eof && !p->paused && p->roff == p->rlen)
         ev |= CS_IO_READ;
-    if (p->olen > p->ooff)
+    if (cs_buf_size(&p->out) > 0)
         ev |= CS_IO_WRITE;
     if (ev == 0 && p->slots != NULL) {
         /* Read to the end, a publish still pending: its completion pumps again. */
@@ -795,36 +790,40 @@ static int producer_line(void *arg, const char *line, size_t len)
     cs_daemon_t *d = p->in->d;
 
     /* Behind a pending publish, the reply waits in a slot of its own. */
-    int held = p->slots != NULL;
-    char *t = NULL, **buf = held ? &t : &p->obuf;
-    size_t tl = 0, tc = 0, *len_ = held ? &tl : &p->olen, *cap = held ? &tc : &p->ocap;
+    int held = p->slots != NULL, rc;
+    cs_buf_t t;
 
+    cs_buf_init(&t, 0); /* one reply line */
     if (line != NULL) {
-        cs_ingest_line(d, p, NULL, line, len, buf, len_, cap);
+        rc = cs_ingest_line(d, p, NULL, line, len, held ? &t : &p->out, NULL);
     } else {
         char detail[128];
+        reply_t r = {held ? &t : &p->out, 0};
         snprintf(detail, sizeof(detail), "line is longer than limits.max_event_bytes (%zu)",
                  d->cfg->max_event_bytes);
         d->counters.ingest_lines++;
         d->counters.ingest_errors++;
-        reply_error(buf, len_, cap, CS_ERR_TOO_LARGE, detail);
+        reply_error(&r, CS_ERR_TOO_LARGE, detail);
+        rc = r.rc;
     }
-    if (held && tl > 0 && !p->closing) {
+    if (rc != 0) {
+        cs_buf_free(&t);
+        producer_lost_reply(p, rc, "a reply");
+        return -1;
+    }
+    if (held && cs_buf_size(&t) > 0 && !p->closing) {
         slot_t *sl = slot_new(p);
         if (sl == NULL) {
-            free(t);
-            cs_log_error("ingest: out of memory holding a reply behind a pending one: closing the producer");
-            producer_close(p);
+            cs_buf_free(&t);
+            producer_lost_reply(p, -ENOMEM, "a reply behind a pending one");
             return -1;
         }
         sl->text = t;
-        sl->len = tl;
-        sl->cap = tc;
         sl->ready = 1;
         slot_append(p, sl);
-        t = NULL;
+        cs_buf_init(&t, 0);
     }
-    free(t);
+    cs_buf_free(&t);
     if (p->closing)
         return -1;
     producer_check_pause(p);
@@ -1010,6 +1009,8 @@ static void on_accept(cs_io_t *io, uint32_t events)
         }
         p->in = in;
         cs_lines_init(&p->lines, d->cfg->max_event_bytes, READ_CHUNK);
+        cs_buf_init(&p->out, 0);  /* no maximum: see producer_t */
+        cs_buf_init(&p->held, 0); /* likewise */
         p->fd = fd;
         p->uid = cred.uid;
         DL_APPEND(in->list, p);

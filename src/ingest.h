@@ -13,21 +13,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "daemon.h"
 
 /** Creates the socket at cfg->ingest_socket (refusing to take over one a live daemon answers on),
  * with mode cfg->ingest_mode. Returns 0 or -errno with err. */
 int cs_ingest_new(cs_ingest_t **out, cs_daemon_t *d, char *err, size_t errlen);
 
+/* The longest reply one line gets: a detail of at most 300 bytes, JSON-escaped, in its object. */
+#define CS_INGEST_REPLY_MAX 2048
+
 /**
  * Handles one line (without its newline) as the socket does, appending the reply line (with its
- * newline) to *reply / *reply_len (malloc'd buffer, grown as needed). Shared with HTTP ingest, which
- * passes conn NULL (there is nobody to push answers to, so "await" is refused there) and the
- * publisher's principal, whose "publish" scope must cover each event's execution (else forbidden).
- * Returns the error code of the reply (CS_OK for ok).
+ * newline) to reply. Shared with HTTP ingest, which passes conn NULL (there is nobody to push answers
+ * to, so "await" is refused there) and the publisher's principal, whose "publish" scope must cover each
+ * event's execution (else forbidden). Sets *code (when not NULL) to the error code of the reply (CS_OK
+ * for ok). Returns 0, or -EMSGSIZE (reply at its maximum) or -ENOMEM when the reply could not be
+ * appended: reply is then as it was, though the line was handled (its event may be stored), and the
+ * caller must not answer as if it had a reply for every line.
  */
-cs_err_t cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publisher, const char *line,
-                        size_t len, char **reply, size_t *reply_len, size_t *reply_cap);
+int cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publisher, const char *line, size_t len,
+                   cs_buf_t *reply, cs_err_t *code);
 
 /** Stops accepting and removes the socket file; producer connections stay until flushed. */
 void cs_ingest_close_listener(cs_ingest_t *in);

@@ -3,7 +3,8 @@
  * later (an observer that answers CS_CHANGE_LATER, as the journal's fsync "always" will): a later
  * line confirmed first waits for the earlier ones, replies of lines that need no confirmation (ping,
  * errors) wait behind a pending one, a refused confirmation is that line's error reply, and a
- * producer that leaves first forgets its pending publishes.
+ * producer that leaves first forgets its pending publishes. A reply that cannot be queued closes the
+ * producer (counted); cs_ingest_line says so to HTTP.
  */
 #include "../../common/buf.c"
 #include "../../src/answer.c"
@@ -160,6 +161,57 @@ static void test_producer_leaves_first(void)
     turn();
 }
 
+/*
+ * No reply is dropped unseen (issue 11): a reply buffer at its maximum leaves cs_ingest_line's buffer as
+ * it was and says so (HTTP answers 500 for it); a producer whose reply or held reply cannot be queued is
+ * closed and counted, since a missing reply would put its replies out of step with its lines.
+ */
+static void test_reply_not_queued(void)
+{
+    static const char ping[] = "{\"op\":\"ping\"}", ev[] = "{\"execution_id\":\"o\",\"type\":\"log\"}";
+    cs_err_t code = CS_ERR_INTERNAL;
+    cs_buf_t b;
+    char buf[64];
+
+    cs_store_set_observer(d.store, NULL);
+    cs_buf_init(&b, 30);
+    REQUIRE(cs_ingest_line(&d, NULL, NULL, ping, strlen(ping), &b, &code) == 0);
+    CHECK(code == CS_OK && cs_buf_size(&b) == 24);
+    CHECK(cs_ingest_line(&d, NULL, NULL, ping, strlen(ping), &b, &code) == -EMSGSIZE);
+    CHECK(cs_buf_size(&b) == 24); /* nothing of the second reply */
+    CHECK(cs_ingest_line(&d, NULL, NULL, "nope", 4, &b, &code) == -EMSGSIZE && code != CS_OK);
+    CHECK(cs_buf_size(&b) == 24);
+    cs_buf_free(&b);
+    cs_buf_init(&b, 10);
+    CHECK(cs_ingest_line(&d, NULL, NULL, ev, strlen(ev), &b, &code) == -EMSGSIZE && code == CS_OK);
+    CHECK(cs_buf_size(&b) == 0);
+    cs_buf_free(&b);
+
+    /* A producer whose output is at its maximum: closed after the line, counted once. */
+    uint64_t failures = d.counters.ingest_reply_failures;
+    producer_t *p = producer();
+    p->out.max = 8;
+    producer_feed(p, "{\"op\":\"ping\"}\n{\"op\":\"ping\"}\n", 28);
+    CHECK(p->closing);
+    CHECK(d.counters.ingest_reply_failures == failures + 1);
+    CHECK(recv(peer, buf, sizeof(buf), 0) == 0); /* closed, nothing written */
+    close(peer);
+    turn();
+
+    /* Behind a pending publish: the held replies cannot move to the output when it is confirmed. */
+    cs_store_set_observer(d.store, &(cs_store_observer_t){later, NULL});
+    n_tickets = 0;
+    p = producer();
+    p->out.max = 8;
+    feed(p, "{\"execution_id\":\"o\",\"type\":\"log\"}\n{\"op\":\"ping\"}\n");
+    REQUIRE(n_tickets == 1 && p->n_slots == 2 && !p->closing);
+    cs_store_confirm(d.store, tickets[0], CS_OK, NULL);
+    CHECK(p->closing);
+    CHECK(d.counters.ingest_reply_failures == failures + 2);
+    close(peer);
+    turn();
+}
+
 int main(void)
 {
     cs_store_limits_t lim = {
@@ -174,6 +226,7 @@ int main(void)
     cs_store_set_observer(d.store, &(cs_store_observer_t){later, NULL});
     RUN(test_replies_in_line_order);
     RUN(test_producer_leaves_first);
+    RUN(test_reply_not_queued);
     cs_store_free(d.store);
     cs_loop_free(d.loop);
     CT_DONE();
