@@ -1,7 +1,8 @@
 /*
  * fuzz_journal.c - arbitrary bytes read as a journal segment (jrecord.h): a header, then records until
- * the first that does not decode. Nothing may crash or read outside the input, and every record that
- * decodes must encode back to exactly its bytes (the format is canonical), as must the header.
+ * the first that does not decode; once as they come and once with every frame's checksum made right.
+ * Nothing may crash or read outside the input, and every record that decodes must encode back to
+ * exactly its bytes (the format is canonical), as must the header.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,7 +13,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void read_segment(const uint8_t *data, size_t size)
 {
     uint32_t version;
     uint64_t first;
@@ -62,5 +63,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         off += used;
     }
     cs_buf_free(&b);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    read_segment(data, size);
+    /* Again with every frame's checksum made right, so that mutated payloads reach the payload decoder. */
+    uint8_t *copy = malloc(size ? size : 1);
+    if (copy == NULL)
+        return 0;
+    if (size > 0)
+        memcpy(copy, data, size);
+    uint32_t version;
+    uint64_t first;
+    size_t off = cs_jrec_header_decode(copy, size, &version, &first) == CS_JREC_OK ? CS_JREC_HEADER_SIZE : 0;
+    while (size - off >= CS_JREC_FRAME_SIZE) {
+        uint32_t len = get_u32(copy + off);
+        if (len > size - off - CS_JREC_FRAME_SIZE)
+            break;
+        put_u32(copy + off + 4, crc(copy + off + CS_JREC_FRAME_SIZE, len));
+        off += CS_JREC_FRAME_SIZE + len;
+    }
+    read_segment(copy, size);
+    free(copy);
     return 0;
 }
