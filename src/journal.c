@@ -1,0 +1,611 @@
+/*
+ * journal.c - see journal.h.
+ *
+ * The sync thread's whole interface is a FIFO of requests under a mutex and condition variable
+ * ("sync fd up to position P", optionally also the directory, optionally closing fd afterwards: a
+ * retired segment) and, back, the durable position and the last error under the same mutex plus one
+ * eventfd write per finished request. The loop thread never waits on the disk, except in
+ * cs_journal_close.
+ */
+#include "journal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "jrecord.h"
+#include "log.h"
+
+#define SEG_SUFFIX      ".cjs"
+#define SEG_NAME_LEN    (20 + 4)
+#define DEFAULT_SEGMENT (64u << 20)
+
+typedef struct jreq {
+    int fd;       /* -1: none (the directory only) */
+    int sync;     /* fdatasync fd */
+    int close_fd; /* close fd afterwards (a retired segment) */
+    int dirsync;  /* fsync the directory (a segment was created) */
+    uint64_t upto;
+    struct jreq *next;
+} jreq_t;
+
+struct cs_journal {
+    char *dir;
+    int dirfd;
+    cs_jsync_t mode;
+    size_t seg_bytes;
+
+    int fd;          /* open segment, -1 before the first flush */
+    int need_header; /* its header is not written yet */
+    size_t seg_size; /* bytes in it */
+    uint64_t seg_first;
+    uint64_t next_record; /* number of the next record appended */
+    uint64_t flushed_records;
+
+    cs_buf_t batch;
+    uint64_t batch_records;
+    uint64_t pending, written, durable, requested;
+    int64_t last_req_ms;
+    int need_dirsync;
+    size_t segments;
+
+    int efd;
+    pthread_t th;
+    int th_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    jreq_t *q_head, *q_tail;
+    int stop;
+    uint64_t t_durable;
+    uint64_t t_syncs;
+    int t_err;
+};
+
+int cs_jsync_parse(const char *s, cs_jsync_t *out)
+{
+    if (strcmp(s, "none") == 0)
+        *out = CS_JSYNC_NONE;
+    else if (strcmp(s, "everysec") == 0)
+        *out = CS_JSYNC_EVERYSEC;
+    else if (strcmp(s, "always") == 0)
+        *out = CS_JSYNC_ALWAYS;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+/* ---- Segment names ---- */
+
+static int seg_name_number(const char *name, uint64_t *num)
+{
+    if (strlen(name) != SEG_NAME_LEN || strcmp(name + 20, SEG_SUFFIX) != 0)
+        return -1;
+    uint64_t v = 0;
+    for (int i = 0; i < 20; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return -1;
+        unsigned d = (unsigned)(name[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *num = v;
+    return 0;
+}
+
+static int seg_filter(const struct dirent *de)
+{
+    uint64_t n;
+    return seg_name_number(de->d_name, &n) == 0;
+}
+
+/* ---- The sync thread ---- */
+
+static void *sync_main(void *arg)
+{
+    cs_journal_t *j = arg;
+    pthread_mutex_lock(&j->mu);
+    for (;;) {
+        while (j->q_head == NULL && !j->stop)
+            pthread_cond_wait(&j->cv, &j->mu);
+        if (j->q_head == NULL)
+            break;
+        jreq_t *r = j->q_head;
+        j->q_head = r->next;
+        if (j->q_head == NULL)
+            j->q_tail = NULL;
+        pthread_mutex_unlock(&j->mu);
+
+        int err = 0;
+        if (r->sync && r->fd >= 0 && fdatasync(r->fd) != 0)
+            err = errno;
+        if (r->dirsync && fsync(j->dirfd) != 0 && err == 0)
+            err = errno;
+        if (r->close_fd && r->fd >= 0)
+            close(r->fd);
+
+        pthread_mutex_lock(&j->mu);
+        if (r->sync || r->dirsync) {
+            if (err != 0)
+                j->t_err = err;
+            else if (r->upto > j->t_durable)
+                j->t_durable = r->upto;
+            j->t_syncs++;
+            uint64_t one = 1;
+            ssize_t w = write(j->efd, &one, sizeof(one));
+            (void)w; /* EAGAIN only when the counter is full: it is readable anyway */
+        }
+        free(r);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+/* Queues a request; the last one for the same open fd is widened instead of adding another. */
+static void enqueue(cs_journal_t *j, int fd, int sync, int close_fd, uint64_t upto)
+{
+    int dirsync = sync && j->need_dirsync;
+    pthread_mutex_lock(&j->mu);
+    jreq_t *t = j->q_tail;
+    if (t != NULL && t->fd == fd && !t->close_fd) {
+        t->sync |= sync;
+        t->close_fd = close_fd;
+        t->dirsync |= dirsync;
+        if (upto > t->upto)
+            t->upto = upto;
+    } else {
+        jreq_t *r = calloc(1, sizeof(*r));
+        if (r == NULL) {
+            pthread_mutex_unlock(&j->mu);
+            /* Out of memory: do it here rather than lose it. */
+            cs_log_error("journal: out of memory for a sync request, syncing on the loop thread");
+            int err = 0;
+            if (sync && fd >= 0 && fdatasync(fd) != 0)
+                err = errno;
+            if (dirsync && fsync(j->dirfd) != 0 && err == 0)
+                err = errno;
+            if (close_fd && fd >= 0)
+                close(fd);
+            pthread_mutex_lock(&j->mu);
+            if (err != 0)
+                j->t_err = err;
+            else if (sync && upto > j->t_durable)
+                j->t_durable = upto;
+            pthread_mutex_unlock(&j->mu);
+            if (dirsync)
+                j->need_dirsync = 0;
+            uint64_t one = 1;
+            ssize_t w = write(j->efd, &one, sizeof(one));
+            (void)w;
+            return;
+        }
+        r->fd = fd;
+        r->sync = sync;
+        r->close_fd = close_fd;
+        r->dirsync = dirsync;
+        r->upto = upto;
+        if (t != NULL)
+            t->next = r;
+        else
+            j->q_head = r;
+        j->q_tail = r;
+    }
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    if (dirsync)
+        j->need_dirsync = 0;
+}
+
+/* ---- The writer ---- */
+
+int cs_journal_open(cs_journal_t **out, const cs_journal_opts_t *opts, uint64_t first_record, char *detail,
+                    size_t detail_len)
+{
+    struct dirent **names = NULL;
+    int rc;
+
+    *out = NULL;
+    cs_journal_t *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return -ENOMEM;
+    j->fd = -1;
+    j->efd = -1;
+    j->dirfd = -1;
+    j->mode = opts->fsync;
+    j->seg_bytes = opts->segment_bytes ? opts->segment_bytes : DEFAULT_SEGMENT;
+    j->last_req_ms = INT64_MIN / 2;
+    cs_buf_init(&j->batch, 0);
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    j->dir = strdup(opts->dir);
+    if (j->dir == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    j->dirfd = open(opts->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (j->dirfd < 0) {
+        rc = -errno;
+        snprintf(detail, detail_len, "journal: cannot open directory %s: %s", opts->dir, strerror(errno));
+        goto fail;
+    }
+    /* Name the first new segment after every one there. */
+    int n = scandir(opts->dir, &names, seg_filter, alphasort);
+    if (n < 0) {
+        rc = -errno;
+        snprintf(detail, detail_len, "journal: cannot list %s: %s", opts->dir, strerror(errno));
+        goto fail;
+    }
+    for (int i = 0; i < n; i++) {
+        uint64_t num;
+        if (seg_name_number(names[i]->d_name, &num) == 0 && num >= first_record)
+            first_record = num + 1;
+        free(names[i]);
+    }
+    free(names);
+    j->next_record = first_record;
+    j->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (j->efd < 0) {
+        rc = -errno;
+        snprintf(detail, detail_len, "journal: eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    rc = pthread_create(&j->th, NULL, sync_main, j);
+    if (rc != 0) {
+        snprintf(detail, detail_len, "journal: cannot start the sync thread: %s", strerror(rc));
+        rc = -rc;
+        goto fail;
+    }
+    j->th_started = 1;
+    *out = j;
+    return 0;
+fail:
+    cs_journal_close(j);
+    return rc;
+}
+
+void cs_journal_close(cs_journal_t *j)
+{
+    if (j == NULL)
+        return;
+    if (j->th_started) {
+        char detail[256];
+        if (cs_buf_size(&j->batch) > 0 && cs_journal_flush(j, INT64_MAX / 2, detail, sizeof(detail)) != 0)
+            cs_log_error("%s (at close: %" PRIu64 " records not written)", detail, j->batch_records);
+        if (j->mode != CS_JSYNC_NONE && j->fd >= 0 && j->written > j->requested)
+            cs_journal_sync(j);
+        pthread_mutex_lock(&j->mu);
+        j->stop = 1;
+        pthread_cond_signal(&j->cv);
+        pthread_mutex_unlock(&j->mu);
+        pthread_join(j->th, NULL);
+        uint64_t d;
+        if (cs_journal_sync_done(j, &d) != 0)
+            cs_log_error("journal: a sync failed before close: the last records may not be on disk");
+    }
+    if (j->fd >= 0)
+        close(j->fd);
+    if (j->efd >= 0)
+        close(j->efd);
+    if (j->dirfd >= 0)
+        close(j->dirfd);
+    cs_buf_free(&j->batch);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j->dir);
+    free(j);
+}
+
+int cs_journal_append(cs_journal_t *j, const cs_change_t *c, uint64_t *end)
+{
+    size_t before = cs_buf_size(&j->batch);
+    int rc = cs_jrec_encode(&j->batch, c);
+    if (rc != 0)
+        return rc;
+    j->pending += cs_buf_size(&j->batch) - before;
+    j->batch_records++;
+    if (end != NULL)
+        *end = j->pending;
+    return 0;
+}
+
+/* Starts a new segment, named by the number of the first record it will hold; the old one goes to the
+ * sync thread (synced unless fsync is none, then closed). */
+static int roll(cs_journal_t *j, char *detail, size_t detail_len)
+{
+    char name[SEG_NAME_LEN + 1];
+    snprintf(name, sizeof(name), "%020" PRIu64 SEG_SUFFIX, j->next_record);
+    int fd = openat(j->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(detail, detail_len, "journal: cannot create %s/%s: %s", j->dir, name, strerror(e));
+        return -e;
+    }
+    if (j->fd >= 0)
+        enqueue(j, j->fd, j->mode != CS_JSYNC_NONE, 1, j->written);
+    j->fd = fd;
+    j->need_header = 1;
+    j->seg_size = 0;
+    j->seg_first = j->next_record;
+    j->need_dirsync = 1;
+    j->segments++;
+    return 0;
+}
+
+static void request(cs_journal_t *j, int64_t now_ms)
+{
+    if (j->fd < 0 || j->written <= j->requested)
+        return;
+    enqueue(j, j->fd, 1, 0, j->written);
+    j->requested = j->written;
+    j->last_req_ms = now_ms;
+}
+
+int cs_journal_flush(cs_journal_t *j, int64_t now_ms, char *detail, size_t detail_len)
+{
+    size_t n = cs_buf_size(&j->batch);
+    if (n > 0) {
+        if (j->fd < 0 || (j->seg_size >= j->seg_bytes && !j->need_header)) {
+            int rc = roll(j, detail, detail_len);
+            if (rc != 0)
+                return rc;
+        }
+        unsigned char header[CS_JREC_HEADER_SIZE];
+        cs_buf_t hb;
+        cs_buf_init(&hb, 0);
+        struct iovec iov[2];
+        int iovcnt = 0;
+        if (j->need_header) {
+            if (cs_jrec_header_encode(&hb, j->seg_first) != 0) {
+                snprintf(detail, detail_len, "journal: out of memory");
+                return -ENOMEM;
+            }
+            memcpy(header, hb.p, sizeof(header));
+            cs_buf_free(&hb);
+            iov[iovcnt++] = (struct iovec){header, sizeof(header)};
+        }
+        iov[iovcnt++] = (struct iovec){(void *)cs_buf_data(&j->batch), n};
+        size_t total = n + (j->need_header ? sizeof(header) : 0), done = 0;
+        struct iovec *v = iov;
+        while (done < total) {
+            ssize_t w = writev(j->fd, v, iovcnt);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                int e = w < 0 ? errno : ENOSPC;
+                /* Cut the segment back: nothing of this batch is in the file, all of it stays pending. */
+                if (done > 0 && ftruncate(j->fd, (off_t)j->seg_size) != 0)
+                    cs_log_error("journal: cannot cut %s back after a failed write: %s", j->dir,
+                                 strerror(errno));
+                snprintf(detail, detail_len, "journal: write to %s failed: %s (%zu bytes pending)", j->dir,
+                         strerror(e), n);
+                return -e;
+            }
+            done += (size_t)w;
+            while (iovcnt > 0 && (size_t)w >= v->iov_len) {
+                w -= (ssize_t)v->iov_len;
+                v++;
+                iovcnt--;
+            }
+            if (iovcnt > 0) {
+                v->iov_base = (char *)v->iov_base + w;
+                v->iov_len -= (size_t)w;
+            }
+        }
+        j->seg_size += total;
+        j->need_header = 0;
+        j->written += n;
+        j->next_record += j->batch_records;
+        j->flushed_records += j->batch_records;
+        j->batch_records = 0;
+        cs_buf_consume(&j->batch, n);
+        cs_buf_shrink(&j->batch, 1 << 20);
+    }
+    if (j->mode == CS_JSYNC_ALWAYS)
+        request(j, now_ms);
+    else
+        cs_journal_tick(j, now_ms);
+    return 0;
+}
+
+void cs_journal_tick(cs_journal_t *j, int64_t now_ms)
+{
+    if (j->mode == CS_JSYNC_EVERYSEC && now_ms - j->last_req_ms >= 1000)
+        request(j, now_ms);
+}
+
+void cs_journal_sync(cs_journal_t *j)
+{
+    request(j, j->last_req_ms);
+}
+
+int cs_journal_fd(const cs_journal_t *j)
+{
+    return j->efd;
+}
+
+int cs_journal_sync_done(cs_journal_t *j, uint64_t *durable)
+{
+    uint64_t v;
+    ssize_t r = read(j->efd, &v, sizeof(v));
+    (void)r; /* EAGAIN: nothing new, the position is still right */
+    pthread_mutex_lock(&j->mu);
+    int err = j->t_err;
+    j->t_err = 0;
+    j->durable = j->t_durable;
+    pthread_mutex_unlock(&j->mu);
+    *durable = j->durable;
+    return -err;
+}
+
+void cs_journal_position(const cs_journal_t *j, cs_journal_pos_t *p)
+{
+    p->pending = j->pending;
+    p->written = j->written;
+    p->durable = j->durable;
+    pthread_mutex_lock((pthread_mutex_t *)&j->mu);
+    p->syncs = j->t_syncs;
+    pthread_mutex_unlock((pthread_mutex_t *)&j->mu);
+    p->segments = j->segments;
+    p->records = j->flushed_records;
+}
+
+/* ---- The reader ---- */
+
+static int read_all(int fd, unsigned char *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return -EIO; /* shorter than fstat said */
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+int cs_journal_read(const char *dir, cs_journal_record_fn fn, void *data, cs_journal_read_stats_t *st,
+                    char *detail, size_t detail_len)
+{
+    struct dirent **names = NULL;
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    int rc = 0, i, n;
+
+    memset(st, 0, sizeof(*st));
+    n = scandir(dir, &names, seg_filter, alphasort);
+    if (n < 0) {
+        rc = -errno;
+        snprintf(detail, detail_len, "journal: cannot list %s: %s", dir, strerror(errno));
+        return rc;
+    }
+    for (i = 0; i < n && rc == 0; i++) {
+        char path[PATH_MAX];
+        const char *name = names[i]->d_name;
+        int last = i == n - 1;
+        struct stat sb;
+        uint64_t first = 0;
+        uint32_t version = 0;
+
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &sb) != 0) {
+            rc = -errno;
+            snprintf(detail, detail_len, "journal: cannot read %s: %s", path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            break;
+        }
+        size_t size = (size_t)sb.st_size;
+        if (size > cap) {
+            unsigned char *nb = realloc(buf, size);
+            if (nb == NULL) {
+                close(fd);
+                rc = -ENOMEM;
+                snprintf(detail, detail_len, "journal: out of memory reading %s (%zu bytes)", path, size);
+                break;
+            }
+            buf = nb;
+            cap = size;
+        }
+        rc = read_all(fd, buf, size);
+        close(fd);
+        if (rc != 0) {
+            snprintf(detail, detail_len, "journal: cannot read %s: %s", path, strerror(-rc));
+            break;
+        }
+        st->segments++;
+
+        cs_jrec_result_t r = cs_jrec_header_decode(buf, size, &version, &first);
+        if (r == CS_JREC_NEWER_VERSION) {
+            snprintf(detail, detail_len,
+                     "journal: %s was written by journal format version %u; this build reads version %u "
+                     "and older: refusing to start (upgrade crewstream or move the journal away)",
+                     path, version, CS_JREC_VERSION);
+            cs_log_error("%s", detail);
+            rc = -EPROTONOSUPPORT;
+            break;
+        }
+        if (r == CS_JREC_TORN && last) {
+            cs_log_warn("journal: %s is shorter than a segment header (%zu bytes; a crash while it was "
+                        "created): removed",
+                        path, size);
+            if (unlink(path) != 0) {
+                rc = -errno;
+                snprintf(detail, detail_len, "journal: cannot remove %s: %s", path, strerror(errno));
+                break;
+            }
+            st->truncated++;
+            st->truncated_bytes += size;
+            continue;
+        }
+        if (r != CS_JREC_OK) {
+            cs_log_warn("journal: %s: %s header: the segment (%zu bytes) is skipped", path,
+                        r == CS_JREC_TORN ? "incomplete" : "not a journal segment's", size);
+            st->bad_segments++;
+            st->skipped_bytes += size;
+            continue;
+        }
+
+        uint64_t recno = first;
+        size_t off = CS_JREC_HEADER_SIZE;
+        while (off < size) {
+            cs_change_t c;
+            size_t used;
+            r = cs_jrec_decode(buf + off, size - off, &c, &used);
+            if (r == CS_JREC_OK) {
+                if (fn(data, &c, recno) != 0) {
+                    snprintf(detail, detail_len, "journal: replay stopped at record %" PRIu64 " of %s", recno,
+                             path);
+                    rc = -ECANCELED;
+                    break;
+                }
+                st->records++;
+                st->bytes += used;
+                recno++;
+                off += used;
+                continue;
+            }
+            if (r == CS_JREC_TORN && last) {
+                cs_log_warn("journal: %s: torn record at offset %zu (record %" PRIu64 ", %zu bytes; a crash "
+                            "mid-write): truncated",
+                            path, off, recno, size - off);
+                if (truncate(path, (off_t)off) != 0) {
+                    rc = -errno;
+                    snprintf(detail, detail_len, "journal: cannot truncate %s: %s", path, strerror(errno));
+                    break;
+                }
+                st->truncated++;
+                st->truncated_bytes += size - off;
+            } else {
+                cs_log_warn("journal: %s: %s at offset %zu (record %" PRIu64 "): the rest of the segment "
+                            "(%zu bytes) is skipped",
+                            path, cs_jrec_result_name(r), off, recno, size - off);
+                st->bad_segments++;
+                st->skipped_bytes += size - off;
+            }
+            break;
+        }
+        if (recno > st->next_record)
+            st->next_record = recno;
+    }
+    for (i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    free(buf);
+    return rc;
+}

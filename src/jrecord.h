@@ -1,0 +1,72 @@
+/*
+ * jrecord.h - the journal's bytes (SPEC §8), pure: no I/O, no state.
+ *
+ * A segment file is a header followed by records:
+ *
+ *   header  = "CSJOURN\n" (8 bytes) | version u32 | flags u32 (0) | first record number u64   (24 bytes)
+ *   record  = payload length u32 | crc32(payload) u32 (zlib's) | payload
+ *   payload = kind u32 | status i32 | epoch u64 | seq u64 | gseq u64 | unix_ms i64
+ *             | exec | event_id | type | json
+ *   string  = length u32 (0xffffffff: absent, no bytes follow) | bytes | NUL
+ *
+ * Every integer is little-endian. The encoding is canonical: a decoded record encodes back to exactly
+ * its bytes. A decoder never reads outside its input and accepts no payload longer than
+ * CS_JREC_MAX_PAYLOAD, no string running past its payload, no missing NUL, no bytes after the last
+ * string and no kind outside cs_change_kind_t.
+ */
+#ifndef CS_JRECORD_H
+#define CS_JRECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "store.h"
+
+#define CS_JREC_MAGIC       "CSJOURN\n"
+#define CS_JREC_MAGIC_LEN   8
+#define CS_JREC_VERSION     1u
+#define CS_JREC_HEADER_SIZE 24
+#define CS_JREC_FRAME_SIZE  8
+/** The longest payload written or read: far above any event store.max_bytes admits (limits.max_event_bytes
+ * is 1 MiB by default), low enough that a corrupt length cannot make a reader allocate gigabytes. */
+#define CS_JREC_MAX_PAYLOAD (64u << 20)
+/** A string's length that says it is absent (a NULL pointer in cs_change_t). */
+#define CS_JREC_ABSENT 0xffffffffu
+
+typedef enum cs_jrec_result {
+    CS_JREC_OK = 0,
+    CS_JREC_TORN,          /* the input ends inside the header or the record: an incomplete tail */
+    CS_JREC_BAD_CHECKSUM,  /* the payload's crc32 is not the one recorded */
+    CS_JREC_BAD_RECORD,    /* a length past the maximum, a malformed payload, a header that is not ours */
+    CS_JREC_NEWER_VERSION, /* a header of a format version this build does not know */
+} cs_jrec_result_t;
+
+/** The result's name ("ok", "torn", "bad checksum", "bad record", "newer format version"). */
+const char *cs_jrec_result_name(cs_jrec_result_t r);
+
+/** Appends a segment header naming its first record number to b. Returns 0 or a cs_buf error. */
+int cs_jrec_header_encode(cs_buf_t *b, uint64_t first_record);
+
+/** Reads a segment header from the n bytes at p: CS_JREC_OK with *version and *first_record, TORN (n is
+ * shorter than a header), BAD_RECORD (not our magic, flags not 0, version 0) or NEWER_VERSION (*version
+ * names it). */
+cs_jrec_result_t cs_jrec_header_decode(const void *p, size_t n, uint32_t *version, uint64_t *first_record);
+
+/** The bytes cs_jrec_encode appends for c, or 0 when c's payload would exceed CS_JREC_MAX_PAYLOAD. */
+size_t cs_jrec_size(const cs_change_t *c);
+
+/** Appends one record (frame and payload) for c to b (nothing on failure). Returns 0, -EMSGSIZE past
+ * CS_JREC_MAX_PAYLOAD or b's maximum, -ENOMEM or -EINVAL (a kind outside cs_change_kind_t). c->ticket is
+ * not recorded (it names a publish inside one process only). */
+int cs_jrec_encode(cs_buf_t *b, const cs_change_t *c);
+
+/**
+ * Decodes the record at the start of the n bytes at p. CS_JREC_OK: *c describes it (its strings point
+ * into p, each NUL-terminated there; an absent one is NULL with length 0; ticket 0) and *used is its
+ * size (frame and payload). Otherwise *used is 0 and nothing in *c is meaningful: TORN (n ends inside
+ * the record), BAD_CHECKSUM, or BAD_RECORD (length past the maximum, malformed payload).
+ */
+cs_jrec_result_t cs_jrec_decode(const void *p, size_t n, cs_change_t *c, size_t *used);
+
+#endif
