@@ -28,6 +28,7 @@ typedef struct cs_transport {
 #define CS_TRANSPORTS_MAX 8
 typedef struct cs_ingest cs_ingest_t;
 typedef struct cs_listener cs_listener_t;
+typedef struct cs_persist cs_persist_t;
 
 /** Counters for logs and /metrics. */
 typedef struct cs_counters {
@@ -70,6 +71,7 @@ typedef struct cs_daemon {
     cs_ws_t *ws; /* the WebSocket transport's row's instance (for its /metrics lines) */
     cs_ingest_t *ingest;
     cs_listener_t *listener;
+    cs_persist_t *persist; /* the journal (persist.h), NULL when memory only */
     int stopping;   /* SIGTERM/SIGINT seen: no new work, drain */
     size_t clients; /* open TCP connections, whoever holds them */
     cs_counters_t counters;
