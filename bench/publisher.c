@@ -45,6 +45,42 @@ static struct {
     char first_error[200];
 } st;
 
+/* Acknowledgement latency: the time each unacknowledged event was queued (replies come in order, so
+ * event n is in slot n % window), and a sample of latencies, every one up to LAT_MAX then one in
+ * lat_stride, for the percentiles of the summary. */
+#define LAT_MAX (1u << 21)
+static uint64_t *sent_us;
+static uint32_t *lat;
+static size_t lat_n;
+static uint64_t lat_stride = 1, lat_max_us;
+
+static void note_ack(void)
+{
+    uint64_t d = bench_now_us() - sent_us[st.acked % (uint64_t)opt.window];
+    if (d > lat_max_us)
+        lat_max_us = d;
+    if (st.acked % lat_stride == 0) {
+        if (lat_n == LAT_MAX) { /* keep every other sample, take half as many from now on */
+            for (size_t i = 0; i < LAT_MAX / 2; i++)
+                lat[i] = lat[2 * i];
+            lat_n = LAT_MAX / 2;
+            lat_stride *= 2;
+        }
+        lat[lat_n++] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+    }
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint32_t lat_pct(double p)
+{
+    return lat_n ? lat[(size_t)(p * (double)(lat_n - 1))] : 0;
+}
+
 static char *wbuf, *rbuf;
 static size_t w_len, w_off, r_len;
 static char *padding;
@@ -145,6 +181,7 @@ static void append_event(uint64_t n)
     if (!opt.http_url)
         *p++ = '\n';
     w_len = (size_t)(p - wbuf);
+    sent_us[st.sent % (uint64_t)opt.window] = bench_now_us();
     st.sent++;
 }
 
@@ -168,9 +205,9 @@ static int parse_replies(void)
                 break;
             size_t len = (size_t)(nl - p);
             if (memmem(p, len, "\"ok\":true", 9))
-                st.acked++;
+                note_ack(), st.acked++;
             else if (memmem(p, len, "\"ok\":", 5))
-                st.acked++, note_error(p, len);
+                note_ack(), st.acked++, note_error(p, len);
             else
                 st.pushes++;
             off += len + 1;
@@ -194,6 +231,7 @@ static int parse_replies(void)
         }
         if (n < hl + clen)
             break;
+        note_ack();
         st.acked++;
         if (status < 200 || status > 299)
             note_error(p, hl + clen);
@@ -322,7 +360,9 @@ int main(int argc, char **argv)
     wbuf = malloc(WBUF_SIZE + (size_t)opt.pad);
     rbuf = malloc(RBUF_SIZE);
     padding = malloc((size_t)opt.pad + 1);
-    if (!wbuf || !rbuf || !padding)
+    sent_us = calloc((size_t)opt.window, sizeof(*sent_us));
+    lat = malloc(LAT_MAX * sizeof(*lat));
+    if (!wbuf || !rbuf || !padding || !sent_us || !lat)
         return 1;
     memset(padding, 'x', (size_t)opt.pad);
     int fd = connect_target();
@@ -436,6 +476,7 @@ int main(int argc, char **argv)
     double elapsed = bench_secs(t_last_ack - t0);
     double cpu = bench_run_cpu_s(&run);
     double rate = elapsed > 0 ? (double)st.acked / elapsed : 0;
+    qsort(lat, lat_n, sizeof(*lat), cmp_u32);
     if (opt.com.json) {
         printf("{\"target\":\"%s\",\"execs\":%d,\"window\":%d,\"sent\":%llu,\"acked\":%llu,\"errors\":%llu,"
                "\"pushes\":%llu,\"bytes_out\":%llu,\"elapsed_s\":%.3f,\"acked_per_s\":%.1f,\"cpu_s\":%.3f,"
@@ -443,6 +484,8 @@ int main(int argc, char **argv)
                opt.http_url ? "http" : "unix", opt.com.execs, opt.window, (unsigned long long)st.sent,
                (unsigned long long)st.acked, (unsigned long long)st.errors, (unsigned long long)st.pushes,
                (unsigned long long)st.bytes_out, elapsed, rate, cpu, closed ? "true" : "false");
+        printf(",\"ack_p50_us\":%u,\"ack_p99_us\":%u,\"ack_max_us\":%llu", lat_pct(0.50), lat_pct(0.99),
+               (unsigned long long)lat_max_us);
         bench_json_first_error(st.first_error);
         printf("}\n");
     } else {
