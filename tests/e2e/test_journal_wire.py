@@ -189,7 +189,7 @@ def test_every_path_answers_as_before(make_daemon, fsync):
     assert after["journal_pending"] == 0 and after["journal_refused_total"] == 0, after
     if fsync != "none":
         # Requests and answers are synced before they are acknowledged (every mode but none).
-        assert after["journal_syncs_total"] >= 1 and after["journal_sync_seconds_count"] >= 1, after
+        assert after["journal_syncs_total"] >= 1 and after["journal_sync_microseconds_total"] > 0, after
     assert health(d)[0] == 200
 
 
