@@ -68,13 +68,15 @@ class Ack:
 
     ``seq`` is the event's per-execution sequence number; ``duplicate`` is true when the daemon
     already held this ``event_id`` and type and stored nothing (``seq`` is then the original);
-    ``resent`` is true when the line was written on more than one connection."""
+    ``resent`` is true when the line was written on more than one connection; ``connection``
+    counts the producer's connections (a new daemon after a restart answers on a later one)."""
 
     execution_id: str
     event_id: str
     seq: int
     duplicate: bool = False
     resent: bool = False
+    connection: int = 1  # which of the producer's connections (1, 2, …) delivered the ack
 
 
 @dataclass(frozen=True)
@@ -677,6 +679,7 @@ class Producer:
                     seq=int(obj.get("seq", 0)),
                     duplicate=bool(obj.get("duplicate", False)),
                     resent=e.sends > 1,
+                    connection=self._connections,
                 )
                 self.stats["acked"] += 1
                 if ack.duplicate:
