@@ -29,7 +29,6 @@ from .runtime import FINAL_TYPES, current_kickoff
 __all__ = [
     "map_event",
     "EVENT_CLASSES",
-    "CrewstreamListener",
     "CrewstreamHumanInput",
     "CrewstreamFeedbackProvider",
     "CREWAI_VERSION_READ",

@@ -203,7 +203,7 @@ class Producer:
             try:
                 sock = self._connect_once()
                 break
-            except OSError as e:
+            except OSError:
                 if time.monotonic() + delay > deadline:
                     self._wake_r.close()
                     self._wake_w.close()

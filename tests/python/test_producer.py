@@ -4,7 +4,6 @@ also across a cut and a restart; the asyncio flavour."""
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import threading
@@ -412,14 +411,20 @@ def journaled(make_daemon, tmp_path):
         raise
 
 
+def crash_restart(d):
+    """SIGKILL (a crash: nothing flushed at exit), then start again on the same journal."""
+    d.stop(signal.SIGKILL)
+    d.start()
+
+
 def test_ask_across_restart_with_journal(make_daemon, tmp_path):
-    """With a journal the restarted daemon knows the request: await finds it (nothing posted
-    again), and the answer given after the restart reaches ask()."""
+    """With a journal the daemon that restarts after a crash knows the request: await finds it
+    (nothing posted again), and the answer given after the restart reaches ask()."""
     d = journaled(make_daemon, tmp_path)
     with crewstream.Producer(d.sock) as p:
         t, out = ask_in_thread(p, "py-ask-j", repost_if_lost=False)
         rid = open_request(d, "py-ask-j")
-        d.restart()
+        crash_restart(d)
         assert open_request(d, "py-ask-j") == rid
         wait_until(lambda: p.stats["reconnects"] >= 1, 10)
         status, body = answer(d, "py-ask-j", rid, "after the restart")
@@ -431,8 +436,8 @@ def test_ask_across_restart_with_journal(make_daemon, tmp_path):
 
 
 def test_resend_across_restart_with_journal(make_daemon, tmp_path):
-    """With a journal nothing acknowledged is lost in a restart mid-stream and nothing is
-    doubled: the history holds every event once, with the seq of its ack."""
+    """With a journal (fsync always) nothing acknowledged is lost in a crash mid-stream and
+    nothing is doubled: the history holds every event once, with the seq of its ack."""
     d = journaled(make_daemon, tmp_path)
     n = 1500
     with crewstream.Producer(d.sock, window=512) as p:
@@ -441,7 +446,7 @@ def test_resend_across_restart_with_journal(make_daemon, tmp_path):
             futs.append(p.submit({"execution_id": "py-rsj", "type": "log", "i": i}, timeout=60))
             if i == 600:
                 wait_until(lambda: futs[300].done(), 10)
-                d.restart()
+                crash_restart(d)
         acks = [f.result(60) for f in futs]
     assert any(a.connection > 1 for a in acks) and any(a.connection == 1 for a in acks)
     h = check_history_exact(d, "py-rsj", acks)

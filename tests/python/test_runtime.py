@@ -4,15 +4,12 @@ registration made again after a cut connection. Skipped when the daemon has no g
 
 import json
 import socket
-import threading
-import time
 
 import pytest
 
 from csutil import http_json, wait_until
 from test_producer import answer, history, open_request
 
-import crewstream
 from crewstream import RefusedError
 from crewstream.runtime import Runtime, current_kickoff
 

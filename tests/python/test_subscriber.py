@@ -87,7 +87,7 @@ def test_gap_surfaced_across_restart(daemon):
     post(daemon, "sub-rs", 3)
     sub = Subscriber(daemon.base, "sub-rs", read_timeout=5, max_reconnect_delay=0.5)
     it = sub.events()
-    got = take(it, 3)
+    take(it, 3)
     daemon.restart()
     post(daemon, "sub-rs", 2, 100)
     more = take(it, 3, timeout=20)
