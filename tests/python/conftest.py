@@ -4,6 +4,7 @@ and the crewstream package from python/ (the source tree, not an installed copy)
 import importlib.util
 import os
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 E2E = os.path.normpath(os.path.join(HERE, "..", "e2e"))
@@ -26,4 +27,10 @@ pytest_configure = _e2e.pytest_configure
 def daemon(make_daemon):
     """A daemon whose rings hold every event these tests post (their histories are checked
     whole)."""
-    return make_daemon({"store": {"ring_events": 8192, "ring_bytes": 16 * 1024 * 1024}})
+    d = make_daemon({"store": {"ring_events": 8192, "ring_bytes": 16 * 1024 * 1024}})
+    # A daemon bug (reported, session 6): an execution that finishes before the daemon's first
+    # store tick (500 ms after start) is stamped finished at time 0 (src/store.c: now_mono is 0
+    # until the first cs_store_expire) and dropped at that tick despite store.retain_s. These
+    # tests check finished runs' status; they start after the first tick.
+    time.sleep(0.6)
+    return d

@@ -54,7 +54,7 @@ def test_example_runs(daemon):
     assert rc == 0, err
     assert out.splitlines() == ["asking; waiting for a person", "approved: Ship it"]
     _, _, st = http_json(daemon.port, "/v1/executions/doc-run-1")
-    assert st["status"] == "completed" and st["result"] == "Draft v1 published" and st["events"] == 7
+    assert st["status"] == "completed" and st["result"] == "Draft v1 published" and st["events"] == 7, st
     t.join(10)
     sub.close()
     assert seen == ["crew_kickoff_started", "task_started", "tool_usage_finished", "task_completed",
