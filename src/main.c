@@ -663,6 +663,9 @@ int main(int argc, char **argv)
         cs_log_error("start: %s", strerror(-rc));
         goto out;
     }
+    /* The store's clock from the start: an execution finished before the first tick is timed from now,
+     * not from the clock's zero (which would expire it at that tick), and so is a replayed one. */
+    cs_store_set_now(d->store, cs_loop_update_now(d->loop));
     /* The signals are blocked (and read from a signalfd) before the journal starts its sync thread, which
      * inherits the mask: a SIGTERM or SIGHUP delivered to that thread would otherwise kill the process. */
     cs_loop_signal(d->loop, SIGINT, on_signal, a);

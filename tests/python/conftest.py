@@ -28,9 +28,4 @@ def daemon(make_daemon):
     """A daemon whose rings hold every event these tests post (their histories are checked
     whole)."""
     d = make_daemon({"store": {"ring_events": 8192, "ring_bytes": 16 * 1024 * 1024}})
-    # A daemon bug (reported, session 6): an execution that finishes before the daemon's first
-    # store tick (500 ms after start) is stamped finished at time 0 (src/store.c: now_mono is 0
-    # until the first cs_store_expire) and dropped at that tick despite store.retain_s. These
-    # tests check finished runs' status; they start after the first tick.
-    time.sleep(0.6)
     return d
