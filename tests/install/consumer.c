@@ -28,8 +28,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "consumer: connect: %s\n", crewstream_strerror(rc));
         return 1;
     }
-    snprintf(event, sizeof(event), "{\"execution_id\":\"%s\",\"type\":\"log\",\"message\":\"from %s\"}", argv[2],
-             CREWSTREAM_CLIENT_VERSION);
+    snprintf(event, sizeof(event), "{\"execution_id\":\"%s\",\"type\":\"log\",\"message\":\"from %s\"}",
+             argv[2], CREWSTREAM_CLIENT_VERSION);
     rc = crewstream_post(c, event, &ticket);
     if (rc == 0)
         rc = crewstream_wait(c, ticket, 5000, &ack);
