@@ -57,6 +57,7 @@ def test_file_list(dest):
         unit = f.read()
     assert "\nExecStart=/usr/local/sbin/crewstreamd --config /etc/crewstream/crewstream.json\n" in unit
     assert "\nRuntimeDirectory=crewstream\n" in unit and "\nUser=crewstream\n" in unit
+    assert "\nDocumentation=man:crewstreamd(8) man:crewstream.json(5)\n" in unit
     with open(os.path.join(dest, "usr/local/lib/sysusers.d/crewstream.conf")) as f:
         assert any(line.split()[:2] == ["u", "crewstream"] for line in f if line.strip() and line[0] != "#")
     with open(os.path.join(dest, "etc/crewstream/crewstream.json")) as f, open(os.path.join(ROOT, "conf/crewstream.json")) as g:
