@@ -544,16 +544,12 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
 
 /* ---- health ---- */
 
-/* GET /health: 200 healthy; 503 while stopping, or degraded while the journal cannot be written (publishes
- * are refused then), with the reason. */
-static enum MHD_Result handle_health(cs_http_t *h, struct MHD_Connection *con)
+unsigned cs_http_health(const cs_daemon_t *d, char **body)
 {
-    cs_daemon_t *d = h->d;
     const char *why = NULL;
+    unsigned status = 503;
     char ts[32];
     json_t *o;
-
-    unsigned status = 503;
 
     cs_format_timestamp(cs_unix_ms(), ts, sizeof(ts));
     if (d->stopping) {
@@ -565,8 +561,17 @@ static enum MHD_Result handle_health(cs_http_t *h, struct MHD_Connection *con)
         o = json_pack("{s:s, s:s}", "status", "healthy", "timestamp", ts);
         status = 200;
     }
-    char *body = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    *body = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
+    return status;
+}
+
+/* GET /health (cs_http_health). */
+static enum MHD_Result handle_health(cs_http_t *h, struct MHD_Connection *con)
+{
+    char *body;
+    unsigned status = cs_http_health(h->d, &body);
+
     return queue_json(h, con, status, body, body != NULL ? strlen(body) : 0, NULL, NULL);
 }
 

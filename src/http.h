@@ -17,6 +17,11 @@
  * with more is answered 413 and nothing of it is stored, so a request's work and reply stay bounded. */
 #define CS_HTTP_MAX_LINES 10000
 
+/** GET /health's answer: 200 healthy; 503 stopping, or degraded (with the reason) while the journal
+ * cannot be written. *body gets the JSON (free it), NULL when out of memory. The listener answers
+ * with it too, for a probe over limits.max_clients. */
+unsigned cs_http_health(const cs_daemon_t *d, char **body);
+
 /*
  * The transport's row is cs_http_transport (transport.h): libmicrohttpd in external-epoll mode,
  * registered in the loop; it takes every connection the other rows decline but a WebSocket handshake,

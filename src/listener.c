@@ -20,6 +20,7 @@
 #include "err.h"
 #include "event.h"
 #include "head.h"
+#include "http.h"
 #include "httputil.h"
 #include "log.h"
 #include "transport.h"
@@ -269,16 +270,21 @@ static int is_health_request(const char *head, size_t len)
     return n < len && (head[n] == ' ' || head[n] == '?');
 }
 
-/* GET /health over limits.max_clients, answered here as libmicrohttpd would: a busy daemon is healthy. */
+/* GET /health over limits.max_clients, answered here as libmicrohttpd would (cs_http_health): a busy
+ * daemon is healthy, a degraded or stopping one says so. */
 static void pending_health(pending_t *p)
 {
-    char ts[32], body[96];
-    int n;
+    char *body;
+    unsigned status;
 
     p->l->d->counters.health_over_limit++;
-    cs_format_timestamp(cs_unix_ms(), ts, sizeof(ts));
-    n = snprintf(body, sizeof(body), "{\"status\":\"healthy\",\"timestamp\":\"%s\"}", ts);
-    pending_write(p, 200, body, (size_t)n, pending_refuse(p));
+    status = cs_http_health(p->l->d, &body);
+    if (body == NULL) {
+        pending_answer(p, CS_ERR_INTERNAL, "out of memory");
+        return;
+    }
+    pending_write(p, status, body, strlen(body), pending_refuse(p));
+    free(body);
 }
 
 static void on_head_timeout(cs_timer_t *t)

@@ -363,3 +363,27 @@ def test_full_disk_refuses_and_recovers(make_daemon, tiny_tmpfs):
         assert wait_push(rt)["event_id"] == a.json()["event_id"]
         ok = rt.request(ev(x, "log", last=True))[0]
         assert ok["ok"] is True and ok["seq"] == a.json()["seq"] + 1, ok
+
+
+def test_health_over_max_clients_says_degraded(make_daemon):
+    """A probe answered from the health reserve (every client slot taken) tells the same as one
+    answered by the HTTP transport: 503 degraded while the journal cannot be written."""
+    from csutil import SSEClient, http_get
+
+    tmp = mkdtemp()
+    path = os.path.join(tmp, "journal")
+    with open(path, "w") as f:
+        f.write("not a directory\n")
+    d = journal_daemon(make_daemon, "everysec", dirpath=path, start=False, limits={"max_clients": 2})
+    d.start(wait=False)
+    assert wait_until(lambda: os.path.exists(d.sock) or not d.running(), timeout=10)
+    assert d.running(), d.stderr_text()
+    streams = [SSEClient(d.port, "/v1/executions/hd/events") for _ in range(2)]
+    try:
+        assert [s.status for s in streams] == [200, 200]
+        st, _, body = http_get(d.port, "/health")
+        assert st == 503 and json.loads(body)["status"] == "degraded", (st, body)
+        assert json.loads(body)["reason"], body
+    finally:
+        for s in streams:
+            s.close()
