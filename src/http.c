@@ -678,7 +678,8 @@ static enum MHD_Result handle_webhooks(cs_http_t *h, struct MHD_Connection *con)
         cs_auth_check(h->d->auth, request_token(con, tokbuf, sizeof(tokbuf)), CS_SCOPE_READ, NULL, NULL);
 
     if (ar != CS_AUTH_OK)
-        return queue_err(h, con, ar, ar == CS_AUTH_FORBIDDEN ? "webhooks need read on \"*\"" : NULL, NULL, NULL);
+        return queue_err(h, con, ar, ar == CS_AUTH_FORBIDDEN ? "webhooks need read on \"*\"" : NULL, NULL,
+                         NULL);
     json_t *v = h->d->webhooks != NULL ? cs_webhooks_json(h->d->webhooks) : json_pack("{s:[]}", "endpoints");
     if (v == NULL)
         return queue_err(h, con, CS_ERR_INTERNAL, "out of memory", NULL, NULL);
@@ -697,6 +698,14 @@ static int resume_webhooks(cs_http_t *h, http_req_t *q, json_t *o, const char *x
     cs_err_t e = cs_webhooks_register(h->d->webhooks, x, xlen, o, detail, sizeof(detail));
     if (e == CS_OK)
         return 0;
+    if (e == CS_ERR_INVALID_FIELD) {
+        /* SPEC §9 names this refusal invalid_field (HTTP bodies otherwise say bad_request for it). */
+        json_t *v = json_pack("{s:s, s:s}", "error", "invalid_field", "detail", detail);
+        char *body = v != NULL ? json_dumps(v, JSON_COMPACT) : NULL;
+        json_decref(v);
+        *ret = queue_json(h, q->con, 400, body, body ? strlen(body) : 0, NULL, NULL);
+        return -1;
+    }
     *ret = queue_err(h, q->con, e, detail, NULL, NULL);
     return -1;
 }
