@@ -687,13 +687,17 @@ static enum MHD_Result handle_webhooks(cs_http_t *h, struct MHD_Connection *con)
 }
 
 /* The webhook URLs of a /resume body (the seed repeats them there), registered before the answer is taken
- * so that the events it causes go to them. 0, or the error answered. */
-static int resume_webhooks(cs_http_t *h, http_req_t *q, json_t *o, const char *x, size_t xlen,
-                           enum MHD_Result *ret)
+ * so that the events it causes go to them (all or nothing; kept even when the answer is then refused,
+ * e.g. 409: the caller may answer this execution). 0, or the error answered. */
+static int resume_webhooks(cs_http_t *h, http_req_t *q, const cs_principal_t *who, json_t *o, const char *x,
+                           size_t xlen, enum MHD_Result *ret)
 {
     char detail[300];
 
-    if (h->d->webhooks == NULL || !cs_webhooks_body_has(o))
+    /* Only who may answer this execution may point its webhooks somewhere (else the answer is refused
+     * 403 right after, with nothing registered). */
+    if (h->d->webhooks == NULL || !cs_webhooks_body_has(o) ||
+        cs_auth_authorize(who, CS_SCOPE_RESPOND, x) != CS_AUTH_OK)
         return 0;
     cs_err_t e = cs_webhooks_register(h->d->webhooks, x, xlen, o, detail, sizeof(detail));
     if (e == CS_OK)
@@ -818,7 +822,7 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
             return queue_err(h, q->con, CS_ERR_BAD_REQUEST,
                              "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
         }
-        if (resume_webhooks(h, q, o, x, xlen, &ret) != 0) {
+        if (resume_webhooks(h, q, who, o, x, xlen, &ret) != 0) {
             json_decref(o);
             return ret;
         }

@@ -404,3 +404,33 @@ def test_slow_receiver_does_not_slow_ingest(make_daemon):
         assert e["in_flight"] <= 16 and e["lag"] > 0, e
     finally:
         rec.close()
+
+
+def test_scopes(make_daemon):
+    rec = Receiver()
+    try:
+        toks = [
+            {"name": "all", "token": "tok-all", "scopes": ["read", "respond"], "executions": ["*"]},
+            {"name": "a", "token": "tok-a", "scopes": ["read", "respond"], "executions": ["a*"]},
+        ]
+        d = make_daemon({"auth": {"tokens": toks}, "webhooks": {"allow": [rec.url + "/"]}})
+        status, _, _ = http_json(d.port, "/v1/webhooks")
+        assert status == 401
+        status, _, _ = http_json(d.port, "/v1/webhooks", headers={"Authorization": "Bearer tok-a"})
+        assert status == 403
+        status, _, body = http_json(d.port, "/v1/webhooks", headers={"Authorization": "Bearer tok-all"})
+        assert status == 200 and body["endpoints"] == []
+        import requests
+
+        d.post_ok(ev("b1", "human_input_required", task_id="t"))
+        r = requests.post(
+            d.base + "/resume",
+            json={"execution_id": "b1", "is_approve": True, "human_feedback": "x", "crewWebhookUrl": rec.url + "/c"},
+            headers={"Authorization": "Bearer tok-a"},
+            timeout=5,
+        )
+        assert r.status_code == 403, r.text
+        status, _, body = http_json(d.port, "/v1/webhooks", headers={"Authorization": "Bearer tok-all"})
+        assert body["endpoints"] == [], body
+    finally:
+        rec.close()
