@@ -100,10 +100,6 @@ struct wh_pair {
     UT_hash_handle hh;
 };
 
-/* Latency buckets (ms) of the delivery histogram. */
-static const unsigned wh_buckets[] = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
-#define WH_NBUCKETS (sizeof(wh_buckets) / sizeof(wh_buckets[0]))
-
 struct cs_webhooks {
     cs_daemon_t *d;
     cs_curlm_t *m;
@@ -117,7 +113,7 @@ struct cs_webhooks {
     wh_pair_t *dirty_head, *dirty_tail;
     uint64_t ok, failed, retried, dead, gaps, overflow;
     size_t in_flight;
-    uint64_t lat_count, lat_sum_ms, lat_buckets[WH_NBUCKETS];
+    uint64_t lat_count, lat_sum_ms, lat_max_ms;
 };
 
 /* ---- endpoints ---- */
@@ -570,11 +566,8 @@ static void on_done(CURL *easy, CURLcode rc, long status, void *data)
     p->attempts++;
     if (rc == CURLE_OK && status >= 200 && status < 300) {
         int64_t ms = cs_loop_update_now(w->d->loop) - p->sent_ms;
-        size_t b = 0;
-        while (b < WH_NBUCKETS && (uint64_t)ms > wh_buckets[b])
-            b++;
-        if (b < WH_NBUCKETS)
-            w->lat_buckets[b]++;
+        if (ms > 0 && (uint64_t)ms > w->lat_max_ms)
+            w->lat_max_ms = (uint64_t)ms;
         w->lat_count++;
         w->lat_sum_ms += (uint64_t)(ms > 0 ? ms : 0);
         ep->ok++;
@@ -970,61 +963,50 @@ json_t *cs_webhooks_json(cs_webhooks_t *w)
     return root;
 }
 
+/* One sample in the /metrics style of http.c: unlabelled, an integer. */
+static int wh_metric(cs_buf_t *b, int rc, const char *name, const char *type, const char *help,
+                     unsigned long long v)
+{
+    if (rc != 0)
+        return rc;
+    return cs_buf_printf(b, "# HELP crewstream_%s %s\n# TYPE crewstream_%s %s\ncrewstream_%s %llu\n", name,
+                         help, name, type, name, v);
+}
+
 int cs_webhooks_metrics(cs_webhooks_t *w, cs_buf_t *b)
 {
     uint64_t lag = 0;
-    int rc;
+    int rc = 0;
 
     for (const wh_ep_t *ep = w->eps; ep != NULL; ep = ep->next)
         lag += ep_lag(ep);
-    rc = cs_buf_printf(
-        b,
-        "# HELP crewstream_webhook_deliveries_total Webhook deliveries by outcome: ok (2xx), "
-        "failed (an attempt that did not get a 2xx), retried (attempts scheduled again), dead "
-        "(dead letters).\n"
-        "# TYPE crewstream_webhook_deliveries_total counter\n"
-        "crewstream_webhook_deliveries_total{result=\"ok\"} %llu\n"
-        "crewstream_webhook_deliveries_total{result=\"failed\"} %llu\n"
-        "crewstream_webhook_deliveries_total{result=\"retried\"} %llu\n"
-        "crewstream_webhook_deliveries_total{result=\"dead\"} %llu\n"
-        "# HELP crewstream_webhook_gaps_total Events that left the ring before a webhook sent "
-        "them (dead-lettered as stream.gap).\n"
-        "# TYPE crewstream_webhook_gaps_total counter\n"
-        "crewstream_webhook_gaps_total %llu\n"
-        "# HELP crewstream_webhook_overflow_total Events dead-lettered because their endpoint had "
-        "webhooks.max_executions executions waiting.\n"
-        "# TYPE crewstream_webhook_overflow_total counter\n"
-        "crewstream_webhook_overflow_total %llu\n"
-        "# HELP crewstream_webhook_in_flight Webhook requests in flight.\n"
-        "# TYPE crewstream_webhook_in_flight gauge\n"
-        "crewstream_webhook_in_flight %zu\n"
-        "# HELP crewstream_webhook_cursors Delivery cursors open ((endpoint, execution) pairs "
-        "with something to send).\n"
-        "# TYPE crewstream_webhook_cursors gauge\n"
-        "crewstream_webhook_cursors %zu\n"
-        "# HELP crewstream_webhook_lag Events not yet delivered, summed over cursors.\n"
-        "# TYPE crewstream_webhook_lag gauge\n"
-        "crewstream_webhook_lag %llu\n"
-        "# HELP crewstream_webhook_registrations Executions with webhook URLs registered.\n"
-        "# TYPE crewstream_webhook_registrations gauge\n"
-        "crewstream_webhook_registrations %zu\n"
-        "# HELP crewstream_webhook_latency_seconds Time from sending a webhook to its 2xx.\n"
-        "# TYPE crewstream_webhook_latency_seconds histogram\n",
-        (unsigned long long)w->ok, (unsigned long long)w->failed, (unsigned long long)w->retried,
-        (unsigned long long)w->dead, (unsigned long long)w->gaps, (unsigned long long)w->overflow,
-        w->in_flight, w->n_pairs, (unsigned long long)lag, w->n_regs);
-    uint64_t cum = 0;
-    for (size_t i = 0; rc == 0 && i < WH_NBUCKETS; i++) {
-        cum += w->lat_buckets[i];
-        rc = cs_buf_printf(b, "crewstream_webhook_latency_seconds_bucket{le=\"%g\"} %llu\n",
-                           wh_buckets[i] / 1000.0, (unsigned long long)cum);
-    }
-    if (rc == 0)
-        rc = cs_buf_printf(b,
-                           "crewstream_webhook_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
-                           "crewstream_webhook_latency_seconds_sum %.3f\n"
-                           "crewstream_webhook_latency_seconds_count %llu\n",
-                           (unsigned long long)w->lat_count, w->lat_sum_ms / 1000.0,
-                           (unsigned long long)w->lat_count);
+    rc = wh_metric(b, rc, "webhook_deliveries_total", "counter", "Webhook deliveries answered 2xx.", w->ok);
+    rc = wh_metric(b, rc, "webhook_failures_total", "counter",
+                   "Webhook attempts that did not get a 2xx (errors, timeouts, other statuses).", w->failed);
+    rc = wh_metric(b, rc, "webhook_retries_total", "counter",
+                   "Webhook attempts scheduled again after a failure.", w->retried);
+    rc = wh_metric(b, rc, "webhook_dead_letters_total", "counter",
+                   "Webhook events given up (logged and listed by GET /v1/webhooks).", w->dead);
+    rc =
+        wh_metric(b, rc, "webhook_gaps_total", "counter",
+                  "Events that left the ring before a webhook sent them (dead letters stream.gap).", w->gaps);
+    rc = wh_metric(
+        b, rc, "webhook_overflow_total", "counter",
+        "Events dead-lettered because their endpoint had webhooks.max_executions executions waiting.",
+        w->overflow);
+    rc = wh_metric(b, rc, "webhook_in_flight", "gauge", "Webhook requests in flight.", w->in_flight);
+    rc = wh_metric(b, rc, "webhook_cursors", "gauge",
+                   "Webhook delivery cursors open ((endpoint, execution) pairs with something to send).",
+                   w->n_pairs);
+    rc = wh_metric(b, rc, "webhook_lag", "gauge", "Webhook events not yet delivered, summed over cursors.",
+                   lag);
+    rc = wh_metric(b, rc, "webhook_registrations", "gauge", "Executions with webhook URLs registered.",
+                   w->n_regs);
+    rc = wh_metric(b, rc, "webhook_latency_ms_sum", "counter",
+                   "Milliseconds from sending a webhook to its 2xx, summed.", w->lat_sum_ms);
+    rc = wh_metric(b, rc, "webhook_latency_ms_count", "counter",
+                   "Webhook deliveries timed (as deliveries_total).", w->lat_count);
+    rc = wh_metric(b, rc, "webhook_latency_ms_max", "gauge",
+                   "The longest webhook delivery so far, in milliseconds.", w->lat_max_ms);
     return rc;
 }

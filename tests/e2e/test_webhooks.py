@@ -245,8 +245,10 @@ def test_500_then_200_retried_in_order(make_daemon):
         assert e["delivered"] == 5 and e["retried"] == 2 and e["failed"] == 2 and e["dead"] == 0
         assert e["last_error"] == "HTTP 500"
         status, text = http_get_text(d, "/metrics")
-        assert 'crewstream_webhook_deliveries_total{result="retried"} 2' in text
-        assert 'crewstream_webhook_deliveries_total{result="ok"} 5' in text
+        assert "\ncrewstream_webhook_retries_total 2\n" in text
+        assert "\ncrewstream_webhook_deliveries_total 5\n" in text
+        assert "\ncrewstream_webhook_failures_total 2\n" in text
+        assert "\ncrewstream_webhook_latency_ms_count 5\n" in text
     finally:
         rec.close()
 
