@@ -297,8 +297,16 @@ static int ep_conf_check(json_t *e, cs_cfg_ctx_t *ctx, json_t *names)
         return cs_cfg_nomem(ctx);
     if (rc != 0)
         return cs_cfg_fail(ctx, "%s", what);
-    if (json_object_get(e, "authentication") != NULL)
+    json_t *a = json_object_get(e, "authentication");
+    if (a != NULL) {
+        /* A dump fed back must not make "(set)" the credential. */
+        const char *tok = json_string_value(json_object_get(a, "token"));
+        const char *pw = json_string_value(json_object_get(a, "password"));
+        if ((tok && strcmp(tok, CS_CFG_PLACEHOLDER) == 0) || (pw && strcmp(pw, CS_CFG_PLACEHOLDER) == 0))
+            return cs_cfg_fail(ctx, "authentication: \"" CS_CFG_PLACEHOLDER "\" is what a dump prints for a "
+                                    "secret, not a value");
         ctx->saw_secret = 1;
+    }
     v = json_object_get(e, "secret");
     if (v != NULL && !json_is_null(v)) {
         unsigned char *k;

@@ -170,6 +170,9 @@ static void test_endpoint_rows(void)
         {"[{\"name\":\"a\",\"url\":\"http://a/\",\"authentication\":{\"strategy\":\"bearer\"}}]",
          "authentication.token"},
         {"[{\"name\":\"a\",\"url\":\"http://a/\",\"extra\":1}]", "unknown key \"extra\""},
+        {"[{\"name\":\"a\",\"url\":\"http://a/"
+         "\",\"authentication\":{\"strategy\":\"bearer\",\"token\":\"(set)\"}}]",
+         "not a value"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
