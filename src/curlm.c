@@ -196,6 +196,14 @@ size_t cs_curlm_running(const cs_curlm_t *m)
     return m->running;
 }
 
+/* A response body is not wanted: read and dropped (curl's default would write it to stdout). */
+static size_t discard(char *p, size_t size, size_t n, void *data)
+{
+    (void)p;
+    (void)data;
+    return size * n;
+}
+
 CURLcode cs_curlm_easy_defaults(CURL *easy, long connect_ms, long total_ms)
 {
     CURLcode rc = CURLE_OK;
@@ -211,6 +219,7 @@ CURLcode cs_curlm_easy_defaults(CURL *easy, long connect_ms, long total_ms)
     SET(CURLOPT_TIMEOUT_MS, total_ms);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_USERAGENT, "crewstream/" CS_VERSION);
+    SET(CURLOPT_WRITEFUNCTION, discard);
 #undef SET
     return rc;
 }

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
 import socket
 import threading
 import time
@@ -225,6 +226,9 @@ def test_signature_verified_with_python_hmac(make_daemon):
             assert h["webhook-id"] == json.loads(r["body"])["event_id"]
             assert abs(int(h["webhook-timestamp"]) - time.time()) < 30
         assert [e["type"] for e in rec.events("/signed")] == ["run.started", "run.completed"]
+        # The receiver's response bodies ("ok") are read and dropped, never written to the daemon's stdout.
+        with open(os.path.join(d.tmp, "stdout.1.txt"), "rb") as f:
+            assert b"ok" not in f.read()
     finally:
         rec.close()
 
