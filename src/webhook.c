@@ -33,6 +33,7 @@
 #define WH_RETRY_AFTER_MAX 3600000 /* the longest Retry-After honoured: 1 h */
 #define WH_KINDS           4
 #define WH_SWEEP_MS        1000
+#define WH_POOL            64 /* finished easy handles kept for reuse */
 
 static const char *const wh_kind_names[WH_KINDS] = {"human", "task", "step", "crew"};
 static const char *const wh_kind_fields[WH_KINDS] = {"humanInputWebhook", "taskWebhookUrl", "stepWebhookUrl",
@@ -114,6 +115,8 @@ struct cs_webhooks {
     uint64_t ok, failed, retried, dead, gaps, overflow;
     size_t in_flight;
     uint64_t lat_count, lat_sum_ms, lat_max_ms;
+    CURL *pool[WH_POOL]; /* finished easy handles, reset, for the next requests (an easy is ~10 KiB) */
+    size_t n_pool;
 };
 
 /* ---- endpoints ---- */
@@ -439,13 +442,24 @@ static double rnd01(void)
     return (double)r / 4294967296.0;
 }
 
+/* Gives a finished easy handle back to the pool (reset: no option of this request stays), or frees it. */
+static void easy_put(cs_webhooks_t *w, CURL *e)
+{
+    if (w->n_pool < WH_POOL) {
+        curl_easy_reset(e);
+        w->pool[w->n_pool++] = e;
+    } else {
+        curl_easy_cleanup(e);
+    }
+}
+
 static void send_one(wh_pair_t *p)
 {
     cs_webhooks_t *w = p->ep->w;
     wh_ep_t *ep = p->ep;
     const cs_config_t *cfg = w->d->cfg;
     cs_frame_t *f = p->cur;
-    CURL *e = curl_easy_init();
+    CURL *e = w->n_pool > 0 ? w->pool[--w->n_pool] : curl_easy_init();
     struct curl_slist *h = NULL, *t;
     char line[256 + CS_EVENT_ID_MAX], sig[128], ts[32];
     int ok = e != NULL;
@@ -552,7 +566,7 @@ static void on_done(CURL *easy, CURLcode rc, long status, void *data)
     int retry;
 
     curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after);
-    curl_easy_cleanup(easy);
+    easy_put(w, easy);
     p->easy = NULL;
     curl_slist_free_all(p->hdrs);
     p->hdrs = NULL;
@@ -896,6 +910,8 @@ void cs_webhooks_free(cs_webhooks_t *w)
         ep_free(w->eps);
     if (w->disc_open)
         cs_sub_close(&w->disc);
+    while (w->n_pool > 0)
+        curl_easy_cleanup(w->pool[--w->n_pool]);
     cs_curlm_free(w->m);
     free(w);
 }
