@@ -744,11 +744,16 @@ cs_err_t cs_webhooks_register(cs_webhooks_t *w, const char *exec, size_t exec_le
 {
     const char *urls[WH_KINDS] = {0};
     char *auths[WH_KINDS] = {0};
-    const cs_config_t *cfg = w->d->cfg;
+    const cs_config_t *cfg;
     cs_err_t e = CS_OK;
     wh_reg_t *reg;
     int any = 0;
 
+    if (w == NULL) {
+        snprintf(detail, detail_len, "webhooks are not running");
+        return CS_ERR_UNAVAILABLE;
+    }
+    cfg = w->d->cfg;
     for (int k = 0; k < WH_KINDS; k++) {
         json_t *v = json_object_get(body, wh_kind_fields[k]);
         const char *what = NULL;

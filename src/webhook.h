@@ -40,7 +40,7 @@ void cs_webhooks_free(cs_webhooks_t *w);
  * Registers the webhook URLs of a kickoff, /resume or runtime body for execution exec: humanInputWebhook
  * {url, authentication}, taskWebhookUrl, stepWebhookUrl, crewWebhookUrl (any absent one stays as it
  * was). Every URL must match webhooks.allow. All or nothing: CS_OK, or CS_ERR_INVALID_FIELD naming the
- * field, CS_ERR_UNAVAILABLE when webhooks.max_registrations are held, with detail.
+ * field, CS_ERR_UNAVAILABLE when webhooks.max_registrations are held (or w is NULL), with detail.
  */
 cs_err_t cs_webhooks_register(cs_webhooks_t *w, const char *exec, size_t exec_len, const json_t *body,
                               char *detail, size_t detail_len);
