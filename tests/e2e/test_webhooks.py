@@ -405,7 +405,7 @@ def test_slow_receiver_does_not_slow_ingest(make_daemon):
                 lat.append(time.monotonic() - t0)
                 time.sleep(0.01)
         lat.sort()
-        assert lat[-1] < 0.2, lat[-5:]
+        assert lat[-1] < 0.5, lat[-5:]  # a receiver taking 1 s per request must not show here
         e = endpoint(d, "all")
         assert e["in_flight"] <= 16 and e["lag"] > 0, e
     finally:
