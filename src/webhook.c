@@ -629,18 +629,32 @@ static void on_done(CURL *easy, CURLcode rc, long status, void *data)
 
 static void discover(cs_webhooks_t *w, cs_frame_t *f)
 {
+    char idbuf[CS_EXECUTION_ID_MAX + 1];
     size_t len;
     const char *exec;
     wh_reg_t *reg;
 
-    if (!f->in_exec) {
-        /* Left its execution's ring already (a tiny ring under a burst): nothing can send it. */
-        w->gaps++;
-        cs_log_warn("webhooks: an event (%s) left its execution's ring before webhooks saw it: not delivered",
-                    f->type);
-        return;
+    if (f->in_exec) {
+        exec = cs_exec_id(f->exec, &len);
+    } else {
+        /* It left its execution's ring already (a burst of more than the ring holds within one loop turn):
+         * its execution is read from its JSON, and the cursor opened before it hands out a stream.gap
+         * first, which dead-letters it where it belongs (rare, so the parse costs nothing in the common
+         * case). */
+        json_t *o = json_loadb(f->json, f->json_len, 0, NULL);
+        const char *x = json_string_value(json_object_get(o, "execution_id"));
+        len = x != NULL ? strlen(x) : 0;
+        if (len == 0 || len > CS_EXECUTION_ID_MAX) {
+            json_decref(o);
+            w->gaps++;
+            cs_log_warn("webhooks: an event (%s) left its ring before webhooks saw it: not delivered",
+                        f->type);
+            return;
+        }
+        memcpy(idbuf, x, len + 1);
+        json_decref(o);
+        exec = idbuf;
     }
-    exec = cs_exec_id(f->exec, &len);
     for (wh_ep_t *ep = w->eps; ep != NULL; ep = ep->next)
         if (ep->kind == 0 && !ep->retired && ep_wants_exec(ep, exec) && ep_wants(ep, f))
             pair_open(ep, exec, len, f);

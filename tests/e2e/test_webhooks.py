@@ -440,3 +440,34 @@ def test_scopes(make_daemon):
         assert body["endpoints"] == [], body
     finally:
         rec.close()
+
+
+def test_events_that_left_the_ring_are_a_stream_gap_dead_letter(make_daemon):
+    rec = Receiver()
+    try:
+        rec.on("/gap", (500, {}, 0), (500, {}, 0), (200, {}, 0))
+        eps = [
+            {"name": "gap", "url": rec.url + "/gap", "executions": ["gap-1"]},
+            {"name": "burst", "url": rec.url + "/burst", "executions": ["gap-2"]},
+        ]
+        d = make_daemon({"store": {"ring_events": 4}, "webhooks": {"endpoints": eps}})
+        # seq 1 is held while it is retried; 2..6 leave the 4-event ring meanwhile.
+        d.post_ok(ev("gap-1", "log", n=0))
+        rec.wait(1, "/gap")
+        d.post_ok(*[ev("gap-1", "log", n=i) for i in range(1, 10)])
+        # A burst larger than the ring within one loop turn: 1..6 are gone before any request.
+        d.post_ok(*[ev("gap-2", "log", n=i) for i in range(10)])
+        assert wait_until(lambda: endpoint(d, "gap")["delivered"] == 5, timeout=15), endpoint(d, "gap")
+        assert wait_until(lambda: endpoint(d, "burst")["delivered"] == 4, timeout=15), endpoint(d, "burst")
+        assert [e["seq"] for e in rec.events("/gap")] == [1, 1, 1, 7, 8, 9, 10]
+        assert [e["seq"] for e in rec.events("/burst")] == [7, 8, 9, 10]
+        for name in ("gap", "burst"):
+            e = endpoint(d, name)
+            assert e["gaps"] == 1 and e["dead"] == 1, e
+            dl = e["dead_letters"][0]
+            assert dl["type"] == "stream.gap" and "seq 7" in dl["reason"], dl
+        status, text = http_get_text(d, "/metrics")
+        assert "\ncrewstream_webhook_gaps_total 2\n" in text
+        assert "dead letter" in d.stderr_text()
+    finally:
+        rec.close()
