@@ -30,6 +30,7 @@
 #include <openssl/evp.h>
 
 #include "auth.h"
+#include "whconf.h"
 #include "cfgschema.h"
 #include "journal.h"
 #include "log.h"
@@ -461,6 +462,34 @@ static const cs_cfg_field_t cfg_http_fields[] = {
     {.key = NULL},
 };
 
+/* A webhooks.allow prefix: an http(s) URL prefix. */
+static int cfg_check_allow(const char *s, cs_cfg_ctx_t *ctx)
+{
+    if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0)
+        return cs_cfg_fail(ctx, "expected an http:// or https:// URL prefix, e.g. \"http://127.0.0.1:9000/\"");
+    return 0;
+}
+
+/* Endpoints are built once (webhook.c); the rest is read where it is used. */
+static const cs_cfg_field_t cfg_webhooks_fields[] = {
+    {.key = "endpoints", .kind = CS_CFG_CUSTOM, .off = offsetof(cs_config_t, webhook_endpoints), .def = "[]",
+     .ops = &cs_webhook_endpoints_ops, CFG_RESTART},
+    {.key = "allow",
+     .kind = CS_CFG_STRINGS,
+     .off = offsetof(cs_config_t, webhook_allow),
+     .count_off = offsetof(cs_config_t, n_webhook_allow),
+     .def = "[]",
+     .check = cfg_check_allow,
+     CFG_LIVE},
+    CFG_NUM(CS_CFG_UINT, "max_attempts", webhook_max_attempts, "12", 1, 100, CS_CFG_LIVE),
+    CFG_NUM(CS_CFG_UINT, "connect_timeout_s", webhook_connect_timeout_s, "5", 1, 300, CS_CFG_LIVE),
+    CFG_NUM(CS_CFG_UINT, "timeout_s", webhook_timeout_s, "10", 1, 3600, CS_CFG_LIVE),
+    CFG_NUM(CS_CFG_SIZE, "max_in_flight", webhook_max_in_flight, "16", 1, 1024, CS_CFG_LIVE),
+    CFG_NUM(CS_CFG_SIZE, "max_executions", webhook_max_executions, "1024", 1, 1048576, CS_CFG_LIVE),
+    CFG_NUM(CS_CFG_SIZE, "max_registrations", webhook_max_registrations, "10000", 1, 10000000, CS_CFG_LIVE),
+    {.key = NULL},
+};
+
 static const cs_cfg_field_t cfg_log_fields[] = {
     {.key = "level",
      .kind = CS_CFG_INT,
@@ -506,6 +535,7 @@ static const cs_cfg_field_t cfg_root_fields[] = {
     CFG_NUM(CS_CFG_UINT, "heartbeat_s", heartbeat_s, "15", 1, 3600, CS_CFG_LIVE),
     CFG_NUM(CS_CFG_UINT, "shutdown_s", shutdown_s, "5", 0, 3600, CS_CFG_LIVE),
     CFG_OBJ("http", cfg_http_fields),
+    CFG_OBJ("webhooks", cfg_webhooks_fields),
     CFG_OBJ("log", cfg_log_fields),
     CFG_OBJ("journal", cfg_journal_fields),
     {.key = NULL},

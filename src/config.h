@@ -79,6 +79,17 @@ typedef struct cs_config {
     size_t n_cors_origins;
     int metrics_public; /* /metrics without a token; default 0 (needs "admin" or "read" on "*") */
 
+    /* "webhooks" (webhook.h, docs/webhooks.md) */
+    json_t *webhook_endpoints;          /* the checked array of webhooks.endpoints */
+    char **webhook_allow;               /* URL prefixes requests may name; default none */
+    size_t n_webhook_allow;
+    unsigned webhook_max_attempts;      /* default 12 */
+    unsigned webhook_connect_timeout_s; /* default 5 */
+    unsigned webhook_timeout_s;         /* a whole request, default 10 */
+    size_t webhook_max_in_flight;       /* requests per endpoint, default 16 */
+    size_t webhook_max_executions;      /* delivery cursors per endpoint, default 1024 */
+    size_t webhook_max_registrations;   /* executions with registered URLs, default 10000 */
+
     /* "log" */
     int log_level; /* a cs_log_level_t */
 

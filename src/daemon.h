@@ -29,6 +29,7 @@ typedef struct cs_transport {
 typedef struct cs_ingest cs_ingest_t;
 typedef struct cs_listener cs_listener_t;
 typedef struct cs_persist cs_persist_t;
+typedef struct cs_webhooks cs_webhooks_t;
 
 /** Counters for logs and /metrics. */
 typedef struct cs_counters {
@@ -72,6 +73,7 @@ typedef struct cs_daemon {
     cs_ingest_t *ingest;
     cs_listener_t *listener;
     cs_persist_t *persist; /* the journal (persist.h), NULL when memory only */
+    cs_webhooks_t *webhooks; /* webhooks out (webhook.h) */
     int stopping;   /* SIGTERM/SIGINT seen: no new work, drain */
     size_t clients; /* open TCP connections, whoever holds them */
     cs_counters_t counters;

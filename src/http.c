@@ -39,6 +39,7 @@
 #include "log.h"
 #include "persist.h"
 #include "route.h"
+#include "webhook.h"
 #include "sse_body.h"
 #include "subscribe.h"
 #include "transport.h"
@@ -768,7 +769,54 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     metric(&b, "ingest_pushes_deduplicated_total", "counter",
            "Answers not queued again to a producer that still had them queued.", ist.pushes_same);
     journal_metrics(&b, d);
+    if (b.rc == 0 && d->webhooks != NULL)
+        b.rc = cs_webhooks_metrics(d->webhooks, &b.buf);
     return queue_built(h, con, &b.buf, b.rc, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+/* GET /v1/webhooks: endpoints, their lag, in flight, counters and dead letters. Read on "*", as /metrics
+ * needs when it is not public: it shows every execution's destinations. */
+static enum MHD_Result handle_webhooks(cs_http_t *h, struct MHD_Connection *con)
+{
+    char tokbuf[CS_TOKEN_BUF];
+    cs_auth_result_t ar =
+        cs_auth_check(h->d->auth, request_token(con, tokbuf, sizeof(tokbuf)), CS_SCOPE_READ, NULL, NULL);
+
+    if (ar != CS_AUTH_OK)
+        return queue_err(h, con, ar, ar == CS_AUTH_FORBIDDEN ? "webhooks need read on \"*\"" : NULL, NULL,
+                         NULL);
+    json_t *v = h->d->webhooks != NULL ? cs_webhooks_json(h->d->webhooks) : json_pack("{s:[]}", "endpoints");
+    if (v == NULL)
+        return queue_err(h, con, CS_ERR_INTERNAL, "out of memory", NULL, NULL);
+    return send_json_value(h, con, v);
+}
+
+/* The webhook URLs of a /resume body (the seed repeats them there), registered before the answer is taken
+ * so that the events it causes go to them (all or nothing; kept even when the answer is then refused,
+ * e.g. 409: the caller may answer this execution). 0, or the error answered. */
+static int resume_webhooks(cs_http_t *h, http_req_t *q, const cs_principal_t *who, json_t *o, const char *x,
+                           size_t xlen, enum MHD_Result *ret)
+{
+    char detail[300];
+
+    /* Only who may answer this execution may point its webhooks somewhere (else the answer is refused
+     * 403 right after, with nothing registered). */
+    if (h->d->webhooks == NULL || !cs_webhooks_body_has(o) ||
+        cs_auth_authorize(who, CS_SCOPE_RESPOND, x) != CS_AUTH_OK)
+        return 0;
+    cs_err_t e = cs_webhooks_register(h->d->webhooks, x, xlen, o, detail, sizeof(detail));
+    if (e == CS_OK)
+        return 0;
+    if (e == CS_ERR_INVALID_FIELD) {
+        /* SPEC §9 names this refusal invalid_field (HTTP bodies otherwise say bad_request for it). */
+        json_t *v = json_pack("{s:s, s:s}", "error", "invalid_field", "detail", detail);
+        char *body = v != NULL ? json_dumps(v, JSON_COMPACT) : NULL;
+        json_decref(v);
+        *ret = queue_json(h, q->con, 400, body, body ? strlen(body) : 0, NULL, NULL);
+        return -1;
+    }
+    *ret = queue_err(h, q->con, e, detail, NULL, NULL);
+    return -1;
 }
 
 /* ---- POST: HTTP ingest and answers ---- */
@@ -1013,6 +1061,10 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
             json_decref(o);
             return queue_err(h, q->con, CS_ERR_BAD_REQUEST,
                              "execution_id must be 1-128 characters of [A-Za-z0-9._:-]", NULL, NULL);
+        }
+        if (resume_webhooks(h, q, who, o, x, xlen, &ret) != 0) {
+            json_decref(o);
+            return ret;
         }
     } else {
         x = q->route.execution_id;
@@ -1328,6 +1380,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         return handle_health(h, con);
     if (q->route.kind == CS_ROUTE_METRICS)
         return handle_metrics(h, con);
+    if (q->route.kind == CS_ROUTE_WEBHOOKS)
+        return handle_webhooks(h, con);
     if (q->route.kind == CS_ROUTE_DASHBOARD) {
         /* The page holds no secret: it asks for a token and passes it to the streams. */
         struct MHD_Response *r =

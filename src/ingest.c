@@ -23,6 +23,7 @@
 #include "listener.h"
 #include "log.h"
 #include "status.h"
+#include "webhook.h"
 
 #define READ_CHUNK 65536
 /* A producer whose queued output (replies and pushes) reaches the high mark is not read until it falls
@@ -590,8 +591,20 @@ static cs_err_t ingest_line(cs_daemon_t *d, producer_t *conn, const cs_principal
             e = CS_OK;
         } else if (name != NULL && strcmp(name, "await") == 0) {
             e = op_await(d, conn, obj, r);
+        } else if (name != NULL && strcmp(name, "webhooks") == 0) {
+            /* A runtime registers the webhook URLs of an execution it starts itself (SPEC §9). */
+            json_t *jx = json_object_get(obj, "execution_id");
+            if (json_string_value(jx) == NULL ||
+                !cs_valid_execution_id(json_string_value(jx), json_string_length(jx)))
+                e = reply_error(r, CS_ERR_INVALID_FIELD,
+                                "execution_id must be 1-128 characters of [A-Za-z0-9._:-]");
+            else if ((e = cs_webhooks_register(d->webhooks, json_string_value(jx), json_string_length(jx),
+                                               obj, detail, sizeof(detail))) != CS_OK)
+                reply_error(r, e, detail);
+            else
+                reply_json(r, json_pack("{s:b, s:s, s:O}", "ok", 1, "op", "webhooks", "execution_id", jx));
         } else {
-            snprintf(detail, sizeof(detail), "unknown op (known: ping, await)");
+            snprintf(detail, sizeof(detail), "unknown op (known: ping, await, webhooks)");
             e = reply_error(r, CS_ERR_BAD_OP, detail);
         }
         goto out;

@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include <curl/curl.h>
 #include <systemd/sd-daemon.h>
 
 #include "auth.h"
@@ -38,6 +39,7 @@
 #include "sse.h"
 #include "store.h"
 #include "transport.h"
+#include "webhook.h"
 #include "ws.h"
 
 #define TICK_MS          500
@@ -652,6 +654,8 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    /* Once, before any thread (the journal's sync thread, curl's resolver threads) starts. */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     raise_nofile();
     if (fit_nofile(d->cfg, "") != 0) {
         status = 2;
@@ -674,6 +678,7 @@ int main(int argc, char **argv)
     if (journal_open(a) != 0)
         goto out;
     if (cs_ingest_new(&d->ingest, d, err, sizeof(err)) != 0 || transports_new(d, err, sizeof(err)) != 0 ||
+        cs_webhooks_new(&d->webhooks, d, err, sizeof(err)) != 0 ||
         cs_listener_new(&d->listener, d, err, sizeof(err)) != 0) {
         cs_log_error("start: %s", err);
         notify(a, "STATUS=start failed: %s", err);
@@ -701,6 +706,7 @@ out:
     cs_timer_stop(&a->watchdog);
     cs_listener_free(d->listener);
     cs_ingest_free(d->ingest);
+    cs_webhooks_free(d->webhooks);
     transports_free(d);
     /* Every client is gone (their waiting publishes forgotten): what was accepted is written and synced. */
     cs_persist_close(d->persist);

@@ -31,6 +31,7 @@ static const route_def_t routes[] = {
     {"/v1/executions/", "/poll", CS_ROUTE_EXEC_POLL, CS_METHOD_GET},
     {"/v1/executions/", "/human-input", CS_ROUTE_EXEC_ANSWER, CS_METHOD_POST},
     {"/v1/executions", NULL, CS_ROUTE_EXECS_LIST, CS_METHOD_GET},
+    {"/v1/webhooks", NULL, CS_ROUTE_WEBHOOKS, CS_METHOD_GET},
     {"/v1/executions/", "", CS_ROUTE_EXEC_STATUS, CS_METHOD_GET},
     {"/", "/status", CS_ROUTE_SEED_STATUS, CS_METHOD_GET},
 };

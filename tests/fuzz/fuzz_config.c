@@ -14,6 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #include "../../src/cfgschema.c"
 #include "../../src/config.c"
 #include "../../src/log.c"
+#include "../../src/whconf.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -6,6 +6,7 @@
 #include "../../src/cfgschema.c"
 #include "../../src/config.c"
 #include "../../src/log.c"
+#include "../../src/whconf.c"
 
 #include <sys/stat.h>
 
@@ -816,6 +817,14 @@ static const struct {
     {"shutdown_s", CS_CFG_LIVE, 0},
     {"http.cors_origins", CS_CFG_LIVE, 0},
     {"http.metrics_public", CS_CFG_LIVE, 0},
+    {"webhooks.endpoints", CS_CFG_RESTART, 0},
+    {"webhooks.allow", CS_CFG_LIVE, 0},
+    {"webhooks.max_attempts", CS_CFG_LIVE, 0},
+    {"webhooks.connect_timeout_s", CS_CFG_LIVE, 0},
+    {"webhooks.timeout_s", CS_CFG_LIVE, 0},
+    {"webhooks.max_in_flight", CS_CFG_LIVE, 0},
+    {"webhooks.max_executions", CS_CFG_LIVE, 0},
+    {"webhooks.max_registrations", CS_CFG_LIVE, 0},
     {"log.level", CS_CFG_APPLY, CS_CONFIG_APPLY_LOG},
     {"journal.dir", CS_CFG_RESTART, 0},
     {"journal.fsync", CS_CFG_RESTART, 0},

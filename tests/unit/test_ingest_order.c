@@ -11,6 +11,7 @@
 #include "../../src/auth.c"
 #include "../../src/cfgschema.c"
 #include "../../src/cursor.c"
+#include "../../src/curlm.c"
 #include "../../src/err.c"
 #include "../../src/event.c"
 #include "../../src/filter.c"
@@ -22,6 +23,8 @@
 #include "../../src/loop.c"
 #include "../../src/status.c"
 #include "../../src/store.c"
+#include "../../src/webhook.c"
+#include "../../src/whconf.c"
 
 #include <fcntl.h>
 

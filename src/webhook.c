@@ -1,0 +1,1047 @@
+/*
+ * webhook.c - webhooks out (see webhook.h for the design; docs/webhooks.md for the user's side).
+ *
+ * Everything runs on the loop thread. A store wake-up only marks work and defers the pump, which (1)
+ * drains the discovery subscriber, opening cursors for (endpoint, execution) pairs that have none, and
+ * then (2) services the cursors marked dirty: each takes its next wanted event and sends it when its
+ * endpoint has a free slot, else waits in the endpoint's ready queue. A cursor caught up with nothing
+ * in flight is closed there and then: discovery has seen every event published so far (it drains
+ * first), so the next event of that execution opens a new cursor exactly where this one stopped.
+ */
+#include "webhook.h"
+#include "whconf.h"
+
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <openssl/rand.h>
+#include <uthash.h>
+
+#include "curlm.h"
+#include "daemon.h"
+#include "event.h"
+#include "filter.h"
+#include "log.h"
+#include "status.h"
+#include "store.h"
+
+#define WH_DEAD_KEEP       16      /* dead letters listed per endpoint by GET /v1/webhooks */
+#define WH_RETRY_AFTER_MAX 3600000 /* the longest Retry-After honoured: 1 h */
+#define WH_KINDS           4
+#define WH_SWEEP_MS        1000
+#define WH_POOL            64 /* finished easy handles kept for reuse */
+
+static const char *const wh_kind_names[WH_KINDS] = {"human", "task", "step", "crew"};
+static const char *const wh_kind_fields[WH_KINDS] = {"humanInputWebhook", "taskWebhookUrl", "stepWebhookUrl",
+                                                     "crewWebhookUrl"};
+
+typedef struct wh_dead {
+    char exec[CS_EXECUTION_ID_MAX + 1];
+    uint64_t seq;
+    char event_id[CS_EVENT_ID_MAX + 1];
+    char type[CS_TYPE_MAX + 1];
+    char reason[160];
+    unsigned attempts;
+    int64_t at_unix_ms;
+} wh_dead_t;
+
+typedef struct wh_ep wh_ep_t;
+typedef struct wh_pair wh_pair_t;
+
+struct wh_ep {
+    cs_webhooks_t *w;
+    char *name;
+    char *url;
+    char *auth; /* the whole "Authorization: ..." header line, or NULL */
+    unsigned char *key;
+    size_t key_len;
+    cs_filter_t types; /* config endpoints */
+    char **execs;      /* config endpoints: ids or globs */
+    size_t n_execs;
+    unsigned kind;    /* registered: one CS_WEBHOOK_* bit; 0 for a config endpoint */
+    char *exec;       /* registered: its execution */
+    int retired;      /* replaced by a later registration: drains its cursors, then goes */
+    wh_pair_t *pairs; /* cursors, by execution id */
+    size_t n_pairs, in_flight, n_ready;
+    wh_pair_t *ready_head, *ready_tail;
+    uint64_t ok, failed, retried, dead, gaps;
+    char last_error[160];
+    wh_dead_t dl[WH_DEAD_KEEP];
+    size_t n_dl; /* dead letters kept (the newest WH_DEAD_KEEP) */
+    wh_ep_t *prev, *next;
+};
+
+typedef struct wh_reg {
+    char exec[CS_EXECUTION_ID_MAX + 1];
+    wh_ep_t *ep[WH_KINDS];
+    int64_t last_ms; /* registered, or an event of its execution seen */
+    UT_hash_handle hh;
+} wh_reg_t;
+
+enum { P_IDLE, P_READY, P_FLIGHT, P_BACKOFF };
+
+struct wh_pair {
+    wh_ep_t *ep;
+    char exec[CS_EXECUTION_ID_MAX + 1];
+    cs_sub_t sub;
+    int state;
+    cs_frame_t *cur; /* the event being delivered (a reference) */
+    unsigned attempts;
+    int64_t sent_ms;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    cs_timer_t retry;
+    wh_pair_t *rnext;
+    wh_pair_t *dnext;
+    int dirty;
+    UT_hash_handle hh;
+};
+
+struct cs_webhooks {
+    cs_daemon_t *d;
+    cs_curlm_t *m;
+    cs_sub_t disc;
+    int disc_open;
+    cs_defer_t pump_d;
+    cs_timer_t sweep;
+    wh_ep_t *eps; /* every endpoint: config ones first */
+    wh_reg_t *regs;
+    size_t n_regs, n_pairs;
+    wh_pair_t *dirty_head, *dirty_tail;
+    uint64_t ok, failed, retried, dead, gaps, overflow;
+    size_t in_flight;
+    uint64_t lat_count, lat_sum_ms, lat_max_ms;
+    CURL *pool[WH_POOL]; /* finished easy handles, reset, for the next requests (an easy is ~10 KiB) */
+    size_t n_pool;
+};
+
+/* ---- endpoints ---- */
+
+static void ep_free(wh_ep_t *ep)
+{
+    cs_webhooks_t *w = ep->w;
+    if (ep->prev)
+        ep->prev->next = ep->next;
+    else
+        w->eps = ep->next;
+    if (ep->next)
+        ep->next->prev = ep->prev;
+    free(ep->name);
+    free(ep->url);
+    free(ep->auth);
+    free(ep->key);
+    free(ep->exec);
+    cs_filter_free(&ep->types);
+    for (size_t i = 0; i < ep->n_execs; i++)
+        free(ep->execs[i]);
+    free(ep->execs);
+    free(ep);
+}
+
+static wh_ep_t *ep_add(cs_webhooks_t *w, const char *name, const char *url, char *auth)
+{
+    wh_ep_t *ep = calloc(1, sizeof(*ep));
+    if (ep == NULL)
+        return NULL;
+    ep->w = w;
+    ep->name = strdup(name);
+    ep->url = strdup(url);
+    if (ep->name == NULL || ep->url == NULL) {
+        free(ep->name);
+        free(ep->url);
+        free(ep);
+        return NULL;
+    }
+    ep->auth = auth;
+    /* Appended, so config endpoints stay first in listings. */
+    wh_ep_t **pp = &w->eps, *prev = NULL;
+    while (*pp) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    ep->prev = prev;
+    *pp = ep;
+    return ep;
+}
+
+static int ep_from_conf(cs_webhooks_t *w, json_t *e, char *err, size_t errlen)
+{
+    char *hdr = NULL;
+    const char *what = NULL;
+    json_t *v, *t;
+    size_t i;
+    wh_ep_t *ep;
+
+    if (cs_webhook_auth_header(json_object_get(e, "authentication"), &hdr, &what) != 0)
+        goto nomem;
+    ep = ep_add(w, json_string_value(json_object_get(e, "name")),
+                json_string_value(json_object_get(e, "url")), hdr);
+    if (ep == NULL) {
+        free(hdr);
+        goto nomem;
+    }
+    v = json_object_get(e, "types");
+    json_array_foreach(v, i, t)
+    {
+        if (strcmp(json_string_value(t), "*") == 0) {
+            cs_filter_free(&ep->types); /* everything */
+            break;
+        }
+    }
+    if (i == json_array_size(v)) {
+        /* No "*": the patterns, comma-joined, through the ?types= parser. */
+        char csv[4096] = "";
+        size_t n = 0;
+        json_array_foreach(v, i, t) n += (size_t)snprintf(csv + n, n < sizeof(csv) ? sizeof(csv) - n : 0,
+                                                          "%s%s", i ? "," : "", json_string_value(t));
+        if (n >= sizeof(csv) || cs_filter_parse(&ep->types, csv, err, errlen) != 0) {
+            snprintf(err, errlen, "webhooks.endpoints: %s: types: too many patterns", ep->name);
+            return -EINVAL;
+        }
+    }
+    v = json_object_get(e, "executions");
+    if (v != NULL &&
+        !(json_array_size(v) == 1 && strcmp(json_string_value(json_array_get(v, 0)), "*") == 0)) {
+        ep->execs = calloc(json_array_size(v), sizeof(char *));
+        if (ep->execs == NULL)
+            goto nomem;
+        json_array_foreach(v, i, t)
+        {
+            if ((ep->execs[i] = strdup(json_string_value(t))) == NULL)
+                goto nomem;
+            ep->n_execs++;
+        }
+    }
+    v = json_object_get(e, "secret");
+    if (json_is_string(v) && cs_webhook_secret_key(json_string_value(v), &ep->key, &ep->key_len) != 0) {
+        snprintf(err, errlen, "webhooks.endpoints: %s: secret: not base64", ep->name);
+        return -EINVAL;
+    }
+    return 0;
+nomem:
+    snprintf(err, errlen, "webhooks: out of memory");
+    return -ENOMEM;
+}
+
+static int ep_wants_exec(const wh_ep_t *ep, const char *exec)
+{
+    if (ep->n_execs == 0)
+        return 1;
+    for (size_t i = 0; i < ep->n_execs; i++)
+        if (fnmatch(ep->execs[i], exec, 0) == 0)
+            return 1;
+    return 0;
+}
+
+static int ep_wants(const wh_ep_t *ep, const cs_frame_t *f)
+{
+    if (ep->kind != 0)
+        return (cs_webhook_kinds_for(f->type, f->type_len) & ep->kind) != 0;
+    return cs_filter_match(&ep->types, f->type, f->type_len);
+}
+
+static void copy_str(char *dst, size_t dstlen, const char *src)
+{
+    snprintf(dst, dstlen, "%s", src ? src : "");
+}
+
+/* A dead letter: logged, counted, kept for GET /v1/webhooks. Never silent. */
+static void dead_letter(wh_ep_t *ep, const char *exec, uint64_t seq, const char *event_id, const char *type,
+                        unsigned attempts, const char *reason)
+{
+    cs_webhooks_t *w = ep->w;
+    wh_dead_t *dl;
+
+    ep->dead++;
+    w->dead++;
+    if (ep->n_dl == WH_DEAD_KEEP)
+        memmove(&ep->dl[0], &ep->dl[1], sizeof(ep->dl[0]) * (WH_DEAD_KEEP - 1)), ep->n_dl--;
+    dl = &ep->dl[ep->n_dl++];
+    copy_str(dl->exec, sizeof(dl->exec), exec);
+    dl->seq = seq;
+    copy_str(dl->event_id, sizeof(dl->event_id), event_id);
+    copy_str(dl->type, sizeof(dl->type), type);
+    copy_str(dl->reason, sizeof(dl->reason), reason);
+    dl->attempts = attempts;
+    dl->at_unix_ms = cs_unix_ms();
+    copy_str(ep->last_error, sizeof(ep->last_error), reason);
+    cs_log_warn("webhooks: %s: dead letter: execution %s seq %llu (%s) after %u attempt%s: %s", ep->name,
+                exec, (unsigned long long)seq, type ? type : "-", attempts, attempts == 1 ? "" : "s", reason);
+}
+
+/* ---- cursors ---- */
+
+static void pump(void *data);
+
+static void mark_dirty(wh_pair_t *p)
+{
+    cs_webhooks_t *w = p->ep->w;
+    if (p->dirty)
+        return;
+    p->dirty = 1;
+    p->dnext = NULL;
+    if (w->dirty_tail)
+        w->dirty_tail->dnext = p;
+    else
+        w->dirty_head = p;
+    w->dirty_tail = p;
+    cs_defer(w->d->loop, &w->pump_d, pump, w);
+}
+
+static void pair_release_cur(wh_pair_t *p)
+{
+    if (p->cur != NULL)
+        cs_frame_unref(p->ep->w->d->store, p->cur);
+    p->cur = NULL;
+    p->attempts = 0;
+}
+
+static void pair_abort(wh_pair_t *p)
+{
+    cs_webhooks_t *w = p->ep->w;
+    if (p->easy != NULL) {
+        cs_curlm_remove(w->m, p->easy);
+        curl_easy_cleanup(p->easy);
+        p->easy = NULL;
+        p->ep->in_flight--;
+        w->in_flight--;
+    }
+    curl_slist_free_all(p->hdrs);
+    p->hdrs = NULL;
+}
+
+/* Frees a cursor that is neither dirty nor queued (or the whole module is going). */
+static void pair_free(wh_pair_t *p)
+{
+    wh_ep_t *ep = p->ep;
+    cs_webhooks_t *w = ep->w;
+
+    HASH_DEL(ep->pairs, p);
+    ep->n_pairs--;
+    w->n_pairs--;
+    cs_timer_stop(&p->retry);
+    pair_abort(p);
+    pair_release_cur(p);
+    cs_sub_close(&p->sub);
+    free(p);
+    if (ep->retired && ep->n_pairs == 0)
+        ep_free(ep);
+}
+
+static void on_retry(cs_timer_t *t);
+static void try_send(wh_pair_t *p);
+
+static const cs_sub_ops_t pair_sub_ops = {.wake = NULL};
+
+static void pair_open(wh_ep_t *ep, const char *exec, size_t exec_len, const cs_frame_t *f)
+{
+    cs_webhooks_t *w = ep->w;
+    wh_pair_t *p;
+
+    HASH_FIND(hh, ep->pairs, exec, exec_len, p);
+    if (p != NULL)
+        return;
+    if (ep->n_pairs >= w->d->cfg->webhook_max_executions) {
+        char why[160];
+        w->overflow++;
+        snprintf(why, sizeof(why), "overflow: %zu executions already waiting (webhooks.max_executions)",
+                 ep->n_pairs);
+        dead_letter(ep, exec, f->seq, f->event_id, f->type, 0, why);
+        return;
+    }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        dead_letter(ep, exec, f->seq, f->event_id, f->type, 0, "out of memory for a delivery cursor");
+        return;
+    }
+    p->ep = ep;
+    memcpy(p->exec, exec, exec_len);
+    cs_start_t start = {.kind = CS_START_AFTER_SEQ, .seq = f->seq - 1};
+    cs_filter_t all = {0};
+    if (cs_sub_open(w->d->store, &p->sub, exec, exec_len, &start, &all, &pair_sub_ops, p) != 0) {
+        free(p);
+        dead_letter(ep, exec, f->seq, f->event_id, f->type, 0, "out of memory for a delivery cursor");
+        return;
+    }
+    cs_timer_init(&p->retry, w->d->loop, on_retry, p);
+    HASH_ADD(hh, ep->pairs, exec, exec_len, p);
+    ep->n_pairs++;
+    w->n_pairs++;
+    mark_dirty(p);
+}
+
+/* Takes the cursor's next wanted event; closes a cursor that is caught up. */
+static void service(wh_pair_t *p)
+{
+    cs_item_t it;
+    wh_ep_t *ep = p->ep;
+
+    if (p->state != P_IDLE)
+        return;
+    while (cs_sub_next(&p->sub, &it)) {
+        if (it.gap != NULL) {
+            char why[160];
+            ep->gaps++;
+            ep->w->gaps++;
+            snprintf(why, sizeof(why),
+                     "stream.gap: events before seq %llu left the ring before they were sent",
+                     (unsigned long long)it.gap_first);
+            dead_letter(ep, p->exec, it.gap_first ? it.gap_first - 1 : 0, NULL, "stream.gap", 0, why);
+            continue;
+        }
+        if (!ep_wants(ep, it.frame))
+            continue;
+        p->cur = cs_frame_ref(it.frame);
+        p->attempts = 0;
+        p->state = P_READY;
+        try_send(p);
+        return;
+    }
+    pair_free(p);
+}
+
+static void ready_push(wh_pair_t *p)
+{
+    wh_ep_t *ep = p->ep;
+    p->rnext = NULL;
+    if (ep->ready_tail)
+        ep->ready_tail->rnext = p;
+    else
+        ep->ready_head = p;
+    ep->ready_tail = p;
+    ep->n_ready++;
+}
+
+static wh_pair_t *ready_pop(wh_ep_t *ep)
+{
+    wh_pair_t *p = ep->ready_head;
+    if (p != NULL) {
+        ep->ready_head = p->rnext;
+        if (ep->ready_head == NULL)
+            ep->ready_tail = NULL;
+        ep->n_ready--;
+    }
+    return p;
+}
+
+static void schedule_retry(wh_pair_t *p, int64_t delay_ms)
+{
+    p->state = P_BACKOFF;
+    cs_timer_start(&p->retry, delay_ms);
+}
+
+static double rnd01(void)
+{
+    uint32_t r;
+    if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1)
+        r = (uint32_t)rand();
+    return (double)r / 4294967296.0;
+}
+
+/* Gives a finished easy handle back to the pool (reset: no option of this request stays), or frees it. */
+static void easy_put(cs_webhooks_t *w, CURL *e)
+{
+    if (w->n_pool < WH_POOL) {
+        curl_easy_reset(e);
+        w->pool[w->n_pool++] = e;
+    } else {
+        curl_easy_cleanup(e);
+    }
+}
+
+static void send_one(wh_pair_t *p)
+{
+    cs_webhooks_t *w = p->ep->w;
+    wh_ep_t *ep = p->ep;
+    const cs_config_t *cfg = w->d->cfg;
+    cs_frame_t *f = p->cur;
+    CURL *e = w->n_pool > 0 ? w->pool[--w->n_pool] : curl_easy_init();
+    struct curl_slist *h = NULL, *t;
+    char line[256 + CS_EVENT_ID_MAX], sig[128], ts[32];
+    int ok = e != NULL;
+
+#define ADD(s)                                                                                               \
+    do {                                                                                                     \
+        if (ok && (t = curl_slist_append(h, s)) != NULL)                                                     \
+            h = t;                                                                                           \
+        else                                                                                                 \
+            ok = 0;                                                                                          \
+    } while (0)
+    ADD("Content-Type: application/json");
+    ADD("Expect:"); /* no 100-continue round trip */
+    if (ep->auth != NULL)
+        ADD(ep->auth);
+    if (ep->key != NULL) {
+        snprintf(ts, sizeof(ts), "%lld", (long long)(cs_unix_ms() / 1000));
+        snprintf(line, sizeof(line), "webhook-id: %s", f->event_id);
+        ADD(line);
+        snprintf(line, sizeof(line), "webhook-timestamp: %s", ts);
+        ADD(line);
+        if (ok && cs_webhook_sign(ep->key, ep->key_len, f->event_id, ts, f->json, f->json_len, sig,
+                                  sizeof(sig)) == 0)
+            ok = 0;
+        snprintf(line, sizeof(line), "webhook-signature: %s", sig);
+        ADD(line);
+    }
+#undef ADD
+    if (ok)
+        ok = cs_curlm_easy_defaults(e, (long)cfg->webhook_connect_timeout_s * 1000,
+                                    (long)cfg->webhook_timeout_s * 1000) == CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_URL, ep->url) == CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)f->json_len) == CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_POSTFIELDS, f->json) == CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_HTTPHEADER, h) == CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)p) == CURLE_OK && cs_curlm_add(w->m, e) == 0;
+    if (!ok) {
+        /* The frame is kept: the same event is tried again after the back-off. */
+        curl_easy_cleanup(e);
+        curl_slist_free_all(h);
+        p->attempts++;
+        ep->failed++;
+        w->failed++;
+        copy_str(ep->last_error, sizeof(ep->last_error), "out of memory preparing a request");
+        cs_log_error("webhooks: %s: out of memory preparing a request: retried", ep->name);
+        schedule_retry(p, cs_webhook_backoff_ms(p->attempts, rnd01()));
+        return;
+    }
+    p->easy = e;
+    p->hdrs = h;
+    p->state = P_FLIGHT;
+    p->sent_ms = cs_loop_now(w->d->loop);
+    ep->in_flight++;
+    w->in_flight++;
+}
+
+static void try_send(wh_pair_t *p)
+{
+    wh_ep_t *ep = p->ep;
+    if (ep->in_flight >= ep->w->d->cfg->webhook_max_in_flight) {
+        ready_push(p);
+        return;
+    }
+    send_one(p);
+}
+
+static void on_retry(cs_timer_t *t)
+{
+    wh_pair_t *p = t->data;
+    p->state = P_READY;
+    try_send(p);
+}
+
+static int curl_retryable(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_OUT_OF_MEMORY:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_ABORTED_BY_CALLBACK:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void on_done(CURL *easy, CURLcode rc, long status, void *data)
+{
+    wh_pair_t *p = data;
+    wh_ep_t *ep = p->ep;
+    cs_webhooks_t *w = ep->w;
+    cs_frame_t *f = p->cur;
+    curl_off_t retry_after = 0;
+    char why[160];
+    int retry;
+
+    curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after);
+    easy_put(w, easy);
+    p->easy = NULL;
+    curl_slist_free_all(p->hdrs);
+    p->hdrs = NULL;
+    ep->in_flight--;
+    w->in_flight--;
+    /* The slot goes to the endpoint's next waiting cursor. */
+    wh_pair_t *next = ready_pop(ep);
+    if (next != NULL)
+        send_one(next);
+
+    p->attempts++;
+    if (rc == CURLE_OK && status >= 200 && status < 300) {
+        int64_t ms = cs_loop_update_now(w->d->loop) - p->sent_ms;
+        if (ms > 0 && (uint64_t)ms > w->lat_max_ms)
+            w->lat_max_ms = (uint64_t)ms;
+        w->lat_count++;
+        w->lat_sum_ms += (uint64_t)(ms > 0 ? ms : 0);
+        ep->ok++;
+        w->ok++;
+        pair_release_cur(p);
+        p->state = P_IDLE;
+        mark_dirty(p);
+        return;
+    }
+    ep->failed++;
+    w->failed++;
+    if (rc != CURLE_OK) {
+        retry = curl_retryable(rc);
+        snprintf(why, sizeof(why), "%s", curl_easy_strerror(rc));
+    } else {
+        retry = status >= 500 || status == 408 || status == 429;
+        snprintf(why, sizeof(why), "HTTP %ld%s", status,
+                 status >= 300 && status < 400 ? " (a redirect: not followed)" : "");
+    }
+    copy_str(ep->last_error, sizeof(ep->last_error), why);
+    if (retry && p->attempts < w->d->cfg->webhook_max_attempts) {
+        int64_t delay = cs_webhook_backoff_ms(p->attempts, rnd01());
+        if (retry_after > 0) {
+            int64_t ra = (int64_t)retry_after * 1000;
+            delay = ra > WH_RETRY_AFTER_MAX ? WH_RETRY_AFTER_MAX : ra;
+        }
+        ep->retried++;
+        w->retried++;
+        cs_log_debug("webhooks: %s: execution %s seq %llu: %s: retry %u in %lld ms", ep->name, p->exec,
+                     (unsigned long long)f->seq, why, p->attempts, (long long)delay);
+        schedule_retry(p, delay);
+        return;
+    }
+    if (retry) {
+        size_t n = strlen(why);
+        snprintf(why + n, sizeof(why) - n, " (webhooks.max_attempts reached)");
+    }
+    dead_letter(ep, p->exec, f->seq, f->event_id, f->type, p->attempts, why);
+    pair_release_cur(p);
+    p->state = P_IDLE;
+    mark_dirty(p);
+}
+
+/* ---- discovery ---- */
+
+static void discover(cs_webhooks_t *w, cs_frame_t *f)
+{
+    char idbuf[CS_EXECUTION_ID_MAX + 1];
+    size_t len;
+    const char *exec;
+    wh_reg_t *reg;
+
+    if (f->in_exec) {
+        exec = cs_exec_id(f->exec, &len);
+    } else {
+        /* It left its execution's ring already (a burst of more than the ring holds within one loop turn):
+         * its execution is read from its JSON, and the cursor opened before it hands out a stream.gap
+         * first, which dead-letters it where it belongs (rare, so the parse costs nothing in the common
+         * case). */
+        json_t *o = json_loadb(f->json, f->json_len, 0, NULL);
+        const char *x = json_string_value(json_object_get(o, "execution_id"));
+        len = x != NULL ? strlen(x) : 0;
+        if (len == 0 || len > CS_EXECUTION_ID_MAX) {
+            json_decref(o);
+            w->gaps++;
+            cs_log_warn("webhooks: an event (%s) left its ring before webhooks saw it: not delivered",
+                        f->type);
+            return;
+        }
+        memcpy(idbuf, x, len + 1);
+        json_decref(o);
+        exec = idbuf;
+    }
+    for (wh_ep_t *ep = w->eps; ep != NULL; ep = ep->next)
+        if (ep->kind == 0 && !ep->retired && ep_wants_exec(ep, exec) && ep_wants(ep, f))
+            pair_open(ep, exec, len, f);
+    HASH_FIND(hh, w->regs, exec, len, reg);
+    if (reg == NULL)
+        return;
+    reg->last_ms = cs_loop_now(w->d->loop);
+    unsigned kinds = cs_webhook_kinds_for(f->type, f->type_len);
+    for (int k = 0; k < WH_KINDS; k++)
+        if ((kinds & (1u << k)) && reg->ep[k] != NULL)
+            pair_open(reg->ep[k], exec, len, f);
+}
+
+static void pump(void *data)
+{
+    cs_webhooks_t *w = data;
+    cs_item_t it;
+
+    if (w->disc_open) {
+        while (cs_sub_next(&w->disc, &it)) {
+            if (it.gap != NULL) {
+                w->gaps++;
+                cs_log_warn("webhooks: fell behind the global ring (store.global_events): events before "
+                            "global seq %llu are not delivered",
+                            (unsigned long long)it.gap_first);
+                continue;
+            }
+            discover(w, it.frame);
+        }
+        cs_sub_park(&w->disc);
+    }
+    while (w->dirty_head != NULL) {
+        wh_pair_t *p = w->dirty_head;
+        w->dirty_head = p->dnext;
+        if (w->dirty_head == NULL)
+            w->dirty_tail = NULL;
+        p->dirty = 0;
+        service(p);
+    }
+}
+
+static void disc_wake(cs_sub_t *sub)
+{
+    cs_webhooks_t *w = sub->data;
+    cs_defer(w->d->loop, &w->pump_d, pump, w);
+}
+
+static const cs_sub_ops_t disc_ops = {.wake = disc_wake};
+
+/* ---- registrations ---- */
+
+static void reg_free(cs_webhooks_t *w, wh_reg_t *reg)
+{
+    for (int k = 0; k < WH_KINDS; k++) {
+        wh_ep_t *ep = reg->ep[k];
+        if (ep == NULL)
+            continue;
+        ep->retired = 1;
+        if (ep->n_pairs == 0)
+            ep_free(ep);
+    }
+    HASH_DEL(w->regs, reg);
+    w->n_regs--;
+    free(reg);
+}
+
+static void on_sweep(cs_timer_t *t)
+{
+    cs_webhooks_t *w = t->data;
+    int64_t now = cs_loop_now(w->d->loop);
+    int64_t idle_ms = (int64_t)(w->d->cfg->retain_s > 60 ? w->d->cfg->retain_s : 60) * 1000;
+    wh_reg_t *reg, *tmp;
+
+    HASH_ITER(hh, w->regs, reg, tmp)
+    {
+        int busy = 0;
+        for (int k = 0; k < WH_KINDS; k++)
+            busy |= reg->ep[k] != NULL && reg->ep[k]->n_pairs > 0;
+        if (busy)
+            continue;
+        cs_exec_t *ex = cs_store_find(w->d->store, reg->exec, strlen(reg->exec));
+        int final = ex != NULL && cs_status_is_final((int)cs_exec_status(ex));
+        if ((final && now - reg->last_ms > 5000) || now - reg->last_ms > idle_ms)
+            reg_free(w, reg);
+    }
+    cs_timer_start(&w->sweep, WH_SWEEP_MS);
+}
+
+int cs_webhooks_body_has(const json_t *body)
+{
+    for (int k = 0; k < WH_KINDS; k++) {
+        json_t *v = json_object_get(body, wh_kind_fields[k]);
+        if (v != NULL && !json_is_null(v))
+            return 1;
+    }
+    return 0;
+}
+
+cs_err_t cs_webhooks_register(cs_webhooks_t *w, const char *exec, size_t exec_len, const json_t *body,
+                              char *detail, size_t detail_len)
+{
+    const char *urls[WH_KINDS] = {0};
+    char *auths[WH_KINDS] = {0};
+    const cs_config_t *cfg;
+    cs_err_t e = CS_OK;
+    wh_reg_t *reg;
+    int any = 0;
+
+    if (w == NULL) {
+        snprintf(detail, detail_len, "webhooks are not running");
+        return CS_ERR_UNAVAILABLE;
+    }
+    cfg = w->d->cfg;
+    for (int k = 0; k < WH_KINDS; k++) {
+        json_t *v = json_object_get(body, wh_kind_fields[k]);
+        const char *what = NULL;
+        if (v == NULL || json_is_null(v))
+            continue;
+        if (k == 0) {
+            if (!json_is_object(v)) {
+                snprintf(detail, detail_len, "humanInputWebhook: expected an object {url, authentication}");
+                e = CS_ERR_INVALID_FIELD;
+                goto out;
+            }
+            int rc = cs_webhook_auth_header(json_object_get(v, "authentication"), &auths[0], &what);
+            if (rc == -ENOMEM) {
+                snprintf(detail, detail_len, "out of memory");
+                e = CS_ERR_INTERNAL;
+                goto out;
+            }
+            if (rc != 0) {
+                snprintf(detail, detail_len, "humanInputWebhook.%s", what);
+                e = CS_ERR_INVALID_FIELD;
+                goto out;
+            }
+            v = json_object_get(v, "url");
+        }
+        urls[k] = json_string_value(v);
+        if (urls[k] == NULL || !cs_webhook_url_ok(urls[k])) {
+            snprintf(detail, detail_len, "%s%s: expected an http:// or https:// URL", wh_kind_fields[k],
+                     k == 0 ? ".url" : "");
+            e = CS_ERR_INVALID_FIELD;
+            goto out;
+        }
+        if (!cs_webhook_allowed(urls[k], cfg->webhook_allow, cfg->n_webhook_allow)) {
+            snprintf(detail, detail_len, "%s%s: this destination is not in webhooks.allow%s",
+                     wh_kind_fields[k], k == 0 ? ".url" : "",
+                     cfg->n_webhook_allow == 0 ? " (empty: no destination from requests is allowed)" : "");
+            e = CS_ERR_INVALID_FIELD;
+            goto out;
+        }
+        any = 1;
+    }
+    if (!any)
+        goto out;
+    HASH_FIND(hh, w->regs, exec, exec_len, reg);
+    if (reg == NULL) {
+        if (w->n_regs >= cfg->webhook_max_registrations) {
+            snprintf(detail, detail_len,
+                     "%zu executions have webhooks registered (webhooks.max_registrations)", w->n_regs);
+            cs_log_warn("webhooks: registration for %.*s refused: webhooks.max_registrations (%zu) held",
+                        (int)exec_len, exec, w->n_regs);
+            e = CS_ERR_UNAVAILABLE;
+            goto out;
+        }
+        if (exec_len > CS_EXECUTION_ID_MAX || (reg = calloc(1, sizeof(*reg))) == NULL) {
+            snprintf(detail, detail_len, "out of memory");
+            e = CS_ERR_INTERNAL;
+            goto out;
+        }
+        memcpy(reg->exec, exec, exec_len);
+        HASH_ADD(hh, w->regs, exec, exec_len, reg);
+        w->n_regs++;
+    }
+    reg->last_ms = cs_loop_now(w->d->loop);
+    for (int k = 0; k < WH_KINDS; k++) {
+        wh_ep_t *old = reg->ep[k];
+        char name[CS_EXECUTION_ID_MAX + 16];
+        if (urls[k] == NULL)
+            continue;
+        if (old != NULL && strcmp(old->url, urls[k]) == 0 &&
+            ((old->auth == NULL && auths[k] == NULL) ||
+             (old->auth != NULL && auths[k] != NULL && strcmp(old->auth, auths[k]) == 0)))
+            continue; /* the same again (the seed repeats them on /resume): its cursors go on */
+        snprintf(name, sizeof(name), "%s:%s", wh_kind_names[k], reg->exec);
+        wh_ep_t *ep = ep_add(w, name, urls[k], auths[k]);
+        if (ep == NULL) {
+            snprintf(detail, detail_len, "out of memory");
+            e = CS_ERR_INTERNAL;
+            goto out;
+        }
+        auths[k] = NULL;
+        ep->kind = 1u << k;
+        ep->exec = strdup(reg->exec);
+        reg->ep[k] = ep;
+        if (old != NULL) {
+            /* What it took on stays with it (at least once); what comes next goes to the new URL. */
+            old->retired = 1;
+            if (old->n_pairs == 0)
+                ep_free(old);
+        }
+        cs_log_info("webhooks: %s -> %s", name, urls[k]);
+    }
+out:
+    for (int k = 0; k < WH_KINDS; k++)
+        free(auths[k]);
+    return e;
+}
+
+/* ---- life ---- */
+
+int cs_webhooks_new(cs_webhooks_t **out, cs_daemon_t *d, char *err, size_t errlen)
+{
+    cs_webhooks_t *w = calloc(1, sizeof(*w));
+    json_t *e;
+    size_t i;
+
+    if (w == NULL)
+        goto nomem;
+    w->d = d;
+    if (cs_curlm_new(&w->m, d->loop, on_done) != 0)
+        goto nomem;
+    json_array_foreach(d->cfg->webhook_endpoints, i, e)
+    {
+        if (ep_from_conf(w, e, err, errlen) != 0)
+            goto fail;
+    }
+    cs_start_t start = {.kind = CS_START_NOW};
+    cs_filter_t all = {0};
+    if (cs_sub_open(d->store, &w->disc, NULL, 0, &start, &all, &disc_ops, w) != 0)
+        goto nomem;
+    w->disc_open = 1;
+    cs_sub_park(&w->disc);
+    cs_timer_init(&w->sweep, d->loop, on_sweep, w);
+    cs_timer_start(&w->sweep, WH_SWEEP_MS);
+    *out = w;
+    return 0;
+nomem:
+    snprintf(err, errlen, "webhooks: out of memory");
+fail:
+    cs_webhooks_free(w);
+    return -ENOMEM;
+}
+
+void cs_webhooks_free(cs_webhooks_t *w)
+{
+    wh_reg_t *reg, *tmp;
+
+    if (w == NULL)
+        return;
+    cs_defer_cancel(w->d->loop, &w->pump_d);
+    cs_timer_stop(&w->sweep);
+    for (wh_ep_t *ep = w->eps; ep != NULL; ep = ep->next) {
+        wh_pair_t *p, *pt;
+        HASH_ITER(hh, ep->pairs, p, pt)
+        {
+            HASH_DEL(ep->pairs, p);
+            cs_timer_stop(&p->retry);
+            pair_abort(p);
+            pair_release_cur(p);
+            cs_sub_close(&p->sub);
+            free(p);
+        }
+        ep->n_pairs = 0;
+    }
+    HASH_ITER(hh, w->regs, reg, tmp)
+    {
+        HASH_DEL(w->regs, reg);
+        free(reg);
+    }
+    while (w->eps != NULL)
+        ep_free(w->eps);
+    if (w->disc_open)
+        cs_sub_close(&w->disc);
+    while (w->n_pool > 0)
+        curl_easy_cleanup(w->pool[--w->n_pool]);
+    cs_curlm_free(w->m);
+    free(w);
+}
+
+/* ---- reading ---- */
+
+static uint64_t ep_lag(const wh_ep_t *ep)
+{
+    uint64_t lag = 0;
+    for (const wh_pair_t *p = ep->pairs; p != NULL; p = p->hh.next) {
+        uint64_t first, next;
+        if (p->sub.exec == NULL)
+            continue;
+        cs_exec_seqs(p->sub.exec, &first, &next);
+        uint64_t at = p->cur != NULL ? p->cur->seq : p->sub.next;
+        if (next > at)
+            lag += next - at;
+    }
+    return lag;
+}
+
+json_t *cs_webhooks_json(cs_webhooks_t *w)
+{
+    json_t *arr = json_array(), *root;
+    char ts[32];
+
+    if (arr == NULL)
+        return NULL;
+    for (const wh_ep_t *ep = w->eps; ep != NULL; ep = ep->next) {
+        json_t *dls = json_array();
+        for (size_t i = 0; dls != NULL && i < ep->n_dl; i++) {
+            const wh_dead_t *dl = &ep->dl[i];
+            cs_format_timestamp(dl->at_unix_ms, ts, sizeof(ts));
+            json_array_append_new(
+                dls, json_pack("{s:s, s:I, s:s?, s:s, s:s, s:i, s:s}", "execution_id", dl->exec, "seq",
+                               (json_int_t)dl->seq, "event_id", dl->event_id[0] ? dl->event_id : NULL, "type",
+                               dl->type, "reason", dl->reason, "attempts", (int)dl->attempts, "at", ts));
+        }
+        /* The query string may carry a credential: not shown. */
+        size_t ulen = strcspn(ep->url, "?#");
+        json_t *o = json_pack(
+            "{s:s, s:s%, s:s, s:s?, s:s?, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s?, "
+            "s:o*}",
+            "name", ep->name, "url", ep->url, ulen, "source", ep->kind ? "execution" : "config",
+            "execution_id", ep->exec, "kind",
+            ep->kind == CS_WEBHOOK_HUMAN  ? "humanInputWebhook"
+            : ep->kind == CS_WEBHOOK_TASK ? "taskWebhookUrl"
+            : ep->kind == CS_WEBHOOK_STEP ? "stepWebhookUrl"
+            : ep->kind == CS_WEBHOOK_CREW ? "crewWebhookUrl"
+                                          : NULL,
+            "signed", ep->key != NULL, "lag", (json_int_t)ep_lag(ep), "in_flight", (json_int_t)ep->in_flight,
+            "executions", (json_int_t)ep->n_pairs, "queued", (json_int_t)ep->n_ready, "delivered",
+            (json_int_t)ep->ok, "failed", (json_int_t)ep->failed, "retried", (json_int_t)ep->retried, "dead",
+            (json_int_t)ep->dead, "gaps", (json_int_t)ep->gaps, "last_error",
+            ep->last_error[0] ? ep->last_error : NULL, "dead_letters", dls);
+        if (o == NULL || json_array_append_new(arr, o) != 0) {
+            json_decref(arr);
+            return NULL;
+        }
+    }
+    root = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I}", "endpoints", arr, "in_flight",
+                     (json_int_t)w->in_flight, "delivered", (json_int_t)w->ok, "failed",
+                     (json_int_t)w->failed, "retried", (json_int_t)w->retried, "dead", (json_int_t)w->dead,
+                     "registrations", (json_int_t)w->n_regs);
+    return root;
+}
+
+/* One sample in the /metrics style of http.c: unlabelled, an integer. */
+static int wh_metric(cs_buf_t *b, int rc, const char *name, const char *type, const char *help,
+                     unsigned long long v)
+{
+    if (rc != 0)
+        return rc;
+    return cs_buf_printf(b, "# HELP crewstream_%s %s\n# TYPE crewstream_%s %s\ncrewstream_%s %llu\n", name,
+                         help, name, type, name, v);
+}
+
+int cs_webhooks_metrics(cs_webhooks_t *w, cs_buf_t *b)
+{
+    uint64_t lag = 0;
+    int rc = 0;
+
+    for (const wh_ep_t *ep = w->eps; ep != NULL; ep = ep->next)
+        lag += ep_lag(ep);
+    rc = wh_metric(b, rc, "webhook_deliveries_total", "counter", "Webhook deliveries answered 2xx.", w->ok);
+    rc = wh_metric(b, rc, "webhook_failures_total", "counter",
+                   "Webhook attempts that did not get a 2xx (errors, timeouts, other statuses).", w->failed);
+    rc = wh_metric(b, rc, "webhook_retries_total", "counter",
+                   "Webhook attempts scheduled again after a failure.", w->retried);
+    rc = wh_metric(b, rc, "webhook_dead_letters_total", "counter",
+                   "Webhook events given up (logged and listed by GET /v1/webhooks).", w->dead);
+    rc =
+        wh_metric(b, rc, "webhook_gaps_total", "counter",
+                  "Events that left the ring before a webhook sent them (dead letters stream.gap).", w->gaps);
+    rc = wh_metric(
+        b, rc, "webhook_overflow_total", "counter",
+        "Events dead-lettered because their endpoint had webhooks.max_executions executions waiting.",
+        w->overflow);
+    rc = wh_metric(b, rc, "webhook_in_flight", "gauge", "Webhook requests in flight.", w->in_flight);
+    rc = wh_metric(b, rc, "webhook_cursors", "gauge",
+                   "Webhook delivery cursors open ((endpoint, execution) pairs with something to send).",
+                   w->n_pairs);
+    rc = wh_metric(b, rc, "webhook_lag", "gauge", "Webhook events not yet delivered, summed over cursors.",
+                   lag);
+    rc = wh_metric(b, rc, "webhook_registrations", "gauge", "Executions with webhook URLs registered.",
+                   w->n_regs);
+    rc = wh_metric(b, rc, "webhook_latency_ms_sum", "counter",
+                   "Milliseconds from sending a webhook to its 2xx, summed.", w->lat_sum_ms);
+    rc = wh_metric(b, rc, "webhook_latency_ms_count", "counter",
+                   "Webhook deliveries timed (as deliveries_total).", w->lat_count);
+    rc = wh_metric(b, rc, "webhook_latency_ms_max", "gauge",
+                   "The longest webhook delivery so far, in milliseconds.", w->lat_max_ms);
+    return rc;
+}
