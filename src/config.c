@@ -408,6 +408,37 @@ static const cs_cfg_field_t cfg_log_fields[] = {
     {.key = NULL},
 };
 
+/* "gateway.default_crew": a crew name, or null (the only crew served). */
+static int cfg_parse_opt_string(void *base, const cs_cfg_field_t *f, json_t *v, cs_cfg_ctx_t *ctx)
+{
+    char *s = NULL;
+
+    if (!json_is_null(v)) {
+        int rc = cs_cfg_parse_string(f, v, ctx, &s);
+        if (rc != 0)
+            return rc;
+    }
+    free(*CS_CFG_AT(base, f, char *));
+    *CS_CFG_AT(base, f, char *) = s;
+    return 0;
+}
+
+static const cs_cfg_ops_t cfg_opt_string_ops = {.parse = cfg_parse_opt_string};
+
+/* Read where they are used (gateway.c gets them at every call), so a reload applies them at once. */
+static const cs_cfg_field_t cfg_gateway_fields[] = {
+    {.key = "default_crew",
+     .kind = CS_CFG_STRING,
+     .off = offsetof(cs_config_t, default_crew),
+     .def = "null",
+     .ops = &cfg_opt_string_ops,
+     CFG_LIVE},
+    CFG_NUM(CS_CFG_UINT, "ack_timeout_s", ack_timeout_s, "10", 1, 3600, CS_CFG_LIVE),
+    CFG_NUM(CS_CFG_SIZE, "queue", gateway_queue, "1000", 0, 1000000, CS_CFG_LIVE),
+    CFG_NUM(CS_CFG_UINT, "queue_timeout_s", queue_timeout_s, "60", 0, 86400, CS_CFG_LIVE),
+    {.key = NULL},
+};
+
 static const cs_cfg_field_t cfg_root_fields[] = {
     /* The listener is bound at start-up. */
     {.key = "listen",
@@ -423,6 +454,7 @@ static const cs_cfg_field_t cfg_root_fields[] = {
     CFG_NUM(CS_CFG_UINT, "shutdown_s", shutdown_s, "5", 0, 3600, CS_CFG_LIVE),
     CFG_OBJ("http", cfg_http_fields),
     CFG_OBJ("log", cfg_log_fields),
+    CFG_OBJ("gateway", cfg_gateway_fields),
     {.key = NULL},
 };
 

@@ -549,12 +549,10 @@ const char *cs_gateway_pick_crew(cs_gateway_t *gw, const char *crew, const char 
     return NULL;
 }
 
-cs_err_t cs_gateway_kickoff(cs_gateway_t *gw, const char *crew, const json_t *inputs, int64_t now,
-                            char id[37], char *detail, size_t detail_len)
+cs_err_t cs_gateway_admit(cs_gateway_t *gw, const char *crew, const json_t *inputs, char *detail,
+                          size_t detail_len)
 {
     gw_crew_t *c = crew_find(gw, crew);
-    gw_job_t *j;
-    int created = 0;
 
     if (!json_is_object(inputs)) {
         snprintf(detail, detail_len, "inputs must be an object of input names and values");
@@ -573,13 +571,11 @@ cs_err_t cs_gateway_kickoff(cs_gateway_t *gw, const char *crew, const json_t *in
             }
         }
     }
-    if (c == NULL || c->n_servings == 0) {
-        if (gw->lim.queue_timeout_ms <= 0) {
-            gw->st.refused_unknown++;
-            snprintf(detail, detail_len, "no runtime serves crew %.128s (and gateway.queue_timeout_s is 0)",
-                     crew);
-            return CS_ERR_UNAVAILABLE;
-        }
+    if ((c == NULL || c->n_servings == 0) && gw->lim.queue_timeout_ms <= 0) {
+        gw->st.refused_unknown++;
+        snprintf(detail, detail_len, "no runtime serves crew %.128s (and gateway.queue_timeout_s is 0)",
+                 crew);
+        return CS_ERR_UNAVAILABLE;
     }
     /* Admitted when it can run now, or when the queue has room. */
     if ((c == NULL || pick_serving(c, 0) == NULL || c->queue != NULL) && gw->st.queued >= gw->lim.queue) {
@@ -590,6 +586,27 @@ cs_err_t cs_gateway_kickoff(cs_gateway_t *gw, const char *crew, const json_t *in
                  gw->st.queued, crew);
         return CS_ERR_UNAVAILABLE;
     }
+    return CS_OK;
+}
+
+cs_err_t cs_gateway_kickoff(cs_gateway_t *gw, const char *crew, const json_t *inputs, int64_t now,
+                            char id[37], char *detail, size_t detail_len)
+{
+    gw_crew_t *c;
+    gw_job_t *j = NULL;
+    int created = 0;
+    cs_err_t e = cs_gateway_admit(gw, crew, inputs, detail, detail_len);
+
+    if (e != CS_OK)
+        return e;
+    if (id[0] != '\0') {
+        HASH_FIND_STR(gw->jobs, id, j);
+        if (j != NULL || !cs_valid_execution_id(id, strlen(id))) {
+            snprintf(detail, detail_len, "kickoff %.36s exists already", id);
+            return CS_ERR_CONFLICT;
+        }
+    }
+    c = crew_find(gw, crew);
     if (c == NULL) {
         if ((c = crew_get(gw, crew, now)) == NULL)
             goto nomem;
@@ -597,7 +614,11 @@ cs_err_t cs_gateway_kickoff(cs_gateway_t *gw, const char *crew, const json_t *in
     }
     if ((j = calloc(1, sizeof(*j))) == NULL)
         goto nomem_crew;
-    if (cs_uuid4(j->id) != 0 || (j->inputs = json_deep_copy(inputs)) == NULL) {
+    if (id[0] != '\0')
+        memcpy(j->id, id, 37);
+    else if (cs_uuid4(j->id) != 0)
+        j->id[0] = '\0';
+    if (j->id[0] == '\0' || (j->inputs = json_deep_copy(inputs)) == NULL) {
         free(j);
         goto nomem_crew;
     }

@@ -112,10 +112,19 @@ const char *cs_gateway_pick_crew(cs_gateway_t *gw, const char *crew, const char 
                                  char *detail, size_t detail_len);
 
 /**
- * A kickoff of crew (a name; cs_gateway_pick_crew) with inputs (a JSON object, copied): a new execution
- * id (UUID v4) in id, and the job dispatched or queued. Inputs the crew's runtimes declare must be there
- * (CS_ERR_INVALID_FIELD otherwise). CS_ERR_UNAVAILABLE when the queue is full, or when nobody serves the
- * crew and gateway.queue_timeout_s is 0. Returns CS_OK or an error value with detail.
+ * Whether a kickoff of crew (a name; cs_gateway_pick_crew) with inputs would be taken now: inputs a JSON
+ * object holding every input the crew's runtimes declare (CS_ERR_INVALID_FIELD otherwise);
+ * CS_ERR_UNAVAILABLE when the queue is full, or when nobody serves the crew and gateway.queue_timeout_s
+ * is 0. Returns CS_OK or an error value with detail; changes nothing but the refusal counters.
+ */
+cs_err_t cs_gateway_admit(cs_gateway_t *gw, const char *crew, const json_t *inputs, char *detail,
+                          size_t detail_len);
+
+/**
+ * A kickoff of crew with inputs (copied), checked as cs_gateway_admit does: the job is dispatched or
+ * queued. Its execution id is id when id[0] is not NUL (the caller drew it, e.g. to register webhooks
+ * first; CS_ERR_CONFLICT when the gateway holds it already), else a fresh UUID v4 written to id.
+ * Returns CS_OK or an error value with detail.
  */
 cs_err_t cs_gateway_kickoff(cs_gateway_t *gw, const char *crew, const json_t *inputs, int64_t now,
                             char id[37], char *detail, size_t detail_len);

@@ -27,7 +27,9 @@ static const char default_json[] =
     "  \"heartbeat_s\": 15,\n"
     "  \"shutdown_s\": 5,\n"
     "  \"http\": { \"cors_origins\": [\"*\"], \"metrics_public\": false },\n"
-    "  \"log\": { \"level\": \"info\" }\n"
+    "  \"log\": { \"level\": \"info\" },\n"
+    "  \"gateway\": { \"default_crew\": null, \"ack_timeout_s\": 10, \"queue\": 1000, \"queue_timeout_s\": "
+    "60 }\n"
     "}\n";
 
 /* Every key away from its default, so each one is seen to land in its field. */
@@ -44,7 +46,7 @@ static const char full_json[] =
     "        \"sha256\": \"447B7514AF61C88A422274F581DEB10CF5BAE817A7809B3E762412FE01DCA462\",\n"
     "        \"scopes\": [\"publish\"], \"executions\": [\"exec-1\", \"batch-*\"] },\n"
     "      { \"name\": \"ops\", \"token\": \"tok-ops-literal\",\n"
-    "        \"scopes\": [\"admin\", \"read\", \"respond\", \"publish\"] }\n"
+    "        \"scopes\": [\"admin\", \"read\", \"respond\", \"publish\", \"kickoff\"] }\n"
     "    ],\n"
     "    \"jwt_secret\": \"jwt-secret-value\"\n"
     "  },\n"
@@ -396,9 +398,10 @@ static void test_errors(void)
                  "ingest.socket: path is 122 bytes long; a Unix socket path holds at most 107");
 
     /* Tokens. */
-    EXPECT_ERROR("{\"auth\":{\"tokens\":[{\"name\":\"a\",\"token\":\"x\",\"scopes\":[\"read\"]},"
-                 "{\"name\":\"b\",\"token\":\"y\",\"scopes\":[\"wrtie\"]}]}}",
-                 "auth.tokens[1].scopes[0]: unknown scope \"wrtie\" (read, respond, publish, admin)");
+    EXPECT_ERROR(
+        "{\"auth\":{\"tokens\":[{\"name\":\"a\",\"token\":\"x\",\"scopes\":[\"read\"]},"
+        "{\"name\":\"b\",\"token\":\"y\",\"scopes\":[\"wrtie\"]}]}}",
+        "auth.tokens[1].scopes[0]: unknown scope \"wrtie\" (read, respond, publish, admin, kickoff)");
     EXPECT_ERROR(TOK("\"token\":\"x\",\"sha256\":\"" HEX64 "\",\"scopes\":[\"read\"]"),
                  "auth.tokens[0]: give either \"token\" or \"sha256\", not both");
     EXPECT_ERROR(TOK("\"scopes\":[\"read\"]"), "auth.tokens[0]: missing key \"token\" or \"sha256\"");
@@ -677,7 +680,8 @@ static void check_row(const cs_cfg_field_t *f, const char *path, void *arg)
     cs_cfg_release_field(&one, f);
     /* A kind stored by its ops alone must say how to print it; one with storage, how to copy and free it. */
     if (f->kind == CS_CFG_CUSTOM || f->kind == CS_CFG_INT)
-        CHECK(f->ops != NULL && f->ops->parse != NULL && (f->ops->dump != NULL || (f->flags & CS_CFG_NODUMP)));
+        CHECK(f->ops != NULL && f->ops->parse != NULL &&
+              (f->ops->dump != NULL || (f->flags & CS_CFG_NODUMP)));
     if (f->kind == CS_CFG_CUSTOM && f->ops->copy != NULL)
         CHECK(f->ops->release != NULL);
     /* A restart-only key is compared by its printed value: it cannot be a secret. */
@@ -764,6 +768,10 @@ static const struct {
     {"http.cors_origins", CS_CFG_LIVE, 0},
     {"http.metrics_public", CS_CFG_LIVE, 0},
     {"log.level", CS_CFG_APPLY, CS_CONFIG_APPLY_LOG},
+    {"gateway.default_crew", CS_CFG_LIVE, 0},
+    {"gateway.ack_timeout_s", CS_CFG_LIVE, 0},
+    {"gateway.queue", CS_CFG_LIVE, 0},
+    {"gateway.queue_timeout_s", CS_CFG_LIVE, 0},
 };
 
 static void check_rule(const cs_cfg_field_t *f, const char *path, void *arg)

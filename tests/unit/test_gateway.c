@@ -79,6 +79,7 @@ static cs_err_t kick(cs_gateway_t *gw, const char *crew, int64_t now, char id[37
 {
     char detail[256];
     json_t *in = json_pack("{s:s}", "topic", "AI");
+    id[0] = '\0';
     cs_err_t e = cs_gateway_kickoff(gw, crew, in, now, id, detail, sizeof(detail));
     json_decref(in);
     return e;
@@ -272,6 +273,7 @@ static void test_queue_timeout(void)
     CHECK_STR(cs_gateway_pick_crew(gw, NULL, "other", &e, detail, sizeof(detail)), "other");
     /* Missing input the crew declares. */
     json_t *in = json_object();
+    id[2][0] = '\0';
     CHECK(cs_gateway_kickoff(gw, "other", in, 6000, id[2], detail, sizeof(detail)) == CS_ERR_INVALID_FIELD);
     CHECK(strstr(detail, "topic") != NULL);
     json_decref(in);
