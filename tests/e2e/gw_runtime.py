@@ -33,6 +33,7 @@ class Runtime:
         self.refused = []
         self.done = []
         self.held = []
+        self.acks_sent = 0  # decided at once (the replies come later): ack_limit counts these
         self.replies = []
         self.errors = []
         self.served = threading.Event()
@@ -89,10 +90,11 @@ class Runtime:
         xid = msg["execution_id"]
         self.kickoffs.append(msg)
         self.log("kickoff", xid)
-        if not self.ack or (self.ack_limit is not None and len(self.acked) + len(self.refused) >= self.ack_limit):
+        if not self.ack or (self.ack_limit is not None and self.acks_sent >= self.ack_limit):
             self.held.append(xid)
             self.log("holding", xid)
             return
+        self.acks_sent += 1
         self.send({"op": "kickoff_ack", "execution_id": xid}, lambda r: self._on_ack(msg, r))
 
     def _on_ack(self, msg, reply):
