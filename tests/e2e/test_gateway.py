@@ -15,7 +15,7 @@ import time
 import requests
 
 from conftest import mkdtemp
-from csutil import Producer, wait_until
+from csutil import Producer, RawWS, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "seed_clients"))
@@ -103,7 +103,7 @@ def test_serve_kickoff_ack_and_status(make_daemon):
         rt._on_kickoff(rt.kickoffs[0])
         assert wait_until(lambda: xid in rt.done, 5), rt.replies
         st = status(d, xid)
-        assert st["status"] == "completed" and st["result"] == {"output": "report on AI"}, st
+        assert st["status"] == "completed" and st["result"] == {"output": "report on AI"}, (st, rt.replies)
         assert wait_until(lambda: get(d, "/v1/crews").json()["crews"][0]["busy"] == 0, 5)
         m = metrics(d)
         assert m["kickoffs_total"] == 1 and m["acked_total"] == 1 and m["acks_refused_total"] >= 2, m
@@ -266,8 +266,14 @@ def test_seed003_requests_example_reads_v1_runs_events(make_daemon):
                      "run.completed {'run_id': 'run_abc123', 'result': 'ok'}"]
     # The other aliases answer as /v1/executions/{id}/… do.
     r = get(d, "/v1/runs/run_abc123/poll", params={"timeout": "0"})
-    assert r.status_code == 200 and [e["type"] for e in r.json()["events"]][-1] == "run.completed"
+    assert r.status_code == 200 and r.json()["events"][-1]["type"] == "run.completed", r.text
     assert get(d, "/v1/runs/run_abc123/ws").status_code == 426
+    ws = RawWS(d.port, "/v1/runs/run_abc123/ws", headers=AUTH)
+    try:
+        assert ws.status == 101
+        assert json.loads(ws.next_message())["type"] == "run.started"
+    finally:
+        ws.close()
 
 
 def test_seed_client_is_verbatim():
@@ -288,3 +294,14 @@ def test_seed_client_is_verbatim():
     for st in ('f"{self.base_url}/kickoff"', 'kickoff_id = resp.json()["kickoff_id"]',
                'f"{self.base_url}/{kickoff_id}/status"', 'f"{self.base_url}/inputs"'):
         assert st in text
+
+
+def test_a_run_finished_right_after_start_is_kept(make_daemon):
+    """A kickoff's run can finish within the daemon's first tick (500 ms): it is kept for store.retain_s,
+    not expired at that tick as if it had finished at time 0."""
+    d = gateway_daemon(make_daemon)
+    d.post_ok({"execution_id": "quick-1", "type": "run.started"},
+              {"execution_id": "quick-1", "type": "run.completed", "result": {"output": "fast"}})
+    time.sleep(1.2)  # past the first ticks, which expire what retain_s says is due
+    st = status(d, "quick-1")
+    assert st["status"] == "completed" and st["result"] == {"output": "fast"}, st
