@@ -594,8 +594,16 @@ static void on_gw_timer(cs_timer_t *t)
 {
     cs_ingest_t *in = t->data;
     cs_daemon_t *d = in->d;
+    cs_gateway_stats_t a, b;
 
+    cs_gateway_stats(d->gateway, &a);
     cs_gateway_tick(cs_ingest_gateway(d), cs_loop_update_now(d->loop));
+    cs_gateway_stats(d->gateway, &b);
+    if (b.redispatched_timeout > a.redispatched_timeout)
+        cs_log_warn("gateway: %llu kickoff(s) not acknowledged within gateway.ack_timeout_s (%u s): given to "
+                    "another runtime",
+                    (unsigned long long)(b.redispatched_timeout - a.redispatched_timeout),
+                    d->cfg->ack_timeout_s);
     gw_rearm(in);
 }
 
@@ -831,8 +839,18 @@ static void producer_close(producer_t *p)
     p->closing = 1;
     cs_defer_cancel(in->d->loop, &p->flush_defer);
     /* Its crews are served by others now; its kickoffs not yet acknowledged go to them. */
-    if (in->d->gateway != NULL)
+    if (in->d->gateway != NULL) {
+        cs_gateway_stats_t a, b;
+        cs_gateway_stats(in->d->gateway, &a);
         cs_gateway_conn_gone(in->d->gateway, p, cs_loop_now(in->d->loop));
+        cs_gateway_stats(in->d->gateway, &b);
+        if (b.redispatched_lost > a.redispatched_lost || b.lost_after_ack > a.lost_after_ack)
+            cs_log_info(
+                "gateway: a runtime left: %llu kickoff(s) not acknowledged go to another runtime, %llu "
+                "acknowledged stay its own (not run again)",
+                (unsigned long long)(b.redispatched_lost - a.redispatched_lost),
+                (unsigned long long)(b.lost_after_ack - a.lost_after_ack));
+    }
     /* Nobody to push to any more: stop awaiting now, not at the deferred free; nor to reply to. */
     for (cs_awaiter_t *aw = p->awaits; aw != NULL; aw = aw->onext)
         cs_hitl_unawait(aw);
