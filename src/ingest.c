@@ -1303,6 +1303,14 @@ void cs_ingest_free(cs_ingest_t *in)
         producer_close(in->list);
     cs_timer_stop(&in->gw_timer);
     cs_defer_cancel(in->d->loop, &in->gw_defer);
+    if (in->d->gateway != NULL) {
+        cs_gateway_stats_t st;
+        cs_gateway_stats(in->d->gateway, &st);
+        if (st.queued > 0)
+            cs_log_warn(
+                "gateway: %zu kickoff(s) still waiting for a runtime were dropped at shutdown (never run)",
+                st.queued);
+    }
     cs_gateway_free(in->d->gateway);
     in->d->gateway = NULL;
     free(in->path);
