@@ -232,4 +232,7 @@ int cli_cmd_ls(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_status(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_demo(cli_ctx_t *ctx, int argc, char **argv);
 
+/** crewstream kickoff: POST /kickoff (kickoff.c). */
+int cli_cmd_kickoff(cli_ctx_t *ctx, int argc, char **argv);
+
 #endif

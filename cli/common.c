@@ -32,6 +32,8 @@ static const char main_usage[] =
     "  ls        list executions with their status\n"
     "  status    show one execution's status, progress and open requests\n"
     "  demo      play a realistic crew run that waits for a human answer\n"
+    "            (--serve: serve a crew and play a run for every kickoff)\n"
+    "  kickoff   kick a served crew off (POST /kickoff) and print its execution id\n"
     "\n"
     "Global options (before or after the command):\n"
     "  --url URL       the daemon's HTTP address (env CREWSTREAM_URL;\n"

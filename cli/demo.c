@@ -4,7 +4,9 @@
  * agent each, tool calls, logs, LLM token chunks, an artifact, and a human-input request that
  * blocks until a person answers (dashboard or `crewstream respond`). A rejection sends the Writer
  * round again with the feedback as context, as crew runtimes do; an approval completes the task
- * and the run.
+ * and the run. With --serve it is a served crew (SPEC §9): it serves the crew over the socket and plays
+ * one such run for every kickoff (POST /kickoff from curl, the seed's client or the dashboard), under
+ * the kickoff's id, acknowledging each before it plays it.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -21,7 +23,7 @@
 #define DEMO_MAX_ROUNDS     10
 
 static const char usage[] =
-    "Usage: crewstream demo [--execution ID] [--speed X] [--fail]\n"
+    "Usage: crewstream demo [--execution ID] [--speed X] [--fail] [--serve[=CREW]]\n"
     "\n"
     "Play a realistic crew run against the daemon, over its Unix socket (--socket): run start, a\n"
     "research task (a Researcher agent with web searches and logs), a writing task (a Writer agent\n"
@@ -35,6 +37,10 @@ static const char usage[] =
     "  -e, --execution ID   the execution id (default: demo-<8 hex digits>)\n"
     "  --speed X            play X times faster (0.5 = slower; default 1, a run of ~10 s)\n"
     "  --fail               play a run whose tool fails and which ends with run.failed\n"
+    "  --serve[=CREW]       serve the crew (default research_crew, input \"topic\") and play a run\n"
+    "                       for every kickoff: curl -X POST <url>/kickoff -d "
+    "'{\"inputs\":{\"topic\":\"AI\"}}'\n"
+    "                       (one at a time; runs until interrupted)\n"
     "  -h, --help           this help\n"
     "  (global: --url for the hints shown, --socket for the daemon; see crewstream --help)\n"
     "\n"
@@ -46,6 +52,7 @@ typedef struct demo {
     crewstream_client_t *c;
     cli_render_t *render;
     const char *exec;
+    const char *topic;
     double speed;
     struct timespec t0;
     char last_event_id[129];
@@ -247,7 +254,7 @@ static int play(demo_t *d, int fail)
     /* Two tasks, each with task_started and task_completed (or task_failed) around its agent's
      * work, so that the execution's progress counts them as a crew runtime's would. */
     EMIT("run.started", "{s:s, s:s, s:{s:s}}", "crew_name", "research_crew", "run_id", d->exec, "inputs",
-         "topic", "AI agents");
+         "topic", d->topic);
     pause_ms(d, 300);
     EMIT("log", "{s:s, s:s}", "level", "info", "message", "Starting crew execution");
     pause_ms(d, 300);
@@ -353,17 +360,72 @@ Exit:
     return rc;
 }
 
+/* --serve: one run for every kickoff, one at a time, until the program is stopped. */
+static int serve(demo_t *d, const char *crew, int fail)
+{
+    static const char *const inputs[] = {"topic"};
+    int rc = crewstream_serve(d->c, crew, inputs, 1, 1, DEMO_ACK_TIMEOUT_MS);
+
+    if (rc != 0) {
+        if (rc == -EINVAL) {
+            cli_err("the daemon refused to let this demo serve %s: %s", crew, crewstream_last_error(d->c));
+            return CLI_EFAIL;
+        }
+        return lib_error(d, rc);
+    }
+    printf("Serving crew %s%s%s: every kickoff plays a run. Try\n"
+           "  curl -X POST %s/kickoff -H 'Content-Type: application/json' -d "
+           "'{\"inputs\":{\"topic\":\"AI\"}}'\n\n",
+           cli_c(d->ctx->color_out, CLI_BOLD), crew, cli_c(d->ctx->color_out, CLI_RESET), d->ctx->url);
+    fflush(stdout);
+    for (;;) {
+        crewstream_kickoff_t k;
+        rc = crewstream_next_kickoff(d->c, -1, &k);
+        if (rc != 0)
+            return lib_error(d, rc);
+        rc = crewstream_kickoff_ack(d->c, k.execution_id, DEMO_ACK_TIMEOUT_MS);
+        if (rc == -ESTALE || rc == -ESRCH) {
+            /* Given to another runtime, or gone: not ours to play. */
+            printf("kickoff %s: not ours to run (%s)\n", k.execution_id, crewstream_last_error(d->c));
+            crewstream_kickoff_clear(&k);
+            continue;
+        }
+        if (rc != 0) {
+            crewstream_kickoff_clear(&k);
+            return lib_error(d, rc);
+        }
+        json_t *in = json_loads(k.inputs_json, 0, NULL);
+        const char *topic = json_string_value(json_object_get(in, "topic"));
+        d->exec = k.execution_id;
+        d->topic = topic != NULL ? topic : "AI agents";
+        clock_gettime(CLOCK_MONOTONIC, &d->t0);
+        printf("Kickoff %s%s%s (topic: %s)\n", cli_c(d->ctx->color_out, CLI_BOLD), d->exec,
+               cli_c(d->ctx->color_out, CLI_RESET), d->topic);
+        fflush(stdout);
+        rc = play(d, fail);
+        cli_render_flush(d->render);
+        json_decref(in);
+        crewstream_kickoff_clear(&k);
+        if (rc != CLI_OK)
+            return rc;
+        printf("\n");
+        fflush(stdout);
+    }
+}
+
 int cli_cmd_demo(cli_ctx_t *ctx, int argc, char **argv)
 {
-    enum { O_SPEED = 1, O_FAIL };
+    enum { O_SPEED = 1, O_FAIL, O_SERVE };
+    const char *serve_crew = NULL;
     static const struct option longopts[] = {
         CLI_GLOBAL_LONGOPTS,
         {"execution", required_argument, NULL, 'e'},
         {"speed", required_argument, NULL, O_SPEED},
         {"fail", no_argument, NULL, O_FAIL},
+        {"serve", optional_argument, NULL, O_SERVE},
         {0},
     };
-    demo_t d = {.ctx = ctx, .speed = 1.0};
+    demo_t d = {.ctx = ctx, .speed = 1.0, .topic = "AI agents"};
     crewstream_options_t opts;
     char idbuf[64];
     int c, fail = 0, rc;
@@ -389,6 +451,9 @@ int cli_cmd_demo(cli_ctx_t *ctx, int argc, char **argv)
         }
         case O_FAIL:
             fail = 1;
+            break;
+        case O_SERVE:
+            serve_crew = optarg != NULL ? optarg : "research_crew";
             break;
         default:
             return cli_bad_option(ctx, c, argc, argv);
@@ -419,6 +484,12 @@ int cli_cmd_demo(cli_ctx_t *ctx, int argc, char **argv)
     if (d.render == NULL) {
         crewstream_close(d.c);
         return CLI_EFAIL;
+    }
+    if (serve_crew != NULL) {
+        rc = serve(&d, serve_crew, fail);
+        cli_render_free(d.render);
+        crewstream_close(d.c);
+        return rc;
     }
     clock_gettime(CLOCK_MONOTONIC, &d.t0);
     printf("Playing a crew run as execution %s%s%s. Watch it with `%s tail %s`\n"

@@ -20,8 +20,8 @@ static const struct {
     const char *name;
     int (*fn)(cli_ctx_t *, int, char **);
 } commands[] = {
-    {"post", cli_cmd_post}, {"tail", cli_cmd_tail},     {"respond", cli_cmd_respond},
-    {"ls", cli_cmd_ls},     {"status", cli_cmd_status}, {"demo", cli_cmd_demo},
+    {"post", cli_cmd_post},     {"tail", cli_cmd_tail}, {"respond", cli_cmd_respond}, {"ls", cli_cmd_ls},
+    {"status", cli_cmd_status}, {"demo", cli_cmd_demo}, {"kickoff", cli_cmd_kickoff},
 };
 
 int main(int argc, char **argv)

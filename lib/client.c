@@ -42,7 +42,7 @@
 #define IOV_BATCH        64
 #define SUN_PATH_MAX     (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
 
-enum { W_EVENT, W_PING, W_AWAIT };
+enum { W_EVENT, W_PING, W_AWAIT, W_SERVE, W_KACK };
 
 /* One posted event, in slot ticket % cap. */
 typedef struct entry {
@@ -70,6 +70,30 @@ typedef struct awaitrec {
     crewstream_answer_t ans;
 } awaitrec_t;
 
+/* One crew this client serves (crewstream_serve): its serve line, sent again on every connection. */
+typedef struct serverec {
+    struct serverec *next;
+    char *crew;
+    char *line;
+    size_t len;
+    uint64_t gen; /* the connection it was last sent on (0: not yet) */
+    int answered; /* the daemon's reply to the last send came */
+    int failed;   /* the daemon refused it: -EINVAL */
+} serverec_t;
+
+/* One kickoff_ack waiting for its reply (crewstream_kickoff_ack's own, on its stack). */
+typedef struct kackrec {
+    const char *execution_id;
+    uint64_t gen;
+    int done, result;
+} kackrec_t;
+
+/* A kickoff pushed and not yet taken by crewstream_next_kickoff. */
+typedef struct kickrec {
+    struct kickrec *next;
+    crewstream_kickoff_t k;
+} kickrec_t;
+
 /* One line written (or to be written) on the current connection that expects a reply. */
 typedef struct wire {
     struct wire *next;
@@ -82,6 +106,8 @@ typedef struct wire {
     crewstream_ticket_t ticket;
     uint64_t ping_id;
     awaitrec_t *aw;
+    serverec_t *sv;
+    kackrec_t *ka;
 } wire_t;
 
 struct crewstream_client {
@@ -120,6 +146,9 @@ struct crewstream_client {
     size_t n_delivered;
 
     uint64_t ping_next, pong_id;
+    /* the crew gateway's runtime side */
+    serverec_t *serves;
+    kickrec_t *khead, *ktail;
     crewstream_stats_t stats;
     char err[512];
 };
@@ -354,6 +383,63 @@ static int queue_await(crewstream_client_t *c, awaitrec_t *a)
     return 0;
 }
 
+/* Queues a copy of line (with its newline) as kind. */
+static wire_t *queue_copy(crewstream_client_t *c, int kind, const char *line, size_t len)
+{
+    char *own = malloc(len);
+    wire_t *w;
+
+    if (own == NULL)
+        return NULL;
+    memcpy(own, line, len);
+    w = wire_add(c, kind, own, len, own);
+    if (w == NULL)
+        free(own);
+    return w;
+}
+
+static int queue_serve(crewstream_client_t *c, serverec_t *sv)
+{
+    wire_t *w = queue_copy(c, W_SERVE, sv->line, sv->len);
+
+    if (w == NULL)
+        return -ENOMEM;
+    w->sv = sv;
+    sv->gen = c->gen;
+    sv->answered = 0;
+    return 0;
+}
+
+static int queue_kack(crewstream_client_t *c, kackrec_t *ka)
+{
+    json_t *o = json_pack("{s:s, s:s}", "op", "kickoff_ack", "execution_id", ka->execution_id);
+    char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    wire_t *w = NULL;
+
+    json_decref(o);
+    if (s != NULL) {
+        size_t n = strlen(s);
+        char *l = realloc(s, n + 2);
+        if (l != NULL) {
+            s = l;
+            s[n] = '\n';
+            w = queue_copy(c, W_KACK, s, n + 1);
+        }
+    }
+    free(s);
+    if (w == NULL)
+        return -ENOMEM;
+    w->ka = ka;
+    ka->gen = c->gen;
+    return 0;
+}
+
+static void kick_free(kickrec_t *k)
+{
+    crewstream_kickoff_clear(&k->k);
+    free(k);
+}
+
 static int queue_ping(crewstream_client_t *c, uint64_t id)
 {
     static const char ping[] = "{\"op\":\"ping\"}\n";
@@ -386,6 +472,13 @@ static void drop_conn(crewstream_client_t *c, const char *why)
     c->wsend = NULL;
     c->wsend_off = 0;
     cs_buf_consume(&c->in, cs_buf_size(&c->in));
+    /* Kickoffs not taken yet: the daemon gives them out again (they were never acknowledged). */
+    while (c->khead != NULL) {
+        kickrec_t *k = c->khead;
+        c->khead = k->next;
+        kick_free(k);
+    }
+    c->ktail = NULL;
     if (c->no_reconnect) {
         c->broken = 1;
         return;
@@ -414,6 +507,10 @@ static int on_connect(crewstream_client_t *c)
     }
     for (awaitrec_t *a = c->ahead; a != NULL; a = a->next)
         if (a->awaited && !a->answered && queue_await(c, a) < 0)
+            return -ENOMEM;
+    /* A serving lives as long as its connection: serve again. */
+    for (serverec_t *sv = c->serves; sv != NULL; sv = sv->next)
+        if (!sv->failed && queue_serve(c, sv) < 0)
             return -ENOMEM;
     return 0;
 }
@@ -528,6 +625,57 @@ static void on_await_reply(crewstream_client_t *c, wire_t *w, json_t *o)
         a->failed = -EPROTO;
 }
 
+/* The daemon's word on a serve or a kickoff_ack. */
+static void on_gateway_reply(crewstream_client_t *c, wire_t *w, json_t *o)
+{
+    const char *code = json_string_value(json_object_get(o, "error"));
+    const char *detail = json_string_value(json_object_get(o, "detail"));
+    int ok = json_is_true(json_object_get(o, "ok"));
+
+    if (!ok)
+        set_err(c, "%s: %s: %s", w->kind == W_SERVE ? "serve" : "kickoff_ack", code ? code : "?",
+                detail ? detail : "");
+    if (w->kind == W_SERVE && w->sv != NULL) {
+        w->sv->answered = 1;
+        w->sv->failed = ok ? 0 : -EINVAL;
+    } else if (w->kind == W_KACK && w->ka != NULL) {
+        w->ka->done = 1;
+        w->ka->result = ok                                                   ? 0
+                        : code != NULL && strcmp(code, "conflict") == 0      ? -ESTALE
+                        : code != NULL && strcmp(code, "not_found") == 0     ? -ESRCH
+                        : code != NULL && strcmp(code, "invalid_field") == 0 ? -EINVAL
+                                                                             : -EPROTO;
+    }
+}
+
+static char *dup_json_str(json_t *v);
+
+/* A kickoff push: kept for crewstream_next_kickoff. */
+static void on_kickoff_push(crewstream_client_t *c, json_t *o, const char *line, size_t len)
+{
+    kickrec_t *k = calloc(1, sizeof(*k));
+    json_t *in = json_object_get(o, "inputs");
+
+    if (k == NULL) {
+        set_err(c, "out of memory keeping a kickoff: it goes to another runtime after gateway.ack_timeout_s");
+        return;
+    }
+    k->k.execution_id = dup_json_str(json_object_get(o, "execution_id"));
+    k->k.crew = dup_json_str(json_object_get(o, "crew"));
+    k->k.inputs_json = json_is_object(in) ? json_dumps(in, JSON_COMPACT) : strdup("{}");
+    k->k.json = strndup(line, len);
+    if (k->k.execution_id == NULL || k->k.crew == NULL || k->k.inputs_json == NULL || k->k.json == NULL) {
+        set_err(c, "a kickoff push without execution_id or crew (or out of memory) was ignored");
+        kick_free(k);
+        return;
+    }
+    if (c->ktail != NULL)
+        c->ktail->next = k;
+    else
+        c->khead = k;
+    c->ktail = k;
+}
+
 static char *dup_json_str(json_t *v)
 {
     const char *s = json_string_value(v);
@@ -618,6 +766,11 @@ static int handle_line(crewstream_client_t *c, const char *line, size_t len)
         json_decref(o);
         return 0;
     }
+    if (op != NULL && strcmp(op, "kickoff") == 0 && json_object_get(o, "ok") == NULL) {
+        on_kickoff_push(c, o, line, len);
+        json_decref(o);
+        return 0;
+    }
     w = c->whead;
     if (w != NULL && w == c->wsend && too_large_early(c, w, o)) {
         json_decref(o);
@@ -637,6 +790,12 @@ static int handle_line(crewstream_client_t *c, const char *line, size_t len)
         if (op == NULL || strcmp(op, "pong") != 0)
             rc = -1;
         break;
+    case W_SERVE:
+    case W_KACK:
+        if (json_is_true(json_object_get(o, "ok")) &&
+            (op == NULL || strcmp(op, w->kind == W_SERVE ? "serve" : "kickoff_ack") != 0))
+            rc = -1;
+        break;
     default:
         if (json_is_true(json_object_get(o, "ok")) && (op == NULL || strcmp(op, "await") != 0))
             rc = -1;
@@ -653,6 +812,8 @@ static int handle_line(crewstream_client_t *c, const char *line, size_t len)
         on_event_reply(c, w, o);
     else if (w->kind == W_PING)
         c->pong_id = w->ping_id;
+    else if (w->kind == W_SERVE || w->kind == W_KACK)
+        on_gateway_reply(c, w, o);
     else
         on_await_reply(c, w, o);
     wire_free(w);
@@ -899,6 +1060,18 @@ void crewstream_close(crewstream_client_t *c)
             entry_reset(&c->ring[i]);
     while (c->ahead != NULL)
         rec_unlink_free(c, c->ahead);
+    while (c->serves != NULL) {
+        serverec_t *sv = c->serves;
+        c->serves = sv->next;
+        free(sv->crew);
+        free(sv->line);
+        free(sv);
+    }
+    while (c->khead != NULL) {
+        kickrec_t *k = c->khead;
+        c->khead = k->next;
+        kick_free(k);
+    }
     free(c->ring);
     cs_buf_free(&c->in);
     free(c);
@@ -1236,4 +1409,151 @@ const char *crewstream_strerror(int err)
     default:
         return err < 0 ? strerror(-err) : "success";
     }
+}
+
+/* ---- the crew gateway's runtime side ---- */
+
+static int serve_pred(crewstream_client_t *c, void *arg)
+{
+    serverec_t *sv = arg;
+
+    if (sv->failed != 0)
+        return 1;
+    if (c->fd >= 0 && sv->gen != c->gen && queue_serve(c, sv) < 0)
+        return 0;
+    return sv->gen == c->gen && sv->answered;
+}
+
+int crewstream_serve(crewstream_client_t *c, const char *crew, const char *const *inputs, size_t n_inputs,
+                     unsigned concurrency, int timeout_ms)
+{
+    serverec_t *sv, **pp;
+    json_t *o, *arr;
+    char *s;
+    int rc;
+
+    if (c == NULL || crew == NULL || crew[0] == '\0' || (inputs == NULL && n_inputs > 0) || concurrency == 0)
+        return -EINVAL;
+    if (c->broken)
+        return -EPIPE;
+    arr = json_array();
+    for (size_t i = 0; arr != NULL && i < n_inputs; i++) {
+        if (inputs[i] == NULL || json_array_append_new(arr, json_string(inputs[i])) != 0) {
+            json_decref(arr);
+            return inputs[i] == NULL ? -EINVAL : -ENOMEM;
+        }
+    }
+    o = arr != NULL ? json_pack("{s:s, s:s, s:o, s:I}", "op", "serve", "crew", crew, "inputs", arr,
+                                "concurrency", (json_int_t)concurrency)
+                    : NULL;
+    s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (s == NULL)
+        return -ENOMEM;
+    /* The same crew again: its record is updated (the daemon updates its serving). */
+    for (sv = c->serves; sv != NULL && strcmp(sv->crew, crew) != 0; sv = sv->next)
+        ;
+    if (sv == NULL) {
+        sv = calloc(1, sizeof(*sv));
+        if (sv == NULL || (sv->crew = strdup(crew)) == NULL) {
+            free(sv);
+            free(s);
+            return -ENOMEM;
+        }
+        sv->next = c->serves;
+        c->serves = sv;
+    }
+    size_t n = strlen(s);
+    char *line = realloc(s, n + 2);
+    if (line == NULL) {
+        free(s);
+        return -ENOMEM;
+    }
+    line[n] = '\n';
+    line[n + 1] = '\0';
+    free(sv->line);
+    sv->line = line;
+    sv->len = n + 1;
+    sv->gen = 0;
+    sv->answered = 0;
+    sv->failed = 0;
+    rc = run(c, timeout_ms, serve_pred, sv);
+    if (rc == 0 && sv->failed != 0) {
+        rc = sv->failed;
+        /* Refused: not served, not sent again. */
+        for (pp = &c->serves; *pp != sv; pp = &(*pp)->next)
+            ;
+        *pp = sv->next;
+        for (wire_t *w = c->whead; w != NULL; w = w->next)
+            if (w->sv == sv)
+                w->sv = NULL;
+        free(sv->crew);
+        free(sv->line);
+        free(sv);
+    }
+    return rc;
+}
+
+static int kickoff_pred(crewstream_client_t *c, void *arg)
+{
+    (void)arg;
+    return c->khead != NULL;
+}
+
+int crewstream_next_kickoff(crewstream_client_t *c, int timeout_ms, crewstream_kickoff_t *out)
+{
+    int rc;
+
+    if (c == NULL || out == NULL)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    if (c->khead == NULL && c->broken)
+        return -EPIPE;
+    rc = run(c, timeout_ms, kickoff_pred, NULL);
+    if (rc < 0 && c->khead == NULL)
+        return rc;
+    kickrec_t *k = c->khead;
+    c->khead = k->next;
+    if (c->khead == NULL)
+        c->ktail = NULL;
+    *out = k->k;
+    free(k);
+    return 0;
+}
+
+static int kack_pred(crewstream_client_t *c, void *arg)
+{
+    kackrec_t *ka = arg;
+
+    if (ka->done)
+        return 1;
+    if (c->fd >= 0 && ka->gen != c->gen)
+        queue_kack(c, ka); /* (re)sent on this connection; out of memory: tried again next round */
+    return 0;
+}
+
+int crewstream_kickoff_ack(crewstream_client_t *c, const char *execution_id, int timeout_ms)
+{
+    kackrec_t ka = {.execution_id = execution_id};
+    int rc;
+
+    if (c == NULL || execution_id == NULL || execution_id[0] == '\0')
+        return -EINVAL;
+    rc = run(c, timeout_ms, kack_pred, &ka);
+    /* A reply still on its way must not reach this stack frame. */
+    for (wire_t *w = c->whead; w != NULL; w = w->next)
+        if (w->ka == &ka)
+            w->ka = NULL;
+    return rc < 0 ? rc : ka.result;
+}
+
+void crewstream_kickoff_clear(crewstream_kickoff_t *k)
+{
+    if (k == NULL)
+        return;
+    free(k->execution_id);
+    free(k->crew);
+    free(k->inputs_json);
+    free(k->json);
+    memset(k, 0, sizeof(*k));
 }

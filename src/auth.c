@@ -318,12 +318,13 @@ static int cs_jwt_check_times(json_t *payload, int64_t now)
 }
 
 /* The scope names of auth.tokens[].scopes and of a signed token's "scope": name k is the bit 1u << k. */
-static const char *const cs_auth_scope_names[] = {"read", "respond", "publish", "admin"};
+static const char *const cs_auth_scope_names[] = {"read", "respond", "publish", "admin", "kickoff"};
+#define CS_AUTH_N_SCOPES (sizeof(cs_auth_scope_names) / sizeof(cs_auth_scope_names[0]))
 
 /* The scope bit a name stands for, or 0 for any other name. */
 static unsigned cs_jwt_scope_bit(const char *w, size_t n)
 {
-    for (size_t k = 0; k < 4; k++) {
+    for (size_t k = 0; k < CS_AUTH_N_SCOPES; k++) {
         if (strlen(cs_auth_scope_names[k]) == n && memcmp(cs_auth_scope_names[k], w, n) == 0)
             return 1u << k;
     }
@@ -595,15 +596,17 @@ int cs_auth_new(cs_auth_t **out, const cs_config_t *cfg, int listener_is_loopbac
         }
     }
     if (have_api_key) {
-        /* The seed's single key: read and respond on every execution, kept as its hash only. */
+        /* The seed's single key: read, respond and kickoff (SPEC §9) on every execution, kept as its hash
+         * only. */
         if (cs_auth_sha256(cfg->api_key, strlen(cfg->api_key), md) != 0) {
             rc = -EIO;
             snprintf(err, errlen, "auth: SHA-256 of auth.api_key failed");
             goto fail;
         }
         a->n_entries = cfg->n_tokens + 1;
-        rc = cs_auth_entry_fill(&a->entries[cfg->n_tokens], "api_key", md, CS_SCOPE_READ | CS_SCOPE_RESPOND,
-                                cs_auth_all_executions, 1);
+        rc = cs_auth_entry_fill(&a->entries[cfg->n_tokens], "api_key", md,
+                                CS_SCOPE_READ | CS_SCOPE_RESPOND | CS_SCOPE_KICKOFF, cs_auth_all_executions,
+                                1);
         if (rc != 0) {
             snprintf(err, errlen, "auth: out of memory");
             goto fail;
@@ -880,30 +883,31 @@ static int cs_tok_check_glob(const char *s, cs_cfg_ctx_t *ctx)
     return 0;
 }
 
-/* "scopes": a non-empty subset of read, respond, publish, admin. */
+/* "scopes": a non-empty subset of read, respond, publish, admin, kickoff. */
 static int cs_tok_parse_scopes(void *base, const cs_cfg_field_t *f, json_t *v, cs_cfg_ctx_t *ctx)
 {
     char buf[96];
     unsigned scopes = 0;
 
     if (!json_is_array(v))
-        return cs_cfg_fail(ctx, "expected an array of scopes (read, respond, publish, admin), got %s",
+        return cs_cfg_fail(ctx,
+                           "expected an array of scopes (read, respond, publish, admin, kickoff), got %s",
                            cs_cfg_describe(v, buf, sizeof(buf)));
     if (json_array_size(v) == 0)
-        return cs_cfg_fail(ctx, "expected at least one scope (read, respond, publish, admin)");
+        return cs_cfg_fail(ctx, "expected at least one scope (read, respond, publish, admin, kickoff)");
     for (size_t i = 0; i < json_array_size(v); i++) {
         json_t *s = json_array_get(v, i);
         size_t mark = cs_cfg_push_index(ctx, i);
         size_t k;
-        for (k = 0; k < 4; k++)
+        for (k = 0; k < CS_AUTH_N_SCOPES; k++)
             if (json_is_string(s) && strcmp(json_string_value(s), cs_auth_scope_names[k]) == 0)
                 break;
-        if (k == 4) {
+        if (k == CS_AUTH_N_SCOPES) {
             if (json_is_string(s))
-                cs_cfg_fail(ctx, "unknown scope \"%.64s\" (read, respond, publish, admin)",
+                cs_cfg_fail(ctx, "unknown scope \"%.64s\" (read, respond, publish, admin, kickoff)",
                             json_string_value(s));
             else
-                cs_cfg_fail(ctx, "expected a scope name (read, respond, publish, admin), got %s",
+                cs_cfg_fail(ctx, "expected a scope name (read, respond, publish, admin, kickoff), got %s",
                             cs_cfg_describe(s, buf, sizeof(buf)));
             cs_cfg_pop(ctx, mark);
             return -EINVAL;
@@ -919,7 +923,7 @@ static json_t *cs_tok_dump_scopes(const void *base, const cs_cfg_field_t *f)
 {
     unsigned scopes = *CS_CFG_AT_C(base, f, unsigned);
     json_t *a = json_array();
-    for (size_t k = 0; a != NULL && k < 4; k++) {
+    for (size_t k = 0; a != NULL && k < CS_AUTH_N_SCOPES; k++) {
         if ((scopes & (1u << k)) && json_array_append_new(a, json_string(cs_auth_scope_names[k])) != 0) {
             json_decref(a);
             a = NULL;

@@ -466,14 +466,19 @@ static const cs_cfg_field_t cfg_http_fields[] = {
 static int cfg_check_allow(const char *s, cs_cfg_ctx_t *ctx)
 {
     if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0)
-        return cs_cfg_fail(ctx, "expected an http:// or https:// URL prefix, e.g. \"http://127.0.0.1:9000/\"");
+        return cs_cfg_fail(ctx,
+                           "expected an http:// or https:// URL prefix, e.g. \"http://127.0.0.1:9000/\"");
     return 0;
 }
 
 /* Endpoints are built once (webhook.c); the rest is read where it is used. */
 static const cs_cfg_field_t cfg_webhooks_fields[] = {
-    {.key = "endpoints", .kind = CS_CFG_CUSTOM, .off = offsetof(cs_config_t, webhook_endpoints), .def = "[]",
-     .ops = &cs_webhook_endpoints_ops, CFG_RESTART},
+    {.key = "endpoints",
+     .kind = CS_CFG_CUSTOM,
+     .off = offsetof(cs_config_t, webhook_endpoints),
+     .def = "[]",
+     .ops = &cs_webhook_endpoints_ops,
+     CFG_RESTART},
     {.key = "allow",
      .kind = CS_CFG_STRINGS,
      .off = offsetof(cs_config_t, webhook_allow),
@@ -521,6 +526,37 @@ static const cs_cfg_field_t cfg_journal_fields[] = {
     {.key = NULL},
 };
 
+/* "gateway.default_crew": a crew name, or null (the only crew served). */
+static int cfg_parse_opt_string(void *base, const cs_cfg_field_t *f, json_t *v, cs_cfg_ctx_t *ctx)
+{
+    char *s = NULL;
+
+    if (!json_is_null(v)) {
+        int rc = cs_cfg_parse_string(f, v, ctx, &s);
+        if (rc != 0)
+            return rc;
+    }
+    free(*CS_CFG_AT(base, f, char *));
+    *CS_CFG_AT(base, f, char *) = s;
+    return 0;
+}
+
+static const cs_cfg_ops_t cfg_opt_string_ops = {.parse = cfg_parse_opt_string};
+
+/* Read where they are used (gateway.c gets them at every call), so a reload applies them at once. */
+static const cs_cfg_field_t cfg_gateway_fields[] = {
+    {.key = "default_crew",
+     .kind = CS_CFG_STRING,
+     .off = offsetof(cs_config_t, default_crew),
+     .def = "null",
+     .ops = &cfg_opt_string_ops,
+     CFG_LIVE},
+    CFG_NUM(CS_CFG_UINT, "ack_timeout_s", ack_timeout_s, "10", 1, 3600, CS_CFG_LIVE),
+    CFG_NUM(CS_CFG_SIZE, "queue", gateway_queue, "1000", 0, 1000000, CS_CFG_LIVE),
+    CFG_NUM(CS_CFG_UINT, "queue_timeout_s", queue_timeout_s, "60", 0, 86400, CS_CFG_LIVE),
+    {.key = NULL},
+};
+
 static const cs_cfg_field_t cfg_root_fields[] = {
     /* The listener is bound at start-up. */
     {.key = "listen",
@@ -538,6 +574,7 @@ static const cs_cfg_field_t cfg_root_fields[] = {
     CFG_OBJ("webhooks", cfg_webhooks_fields),
     CFG_OBJ("log", cfg_log_fields),
     CFG_OBJ("journal", cfg_journal_fields),
+    CFG_OBJ("gateway", cfg_gateway_fields),
     {.key = NULL},
 };
 

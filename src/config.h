@@ -21,7 +21,8 @@
 #define CS_SCOPE_RESPOND 0x2u
 #define CS_SCOPE_PUBLISH 0x4u
 #define CS_SCOPE_ADMIN   0x8u
-#define CS_SCOPE_ALL     0xfu
+#define CS_SCOPE_KICKOFF 0x10u /* POST /kickoff, GET /inputs, GET /v1/crews (SPEC §9) */
+#define CS_SCOPE_ALL     0x1fu
 
 /** One static bearer token: only its SHA-256 is kept, whether the file gave "sha256" or "token". */
 typedef struct cs_token_conf {
@@ -49,7 +50,7 @@ typedef struct cs_config {
     size_t n_allow_uids;
 
     /* "auth" */
-    char *api_key; /* seed-style single key: read+respond on all executions */
+    char *api_key; /* seed-style single key: read+respond+kickoff on all executions */
     cs_token_conf_t *tokens;
     size_t n_tokens;
     char *jwt_secret;
@@ -80,8 +81,8 @@ typedef struct cs_config {
     int metrics_public; /* /metrics without a token; default 0 (needs "admin" or "read" on "*") */
 
     /* "webhooks" (webhook.h, docs/webhooks.md) */
-    json_t *webhook_endpoints;          /* the checked array of webhooks.endpoints */
-    char **webhook_allow;               /* URL prefixes requests may name; default none */
+    json_t *webhook_endpoints; /* the checked array of webhooks.endpoints */
+    char **webhook_allow;      /* URL prefixes requests may name; default none */
     size_t n_webhook_allow;
     unsigned webhook_max_attempts;      /* default 12 */
     unsigned webhook_connect_timeout_s; /* default 5 */
@@ -97,6 +98,11 @@ typedef struct cs_config {
     char *journal_dir;        /* NULL: memory only; default: cs_config_default_journal_dir() */
     int journal_fsync;        /* a cs_jsync_t (journal.h), default "everysec" */
     size_t journal_max_bytes; /* default 1 GiB */
+    /* "gateway" (SPEC §9) */
+    char *default_crew;     /* the crew of GET /inputs and POST /kickoff without "crew"; NULL: the only one */
+    unsigned ack_timeout_s; /* a kickoff not acknowledged goes to another runtime, default 10 */
+    size_t gateway_queue;   /* kickoffs waiting for a runtime, over every crew, default 1000 */
+    unsigned queue_timeout_s; /* a kickoff for a crew nobody serves fails after it, default 60 */
 } cs_config_t;
 
 /**

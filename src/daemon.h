@@ -30,6 +30,7 @@ typedef struct cs_ingest cs_ingest_t;
 typedef struct cs_listener cs_listener_t;
 typedef struct cs_persist cs_persist_t;
 typedef struct cs_webhooks cs_webhooks_t;
+typedef struct cs_gateway cs_gateway_t;
 
 /** Counters for logs and /metrics. */
 typedef struct cs_counters {
@@ -60,6 +61,7 @@ typedef struct cs_counters {
     uint64_t accept_backoffs;         /* accept paused for want of descriptors (TCP and ingest) */
     uint64_t health_over_limit;       /* GET /health answered 200 over limits.max_clients */
     uint64_t tcp_refused_unlingered;  /* refused over limits.max_clients and closed at once: linger full */
+    uint64_t gateway_failed_records;  /* a failed kickoff's run.failed could not be stored (logged) */
 } cs_counters_t;
 
 typedef struct cs_daemon {
@@ -72,10 +74,11 @@ typedef struct cs_daemon {
     cs_ws_t *ws; /* the WebSocket transport's row's instance (for its /metrics lines) */
     cs_ingest_t *ingest;
     cs_listener_t *listener;
-    cs_persist_t *persist; /* the journal (persist.h), NULL when memory only */
+    cs_persist_t *persist;   /* the journal (persist.h), NULL when memory only */
     cs_webhooks_t *webhooks; /* webhooks out (webhook.h) */
-    int stopping;   /* SIGTERM/SIGINT seen: no new work, drain */
-    size_t clients; /* open TCP connections, whoever holds them */
+    cs_gateway_t *gateway;   /* the crew gateway (gateway.h), made and driven by ingest.c */
+    int stopping;            /* SIGTERM/SIGINT seen: no new work, drain */
+    size_t clients;          /* open TCP connections, whoever holds them */
     cs_counters_t counters;
 } cs_daemon_t;
 

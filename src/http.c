@@ -33,6 +33,7 @@
 #include "buf.h"
 #include "err.h"
 #include "event.h"
+#include "gateway.h"
 #include "httputil.h"
 #include "ingest.h"
 #include "listener.h"
@@ -641,6 +642,7 @@ static void journal_metrics(metrics_out_t *b, cs_daemon_t *d)
     metric(b, "journal_replay_skipped", "gauge",
            "Segments whose rest the start-up replay skipped (a bad checksum or record).", js.replay_skipped);
 }
+static void gateway_metrics(metrics_out_t *b, cs_daemon_t *d);
 
 /* GET /metrics: Prometheus text format. Open when http.metrics_public, else a token with read on "*". */
 static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
@@ -769,6 +771,7 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     metric(&b, "ingest_pushes_deduplicated_total", "counter",
            "Answers not queued again to a producer that still had them queued.", ist.pushes_same);
     journal_metrics(&b, d);
+    gateway_metrics(&b, d);
     if (b.rc == 0 && d->webhooks != NULL)
         b.rc = cs_webhooks_metrics(d->webhooks, &b.buf);
     return queue_built(h, con, &b.buf, b.rc, "text/plain; version=0.0.4; charset=utf-8");
@@ -791,6 +794,98 @@ static enum MHD_Result handle_webhooks(cs_http_t *h, struct MHD_Connection *con)
     return send_json_value(h, con, v);
 }
 
+/* ---- the crew gateway (SPEC §9): GET /inputs, GET /v1/crews, POST /kickoff ---- */
+
+/* The gateway's lines of /metrics. */
+static void gateway_metrics(metrics_out_t *b, cs_daemon_t *d)
+{
+    cs_gateway_stats_t g;
+
+    cs_gateway_stats(d->gateway, &g);
+    metric(b, "gateway_crews", "gauge", "Crews served by a runtime or with kickoffs waiting.", g.crews);
+    metric(b, "gateway_runtimes", "gauge", "Crew registrations (serve) of runtime connections.", g.runtimes);
+    metric(b, "gateway_queued", "gauge", "Kickoffs waiting for a free runtime.", g.queued);
+    metric(b, "gateway_offered", "gauge", "Kickoffs pushed to a runtime, not acknowledged yet.", g.offered);
+    metric(b, "gateway_running", "gauge", "Kickoffs acknowledged, not finished.", g.running);
+    metric(b, "gateway_kickoffs_total", "counter", "Kickoffs accepted (POST /kickoff).", g.kickoffs);
+    metric(b, "gateway_refused_full_total", "counter", "Kickoffs refused 503: gateway.queue full.",
+           g.refused_full);
+    metric(b, "gateway_refused_unserved_total", "counter",
+           "Kickoffs refused 503: nobody serves the crew and gateway.queue_timeout_s is 0.",
+           g.refused_unknown);
+    metric(b, "gateway_dispatched_total", "counter", "Kickoff pushes to runtimes (re-dispatches too).",
+           g.dispatched);
+    metric(b, "gateway_acked_total", "counter", "Kickoffs acknowledged by a runtime.", g.acked);
+    metric(b, "gateway_redispatched_timeout_total", "counter",
+           "Kickoffs given to another runtime: no ack within gateway.ack_timeout_s.", g.redispatched_timeout);
+    metric(b, "gateway_redispatched_lost_total", "counter",
+           "Kickoffs given to another runtime: the connection ended before the ack.", g.redispatched_lost);
+    metric(b, "gateway_acks_refused_total", "counter",
+           "kickoff_ack refused (given to another runtime, unknown).", g.acks_refused);
+    metric(b, "gateway_lost_after_ack_total", "counter",
+           "Runtimes gone after acknowledging a kickoff (not run again).", g.lost_after_ack);
+    metric(b, "gateway_queue_timeouts_total", "counter",
+           "Kickoffs failed: nobody served the crew within gateway.queue_timeout_s.", g.queue_timeouts);
+    metric(b, "gateway_push_failures_total", "counter",
+           "Kickoff pushes that could not be queued to a runtime.", g.push_failures);
+    metric(b, "gateway_failed_records_total", "counter",
+           "Failed kickoffs whose run.failed event could not be stored.", d->counters.gateway_failed_records);
+}
+
+/* The principal of a gateway request, authorized for the kickoff scope on every execution (a kickoff makes
+ * a new one); 0, or 1 with *ret answered. */
+static int gateway_auth(cs_http_t *h, struct MHD_Connection *con, enum MHD_Result *ret)
+{
+    char tokbuf[CS_TOKEN_BUF];
+    cs_auth_result_t ar =
+        cs_auth_check(h->d->auth, request_token(con, tokbuf, sizeof(tokbuf)), CS_SCOPE_KICKOFF, NULL, NULL);
+
+    if (ar == CS_AUTH_OK)
+        return 0;
+    *ret = queue_err(h, con, ar,
+                     ar == CS_AUTH_FORBIDDEN ? "the crew gateway needs the kickoff scope on \"*\"" : NULL,
+                     NULL, NULL);
+    return 1;
+}
+
+/* GET /inputs (?crew= or the default crew) and GET /v1/crews. */
+static enum MHD_Result handle_gateway_get(cs_http_t *h, http_req_t *q, struct MHD_Connection *con)
+{
+    cs_daemon_t *d = h->d;
+    cs_gateway_t *gw = cs_ingest_gateway(d);
+    enum MHD_Result ret;
+    char detail[300];
+    cs_err_t e = CS_OK;
+
+    if (gateway_auth(h, con, &ret))
+        return ret;
+    if (q->route.kind == CS_ROUTE_CREWS) {
+        json_t *v = cs_gateway_crews_json(gw);
+        if (v == NULL)
+            return queue_err(h, con, CS_ERR_INTERNAL, "out of memory listing the crews", NULL, NULL);
+        return send_json_value(h, con, v);
+    }
+    const char *crew =
+        cs_gateway_pick_crew(gw, lookup_arg(con, "crew"), d->cfg->default_crew, &e, detail, sizeof(detail));
+    if (crew == NULL)
+        return queue_err(h, con, e, detail, NULL, NULL);
+    json_t *v = cs_gateway_inputs_json(gw, crew);
+    if (v == NULL)
+        return queue_err(h, con, CS_ERR_INTERNAL, "out of memory", NULL, NULL);
+    return send_json_value(h, con, v);
+}
+
+/* A webhook URL refused (webhooks.allow, its form): 400 invalid_field naming the field, as SPEC §9 names
+ * this refusal (HTTP bodies otherwise say bad_request for CS_ERR_INVALID_FIELD). */
+static enum MHD_Result queue_invalid_url(cs_http_t *h, struct MHD_Connection *con, const char *detail)
+{
+    json_t *v = json_pack("{s:s, s:s}", "error", "invalid_field", "detail", detail);
+    char *body = v != NULL ? json_dumps(v, JSON_COMPACT) : NULL;
+
+    json_decref(v);
+    return queue_json(h, con, 400, body, body ? strlen(body) : 0, NULL, NULL);
+}
+
 /* The webhook URLs of a /resume body (the seed repeats them there), registered before the answer is taken
  * so that the events it causes go to them (all or nothing; kept even when the answer is then refused,
  * e.g. 409: the caller may answer this execution). 0, or the error answered. */
@@ -808,15 +903,80 @@ static int resume_webhooks(cs_http_t *h, http_req_t *q, const cs_principal_t *wh
     if (e == CS_OK)
         return 0;
     if (e == CS_ERR_INVALID_FIELD) {
-        /* SPEC §9 names this refusal invalid_field (HTTP bodies otherwise say bad_request for it). */
-        json_t *v = json_pack("{s:s, s:s}", "error", "invalid_field", "detail", detail);
-        char *body = v != NULL ? json_dumps(v, JSON_COMPACT) : NULL;
-        json_decref(v);
-        *ret = queue_json(h, q->con, 400, body, body ? strlen(body) : 0, NULL, NULL);
+        *ret = queue_invalid_url(h, q->con, detail);
         return -1;
     }
     *ret = queue_err(h, q->con, e, detail, NULL, NULL);
     return -1;
+}
+
+/* POST /kickoff: {"inputs":{…}, "crew"?, webhook URLs?} -> 200 {"kickoff_id"}; the kickoff id is the
+ * execution id, whose status is "pending" until the runtime's first event. */
+static enum MHD_Result post_kickoff(cs_http_t *h, http_req_t *q)
+{
+    cs_daemon_t *d = h->d;
+    cs_gateway_t *gw = cs_ingest_gateway(d);
+    char detail[300], id[37] = "";
+    json_error_t jerr;
+    json_t *o = NULL, *inputs, *jcrew, *own = NULL;
+    enum MHD_Result ret;
+    cs_err_t e = CS_OK;
+
+    if (!cs_json_depth_ok(cs_buf_data(&q->body), cs_buf_size(&q->body), d->cfg->json_depth))
+        return queue_errf(h, q->con, CS_ERR_BAD_REQUEST, "the body nests deeper than limits.json_depth (%u)",
+                          (unsigned)d->cfg->json_depth);
+    o = json_loadb(cs_buf_data(&q->body), cs_buf_size(&q->body), 0, &jerr);
+    if (o == NULL || !json_is_object(o)) {
+        json_decref(o);
+        return queue_errf(h, q->con, CS_ERR_BAD_REQUEST, "expected a JSON object {\"inputs\":{…}}%s%s",
+                          o ? "" : ": ", o ? "" : jerr.text);
+    }
+    inputs = json_object_get(o, "inputs");
+    if (inputs == NULL)
+        inputs = own = json_object();
+    if (!json_is_object(inputs)) {
+        ret = queue_err(h, q->con, CS_ERR_INVALID_FIELD,
+                        "inputs: expected an object of input names and values", NULL, NULL);
+        goto out;
+    }
+    jcrew = json_object_get(o, "crew");
+    if (jcrew != NULL && !json_is_null(jcrew) && !json_is_string(jcrew)) {
+        ret = queue_err(h, q->con, CS_ERR_INVALID_FIELD, "crew: expected a crew name (GET /v1/crews)", NULL,
+                        NULL);
+        goto out;
+    }
+    const char *crew =
+        cs_gateway_pick_crew(gw, json_string_value(jcrew), d->cfg->default_crew, &e, detail, sizeof(detail));
+    if (crew == NULL) {
+        ret = queue_err(h, q->con, e, detail, NULL, NULL);
+        goto out;
+    }
+    e = cs_gateway_admit(gw, crew, inputs, detail, sizeof(detail));
+    if (e == CS_OK && cs_uuid4(id) != 0) {
+        e = CS_ERR_INTERNAL;
+        snprintf(detail, sizeof(detail), "no kickoff id could be drawn");
+    }
+    /* The execution's humanInputWebhook / taskWebhookUrl / stepWebhookUrl / crewWebhookUrl, registered
+     * before the kickoff exists: a refusal (400 naming the field) starts nothing. */
+    if (e == CS_OK && d->webhooks != NULL && cs_webhooks_body_has(o) &&
+        (e = cs_webhooks_register(d->webhooks, id, strlen(id), o, detail, sizeof(detail))) ==
+            CS_ERR_INVALID_FIELD) {
+        ret = queue_invalid_url(h, q->con, detail);
+        goto out;
+    }
+    if (e == CS_OK)
+        e = cs_gateway_kickoff(gw, crew, inputs, cs_loop_now(d->loop), id, detail, sizeof(detail));
+    if (e != CS_OK) {
+        if (e == CS_ERR_UNAVAILABLE)
+            cs_log_debug("http: POST /kickoff refused: %s", detail);
+        ret = queue_err(h, q->con, e, detail, NULL, NULL);
+        goto out;
+    }
+    ret = send_json_value(h, q->con, json_pack("{s:s, s:s}", "kickoff_id", id, "crew", crew));
+out:
+    json_decref(own);
+    json_decref(o);
+    return ret;
 }
 
 /* ---- POST: HTTP ingest and answers ---- */
@@ -1119,6 +1279,8 @@ static enum MHD_Result handle_post(cs_http_t *h, http_req_t *q, struct MHD_Conne
         return queue_err(h, con, ar, NULL, NULL, NULL);
     if (q->route.kind == CS_ROUTE_GLOBAL_SSE)
         return post_events(h, q, &who);
+    if (q->route.kind == CS_ROUTE_KICKOFF)
+        return post_kickoff(h, q);
     return post_answer(h, q, &who);
 }
 
@@ -1209,6 +1371,13 @@ static int refuse_early(cs_http_t *h, http_req_t *q, struct MHD_Connection *con,
             c->http_early_forbidden++;
             *ret = queue_err(h, con, CS_ERR_FORBIDDEN, "publishing needs a token with the publish scope",
                              NULL, NULL);
+            return 1;
+        }
+        if (q->route.kind == CS_ROUTE_KICKOFF &&
+            cs_auth_authorize(&who, CS_SCOPE_KICKOFF, NULL) != CS_AUTH_OK) {
+            c->http_early_forbidden++;
+            *ret = queue_err(h, con, CS_ERR_FORBIDDEN,
+                             "a kickoff needs a token with the kickoff scope on \"*\"", NULL, NULL);
             return 1;
         }
         if ((q->route.kind == CS_ROUTE_EXEC_ANSWER &&
@@ -1412,6 +1581,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     if (q->route.kind == CS_ROUTE_EXECS_LIST || q->route.kind == CS_ROUTE_EXEC_STATUS ||
         q->route.kind == CS_ROUTE_SEED_STATUS)
         return handle_status(h, q, con);
+    if (q->route.kind == CS_ROUTE_INPUTS || q->route.kind == CS_ROUTE_CREWS)
+        return handle_gateway_get(h, q, con);
     return handle_stream(h, q, con);
 }
 

@@ -18,6 +18,7 @@
 
 #include "cursor.h"
 #include "event.h"
+#include "gateway.h"
 #include "jscan.h"
 #include "lines.h"
 #include "listener.h"
@@ -47,6 +48,9 @@ struct cs_ingest {
     size_t queued;        /* output queued to every producer (cs_ingest_stats) */
     uint64_t pauses;      /* times a producer was paused */
     uint64_t pushes_same; /* pushes not queued again: the same line was still queued */
+    /* The crew gateway's clock: one timer at its earliest deadline, set again once per loop turn. */
+    cs_timer_t gw_timer;
+    cs_defer_t gw_defer;
 };
 
 /* A push line queued to a producer and not yet wholly written, found by its hash: an await repeated
@@ -97,6 +101,7 @@ struct producer {
     int paused; /* its queued output reached OUT_HIGH_MARK: not read until it falls to OUT_LOW_MARK */
     int eof;
     int closing;
+    int push_lost; /* a kickoff push could not be queued: closed at the turn's end (producer_lost_reply) */
     cs_awaiter_t *awaits;       /* human-input answers this connection waits for */
     slot_t *slots, *slots_tail; /* replies held in line order behind a pending publish */
     size_t n_slots, slot_bytes;
@@ -472,6 +477,150 @@ static cs_err_t op_await(cs_daemon_t *d, producer_t *p, json_t *obj, reply_t *r)
     return CS_OK;
 }
 
+/* ---- the crew gateway: serve, kickoff_ack, kickoff pushes (SPEC §9) ---- */
+
+cs_gateway_t *cs_ingest_gateway(cs_daemon_t *d)
+{
+    cs_gateway_limits_t lim = {d->cfg->gateway_queue, (int64_t)d->cfg->ack_timeout_s * 1000,
+                               (int64_t)d->cfg->queue_timeout_s * 1000};
+
+    /* The configuration may have been reloaded since the last call. */
+    cs_gateway_set_limits(d->gateway, &lim);
+    return d->gateway;
+}
+
+static cs_err_t op_serve(cs_daemon_t *d, producer_t *p, json_t *obj, reply_t *r)
+{
+    char detail[300];
+    cs_err_t e;
+
+    if (p == NULL)
+        return reply_error(r, CS_ERR_BAD_OP, "serve needs a Unix-socket connection to push kickoffs to");
+    /* The reply goes before any kickoff the serve lets through: those pushes wait in held. */
+    e = cs_gateway_serve(cs_ingest_gateway(d), p, json_object_get(obj, "crew"),
+                         json_object_get(obj, "inputs"), json_object_get(obj, "concurrency"),
+                         cs_loop_now(d->loop), detail, sizeof(detail));
+    if (e != CS_OK)
+        return reply_error(r, e, detail);
+    reply_json(r, json_pack("{s:b, s:s, s:O}", "ok", 1, "op", "serve", "crew", json_object_get(obj, "crew")));
+    return CS_OK;
+}
+
+static cs_err_t op_kickoff_ack(cs_daemon_t *d, producer_t *p, json_t *obj, reply_t *r)
+{
+    char detail[300];
+    json_t *jx = json_object_get(obj, "execution_id");
+    const char *x = json_string_value(jx);
+    cs_err_t e;
+
+    if (p == NULL)
+        return reply_error(r, CS_ERR_BAD_OP,
+                           "kickoff_ack needs the Unix-socket connection the kickoff came to");
+    if (x == NULL)
+        return reply_error(r, CS_ERR_MISSING_FIELD, "kickoff_ack needs execution_id (of the kickoff)");
+    if (!cs_valid_execution_id(x, json_string_length(jx)))
+        return reply_error(r, CS_ERR_INVALID_FIELD,
+                           "execution_id must be 1-128 characters of [A-Za-z0-9._:-]");
+    e = cs_gateway_ack(cs_ingest_gateway(d), p, x, cs_loop_now(d->loop), detail, sizeof(detail));
+    if (e != CS_OK)
+        return reply_error(r, e, detail);
+    reply_json(r, json_pack("{s:b, s:s, s:s}", "ok", 1, "op", "kickoff_ack", "execution_id", x));
+    return CS_OK;
+}
+
+/* The gateway's push: a kickoff line to a runtime, behind the replies of the lines being handled. */
+static int gw_push(void *data, void *conn, const char *line, size_t len)
+{
+    producer_t *p = conn;
+    int rc;
+    (void)data;
+
+    if (p->closing || p->push_lost)
+        return -EPIPE;
+    rc = cs_buf_append(&p->held, line, len);
+    if (rc != 0) {
+        /* Not closed here, inside the gateway's dispatch: at the turn's end (on_flush_later). */
+        p->push_lost = 1;
+        producer_flush_later(p);
+        return rc;
+    }
+    producer_check_pause(p);
+    producer_flush_later(p);
+    return 0;
+}
+
+/* A kickoff nobody ran: its execution gets run.failed, so its status is "error" with the reason. */
+static void gw_failed(void *data, const char *execution_id, const char *crew, const char *why)
+{
+    cs_ingest_t *in = data;
+    cs_daemon_t *d = in->d;
+    char detail[256];
+    cs_publish_t pub;
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "execution_id", execution_id, "type", "run.failed",
+                           "error", why, "crew", crew);
+    cs_err_t e = ev != NULL ? cs_store_publish(d->store, ev, cs_unix_ms(), &pub, detail, sizeof(detail))
+                            : CS_ERR_INTERNAL;
+
+    json_decref(ev);
+    if (e != CS_OK) {
+        d->counters.gateway_failed_records++;
+        cs_log_error("gateway: kickoff %s of crew %s failed (%s), and its run.failed could not be stored: %s",
+                     execution_id, crew, why, ev != NULL ? detail : "out of memory");
+        return;
+    }
+    cs_log_warn("gateway: kickoff %s of crew %s failed: %s", execution_id, crew, why);
+}
+
+static void gw_rearm(void *data)
+{
+    cs_ingest_t *in = data;
+    cs_daemon_t *d = in->d;
+    int64_t dl = d->gateway != NULL ? cs_gateway_next_deadline(d->gateway) : -1;
+
+    if (dl < 0) {
+        cs_timer_stop(&in->gw_timer);
+        return;
+    }
+    int64_t now = cs_loop_now(d->loop);
+    cs_timer_start(&in->gw_timer, dl > now ? dl - now : 0);
+}
+
+static void gw_changed(void *data)
+{
+    cs_ingest_t *in = data;
+    cs_defer(in->d->loop, &in->gw_defer, gw_rearm, in);
+}
+
+static void on_gw_timer(cs_timer_t *t)
+{
+    cs_ingest_t *in = t->data;
+    cs_daemon_t *d = in->d;
+    cs_gateway_stats_t a, b;
+
+    cs_gateway_stats(d->gateway, &a);
+    cs_gateway_tick(cs_ingest_gateway(d), cs_loop_update_now(d->loop));
+    cs_gateway_stats(d->gateway, &b);
+    if (b.redispatched_timeout > a.redispatched_timeout)
+        cs_log_warn("gateway: %llu kickoff(s) not acknowledged within gateway.ack_timeout_s (%u s): given to "
+                    "another runtime",
+                    (unsigned long long)(b.redispatched_timeout - a.redispatched_timeout),
+                    d->cfg->ack_timeout_s);
+    gw_rearm(in);
+}
+
+/* After a stored event: one that ends its execution frees the runtime that ran it. */
+static void gw_note(cs_daemon_t *d, const cs_publish_t *pub)
+{
+    size_t n;
+    const char *x;
+
+    if (pub->exec == NULL || d->gateway == NULL || !cs_status_is_final(cs_exec_status(pub->exec)))
+        return;
+    x = cs_exec_id(pub->exec, &n);
+    if (cs_gateway_holds(d->gateway, x, n))
+        cs_gateway_finished(cs_ingest_gateway(d), x, n, cs_loop_now(d->loop));
+}
+
 /* ---- the fast path: ordinary events without a jansson parse ---- */
 
 /* Returns nonzero when m is absent or a string without escapes (its text is its value). */
@@ -603,8 +752,12 @@ static cs_err_t ingest_line(cs_daemon_t *d, producer_t *conn, const cs_principal
                 reply_error(r, e, detail);
             else
                 reply_json(r, json_pack("{s:b, s:s, s:O}", "ok", 1, "op", "webhooks", "execution_id", jx));
+        } else if (name != NULL && strcmp(name, "serve") == 0) {
+            e = op_serve(d, conn, obj, r);
+        } else if (name != NULL && strcmp(name, "kickoff_ack") == 0) {
+            e = op_kickoff_ack(d, conn, obj, r);
         } else {
-            snprintf(detail, sizeof(detail), "unknown op (known: ping, await, webhooks)");
+            snprintf(detail, sizeof(detail), "unknown op (known: ping, await, webhooks, serve, kickoff_ack)");
             e = reply_error(r, CS_ERR_BAD_OP, detail);
         }
         goto out;
@@ -647,6 +800,7 @@ static cs_err_t ingest_line(cs_daemon_t *d, producer_t *conn, const cs_principal
     } else {
         reply_ack(r, &pub);
     }
+    gw_note(d, &pub);
     /* The connection that posts a request awaits its answer without asking (a retry too). */
     if (aw != NULL) {
         cs_hitl_req_t *req = pub.exec ? cs_hitl_find(cs_exec_requests(pub.exec), pub.event_id) : NULL;
@@ -739,6 +893,19 @@ static void producer_close(producer_t *p)
         return;
     p->closing = 1;
     cs_defer_cancel(in->d->loop, &p->flush_defer);
+    /* Its crews are served by others now; its kickoffs not yet acknowledged go to them. */
+    if (in->d->gateway != NULL) {
+        cs_gateway_stats_t a, b;
+        cs_gateway_stats(in->d->gateway, &a);
+        cs_gateway_conn_gone(in->d->gateway, p, cs_loop_now(in->d->loop));
+        cs_gateway_stats(in->d->gateway, &b);
+        if (b.redispatched_lost > a.redispatched_lost || b.lost_after_ack > a.lost_after_ack)
+            cs_log_info(
+                "gateway: a runtime left: %llu kickoff(s) not acknowledged go to another runtime, %llu "
+                "acknowledged stay its own (not run again)",
+                (unsigned long long)(b.redispatched_lost - a.redispatched_lost),
+                (unsigned long long)(b.lost_after_ack - a.lost_after_ack));
+    }
     /* Nobody to push to any more: stop awaiting now, not at the deferred free; nor to reply to. */
     for (cs_awaiter_t *aw = p->awaits; aw != NULL; aw = aw->onext)
         cs_hitl_unawait(aw);
@@ -950,6 +1117,10 @@ static void producer_pump(producer_t *p)
 static void on_flush_later(void *data)
 {
     producer_t *p = data;
+    if (p->push_lost) {
+        producer_lost_reply(p, -ENOMEM, "a kickoff (it goes to another runtime)");
+        return;
+    }
     if (!p->closing)
         producer_pump(p);
 }
@@ -1131,6 +1302,18 @@ int cs_ingest_new(cs_ingest_t **out, cs_daemon_t *d, char *err, size_t errlen)
     }
     in->d = d;
     in->fd = fd;
+    cs_timer_init(&in->gw_timer, d->loop, on_gw_timer, in);
+    cs_gateway_ops_t gops = {gw_push, gw_failed, gw_changed, in};
+    cs_gateway_limits_t glim = {d->cfg->gateway_queue, (int64_t)d->cfg->ack_timeout_s * 1000,
+                                (int64_t)d->cfg->queue_timeout_s * 1000};
+    if ((rc = cs_gateway_new(&d->gateway, &gops, &glim)) != 0) {
+        snprintf(err, errlen, "gateway: out of memory");
+        free(in->path);
+        free(in);
+        close(fd);
+        unlink(path);
+        return rc;
+    }
     cs_io_init(&in->io, d->loop, fd, on_accept, in);
     cs_accept_backoff_init(&in->backoff, &in->io, "ingest", &d->counters.accept_backoffs);
     if ((rc = cs_io_start(&in->io, CS_IO_READ)) != 0) {
@@ -1173,6 +1356,18 @@ void cs_ingest_free(cs_ingest_t *in)
     cs_ingest_close_listener(in);
     while (in->list != NULL)
         producer_close(in->list);
+    cs_timer_stop(&in->gw_timer);
+    cs_defer_cancel(in->d->loop, &in->gw_defer);
+    if (in->d->gateway != NULL) {
+        cs_gateway_stats_t st;
+        cs_gateway_stats(in->d->gateway, &st);
+        if (st.queued > 0)
+            cs_log_warn(
+                "gateway: %zu kickoff(s) still waiting for a runtime were dropped at shutdown (never run)",
+                st.queued);
+    }
+    cs_gateway_free(in->d->gateway);
+    in->d->gateway = NULL;
     free(in->path);
     free(in);
 }

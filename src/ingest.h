@@ -67,6 +67,10 @@ typedef struct cs_ingest_stats {
 /** Fills in st. */
 void cs_ingest_stats(const cs_ingest_t *in, cs_ingest_stats_t *st);
 
+/** The crew gateway (gateway.h) the ingest side made and drives (its timer, its pushes), its limits set
+ * from the running configuration (gateway.*): what POST /kickoff, GET /inputs and GET /v1/crews use. */
+cs_gateway_t *cs_ingest_gateway(cs_daemon_t *d);
+
 /** Closes everything and removes the socket file. */
 void cs_ingest_free(cs_ingest_t *in);
 

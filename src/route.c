@@ -33,6 +33,14 @@ static const route_def_t routes[] = {
     {"/v1/executions", NULL, CS_ROUTE_EXECS_LIST, CS_METHOD_GET},
     {"/v1/webhooks", NULL, CS_ROUTE_WEBHOOKS, CS_METHOD_GET},
     {"/v1/executions/", "", CS_ROUTE_EXEC_STATUS, CS_METHOD_GET},
+    /* Seed 003's names for the same streams. */
+    {"/v1/runs/", "/events", CS_ROUTE_EXEC_SSE, CS_METHOD_GET},
+    {"/v1/runs/", "/ws", CS_ROUTE_EXEC_WS, CS_METHOD_GET},
+    {"/v1/runs/", "/poll", CS_ROUTE_EXEC_POLL, CS_METHOD_GET},
+    /* The crew gateway (SPEC §9). */
+    {"/inputs", NULL, CS_ROUTE_INPUTS, CS_METHOD_GET},
+    {"/kickoff", NULL, CS_ROUTE_KICKOFF, CS_METHOD_POST},
+    {"/v1/crews", NULL, CS_ROUTE_CREWS, CS_METHOD_GET},
     {"/", "/status", CS_ROUTE_SEED_STATUS, CS_METHOD_GET},
 };
 

@@ -18,9 +18,9 @@ typedef enum cs_route_kind {
     CS_ROUTE_HITL_WS,     /* GET /ws/human-input/{id} (WebSocket) */
     CS_ROUTE_HITL_SSE,    /* GET /events/human-input/{id} */
     CS_ROUTE_HITL_POLL,   /* GET /poll/human-input/{id} */
-    CS_ROUTE_EXEC_SSE,    /* GET /v1/executions/{id}/events */
-    CS_ROUTE_EXEC_WS,     /* GET /v1/executions/{id}/ws (WebSocket) */
-    CS_ROUTE_EXEC_POLL,   /* GET /v1/executions/{id}/poll */
+    CS_ROUTE_EXEC_SSE,    /* GET /v1/executions/{id}/events, and /v1/runs/{id}/events (seed 003) */
+    CS_ROUTE_EXEC_WS,     /* GET /v1/executions/{id}/ws (WebSocket), and /v1/runs/{id}/ws */
+    CS_ROUTE_EXEC_POLL,   /* GET /v1/executions/{id}/poll, and /v1/runs/{id}/poll */
     CS_ROUTE_GLOBAL_SSE,  /* GET /v1/events (SSE of every execution); POST /v1/events (HTTP ingest) */
     CS_ROUTE_DASHBOARD,   /* GET / */
     CS_ROUTE_RESUME,      /* POST /resume (the seed's answer shape) */
@@ -30,6 +30,9 @@ typedef enum cs_route_kind {
     CS_ROUTE_SEED_STATUS, /* GET /{id}/status (the seed's execution-status client) */
     CS_ROUTE_METRICS,     /* GET /metrics (Prometheus text) */
     CS_ROUTE_WEBHOOKS,    /* GET /v1/webhooks (endpoints, lag, dead letters) */
+    CS_ROUTE_INPUTS,      /* GET /inputs (the default crew's inputs, SPEC §9) */
+    CS_ROUTE_KICKOFF,     /* POST /kickoff */
+    CS_ROUTE_CREWS,       /* GET /v1/crews */
 } cs_route_kind_t;
 
 /* Methods, a bit each, for 405 answers. */

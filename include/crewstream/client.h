@@ -344,6 +344,49 @@ CREWSTREAM_API const char *crewstream_last_error(const crewstream_client_t *c);
 /** A short English description of a return value of this library (0 or a negative errno); a static string. */
 CREWSTREAM_API const char *crewstream_strerror(int err);
 
+/*
+ * The runtime side of the crew gateway (SPEC §9, docs/gateway.md): a runtime serves a crew, the daemon
+ * pushes it kickoffs (POST /kickoff over HTTP), the runtime acknowledges each one before it runs it and
+ * then posts the execution's events as usual. A kickoff not acknowledged in gateway.ack_timeout_s, or
+ * whose connection broke first, goes to another runtime; once acknowledged it is this runtime's alone.
+ */
+
+/** One kickoff pushed by the daemon. The strings belong to the structure: crewstream_kickoff_clear(). */
+typedef struct crewstream_kickoff {
+    char *execution_id; /* the kickoff id the client got: post the run's events under it */
+    char *crew;
+    char *inputs_json; /* the inputs object, compact JSON */
+    char *json;        /* the whole push line */
+} crewstream_kickoff_t;
+
+/**
+ * Serves crew on this client's connection: at most concurrency kickoffs at once (1-4096), inputs the
+ * names GET /inputs lists (n_inputs of them; inputs may be NULL when n_inputs is 0). The registration is
+ * sent again on every reconnection; serving the same crew again updates it. Waits up to timeout_ms for
+ * the daemon's word. Returns 0, -EINVAL (a bad argument, or the daemon refused it: crewstream_last_error()
+ * says why), -ENOMEM, -ETIMEDOUT, a connect error, or -EPIPE.
+ */
+CREWSTREAM_API int crewstream_serve(crewstream_client_t *c, const char *crew, const char *const *inputs,
+                                    size_t n_inputs, unsigned concurrency, int timeout_ms);
+
+/**
+ * Waits up to timeout_ms for the next kickoff pushed to this client and moves it into *out (its
+ * strings are the caller's). Kickoffs pushed on a connection that broke before they were taken are
+ * dropped: the daemon gives them out again. Returns 0, -ETIMEDOUT, a connect error, -EPIPE, -EINVAL.
+ */
+CREWSTREAM_API int crewstream_next_kickoff(crewstream_client_t *c, int timeout_ms, crewstream_kickoff_t *out);
+
+/**
+ * Acknowledges a kickoff and waits up to timeout_ms for the daemon's answer: run the crew only on 0.
+ * -ESTALE: it was given to another runtime (the ack came after gateway.ack_timeout_s): do not run it;
+ * -ESRCH: the daemon holds no such kickoff (finished, or a restarted daemon); else -ETIMEDOUT, a connect
+ * error, -EPIPE, -EPROTO, -EINVAL, -ENOMEM. Sent again on a new connection if the old one broke.
+ */
+CREWSTREAM_API int crewstream_kickoff_ack(crewstream_client_t *c, const char *execution_id, int timeout_ms);
+
+/** Frees what *k holds and zeroes it. NULL is accepted. */
+CREWSTREAM_API void crewstream_kickoff_clear(crewstream_kickoff_t *k);
+
 #ifdef __cplusplus
 }
 #endif

@@ -232,8 +232,10 @@ static void test_api_key(void)
     REQUIRE(cs_auth_new(&a, &cfg, 0, err, sizeof(err)) == 0);
     CHECK(cs_auth_check(a, "seed-key", CS_SCOPE_READ, "any", &who) == CS_AUTH_OK);
     CHECK_STR(who.name, "api_key");
-    CHECK(who.scopes == (CS_SCOPE_READ | CS_SCOPE_RESPOND));
+    CHECK(who.scopes ==
+          (CS_SCOPE_READ | CS_SCOPE_RESPOND | CS_SCOPE_KICKOFF)); /* SPEC §9: it includes kickoff */
     CHECK(cs_auth_check(a, "seed-key", CS_SCOPE_RESPOND, "any", NULL) == CS_AUTH_OK);
+    CHECK(cs_auth_check(a, "seed-key", CS_SCOPE_KICKOFF, NULL, NULL) == CS_AUTH_OK);
     CHECK(cs_auth_check(a, "seed-key", CS_SCOPE_READ | CS_SCOPE_RESPOND, NULL, NULL) == CS_AUTH_OK);
     CHECK(cs_auth_check(a, "seed-key", CS_SCOPE_PUBLISH, "any", NULL) == CS_AUTH_FORBIDDEN);
     CHECK(cs_auth_check(a, "seed-key", CS_SCOPE_ADMIN, NULL, NULL) == CS_AUTH_FORBIDDEN);

@@ -29,7 +29,9 @@ static const char default_json[] =
     "  \"shutdown_s\": 5,\n"
     "  \"http\": { \"cors_origins\": [\"*\"], \"metrics_public\": false },\n"
     "  \"log\": { \"level\": \"info\" },\n"
-    "  \"journal\": { \"dir\": null, \"fsync\": \"everysec\", \"max_bytes\": 1073741824 }\n"
+    "  \"journal\": { \"dir\": null, \"fsync\": \"everysec\", \"max_bytes\": 1073741824 },\n"
+    "  \"gateway\": { \"default_crew\": null, \"ack_timeout_s\": 10, \"queue\": 1000, \"queue_timeout_s\": "
+    "60 }\n"
     "}\n";
 
 /* Every key away from its default, so each one is seen to land in its field. */
@@ -46,7 +48,7 @@ static const char full_json[] =
     "        \"sha256\": \"447B7514AF61C88A422274F581DEB10CF5BAE817A7809B3E762412FE01DCA462\",\n"
     "        \"scopes\": [\"publish\"], \"executions\": [\"exec-1\", \"batch-*\"] },\n"
     "      { \"name\": \"ops\", \"token\": \"tok-ops-literal\",\n"
-    "        \"scopes\": [\"admin\", \"read\", \"respond\", \"publish\"] }\n"
+    "        \"scopes\": [\"admin\", \"read\", \"respond\", \"publish\", \"kickoff\"] }\n"
     "    ],\n"
     "    \"jwt_secret\": \"jwt-secret-value\"\n"
     "  },\n"
@@ -449,9 +451,10 @@ static void test_errors(void)
                  "ingest.socket: path is 122 bytes long; a Unix socket path holds at most 107");
 
     /* Tokens. */
-    EXPECT_ERROR("{\"auth\":{\"tokens\":[{\"name\":\"a\",\"token\":\"x\",\"scopes\":[\"read\"]},"
-                 "{\"name\":\"b\",\"token\":\"y\",\"scopes\":[\"wrtie\"]}]}}",
-                 "auth.tokens[1].scopes[0]: unknown scope \"wrtie\" (read, respond, publish, admin)");
+    EXPECT_ERROR(
+        "{\"auth\":{\"tokens\":[{\"name\":\"a\",\"token\":\"x\",\"scopes\":[\"read\"]},"
+        "{\"name\":\"b\",\"token\":\"y\",\"scopes\":[\"wrtie\"]}]}}",
+        "auth.tokens[1].scopes[0]: unknown scope \"wrtie\" (read, respond, publish, admin, kickoff)");
     EXPECT_ERROR(TOK("\"token\":\"x\",\"sha256\":\"" HEX64 "\",\"scopes\":[\"read\"]"),
                  "auth.tokens[0]: give either \"token\" or \"sha256\", not both");
     EXPECT_ERROR(TOK("\"scopes\":[\"read\"]"), "auth.tokens[0]: missing key \"token\" or \"sha256\"");
@@ -829,6 +832,10 @@ static const struct {
     {"journal.dir", CS_CFG_RESTART, 0},
     {"journal.fsync", CS_CFG_RESTART, 0},
     {"journal.max_bytes", CS_CFG_RESTART, 0},
+    {"gateway.default_crew", CS_CFG_LIVE, 0},
+    {"gateway.ack_timeout_s", CS_CFG_LIVE, 0},
+    {"gateway.queue", CS_CFG_LIVE, 0},
+    {"gateway.queue_timeout_s", CS_CFG_LIVE, 0},
 };
 
 static void check_rule(const cs_cfg_field_t *f, const char *path, void *arg)

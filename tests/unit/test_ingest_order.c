@@ -16,6 +16,7 @@
 #include "../../src/event.c"
 #include "../../src/filter.c"
 #include "../../src/hitl.c"
+#include "../../src/gateway.c"
 #include "../../src/ingest.c"
 #include "../../src/jscan.c"
 #include "../../src/lines.c"
