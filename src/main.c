@@ -686,9 +686,6 @@ int main(int argc, char **argv)
     }
     cs_timer_init(&a->tick, d->loop, on_tick, a);
     cs_timer_start(&a->tick, TICK_MS);
-    /* The store's clock from the start, not from the first tick: an execution that finished before it
-     * would have finished "at 0" and been expired by that tick, whatever store.retain_s says. */
-    cs_store_set_now(d->store, cs_loop_update_now(d->loop));
 
     cs_log_info("crewstreamd %s: http://%s/ (WebSocket and HTTP on one port), ingest %s, %s", CS_VERSION,
                 d->cfg->listen, d->cfg->ingest_socket,
