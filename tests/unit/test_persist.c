@@ -64,7 +64,7 @@ static int seg_names(const char *dir, char names[][64], int max)
     return n;
 }
 
-static __attribute__((unused)) uint64_t dir_bytes(const char *dir)
+static uint64_t dir_bytes(const char *dir)
 {
     char names[4096][64], path[PATH_MAX];
     int n = seg_names(dir, names, 4096);
@@ -78,13 +78,23 @@ static __attribute__((unused)) uint64_t dir_bytes(const char *dir)
     return b;
 }
 
+/* One loop per persist opened (a loop has no way to take a before-sleep hook back). */
+static cs_loop_t *loops[256];
+static int n_loops;
 static cs_loop_t *loop;
+
+static cs_loop_t *new_loop(void)
+{
+    REQUIRE(n_loops < 256 && cs_loop_new(&loops[n_loops]) == 0);
+    return loops[n_loops++];
+}
 
 static cs_persist_t *popen_(cs_store_t *st, const char *dir, cs_jsync_t mode, uint64_t max_bytes, size_t seg)
 {
     cs_persist_t *p;
     char detail[256];
     cs_persist_opts_t o = {.dir = dir, .fsync = mode, .max_bytes = max_bytes, .segment_bytes = seg};
+    loop = new_loop();
     int rc = cs_persist_open(&p, loop, st, &o, detail, sizeof(detail));
     if (rc != 0)
         fprintf(stderr, "cs_persist_open: %s\n", detail);
@@ -99,12 +109,28 @@ static void turn(cs_persist_t *p)
     on_prepare(p);
 }
 
-/* Waits for the sync thread and hands its report to persist. */
+/* Waits for the sync thread (until a sync covers everything written, or one fails) and hands its reports
+ * to persist. */
 static void wait_sync(cs_persist_t *p)
 {
-    struct pollfd pfd = {.fd = cs_journal_fd(p->j), .events = POLLIN};
-    REQUIRE(poll(&pfd, 1, 5000) == 1);
-    on_sync(&p->io, CS_IO_READ);
+    for (int i = 0; i < 100; i++) {
+        struct pollfd pfd = {.fd = cs_journal_fd(p->j), .events = POLLIN};
+        if (poll(&pfd, 1, 5000) != 1) {
+            cs_journal_pos_t pos;
+            cs_journal_position(p->j, &pos);
+            fprintf(stderr, "no sync: durable %llu written %llu pending %llu degraded %d snap_waiting %d\n",
+                    (unsigned long long)p->durable, (unsigned long long)pos.written,
+                    (unsigned long long)pos.pending, p->degraded, p->snap_waiting);
+            REQUIRE(0);
+        }
+        int was = p->degraded;
+        on_sync(&p->io, CS_IO_READ);
+        cs_journal_pos_t pos;
+        cs_journal_position(p->j, &pos);
+        if (p->durable >= pos.written || p->degraded != was)
+            return;
+    }
+    REQUIRE(0);
 }
 
 /* A completion that records its outcome. */
@@ -360,9 +386,357 @@ static void test_newer_version(void)
     rmdir_all(dir);
 }
 
+/* A producer's retry of an event whose publish is not durable yet waits for it. */
+static void test_retry_of_pending(void)
+{
+    char *dir = tmpdir(), detail[256];
+    cs_store_t *st;
+    cs_publish_t p1, p2, p3;
+    outcome_t o1, o2;
+    REQUIRE(cs_store_new(&st, &lim_big) == 0);
+    cs_persist_t *p = popen_(st, dir, CS_JSYNC_ALWAYS, 0, 0);
+    turn(p);
+    wait_sync(p);
+    CHECK(submit_ev(st, "r", "log", "d1", &o1, &p1) == CS_PENDING);
+    CHECK(submit_ev(st, "r", "log", "d1", &o2, &p2) == CS_PENDING);
+    CHECK(p2.duplicate && p2.seq == p1.seq && p2.ticket != p1.ticket);
+    /* Without a completion: refused, not acknowledged. */
+    json_t *ev = json_pack("{s:s, s:s, s:s}", "execution_id", "r", "type", "log", "event_id", "d1");
+    CHECK(cs_store_publish(st, ev, 1, &p3, detail, sizeof(detail)) == CS_ERR_UNAVAILABLE);
+    CHECK(strstr(detail, "not durable yet") != NULL);
+    turn(p);
+    CHECK(o1.called == 0 && o2.called == 0); /* written, not synced */
+    wait_sync(p);
+    CHECK(o1.called == 1 && o1.e == CS_OK && o1.seq == p1.seq);
+    CHECK(o2.called == 1 && o2.e == CS_OK && o2.seq == p1.seq);
+    /* Once durable, a retry is acknowledged at once with the original seq. */
+    CHECK(cs_store_publish(st, ev, 1, &p3, detail, sizeof(detail)) == CS_OK);
+    CHECK(p3.duplicate && p3.seq == p1.seq);
+    /* A retry whose producer left (forgotten) is dropped; the original still completes. */
+    CHECK(submit_ev(st, "r", "log", "d2", &o1, &p1) == CS_PENDING);
+    CHECK(submit_ev(st, "r", "log", "d2", &o2, &p2) == CS_PENDING);
+    cs_store_forget(st, p2.ticket);
+    turn(p);
+    wait_sync(p);
+    CHECK(o1.called == 1 && o1.e == CS_OK && o2.called == 0);
+    cs_store_stats_t ss;
+    cs_store_stats(st, &ss);
+    CHECK(ss.pending == 0 && st->n_pending == 0);
+    json_decref(ev);
+    cs_persist_close(p);
+    cs_store_free(st);
+    rmdir_all(dir);
+}
+
+/* A write that fails (a full disk): waiting publishes are told unavailable, new ones are refused before
+ * they are stored, /health's reason says why; when the write succeeds again everything goes on, and a
+ * producer's retry of a publish told unavailable gets the original seq once it is durable. */
+static void test_degraded_write(void)
+{
+    char *dir = tmpdir();
+    cs_store_t *st;
+    cs_publish_t p1, p2;
+    outcome_t o1, o2;
+    const char *reason = NULL;
+    REQUIRE(cs_store_new(&st, &lim_big) == 0);
+    cs_persist_t *p = popen_(st, dir, CS_JSYNC_ALWAYS, 0, 0);
+    turn(p);
+    wait_sync(p);
+    CHECK(submit_ev(st, "d", "log", "w1", &o1, &p1) == CS_PENDING);
+    cs_journal_test_write_errno = ENOSPC;
+    turn(p);
+    CHECK(o1.called == 1 && o1.e == CS_ERR_UNAVAILABLE && strstr(o1.detail, "retry") != NULL);
+    CHECK(cs_persist_degraded(p, &reason) && strstr(reason, "No space left on device") != NULL);
+    /* Refused before it is stored: no execution, no seq taken. */
+    CHECK(submit_ev(st, "new", "log", NULL, &o2, &p2) == CS_ERR_UNAVAILABLE && o2.called == 0);
+    CHECK(cs_store_find(st, "new", 3) == NULL);
+    CHECK(submit_ev(st, "d", "log", "w1", &o2, &p2) == CS_ERR_UNAVAILABLE);
+    on_timer(&p->timer); /* the retry fails too */
+    CHECK(cs_persist_degraded(p, NULL));
+    cs_persist_stats_t ps;
+    cs_persist_stats(p, &ps);
+    CHECK(ps.degraded && ps.write_errors >= 2 && ps.refused == 2 && strstr(ps.reason, "No space") != NULL);
+
+    /* Space comes back: the retry writes the batch, publishes are accepted again. */
+    cs_journal_test_write_errno = 0;
+    on_timer(&p->timer);
+    CHECK(!cs_persist_degraded(p, NULL));
+    CHECK(o1.called == 1); /* told once */
+    /* The producer's retry: written but not synced yet, so it waits; then the original seq. */
+    CHECK(submit_ev(st, "d", "log", "w1", &o2, &p2) == CS_PENDING);
+    CHECK(p2.seq == p1.seq);
+    wait_sync(p);
+    CHECK(o2.called == 1 && o2.e == CS_OK && o2.seq == p1.seq);
+    CHECK(submit_ev(st, "new", "log", NULL, &o2, &p2) == CS_PENDING);
+    turn(p);
+    wait_sync(p);
+    CHECK(o2.called == 1 && o2.e == CS_OK);
+    cs_persist_close(p);
+
+    /* What was written after the recovery is in the journal: w1 once, with its seq. */
+    cs_store_t *b;
+    REQUIRE(cs_store_new(&b, &lim_big) == 0);
+    cs_persist_t *q = popen_(b, dir, CS_JSYNC_NONE, 0, 0);
+    cs_exec_t *x = cs_store_find(b, "d", 1);
+    REQUIRE(x != NULL);
+    CHECK(x->next_seq == 2 && cs_exec_find_event(x, "w1", 2) != NULL);
+    cs_persist_close(q);
+    cs_store_free(b);
+    cs_store_free(st);
+    rmdir_all(dir);
+}
+
+/* A sync that fails: degraded until a sync succeeds. */
+static void test_degraded_sync(void)
+{
+    char *dir = tmpdir();
+    cs_store_t *st;
+    cs_publish_t p1;
+    outcome_t o1;
+    REQUIRE(cs_store_new(&st, &lim_big) == 0);
+    cs_persist_t *p = popen_(st, dir, CS_JSYNC_ALWAYS, 0, 0);
+    turn(p);
+    wait_sync(p);
+    cs_journal_test_sync_errno = EIO;
+    CHECK(submit_ev(st, "s", "log", NULL, &o1, &p1) == CS_PENDING);
+    turn(p);
+    wait_sync(p);
+    CHECK(o1.called == 1 && o1.e == CS_ERR_UNAVAILABLE);
+    CHECK(cs_persist_degraded(p, NULL));
+    cs_journal_test_sync_errno = 0;
+    on_timer(&p->timer); /* asks for a sync */
+    wait_sync(p);
+    CHECK(!cs_persist_degraded(p, NULL));
+    CHECK(submit_ev(st, "s", "log", NULL, &o1, &p1) == CS_PENDING);
+    turn(p);
+    wait_sync(p);
+    CHECK(o1.called == 1 && o1.e == CS_OK);
+    cs_persist_stats_t ps;
+    cs_persist_stats(p, &ps);
+    CHECK(ps.sync_errors == 1);
+    cs_persist_close(p);
+    cs_store_free(st);
+    rmdir_all(dir);
+}
+
+/* A directory that cannot be created: degraded (publishes refused), not fatal; it is retried. */
+static void test_missing_dir(void)
+{
+    char *base = tmpdir(), dir[PATH_MAX];
+    cs_store_t *st;
+    cs_publish_t p1;
+    outcome_t o1;
+    snprintf(dir, sizeof(dir), "%s/a/b", base);
+    REQUIRE(cs_store_new(&st, &lim_big) == 0);
+    cs_persist_t *p = popen_(st, dir, CS_JSYNC_EVERYSEC, 0, 0);
+    CHECK(cs_persist_degraded(p, NULL));
+    CHECK(submit_ev(st, "m", "log", NULL, &o1, &p1) == CS_ERR_UNAVAILABLE);
+    /* The parent appears: the next retry opens it. */
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof(parent), "%s/a", base);
+    REQUIRE(mkdir(parent, 0700) == 0);
+    on_timer(&p->timer);
+    CHECK(!cs_persist_degraded(p, NULL));
+    CHECK(submit_ev(st, "m", "log", NULL, &o1, &p1) == CS_PENDING);
+    turn(p);
+    CHECK(o1.called == 1 && o1.e == CS_OK);
+    cs_persist_close(p);
+    cs_store_free(st);
+    char *d2 = strdup(dir);
+    rmdir_all(d2);
+    rmdir(parent);
+    rmdir_all(base);
+}
+
+/* The eviction order: the active list, then the finished list. */
+static void check_same_order(const cs_store_t *a, const cs_store_t *b)
+{
+    const cs_exec_t *x, *y;
+    for (x = a->active, y = b->active; x != NULL && y != NULL; x = x->lru_next, y = y->lru_next) {
+        while (x != NULL && !exec_has_history(x))
+            x = x->lru_next;
+        if (x == NULL)
+            break;
+        CHECK_STR(x->id, y->id);
+    }
+    for (x = a->finished, y = b->finished; x != NULL && y != NULL; x = x->lru_next, y = y->lru_next)
+        CHECK_STR(x->id, y->id);
+    CHECK(x == NULL && y == NULL);
+    CHECK(a->first_orders == b->first_orders && a->gepoch == b->gepoch);
+}
+
+/* A snapshot replayed into another store (which held something else) gives the same store; the records
+ * after it apply on top. */
+static void test_snapshot_roundtrip(void)
+{
+    cs_store_limits_t lim = {.ring_events = 16,
+                             .ring_bytes = 4096,
+                             .max_bytes = 48 << 10,
+                             .retain_s = 1000000,
+                             .global_events = 32};
+    for (unsigned seed = 1; seed <= 6; seed++) {
+        journal_t snap = {0}, after = {0};
+        cs_store_t *a, *b;
+        char detail[300];
+        REQUIRE(cs_store_new(&a, &lim) == 0);
+        REQUIRE(cs_store_new(&b, &lim) == 0);
+        drive(b, seed + 1000); /* what the snapshot replaces */
+        drive(a, seed);
+        REQUIRE(cs_store_snapshot(a, journal_record, &snap) == 0);
+        CHECK(snap.v[0].c.kind == CS_CHANGE_SNAP_BEGIN && snap.v[snap.n - 1].c.kind == CS_CHANGE_SNAP_END);
+        for (size_t i = 0; i < snap.n; i++) {
+            if (cs_store_replay(b, &snap.v[i].c, detail, sizeof(detail)) != 0) {
+                fprintf(stderr, "seed %u: snapshot record %zu (kind %d): %s\n", seed, i,
+                        (int)snap.v[i].c.kind, detail);
+                REQUIRE(0);
+            }
+        }
+        check_same(a, b);
+        check_same_order(a, b);
+        cs_store_stats_t sa, sb;
+        cs_store_stats(a, &sa);
+        cs_store_stats(b, &sb);
+        CHECK(sa.open_requests == sb.open_requests && sa.open_request_bytes == sb.open_request_bytes);
+        CHECK(sa.pinned_bytes == sb.pinned_bytes);
+        /* Records after the snapshot, applied on top. */
+        cs_store_set_observer(a, &(cs_store_observer_t){journal_record, &after});
+        drive(a, seed + 100);
+        for (size_t i = 0; i < after.n; i++) {
+            if (cs_store_replay(b, &after.v[i].c, detail, sizeof(detail)) != 0) {
+                fprintf(stderr, "seed %u: record %zu after the snapshot (kind %d): %s\n", seed, i,
+                        (int)after.v[i].c.kind, detail);
+                REQUIRE(0);
+            }
+        }
+        check_same(a, b);
+        check_same_order(a, b);
+        cs_store_free(a);
+        cs_store_free(b);
+        journal_free(&snap);
+        journal_free(&after);
+    }
+}
+
+/* Many short executions past a small journal.max_bytes: snapshots delete what went before them, the
+ * directory stays under max_bytes at every step, and a restart rebuilds the same store. */
+static void test_bounded(void)
+{
+    char *dir = tmpdir();
+    const uint64_t max = 256 << 10;
+    cs_store_limits_t lim = {.ring_events = 16,
+                             .ring_bytes = 8192,
+                             .max_bytes = 64 << 10,
+                             .retain_s = 1000000,
+                             .global_events = 64};
+    cs_store_t *a, *b;
+    cs_publish_t pub;
+    outcome_t o;
+    uint64_t most = 0;
+    REQUIRE(cs_store_new(&a, &lim) == 0);
+    cs_persist_t *p = popen_(a, dir, CS_JSYNC_EVERYSEC, max, 16 << 10);
+    turn(p);
+    char x[32];
+    for (int i = 0; i < 6000; i++) {
+        snprintf(x, sizeof(x), "short-%d", i / 4);
+        const char *type = i % 4 == 0 ? "run.started" : i % 4 == 3 ? "run.completed" : "log";
+        CHECK(submit_ev(a, x, type, NULL, &o, &pub) == CS_PENDING);
+        if (i % 3 == 0) {
+            turn(p);
+            while (p->snap_waiting) { /* the snapshot's sync, then the segments before it go */
+                struct pollfd pfd = {.fd = cs_journal_fd(p->j), .events = POLLIN};
+                REQUIRE(poll(&pfd, 1, 5000) == 1);
+                on_sync(&p->io, CS_IO_READ);
+            }
+            uint64_t b = dir_bytes(dir);
+            if (b > most)
+                most = b;
+            CHECK(b <= max);
+        }
+    }
+    turn(p);
+    cs_persist_stats_t ps;
+    cs_persist_stats(p, &ps);
+    CHECK(ps.snapshots >= 3 && ps.segments_deleted >= 3);
+    fprintf(stderr,
+            "   %" PRIu64 " snapshots, %" PRIu64 " segments deleted, at most %" PRIu64
+            " bytes on disk (max %" PRIu64 "), the last snapshot held the loop %" PRIu64 " us\n",
+            ps.snapshots, ps.segments_deleted, most, max, ps.snapshot_us_last);
+    cs_persist_close(p);
+    REQUIRE(cs_store_new(&b, &lim) == 0);
+    cs_persist_t *q = popen_(b, dir, CS_JSYNC_EVERYSEC, max, 16 << 10);
+    cs_persist_stats(q, &ps);
+    CHECK(ps.replay_skipped == 0);
+    check_same(a, b);
+    check_same_order(a, b);
+    cs_persist_close(q);
+    CHECK(dir_bytes(dir) <= max);
+    cs_store_free(a);
+    cs_store_free(b);
+    rmdir_all(dir);
+}
+
+static int snap_encode(void *data, const cs_change_t *c)
+{
+    return cs_jrec_encode(data, c);
+}
+
+/* How long a snapshot of a full store holds the loop (the bench reports it): a 32 MiB store of 1 KiB
+ * events in 400 executions, snapshotted as the journal opens. */
+static void test_snapshot_pause(void)
+{
+    char *dir = tmpdir(), detail[256], body[1100];
+    cs_store_limits_t lim = {.ring_events = 1000,
+                             .ring_bytes = 1 << 20,
+                             .max_bytes = 32 << 20,
+                             .retain_s = 1000,
+                             .global_events = 1 << 16};
+    cs_store_t *st;
+    cs_publish_t pub;
+    cs_store_stats_t ss;
+    REQUIRE(cs_store_new(&st, &lim) == 0);
+    memset(body, 'x', 1000);
+    body[1000] = '\0';
+    for (int i = 0; i < 40000; i++) {
+        char line[1300], x[16];
+        snprintf(x, sizeof(x), "p%d", i % 400);
+        int n =
+            snprintf(line, sizeof(line), "{\"execution_id\":\"%s\",\"type\":\"log\",\"m\":\"%s\"}", x, body);
+        cs_event_fields_t fl = {
+            .execution_id = x, .execution_id_len = strlen(x), .type = "log", .type_len = 3};
+        REQUIRE(cs_store_publish_fields(st, &fl, line, (size_t)n, 1, &pub, detail, sizeof(detail)) == CS_OK);
+    }
+    cs_store_stats(st, &ss);
+    /* The encoding alone (into memory), then the whole snapshot (encoding and one writev). */
+    cs_buf_t enc;
+    cs_buf_init(&enc, 0);
+    uint64_t t0 = pmono_us();
+    REQUIRE(cs_store_snapshot(st, snap_encode, &enc) == 0);
+    uint64_t enc_us = pmono_us() - t0;
+    fprintf(stderr, "   snapshot encoded (%zu bytes) in %" PRIu64 " us\n", cs_buf_size(&enc), enc_us);
+    cs_buf_free(&enc);
+    cs_persist_t *p = popen_(st, dir, CS_JSYNC_NONE, 0, 0); /* an empty directory: the open's snapshot */
+    cs_persist_stats_t ps;
+    cs_persist_stats(p, &ps);
+    fprintf(stderr, "   snapshot of a %zu-byte store (%zu frames): %" PRIu64 " us on the loop\n", ss.bytes,
+            ss.frames_live, ps.snapshot_us_last);
+    CHECK(ps.snapshots == 1);
+    cs_persist_close(p);
+    cs_store_t *b;
+    REQUIRE(cs_store_new(&b, &lim) == 0);
+    cs_persist_t *q = popen_(b, dir, CS_JSYNC_NONE, 0, 0);
+    cs_persist_stats(q, &ps);
+    fprintf(stderr, "   replayed %" PRIu64 " records (%" PRIu64 " bytes) in %" PRIu64 " us\n",
+            ps.replay_records, ps.replay_bytes, ps.replay_us);
+    check_same(st, b);
+    cs_persist_close(q);
+    cs_store_free(st);
+    cs_store_free(b);
+    rmdir_all(dir);
+}
+
 int main(void)
 {
-    REQUIRE(cs_loop_new(&loop) == 0);
+    loop = new_loop();
     cs_log_set_level(CS_LOG_ERROR);
     fprintf(stderr, "-- test_restart_rebuilds\n");
     test_restart_rebuilds();
@@ -372,7 +746,22 @@ int main(void)
     test_hole_is_a_gap();
     fprintf(stderr, "-- test_newer_version\n");
     test_newer_version();
-    cs_loop_free(loop);
+    fprintf(stderr, "-- test_retry_of_pending\n");
+    test_retry_of_pending();
+    fprintf(stderr, "-- test_degraded_write\n");
+    test_degraded_write();
+    fprintf(stderr, "-- test_degraded_sync\n");
+    test_degraded_sync();
+    fprintf(stderr, "-- test_missing_dir\n");
+    test_missing_dir();
+    fprintf(stderr, "-- test_snapshot_roundtrip\n");
+    test_snapshot_roundtrip();
+    fprintf(stderr, "-- test_bounded\n");
+    test_bounded();
+    fprintf(stderr, "-- test_snapshot_pause\n");
+    test_snapshot_pause();
+    for (int i = 0; i < n_loops; i++)
+        cs_loop_free(loops[i]);
     fprintf(stderr, "%d checks, %d failed\n", ct_checks, ct_failures);
     return ct_failures != 0;
 }
