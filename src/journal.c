@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,7 +286,13 @@ int cs_journal_open(cs_journal_t **out, const cs_journal_opts_t *opts, uint64_t 
         snprintf(detail, detail_len, "journal: eventfd: %s", strerror(errno));
         goto fail;
     }
+    /* The thread takes no signal, whatever the caller's mask: every one is the loop's (a signalfd), and one
+     * delivered here would take its default action - a SIGTERM would kill the process. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&j->th, NULL, sync_main, j);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         snprintf(detail, detail_len, "journal: cannot start the sync thread: %s", strerror(rc));
         rc = -rc;

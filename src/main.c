@@ -533,6 +533,11 @@ static void store_commit(app_t *a)
     cs_store_limits_t lim;
 
     store_limits(a->d.cfg, &lim);
+    /* The journal's cap on the store (persist.h) holds across reloads, as at start. */
+    if (cs_persist_cap_limits(a->d.persist, &lim))
+        cs_log_warn("reload: store.max_bytes is more than a third of journal.max_bytes: the store is held to "
+                    "%zu bytes",
+                    lim.max_bytes);
     cs_store_set_limits(a->d.store, &lim);
 }
 

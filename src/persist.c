@@ -638,11 +638,11 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
     /* Two snapshots and the log between them must fit in journal.max_bytes: the store holds a third. */
     cs_store_limits_t lim;
     cs_store_limits(store, &lim);
-    if (p->max_bytes > 0 && lim.max_bytes > p->max_bytes / 3) {
+    size_t configured = lim.max_bytes;
+    if (cs_persist_cap_limits(p, &lim)) {
         cs_log_warn("journal: store.max_bytes (%zu) is more than a third of journal.max_bytes (%" PRIu64
-                    "): the store is held to %" PRIu64 " bytes",
-                    lim.max_bytes, p->max_bytes, p->max_bytes / 3);
-        lim.max_bytes = (size_t)(p->max_bytes / 3);
+                    "): the store is held to %zu bytes",
+                    configured, p->max_bytes, lim.max_bytes);
         cs_store_set_limits(store, &lim);
     }
     if (rc == 0) {
@@ -704,6 +704,14 @@ int cs_persist_degraded(const cs_persist_t *p, const char **reason)
         return 0;
     if (reason != NULL)
         *reason = p->reason;
+    return 1;
+}
+
+int cs_persist_cap_limits(const cs_persist_t *p, cs_store_limits_t *lim)
+{
+    if (p == NULL || p->max_bytes == 0 || lim->max_bytes <= p->max_bytes / 3)
+        return 0;
+    lim->max_bytes = (size_t)(p->max_bytes / 3);
     return 1;
 }
 

@@ -36,23 +36,23 @@ typedef struct cs_persist_opts {
 } cs_persist_opts_t;
 
 typedef struct cs_persist_stats {
-    int degraded;        /* the directory cannot be written: publishes refused */
-    char reason[160];    /* why, for /health and the log ("" when not degraded) */
-    uint64_t bytes;      /* journal bytes on disk (every segment) */
-    uint64_t segments;   /* segment files on disk */
-    uint64_t records;    /* records written since start */
+    int degraded;      /* the directory cannot be written: publishes refused */
+    char reason[160];  /* why, for /health and the log ("" when not degraded) */
+    uint64_t bytes;    /* journal bytes on disk (every segment) */
+    uint64_t segments; /* segment files on disk */
+    uint64_t records;  /* records written since start */
     uint64_t written_bytes;
-    uint64_t syncs;         /* fdatasyncs finished */
-    uint64_t sync_errors;   /* fdatasyncs failed */
-    uint64_t write_errors;  /* writev failures (ENOSPC, EIO, ...) */
-    uint64_t sync_us_sum;   /* sync latency: sum, count (= syncs) and the largest, in microseconds */
+    uint64_t syncs;        /* fdatasyncs finished */
+    uint64_t sync_errors;  /* fdatasyncs failed */
+    uint64_t write_errors; /* writev failures (ENOSPC, EIO, ...) */
+    uint64_t sync_us_sum;  /* sync latency: sum, count (= syncs) and the largest, in microseconds */
     uint64_t sync_us_max;
-    uint64_t pending;       /* publishes waiting to be acknowledged */
-    uint64_t refused;       /* publishes refused while degraded */
-    uint64_t snapshots;     /* snapshots written */
+    uint64_t pending;          /* publishes waiting to be acknowledged */
+    uint64_t refused;          /* publishes refused while degraded */
+    uint64_t snapshots;        /* snapshots written */
     uint64_t snapshot_us_last; /* how long the last one held the loop */
     uint64_t segments_deleted;
-    uint64_t replay_us;     /* start-up replay: time, records, bytes, faults */
+    uint64_t replay_us; /* start-up replay: time, records, bytes, faults */
     uint64_t replay_records;
     uint64_t replay_bytes;
     uint64_t replay_truncated; /* torn tails cut off */
@@ -73,6 +73,11 @@ void cs_persist_close(cs_persist_t *p);
 
 /** Nonzero while degraded; *reason (may be NULL) then says why. */
 int cs_persist_degraded(const cs_persist_t *p, const char **reason);
+
+/** Holds lim->max_bytes to a third of journal.max_bytes (two snapshots and the log between them must fit
+ * in it), as at start; a SIGHUP's new store limits go through it too. NULL p: no-op. Returns nonzero when
+ * it lowered max_bytes. */
+int cs_persist_cap_limits(const cs_persist_t *p, cs_store_limits_t *lim);
 
 /** Fills *st (zeros for NULL p: no journal). */
 void cs_persist_stats(const cs_persist_t *p, cs_persist_stats_t *st);

@@ -117,6 +117,26 @@ def test_reload_says_journal_changes_wait_for_a_restart(make_daemon):
     assert wait_until(lambda: "journal.fsync changes take effect at the next restart" in d.stderr_text(), timeout=5)
 
 
+def test_store_held_to_a_third_of_the_journal_across_a_reload(make_daemon):
+    """Two snapshots and the log between them must fit in journal.max_bytes: the store is held to a
+    third of it at start, and a SIGHUP that reloads the store's limits keeps that cap."""
+    dirpath = os.path.join(mkdtemp(), "journal")
+    d = make_daemon({"journal": {"dir": dirpath, "max_bytes": 9 * 1024 * 1024}, "http": {"metrics_public": True}},
+                    env=NO_STATE)
+
+    def store_max():
+        r = requests.get(d.base + "/metrics", timeout=5)
+        return int([x for x in r.text.splitlines() if x.startswith("crewstream_store_max_bytes ")][0].split()[1])
+
+    assert store_max() == 3 * 1024 * 1024
+    d.config.setdefault("store", {})["retain_s"] = 1800
+    with open(d.cfg_path, "w") as f:
+        json.dump(d.config, f)
+    d.proc.send_signal(1)  # SIGHUP
+    assert wait_until(lambda: d.stderr_text().count("the store is held to") >= 2, timeout=5), d.stderr_text()
+    assert store_max() == 3 * 1024 * 1024
+
+
 # ---- every producer-facing path, under each fsync mode ------------------------------------------
 
 

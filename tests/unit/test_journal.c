@@ -7,6 +7,7 @@
  */
 #include <dirent.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -562,6 +563,40 @@ static void test_missing_dir(void)
     CHECK(cs_journal_read(o.dir, collect, NULL, &rs, detail, sizeof(detail)) == -ENOENT);
 }
 
+/* The sync thread blocks every signal, whatever its creator's mask: a SIGTERM delivered to it would take
+ * its default action and kill a daemon that reads its signals from a signalfd. */
+static void test_sync_thread_takes_no_signal(void)
+{
+    char detail[256], path[300], line[256];
+    sigset_t none;
+    cs_journal_t *j;
+    char *dir = tmpdir();
+    cs_journal_opts_t o = {.dir = dir, .fsync = CS_JSYNC_EVERYSEC};
+    int threads = 0, blocked = 0;
+
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+    REQUIRE(cs_journal_open(&j, &o, 0, detail, sizeof(detail)) == 0);
+    DIR *tasks = opendir("/proc/self/task");
+    REQUIRE(tasks != NULL);
+    for (struct dirent *e; (e = readdir(tasks)) != NULL;) {
+        if (e->d_name[0] == '.' || atoi(e->d_name) == (int)getpid())
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        threads++;
+        while (fgets(line, sizeof(line), f) != NULL)
+            if (strncmp(line, "SigBlk:", 7) == 0) /* SIGTERM is bit 15 (from 1) of the hex mask */
+                blocked += (strtoull(line + 7, NULL, 16) >> (SIGTERM - 1)) & 1;
+        fclose(f);
+    }
+    closedir(tasks);
+    CHECK(threads == 1 && blocked == 1);
+    cs_journal_close(j);
+}
+
 int main(void)
 {
     RUN(test_codec);
@@ -572,5 +607,6 @@ int main(void)
     RUN(test_segment_roll);
     RUN(test_sync_thread);
     RUN(test_missing_dir);
+    RUN(test_sync_thread_takes_no_signal);
     CT_DONE();
 }
