@@ -1,0 +1,305 @@
+"""Journal faults (SPEC §8, issue 12 point 4), each with a clear log line and no crash:
+a torn record at the tail is truncated; a record whose checksum fails is skipped with the rest
+of its segment and a resume into the loss gets stream.gap; a segment of a newer format version
+refuses the start, naming the file; a full disk (a tiny tmpfs the test mounts) refuses publishes
+with `unavailable`, answers with 503 and /health with 503 degraded, and recovers by itself; a
+journal directory that cannot be made at start degrades the daemon instead of crashing it."""
+
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import mkdtemp
+from csutil import (JOURNAL_HEADER, JOURNAL_MAGIC, SSEClient, ev, health, history, journal_records,
+                    journal_segments, wait_until)
+
+
+def jconfig(jdir, fsync="everysec", **more):
+    cfg = {"journal": {"dir": jdir, "fsync": fsync}, "log": {"level": "info"}}
+    cfg.update(more)
+    return cfg
+
+
+def new_jdir():
+    return os.path.join(mkdtemp("cs-journal-"), "j")
+
+
+def log_line(d, pattern):
+    rx = re.compile(pattern, re.I)
+    for line in d.stderr_text().splitlines():
+        if rx.search(line):
+            return line
+    return None
+
+
+# ---- (a) torn tail -----------------------------------------------------------------------------
+
+
+def test_torn_tail_is_truncated(make_daemon):
+    jdir = new_jdir()
+    d = make_daemon(jconfig(jdir))
+    x = "torn"
+    d.post_ok(*[ev(x, "log", i=i, pad="p" * 100) for i in range(50)])
+    assert d.stop() == 0
+    segs = journal_segments(jdir)
+    assert segs, "no segment in %s" % jdir
+    last = segs[-1]
+    recs = journal_records(last)
+    assert recs, "no record in %s" % last
+    with open(last, "rb") as f:
+        data = f.read()
+    off, n = recs[-1]
+    whole = data[off : off + 8 + n]
+    with open(last, "ab") as f:  # a crash in the middle of the next record's write
+        f.write(whole[: 8 + n // 2])
+    torn_size = len(data) + 8 + n // 2
+    d.start()
+    line = log_line(d, r"torn|truncat")
+    assert line, "no log line about the torn tail:\n" + d.stderr_text()[-3000:]
+    assert os.path.basename(last) in line or last in line, "the line does not name the segment: %r" % line
+    evs = history(d, x)["events"]
+    assert [e["i"] for e in evs] == list(range(50))
+    assert d.post_ok(ev(x, "log", i=50))[0]["seq"] == 51
+    assert os.path.getsize(last) != torn_size or len(journal_segments(jdir)) > len(segs), "the torn bytes are still there"
+    # The cut is for good: another restart sees all 51 and no second torn tail.
+    d.restart()
+    assert [e["seq"] for e in history(d, x)["events"]] == list(range(1, 52))
+    assert not log_line(d, r"torn|truncat"), log_line(d, r"torn|truncat")
+
+
+# ---- (b) a bad checksum in an early segment -------------------------------------------------------
+
+
+def fill_segments(d, jdir, x, want, max_lines=40000, batch=200, pad=1000):
+    """Posts to x until the journal has `want` segments; returns the number of events posted."""
+    n = 0
+    while len(journal_segments(jdir)) < want:
+        assert n < max_lines, "only %d segment(s) after %d events of %d bytes" % (
+            len(journal_segments(jdir)), n, pad)
+        d.post_ok(*[ev(x, "log", event_id="fb-%d" % (n + i), pad="q" * pad) for i in range(batch)])
+        n += batch
+    return n
+
+
+def event_numbers(seg_path):
+    """[(record offset, payload length, the n of its fb-n event_id)] of a segment's records."""
+    with open(seg_path, "rb") as f:
+        data = f.read()
+    out = []
+    for off, ln in journal_records(seg_path):
+        m = re.search(rb"fb-(\d+)", data[off + 8 : off + 8 + ln])
+        if m:
+            out.append((off, ln, int(m.group(1))))
+    return out
+
+
+def test_bad_checksum_skips_rest_of_segment_and_shows_gap(make_daemon):
+    jdir = new_jdir()
+    x = "flip"
+    cfg = jconfig(jdir, store={"ring_events": 100000, "ring_bytes": 1 << 30, "max_bytes": 1 << 30})
+    cfg["journal"]["max_bytes"] = 64 << 20
+    d = make_daemon(cfg)
+    total = fill_segments(d, jdir, x, 3)
+    with SSEClient(d.port, "/v1/executions/%s/events" % x) as s:
+        frames = s.collect(total, timeout=20)
+    cursor = {f.json()["seq"]: f.id for f in frames}
+    assert len(cursor) == total
+    assert d.stop() == 0
+    first = journal_segments(jdir)[0]
+    recs = event_numbers(first)
+    assert len(recs) >= 4, "too few events in %s to flip one in its middle" % first
+    off, ln, n_bad = recs[len(recs) // 2]
+    with open(first, "r+b") as f:
+        f.seek(off + 8 + ln // 2)
+        b = f.read(1)
+        f.seek(off + 8 + ln // 2)
+        f.write(bytes([b[0] ^ 0x5A]))
+    lost = [n for (_, _, n) in recs if n >= n_bad]  # the flipped record and the rest of its segment
+    d.start()
+    line = log_line(d, r"checksum|crc|skip")
+    assert line, "no log line about the skipped record:\n" + d.stderr_text()[-3000:]
+    assert os.path.basename(first) in line or first in line, "the line does not name the segment: %r" % line
+    evs = history(d, x)["events"]
+    have = {int(e["event_id"][3:]) for e in evs}
+    later = list(range(max(lost) + 1, total))
+    assert later and set(later) <= have, "events after the damaged segment are missing: %r" % sorted(set(later) - have)[:10]
+    assert not (set(lost) & have), "events of the skipped range came back: %r" % sorted(set(lost) & have)[:10]
+    # Resuming into the lost range (a cursor of a lost event): stream.gap first, then the later events.
+    lost_seq = lost[len(lost) // 2] + 1
+    with SSEClient(d.port, "/v1/executions/%s/events" % x, headers={"Last-Event-ID": cursor[lost_seq]}) as s:
+        gap = s.next_event(timeout=5)
+        assert gap is not None and gap.json()["type"] == "stream.gap", gap
+        assert gap.json()["requested"] == cursor[lost_seq]
+        rest = [f.json() for f in s.collect(len(later), timeout=20, stop=lambda f: f.json()["seq"] == total)]
+    seqs = [e["seq"] for e in rest]
+    assert seqs == sorted(set(seqs)), "repeats or disorder after the gap"
+    assert [n + 1 for n in later] == seqs[-len(later):], "the events after the damaged segment do not follow the gap"
+    body = history(d, x, since_seq=lost_seq)
+    assert body.get("gap") is True, {k: v for k, v in body.items() if k != "events"}
+    # The daemon goes on: the next event continues after the last one.
+    assert d.post_ok(ev(x, "log", event_id="after"))[0]["seq"] == total + 1
+
+
+# ---- (c) a newer format version ---------------------------------------------------------------------
+
+
+def test_newer_format_version_refuses_to_start_naming_the_file(make_daemon):
+    jdir = new_jdir()
+    d = make_daemon(jconfig(jdir))
+    d.post_ok(*[ev("v", "log", i=i) for i in range(5)])
+    assert d.stop() == 0
+    seg = journal_segments(jdir)[-1]
+    with open(seg, "r+b") as f:
+        head = f.read(JOURNAL_HEADER)
+        assert head[:8] == JOURNAL_MAGIC
+        (version,) = struct.unpack_from("<I", head, 8)
+        f.seek(8)
+        f.write(struct.pack("<I", version + 1))
+    d.start(wait=False)
+    rc = d.wait_exit(10)
+    err = d.stderr_text()
+    assert rc == 1, "exit code %r:\n%s" % (rc, err[-3000:])
+    assert os.path.basename(seg) in err, "the refusal does not name %s:\n%s" % (seg, err[-3000:])
+    assert re.search(r"(?i)version|newer", err), err[-3000:]
+    # The file is untouched (a newer daemon's journal is not "repaired" by an older one).
+    with open(seg, "rb") as f:
+        assert struct.unpack_from("<I", f.read(JOURNAL_HEADER), 8)[0] == version + 1
+
+
+# ---- (d) full disk ---------------------------------------------------------------------------------
+
+
+def mount_tmpfs(path, size="2m"):
+    os.makedirs(path, exist_ok=True)
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % size, "tmpfs", path],
+                           capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip("cannot mount a tmpfs for the full-disk test: %r" % e)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs for the full-disk test (needs CAP_SYS_ADMIN): %s" % r.stderr.decode().strip())
+
+
+def fill(path):
+    """Writes a filler file until the file system is full; returns its path."""
+    filler = os.path.join(path, "filler")
+    with open(filler, "wb") as f:
+        for _ in range(4096):  # bounded: far more than 2 MiB
+            try:
+                f.write(b"\0" * 4096)
+                f.flush()
+            except OSError:
+                break
+    return filler
+
+
+def test_full_disk_degrades_and_recovers(make_daemon):
+    base = mkdtemp("cs-journal-")
+    mnt = os.path.join(base, "mnt")
+    mount_tmpfs(mnt)
+    d = None
+    try:
+        jdir = os.path.join(mnt, "j")
+        d = make_daemon(jconfig(jdir, fsync="everysec"))
+        x = "full"
+        acked = [r["event_id"] for r in d.post_ok(*[ev(x, "log", i=i) for i in range(20)])]
+        with d.producer() as rt:
+            req_id = rt.request(ev(x, "human_input_required", task_id="t", prompt="?"))[0]["event_id"]
+        acked.append(req_id)
+        filler = fill(mnt)
+        # Post until refused: the page the segment already has may still take a few records.
+        p = d.producer()
+        refused = None
+        for i in range(400):
+            line = ev(x, "log", event_id="df-%d" % i, pad="z" * 1000)
+            r = p.request(line)[0]
+            if r.get("ok"):
+                acked.append(r["event_id"])
+                continue
+            refused = (line, r)
+            break
+        assert refused, "400 posts of 1 KB on a full 2 MiB disk were all acknowledged"
+        line, r = refused
+        assert r["error"] == "unavailable" and r.get("detail"), r
+        st, body = health(d)
+        assert st == 503 and body["status"] == "degraded" and body.get("reason"), (st, body)
+        # HTTP ingest and answers: 503; the refused line again: still refused; nothing else breaks.
+        h = requests.post(d.base + "/v1/events", json=ev(x, "log", event_id="http-1"), timeout=5)
+        assert h.status_code == 503 and h.json()["error"] == "unavailable", h.text
+        a = requests.post(d.base + "/v1/executions/%s/human-input" % x,
+                          json={"event_id": req_id, "human_feedback": "ok", "is_approve": True}, timeout=5)
+        assert a.status_code == 503, a.text
+        r2 = p.request(line)[0]
+        assert r2.get("ok") is False and r2["error"] == "unavailable", r2
+        assert log_line(d, r"(?i)degraded|no space|ENOSPC"), d.stderr_text()[-3000:]
+        evs = history(d, x)["events"]
+        assert line["event_id"] not in {e["event_id"] for e in evs}, "a refused event was stored"
+        # Space returns: healthy again within a few seconds, by itself.
+        os.unlink(filler)
+        assert wait_until(lambda: health(d)[0] == 200, timeout=6, interval=0.2), health(d)
+        r3 = p.request(line)[0]
+        assert r3.get("ok") is True and not r3.get("duplicate"), r3
+        acked.append(r3["event_id"])
+        p.close()
+        a = requests.post(d.base + "/v1/executions/%s/human-input" % x,
+                          json={"event_id": req_id, "human_feedback": "ok", "is_approve": True}, timeout=5)
+        assert a.status_code == 200, a.text
+        acked.append(a.json()["event_id"])
+        # Nothing acknowledged is lost across a crash after that, and nothing refused appears.
+        d.proc.send_signal(signal.SIGKILL)
+        d.wait_exit(10)
+        d.start()
+        evs = history(d, x)["events"]
+        ids = [e["event_id"] for e in evs]
+        assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+        assert ids == acked, "stored %r\nacknowledged %r" % (ids[-5:], acked[-5:])
+        assert "http-1" not in ids
+    finally:
+        if d is not None and d.running():
+            d.stop()
+        subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=10)
+
+
+# ---- (e) a journal directory that cannot be made --------------------------------------------------
+
+
+def test_unusable_journal_dir_at_start_degrades_and_recovers(make_daemon):
+    base = mkdtemp("cs-journal-")
+    parent = os.path.join(base, "not-a-dir")
+    with open(parent, "w") as f:
+        f.write("a file where the journal's parent directory should be\n")
+    jdir = os.path.join(parent, "j")
+    d = make_daemon(jconfig(jdir), start=False)
+    d.start(wait=False)
+    ok = wait_until(lambda: d.proc.poll() is not None or _answers(d), timeout=10, interval=0.1)
+    assert d.proc.poll() is None, "the daemon exited (%r) instead of degrading:\n%s" % (d.proc.returncode, d.stderr_text()[-3000:])
+    assert ok
+    st, body = health(d)
+    assert st == 503 and body["status"] == "degraded" and body.get("reason"), (st, body)
+    line = log_line(d, re.escape(jdir))
+    assert line, "no log line names %s:\n%s" % (jdir, d.stderr_text()[-3000:])
+    assert wait_until(lambda: os.path.exists(d.sock), timeout=5)
+    r = d.post(ev("nodir", "log"))[0]
+    assert r.get("ok") is False and r["error"] == "unavailable", r
+    # Once the directory can be made, the daemon recovers by itself.
+    os.unlink(parent)
+    os.mkdir(parent)
+    assert wait_until(lambda: health(d)[0] == 200, timeout=6, interval=0.2), (health(d), d.stderr_text()[-2000:])
+    assert d.post_ok(ev("nodir", "log"))[0]["seq"] == 1
+    assert journal_segments(jdir), "nothing written to %s after the recovery" % jdir
+    d.restart()
+    assert [e["seq"] for e in history(d, "nodir")["events"]] == [1]
+
+
+def _answers(d):
+    try:
+        return health(d, timeout=1.0)[0] in (200, 503)
+    except OSError:
+        return False
