@@ -7,11 +7,9 @@ journal directory that cannot be made at start degrades the daemon instead of cr
 
 import os
 import re
-import shutil
 import signal
 import struct
 import subprocess
-import time
 
 import pytest
 import requests
