@@ -88,6 +88,7 @@ def test_many_short_executions_stay_under_max_bytes(make_daemon):
         sampler.max_cjs, MAX_BYTES)
     assert sampler.max_all <= MAX_BYTES, "the journal directory reached %d bytes > max_bytes %d" % (
         sampler.max_all, MAX_BYTES)
+    assert sampler.names, "no segment ever appeared in %s" % jdir
     now = {os.path.basename(s) for s in journal_segments(jdir)}
     first = min(sampler.names)
     assert first not in now, "the first segment %s was never deleted" % first

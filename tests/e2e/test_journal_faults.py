@@ -188,13 +188,15 @@ def mount_tmpfs(path, size="2m"):
 def fill(path):
     """Writes a filler file until the file system is full; returns its path."""
     filler = os.path.join(path, "filler")
-    with open(filler, "wb") as f:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
         for _ in range(4096):  # bounded: far more than 2 MiB
             try:
-                f.write(b"\0" * 4096)
-                f.flush()
+                os.write(fd, b"\0" * 4096)
             except OSError:
                 break
+    finally:
+        os.close(fd)
     return filler
 
 
