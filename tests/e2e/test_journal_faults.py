@@ -75,7 +75,7 @@ def test_torn_tail_is_truncated(make_daemon):
 # ---- (b) a bad checksum in an early segment -------------------------------------------------------
 
 
-def fill_segments(d, jdir, x, want, max_lines=40000, batch=200, pad=1000):
+def fill_segments(d, jdir, x, want, max_lines=6000, batch=200, pad=1000):
     """Posts to x until the journal has `want` segments; returns the number of events posted."""
     n = 0
     while len(journal_segments(jdir)) < want:
@@ -102,7 +102,7 @@ def test_bad_checksum_skips_rest_of_segment_and_shows_gap(make_daemon):
     jdir = new_jdir()
     x = "flip"
     cfg = jconfig(jdir, store={"ring_events": 100000, "ring_bytes": 1 << 30, "max_bytes": 1 << 30})
-    cfg["journal"]["max_bytes"] = 64 << 20
+    cfg["journal"]["max_bytes"] = 8 << 20  # segments of 1 MiB (max_bytes / 8)
     d = make_daemon(cfg)
     total = fill_segments(d, jdir, x, 3)
     with SSEClient(d.port, "/v1/executions/%s/events" % x) as s:
