@@ -10,7 +10,7 @@ import time
 import requests
 
 from conftest import mkdtemp
-from csutil import ev, history, journal_bytes, journal_segments
+from csutil import ev, history, journal_bytes, journal_segments, metric_values
 
 MAX_BYTES = 8 << 20  # the smallest journal.max_bytes allowed
 POST_BYTES = 3 * MAX_BYTES  # bounded: how much event JSON the test posts
@@ -94,6 +94,11 @@ def test_many_short_executions_stay_under_max_bytes(make_daemon):
     assert first not in now, "the first segment %s was never deleted" % first
     assert len(sampler.names) > len(now), "no segment was deleted"
 
+    m = metric_values(d)
+    assert 0 < m["crewstream_journal_bytes"] <= MAX_BYTES, m["crewstream_journal_bytes"]
+    assert m["crewstream_journal_max_bytes"] == MAX_BYTES
+    assert m["crewstream_journal_segments_deleted_total"] >= 1
+    assert m["crewstream_journal_segments"] == len(journal_segments(jdir))
     before = listing(d)
     assert 0 < len(before) < 1000, "retained %d executions: the test needs fewer than 1000" % len(before)
     assert before[0]["execution_id"] == "short-%06d" % (n - 1)

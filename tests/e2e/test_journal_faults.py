@@ -16,7 +16,13 @@ import requests
 
 from conftest import mkdtemp
 from csutil import (JOURNAL_HEADER, JOURNAL_MAGIC, SSEClient, ev, health, history, journal_records,
-                    journal_segments, wait_until)
+                    journal_segments, metric_values, wait_until)
+
+
+def metric(d, name):
+    m = metric_values(d)
+    assert "crewstream_" + name in m, "no crewstream_%s in /metrics: %r" % (name, sorted(k for k in m if "journal" in k))
+    return m["crewstream_" + name]
 
 
 def jconfig(jdir, fsync="everysec", **more):
@@ -64,6 +70,8 @@ def test_torn_tail_is_truncated(make_daemon):
     assert os.path.basename(last) in line or last in line, "the line does not name the segment: %r" % line
     evs = history(d, x)["events"]
     assert [e["i"] for e in evs] == list(range(50))
+    assert metric(d, "journal_replay_truncated") == 1
+    assert metric(d, "journal_replay_skipped") == 0
     assert d.post_ok(ev(x, "log", i=50))[0]["seq"] == 51
     assert os.path.getsize(last) != torn_size or len(journal_segments(jdir)) > len(segs), "the torn bytes are still there"
     # The cut is for good: another restart sees all 51 and no second torn tail.
@@ -124,6 +132,7 @@ def test_bad_checksum_skips_rest_of_segment_and_shows_gap(make_daemon):
     line = log_line(d, r"checksum|crc|skip")
     assert line, "no log line about the skipped record:\n" + d.stderr_text()[-3000:]
     assert os.path.basename(first) in line or first in line, "the line does not name the segment: %r" % line
+    assert metric(d, "journal_replay_skipped") >= 1
     evs = history(d, x)["events"]
     have = {int(e["event_id"][3:]) for e in evs}
     later = list(range(max(lost) + 1, total))
@@ -239,11 +248,14 @@ def test_full_disk_degrades_and_recovers(make_daemon):
         r2 = p.request(line)[0]
         assert r2.get("ok") is False and r2["error"] == "unavailable", r2
         assert log_line(d, r"(?i)degraded|no space|ENOSPC"), d.stderr_text()[-3000:]
+        assert metric(d, "journal_degraded") == 1 and metric(d, "journal_refused_total") >= 1
         evs = history(d, x)["events"]
         assert line["event_id"] not in {e["event_id"] for e in evs}, "a refused event was stored"
         # Space returns: healthy again within a few seconds, by itself.
         os.unlink(filler)
         assert wait_until(lambda: health(d)[0] == 200, timeout=6, interval=0.2), health(d)
+        assert metric(d, "journal_degraded") == 0
+        assert log_line(d, r"(?i)writable again|recover"), d.stderr_text()[-3000:]
         r3 = p.request(line)[0]
         assert r3.get("ok") is True and not r3.get("duplicate"), r3
         acked.append(r3["event_id"])
