@@ -26,13 +26,13 @@ from csutil import SSEClient, ev, history, http_json
 
 EXECS = ["crash-a", "crash-b", "crash-c"]
 PRODUCERS = 4
-PER_PRODUCER = 1500  # bounded: at most this many lines per producer
+PER_PRODUCER = 6000  # bounded: at most this many lines per producer
 
 
 def journal_config(jdir, fsync, **more):
     cfg = {
         "journal": {"dir": jdir, "fsync": fsync},
-        "store": {"ring_events": 8192, "ring_bytes": 64 << 20, "global_events": 65536},
+        "store": {"ring_events": 32768, "ring_bytes": 256 << 20, "global_events": 65536},
         "log": {"level": "info"},
     }
     for k, v in more.items():
@@ -136,7 +136,7 @@ def test_sigkill_loses_nothing_acknowledged(make_daemon, fsync):
     posters = [Poster(d, k, random.Random(rng.random()), stop) for k in range(PRODUCERS)]
     for p in posters:
         p.start()
-    time.sleep(rng.uniform(0.2, 1.5))
+    time.sleep(rng.uniform(0.05, 0.6))
     assert d.proc.poll() is None, "the daemon died under load %s:\n%s" % (why, d.stderr_text()[-3000:])
     d.proc.send_signal(signal.SIGKILL)
     assert d.wait_exit(10) == -signal.SIGKILL
@@ -184,7 +184,7 @@ def test_sigkill_loses_nothing_acknowledged(make_daemon, fsync):
 
     # The cursors the subscribers saw before the kill are the ones the events have now.
     before = {e["event_id"]: cur for cur, e in watch_x.seen}
-    frames = sse_frames(d, "/v1/executions/%s/events" % EXECS[0], len(hist[EXECS[0]]))
+    frames = sse_frames(d, "/v1/executions/%s/events" % EXECS[0], len(hist[EXECS[0]]), timeout=40)
     assert [f.json()["seq"] for f in frames] == [e["seq"] for e in hist[EXECS[0]]]
     checked = 0
     for f in frames:
@@ -205,7 +205,7 @@ def test_sigkill_loses_nothing_acknowledged(make_daemon, fsync):
     # The global stream: every retained event once, each execution in seq order; a cursor from
     # before the kill resumes exactly after its event.
     total = sum(len(v) for v in hist.values())
-    g = sse_frames(d, "/v1/events", total)
+    g = sse_frames(d, "/v1/events", total, timeout=60)
     gev = [(f.json()["execution_id"], f.json()["event_id"]) for f in g]
     assert len(gev) == total and len(set(gev)) == total, "global stream: %d events, %d distinct, %d stored %s" % (
         len(gev), len(set(gev)), total, why)
