@@ -154,3 +154,46 @@ def test_idempotent_repost_after_restart(make_daemon, how):
     assert d.post_ok(ev(x, "agent.started", event_id="e-0"))[0]["seq"] == 12
     assert d.post_ok(ev(x, "log", event_id="e-9"))[0]["seq"] == 10
     assert d.post_ok(ev(x, "log", event_id="e-new"))[0]["seq"] == 13
+
+
+def test_replay_keeps_store_bounds_and_gaps(make_daemon):
+    """Replay fills rings within store.ring_events (also a smaller one set while the daemon was down);
+    a resume from before the oldest retained event gets stream.gap, the seq continues."""
+    d, _ = jdaemon(make_daemon, store={"ring_events": 16})
+    x = "ring"
+    d.post_ok(*[ev(x, "log", i=i) for i in range(50)])
+    restart(d, "sigkill")
+    body = history(d, x)
+    assert [e["seq"] for e in body["events"]] == list(range(35, 51))
+    gap = history(d, x, since_seq=5)
+    assert gap.get("gap") is True and gap["first_seq"] == 35, {k: v for k, v in gap.items() if k != "events"}
+    with SSEClient(d.port, "/v1/executions/%s/events?last_event_id=5" % x) as s:
+        first = s.next_event(timeout=5).json()
+    assert first == {"type": "stream.gap", "execution_id": x, "requested": "5", "first_seq": 35}, first
+    d.stop()
+    d.config["store"]["ring_events"] = 4
+    d.start()
+    assert [e["seq"] for e in history(d, x)["events"]] == [47, 48, 49, 50]
+    assert d.post_ok(ev(x, "log"))[0]["seq"] == 51
+    assert requests.get(d.base + "/v1/executions/" + x, timeout=5).json()["events"] == 51
+
+
+def test_retain_s_counts_from_recorded_time(make_daemon):
+    """A finished execution whose retain_s ran out while the daemon was down is not brought back;
+    one still within it is, and a running one always is."""
+    import time
+
+    d, _ = jdaemon(make_daemon, store={"retain_s": 3})
+    d.post_ok(ev("old", "run.started"), ev("old", "run.completed", result=1))
+    time.sleep(2.0)
+    d.post_ok(ev("young", "run.started"), ev("young", "run.completed", result=2))
+    d.post_ok(ev("alive", "run.started"))
+    before_young = requests.get(d.base + "/v1/executions/young", timeout=5).json()
+    d.stop()
+    time.sleep(1.5)  # "old" finished 3.5 s ago, "young" 1.5 s ago
+    d.start()
+    ids = [e["execution_id"] for e in requests.get(d.base + "/v1/executions", timeout=5).json()["executions"]]
+    assert "old" not in ids, "an execution past retain_s came back: %r" % ids
+    assert "young" in ids and "alive" in ids, ids
+    assert requests.get(d.base + "/v1/executions/young", timeout=5).json() == before_young
+    assert [e["seq"] for e in history(d, "alive")["events"]] == [1]
