@@ -27,7 +27,8 @@ static const char default_json[] =
     "  \"heartbeat_s\": 15,\n"
     "  \"shutdown_s\": 5,\n"
     "  \"http\": { \"cors_origins\": [\"*\"], \"metrics_public\": false },\n"
-    "  \"log\": { \"level\": \"info\" }\n"
+    "  \"log\": { \"level\": \"info\" },\n"
+    "  \"journal\": { \"dir\": null, \"fsync\": \"everysec\", \"max_bytes\": 1073741824 }\n"
     "}\n";
 
 /* Every key away from its default, so each one is seen to land in its field. */
