@@ -182,6 +182,12 @@ def test_sigkill_loses_nothing_acknowledged(make_daemon, fsync):
     missing = [eid for eid in acked if eid not in stored]
     assert not missing, "%d acknowledged events lost, e.g. %r %s" % (len(missing), missing[:5], why)
 
+    # What a subscriber saw before the kill is there, at the same seq: otherwise its cursor would now
+    # name another event (the seq is reused) and a resume from it would skip that one silently.
+    seen_lost = [(e["execution_id"], e["seq"], e["event_id"]) for _, e in watch_x.seen + watch_g.seen
+                 if stored.get(e["event_id"]) != (e["execution_id"], e["seq"])]
+    assert not seen_lost, "subscribers saw %d event(s) the crash lost, e.g. %r %s" % (len(seen_lost), seen_lost[:3], why)
+
     # The cursors the subscribers saw before the kill are the ones the events have now.
     before = {e["event_id"]: cur for cur, e in watch_x.seen}
     frames = sse_frames(d, "/v1/executions/%s/events" % EXECS[0], len(hist[EXECS[0]]), timeout=40)
