@@ -347,3 +347,32 @@ def test_bad_checksum_in_last_segment_keeps_later_writes(make_daemon):
     assert [e["event_id"] for e in history(d, x)["events"]] == kept, "events acknowledged after the first restart were lost"
     assert [r["event_id"] for r in after] == kept[-5:]
     assert d.post_ok(ev(x, "log"))[0]["seq"] == after[-1]["seq"] + 1
+
+
+# ---- a journal directory another daemon is using -----------------------------------------------------
+
+
+def test_second_daemon_on_the_same_journal_does_not_destroy_it(make_daemon):
+    """SPEC §8 is silent, a user expects: a second crewstreamd pointed at a journal directory in use
+    (a copied config, a unit started twice) must not corrupt it. Either it refuses to start (exit 1,
+    naming the directory) or, at the least, the first daemon's acknowledged events survive."""
+    jdir = new_jdir()
+    a = make_daemon(jconfig(jdir))
+    b = make_daemon(jconfig(jdir), start=False)
+    b.start(wait=False)
+    started = wait_until(lambda: b.proc.poll() is not None or _answers(b), timeout=10, interval=0.1)
+    assert started
+    acked = [r["event_id"] for r in a.post_ok(*[ev("shared", "log", who="a", i=i) for i in range(5)])]
+    if b.proc.poll() is None:  # it runs: what both post must not undo what the first acknowledged
+        b.post(*[ev("shared", "log", who="b", i=i) for i in range(5)])
+        acked += [r["event_id"] for r in a.post_ok(*[ev("shared", "log", who="a", i=i) for i in range(5, 8)])]
+        assert a.stop() == 0 and b.stop() == 0
+        a.start()
+    else:
+        assert b.proc.returncode == 1 and jdir in b.stderr_text(), (b.proc.returncode, b.stderr_text()[-2000:])
+        b.exit_codes.append(b.proc.returncode)
+        acked += [r["event_id"] for r in a.post_ok(*[ev("shared", "log", who="a", i=i) for i in range(5, 8)])]
+        a.restart()
+    ids = [e["event_id"] for e in history(a, "shared")["events"]]
+    assert set(acked) <= set(ids), "a second daemon on the same journal lost %d of the first's %d acknowledged events" % (
+        len(set(acked) - set(ids)), len(acked))
