@@ -197,3 +197,15 @@ def test_retain_s_counts_from_recorded_time(make_daemon):
     assert "young" in ids and "alive" in ids, ids
     assert requests.get(d.base + "/v1/executions/young", timeout=5).json() == before_young
     assert [e["seq"] for e in history(d, "alive")["events"]] == [1]
+
+
+def test_repost_of_an_event_that_left_the_ring_answers_as_before_the_restart(make_daemon):
+    """Two executions with the same history; an event that left the ring is re-posted to one before the
+    restart and to the other after it: both get the same answer (a restart changes nothing)."""
+    d, _ = jdaemon(make_daemon, store={"ring_events": 16})
+    for x in ("twin-1", "twin-2"):
+        d.post_ok(*[ev(x, "log", event_id="e-%d" % i) for i in range(50)])
+    r1 = d.post_ok(ev("twin-1", "log", event_id="e-3"), ev("twin-1", "log", event_id="e-45"))
+    restart(d, "sigkill")
+    r2 = d.post_ok(ev("twin-2", "log", event_id="e-3"), ev("twin-2", "log", event_id="e-45"))
+    assert [(r["seq"], r.get("duplicate")) for r in r2] == [(r["seq"], r.get("duplicate")) for r in r1], (r1, r2)
