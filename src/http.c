@@ -590,16 +590,6 @@ static void metric(metrics_out_t *b, const char *name, const char *type, const c
                           name, help, name, type, name, v);
 }
 
-/* A value in seconds from microseconds (a summary's sum, a gauge of a duration). */
-static void metric_seconds(metrics_out_t *b, const char *name, const char *type, const char *help,
-                           uint64_t us)
-{
-    if (b->rc == 0)
-        b->rc =
-            cs_buf_printf(&b->buf, "# HELP crewstream_%s %s\n# TYPE crewstream_%s %s\ncrewstream_%s %.6f\n",
-                          name, help, name, type, name, (double)us / 1e6);
-}
-
 /* The journal's figures (persist.h); zeros and journal_enabled 0 when the daemon keeps memory only. */
 static void journal_metrics(metrics_out_t *b, cs_daemon_t *d)
 {
@@ -622,27 +612,22 @@ static void journal_metrics(metrics_out_t *b, cs_daemon_t *d)
     metric(b, "journal_sync_errors_total", "counter", "fdatasyncs that failed.", js.sync_errors);
     metric(b, "journal_write_errors_total", "counter", "Journal writes that failed (a full disk, EIO).",
            js.write_errors);
-    if (b->rc == 0)
-        b->rc =
-            cs_buf_printf(&b->buf,
-                          "# HELP crewstream_journal_sync_seconds fdatasync latency (on the sync thread).\n"
-                          "# TYPE crewstream_journal_sync_seconds summary\n"
-                          "crewstream_journal_sync_seconds_sum %.6f\n"
-                          "crewstream_journal_sync_seconds_count %llu\n",
-                          (double)js.sync_us_sum / 1e6, (unsigned long long)js.syncs);
-    metric_seconds(b, "journal_sync_seconds_max", "gauge", "The longest fdatasync since start, in seconds.",
-                   js.sync_us_max);
+    /* Durations in whole microseconds: integers, like every other figure here. */
+    metric(b, "journal_sync_microseconds_total", "counter",
+           "Time spent in fdatasync (on the sync thread); over journal_syncs_total: the mean latency.",
+           js.sync_us_sum);
+    metric(b, "journal_sync_microseconds_max", "gauge", "The longest fdatasync since start.", js.sync_us_max);
     metric(b, "journal_pending", "gauge", "Publishes waiting for the journal before they are acknowledged.",
            js.pending);
     metric(b, "journal_refused_total", "counter",
            "Publishes refused (unavailable) while the journal could not be written.", js.refused);
     metric(b, "journal_snapshots_total", "counter", "Snapshots written (after which older segments go).",
            js.snapshots);
-    metric_seconds(b, "journal_snapshot_seconds_last", "gauge", "How long the last snapshot held the loop.",
-                   js.snapshot_us_last);
+    metric(b, "journal_snapshot_microseconds_last", "gauge", "How long the last snapshot held the loop.",
+           js.snapshot_us_last);
     metric(b, "journal_segments_deleted_total", "counter", "Segment files deleted: nothing in them retained.",
            js.segments_deleted);
-    metric_seconds(b, "journal_replay_seconds", "gauge", "How long the start-up replay took.", js.replay_us);
+    metric(b, "journal_replay_microseconds", "gauge", "How long the start-up replay took.", js.replay_us);
     metric(b, "journal_replay_records", "gauge", "Records the start-up replay applied.", js.replay_records);
     metric(b, "journal_replay_bytes", "gauge", "Bytes the start-up replay read.", js.replay_bytes);
     metric(b, "journal_replay_truncated", "gauge", "Torn tails the start-up replay cut off.",

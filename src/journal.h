@@ -61,7 +61,8 @@ int cs_journal_flush(cs_journal_t *j, int64_t now_ms, char *detail, size_t detai
  * second old (call about once a second; flush calls it too). */
 void cs_journal_tick(cs_journal_t *j, int64_t now_ms);
 
-/** Asks the sync thread for a sync covering everything written so far (whatever the mode). */
+/** Asks the sync thread for a sync covering everything written so far (whatever the mode), also when one
+ * was asked for already (it may have failed). */
 void cs_journal_sync(cs_journal_t *j);
 
 /** The eventfd that becomes readable when the sync thread has finished a sync. */

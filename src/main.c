@@ -362,8 +362,6 @@ static int journal_open(app_t *a)
     cs_persist_opts_t o = {.dir = cfg->journal_dir,
                            .fsync = (cs_jsync_t)cfg->journal_fsync,
                            .max_bytes = cfg->journal_max_bytes};
-    cs_persist_stats_t st;
-    const char *why = NULL;
     char detail[512] = "";
     int rc;
 
@@ -386,16 +384,12 @@ static int journal_open(app_t *a)
         notify(a, "STATUS=start failed: journal: %s", detail);
         return -1;
     }
-    cs_persist_stats(d->persist, &st);
-    cs_log_info(
-        "journal: %s (fsync %s, max_bytes %zu): replayed %llu records (%llu bytes) in %.3f s%s",
-        cfg->journal_dir, cs_config_fsync_name(cfg->journal_fsync), cfg->journal_max_bytes,
-        (unsigned long long)st.replay_records, (unsigned long long)st.replay_bytes,
-        (double)st.replay_us / 1e6,
-        st.replay_truncated || st.replay_skipped ? "; a torn tail was cut or a damaged segment skipped" : "");
-    if (cs_persist_degraded(d->persist, &why))
-        cs_log_warn("journal: %s: degraded, publishes are refused (unavailable) until it can be written: %s",
-                    cfg->journal_dir, why != NULL ? why : "?");
+    /* persist.c has logged the replay (and why, when degraded): this line says how it runs. */
+    cs_log_info("journal: %s (fsync %s, max_bytes %zu)%s", cfg->journal_dir,
+                cs_config_fsync_name(cfg->journal_fsync), cfg->journal_max_bytes,
+                cs_persist_degraded(d->persist, NULL)
+                    ? ": degraded, publishes are refused until it can be written"
+                    : "");
     return 0;
 }
 
@@ -669,6 +663,11 @@ int main(int argc, char **argv)
         cs_log_error("start: %s", strerror(-rc));
         goto out;
     }
+    /* The signals are blocked (and read from a signalfd) before the journal starts its sync thread, which
+     * inherits the mask: a SIGTERM or SIGHUP delivered to that thread would otherwise kill the process. */
+    cs_loop_signal(d->loop, SIGINT, on_signal, a);
+    cs_loop_signal(d->loop, SIGTERM, on_signal, a);
+    cs_loop_signal(d->loop, SIGHUP, on_signal, a);
     if (journal_open(a) != 0)
         goto out;
     if (cs_ingest_new(&d->ingest, d, err, sizeof(err)) != 0 || transports_new(d, err, sizeof(err)) != 0 ||
@@ -677,9 +676,6 @@ int main(int argc, char **argv)
         notify(a, "STATUS=start failed: %s", err);
         goto out;
     }
-    cs_loop_signal(d->loop, SIGINT, on_signal, a);
-    cs_loop_signal(d->loop, SIGTERM, on_signal, a);
-    cs_loop_signal(d->loop, SIGHUP, on_signal, a);
     cs_timer_init(&a->tick, d->loop, on_tick, a);
     cs_timer_start(&a->tick, TICK_MS);
 

@@ -469,22 +469,26 @@ void cs_persist_close(cs_persist_t *p)
     p->closing = 1;
     cs_defer_cancel(p->loop, &p->flush_defer);
     cs_timer_stop(&p->timer);
+    do_flush(p); /* a failure degrades: the waiting publishes are told unavailable */
     cs_store_set_observer(p->store, NULL);
+    int written = p->j != NULL && !p->degraded;
     if (p->j != NULL) {
-        cs_journal_pos_t pos;
         if (p->io_on)
             cs_io_stop(&p->io);
-        cs_journal_close(p->j); /* writes, syncs and waits */
+        cs_journal_close(p->j); /* syncs what was written (unless fsync is none) and waits */
         p->j = NULL;
-        (void)pos;
     }
-    /* What close wrote and synced is durable; what it could not write was logged by the journal. */
+    /* What close wrote and synced is durable; what it could not write was answered by degrade(). */
     while (p->w_len > 0) {
         waiter_t *w = w_front(p);
         uint64_t t = w->ticket;
+        int failed = w->failed;
         w_pop(p);
-        cs_store_confirm(p->store, t, CS_OK, NULL);
+        if (written || !failed)
+            cs_store_confirm(p->store, t, written ? CS_OK : CS_ERR_UNAVAILABLE,
+                             written ? NULL : "journal: shutting down: not written");
     }
+    cs_store_set_refusal(p->store, CS_OK, NULL);
     free(p->w);
     free(p->dir);
     free(p);

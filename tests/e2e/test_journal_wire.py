@@ -185,11 +185,13 @@ def test_every_path_answers_as_before(make_daemon, fsync):
     after = metrics(d)
     assert after["journal_records_total"] > before["journal_records_total"], after
     assert after["journal_written_bytes_total"] > before["journal_written_bytes_total"], after
-    assert after["journal_bytes"] > 0 and after["journal_segments"] >= 1, after
+    # The files on disk are counted about once a second.
+    assert wait_until(lambda: metrics(d)["journal_bytes"] > 0, timeout=5), metrics(d)
+    assert metrics(d)["journal_segments"] >= 1
     assert after["journal_pending"] == 0 and after["journal_refused_total"] == 0, after
     if fsync != "none":
         # Requests and answers are synced before they are acknowledged (every mode but none).
-        assert after["journal_syncs_total"] >= 1 and after["journal_sync_seconds_count"] >= 1, after
+        assert after["journal_syncs_total"] >= 1 and after["journal_sync_errors_total"] == 0, after
     assert health(d)[0] == 200
 
 
@@ -325,13 +327,14 @@ def test_full_disk_refuses_and_recovers(make_daemon, tiny_tmpfs):
         req = rt.request(request_event(x))[0]
         assert req["ok"] is True
         filler = os.path.join(tiny_tmpfs, "filler")
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for _ in range(1000):  # 64 MiB at most: the tmpfs holds 4
+                os.write(fd, b"\0" * 65536)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
         # Publish until the journal runs into the full disk (what it had room for is acknowledged).
         refused = None
         for i in range(2000):

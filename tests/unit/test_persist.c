@@ -78,13 +78,23 @@ static __attribute__((unused)) uint64_t dir_bytes(const char *dir)
     return b;
 }
 
+/* One loop per persist opened (a loop has no way to take a before-sleep hook back). */
+static cs_loop_t *loops[256];
+static int n_loops;
 static cs_loop_t *loop;
+
+static cs_loop_t *new_loop(void)
+{
+    REQUIRE(n_loops < 256 && cs_loop_new(&loops[n_loops]) == 0);
+    return loops[n_loops++];
+}
 
 static cs_persist_t *popen_(cs_store_t *st, const char *dir, cs_jsync_t mode, uint64_t max_bytes, size_t seg)
 {
     cs_persist_t *p;
     char detail[256];
     cs_persist_opts_t o = {.dir = dir, .fsync = mode, .max_bytes = max_bytes, .segment_bytes = seg};
+    loop = new_loop();
     int rc = cs_persist_open(&p, loop, st, &o, detail, sizeof(detail));
     if (rc != 0)
         fprintf(stderr, "cs_persist_open: %s\n", detail);
@@ -360,9 +370,171 @@ static void test_newer_version(void)
     rmdir_all(dir);
 }
 
+/* A producer's retry of an event whose publish is not durable yet waits for it. */
+static void test_retry_of_pending(void)
+{
+    char *dir = tmpdir(), detail[256];
+    cs_store_t *st;
+    cs_publish_t p1, p2, p3;
+    outcome_t o1, o2;
+    REQUIRE(cs_store_new(&st, &lim_big) == 0);
+    cs_persist_t *p = popen_(st, dir, CS_JSYNC_ALWAYS, 0, 0);
+    turn(p);
+    wait_sync(p);
+    CHECK(submit_ev(st, "r", "log", "d1", &o1, &p1) == CS_PENDING);
+    CHECK(submit_ev(st, "r", "log", "d1", &o2, &p2) == CS_PENDING);
+    CHECK(p2.duplicate && p2.seq == p1.seq && p2.ticket != p1.ticket);
+    /* Without a completion: refused, not acknowledged. */
+    json_t *ev = json_pack("{s:s, s:s, s:s}", "execution_id", "r", "type", "log", "event_id", "d1");
+    CHECK(cs_store_publish(st, ev, 1, &p3, detail, sizeof(detail)) == CS_ERR_UNAVAILABLE);
+    CHECK(strstr(detail, "not durable yet") != NULL);
+    turn(p);
+    CHECK(o1.called == 0 && o2.called == 0); /* written, not synced */
+    wait_sync(p);
+    CHECK(o1.called == 1 && o1.e == CS_OK && o1.seq == p1.seq);
+    CHECK(o2.called == 1 && o2.e == CS_OK && o2.seq == p1.seq);
+    /* Once durable, a retry is acknowledged at once with the original seq. */
+    CHECK(cs_store_publish(st, ev, 1, &p3, detail, sizeof(detail)) == CS_OK);
+    CHECK(p3.duplicate && p3.seq == p1.seq);
+    /* A retry whose producer left (forgotten) is dropped; the original still completes. */
+    CHECK(submit_ev(st, "r", "log", "d2", &o1, &p1) == CS_PENDING);
+    CHECK(submit_ev(st, "r", "log", "d2", &o2, &p2) == CS_PENDING);
+    cs_store_forget(st, p2.ticket);
+    turn(p);
+    wait_sync(p);
+    CHECK(o1.called == 1 && o1.e == CS_OK && o2.called == 0);
+    cs_store_stats_t ss;
+    cs_store_stats(st, &ss);
+    CHECK(ss.pending == 0 && st->n_pending == 0);
+    json_decref(ev);
+    cs_persist_close(p);
+    cs_store_free(st);
+    rmdir_all(dir);
+}
+
+/* A write that fails (a full disk): waiting publishes are told unavailable, new ones are refused before
+ * they are stored, /health's reason says why; when the write succeeds again everything goes on, and a
+ * producer's retry of a publish told unavailable gets the original seq once it is durable. */
+static void test_degraded_write(void)
+{
+    char *dir = tmpdir();
+    cs_store_t *st;
+    cs_publish_t p1, p2;
+    outcome_t o1, o2;
+    const char *reason = NULL;
+    REQUIRE(cs_store_new(&st, &lim_big) == 0);
+    cs_persist_t *p = popen_(st, dir, CS_JSYNC_ALWAYS, 0, 0);
+    turn(p);
+    wait_sync(p);
+    CHECK(submit_ev(st, "d", "log", "w1", &o1, &p1) == CS_PENDING);
+    cs_journal_test_write_errno = ENOSPC;
+    turn(p);
+    CHECK(o1.called == 1 && o1.e == CS_ERR_UNAVAILABLE && strstr(o1.detail, "retry") != NULL);
+    CHECK(cs_persist_degraded(p, &reason) && strstr(reason, "No space left on device") != NULL);
+    /* Refused before it is stored: no execution, no seq taken. */
+    CHECK(submit_ev(st, "new", "log", NULL, &o2, &p2) == CS_ERR_UNAVAILABLE && o2.called == 0);
+    CHECK(cs_store_find(st, "new", 3) == NULL);
+    CHECK(submit_ev(st, "d", "log", "w1", &o2, &p2) == CS_ERR_UNAVAILABLE);
+    on_timer(&p->timer); /* the retry fails too */
+    CHECK(cs_persist_degraded(p, NULL));
+    cs_persist_stats_t ps;
+    cs_persist_stats(p, &ps);
+    CHECK(ps.degraded && ps.write_errors >= 2 && ps.refused == 2 && strstr(ps.reason, "No space") != NULL);
+
+    /* Space comes back: the retry writes the batch, publishes are accepted again. */
+    cs_journal_test_write_errno = 0;
+    on_timer(&p->timer);
+    CHECK(!cs_persist_degraded(p, NULL));
+    CHECK(o1.called == 1); /* told once */
+    /* The producer's retry: written but not synced yet, so it waits; then the original seq. */
+    CHECK(submit_ev(st, "d", "log", "w1", &o2, &p2) == CS_PENDING);
+    CHECK(p2.seq == p1.seq);
+    wait_sync(p);
+    CHECK(o2.called == 1 && o2.e == CS_OK && o2.seq == p1.seq);
+    CHECK(submit_ev(st, "new", "log", NULL, &o2, &p2) == CS_PENDING);
+    turn(p);
+    wait_sync(p);
+    CHECK(o2.called == 1 && o2.e == CS_OK);
+    cs_persist_close(p);
+
+    /* What was written after the recovery is in the journal: w1 once, with its seq. */
+    cs_store_t *b;
+    REQUIRE(cs_store_new(&b, &lim_big) == 0);
+    cs_persist_t *q = popen_(b, dir, CS_JSYNC_NONE, 0, 0);
+    cs_exec_t *x = cs_store_find(b, "d", 1);
+    REQUIRE(x != NULL);
+    CHECK(x->next_seq == 2 && cs_exec_find_event(x, "w1", 2) != NULL);
+    cs_persist_close(q);
+    cs_store_free(b);
+    cs_store_free(st);
+    rmdir_all(dir);
+}
+
+/* A sync that fails: degraded until a sync succeeds. */
+static void test_degraded_sync(void)
+{
+    char *dir = tmpdir();
+    cs_store_t *st;
+    cs_publish_t p1;
+    outcome_t o1;
+    REQUIRE(cs_store_new(&st, &lim_big) == 0);
+    cs_persist_t *p = popen_(st, dir, CS_JSYNC_ALWAYS, 0, 0);
+    turn(p);
+    wait_sync(p);
+    cs_journal_test_sync_errno = EIO;
+    CHECK(submit_ev(st, "s", "log", NULL, &o1, &p1) == CS_PENDING);
+    turn(p);
+    wait_sync(p);
+    CHECK(o1.called == 1 && o1.e == CS_ERR_UNAVAILABLE);
+    CHECK(cs_persist_degraded(p, NULL));
+    cs_journal_test_sync_errno = 0;
+    on_timer(&p->timer); /* asks for a sync */
+    wait_sync(p);
+    CHECK(!cs_persist_degraded(p, NULL));
+    CHECK(submit_ev(st, "s", "log", NULL, &o1, &p1) == CS_PENDING);
+    turn(p);
+    wait_sync(p);
+    CHECK(o1.called == 1 && o1.e == CS_OK);
+    cs_persist_stats_t ps;
+    cs_persist_stats(p, &ps);
+    CHECK(ps.sync_errors == 1);
+    cs_persist_close(p);
+    cs_store_free(st);
+    rmdir_all(dir);
+}
+
+/* A directory that cannot be created: degraded (publishes refused), not fatal; it is retried. */
+static void test_missing_dir(void)
+{
+    char *base = tmpdir(), dir[PATH_MAX];
+    cs_store_t *st;
+    cs_publish_t p1;
+    outcome_t o1;
+    snprintf(dir, sizeof(dir), "%s/a/b", base);
+    REQUIRE(cs_store_new(&st, &lim_big) == 0);
+    cs_persist_t *p = popen_(st, dir, CS_JSYNC_EVERYSEC, 0, 0);
+    CHECK(cs_persist_degraded(p, NULL));
+    CHECK(submit_ev(st, "m", "log", NULL, &o1, &p1) == CS_ERR_UNAVAILABLE);
+    /* The parent appears: the next retry opens it. */
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof(parent), "%s/a", base);
+    REQUIRE(mkdir(parent, 0700) == 0);
+    on_timer(&p->timer);
+    CHECK(!cs_persist_degraded(p, NULL));
+    CHECK(submit_ev(st, "m", "log", NULL, &o1, &p1) == CS_PENDING);
+    turn(p);
+    CHECK(o1.called == 1 && o1.e == CS_OK);
+    cs_persist_close(p);
+    cs_store_free(st);
+    char *d2 = strdup(dir);
+    rmdir_all(d2);
+    rmdir(parent);
+    rmdir_all(base);
+}
+
 int main(void)
 {
-    REQUIRE(cs_loop_new(&loop) == 0);
+    loop = new_loop();
     cs_log_set_level(CS_LOG_ERROR);
     fprintf(stderr, "-- test_restart_rebuilds\n");
     test_restart_rebuilds();
@@ -372,7 +544,16 @@ int main(void)
     test_hole_is_a_gap();
     fprintf(stderr, "-- test_newer_version\n");
     test_newer_version();
-    cs_loop_free(loop);
+    fprintf(stderr, "-- test_retry_of_pending\n");
+    test_retry_of_pending();
+    fprintf(stderr, "-- test_degraded_write\n");
+    test_degraded_write();
+    fprintf(stderr, "-- test_degraded_sync\n");
+    test_degraded_sync();
+    fprintf(stderr, "-- test_missing_dir\n");
+    test_missing_dir();
+    for (int i = 0; i < n_loops; i++)
+        cs_loop_free(loops[i]);
     fprintf(stderr, "%d checks, %d failed\n", ct_checks, ct_failures);
     return ct_failures != 0;
 }
