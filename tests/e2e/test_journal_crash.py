@@ -158,10 +158,12 @@ def test_sigkill_loses_nothing_acknowledged(make_daemon, fsync):
     assert "journal" in d.stderr_text().lower(), "no journal line in the log of the restart"
 
     # Per execution: 1..N without a hole, every acknowledged event once with its seq, producers' order.
-    hist = {}
+    hist = {x: full_history(d, x) for x in EXECS}
+    stored = {e["event_id"]: (x, e["seq"]) for x in EXECS for e in hist[x]}
+    missing = [eid for eid in acked if eid not in stored]
+    assert not missing, "%d acknowledged events lost, e.g. %r %s" % (len(missing), missing[:5], why)
     for x in EXECS:
-        evs = full_history(d, x)
-        hist[x] = evs
+        evs = hist[x]
         seqs = [e["seq"] for e in evs]
         assert seqs == list(range(1, len(evs) + 1)), "%s: seqs %r... not 1..N %s" % (x, seqs[:20], why)
         eids = [e["event_id"] for e in evs]
@@ -178,9 +180,6 @@ def test_sigkill_loses_nothing_acknowledged(make_daemon, fsync):
             assert ns == sorted(ns), "%s: producer %d's events out of order %s" % (x, k, why)
         st = http_json(d.port, "/v1/executions/" + x)[2]
         assert st["last_seq"] == len(evs) and st["status"] == "running", st
-    stored = {e["event_id"]: (x, e["seq"]) for x in EXECS for e in hist[x]}
-    missing = [eid for eid in acked if eid not in stored]
-    assert not missing, "%d acknowledged events lost, e.g. %r %s" % (len(missing), missing[:5], why)
 
     # What a subscriber saw before the kill is there, at the same seq: otherwise its cursor would now
     # name another event (the seq is reused) and a resume from it would skip that one silently.
