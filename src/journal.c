@@ -47,9 +47,12 @@ struct cs_journal {
     cs_jsync_t mode;
     size_t seg_bytes;
 
-    int fd;          /* open segment, -1 before the first flush */
-    int need_header; /* its header is not written yet */
-    size_t seg_size; /* bytes in it */
+    int fd;              /* open segment, -1 before the first flush */
+    int need_header;     /* its header is not written yet */
+    int roll_next;       /* cs_journal_roll: the next flush starts a new segment */
+    uint32_t roll_flags; /* ... whose header says this */
+    uint32_t seg_flags;  /* the open segment's header flags */
+    size_t seg_size;     /* bytes in it */
     uint64_t seg_first;
     uint64_t next_record; /* number of the next record appended */
     uint64_t flushed_records;
@@ -357,6 +360,8 @@ static int roll(cs_journal_t *j, char *detail, size_t detail_len)
         enqueue(j, j->fd, j->mode != CS_JSYNC_NONE, 1, j->written);
     j->fd = fd;
     j->need_header = 1;
+    j->seg_flags = j->roll_next ? j->roll_flags : 0;
+    j->roll_next = 0;
     j->seg_size = 0;
     j->seg_first = j->next_record;
     j->need_dirsync = 1;
@@ -377,7 +382,12 @@ int cs_journal_flush(cs_journal_t *j, int64_t now_ms, char *detail, size_t detai
 {
     size_t n = cs_buf_size(&j->batch);
     if (n > 0) {
-        if (j->fd < 0 || (j->seg_size >= j->seg_bytes && !j->need_header)) {
+        if (j->roll_next && j->need_header && j->fd >= 0) {
+            /* The open segment has nothing in it yet: it becomes the new one. */
+            j->seg_flags = j->roll_flags;
+            j->roll_next = 0;
+        }
+        if (j->fd < 0 || j->roll_next || (j->seg_size >= j->seg_bytes && !j->need_header)) {
             int rc = roll(j, detail, detail_len);
             if (rc != 0)
                 return rc;
@@ -388,7 +398,7 @@ int cs_journal_flush(cs_journal_t *j, int64_t now_ms, char *detail, size_t detai
         struct iovec iov[2];
         int iovcnt = 0;
         if (j->need_header) {
-            if (cs_jrec_header_encode(&hb, j->seg_first) != 0) {
+            if (cs_jrec_header_encode_flags(&hb, j->seg_first, j->seg_flags) != 0) {
                 snprintf(detail, detail_len, "journal: out of memory");
                 return -ENOMEM;
             }
@@ -443,6 +453,19 @@ int cs_journal_flush(cs_journal_t *j, int64_t now_ms, char *detail, size_t detai
         request(j, now_ms);
     else
         cs_journal_tick(j, now_ms);
+    return 0;
+}
+
+int cs_journal_roll(cs_journal_t *j, int64_t now_ms, uint32_t flags, uint64_t *first_record, char *detail,
+                    size_t detail_len)
+{
+    int rc = cs_journal_flush(j, now_ms, detail, detail_len);
+    if (rc != 0)
+        return rc;
+    j->roll_next = 1;
+    j->roll_flags = flags;
+    if (first_record != NULL)
+        *first_record = j->next_record;
     return 0;
 }
 
@@ -516,6 +539,13 @@ static int read_all(int fd, unsigned char *buf, size_t n)
 int cs_journal_read(const char *dir, cs_journal_record_fn fn, void *data, cs_journal_read_stats_t *st,
                     char *detail, size_t detail_len)
 {
+    return cs_journal_read_ex(dir, NULL, fn, data, st, detail, detail_len);
+}
+
+int cs_journal_read_ex(const char *dir, const cs_journal_read_opts_t *opts, cs_journal_record_fn fn,
+                       void *data, cs_journal_read_stats_t *st, char *detail, size_t detail_len)
+{
+    int ro = opts != NULL && opts->readonly;
     struct dirent **names = NULL;
     unsigned char *buf = NULL;
     size_t cap = 0;
@@ -575,6 +605,9 @@ int cs_journal_read(const char *dir, cs_journal_record_fn fn, void *data, cs_jou
             rc = -EPROTONOSUPPORT;
             break;
         }
+        if (r == CS_JREC_TORN && last && ro) {
+            continue;
+        }
         if (r == CS_JREC_TORN && last) {
             cs_log_warn("journal: %s is shorter than a segment header (%zu bytes; a crash while it was "
                         "created): removed",
@@ -589,6 +622,8 @@ int cs_journal_read(const char *dir, cs_journal_record_fn fn, void *data, cs_jou
             continue;
         }
         if (r != CS_JREC_OK) {
+            if (ro)
+                continue;
             cs_log_warn("journal: %s: %s header: the segment (%zu bytes) is skipped", path,
                         r == CS_JREC_TORN ? "incomplete" : "not a journal segment's", size);
             st->bad_segments++;
@@ -596,6 +631,11 @@ int cs_journal_read(const char *dir, cs_journal_record_fn fn, void *data, cs_jou
             continue;
         }
 
+        if (opts != NULL && opts->segment != NULL &&
+            opts->segment(data, first, cs_jrec_header_flags(buf)) != 0) {
+            st->skipped_segments++;
+            continue;
+        }
         uint64_t recno = first;
         size_t off = CS_JREC_HEADER_SIZE;
         while (off < size) {
@@ -615,7 +655,9 @@ int cs_journal_read(const char *dir, cs_journal_record_fn fn, void *data, cs_jou
                 off += used;
                 continue;
             }
-            if (r == CS_JREC_TORN && last) {
+            if (ro) {
+                /* reading only: the next read logs and cuts it */
+            } else if (r == CS_JREC_TORN && last) {
                 cs_log_warn("journal: %s: torn record at offset %zu (record %" PRIu64 ", %zu bytes; a crash "
                             "mid-write): truncated",
                             path, off, recno, size - off);

@@ -57,6 +57,14 @@ int cs_journal_append(cs_journal_t *j, const cs_change_t *c, uint64_t *end);
  */
 int cs_journal_flush(cs_journal_t *j, int64_t now_ms, char *detail, size_t detail_len);
 
+/**
+ * Writes the pending batch (as cs_journal_flush) and makes the next flush start a new segment whose header
+ * carries flags (jrecord.h: CS_JREC_FLAG_SNAPSHOT for one that begins with a snapshot). *first_record
+ * (may be NULL) gets the number of its first record. Returns 0 or what the flush returned.
+ */
+int cs_journal_roll(cs_journal_t *j, int64_t now_ms, uint32_t flags, uint64_t *first_record, char *detail,
+                    size_t detail_len);
+
 /** For everysec: asks for a sync of what was written and is not yet synced, when the last request is a
  * second old (call about once a second; flush calls it too). */
 void cs_journal_tick(cs_journal_t *j, int64_t now_ms);
@@ -101,7 +109,8 @@ typedef struct cs_journal_read_stats {
     uint64_t truncated_bytes;
     size_t bad_segments; /* segments whose rest was skipped: a bad checksum, a bad record, a bad header */
     uint64_t skipped_bytes;
-    uint64_t next_record; /* one past the highest record number seen (for cs_journal_open) */
+    uint64_t next_record;    /* one past the highest record number seen (for cs_journal_open) */
+    size_t skipped_segments; /* left out by opts->segment */
 } cs_journal_read_stats_t;
 
 /** Called for every record read, in order; recno is its record number. Return 0 to go on, anything else
@@ -118,5 +127,17 @@ typedef int (*cs_journal_record_fn)(void *data, const cs_change_t *c, uint64_t r
  */
 int cs_journal_read(const char *dir, cs_journal_record_fn fn, void *data, cs_journal_read_stats_t *st,
                     char *detail, size_t detail_len);
+
+typedef struct cs_journal_read_opts {
+    /* Called with each segment's first record number and header flags before its records: nonzero
+     * leaves the segment out (its records are not read). NULL: every segment is read. */
+    int (*segment)(void *data, uint64_t first_record, uint32_t flags);
+    /* Nonzero: change nothing and log nothing (no tail cut, no segment removed): a look before the read. */
+    int readonly;
+} cs_journal_read_opts_t;
+
+/** cs_journal_read with opts (NULL: as cs_journal_read). The callbacks get the same data. */
+int cs_journal_read_ex(const char *dir, const cs_journal_read_opts_t *opts, cs_journal_record_fn fn,
+                       void *data, cs_journal_read_stats_t *st, char *detail, size_t detail_len);
 
 #endif

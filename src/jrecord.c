@@ -62,10 +62,15 @@ const char *cs_jrec_result_name(cs_jrec_result_t r)
 
 int cs_jrec_header_encode(cs_buf_t *b, uint64_t first_record)
 {
+    return cs_jrec_header_encode_flags(b, first_record, 0);
+}
+
+int cs_jrec_header_encode_flags(cs_buf_t *b, uint64_t first_record, uint32_t flags)
+{
     unsigned char h[CS_JREC_HEADER_SIZE];
     memcpy(h, CS_JREC_MAGIC, CS_JREC_MAGIC_LEN);
     put_u32(h + 8, CS_JREC_VERSION);
-    put_u32(h + 12, 0);
+    put_u32(h + 12, flags);
     put_u64(h + 16, first_record);
     return cs_buf_append(b, h, sizeof(h));
 }
@@ -83,9 +88,14 @@ cs_jrec_result_t cs_jrec_header_decode(const void *p, size_t n, uint32_t *versio
     *first_record = get_u64(h + 16);
     if (*version > CS_JREC_VERSION)
         return CS_JREC_NEWER_VERSION;
-    if (*version == 0 || get_u32(h + 12) != 0)
+    if (*version == 0 || (get_u32(h + 12) & ~CS_JREC_FLAGS_KNOWN) != 0)
         return CS_JREC_BAD_RECORD;
     return CS_JREC_OK;
+}
+
+uint32_t cs_jrec_header_flags(const void *p)
+{
+    return get_u32((const unsigned char *)p + 12);
 }
 
 #define FIXED_SIZE (4 + 4 + 8 + 8 + 8 + 8)

@@ -3,7 +3,9 @@
  *
  * A segment file is a header followed by records:
  *
- *   header  = "CSJOURN\n" (8 bytes) | version u32 | flags u32 (0) | first record number u64   (24 bytes)
+ *   header  = "CSJOURN\n" (8 bytes) | version u32 | flags u32 | first record number u64   (24 bytes)
+ *   flags   = bit 0 (CS_JREC_FLAG_SNAPSHOT): the segment begins with a snapshot (SNAP_BEGIN ... SNAP_END);
+ *             other bits are 0
  *   record  = payload length u32 | crc32(payload) u32 (zlib's) | payload
  *   payload = kind u32 | status i32 | epoch u64 | seq u64 | gseq u64 | unix_ms i64
  *             | exec | event_id | type | json
@@ -45,11 +47,20 @@ typedef enum cs_jrec_result {
 /** The result's name ("ok", "torn", "bad checksum", "bad record", "newer format version"). */
 const char *cs_jrec_result_name(cs_jrec_result_t r);
 
-/** Appends a segment header naming its first record number to b. Returns 0 or a cs_buf error. */
+#define CS_JREC_FLAG_SNAPSHOT 1u
+#define CS_JREC_FLAGS_KNOWN   CS_JREC_FLAG_SNAPSHOT
+
+/** Appends a segment header naming its first record number to b (flags 0). Returns 0 or a cs_buf error. */
 int cs_jrec_header_encode(cs_buf_t *b, uint64_t first_record);
 
+/** cs_jrec_header_encode with flags. */
+int cs_jrec_header_encode_flags(cs_buf_t *b, uint64_t first_record, uint32_t flags);
+
+/** The flags of a header cs_jrec_header_decode accepted. */
+uint32_t cs_jrec_header_flags(const void *p);
+
 /** Reads a segment header from the n bytes at p: CS_JREC_OK with *version and *first_record, TORN (n is
- * shorter than a header), BAD_RECORD (not our magic, flags not 0, version 0) or NEWER_VERSION (*version
+ * shorter than a header), BAD_RECORD (not our magic, an unknown flag, version 0) or NEWER_VERSION (*version
  * names it). */
 cs_jrec_result_t cs_jrec_header_decode(const void *p, size_t n, uint32_t *version, uint64_t *first_record);
 

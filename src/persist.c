@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "jrecord.h"
 #include "log.h"
 
 typedef struct waiter {
@@ -60,9 +61,21 @@ struct cs_persist {
     char reason[160];
     uint64_t records_at_open; /* the writer's count starts at 0 each open */
 
+    /* Snapshots: the newest one's segment, where it ends, its size; older segments go once it is
+     * durable (snap_waiting until then). */
+    uint64_t snap_seg, snap_end, snap_size;
+    int snap_waiting;
+    uint64_t written_at_usage; /* the writer's position when st.bytes was measured */
+    int dirfd;
+
     cs_persist_stats_t st;
     int closing;
 };
+
+static void dir_usage(cs_persist_t *p);
+static void take_snapshot(cs_persist_t *p);
+static int should_snapshot(cs_persist_t *p);
+static void delete_older(cs_persist_t *p);
 
 static int64_t pmono_ms(void)
 {
@@ -177,8 +190,10 @@ static void do_flush(cs_persist_t *p)
         }
         cs_journal_position(p->j, &pos);
         p->written = pos.written;
+        if (!p->closing && should_snapshot(p))
+            take_snapshot(p);
     }
-    if (p->want_sync) {
+    if (p->want_sync && p->j != NULL && !p->degraded) {
         cs_journal_sync(p->j);
         p->want_sync = 0;
     }
@@ -213,6 +228,8 @@ static void on_sync(cs_io_t *io, uint32_t events)
         degrade(p, reason, 1);
         return;
     }
+    if (p->snap_waiting && durable >= p->snap_end)
+        delete_older(p);
     if (p->degraded && p->sync_failed) {
         cs_journal_pos_t pos;
         cs_journal_position(p->j, &pos);
@@ -256,6 +273,16 @@ static int on_change(void *data, const cs_change_t *c)
 
 /* ---- the directory ---- */
 
+/* The number of a segment file's first record, or -1 for another name. */
+static int seg_number(const char *name, uint64_t *num)
+{
+    char *end;
+    if (strlen(name) != 24 || strcmp(name + 20, ".cjs") != 0 || name[0] < '0' || name[0] > '9')
+        return -1;
+    *num = strtoull(name, &end, 10);
+    return end == name + 20 ? 0 : -1;
+}
+
 /* Segment files and their bytes, for the stats. */
 static void dir_usage(cs_persist_t *p)
 {
@@ -278,12 +305,113 @@ static void dir_usage(cs_persist_t *p)
     closedir(d);
     p->st.bytes = bytes;
     p->st.segments = n;
+    p->written_at_usage = p->written;
+}
+
+/* The newest snapshot is durable: every segment before its own goes (unlink, then the directory synced). */
+static void delete_older(cs_persist_t *p)
+{
+    DIR *d = opendir(p->dir);
+    struct dirent *de;
+    uint64_t num, n = 0, bytes = 0;
+
+    p->snap_waiting = 0;
+    if (d == NULL) {
+        cs_log_error("journal: cannot list %s to delete old segments: %s", p->dir, strerror(errno));
+        return;
+    }
+    while ((de = readdir(d)) != NULL) {
+        struct stat sb;
+        if (seg_number(de->d_name, &num) != 0 || num >= p->snap_seg)
+            continue;
+        if (fstatat(dirfd(d), de->d_name, &sb, 0) == 0)
+            bytes += (uint64_t)sb.st_size;
+        if (unlinkat(dirfd(d), de->d_name, 0) != 0) {
+            cs_log_error("journal: cannot delete %s/%s: %s", p->dir, de->d_name, strerror(errno));
+            continue;
+        }
+        n++;
+    }
+    if (n > 0 && fsync(dirfd(d)) != 0)
+        cs_log_warn("journal: fsync of %s after deleting segments: %s", p->dir, strerror(errno));
+    closedir(d);
+    p->st.segments_deleted += n;
+    if (n > 0)
+        cs_log_debug("journal: %" PRIu64 " segments (%" PRIu64 " bytes) before the snapshot deleted", n,
+                     bytes);
+    dir_usage(p);
 }
 
 static int snap_append(void *data, const cs_change_t *c)
 {
     cs_persist_t *p = data;
     return cs_journal_append(p->j, c, NULL);
+}
+
+/* When the log since the last snapshot is twice that snapshot (or a segment), or the directory would
+ * pass journal.max_bytes with one more snapshot in it. */
+static int should_snapshot(cs_persist_t *p)
+{
+    uint64_t log = p->written - p->snap_end, s = p->snap_size,
+             seg = p->seg_bytes ? p->seg_bytes : (64u << 20);
+    cs_store_stats_t ss;
+
+    if (p->snap_waiting)
+        return 0;
+    if (log >= (2 * s > seg ? 2 * s : seg))
+        return 1;
+    if (p->max_bytes == 0 || log < s / 4 + 4096)
+        return 0;
+    cs_store_stats(p->store, &ss);
+    uint64_t next = ss.bytes > s ? ss.bytes : s; /* the next snapshot's size: at most the store's */
+    uint64_t disk = p->st.bytes + (p->written - p->written_at_usage);
+    return disk + next >= p->max_bytes - p->max_bytes / 10;
+}
+
+/* Writes a snapshot of the store at the start of a new segment, now (this loop turn), and asks for the
+ * sync after which the segments before it are deleted. */
+static void take_snapshot(cs_persist_t *p)
+{
+    char detail[256];
+    uint64_t t0 = pmono_us(), seg;
+    cs_journal_pos_t pos;
+
+    if (cs_journal_roll(p->j, pmono_ms(), CS_JREC_FLAG_SNAPSHOT, &seg, detail, sizeof(detail)) != 0) {
+        p->st.write_errors++;
+        degrade(p, detail, 0);
+        return;
+    }
+    cs_journal_position(p->j, &pos);
+    uint64_t start = pos.pending;
+    int rc = cs_store_snapshot(p->store, snap_append, p);
+    if (rc != 0) {
+        /* Out of memory, most likely: that segment's snapshot is unfinished (a replay passes over it), and
+         * what follows goes to a segment of its own. */
+        cs_log_error("journal: a snapshot could not be written: %s", strerror(-rc));
+        if (cs_journal_roll(p->j, pmono_ms(), 0, NULL, detail, sizeof(detail)) != 0) {
+            p->st.write_errors++;
+            degrade(p, detail, 0);
+        }
+        return;
+    }
+    cs_journal_position(p->j, &pos);
+    p->snap_seg = seg;
+    p->snap_end = pos.pending;
+    p->snap_size = pos.pending - start;
+    if (cs_journal_flush(p->j, pmono_ms(), detail, sizeof(detail)) != 0) {
+        p->st.write_errors++;
+        degrade(p, detail, 0);
+        return;
+    }
+    cs_journal_position(p->j, &pos);
+    p->written = pos.written;
+    p->snap_waiting = 1;
+    cs_journal_sync(p->j); /* under every mode: the older segments go only once it is on disk */
+    p->st.snapshots++;
+    p->st.snapshot_us_last = pmono_us() - t0;
+    cs_log_debug("journal: snapshot of %" PRIu64 " bytes in segment %" PRIu64 ", the loop held %" PRIu64
+                 " us",
+                 p->snap_size, seg, p->st.snapshot_us_last);
 }
 
 /* Opens the writer (after the replay, or when the directory comes back); 0 or -errno with detail. */
@@ -310,12 +438,12 @@ static int open_writer(cs_persist_t *p, uint64_t first_record, int write_snapsho
         return rc;
     }
     p->io_on = 1;
-    p->written = p->durable = 0;
-    if (write_snapshot && (rc = cs_store_snapshot(p->store, snap_append, p)) != 0) {
-        snprintf(detail, detail_len, "journal: cannot write a snapshot: %s", strerror(-rc));
-        cs_log_error("%s", detail);
-    }
-    cs_defer(p->loop, &p->flush_defer, on_defer, p);
+    p->written = p->durable = p->written_at_usage = 0;
+    p->snap_end = p->snap_size = 0;
+    p->snap_waiting = 0;
+    dir_usage(p);
+    if (write_snapshot)
+        take_snapshot(p); /* the store as replayed: what came before it is deleted once it is durable */
     return 0;
 }
 
@@ -361,11 +489,63 @@ static void on_timer(cs_timer_t *t)
 
 /* ---- start: replay ---- */
 
+/* Replay starts at the newest segment that begins with a whole snapshot (a look at the snapshot
+ * segments first finds it); segments before it are left out (deleted after the next snapshot), and so is
+ * any later snapshot segment whose snapshot is unfinished. */
+typedef struct snapseg {
+    uint64_t first;
+    int whole; /* its SNAP_END was read */
+} snapseg_t;
+
 typedef struct replay_ctx {
     cs_store_t *store;
     uint64_t faults;
     uint64_t records;
+    snapseg_t *segs;
+    size_t n_segs, cap_segs;
+    uint64_t from; /* the chosen snapshot segment (0: none, read everything) */
 } replay_ctx_t;
+
+static int look_segment(void *data, uint64_t first, uint32_t flags)
+{
+    replay_ctx_t *r = data;
+    if (!(flags & CS_JREC_FLAG_SNAPSHOT))
+        return 1;
+    if (r->n_segs == r->cap_segs) {
+        size_t cap = r->cap_segs ? 2 * r->cap_segs : 16;
+        snapseg_t *n = realloc(r->segs, cap * sizeof(*n));
+        if (n == NULL)
+            return 1; /* out of memory: this one is not a candidate */
+        r->segs = n;
+        r->cap_segs = cap;
+    }
+    r->segs[r->n_segs++] = (snapseg_t){.first = first};
+    return 0;
+}
+
+static int look_record(void *data, const cs_change_t *c, uint64_t recno)
+{
+    replay_ctx_t *r = data;
+    (void)recno;
+    if (c->kind == CS_CHANGE_SNAP_END && r->n_segs > 0)
+        r->segs[r->n_segs - 1].whole = 1;
+    return 0;
+}
+
+static int replay_segment(void *data, uint64_t first, uint32_t flags)
+{
+    replay_ctx_t *r = data;
+    if (first < r->from)
+        return 1;
+    if ((flags & CS_JREC_FLAG_SNAPSHOT) && first != r->from) {
+        for (size_t i = 0; i < r->n_segs; i++)
+            if (r->segs[i].first == first && !r->segs[i].whole) {
+                cs_log_warn("journal: segment %" PRIu64 " holds an unfinished snapshot: left out", first);
+                return 1;
+            }
+    }
+    return 0;
+}
 
 static int replay_one(void *data, const cs_change_t *c, uint64_t recno)
 {
@@ -419,7 +599,20 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
     char why[256] = "";
     if (!have_dir)
         snprintf(why, sizeof(why), "journal: cannot create %s: %s", p->dir, strerror(errno));
-    rc = have_dir ? cs_journal_read(p->dir, replay_one, &rc_ctx, &rs, why, sizeof(why)) : -ENOENT;
+    rc = -ENOENT;
+    if (have_dir) {
+        cs_journal_read_opts_t look = {.segment = look_segment, .readonly = 1};
+        cs_journal_read_stats_t ls;
+        rc = cs_journal_read_ex(p->dir, &look, look_record, &rc_ctx, &ls, why, sizeof(why));
+        for (size_t i = 0; rc == 0 && i < rc_ctx.n_segs; i++)
+            if (rc_ctx.segs[i].whole)
+                rc_ctx.from = rc_ctx.segs[i].first;
+        cs_journal_read_opts_t ro = {.segment = replay_segment};
+        if (rc == 0)
+            rc = cs_journal_read_ex(p->dir, &ro, replay_one, &rc_ctx, &rs, why, sizeof(why));
+        free(rc_ctx.segs);
+        rc_ctx.segs = NULL;
+    }
     if (rc == -EPROTONOSUPPORT) {
         snprintf(detail, detail_len, "%s", why);
         free(p->dir);
@@ -442,9 +635,20 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
 
     cs_timer_init(&p->timer, loop, on_timer, p);
     cs_store_observer_t obs = {.change = on_change, .data = p};
+    /* Two snapshots and the log between them must fit in journal.max_bytes: the store holds a third. */
+    cs_store_limits_t lim;
+    cs_store_limits(store, &lim);
+    if (p->max_bytes > 0 && lim.max_bytes > p->max_bytes / 3) {
+        cs_log_warn("journal: store.max_bytes (%zu) is more than a third of journal.max_bytes (%" PRIu64
+                    "): the store is held to %" PRIu64 " bytes",
+                    lim.max_bytes, p->max_bytes, p->max_bytes / 3);
+        lim.max_bytes = (size_t)(p->max_bytes / 3);
+        cs_store_set_limits(store, &lim);
+    }
     if (rc == 0) {
-        /* A journal that was empty begins with a snapshot of the empty store: the global ring's epoch. */
-        rc = open_writer(p, rs.next_record, rs.records == 0, why, sizeof(why));
+        /* The journal goes on from a snapshot of the store as replayed (the global ring's epoch, and every
+         * segment before it can go). */
+        rc = open_writer(p, rs.next_record, 1, why, sizeof(why));
     }
     cs_store_set_observer(store, &obs);
     if (rc != 0)

@@ -69,6 +69,8 @@ struct cs_store {
     uint64_t refused_gate;
     int64_t replay_unix_now; /* a replay's wall clock, for the age of what it finishes */
     uint64_t snap_gnext;     /* a snapshot being replayed: the global ring's next gseq at its end */
+    uint64_t snap_gfirst;    /* ... and its first, as SNAP_BEGIN said */
+    int snapping;            /* between its SNAP_BEGIN and SNAP_END */
 };
 
 /* A publish the observer confirms later, and the completion waiting for it (done.fn NULL: none, or
@@ -221,12 +223,12 @@ static size_t sse_head(char *p, const char *type, size_t type_len, const char *c
 }
 
 /* A frame holding the event's JSON, body followed by tail (the fields the daemon added, or ""). */
-static cs_frame_t *frame_new(cs_store_t *st, const cs_exec_t *ex, const char *body, size_t body_len,
+static cs_frame_t *frame_new(cs_store_t *st, uint64_t epoch, const char *body, size_t body_len,
                              const char *tail, size_t tail_len, const char *type, size_t type_len,
                              const char *eid, size_t eid_len, uint64_t seq, uint64_t gseq)
 {
     char cur[CS_CURSOR_MAX], gcur[CS_CURSOR_MAX];
-    size_t cur_len = cs_cursor_format(cur, sizeof(cur), ex->epoch, seq);
+    size_t cur_len = cs_cursor_format(cur, sizeof(cur), epoch, seq);
     size_t gcur_len = cs_cursor_format(gcur, sizeof(gcur), st->gepoch, gseq);
     size_t json_len = body_len + tail_len;
     /* "event: " T "\nid: " C "\ndata: " */
@@ -813,7 +815,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     }
     if (exec_count(ex) == ex->ring_cap && ex->ring_cap < st->lim.ring_events && exec_grow(st, ex) != 0)
         goto nomem;
-    f = frame_new(st, ex, body, body_len, tail, tail_len, fl->type, fl->type_len, eid, eid_len, seq,
+    f = frame_new(st, ex->epoch, body, body_len, tail, tail_len, fl->type, fl->type_len, eid, eid_len, seq,
                   st->gnext);
     free(json);
     json = NULL;
@@ -1314,43 +1316,297 @@ static int snap_counters(cs_store_t *st, const cs_change_t *c, int set, char *de
     return 0;
 }
 
+/* An execution's whole state but its frames (EXEC_STATE's JSON). */
+static char *exec_state_json(const cs_store_t *st, const cs_exec_t *ex)
+{
+    const cs_progress_t *pg = &ex->state.progress;
+    json_t *reqs = json_array();
+    json_t *o = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I, s:i, s:i, s:[i,i,i,i,i,i,i,i], s:O?, s:I, s:s?, s:o}",
+        "created", (json_int_t)ex->created_unix_ms, "first", (json_int_t)ex->first_unix_ms, "last",
+        (json_int_t)ex->last_unix_ms, "order", (json_int_t)ex->first_order, "first_seq",
+        (json_int_t)ex->first_seq, "ring_cap", (json_int_t)ex->ring_cap, "finished", ex->finished, "where",
+        exec_where(st, ex), "fin_ago", (json_int_t)(ex->finished ? st->now_mono - ex->finished_mono_ms : 0),
+        "status", (int)ex->state.status, "in_flow", ex->state.in_flow, "progress", (int)pg->tasks_seen,
+        (int)pg->tasks_done, (int)pg->tasks_failed, (int)pg->agents_seen, (int)pg->agents_done,
+        (int)pg->agents_failed, (int)pg->tool_calls, (int)pg->tool_errors, "result", ex->state.result,
+        "result_bytes", (json_int_t)ex->result_bytes, "error", ex->state.error_message, "reqs", reqs);
+    char *out;
+
+    if (o == NULL)
+        return NULL;
+    for (const cs_hitl_req_t *r = ex->hitl.reqs; r != NULL; r = r->next) {
+        json_t *q = json_pack("{s:s, s:s?, s:I, s:I, s:b, s:O?, s:I, s:s?}", "event_id", r->event_id,
+                              "task_id", r->task_id, "seq", (json_int_t)r->seq, "unix_ms",
+                              (json_int_t)r->unix_ms, "answered", r->answered, "request", r->request,
+                              "request_bytes", (json_int_t)r->request_bytes, "push", r->push);
+        if (q == NULL || json_array_append_new(reqs, q) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    out = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return out;
+}
+
+/* EXEC_STATE: the execution begun with that state, listed where it was (records come in list order). */
+static int replay_exec_state(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, char *detail,
+                             size_t detail_len)
+{
+    json_t *o = c->json != NULL ? json_loadb(c->json, c->json_len, 0, NULL) : NULL, *pg = NULL, *reqs = NULL;
+    json_int_t fs = 0, cap = 0, where = 0, fin_ago = 0, rb = 0;
+    int finished = 0, status = 0, in_flow = 0, bad;
+    json_t *result = NULL, *errv = NULL;
+    const char *error;
+    json_int_t created = 0, first = 0, last = 0, order = 0;
+    size_t max_cap = st->lim.ring_events > RING_INITIAL ? st->lim.ring_events : RING_INITIAL;
+
+    bad = o == NULL ||
+          json_unpack(o, "{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I, s:i, s:i, s:o, s?o, s:I, s?o, s:o}",
+                      "created", &created, "first", &first, "last", &last, "order", &order, "first_seq", &fs,
+                      "ring_cap", &cap, "finished", &finished, "where", &where, "fin_ago", &fin_ago, "status",
+                      &status, "in_flow", &in_flow, "progress", &pg, "result", &result, "result_bytes", &rb,
+                      "error", &errv, "reqs", &reqs) != 0;
+    error = json_string_value(errv);
+    bad = bad || !json_is_array(pg) || json_array_size(pg) != 8 || !json_is_array(reqs) || fs < 1 ||
+          cap < 1 || where < 0 || where > ON_FINISHED || status < 0 || status > CS_EXEC_CANCELED || rb < 0;
+    if (bad) {
+        json_decref(o);
+        REPLAY_FAIL("%.*s: snapshot state unreadable", (int)c->exec_len, c->exec);
+    }
+    if (ex != NULL) {
+        ex->n_subs = 0;
+        exec_free(st, ex);
+    }
+    if ((size_t)cap > max_cap)
+        cap = (json_int_t)max_cap; /* store.ring_events was lowered: the oldest frames go (SNAP_FRAME) */
+    ex = exec_new(st, c->exec, c->exec_len, c->epoch, (int64_t)created);
+    if (ex == NULL || ((size_t)cap != ex->ring_cap && exec_resize(st, ex, (size_t)cap) != 0)) {
+        json_decref(o);
+        REPLAY_FAIL("out of memory");
+    }
+    ex->first_unix_ms = (int64_t)first;
+    ex->last_unix_ms = (int64_t)last;
+    ex->first_order = (uint64_t)order;
+    ex->first_seq = ex->next_seq = (uint64_t)fs;
+    ex->state.status = (cs_exec_status_t)status;
+    ex->state.in_flow = in_flow;
+    uint32_t *pv[8] = {&ex->state.progress.tasks_seen,   &ex->state.progress.tasks_done,
+                       &ex->state.progress.tasks_failed, &ex->state.progress.agents_seen,
+                       &ex->state.progress.agents_done,  &ex->state.progress.agents_failed,
+                       &ex->state.progress.tool_calls,   &ex->state.progress.tool_errors};
+    for (size_t i = 0; i < 8; i++)
+        *pv[i] = (uint32_t)json_integer_value(json_array_get(pg, i));
+    if (result != NULL && !json_is_null(result))
+        ex->state.result = json_incref(result);
+    if (error != NULL)
+        ex->state.error_message = strdup(error);
+    ex->result_bytes = (size_t)rb;
+    ex->status_bytes = status_held(ex);
+    st->bytes += ex->status_bytes;
+    exec_unlist(st, ex); /* exec_new listed it active */
+    ex->finished = finished != 0;
+    if (where == ON_FINISHED && ex->finished) {
+        /* Retention goes on from when it finished: the snapshot's age plus its own. */
+        ex->finished_mono_ms = st->now_mono - (cs_unix_ms() - c->unix_ms) - (int64_t)fin_ago;
+        DL_APPEND2(st->finished, ex, lru_prev, lru_next);
+    } else if (where == ON_ACTIVE) {
+        DL_APPEND2(st->active, ex, lru_prev, lru_next);
+    }
+    /* Its human-input requests, oldest first (the open ones keep their order). */
+    size_t hb = ex->hitl.bytes, ob = ex->hitl.open_bytes, on = ex->hitl.n_open, i;
+    json_t *q;
+    json_array_foreach(reqs, i, q)
+    {
+        const char *eid = json_string_value(json_object_get(q, "event_id"));
+        json_t *req = json_object_get(q, "request");
+        json_int_t qrb = json_integer_value(json_object_get(q, "request_bytes"));
+        const char *push = json_string_value(json_object_get(q, "push"));
+        int answered = json_is_true(json_object_get(q, "answered"));
+        json_t *ev = json_is_object(req) ? json_incref(req)
+                                         : json_pack("{s:s?, s:O?}", "event_id", eid, "task_id",
+                                                     json_object_get(q, "task_id"));
+        uint64_t rseq = (uint64_t)json_integer_value(json_object_get(q, "seq"));
+        int rc = ev == NULL || eid == NULL || (answered && push == NULL) || qrb < 0 || (answered && qrb != 0)
+                     ? -1
+                     : cs_hitl_on_request(&ex->hitl, ev, rseq, (size_t)qrb / 2);
+        json_decref(ev);
+        if (rc != 0)
+            continue; /* the count below tells */
+        cs_hitl_req_t *r = cs_hitl_find(&ex->hitl, eid);
+        r->unix_ms = (int64_t)json_integer_value(json_object_get(q, "unix_ms"));
+        if (answered) {
+            char *p = strdup(push);
+            if (p != NULL)
+                cs_hitl_answer(&ex->hitl, r, p, strlen(p));
+        }
+    }
+    st->bytes = st->bytes - hb + ex->hitl.bytes;
+    st->open_bytes = st->open_bytes - ob + ex->hitl.open_bytes;
+    st->open_reqs = st->open_reqs - on + ex->hitl.n_open;
+    exec_pin_update(st, ex);
+    size_t n_reqs = json_array_size(reqs);
+    json_decref(o);
+    if (ex->hitl.n != n_reqs)
+        REPLAY_FAIL("%.*s: snapshot requests unreadable", (int)c->exec_len, c->exec);
+    return 0;
+}
+
+/* SNAP_FRAME: a retained frame, into its execution's ring (after the ones before it) and/or into its
+ * slot of the global ring; nothing else (its status, requests and times came with EXEC_STATE). */
+static int replay_snap_frame(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, char *detail,
+                             size_t detail_len)
+{
+    int in_exec = (c->status & 1) != 0, in_global = (c->status & 2) != 0;
+    cs_frame_t *f;
+
+    if (!st->snapping || c->json == NULL || c->type == NULL || c->event_id == NULL ||
+        (!in_exec && !in_global) || (c->status & ~3) != 0 ||
+        (in_exec && (ex == NULL || c->seq != ex->next_seq)) ||
+        (in_global &&
+         (c->gseq >= st->snap_gnext || (c->gseq >= st->gfirst && st->gring[c->gseq % st->gcap] != NULL))))
+        REPLAY_FAIL("snapshot frame %.*s seq %llu (global %llu) does not fit", (int)c->exec_len,
+                    c->exec != NULL ? c->exec : "", (unsigned long long)c->seq, (unsigned long long)c->gseq);
+    if (in_global && c->gseq < st->gfirst) {
+        /* store.global_events was lowered: the global ring keeps its newest. */
+        in_global = 0;
+        if (!in_exec)
+            return 0;
+    }
+    if (in_exec && exec_count(ex) >= ex->ring_cap)
+        exec_evict_oldest(st, ex); /* store.ring_events was lowered */
+    f = frame_new(st, ex != NULL ? ex->epoch : 0, c->json, c->json_len, "", 0, c->type, c->type_len,
+                  c->event_id, c->event_id_len, c->seq, c->gseq);
+    if (f == NULL)
+        REPLAY_FAIL("out of memory");
+    if (in_exec) {
+        ex->ring[f->seq % ex->ring_cap] = f;
+        f->in_exec = 1;
+        f->exec = ex;
+        ex->next_seq++;
+        ex->bytes += f->bytes;
+        cs_frame_t *head = NULL;
+        HASH_FIND(hh, ex->ids, f->event_id, f->event_id_len, head);
+        if (head == NULL) {
+            HASH_ADD_KEYPTR(hh, ex->ids, f->event_id, f->event_id_len, f);
+            f->id_head = 1;
+        } else {
+            while (head->id_next != NULL)
+                head = head->id_next;
+            head->id_next = f;
+        }
+        exec_pin_update(st, ex);
+    }
+    if (in_global) {
+        st->gring[f->gseq % st->gcap] = in_exec ? cs_frame_ref(f) : f;
+        f->in_global = 1;
+    }
+    return 0;
+}
+
 static int replay_snapshot(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, char *detail,
                            size_t detail_len)
 {
-    (void)ex;
     switch (c->kind) {
     case CS_CHANGE_SNAP_BEGIN:
-        if (c->epoch == 0 || c->seq == 0 || c->gseq < c->seq || c->gseq - c->seq > st->gcap)
+        if (c->epoch == 0 || c->seq == 0 || c->gseq < c->seq)
             REPLAY_FAIL("snapshot: global ring [%llu, %llu) of epoch %llu", (unsigned long long)c->seq,
                         (unsigned long long)c->gseq, (unsigned long long)c->epoch);
         store_reset(st);
         st->gepoch = c->epoch;
-        st->gfirst = st->gnext = c->seq;
+        /* A global ring larger than store.global_events now: its oldest frames are left out. */
+        st->gfirst = st->gnext = c->gseq - c->seq > st->gcap ? c->gseq - st->gcap : c->seq;
+        st->snap_gfirst = c->seq;
         st->snap_gnext = c->gseq;
+        st->snapping = 1;
         return snap_counters(st, c, 1, detail, detail_len);
+    case CS_CHANGE_EXEC_STATE:
+        if (!st->snapping)
+            REPLAY_FAIL("snapshot state outside a snapshot");
+        return replay_exec_state(st, ex, c, detail, detail_len);
+    case CS_CHANGE_SNAP_FRAME:
+        return replay_snap_frame(st, ex, c, detail, detail_len);
     case CS_CHANGE_SNAP_END:
-        if (c->epoch != st->gepoch || c->seq != st->gfirst || c->gseq != st->gnext)
-            REPLAY_FAIL("snapshot end: global ring [%llu, %llu) of epoch %llu, the store holds [%llu, %llu)",
-                        (unsigned long long)c->seq, (unsigned long long)c->gseq, (unsigned long long)c->epoch,
-                        (unsigned long long)st->gfirst, (unsigned long long)st->gnext);
+        if (!st->snapping || c->epoch != st->gepoch || c->seq != st->snap_gfirst || c->gseq != st->snap_gnext)
+            REPLAY_FAIL("snapshot end: global ring [%llu, %llu) of epoch %llu does not close the snapshot",
+                        (unsigned long long)c->seq, (unsigned long long)c->gseq,
+                        (unsigned long long)c->epoch);
+        for (uint64_t g = st->gfirst; g < st->snap_gnext; g++)
+            if (st->gring[g % st->gcap] == NULL)
+                REPLAY_FAIL("snapshot end: global %llu missing", (unsigned long long)g);
+        st->gnext = st->snap_gnext;
+        st->snapping = 0;
         return snap_counters(st, c, 0, detail, detail_len);
     default:
         break;
     }
-    REPLAY_FAIL("snapshot record %d: not supported yet", (int)c->kind);
+    REPLAY_FAIL("record %d: not a snapshot's", (int)c->kind);
 }
 
-/* Emits one snapshot record; stops at the first error. */
-#define SNAP_EMIT(c)                                                                                         \
+/* Emits one snapshot record (or returns what a helper emitting several did); stops at the first error. */
+#define SNAP_EMIT_RC(expr)                                                                                   \
     do {                                                                                                     \
-        int rc_ = fn(data, (c));                                                                             \
+        int rc_ = (expr);                                                                                    \
         if (rc_ != 0)                                                                                        \
             return rc_;                                                                                      \
     } while (0)
 
+/* A retained frame; in_exec 0 when its execution's state is not in the snapshot. */
+static int snap_frame(const cs_frame_t *f, const cs_exec_t *ex, int in_exec,
+                      int (*fn)(void *data, const cs_change_t *c), void *data)
+{
+    cs_change_t c = {.kind = CS_CHANGE_SNAP_FRAME,
+                     .exec = ex != NULL ? ex->id : NULL,
+                     .exec_len = ex != NULL ? ex->id_len : 0,
+                     .seq = f->seq,
+                     .gseq = f->gseq,
+                     .event_id = f->event_id,
+                     .event_id_len = f->event_id_len,
+                     .type = f->type,
+                     .type_len = f->type_len,
+                     .json = f->json,
+                     .json_len = f->json_len,
+                     .status = (in_exec ? 1 : 0) | (f->in_global ? 2 : 0)};
+    return fn(data, &c);
+}
+
+/* Kept in a snapshot: what has a history and is listed, or is pinned by an open request (an execution
+ * kept only for its subscribers has none after a restart). */
+static int snap_keeps(const cs_store_t *st, const cs_exec_t *ex)
+{
+    return exec_has_history(ex) && (exec_where(st, ex) != ON_NONE || exec_pinned(ex));
+}
+
+static int snap_exec(const cs_store_t *st, const cs_exec_t *ex, int64_t now_unix,
+                     int (*fn)(void *data, const cs_change_t *c), void *data)
+{
+    char *js;
+    int rc;
+
+    if (!snap_keeps(st, ex))
+        return 0;
+    js = exec_state_json(st, ex);
+    if (js == NULL)
+        return -ENOMEM;
+    cs_change_t c = {.kind = CS_CHANGE_EXEC_STATE,
+                     .exec = ex->id,
+                     .exec_len = ex->id_len,
+                     .epoch = ex->epoch,
+                     .json = js,
+                     .json_len = strlen(js),
+                     .unix_ms = now_unix};
+    rc = fn(data, &c);
+    free(js);
+    for (uint64_t s = ex->first_seq; rc == 0 && s < ex->next_seq; s++)
+        rc = snap_frame(ex->ring[s % ex->ring_cap], ex, 1, fn, data);
+    return rc;
+}
+
 int cs_store_snapshot(cs_store_t *st, int (*fn)(void *data, const cs_change_t *c), void *data)
 {
     char counters[64];
+    int64_t now_unix = cs_unix_ms();
     int n =
         snprintf(counters, sizeof(counters), "{\"first_orders\":%llu}", (unsigned long long)st->first_orders);
     cs_change_t b = {.kind = CS_CHANGE_SNAP_BEGIN,
@@ -1358,11 +1614,29 @@ int cs_store_snapshot(cs_store_t *st, int (*fn)(void *data, const cs_change_t *c
                      .seq = st->gfirst,
                      .gseq = st->gnext,
                      .json = counters,
-                     .json_len = (size_t)n};
+                     .json_len = (size_t)n,
+                     .unix_ms = now_unix};
+    const cs_exec_t *ex, *tmp;
 
-    SNAP_EMIT(&b);
+    SNAP_EMIT_RC(fn(data, &b));
+    for (ex = st->active; ex != NULL; ex = ex->lru_next)
+        SNAP_EMIT_RC(snap_exec(st, ex, now_unix, fn, data));
+    for (ex = st->finished; ex != NULL; ex = ex->lru_next)
+        SNAP_EMIT_RC(snap_exec(st, ex, now_unix, fn, data));
+    HASH_ITER(hh, st->execs, ex, tmp)
+    {
+        if (exec_where(st, ex) == ON_NONE)
+            SNAP_EMIT_RC(snap_exec(st, ex, now_unix, fn, data));
+    }
+    /* The frames only the global ring holds (their execution's ring let them go, or it is not kept). */
+    for (uint64_t g = st->gfirst; g < st->gnext; g++) {
+        const cs_frame_t *f = st->gring[g % st->gcap];
+        int kept = f->in_exec && snap_keeps(st, f->exec);
+        if (!kept)
+            SNAP_EMIT_RC(snap_frame(f, f->in_exec ? f->exec : NULL, 0, fn, data));
+    }
     b.kind = CS_CHANGE_SNAP_END;
-    SNAP_EMIT(&b);
+    SNAP_EMIT_RC(fn(data, &b));
     return 0;
 }
 
@@ -1839,6 +2113,12 @@ void cs_store_set_limits(cs_store_t *st, const cs_store_limits_t *lim)
             (void)exec_resize(st, ex, st->lim.ring_events); /* out of memory: it shrinks on a later reload */
     }
     (void)make_room(st, 0); /* what is pinned or in flight stays: publishes are refused until it goes */
+}
+
+void cs_store_limits(const cs_store_t *st, cs_store_limits_t *out)
+{
+    *out = st->lim;
+    out->global_events = st->gcap;
 }
 
 void cs_store_free(cs_store_t *st)

@@ -147,6 +147,9 @@ void cs_store_free(cs_store_t *store);
  * at once); the global ring keeps its size until restart. */
 void cs_store_set_limits(cs_store_t *store, const cs_store_limits_t *limits);
 
+/** The limits in force (global_events: the global ring's size). */
+void cs_store_limits(const cs_store_t *store, cs_store_limits_t *out);
+
 /**
  * Memory (store.max_bytes): every frame, every execution's structure, its status (result, error) and
  * its human-input requests are counted in the store's bytes, which never exceed store.max_bytes after

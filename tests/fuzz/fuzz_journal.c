@@ -23,7 +23,8 @@ static void read_segment(const uint8_t *data, size_t size)
     cs_buf_init(&b, 0);
     cs_jrec_result_t r = cs_jrec_header_decode(data, size, &version, &first);
     if (r == CS_JREC_OK) {
-        if (version != CS_JREC_VERSION || cs_jrec_header_encode(&b, first) != 0 ||
+        if (version != CS_JREC_VERSION ||
+            cs_jrec_header_encode_flags(&b, first, cs_jrec_header_flags(data)) != 0 ||
             memcmp(b.p, data, CS_JREC_HEADER_SIZE) != 0)
             abort();
         off = CS_JREC_HEADER_SIZE;

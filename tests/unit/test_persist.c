@@ -64,7 +64,7 @@ static int seg_names(const char *dir, char names[][64], int max)
     return n;
 }
 
-static __attribute__((unused)) uint64_t dir_bytes(const char *dir)
+static uint64_t dir_bytes(const char *dir)
 {
     char names[4096][64], path[PATH_MAX];
     int n = seg_names(dir, names, 4096);
@@ -109,12 +109,28 @@ static void turn(cs_persist_t *p)
     on_prepare(p);
 }
 
-/* Waits for the sync thread and hands its report to persist. */
+/* Waits for the sync thread (until a sync covers everything written, or one fails) and hands its reports
+ * to persist. */
 static void wait_sync(cs_persist_t *p)
 {
-    struct pollfd pfd = {.fd = cs_journal_fd(p->j), .events = POLLIN};
-    REQUIRE(poll(&pfd, 1, 5000) == 1);
-    on_sync(&p->io, CS_IO_READ);
+    for (int i = 0; i < 100; i++) {
+        struct pollfd pfd = {.fd = cs_journal_fd(p->j), .events = POLLIN};
+        if (poll(&pfd, 1, 5000) != 1) {
+            cs_journal_pos_t pos;
+            cs_journal_position(p->j, &pos);
+            fprintf(stderr, "no sync: durable %llu written %llu pending %llu degraded %d snap_waiting %d\n",
+                    (unsigned long long)p->durable, (unsigned long long)pos.written,
+                    (unsigned long long)pos.pending, p->degraded, p->snap_waiting);
+            REQUIRE(0);
+        }
+        int was = p->degraded;
+        on_sync(&p->io, CS_IO_READ);
+        cs_journal_pos_t pos;
+        cs_journal_position(p->j, &pos);
+        if (p->durable >= pos.written || p->degraded != was)
+            return;
+    }
+    REQUIRE(0);
 }
 
 /* A completion that records its outcome. */
@@ -532,6 +548,133 @@ static void test_missing_dir(void)
     rmdir_all(base);
 }
 
+/* The eviction order: the active list, then the finished list. */
+static void check_same_order(const cs_store_t *a, const cs_store_t *b)
+{
+    const cs_exec_t *x, *y;
+    for (x = a->active, y = b->active; x != NULL && y != NULL; x = x->lru_next, y = y->lru_next) {
+        while (x != NULL && !exec_has_history(x))
+            x = x->lru_next;
+        if (x == NULL)
+            break;
+        CHECK_STR(x->id, y->id);
+    }
+    for (x = a->finished, y = b->finished; x != NULL && y != NULL; x = x->lru_next, y = y->lru_next)
+        CHECK_STR(x->id, y->id);
+    CHECK(x == NULL && y == NULL);
+    CHECK(a->first_orders == b->first_orders && a->gepoch == b->gepoch);
+}
+
+/* A snapshot replayed into another store (which held something else) gives the same store; the records
+ * after it apply on top. */
+static void test_snapshot_roundtrip(void)
+{
+    cs_store_limits_t lim = {.ring_events = 16,
+                             .ring_bytes = 4096,
+                             .max_bytes = 48 << 10,
+                             .retain_s = 1000000,
+                             .global_events = 32};
+    for (unsigned seed = 1; seed <= 6; seed++) {
+        journal_t snap = {0}, after = {0};
+        cs_store_t *a, *b;
+        char detail[300];
+        REQUIRE(cs_store_new(&a, &lim) == 0);
+        REQUIRE(cs_store_new(&b, &lim) == 0);
+        drive(b, seed + 1000); /* what the snapshot replaces */
+        drive(a, seed);
+        REQUIRE(cs_store_snapshot(a, journal_record, &snap) == 0);
+        CHECK(snap.v[0].c.kind == CS_CHANGE_SNAP_BEGIN && snap.v[snap.n - 1].c.kind == CS_CHANGE_SNAP_END);
+        for (size_t i = 0; i < snap.n; i++) {
+            if (cs_store_replay(b, &snap.v[i].c, detail, sizeof(detail)) != 0) {
+                fprintf(stderr, "seed %u: snapshot record %zu (kind %d): %s\n", seed, i,
+                        (int)snap.v[i].c.kind, detail);
+                REQUIRE(0);
+            }
+        }
+        check_same(a, b);
+        check_same_order(a, b);
+        cs_store_stats_t sa, sb;
+        cs_store_stats(a, &sa);
+        cs_store_stats(b, &sb);
+        CHECK(sa.open_requests == sb.open_requests && sa.open_request_bytes == sb.open_request_bytes);
+        CHECK(sa.pinned_bytes == sb.pinned_bytes);
+        /* Records after the snapshot, applied on top. */
+        cs_store_set_observer(a, &(cs_store_observer_t){journal_record, &after});
+        drive(a, seed + 100);
+        for (size_t i = 0; i < after.n; i++) {
+            if (cs_store_replay(b, &after.v[i].c, detail, sizeof(detail)) != 0) {
+                fprintf(stderr, "seed %u: record %zu after the snapshot (kind %d): %s\n", seed, i,
+                        (int)after.v[i].c.kind, detail);
+                REQUIRE(0);
+            }
+        }
+        check_same(a, b);
+        check_same_order(a, b);
+        cs_store_free(a);
+        cs_store_free(b);
+        journal_free(&snap);
+        journal_free(&after);
+    }
+}
+
+/* Many short executions past a small journal.max_bytes: snapshots delete what went before them, the
+ * directory stays under max_bytes at every step, and a restart rebuilds the same store. */
+static void test_bounded(void)
+{
+    char *dir = tmpdir();
+    const uint64_t max = 256 << 10;
+    cs_store_limits_t lim = {.ring_events = 16,
+                             .ring_bytes = 8192,
+                             .max_bytes = 64 << 10,
+                             .retain_s = 1000000,
+                             .global_events = 64};
+    cs_store_t *a, *b;
+    cs_publish_t pub;
+    outcome_t o;
+    uint64_t most = 0;
+    REQUIRE(cs_store_new(&a, &lim) == 0);
+    cs_persist_t *p = popen_(a, dir, CS_JSYNC_EVERYSEC, max, 16 << 10);
+    turn(p);
+    char x[32];
+    for (int i = 0; i < 6000; i++) {
+        snprintf(x, sizeof(x), "short-%d", i / 4);
+        const char *type = i % 4 == 0 ? "run.started" : i % 4 == 3 ? "run.completed" : "log";
+        CHECK(submit_ev(a, x, type, NULL, &o, &pub) == CS_PENDING);
+        if (i % 3 == 0) {
+            turn(p);
+            while (p->snap_waiting) { /* the snapshot's sync, then the segments before it go */
+                struct pollfd pfd = {.fd = cs_journal_fd(p->j), .events = POLLIN};
+                REQUIRE(poll(&pfd, 1, 5000) == 1);
+                on_sync(&p->io, CS_IO_READ);
+            }
+            uint64_t b = dir_bytes(dir);
+            if (b > most)
+                most = b;
+            CHECK(b <= max);
+        }
+    }
+    turn(p);
+    cs_persist_stats_t ps;
+    cs_persist_stats(p, &ps);
+    CHECK(ps.snapshots >= 3 && ps.segments_deleted >= 3);
+    fprintf(stderr,
+            "   %" PRIu64 " snapshots, %" PRIu64 " segments deleted, at most %" PRIu64
+            " bytes on disk (max %" PRIu64 "), the last snapshot held the loop %" PRIu64 " us\n",
+            ps.snapshots, ps.segments_deleted, most, max, ps.snapshot_us_last);
+    cs_persist_close(p);
+    REQUIRE(cs_store_new(&b, &lim) == 0);
+    cs_persist_t *q = popen_(b, dir, CS_JSYNC_EVERYSEC, max, 16 << 10);
+    cs_persist_stats(q, &ps);
+    CHECK(ps.replay_skipped == 0);
+    check_same(a, b);
+    check_same_order(a, b);
+    cs_persist_close(q);
+    CHECK(dir_bytes(dir) <= max);
+    cs_store_free(a);
+    cs_store_free(b);
+    rmdir_all(dir);
+}
+
 int main(void)
 {
     loop = new_loop();
@@ -552,6 +695,10 @@ int main(void)
     test_degraded_sync();
     fprintf(stderr, "-- test_missing_dir\n");
     test_missing_dir();
+    fprintf(stderr, "-- test_snapshot_roundtrip\n");
+    test_snapshot_roundtrip();
+    fprintf(stderr, "-- test_bounded\n");
+    test_bounded();
     for (int i = 0; i < n_loops; i++)
         cs_loop_free(loops[i]);
     fprintf(stderr, "%d checks, %d failed\n", ct_checks, ct_failures);

@@ -26,7 +26,7 @@ typedef struct rec {
 typedef struct journal {
     rec_t *v;
     size_t n, cap;
-    size_t kinds[CS_CHANGE_FREED + 1];
+    size_t kinds[CS_CHANGE_LAST + 1];
     int later; /* answer CS_CHANGE_LATER to publishes */
 } journal_t;
 
@@ -56,7 +56,7 @@ static int journal_record(void *data, const cs_change_t *c)
     r->c.event_id = r->event_id = dupn(c->event_id, c->event_id_len);
     r->c.type = r->type = dupn(c->type, c->type_len);
     r->c.json = r->json = dupn(c->json, c->json_len);
-    REQUIRE(c->kind >= CS_CHANGE_EXEC_NEW && c->kind <= CS_CHANGE_FREED);
+    REQUIRE(c->kind >= CS_CHANGE_EXEC_NEW && c->kind <= CS_CHANGE_LAST);
     j->kinds[c->kind]++;
     return c->kind == CS_CHANGE_PUBLISH && j->later ? CS_CHANGE_LATER : 0;
 }
