@@ -781,3 +781,27 @@ def metric_values(d, headers=None):
         except ValueError:
             pass
     return out
+
+
+def journal_header(seg_path):
+    """(format version, flags, first record number) of a segment (flags 1: it begins with a snapshot)."""
+    import struct
+
+    with open(seg_path, "rb") as f:
+        head = f.read(JOURNAL_HEADER)
+    assert head[:8] == JOURNAL_MAGIC, "%s: no journal magic" % seg_path
+    return struct.unpack_from("<IIQ", head, 8)
+
+
+def flip_byte(seg_path, rec_index=None):
+    """Flips one byte in the middle of a record's payload (the middle record when rec_index is None);
+    returns (record index, number of records)."""
+    recs = journal_records(seg_path)
+    i = len(recs) // 2 if rec_index is None else rec_index
+    off, n = recs[i]
+    with open(seg_path, "r+b") as f:
+        f.seek(off + 8 + n // 2)
+        b = f.read(1)
+        f.seek(off + 8 + n // 2)
+        f.write(bytes([b[0] ^ 0x5A]))
+    return i, len(recs)

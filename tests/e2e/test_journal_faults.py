@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from conftest import mkdtemp
-from csutil import (JOURNAL_HEADER, JOURNAL_MAGIC, SSEClient, ev, health, history, journal_records,
-                    journal_segments, metric_values, wait_until)
+from csutil import (JOURNAL_HEADER, JOURNAL_MAGIC, SSEClient, ev, flip_byte, health, history, journal_header,
+                    journal_records, journal_segments, metric_values, wait_until)
 
 
 def metric(d, name):
@@ -83,12 +83,18 @@ def test_torn_tail_is_truncated(make_daemon):
 # ---- (b) a bad checksum in an early segment -------------------------------------------------------
 
 
-def fill_segments(d, jdir, x, want, max_lines=6000, batch=200, pad=1000):
-    """Posts to x until the journal has `want` segments; returns the number of events posted."""
+def fill_segments(d, jdir, x, ok, max_lines=8000, batch=200, pad=1000):
+    """Posts to x until ok(segments) holds; returns the number of events posted."""
+    def fits():
+        try:
+            return ok(journal_segments(jdir))
+        except FileNotFoundError:  # a segment deleted while we looked
+            return False
+
     n = 0
-    while len(journal_segments(jdir)) < want:
-        assert n < max_lines, "only %d segment(s) after %d events of %d bytes" % (
-            len(journal_segments(jdir)), n, pad)
+    while not fits():
+        assert n < max_lines, "no fitting segments after %d events of %d bytes: %r" % (
+            n, pad, [(os.path.basename(s), journal_header(s)[1]) for s in journal_segments(jdir)])
         d.post_ok(*[ev(x, "log", event_id="fb-%d" % (n + i), pad="q" * pad) for i in range(batch)])
         n += batch
     return n
@@ -106,51 +112,95 @@ def event_numbers(seg_path):
     return out
 
 
-def test_bad_checksum_skips_rest_of_segment_and_shows_gap(make_daemon):
-    jdir = new_jdir()
-    x = "flip"
-    cfg = jconfig(jdir, store={"ring_events": 100000, "ring_bytes": 1 << 30, "max_bytes": 1 << 30})
-    cfg["journal"]["max_bytes"] = 8 << 20  # segments of 1 MiB (max_bytes / 8)
-    d = make_daemon(cfg)
-    total = fill_segments(d, jdir, x, 3)
+def log_segment_in_the_middle(segs):
+    """A log segment (flags 0) that is not the last one, or None."""
+    mid = [s for s in segs[:-1] if journal_header(s)[1] == 0]
+    return mid[0] if mid else None
+
+
+def retained_cursors(d, x, last_seq):
     with SSEClient(d.port, "/v1/executions/%s/events" % x) as s:
-        frames = s.collect(total, timeout=20)
-    cursor = {f.json()["seq"]: f.id for f in frames}
-    assert len(cursor) == total
-    assert d.stop() == 0
-    first = journal_segments(jdir)[0]
-    recs = event_numbers(first)
-    assert len(recs) >= 4, "too few events in %s to flip one in its middle" % first
-    off, ln, n_bad = recs[len(recs) // 2]
-    with open(first, "r+b") as f:
-        f.seek(off + 8 + ln // 2)
-        b = f.read(1)
-        f.seek(off + 8 + ln // 2)
-        f.write(bytes([b[0] ^ 0x5A]))
-    lost = [n for (_, _, n) in recs if n >= n_bad]  # the flipped record and the rest of its segment
-    d.start()
-    line = log_line(d, re.escape(os.path.basename(first)) + r".*(checksum|crc|skip)")
-    assert line, "no log line about the skipped record naming %s:\n%s" % (first, d.stderr_text()[-3000:])
-    assert metric(d, "journal_replay_skipped") >= 1
+        frames = s.collect(100000, timeout=30, stop=lambda f: f.json().get("seq") == last_seq)
+    assert frames and frames[-1].json()["seq"] == last_seq, "could not read %s up to seq %d" % (x, last_seq)
+    return {f.json()["seq"]: f.id for f in frames if f.id}
+
+
+def check_gap_and_later(d, x, total, lost, later, cursor):
+    """After a replay that lost the fb-n in `lost`: those are gone, those in `later` are there, a resume
+    from a lost event's cursor starts with stream.gap and then brings every later event once, in order."""
     evs = history(d, x)["events"]
     have = {int(e["event_id"][3:]) for e in evs}
-    later = list(range(max(lost) + 1, total))
-    assert later and set(later) <= have, "events after the damaged segment are missing: %r" % sorted(set(later) - have)[:10]
+    assert later and set(later) <= have, "events after the damage are missing: %r" % sorted(set(later) - have)[:10]
     assert not (set(lost) & have), "events of the skipped range came back: %r" % sorted(set(lost) & have)[:10]
-    # Resuming into the lost range (a cursor of a lost event): stream.gap first, then the later events.
-    lost_seq = lost[len(lost) // 2] + 1
+    lost_seq = next(n + 1 for n in lost[len(lost) // 2 :] if n + 1 in cursor)
     with SSEClient(d.port, "/v1/executions/%s/events" % x, headers={"Last-Event-ID": cursor[lost_seq]}) as s:
         gap = s.next_event(timeout=5)
         assert gap is not None and gap.json()["type"] == "stream.gap", gap
         assert gap.json()["requested"] == cursor[lost_seq]
-        rest = [f.json() for f in s.collect(len(later), timeout=20, stop=lambda f: f.json()["seq"] == total)]
+        rest = [f.json() for f in s.collect(total, timeout=20, stop=lambda f: f.json()["seq"] == total)]
     seqs = [e["seq"] for e in rest]
     assert seqs == sorted(set(seqs)), "repeats or disorder after the gap"
-    assert [n + 1 for n in later] == seqs[-len(later):], "the events after the damaged segment do not follow the gap"
+    assert [n + 1 for n in later] == seqs[-len(later) :], "the events after the damage do not follow the gap"
     body = history(d, x, since_seq=lost_seq)
     assert body.get("gap") is True, {k: v for k, v in body.items() if k != "events"}
-    # The daemon goes on: the next event continues after the last one.
     assert d.post_ok(ev(x, "log", event_id="after"))[0]["seq"] == total + 1
+
+
+def flip_config(jdir):
+    cfg = jconfig(jdir, store={"ring_events": 100000, "ring_bytes": 1 << 30})
+    cfg["journal"]["max_bytes"] = 8 << 20  # segments of 1 MiB (max_bytes / 8); the store gets a third
+    return cfg
+
+
+def test_bad_checksum_skips_rest_of_segment_and_shows_gap(make_daemon):
+    jdir = new_jdir()
+    x = "flip"
+    d = make_daemon(flip_config(jdir))
+    total = fill_segments(d, jdir, x, lambda segs: log_segment_in_the_middle(segs) is not None)
+    cursor = retained_cursors(d, x, total)
+    assert d.stop() == 0
+    seg = log_segment_in_the_middle(journal_segments(jdir))
+    recs = event_numbers(seg)
+    assert len(recs) >= 4, "too few events in %s to flip one in its middle" % seg
+    i, _ = flip_byte(seg, [k for k, (off, _) in enumerate(journal_records(seg)) if off == recs[len(recs) // 2][0]][0])
+    n_bad = recs[len(recs) // 2][2]
+    lost = sorted({n for (_, _, n) in recs if n >= n_bad})  # the flipped record and the rest of its segment
+    d.start()
+    line = log_line(d, re.escape(os.path.basename(seg)) + r".*(checksum|crc|skip)")
+    assert line, "no log line about the skipped record naming %s:\n%s" % (seg, d.stderr_text()[-3000:])
+    assert metric(d, "journal_replay_skipped") >= 1
+    check_gap_and_later(d, x, total, lost, list(range(max(lost) + 1, total)), cursor)
+
+
+def test_bad_checksum_in_the_snapshot_segment(make_daemon):
+    """The segment replay starts from begins with a snapshot; a checksum failure inside it loses what
+    the snapshot held - logged naming the segment, counted, and shown as stream.gap - and the log
+    segments after it still apply."""
+    jdir = new_jdir()
+    x = "flip-snap"
+    d = make_daemon(flip_config(jdir))
+
+    def ready(segs):
+        snaps = [s for s in segs if journal_header(s)[1] == 1]
+        return snaps and snaps[-1] != segs[-1] and event_numbers(snaps[-1])
+
+    total = fill_segments(d, jdir, x, ready)
+    cursor = retained_cursors(d, x, total)
+    assert d.stop() == 0
+    segs = journal_segments(jdir)
+    snap = [s for s in segs if journal_header(s)[1] == 1][-1]
+    held = sorted(n for (_, _, n) in event_numbers(snap))
+    after_snap = sorted(n for s in segs[segs.index(snap) + 1 :] for (_, _, n) in event_numbers(s))
+    first_rec = journal_header(snap)[2]
+    flip_byte(snap)
+    d.start()
+    line = log_line(d, r"(%s|segment %d\b)" % (re.escape(os.path.basename(snap)), first_rec))
+    assert line, "no log line names the damaged segment %s:\n%s" % (snap, d.stderr_text()[-3000:])
+    skipped = metric(d, "journal_replay_skipped")  # asserted at the end
+    later = [n for n in after_snap if n > max(held)]
+    lost = [n for n in held if n < min(later)] if later else held
+    check_gap_and_later(d, x, total, lost[len(lost) // 2 :], later, cursor)
+    assert skipped >= 1, "the damaged snapshot segment is not counted in crewstream_journal_replay_skipped: %s" % line
 
 
 # ---- (c) a newer format version ---------------------------------------------------------------------
