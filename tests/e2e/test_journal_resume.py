@@ -170,12 +170,42 @@ def test_replay_keeps_store_bounds_and_gaps(make_daemon):
     with SSEClient(d.port, "/v1/executions/%s/events?last_event_id=5" % x) as s:
         first = s.next_event(timeout=5).json()
     assert first == {"type": "stream.gap", "execution_id": x, "requested": "5", "first_seq": 35}, first
-    d.stop()
+    assert d.post_ok(ev(x, "log"))[0]["seq"] == 51
+
+
+@pytest.mark.xfail(strict=True, reason="h-persist 0efbef4: after a crash-restart and a clean restart with a smaller "
+                   "store.ring_events, a replayed execution keeps 8 events with ring_events 4 (see the jtests report)")
+def test_smaller_ring_after_a_crash_restart(make_daemon):
+    """A crash, a restart, a clean stop, and a start with a smaller store.ring_events: the replayed
+    execution holds no more than the new bound, now and after the next event."""
+    d, _ = jdaemon(make_daemon, store={"ring_events": 16})
+    x = "ring"
+    d.post_ok(*[ev(x, "log", i=i) for i in range(50)])
+    restart(d, "sigkill")
+    assert [e["seq"] for e in history(d, x)["events"]] == list(range(35, 51))
+    assert d.stop() == 0
+    d.config["store"]["ring_events"] = 4
+    d.start()
+    d.post_ok(*[ev("fresh", "log", i=i) for i in range(50)])
+    assert [e["seq"] for e in history(d, "fresh")["events"]] == [47, 48, 49, 50]
+    got = [e["seq"] for e in history(d, x)["events"]]
+    assert got == [47, 48, 49, 50], "store.ring_events is 4, the replayed execution holds %r" % got
+    assert d.post_ok(ev(x, "log"))[0]["seq"] == 51
+    got = [e["seq"] for e in history(d, x)["events"]]
+    assert got == [48, 49, 50, 51], "store.ring_events is 4, after one more event the execution holds %r" % got
+    assert requests.get(d.base + "/v1/executions/" + x, timeout=5).json()["events"] == 51
+
+
+def test_smaller_ring_after_a_clean_restart(make_daemon):
+    d, _ = jdaemon(make_daemon, store={"ring_events": 16})
+    x = "ring"
+    d.post_ok(*[ev(x, "log", i=i) for i in range(50)])
+    assert d.stop() == 0
     d.config["store"]["ring_events"] = 4
     d.start()
     assert [e["seq"] for e in history(d, x)["events"]] == [47, 48, 49, 50]
     assert d.post_ok(ev(x, "log"))[0]["seq"] == 51
-    assert requests.get(d.base + "/v1/executions/" + x, timeout=5).json()["events"] == 51
+    assert [e["seq"] for e in history(d, x)["events"]] == [48, 49, 50, 51]
 
 
 def test_retain_s_counts_from_recorded_time(make_daemon):
