@@ -72,7 +72,8 @@ def test_torn_tail_is_truncated(make_daemon):
     assert metric(d, "journal_replay_truncated") == 1
     assert metric(d, "journal_replay_skipped") == 0
     assert d.post_ok(ev(x, "log", i=50))[0]["seq"] == 51
-    assert os.path.getsize(last) != torn_size or len(journal_segments(jdir)) > len(segs), "the torn bytes are still there"
+    assert not os.path.exists(last) or os.path.getsize(last) != torn_size or len(journal_segments(jdir)) > len(segs), (
+        "the torn bytes are still there")
     # The cut is for good: another restart sees all 51 and no second torn tail.
     d.restart()
     assert [e["seq"] for e in history(d, x)["events"]] == list(range(1, 52))
@@ -172,6 +173,8 @@ def test_bad_checksum_skips_rest_of_segment_and_shows_gap(make_daemon):
     check_gap_and_later(d, x, total, lost, list(range(max(lost) + 1, total)), cursor)
 
 
+@pytest.mark.xfail(strict=True, reason="h-persist 0efbef4: a checksum failure inside the snapshot segment is logged as "
+                   "'segment N holds an unfinished snapshot: left out' and not counted (replay_skipped 0); see the jtests report")
 def test_bad_checksum_in_the_snapshot_segment(make_daemon):
     """The segment replay starts from begins with a snapshot; a checksum failure inside it loses what
     the snapshot held - logged naming the segment, counted, and shown as stream.gap - and the log
@@ -258,6 +261,8 @@ def fill(path):
     return filler
 
 
+@pytest.mark.xfail(strict=True, reason="h-persist 7f27057: a publish in flight when the write fails is answered "
+                   "unavailable but stays stored and is written later; SPEC §3 says NOT stored, so a retry stores it twice")
 def test_full_disk_degrades_and_recovers(make_daemon):
     base = mkdtemp("cs-journal-")
     mnt = os.path.join(base, "mnt")
@@ -404,6 +409,8 @@ def test_bad_checksum_in_last_segment_keeps_later_writes(make_daemon):
 # ---- a journal directory another daemon is using -----------------------------------------------------
 
 
+@pytest.mark.xfail(strict=True, reason="no lock on journal.dir: two daemons share it and the next start replays "
+                   "nothing of the first's acknowledged events (SPEC silent; see the jtests report)")
 def test_second_daemon_on_the_same_journal_does_not_destroy_it(make_daemon):
     """SPEC §8 is silent, a user expects: a second crewstreamd pointed at a journal directory in use
     (a copied config, a unit started twice) must not corrupt it. Either it refuses to start (exit 1,
