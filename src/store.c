@@ -1282,6 +1282,12 @@ static int replay_publish(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, c
     e = publish_event(st, &fl, ev, body, body_len, c->unix_ms, &out, detail, detail_len);
     st->replaying = 0;
     json_decref(ev);
+    if (e == CS_OK && c->event_id != NULL) {
+        /* A request opened by a replayed event was opened when its record says. */
+        cs_hitl_req_t *r = cs_hitl_find(&ex->hitl, c->event_id);
+        if (r != NULL && r->seq == c->seq)
+            r->unix_ms = c->unix_ms;
+    }
     return e == CS_OK ? 0 : -1;
 }
 

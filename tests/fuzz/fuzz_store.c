@@ -11,6 +11,8 @@
  *  - every open subscriber's execution is alive and its cursor within what exists;
  *  - no open request is lost: each acknowledged request stays findable until answered, and every
  *    awaiter is attached to its open request or was pushed the answer;
+ *  - a snapshot (cs_store_snapshot), taken at random points and replayed into a fresh store, holds what
+ *    the store holds (executions, epochs, seqs, frames, statuses, requests, list order, the global ring);
  *  - the seam is complete: every change record (store.h) is replayed at once into a mirror store, which
  *    holds the same executions, seqs, frames, statuses and requests after every step.
  */
@@ -177,6 +179,69 @@ static void check_mirror(prog_t *g)
                 FAIL("mirror's request %s of %s differs", r->event_id, x->id);
         }
     }
+}
+
+/* A snapshot of the store (cs_store_snapshot) replayed into a fresh store must hold what the store holds
+ * (but the executions only subscribers keep: a restart has none). */
+static int snap_into(void *data, const cs_change_t *c)
+{
+    char detail[300];
+    if (cs_store_replay(data, c, detail, sizeof(detail)) != 0)
+        FAIL("snapshot record %d does not replay: %s", (int)c->kind, detail);
+    return 0;
+}
+
+static void op_snapshot(prog_t *g)
+{
+    cs_store_limits_t m;
+    cs_store_t *s;
+    char detail[300];
+    cs_exec_t *x, *tmp;
+    unsigned kept = 0;
+
+    mirror_limits(g, &m);
+    if (cs_store_new(&s, &m) != 0)
+        return;
+    if (cs_store_snapshot(g->st, snap_into, s) != 0)
+        FAIL("snapshot failed");
+    if (cs_store_check(s, NULL, NULL, detail, sizeof(detail)) != 0)
+        FAIL("snapshot replayed: %s", detail);
+    if (s->gfirst != g->st->gfirst || s->gnext != g->st->gnext || s->gepoch != g->st->gepoch ||
+        s->first_orders != g->st->first_orders)
+        FAIL("snapshot's global ring differs");
+    for (uint64_t q = s->gfirst; q < s->gnext; q++) {
+        const cs_frame_t *f = g->st->gring[q % g->st->gcap], *h = s->gring[q % s->gcap];
+        if (f->json_len != h->json_len || memcmp(f->json, h->json, f->json_len) != 0)
+            FAIL("snapshot's global %llu differs", (unsigned long long)q);
+    }
+    HASH_ITER(hh, g->st->execs, x, tmp)
+    {
+        if (!snap_keeps(g->st, x))
+            continue;
+        kept++;
+        cs_exec_t *y = cs_store_find(s, x->id, x->id_len);
+        if (y == NULL || y->epoch != x->epoch || y->first_seq != x->first_seq || y->next_seq != x->next_seq ||
+            y->state.status != x->state.status || y->finished != x->finished || y->hitl.n != x->hitl.n ||
+            y->hitl.n_open != x->hitl.n_open || y->first_order != x->first_order ||
+            exec_where(s, y) != exec_where(g->st, x) || y->status_bytes != x->status_bytes ||
+            y->hitl.bytes != x->hitl.bytes)
+            FAIL("snapshot's %s differs", x->id);
+        for (uint64_t q = x->first_seq; q < x->next_seq; q++) {
+            const cs_frame_t *f = cs_exec_frame(x, q), *h = cs_exec_frame(y, q);
+            if (f->json_len != h->json_len || memcmp(f->json, h->json, f->json_len) != 0 ||
+                strcmp(f->event_id, h->event_id) != 0 || f->gseq != h->gseq || f->in_global != h->in_global)
+                FAIL("snapshot's %s seq %llu differs", x->id, (unsigned long long)q);
+        }
+        for (const cs_hitl_req_t *r = x->hitl.reqs; r != NULL; r = r->next) {
+            const cs_hitl_req_t *q = cs_hitl_find(&y->hitl, r->event_id);
+            if (q == NULL || q->answered != r->answered || q->seq != r->seq || q->bytes != r->bytes ||
+                (r->push != NULL && (q->push == NULL || strcmp(q->push, r->push) != 0)))
+                FAIL("snapshot's request %s of %s differs", r->event_id, x->id);
+        }
+    }
+    if (HASH_COUNT(s->execs) != kept)
+        FAIL("snapshot holds %u executions, the store keeps %u", HASH_COUNT(s->execs), kept);
+    cs_store_free(s);
 }
 
 static void check(prog_t *g)
@@ -566,6 +631,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case 10:
             op_publish_fields(&g);
+            break;
+        case 11:
+            if (next(&g) % 4 == 0) {
+                op_snapshot(&g);
+                break;
+            }
+            op_sub(&g);
             break;
         default:
             op_sub(&g);
