@@ -684,3 +684,124 @@ def ws_status(d, path, headers=None):
             await ws.close()
 
     return run(go(), 20)
+
+
+# ---- journal (SPEC §8) -------------------------------------------------------------------------
+
+JOURNAL_MAGIC = b"CSJOURN\n"
+JOURNAL_HEADER = 24  # magic, version u32, flags u32, first record number u64 (docs/architecture.md)
+
+
+def journal_segments(path):
+    """The journal's segment files (*.cjs) in write order (their names sort so)."""
+    import os as _os
+
+    try:
+        names = _os.listdir(path)
+    except FileNotFoundError:
+        return []
+    return [_os.path.join(path, n) for n in sorted(names) if n.endswith(".cjs")]
+
+
+def journal_bytes(path, every_file=False):
+    """The bytes of the journal's segments (or, with every_file, of every regular file in path)."""
+    import os as _os
+
+    total = 0
+    try:
+        names = _os.listdir(path)
+    except FileNotFoundError:
+        return 0
+    for n in names:
+        p = _os.path.join(path, n)
+        if (every_file or n.endswith(".cjs")) and _os.path.isfile(p):
+            try:
+                total += _os.path.getsize(p)
+            except FileNotFoundError:  # deleted while we looked
+                pass
+    return total
+
+
+def journal_records(seg_path):
+    """(offset, payload length) of every whole record in a segment, after its header."""
+    import struct
+
+    with open(seg_path, "rb") as f:
+        data = f.read()
+    assert data[:8] == JOURNAL_MAGIC, "%s: no journal magic: %r" % (seg_path, data[:8])
+    out, off = [], JOURNAL_HEADER
+    while off + 8 <= len(data):
+        n, _crc = struct.unpack_from("<II", data, off)
+        if off + 8 + n > len(data):
+            break
+        out.append((off, n))
+        off += 8 + n
+    return out
+
+
+def history(d, x, headers=None, since_seq=None):
+    """Every retained event of execution x, in seq order (a /v1 long-poll with timeout=0)."""
+    params = {"timeout": "0"}
+    if since_seq is not None:
+        params["since_seq"] = str(since_seq)
+    r = poll(d.base, "/v1/executions/%s/poll" % x, params, headers=headers, http_timeout=15)
+    assert r.status_code == 200, "poll %s: %d %s" % (x, r.status_code, r.text[:300])
+    return r.json()
+
+
+def health(d, timeout=3.0):
+    """(status, body dict or None) of GET /health."""
+    status, _, body = http_get(d.port, "/health", timeout=timeout)
+    try:
+        return status, json.loads(body) if body else None
+    except ValueError:
+        return status, None
+
+
+def log_has(d, pattern, all_runs=False):
+    """The first stderr line of the daemon that matches the regular expression, or None."""
+    rx = re.compile(pattern)
+    for line in d.stderr_text(all_runs=all_runs).splitlines():
+        if rx.search(line):
+            return line
+    return None
+
+
+def metric_values(d, headers=None):
+    """GET /metrics as {sample name with labels: float}."""
+    status, _, body = http_get(d.port, "/metrics", headers=headers)
+    assert status == 200, "/metrics: %d" % status
+    out = {}
+    for line in body.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+def journal_header(seg_path):
+    """(format version, flags, first record number) of a segment (flags 1: it begins with a snapshot)."""
+    import struct
+
+    with open(seg_path, "rb") as f:
+        head = f.read(JOURNAL_HEADER)
+    assert head[:8] == JOURNAL_MAGIC, "%s: no journal magic" % seg_path
+    return struct.unpack_from("<IIQ", head, 8)
+
+
+def flip_byte(seg_path, rec_index=None):
+    """Flips one byte in the middle of a record's payload (the middle record when rec_index is None);
+    returns (record index, number of records)."""
+    recs = journal_records(seg_path)
+    i = len(recs) // 2 if rec_index is None else rec_index
+    off, n = recs[i]
+    with open(seg_path, "r+b") as f:
+        f.seek(off + 8 + n // 2)
+        b = f.read(1)
+        f.seek(off + 8 + n // 2)
+        f.write(bytes([b[0] ^ 0x5A]))
+    return i, len(recs)
