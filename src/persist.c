@@ -23,6 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +70,7 @@ struct cs_persist {
     int snap_waiting;
     uint64_t written_at_usage; /* the writer's position when st.bytes was measured */
     int dirfd;
+    int lockfd; /* <dir>/lock, flock()ed while this daemon uses the directory; -1 before */
 
     cs_persist_stats_t st;
     int closing;
@@ -415,6 +419,37 @@ static void take_snapshot(cs_persist_t *p)
 }
 
 /* Opens the writer (after the replay, or when the directory comes back); 0 or -errno with detail. */
+/* One daemon per journal directory: an exclusive flock on <dir>/lock, held until close (the kernel lets
+ * it go when the process dies, so a crash leaves no stale lock). 0, -EBUSY when another process holds
+ * it, or -errno, with detail. */
+static int take_lock(cs_persist_t *p, char *detail, size_t detail_len)
+{
+    char path[PATH_MAX];
+
+    if (p->lockfd >= 0)
+        return 0;
+    if ((size_t)snprintf(path, sizeof(path), "%s/lock", p->dir) >= sizeof(path)) {
+        snprintf(detail, detail_len, "journal: %s: the path is too long", p->dir);
+        return -ENAMETOOLONG;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        int rc = -errno;
+        snprintf(detail, detail_len, "journal: cannot open %.*s: %s", 180, path, strerror(errno));
+        return rc;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        snprintf(detail, detail_len,
+                 "journal: %.*s is in use by another crewstreamd (its lock file is held)%s%s", 150, p->dir,
+                 rc == -EBUSY ? "" : ": ", rc == -EBUSY ? "" : strerror(-rc));
+        close(fd);
+        return rc;
+    }
+    p->lockfd = fd;
+    return 0;
+}
+
 static int open_writer(cs_persist_t *p, uint64_t first_record, int write_snapshot, char *detail,
                        size_t detail_len)
 {
@@ -426,6 +461,8 @@ static int open_writer(cs_persist_t *p, uint64_t first_record, int write_snapsho
         snprintf(detail, detail_len, "journal: cannot create %s: %s", p->dir, strerror(errno));
         return rc;
     }
+    if ((rc = take_lock(p, detail, detail_len)) != 0)
+        return rc;
     rc = cs_journal_open(&p->j, &jo, first_record, detail, detail_len);
     if (rc != 0)
         return rc;
@@ -583,6 +620,7 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
     }
     p->loop = loop;
     p->store = store;
+    p->lockfd = -1;
     p->fsync = opts->fsync;
     p->max_bytes = opts->max_bytes;
     p->seg_bytes = opts->segment_bytes;
@@ -599,6 +637,16 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
     char why[256] = "";
     if (!have_dir)
         snprintf(why, sizeof(why), "journal: cannot create %s: %s", p->dir, strerror(errno));
+    /* Locked before anything is read: replay cuts a torn tail, which must not be another daemon's. */
+    if (have_dir && (rc = take_lock(p, why, sizeof(why))) != 0) {
+        if (rc == -EBUSY) {
+            snprintf(detail, detail_len, "%s", why);
+            free(p->dir);
+            free(p);
+            return rc;
+        }
+        have_dir = 0; /* cannot lock it: degraded, tried again by the timer */
+    }
     rc = -ENOENT;
     if (have_dir) {
         cs_journal_read_opts_t look = {.segment = look_segment, .readonly = 1};
@@ -693,6 +741,8 @@ void cs_persist_close(cs_persist_t *p)
                              written ? NULL : "journal: shutting down: not written");
     }
     cs_store_set_refusal(p->store, CS_OK, NULL);
+    if (p->lockfd >= 0)
+        close(p->lockfd);
     free(p->w);
     free(p->dir);
     free(p);

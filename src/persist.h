@@ -63,7 +63,8 @@ typedef struct cs_persist_stats {
  * Replays opts->dir into store (which must be empty), opens the writer, becomes the store's observer and
  * wires itself into loop. Returns 0 - also when the directory cannot be written (then degraded, retried
  * every second) - or a negative errno with detail when the daemon must not start: -EPROTONOSUPPORT (a
- * segment written by a newer format version; detail names the file), -ENOMEM.
+ * segment written by a newer format version; detail names the file), -EBUSY (another process holds the
+ * directory's lock file, <dir>/lock: one daemon per journal), -ENOMEM.
  */
 int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, const cs_persist_opts_t *opts,
                     char *detail, size_t detail_len);

@@ -409,8 +409,6 @@ def test_bad_checksum_in_last_segment_keeps_later_writes(make_daemon):
 # ---- a journal directory another daemon is using -----------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="no lock on journal.dir: two daemons share it and the next start replays "
-                   "nothing of the first's acknowledged events (SPEC silent; see the jtests report)")
 def test_second_daemon_on_the_same_journal_does_not_destroy_it(make_daemon):
     """SPEC §8 is silent, a user expects: a second crewstreamd pointed at a journal directory in use
     (a copied config, a unit started twice) must not corrupt it. Either it refuses to start (exit 1,
