@@ -1366,7 +1366,7 @@ static int replay_exec_state(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c
     json_t *result = NULL, *errv = NULL;
     const char *error;
     json_int_t created = 0, first = 0, last = 0, order = 0;
-    size_t max_cap = st->lim.ring_events > RING_INITIAL ? st->lim.ring_events : RING_INITIAL;
+    size_t max_cap = st->lim.ring_events; /* as exec_new and growth bound it */
 
     bad = o == NULL ||
           json_unpack(o, "{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I, s:i, s:i, s:o, s?o, s:I, s?o, s:o}",
@@ -1480,12 +1480,15 @@ static int replay_snap_frame(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c
         if (!in_exec)
             return 0;
     }
-    if (in_exec && exec_count(ex) >= ex->ring_cap)
-        exec_evict_oldest(st, ex); /* store.ring_events was lowered */
     f = frame_new(st, ex != NULL ? ex->epoch : 0, c->json, c->json_len, "", 0, c->type, c->type_len,
                   c->event_id, c->event_id_len, c->seq, c->gseq);
     if (f == NULL)
         REPLAY_FAIL("out of memory");
+    /* store.ring_events or ring_bytes lowered since the snapshot: its oldest frames go, as a publish's do
+     * (the newest is always kept). */
+    while (in_exec && exec_count(ex) > 0 &&
+           (exec_count(ex) >= ex->ring_cap || ex->bytes + f->bytes > st->lim.ring_bytes))
+        exec_evict_oldest(st, ex);
     if (in_exec) {
         ex->ring[f->seq % ex->ring_cap] = f;
         f->in_exec = 1;

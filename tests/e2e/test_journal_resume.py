@@ -173,8 +173,6 @@ def test_replay_keeps_store_bounds_and_gaps(make_daemon):
     assert d.post_ok(ev(x, "log"))[0]["seq"] == 51
 
 
-@pytest.mark.xfail(strict=True, reason="h-persist 0efbef4: after a crash-restart and a clean restart with a smaller "
-                   "store.ring_events, a replayed execution keeps 8 events with ring_events 4 (see the jtests report)")
 def test_smaller_ring_after_a_crash_restart(make_daemon):
     """A crash, a restart, a clean stop, and a start with a smaller store.ring_events: the replayed
     execution holds no more than the new bound, now and after the next event."""
