@@ -663,7 +663,10 @@ int cs_journal_read_ex(const char *dir, const cs_journal_read_opts_t *opts, cs_j
                 continue;
             }
             if (ro) {
-                /* reading only: the next read logs and cuts it */
+                /* Reading only: the next read logs and cuts it; counted (not logged) unless it is a torn
+                 * tail, so a look can tell damage from a crash mid-write. */
+                if (!(r == CS_JREC_TORN && last))
+                    st->bad_segments++;
             } else if (r == CS_JREC_TORN && last) {
                 cs_log_warn("journal: %s: torn record at offset %zu (record %" PRIu64 ", %zu bytes; a crash "
                             "mid-write): truncated",

@@ -132,7 +132,8 @@ typedef struct cs_journal_read_opts {
     /* Called with each segment's first record number and header flags before its records: nonzero
      * leaves the segment out (its records are not read). NULL: every segment is read. */
     int (*segment)(void *data, uint64_t first_record, uint32_t flags);
-    /* Nonzero: change nothing and log nothing (no tail cut, no segment removed): a look before the read. */
+    /* Nonzero: change nothing and log nothing (no tail cut, no segment removed): a look before the read.
+     * Its stats still count bad_segments (damage, not a torn tail of the last segment). */
     int readonly;
 } cs_journal_read_opts_t;
 

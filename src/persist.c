@@ -531,7 +531,8 @@ static void on_timer(cs_timer_t *t)
  * any later snapshot segment whose snapshot is unfinished. */
 typedef struct snapseg {
     uint64_t first;
-    int whole; /* its SNAP_END was read */
+    int whole;   /* its SNAP_END was read */
+    int damaged; /* reading it stopped at a bad checksum or record before its SNAP_END */
 } snapseg_t;
 
 typedef struct replay_ctx {
@@ -541,11 +542,26 @@ typedef struct replay_ctx {
     snapseg_t *segs;
     size_t n_segs, cap_segs;
     uint64_t from; /* the chosen snapshot segment (0: none, read everything) */
+    const char *dir;
+    const cs_journal_read_stats_t *look_st; /* the look pass's stats, live */
+    size_t bad_before;                      /* look_st->bad_segments when the last snapshot segment began */
 } replay_ctx_t;
+
+/* The look pass: the last snapshot segment looked at was cut short by damage when the reader counted a bad
+ * segment since it began (and its SNAP_END never came). */
+static void look_done(replay_ctx_t *r)
+{
+    if (r->n_segs > 0 && r->look_st != NULL && r->look_st->bad_segments > r->bad_before &&
+        !r->segs[r->n_segs - 1].whole)
+        r->segs[r->n_segs - 1].damaged = 1;
+    if (r->look_st != NULL)
+        r->bad_before = r->look_st->bad_segments;
+}
 
 static int look_segment(void *data, uint64_t first, uint32_t flags)
 {
     replay_ctx_t *r = data;
+    look_done(r);
     if (!(flags & CS_JREC_FLAG_SNAPSHOT))
         return 1;
     if (r->n_segs == r->cap_segs) {
@@ -577,7 +593,19 @@ static int replay_segment(void *data, uint64_t first, uint32_t flags)
     if ((flags & CS_JREC_FLAG_SNAPSHOT) && first != r->from) {
         for (size_t i = 0; i < r->n_segs; i++)
             if (r->segs[i].first == first && !r->segs[i].whole) {
-                cs_log_warn("journal: segment %" PRIu64 " holds an unfinished snapshot: left out", first);
+                if (r->segs[i].damaged) {
+                    /* What it held is lost: counted, and resumes into it get stream.gap. */
+                    r->faults++;
+                    cs_log_error(
+                        "journal: %s/%020" PRIu64 ".cjs: the snapshot this segment begins with is "
+                        "damaged (a checksum or record that fails): what it held is lost and left out "
+                        "(resumes into it get stream.gap); the records after it are replayed",
+                        r->dir, first);
+                } else {
+                    cs_log_warn("journal: %s/%020" PRIu64 ".cjs holds an unfinished snapshot (a crash while "
+                                "it was written): left out",
+                                r->dir, first);
+                }
                 return 1;
             }
     }
@@ -651,7 +679,11 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
     if (have_dir) {
         cs_journal_read_opts_t look = {.segment = look_segment, .readonly = 1};
         cs_journal_read_stats_t ls;
+        rc_ctx.dir = p->dir;
+        rc_ctx.look_st = &ls;
         rc = cs_journal_read_ex(p->dir, &look, look_record, &rc_ctx, &ls, why, sizeof(why));
+        look_done(&rc_ctx);
+        rc_ctx.look_st = NULL;
         for (size_t i = 0; rc == 0 && i < rc_ctx.n_segs; i++)
             if (rc_ctx.segs[i].whole)
                 rc_ctx.from = rc_ctx.segs[i].first;
