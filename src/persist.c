@@ -8,12 +8,13 @@
  * sync, and a finished sync (the journal's eventfd) confirms those that do. Entries are confirmed in
  * order, so no acknowledgement overtakes an earlier one.
  *
- * Degraded: a failed write or sync (or a directory that cannot be opened) confirms every waiting
- * publish with CS_ERR_UNAVAILABLE and closes the store's gate (cs_store_set_refusal), so nothing new is
- * stored that is not journaled. The batch stays pending in the journal; the 1 s timer retries it, and
- * once it is written (and synced, after a failed sync) the gate opens again. A publish confirmed
- * unavailable stays unconfirmed in the store (store.c keeps it pending without a completion) until its
- * record is written: a producer's retry of it waits for that, then gets the original seq.
+ * Degraded: a failed write or sync (or a directory that cannot be opened) closes the store's gate
+ * (cs_store_set_refusal): new publishes are refused with CS_ERR_UNAVAILABLE before anything is stored, so
+ * an `unavailable` always means "not stored". The publishes already stored and waiting keep waiting: their
+ * records stay pending in the journal, the 1 s timer retries them, and once they are written (and synced,
+ * after a failed sync) they are acknowledged and the gate opens again. Nothing is acknowledged that is
+ * not written, and nothing refused is stored. Only a shutdown while degraded answers the waiting ones
+ * unavailable (their records were never written: they are not there after the restart).
  */
 #include "persist.h"
 
@@ -37,7 +38,6 @@ typedef struct waiter {
     uint64_t ticket;
     uint64_t end;       /* where its record ends in the journal */
     uint8_t needs_sync; /* acknowledged only once a sync covers it */
-    uint8_t failed;     /* already told unavailable (degraded): confirmed OK later without a reply */
 } waiter_t;
 
 struct cs_persist {
@@ -153,15 +153,8 @@ static void degrade(cs_persist_t *p, const char *reason, int from_sync)
     p->sync_failed |= from_sync;
     snprintf(detail, sizeof(detail), "%s: not written: retry", p->reason);
     cs_store_set_refusal(p->store, CS_ERR_UNAVAILABLE, detail);
-    /* Every publish still waiting is told now; it stays in the FIFO and is confirmed (without a reply:
-     * its completion was called) once its record is written after all. */
-    for (size_t i = 0; i < p->w_len; i++) {
-        waiter_t *w = &p->w[(p->w_head + i) % p->w_cap];
-        if (!w->failed) {
-            w->failed = 1;
-            cs_store_confirm(p->store, w->ticket, CS_ERR_UNAVAILABLE, detail);
-        }
-    }
+    /* The publishes already stored keep waiting for their records to be written (the timer retries): told
+     * unavailable now, they would be stored all the same, and a producer's retry stored twice. */
 }
 
 static void recover(cs_persist_t *p)
@@ -762,15 +755,14 @@ void cs_persist_close(cs_persist_t *p)
         cs_journal_close(p->j); /* syncs what was written (unless fsync is none) and waits */
         p->j = NULL;
     }
-    /* What close wrote and synced is durable; what it could not write was answered by degrade(). */
+    /* What close wrote and synced is durable; what it could not write is answered unavailable (it is not
+     * in the journal: gone after the restart). */
     while (p->w_len > 0) {
         waiter_t *w = w_front(p);
         uint64_t t = w->ticket;
-        int failed = w->failed;
         w_pop(p);
-        if (written || !failed)
-            cs_store_confirm(p->store, t, written ? CS_OK : CS_ERR_UNAVAILABLE,
-                             written ? NULL : "journal: shutting down: not written");
+        cs_store_confirm(p->store, t, written ? CS_OK : CS_ERR_UNAVAILABLE,
+                         written ? NULL : "journal: shutting down: not written");
     }
     cs_store_set_refusal(p->store, CS_OK, NULL);
     if (p->lockfd >= 0)

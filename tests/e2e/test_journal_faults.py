@@ -259,8 +259,6 @@ def fill(path):
     return filler
 
 
-@pytest.mark.xfail(strict=True, reason="h-persist 7f27057: a publish in flight when the write fails is answered "
-                   "unavailable but stays stored and is written later; SPEC §3 says NOT stored, so a retry stores it twice")
 def test_full_disk_degrades_and_recovers(make_daemon):
     base = mkdtemp("cs-journal-")
     mnt = os.path.join(base, "mnt")
@@ -275,43 +273,53 @@ def test_full_disk_degrades_and_recovers(make_daemon):
             req_id = rt.request(ev(x, "human_input_required", task_id="t", prompt="?"))[0]["event_id"]
         acked.append(req_id)
         filler = fill(mnt)
-        # Post until refused: the page the segment already has may still take a few records.
+        # Lines pipelined until the journal cannot be written: those stored before the failure wait for
+        # their records (no reply yet), never told `unavailable` while stored.
         p = d.producer()
-        refused = None
+        sent = []
         for i in range(400):
             line = ev(x, "log", mark="df-%d" % i, pad="z" * 1000)  # no event_id: a plain producer
-            r = p.request(line)[0]
-            if r.get("ok"):
-                acked.append(r["event_id"])
-                continue
-            refused = (line, r)
-            break
-        assert refused, "400 posts of 1 KB on a full 2 MiB disk were all acknowledged"
-        line, r = refused
-        assert r["error"] == "unavailable" and r.get("detail"), r
+            p.send(line)
+            sent.append(line)
+            if i % 8 == 7 and health(d)[0] == 503:
+                break
+        assert wait_until(lambda: health(d)[0] == 503, timeout=5), "400 posts of 1 KB on a full 2 MiB disk"
         st, body = health(d)
         assert st == 503 and body["status"] == "degraded" and body.get("reason"), (st, body)
-        # HTTP ingest and answers: 503; the refused line again: still refused; nothing else breaks.
+        # A new line (another connection: replies keep their order per connection) is refused before it is
+        # stored; so are HTTP ingest and answers.
+        line = ev(x, "log", mark="df-refused")  # no event_id
+        p2 = d.producer()
+        r = p2.request(line)[0]
+        refused = (line, r)
+        assert r.get("ok") is False and r["error"] == "unavailable" and r.get("detail"), r
         h = requests.post(d.base + "/v1/events", json=ev(x, "log", event_id="http-1"), timeout=5)
         assert h.status_code == 503 and h.json()["error"] == "unavailable", h.text
         a = requests.post(d.base + "/v1/executions/%s/human-input" % x,
                           json={"event_id": req_id, "human_feedback": "ok", "is_approve": True}, timeout=5)
         assert a.status_code == 503, a.text
-        r2 = p.request(line)[0]
+        r2 = p2.request(line)[0]
         assert r2.get("ok") is False and r2["error"] == "unavailable", r2
         assert log_line(d, r"(?i)degraded|no space|ENOSPC"), d.stderr_text()[-3000:]
         assert metric(d, "journal_degraded") == 1 and metric(d, "journal_refused_total") >= 1
         # SPEC §3: `unavailable` means the event was NOT stored (checked at the end, after the rest).
         stored_refused = [e for e in history(d, x)["events"] if e.get("mark") == line["mark"]]
-        # Space returns: healthy again within a few seconds, by itself.
+        # Space returns: healthy again within a few seconds, by itself; the waiting lines are acknowledged.
         os.unlink(filler)
         assert wait_until(lambda: health(d)[0] == 200, timeout=6, interval=0.2), health(d)
         assert metric(d, "journal_degraded") == 0
         assert log_line(d, r"(?i)writable again|recover"), d.stderr_text()[-3000:]
-        r3 = p.request(line)[0]
+        # Each pipelined line is either acknowledged now (stored before the failure, written after it) or
+        # was refused `unavailable` by the closed gate (then never stored: checked at the end).
+        replies = p.read(len(sent), timeout=10)
+        assert all(x_.get("ok") is True or x_.get("error") == "unavailable" for x_ in replies), replies
+        acked += [x_["event_id"] for x_ in replies if x_.get("ok")]
+        refused_marks = {sent[i]["mark"] for i, x_ in enumerate(replies) if not x_.get("ok")}
+        r3 = p2.request(line)[0]
         assert r3.get("ok") is True, r3
         acked.append(r3["event_id"])
         p.close()
+        p2.close()
         a = requests.post(d.base + "/v1/executions/%s/human-input" % x,
                           json={"event_id": req_id, "human_feedback": "ok", "is_approve": True}, timeout=5)
         assert a.status_code == 200, a.text
@@ -330,6 +338,7 @@ def test_full_disk_degrades_and_recovers(make_daemon):
                 refused[1], [e["seq"] for e in stored_refused], copies))
         assert ids == acked, "stored %r\nacknowledged %r" % (ids[-5:], acked[-5:])
         assert "http-1" not in ids
+        assert not refused_marks & {e.get("mark") for e in evs}, "a pipelined line refused `unavailable` was stored"
     finally:
         if d is not None and d.running():
             d.stop()

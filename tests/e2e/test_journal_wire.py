@@ -355,15 +355,18 @@ def test_full_disk_refuses_and_recovers(make_daemon, tiny_tmpfs):
             pass
         finally:
             os.close(fd)
-        # Publish until the journal runs into the full disk (what it had room for is acknowledged).
-        refused = None
+        # Publish (pipelined) until the journal runs into the full disk: what was stored before it waits
+        # for its record to be written; what comes after is refused before it is stored.
+        sent = 0
         for i in range(2000):
-            r = rt.request(ev(x, "log", i=i, pad="p" * 512))[0]
-            if r.get("ok") is not True:
-                refused = r
+            rt.send(ev(x, "log", i=i, pad="p" * 512))
+            sent += 1
+            if i % 8 == 7 and health(d)[0] == 503:
                 break
-        assert refused is not None and refused["error"] == "unavailable", refused
         assert wait_until(lambda: health(d)[0] == 503, timeout=5)
+        with d.producer() as other:
+            refused = other.request(ev(x, "log", other=True))[0]
+        assert refused.get("ok") is False and refused["error"] == "unavailable", refused
         status, body = health(d)
         assert body["status"] == "degraded" and body["reason"], body
         m = metrics(d)
@@ -377,6 +380,11 @@ def test_full_disk_refuses_and_recovers(make_daemon, tiny_tmpfs):
 
         os.unlink(filler)
         assert wait_until(lambda: health(d)[0] == 200, timeout=10), health(d)
+        replies = rt.read(sent, timeout=10)
+        assert all(r.get("ok") is True or r.get("error") == "unavailable" for r in replies), replies
+        stored = {e["i"] for e in requests.get(d.base + "/v1/executions/%s/poll?timeout=0&limit=10000" % x,
+                                               timeout=10).json()["events"] if "i" in e}
+        assert stored == {i for i, r in enumerate(replies) if r.get("ok")}, "only what was acknowledged is stored"
         a = requests.post(d.base + "/v1/executions/%s/human-input" % x,
                           json={"event_id": req["event_id"], "is_approve": True}, timeout=10)
         assert a.status_code == 200, a.text
