@@ -84,7 +84,8 @@ def cli_commands(cli):
     """The commands `crewstream --help` lists."""
     out = run([cli, "--help"]).stdout
     block = out.split("Commands:\n", 1)[1].split("\n\n", 1)[0]
-    return [line.split()[0] for line in block.splitlines() if line.startswith("  ")]
+    # As man/render.sh reads them: a command starts its line at two spaces; continuation lines go deeper.
+    return [line.split()[0] for line in block.splitlines() if re.match(r"^  [a-z]", line)]
 
 
 def man_text(path):
