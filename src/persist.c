@@ -241,6 +241,9 @@ static int on_change(void *data, const cs_change_t *c)
 {
     cs_persist_t *p = data;
     uint64_t end = 0;
+
+    if (c->derived)
+        return 0; /* the replay of its publish redoes it: a record less per event and consequence */
     int rc = p->j != NULL ? cs_journal_append(p->j, c, &end) : -ENODEV;
 
     if (rc != 0) {

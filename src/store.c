@@ -59,6 +59,7 @@ struct cs_store {
     int replaying;           /* a publish of cs_store_replay: the record's seq and JSON, no room made */
     uint64_t replay_seq;     /* ... and that seq */
     int tearing_down;        /* cs_store_free: nothing to record */
+    int deriving;            /* inside a publish's own consequences: records are marked derived */
     struct pending *pending; /* publishes whose completion waits for cs_store_confirm, oldest first */
     size_t n_pending;
     size_t n_with_done;    /* pending entries whose completion waits (the stats' pending) */
@@ -93,6 +94,11 @@ static int emit(cs_store_t *st, const cs_change_t *c)
 {
     if (st->obs.change == NULL || st->tearing_down)
         return 0;
+    if (st->deriving) {
+        cs_change_t d = *c;
+        d.derived = 1;
+        return st->obs.change(st->obs.data, &d);
+    }
     return st->obs.change(st->obs.data, c);
 }
 
@@ -889,9 +895,11 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
         ex->first_seq = ex->next_seq = seq;
     }
     /* Into the execution's ring: the newest event is always kept, even one larger than ring_bytes. */
+    st->deriving = 1; /* the replay of this publish makes room in its ring the same way */
     while (exec_count(ex) > 0 &&
            (exec_count(ex) >= ex->ring_cap || ex->bytes + f->bytes > st->lim.ring_bytes))
         exec_evict_oldest(st, ex);
+    st->deriving = 0;
     ex->ring[f->seq % ex->ring_cap] = f;
     f->in_exec = 1;
     f->exec = ex;
@@ -933,6 +941,9 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
         st->deferred = emit(st, &c) == CS_CHANGE_LATER;
         out->ticket = c.ticket;
     }
+
+    /* What follows from the publish (the global ring, requests, the status) its replay redoes. */
+    st->deriving = 1;
 
     /* Into the global ring. */
     if (st->gnext - st->gfirst >= st->gcap)
@@ -978,6 +989,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     ex->status_bytes = sb;
     exec_pin_update(st, ex);
     st->publishing = NULL;
+    st->deriving = 0;
 
     out->seq = f->seq;
     memcpy(out->event_id, f->event_id, f->event_id_len + 1);

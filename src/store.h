@@ -303,6 +303,9 @@ typedef struct cs_change {
     int64_t unix_ms;
     int status;      /* cs_exec_status_t */
     uint64_t ticket; /* CS_CHANGE_PUBLISH: names the publish for cs_store_confirm */
+    int derived;     /* a consequence the replay of the CS_CHANGE_PUBLISH next to it redoes by itself (its
+                      * ring bound's EVICT before it, its GLOBAL_APPEND, the global ring's GLOBAL_EVICT,
+                      * REQUEST_OPENED/ANSWERED, FINISHED after it): a journal may leave it out */
 } cs_change_t;
 
 /** What an observer returns for a CS_CHANGE_PUBLISH it will make durable later (it then calls
