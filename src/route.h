@@ -29,6 +29,7 @@ typedef enum cs_route_kind {
     CS_ROUTE_EXEC_STATUS, /* GET /v1/executions/{id} */
     CS_ROUTE_SEED_STATUS, /* GET /{id}/status (the seed's execution-status client) */
     CS_ROUTE_METRICS,     /* GET /metrics (Prometheus text) */
+    CS_ROUTE_FAVICON,     /* GET /favicon.ico (the dashboard's icon) */
 } cs_route_kind_t;
 
 /* Methods, a bit each, for 405 answers. */
