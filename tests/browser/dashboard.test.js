@@ -7,7 +7,7 @@
 'use strict';
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn, execFileSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
@@ -40,7 +40,7 @@ async function startDaemon(extra = {}) {
   const port = await freePort();
   const sock = path.join(dir, 'ingest.sock');
   const cfg = Object.assign({ listen: `127.0.0.1:${port}`, ingest: { socket: sock }, log: { level: 'warning' } }, extra);
-  fs.writeFileSync(path.join(dir, 'c.json'), JSON.stringify(cfg));
+  fs.writeFileSync(path.join(dir, 'c.json'), JSON.stringify(cfg), { mode: 0o600 });
   const proc = spawn(DAEMON, ['--config', path.join(dir, 'c.json')], { stdio: ['ignore', 'inherit', 'inherit'] });
   const d = { port, sock, dir, proc, url: `http://127.0.0.1:${port}` };
   daemons.push(d);
@@ -387,7 +387,6 @@ test('big runs: 10,000 events in one execution, 500 executions, 1,000 events/s',
   big.push({ execution_id: 'big-1', type: 'run.completed', result: 'done', duration_ms: 1234 });
   assert.equal(big.length, 10000);
   await post(d, big);
-
   const page = await newPage();
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Performance.enable');
