@@ -82,6 +82,10 @@ void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /** Set by SIGINT/SIGTERM: long-running commands stop and return CLI_EINTR. */
 extern volatile int cli_interrupted;
+/* The command as the user ran it, for the hints the tool prints: argv[0] when it is a relative
+ * path ("build/crewstream" under scripts/run, as typed in a shell), else "crewstream" (on PATH
+ * once installed; an absolute argv[0] comes from a program, not from the user). */
+extern const char *cli_prog;
 
 /* ---- HTTP (http.c) ---- */
 

@@ -14,6 +14,7 @@
 #include "crewstream/client.h"
 
 volatile int cli_interrupted;
+const char *cli_prog = "crewstream";
 
 static char url_buf[2048];
 static char socket_buf[4096];

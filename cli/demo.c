@@ -421,9 +421,10 @@ int cli_cmd_demo(cli_ctx_t *ctx, int argc, char **argv)
         return CLI_EFAIL;
     }
     clock_gettime(CLOCK_MONOTONIC, &d.t0);
-    printf("Playing a crew run as execution %s%s%s. Watch it with `crewstream tail %s`\n"
+    printf("Playing a crew run as execution %s%s%s. Watch it with `%s tail %s`\n"
            "or on the dashboard at %s/\n\n",
-           cli_c(ctx->color_out, CLI_BOLD), d.exec, cli_c(ctx->color_out, CLI_RESET), d.exec, ctx->url);
+           cli_c(ctx->color_out, CLI_BOLD), d.exec, cli_c(ctx->color_out, CLI_RESET), cli_prog, d.exec,
+           ctx->url);
     fflush(stdout);
     rc = play(&d, fail);
     cli_render_flush(d.render);

@@ -300,12 +300,12 @@ int cli_cmd_status(cli_ctx_t *ctx, int argc, char **argv)
                 printf("    %scontext:%s %s\n", cli_c(C, CLI_DIM), cli_c(C, CLI_RESET), v);
             }
             if (json_is_string(tid) && json_array_size(pending) == 1)
-                printf("    answer: crewstream respond %s --approve   (or --reject --feedback \"…\")\n",
+                printf("    answer: %s respond %s --approve   (or --reject --feedback \"…\")\n", cli_prog,
                        exec);
             else if (json_is_string(tid))
-                printf("    answer: crewstream respond %s --task %s --approve\n", exec, tv);
+                printf("    answer: %s respond %s --task %s --approve\n", cli_prog, exec, tv);
             else
-                printf("    answer: crewstream respond %s --event %s --approve\n", exec, eid ? eid : "?");
+                printf("    answer: %s respond %s --event %s --approve\n", cli_prog, exec, eid ? eid : "?");
         }
     }
 

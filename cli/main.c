@@ -32,6 +32,8 @@ int main(int argc, char **argv)
 
     if ((rc = cli_ctx_init(&ctx)) != CLI_OK)
         return rc;
+    if (argc > 0 && argv[0] != NULL && argv[0][0] != '/' && strchr(argv[0], '/') != NULL)
+        cli_prog = argv[0];
 
     /* Global options up to the command name ('+': stop at the first non-option). */
     opterr = 0;

@@ -466,10 +466,10 @@ void cli_render_event(cli_render_t *r, const json_t *ev)
         const char *task = str(ev, "task_id");
         const char *eid = str(ev, "event_id");
         cli_fmt_value(v, sizeof(v), first_of(ev, prompt_keys), 1, 300);
-        fprintf(r->out, "%s⏸  Waiting for human input: %s%s  %s(crewstream respond %s %s %s --approve)%s\n",
+        fprintf(r->out, "%s⏸  Waiting for human input: %s%s  %s(%s respond %s %s %s --approve)%s\n",
                 cli_c(C, CLI_YELLOW CLI_BOLD), v[0] ? v : "(no prompt)", cli_c(C, CLI_RESET),
-                cli_c(C, CLI_DIM), exec, task ? "--task" : "--event", task ? task : (eid ? eid : "?"),
-                cli_c(C, CLI_RESET));
+                cli_c(C, CLI_DIM), cli_prog, exec, task ? "--task" : "--event",
+                task ? task : (eid ? eid : "?"), cli_c(C, CLI_RESET));
         const json_t *ctxv = json_object_get(ev, "context");
         if (ctxv != NULL && !json_is_null(ctxv)) {
             cli_fmt_value(v, sizeof(v), ctxv, 1, 300);

@@ -31,6 +31,7 @@
 
 #include "auth.h"
 #include "cfgschema.h"
+#include "journal.h"
 #include "log.h"
 #include "utf8.h"
 
@@ -291,6 +292,68 @@ static json_t *cfg_dump_level(const void *base, const cs_cfg_field_t *f)
 
 static const cs_cfg_ops_t cfg_level_ops = {.parse = cfg_parse_level, .dump = cfg_dump_level};
 
+/* The longest journal directory: segment names ("/" and 24 bytes) must still fit a path. */
+#define CFG_JOURNAL_DIR_MAX 4000
+
+/* "journal.dir": a directory path, or null for the default (cs_config_default_journal_dir). */
+static int cfg_parse_journal_dir(void *base, const cs_cfg_field_t *f, json_t *v, cs_cfg_ctx_t *ctx)
+{
+    char buf[96];
+    char *s = NULL;
+    int nomem = 0;
+
+    if (json_is_null(v)) {
+        s = cs_config_default_journal_dir(&nomem);
+        if (nomem)
+            return cs_cfg_nomem(ctx);
+    } else {
+        if (!json_is_string(v))
+            return cs_cfg_fail(ctx,
+                               "expected a directory path (a string) or null (the default: $STATE_DIRECTORY, "
+                               "else memory only), got %s",
+                               cs_cfg_describe(v, buf, sizeof(buf)));
+        int rc = cs_cfg_parse_string(f, v, ctx, &s);
+        if (rc != 0)
+            return rc;
+        if (strlen(s) > CFG_JOURNAL_DIR_MAX) {
+            free(s);
+            return cs_cfg_fail(ctx, "the path is longer than %d bytes", CFG_JOURNAL_DIR_MAX);
+        }
+    }
+    free(*CS_CFG_AT(base, f, char *));
+    *CS_CFG_AT(base, f, char *) = s;
+    return 0;
+}
+
+static const cs_cfg_ops_t cfg_journal_dir_ops = {.parse = cfg_parse_journal_dir};
+
+/* "journal.fsync": "always", "everysec" or "none". */
+static int cfg_parse_fsync(void *base, const cs_cfg_field_t *f, json_t *v, cs_cfg_ctx_t *ctx)
+{
+    char buf[96];
+    int mode;
+
+    /* Read here rather than with cs_jsync_parse, so that the configuration needs no journal code. */
+    for (mode = CS_JSYNC_NONE; mode <= CS_JSYNC_ALWAYS; mode++)
+        if (json_is_string(v) && strlen(json_string_value(v)) == json_string_length(v) &&
+            strcmp(json_string_value(v), cs_config_fsync_name(mode)) == 0)
+            break;
+    if (mode > CS_JSYNC_ALWAYS)
+        return cs_cfg_fail(ctx,
+                           "expected \"always\" (sync before every acknowledgement), \"everysec\" (sync "
+                           "about once a second) or \"none\" (the OS syncs), got %s",
+                           cs_cfg_describe(v, buf, sizeof(buf)));
+    *CS_CFG_AT(base, f, int) = mode;
+    return 0;
+}
+
+static json_t *cfg_dump_fsync(const void *base, const cs_cfg_field_t *f)
+{
+    return json_string(cs_config_fsync_name(*CS_CFG_AT_C(base, f, int)));
+}
+
+static const cs_cfg_ops_t cfg_fsync_ops = {.parse = cfg_parse_fsync, .dump = cfg_dump_fsync};
+
 /* ---- the table ---- */
 
 /* A number: kind, key, member, default, range, what a reload does. */
@@ -408,6 +471,27 @@ static const cs_cfg_field_t cfg_log_fields[] = {
     {.key = NULL},
 };
 
+/* The journal is opened and replayed once, at start: a reload that changes these says they apply at the
+ * next start. */
+static const cs_cfg_field_t cfg_journal_fields[] = {
+    {.key = "dir",
+     .kind = CS_CFG_STRING,
+     .off = offsetof(cs_config_t, journal_dir),
+     .def = "null",
+     .ops = &cfg_journal_dir_ops,
+     CFG_RESTART},
+    {.key = "fsync",
+     .kind = CS_CFG_INT,
+     .off = offsetof(cs_config_t, journal_fsync),
+     .def = "\"everysec\"",
+     .ops = &cfg_fsync_ops,
+     CFG_RESTART},
+    /* At least two segments of the smallest size and a snapshot between them. */
+    CFG_NUM(CS_CFG_SIZE, "max_bytes", journal_max_bytes, "1073741824", 8 * CFG_MIB, 64 * CFG_TIB,
+            CS_CFG_RESTART),
+    {.key = NULL},
+};
+
 static const cs_cfg_field_t cfg_root_fields[] = {
     /* The listener is bound at start-up. */
     {.key = "listen",
@@ -423,6 +507,7 @@ static const cs_cfg_field_t cfg_root_fields[] = {
     CFG_NUM(CS_CFG_UINT, "shutdown_s", shutdown_s, "5", 0, 3600, CS_CFG_LIVE),
     CFG_OBJ("http", cfg_http_fields),
     CFG_OBJ("log", cfg_log_fields),
+    CFG_OBJ("journal", cfg_journal_fields),
     {.key = NULL},
 };
 
@@ -457,6 +542,39 @@ char *cs_config_default_socket(void)
     if (s != NULL)
         snprintf(s, n, "%.*s/%s", (int)dlen, dir, name);
     return s;
+}
+
+char *cs_config_default_journal_dir(int *nomem)
+{
+    /* systemd sets STATE_DIRECTORY from the unit's StateDirectory= (/var/lib/crewstream, kept across
+     * restarts and upgrades); it may list several directories separated by ':', the first is ours. */
+    const char *dir = getenv("STATE_DIRECTORY");
+    size_t dlen;
+    char *s;
+
+    *nomem = 0;
+    if (dir == NULL || dir[0] == '\0' || dir[0] == ':')
+        return NULL;
+    dlen = strcspn(dir, ":");
+    while (dlen > 1 && dir[dlen - 1] == '/')
+        dlen--;
+    s = strndup(dir, dlen);
+    if (s == NULL)
+        *nomem = 1;
+    return s;
+}
+
+const char *cs_config_fsync_name(int fsync)
+{
+    switch ((cs_jsync_t)fsync) {
+    case CS_JSYNC_NONE:
+        return "none";
+    case CS_JSYNC_EVERYSEC:
+        return "everysec";
+    case CS_JSYNC_ALWAYS:
+        return "always";
+    }
+    return "?";
 }
 
 int cs_config_defaults(cs_config_t *cfg)

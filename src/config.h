@@ -81,6 +81,11 @@ typedef struct cs_config {
 
     /* "log" */
     int log_level; /* a cs_log_level_t */
+
+    /* "journal" (SPEC §8): read once, at start */
+    char *journal_dir;        /* NULL: memory only; default: cs_config_default_journal_dir() */
+    int journal_fsync;        /* a cs_jsync_t (journal.h), default "everysec" */
+    size_t journal_max_bytes; /* default 1 GiB */
 } cs_config_t;
 
 /**
@@ -138,6 +143,16 @@ int cs_config_parse_listen(const char *s, char **host, uint16_t *port);
  * else "/tmp/crewstream.sock".
  */
 char *cs_config_default_socket(void);
+
+/**
+ * Returns the default journal directory (malloc'd), or NULL (with *nomem 0) when there is none:
+ * "$STATE_DIRECTORY" when systemd set it (the unit's StateDirectory=; its first directory when it lists
+ * several), else none (the journal is off: memory only). *nomem is set when out of memory.
+ */
+char *cs_config_default_journal_dir(int *nomem);
+
+/** The name of a journal.fsync value: "none", "everysec" or "always". */
+const char *cs_config_fsync_name(int fsync);
 
 /** Descriptors the daemon keeps for itself (standard streams, the loop, the listeners, the HTTP
  * libraries' own, the journal): not available to clients. */

@@ -37,6 +37,7 @@
 #include "ingest.h"
 #include "listener.h"
 #include "log.h"
+#include "persist.h"
 #include "route.h"
 #include "sse_body.h"
 #include "subscribe.h"
@@ -53,10 +54,24 @@
 #define CORS_METHODS "GET, POST, OPTIONS"
 #define CORS_HEADERS "Authorization, Content-Type, Last-Event-ID, Cache-Control"
 
-typedef enum req_kind { REQ_PLAIN = 0, REQ_SSE, REQ_POLL } req_kind_t;
+/* REQ_WAIT: a POST whose reply waits for the store's confirmation of what it published (CS_PENDING: the
+ * journal), suspended until the last one came. */
+typedef enum req_kind { REQ_PLAIN = 0, REQ_SSE, REQ_POLL, REQ_WAIT } req_kind_t;
 
 typedef struct http_req http_req_t;
 typedef struct http_conn http_conn_t;
+
+/* One published line (or an answer) of a POST whose outcome the store confirms later. */
+typedef struct http_wait {
+    http_req_t *q;
+    uint64_t ticket; /* 0 once its outcome came (or it was forgotten) */
+    size_t at;       /* POST /v1/events: where its reply goes among the replies given at once (q->replies) */
+    cs_store_done_t done;
+    cs_err_t e;       /* the outcome */
+    cs_publish_t pub; /* an answer's, for its ack */
+    char detail[300]; /* an answer's error */
+    cs_buf_t text;    /* POST /v1/events: its reply line */
+} http_wait_t;
 
 struct cs_http {
     cs_daemon_t *d;
@@ -64,7 +79,8 @@ struct cs_http {
     cs_io_t io;
     int dirty;
     size_t conns;
-    http_req_t *streams; /* SSE streams and long-polls (DL list) */
+    http_req_t *streams; /* SSE streams, long-polls and POSTs waiting for the store (DL list) */
+    int destroying;      /* http_destroy: waiting POSTs answer 503 */
 };
 
 struct http_req {
@@ -89,7 +105,16 @@ struct http_req {
     /* Long-poll. */
     cs_timer_t timer;
     int timed_out;
-    http_conn_t *conn; /* its connection, NULL when out of memory */
+    /* REQ_WAIT: the outcomes it waits for (lines of POST /v1/events, or one answer) and what its reply
+     * is made of once they are in. */
+    http_wait_t *waits;
+    size_t n_waits, n_waiting;       /* entries used; outcomes still to come */
+    cs_buf_t replies;                /* POST /v1/events: the replies of the lines answered at once */
+    size_t lines;                    /* its lines */
+    cs_err_t last;                   /* the last line's code, for a one-line body's status */
+    int answer;                      /* an answer route: the reply is an ack (or the error) */
+    char x[CS_EXECUTION_ID_MAX + 1]; /* its execution */
+    http_conn_t *conn;               /* its connection, NULL when out of memory */
     http_req_t *prev, *next;
 };
 
@@ -517,6 +542,34 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
     return send_json_value(h, con, v);
 }
 
+/* ---- health ---- */
+
+/* GET /health: 200 healthy; 503 while stopping, or degraded while the journal cannot be written (publishes
+ * are refused then), with the reason. */
+static enum MHD_Result handle_health(cs_http_t *h, struct MHD_Connection *con)
+{
+    cs_daemon_t *d = h->d;
+    const char *why = NULL;
+    char ts[32];
+    json_t *o;
+
+    unsigned status = 503;
+
+    cs_format_timestamp(cs_unix_ms(), ts, sizeof(ts));
+    if (d->stopping) {
+        o = json_pack("{s:s, s:s}", "status", "stopping", "timestamp", ts);
+    } else if (d->persist != NULL && cs_persist_degraded(d->persist, &why)) {
+        o = json_pack("{s:s, s:s, s:s}", "status", "degraded", "reason",
+                      why != NULL && why[0] != '\0' ? why : "the journal cannot be written", "timestamp", ts);
+    } else {
+        o = json_pack("{s:s, s:s}", "status", "healthy", "timestamp", ts);
+        status = 200;
+    }
+    char *body = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return queue_json(h, con, status, body, body != NULL ? strlen(body) : 0, NULL, NULL);
+}
+
 /* ---- metrics ---- */
 
 /* The most /metrics may take (it is about 10 KiB). */
@@ -535,6 +588,52 @@ static void metric(metrics_out_t *b, const char *name, const char *type, const c
         b->rc =
             cs_buf_printf(&b->buf, "# HELP crewstream_%s %s\n# TYPE crewstream_%s %s\ncrewstream_%s %llu\n",
                           name, help, name, type, name, v);
+}
+
+/* The journal's figures (persist.h); zeros and journal_enabled 0 when the daemon keeps memory only. */
+static void journal_metrics(metrics_out_t *b, cs_daemon_t *d)
+{
+    cs_persist_stats_t js;
+
+    cs_persist_stats(d->persist, &js);
+    metric(b, "journal_enabled", "gauge", "1 when a journal keeps the store across restarts (journal.dir).",
+           d->persist != NULL);
+    metric(b, "journal_degraded", "gauge",
+           "1 while the journal's directory cannot be written: publishes are refused (unavailable).",
+           d->persist != NULL && js.degraded);
+    metric(b, "journal_bytes", "gauge", "Bytes of the journal's segment files on disk.", js.bytes);
+    metric(b, "journal_max_bytes", "gauge", "journal.max_bytes: the bound of journal_bytes.",
+           d->persist != NULL ? d->cfg->journal_max_bytes : 0);
+    metric(b, "journal_segments", "gauge", "Segment files on disk.", js.segments);
+    metric(b, "journal_records_total", "counter", "Records written since start.", js.records);
+    metric(b, "journal_written_bytes_total", "counter", "Bytes written to the journal since start.",
+           js.written_bytes);
+    metric(b, "journal_syncs_total", "counter", "fdatasyncs finished.", js.syncs);
+    metric(b, "journal_sync_errors_total", "counter", "fdatasyncs that failed.", js.sync_errors);
+    metric(b, "journal_write_errors_total", "counter", "Journal writes that failed (a full disk, EIO).",
+           js.write_errors);
+    /* Durations in whole microseconds: integers, like every other figure here. */
+    metric(b, "journal_sync_microseconds_total", "counter",
+           "Time spent in fdatasync (on the sync thread); over journal_syncs_total: the mean latency.",
+           js.sync_us_sum);
+    metric(b, "journal_sync_microseconds_max", "gauge", "The longest fdatasync since start.", js.sync_us_max);
+    metric(b, "journal_pending", "gauge", "Publishes waiting for the journal before they are acknowledged.",
+           js.pending);
+    metric(b, "journal_refused_total", "counter",
+           "Publishes refused (unavailable) while the journal could not be written.", js.refused);
+    metric(b, "journal_snapshots_total", "counter", "Snapshots written (after which older segments go).",
+           js.snapshots);
+    metric(b, "journal_snapshot_microseconds_last", "gauge", "How long the last snapshot held the loop.",
+           js.snapshot_us_last);
+    metric(b, "journal_segments_deleted_total", "counter", "Segment files deleted: nothing in them retained.",
+           js.segments_deleted);
+    metric(b, "journal_replay_microseconds", "gauge", "How long the start-up replay took.", js.replay_us);
+    metric(b, "journal_replay_records", "gauge", "Records the start-up replay applied.", js.replay_records);
+    metric(b, "journal_replay_bytes", "gauge", "Bytes the start-up replay read.", js.replay_bytes);
+    metric(b, "journal_replay_truncated", "gauge", "Torn tails the start-up replay cut off.",
+           js.replay_truncated);
+    metric(b, "journal_replay_skipped", "gauge",
+           "Segments whose rest the start-up replay skipped (a bad checksum or record).", js.replay_skipped);
 }
 
 /* GET /metrics: Prometheus text format. Open when http.metrics_public, else a token with read on "*". */
@@ -663,17 +762,154 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
            ist.pauses);
     metric(&b, "ingest_pushes_deduplicated_total", "counter",
            "Answers not queued again to a producer that still had them queued.", ist.pushes_same);
+    journal_metrics(&b, d);
     return queue_built(h, con, &b.buf, b.rc, "text/plain; version=0.0.4; charset=utf-8");
 }
 
 /* ---- POST: HTTP ingest and answers ---- */
 
-/* POST /v1/events: one event, or NDJSON; the same validation and replies as the Unix socket. */
+/* ---- POSTs waiting for the store (a journal confirms what they published: CS_PENDING) ---- */
+
+/* The store's word on one publish a POST waits for: its outcome; the last one resumes the request. */
+static void on_confirmed(void *data, cs_err_t e, const cs_publish_t *pub, const char *detail)
+{
+    http_wait_t *w = data;
+    http_req_t *q = w->q;
+
+    w->ticket = 0;
+    w->e = e;
+    if (q->answer) {
+        w->pub = *pub;
+        snprintf(w->detail, sizeof(w->detail), "%s", detail != NULL ? detail : "");
+    } else if (cs_ingest_reply_outcome(q->h->d, &w->text, e, pub, detail) != 0) {
+        w->e = CS_ERR_INTERNAL;
+        w->detail[0] = '!'; /* its reply line could not be built: the request answers 500 */
+    }
+    if (q->n_waiting > 0 && --q->n_waiting == 0)
+        req_resume(q);
+}
+
+/* Prepares wait i of q for a publish (its completion calls on_confirmed). */
+static const cs_store_done_t *wait_prepare(http_req_t *q, size_t i)
+{
+    http_wait_t *w = &q->waits[i];
+
+    w->q = q;
+    w->done.fn = on_confirmed;
+    w->done.data = w;
+    w->at = cs_buf_size(&q->replies);
+    return &w->done;
+}
+
+/* Counts wait i of q as pending with ticket. */
+static void wait_pending(http_req_t *q, uint64_t ticket)
+{
+    http_wait_t *w = &q->waits[q->n_waits++];
+
+    w->ticket = ticket;
+    cs_buf_init(&w->text, CS_INGEST_REPLY_MAX);
+    q->n_waiting++;
+}
+
+/* Forgets the outcomes still to come (nobody to answer: the client left, or the daemon is stopping); what
+ * was published stays published. */
+static void waits_forget(http_req_t *q)
+{
+    for (size_t i = 0; i < q->n_waits; i++) {
+        if (q->waits[i].ticket != 0) {
+            cs_store_forget(q->h->d->store, q->waits[i].ticket);
+            q->waits[i].ticket = 0;
+        }
+    }
+    q->n_waiting = 0;
+}
+
+static void waits_free(http_req_t *q)
+{
+    waits_forget(q);
+    for (size_t i = 0; i < q->n_waits; i++)
+        cs_buf_free(&q->waits[i].text);
+    free(q->waits);
+    q->waits = NULL;
+    q->n_waits = 0;
+    cs_buf_free(&q->replies);
+}
+
+/* Holds q (suspended, without a response) until its last outcome came. */
+static enum MHD_Result req_wait(cs_http_t *h, http_req_t *q)
+{
+    q->kind = REQ_WAIT;
+    req_list(h, q);
+    req_suspend(q);
+    return MHD_YES;
+}
+
+/* POST /v1/events: 500 when a reply could not be built (freeing q->replies): none is sent, as a short reply
+ * would leave the client to guess which lines were handled. */
+static enum MHD_Result events_failed(cs_http_t *h, http_req_t *q, int rc, size_t line)
+{
+    waits_free(q);
+    h->d->counters.ingest_reply_failures++;
+    cs_log_error("http: the reply to line %zu of POST /v1/events could not be built (%s): answered 500", line,
+                 rc == -EMSGSIZE ? "past its maximum" : "out of memory");
+    return queue_errf(h, q->con, CS_ERR_INTERNAL,
+                      "the replies could not be built (%s) at line %zu: that line and those before it "
+                      "may be stored; send them again with their event_id to be told (duplicate)",
+                      rc == -EMSGSIZE ? "too large" : "out of memory", line);
+}
+
+/* POST /v1/events, every line's outcome in: the replies in line order (those given at once in q->replies,
+ * the confirmed ones in their places), as one JSON reply for one line or NDJSON. */
+static enum MHD_Result events_reply(cs_http_t *h, http_req_t *q)
+{
+    cs_err_t last = q->last;
+    size_t olen;
+    char *body;
+
+    if (q->n_waits > 0) {
+        cs_buf_t m;
+        size_t from = 0;
+        int rc = 0;
+
+        cs_buf_init(&m, (size_t)CS_HTTP_MAX_LINES * CS_INGEST_REPLY_MAX);
+        for (size_t i = 0; i < q->n_waits && rc == 0; i++) {
+            http_wait_t *w = &q->waits[i];
+            if (w->detail[0] == '!') {
+                rc = -ENOMEM;
+                break;
+            }
+            rc = cs_buf_append(&m, cs_buf_data(&q->replies) + from, w->at - from);
+            if (rc == 0)
+                rc = cs_buf_append(&m, cs_buf_data(&w->text), cs_buf_size(&w->text));
+            from = w->at;
+        }
+        if (rc == 0)
+            rc = cs_buf_append(&m, cs_buf_data(&q->replies) + from, cs_buf_size(&q->replies) - from);
+        if (rc != 0) {
+            cs_buf_free(&m);
+            return events_failed(h, q, rc, q->lines);
+        }
+        if (q->lines == 1)
+            last = q->waits[0].e;
+        cs_buf_free(&q->replies);
+        q->replies = m;
+    }
+    body = cs_buf_steal(&q->replies, &olen);
+    if (body == NULL)
+        return MHD_NO;
+    if (q->lines == 1) {
+        /* One event: its reply is the response, its status the error's. */
+        olen--; /* the newline */
+        return queue_json(h, q->con, cs_err_http_status(last), body, olen, NULL, NULL);
+    }
+    return queue_body(h, q->con, 200, body, olen, MHD_RESPMEM_MUST_FREE, "application/x-ndjson", NULL, NULL);
+}
+
+/* POST /v1/events: one event, or NDJSON; the same validation and replies as the Unix socket. With a
+ * journal, the reply waits until every line's publish is confirmed (the socket's "ok" means the same). */
 static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_principal_t *who)
 {
-    cs_buf_t out;
-    size_t lines = 0;
-    cs_err_t last = CS_OK;
+    size_t n = 1;
     const char *p = cs_buf_data(&q->body), *end = p + cs_buf_size(&q->body);
 
     if ((who->scopes & CS_SCOPE_PUBLISH) == 0)
@@ -692,7 +928,7 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
      * that neither the work done here, in one turn of the loop, nor the reply grows past what
      * CS_HTTP_MAX_LINES lines make. Counted before anything is stored: all or nothing. */
     if (!whole) {
-        size_t n = 0;
+        n = 0;
         for (const char *s = p; s < end && n <= CS_HTTP_MAX_LINES; n++) {
             const char *nl = memchr(s, '\n', (size_t)(end - s));
             s = nl ? nl + 1 : end;
@@ -705,44 +941,43 @@ static enum MHD_Result post_events(cs_http_t *h, http_req_t *q, const cs_princip
                               (unsigned)CS_HTTP_MAX_LINES);
         }
     }
+    /* A publish the journal confirms later is answered from its completion: one for every line may be
+     * needed, had before anything is stored. */
+    if (n > 0 && cs_store_may_defer(h->d->store) && (q->waits = calloc(n, sizeof(*q->waits))) == NULL) {
+        cs_log_warn("http: out of memory for the %zu lines of a POST /v1/events: 500", n);
+        return queue_err(h, q->con, CS_ERR_INTERNAL, "out of memory: nothing was stored; send it again", NULL,
+                         NULL);
+    }
     /* One reply line per line: at most CS_HTTP_MAX_LINES of CS_INGEST_REPLY_MAX bytes (20 MiB). */
-    cs_buf_init(&out, (size_t)CS_HTTP_MAX_LINES * CS_INGEST_REPLY_MAX);
+    cs_buf_init(&q->replies, (size_t)CS_HTTP_MAX_LINES * CS_INGEST_REPLY_MAX);
+    q->lines = 0;
+    q->last = CS_OK;
     while (p < end) {
         const char *nl = whole ? NULL : memchr(p, '\n', (size_t)(end - p));
-        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        uint64_t ticket = 0;
+        int rc;
         /* A final newline does not start another line. */
-        int rc = cs_ingest_line(h->d, NULL, who, p, n, &out, &last);
-        lines++;
-        if (rc != 0) {
-            /* A short reply would leave the client to guess which lines were handled: none is sent. */
-            cs_buf_free(&out);
-            h->d->counters.ingest_reply_failures++;
-            cs_log_error(
-                "http: the reply to line %zu of POST /v1/events could not be built (%s): answered 500", lines,
-                rc == -EMSGSIZE ? "past its maximum" : "out of memory");
-            return queue_errf(
-                h, q->con, CS_ERR_INTERNAL,
-                "the replies could not be built (%s) at line %zu: that line and those before it "
-                "may be stored; send them again with their event_id to be told (duplicate)",
-                rc == -EMSGSIZE ? "too large" : "out of memory", lines);
-        }
-        p += n + 1;
+        if (q->waits != NULL && q->n_waits < n)
+            rc = cs_ingest_line_wait(h->d, who, p, len, wait_prepare(q, q->n_waits), &ticket, &q->replies,
+                                     &q->last);
+        else
+            rc = cs_ingest_line(h->d, NULL, who, p, len, &q->replies, &q->last);
+        q->lines++;
+        if (ticket != 0)
+            wait_pending(q, ticket); /* its reply comes from its completion, in its place */
+        if (rc != 0)
+            return events_failed(h, q, rc, q->lines);
+        p += len + 1;
     }
-    if (lines == 0) {
-        cs_buf_free(&out);
+    if (q->lines == 0) {
+        waits_free(q);
         return queue_err(h, q->con, CS_ERR_BAD_REQUEST, "the body is empty: send one event, or NDJSON", NULL,
                          NULL);
     }
-    size_t olen;
-    char *body = cs_buf_steal(&out, &olen);
-    if (body == NULL)
-        return MHD_NO;
-    if (lines == 1) {
-        /* One event: its reply is the response, its status the error's. */
-        olen--; /* the newline */
-        return queue_json(h, q->con, cs_err_http_status(last), body, olen, NULL, NULL);
-    }
-    return queue_body(h, q->con, 200, body, olen, MHD_RESPMEM_MUST_FREE, "application/x-ndjson", NULL, NULL);
+    if (q->n_waiting > 0)
+        return req_wait(h, q);
+    return events_reply(h, q);
 }
 
 /* POST /resume and POST /v1/executions/{id}/human-input. */
@@ -778,8 +1013,23 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
         x = q->route.execution_id;
         xlen = q->route.execution_id_len;
     }
-    e = cs_take_answer(h->d, o, x, xlen, cs_auth_authorize(who, CS_SCOPE_RESPOND, x) == CS_AUTH_OK, &pub,
-                       detail, sizeof(detail));
+    /* With a journal the human's 200 comes once the answer is confirmed: a completion, had first. */
+    if (cs_store_may_defer(h->d->store) && (q->waits = calloc(1, sizeof(*q->waits))) == NULL) {
+        json_decref(o);
+        cs_log_warn("http: out of memory for an answer: 500");
+        return queue_err(h, q->con, CS_ERR_INTERNAL, "out of memory: the answer was not taken; send it again",
+                         NULL, NULL);
+    }
+    q->answer = 1;
+    e = cs_take_answer(h->d, o, x, xlen, cs_auth_authorize(who, CS_SCOPE_RESPOND, x) == CS_AUTH_OK,
+                       q->waits != NULL ? wait_prepare(q, 0) : NULL, &pub, detail, sizeof(detail));
+    if (e == CS_PENDING) {
+        /* x is a valid execution id (at most CS_EXECUTION_ID_MAX bytes): kept for the ack. */
+        snprintf(q->x, sizeof(q->x), "%.*s", (int)xlen, x);
+        json_decref(o);
+        wait_pending(q, pub.ticket);
+        return req_wait(h, q);
+    }
     if (e != CS_OK) {
         json_decref(o);
         return queue_err(h, q->con, e, detail, NULL, NULL);
@@ -788,6 +1038,18 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
     json_decref(o); /* x pointed into it */
     ret = queue_json(h, q->con, 200, body, body ? strlen(body) : 0, NULL, NULL);
     return ret;
+}
+
+/* A POST held for its outcomes, all in: its reply, as it would have been at once. */
+static enum MHD_Result waited_reply(cs_http_t *h, http_req_t *q)
+{
+    if (!q->answer)
+        return events_reply(h, q);
+    http_wait_t *w = &q->waits[0];
+    if (w->e != CS_OK)
+        return queue_err(h, q->con, w->e, w->detail[0] != '\0' ? w->detail : NULL, NULL, NULL);
+    char *body = cs_take_answer_ack(q->x, strlen(q->x), &w->pub, 0);
+    return queue_json(h, q->con, 200, body, body ? strlen(body) : 0, NULL, NULL);
 }
 
 static enum MHD_Result handle_post(cs_http_t *h, http_req_t *q, struct MHD_Connection *con)
@@ -984,6 +1246,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     }
     if (q->started) {
         /* Called again: a held long-poll resumed, or more of a body we do not read. */
+        if (q->kind == REQ_WAIT) {
+            if (q->dead) {
+                /* The client left: nothing to answer; what it published stays published. */
+                waits_forget(q);
+                return MHD_NO;
+            }
+            if (q->n_waiting > 0 && h->destroying) {
+                waits_forget(q);
+                return queue_err(h, con, CS_ERR_UNAVAILABLE,
+                                 "the daemon stopped before the journal confirmed this: send it again (with "
+                                 "its event_id, a re-post is answered with the original seq)",
+                                 NULL, NULL);
+            }
+            if (q->n_waiting > 0) {
+                /* Woken by a shutdown: its outcomes are still to come. */
+                req_suspend(q);
+                return MHD_YES;
+            }
+            return waited_reply(h, q);
+        }
         if (q->kind == REQ_POLL) {
             cs_sub_unpark(&q->sub);
             if (poll_try_answer(h, q, q->timed_out || q->dead || d->stopping, &ret)) {
@@ -1037,14 +1319,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         return ret;
     }
     m = method_bit(method);
-    if (q->route.kind == CS_ROUTE_HEALTH) {
-        char ts[32], *body;
-        cs_format_timestamp(cs_unix_ms(), ts, sizeof(ts));
-        if (asprintf(&body, "{\"status\":\"%s\",\"timestamp\":\"%s\"}", d->stopping ? "stopping" : "healthy",
-                     ts) < 0)
-            return MHD_NO;
-        return queue_json(h, con, d->stopping ? 503 : 200, body, strlen(body), NULL, NULL);
-    }
+    if (q->route.kind == CS_ROUTE_HEALTH)
+        return handle_health(h, con);
     if (q->route.kind == CS_ROUTE_METRICS)
         return handle_metrics(h, con);
     if (q->route.kind == CS_ROUTE_DASHBOARD || q->route.kind == CS_ROUTE_FAVICON) {
@@ -1103,6 +1379,7 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
         cs_sub_close(&q->sub);
     cs_sse_body_free(&q->out);
     cs_sub_req_free(&q->sreq);
+    waits_free(q);
     body_free(h, q);
     if (q->listed)
         DL_DELETE(h->streams, q);
@@ -1327,9 +1604,11 @@ static void http_destroy(void *self)
     if (h == NULL)
         return;
     /* MHD_stop_daemon aborts on a suspended connection: let every one go first. */
+    h->destroying = 1;
     for (int i = 0; i < 8; i++) {
         for (http_req_t *q = h->streams; q != NULL; q = q->next) {
-            q->dead = 1;
+            if (q->kind != REQ_WAIT)
+                q->dead = 1;
             if (q->kind == REQ_POLL)
                 cs_timer_stop(&q->timer);
             if (q->sub_open)
@@ -1348,7 +1627,7 @@ static void http_destroy(void *self)
 const cs_transport_ops_t cs_http_transport = {
     .name = "http",
     .gauge = "http_streams",
-    .gauge_help = "SSE streams and held long-polls.",
+    .gauge_help = "SSE streams, held long-polls and POSTs waiting for the journal.",
     .create = http_create,
     .offer = http_offer,
     .tick = http_tick,

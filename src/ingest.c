@@ -512,7 +512,8 @@ static int ordinary_fields(const cs_jscan_t *sc, cs_event_fields_t *fl)
 /* Validates, authorizes, publishes and acknowledges an ordinary event: what cs_ingest_line does for
  * any event, without a JSON object. */
 static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_principal_t *publisher,
-                                 const cs_event_fields_t *fl, const char *line, size_t len, reply_t *r)
+                                 const cs_event_fields_t *fl, const char *line, size_t len, reply_t *r,
+                                 const cs_store_done_t *wait, uint64_t *ticket)
 {
     char detail[256];
     cs_publish_t pub;
@@ -531,8 +532,12 @@ static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_prin
     slot_t *sl = NULL;
     if (conn != NULL && cs_store_may_defer(d->store) && (sl = slot_new(conn)) == NULL)
         return reply_no_memory(r);
-    e = cs_store_submit_fields(d->store, fl, line, len, cs_unix_ms(), sl != NULL ? &sl->done : NULL, &pub,
+    e = cs_store_submit_fields(d->store, fl, line, len, cs_unix_ms(), sl != NULL ? &sl->done : wait, &pub,
                                detail, sizeof(detail));
+    if (e == CS_PENDING && sl == NULL) {
+        *ticket = pub.ticket; /* the caller's completion replies */
+        return CS_OK;
+    }
     if (e == CS_PENDING) {
         slot_wait(sl, pub.ticket); /* its reply comes in line order when the store confirms it */
         return CS_OK;
@@ -545,7 +550,8 @@ static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_prin
 }
 
 static cs_err_t ingest_line(cs_daemon_t *d, producer_t *conn, const cs_principal_t *publisher,
-                            const char *line, size_t len, reply_t *r)
+                            const char *line, size_t len, reply_t *r, const cs_store_done_t *wait,
+                            uint64_t *ticket)
 {
     char detail[256];
     json_t *obj = NULL, *op;
@@ -566,7 +572,7 @@ static cs_err_t ingest_line(cs_daemon_t *d, producer_t *conn, const cs_principal
         goto out;
     }
     if (cs_jscan_object(line, len, d->cfg->json_depth, &sc) == 0 && ordinary_fields(&sc, &fl)) {
-        e = publish_ordinary(d, conn, publisher, &fl, line, len, r);
+        e = publish_ordinary(d, conn, publisher, &fl, line, len, r, wait, ticket);
         goto out;
     }
     /* Anything else is parsed whole; a line the scan refuses too: jansson's message is the detail. */
@@ -613,9 +619,12 @@ static cs_err_t ingest_line(cs_daemon_t *d, producer_t *conn, const cs_principal
         e = reply_no_memory(r);
         goto out;
     }
-    e = cs_store_submit_raw(d->store, obj, line, len, cs_unix_ms(), sl != NULL ? &sl->done : NULL, &pub,
+    e = cs_store_submit_raw(d->store, obj, line, len, cs_unix_ms(), sl != NULL ? &sl->done : wait, &pub,
                             detail, sizeof(detail));
-    if (e == CS_PENDING) {
+    if (e == CS_PENDING && sl == NULL) {
+        *ticket = pub.ticket; /* the caller's completion replies */
+        e = CS_OK;
+    } else if (e == CS_PENDING) {
         slot_wait(sl, pub.ticket); /* its reply comes in line order when the store confirms it */
         sl = NULL;
         e = CS_OK;
@@ -648,12 +657,45 @@ int cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publisher, 
 {
     size_t before = cs_buf_size(reply);
     reply_t r = {reply, 0};
-    cs_err_t e = ingest_line(d, conn, publisher, line, len, &r);
+    cs_err_t e = ingest_line(d, conn, publisher, line, len, &r, NULL, NULL);
 
     if (code != NULL)
         *code = e;
     if (r.rc != 0)
         cs_buf_truncate(reply, before); /* nothing of this line's reply */
+    return r.rc;
+}
+
+int cs_ingest_line_wait(cs_daemon_t *d, const cs_principal_t *publisher, const char *line, size_t len,
+                        const cs_store_done_t *done, uint64_t *ticket, cs_buf_t *reply, cs_err_t *code)
+{
+    size_t before = cs_buf_size(reply);
+    reply_t r = {reply, 0};
+    cs_err_t e;
+
+    *ticket = 0;
+    e = ingest_line(d, NULL, publisher, line, len, &r, done, ticket);
+    if (code != NULL)
+        *code = e;
+    if (r.rc != 0)
+        cs_buf_truncate(reply, before); /* nothing of this line's reply */
+    return r.rc;
+}
+
+int cs_ingest_reply_outcome(cs_daemon_t *d, cs_buf_t *reply, cs_err_t e, const cs_publish_t *pub,
+                            const char *detail)
+{
+    size_t before = cs_buf_size(reply);
+    reply_t r = {reply, 0};
+
+    if (e == CS_OK) {
+        reply_ack(&r, pub);
+    } else {
+        reply_error(&r, e, detail != NULL ? detail : cs_err_detail(e));
+        d->counters.ingest_errors++;
+    }
+    if (r.rc != 0)
+        cs_buf_truncate(reply, before);
     return r.rc;
 }
 

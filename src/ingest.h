@@ -35,6 +35,21 @@ int cs_ingest_new(cs_ingest_t **out, cs_daemon_t *d, char *err, size_t errlen);
 int cs_ingest_line(cs_daemon_t *d, void *conn, const cs_principal_t *publisher, const char *line, size_t len,
                    cs_buf_t *reply, cs_err_t *code);
 
+/**
+ * cs_ingest_line for a caller that can wait for the store (HTTP ingest: no connection to push to): a
+ * publish the store completes later (CS_PENDING) appends nothing to reply and sets *ticket (else 0);
+ * done->fn is then called once with the outcome (cs_ingest_reply_outcome renders its reply line), unless
+ * the caller forgets the ticket (cs_store_forget). done must stay valid until then.
+ */
+int cs_ingest_line_wait(cs_daemon_t *d, const cs_principal_t *publisher, const char *line, size_t len,
+                        const cs_store_done_t *done, uint64_t *ticket, cs_buf_t *reply, cs_err_t *code);
+
+/** Appends the reply line of a publish that completed later, as cs_ingest_line would have written it
+ * ({"ok":true,"seq":...} or the error; an error counts in ingest_errors). Returns 0, or -EMSGSIZE /
+ * -ENOMEM with reply unchanged. */
+int cs_ingest_reply_outcome(cs_daemon_t *d, cs_buf_t *reply, cs_err_t e, const cs_publish_t *pub,
+                            const char *detail);
+
 /** Stops accepting and removes the socket file; producer connections stay until flushed. */
 void cs_ingest_close_listener(cs_ingest_t *in);
 

@@ -21,6 +21,7 @@
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -69,8 +70,20 @@ struct cs_journal {
     int stop;
     uint64_t t_durable;
     uint64_t t_syncs;
+    uint64_t t_sync_errors;
+    uint64_t t_sync_us_sum, t_sync_us_max;
     int t_err;
 };
+
+int cs_journal_test_write_errno;
+int cs_journal_test_sync_errno;
+
+static uint64_t jmono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 int cs_jsync_parse(const char *s, cs_jsync_t *out)
 {
@@ -128,20 +141,29 @@ static void *sync_main(void *arg)
         pthread_mutex_unlock(&j->mu);
 
         int err = 0;
+        uint64_t t0 = jmono_us();
         if (r->sync && r->fd >= 0 && fdatasync(r->fd) != 0)
             err = errno;
         if (r->dirsync && fsync(j->dirfd) != 0 && err == 0)
             err = errno;
         if (r->close_fd && r->fd >= 0)
             close(r->fd);
+        if (err == 0 && cs_journal_test_sync_errno != 0)
+            err = cs_journal_test_sync_errno;
+        uint64_t took = jmono_us() - t0;
 
         pthread_mutex_lock(&j->mu);
         if (r->sync || r->dirsync) {
-            if (err != 0)
+            if (err != 0) {
                 j->t_err = err;
-            else if (r->upto > j->t_durable)
+                j->t_sync_errors++;
+            } else if (r->upto > j->t_durable) {
                 j->t_durable = r->upto;
+            }
             j->t_syncs++;
+            j->t_sync_us_sum += took;
+            if (took > j->t_sync_us_max)
+                j->t_sync_us_max = took;
             uint64_t one = 1;
             ssize_t w = write(j->efd, &one, sizeof(one));
             (void)w; /* EAGAIN only when the counter is full: it is readable anyway */
@@ -379,6 +401,10 @@ int cs_journal_flush(cs_journal_t *j, int64_t now_ms, char *detail, size_t detai
         struct iovec *v = iov;
         while (done < total) {
             ssize_t w = writev(j->fd, v, iovcnt);
+            if (cs_journal_test_write_errno != 0) {
+                w = -1;
+                errno = cs_journal_test_write_errno;
+            }
             if (w < 0 && errno == EINTR)
                 continue;
             if (w <= 0) {
@@ -455,6 +481,9 @@ void cs_journal_position(const cs_journal_t *j, cs_journal_pos_t *p)
     p->durable = j->durable;
     pthread_mutex_lock((pthread_mutex_t *)&j->mu);
     p->syncs = j->t_syncs;
+    p->sync_errors = j->t_sync_errors;
+    p->sync_us_sum = j->t_sync_us_sum;
+    p->sync_us_max = j->t_sync_us_max;
     pthread_mutex_unlock((pthread_mutex_t *)&j->mu);
     p->segments = j->segments;
     p->records = j->flushed_records;

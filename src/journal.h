@@ -75,12 +75,20 @@ typedef struct cs_journal_pos {
     uint64_t pending; /* end of what was appended */
     uint64_t written; /* end of what write() took */
     uint64_t durable; /* end of what a finished sync covers (as of the last cs_journal_sync_done) */
-    uint64_t syncs;   /* syncs finished */
+    uint64_t syncs;   /* syncs finished (failed ones included) */
+    uint64_t sync_errors;
+    uint64_t sync_us_sum; /* how long they took: sum and the longest, in microseconds */
+    uint64_t sync_us_max;
     size_t segments;  /* segments opened by this writer */
     uint64_t records; /* records written */
 } cs_journal_pos_t;
 
 void cs_journal_position(const cs_journal_t *j, cs_journal_pos_t *p);
+
+/** Tests only: a nonzero errno makes every writev (cs_journal_test_write_errno) or every sync
+ * (cs_journal_test_sync_errno) fail with it. The daemon never sets them. */
+extern int cs_journal_test_write_errno;
+extern int cs_journal_test_sync_errno;
 
 /* ---- Reading ---- */
 

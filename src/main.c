@@ -34,6 +34,7 @@
 #include "listener.h"
 #include "log.h"
 #include "loop.h"
+#include "persist.h"
 #include "sse.h"
 #include "store.h"
 #include "transport.h"
@@ -349,6 +350,50 @@ static int fit_nofile(cs_config_t *cfg, const char *when)
 }
 
 /*
+ * The journal (SPEC §8): replays journal.dir into the empty store and becomes its observer, before any
+ * other module registers its before-sleep hook (persist.h: a confirmation's replies then go out in the
+ * same turn). Without journal.dir it says once that the daemon keeps memory only. Returns 0, or -1
+ * (logged) when the daemon must not start: a journal of a newer format, out of memory.
+ */
+static int journal_open(app_t *a)
+{
+    cs_daemon_t *d = &a->d;
+    const cs_config_t *cfg = d->cfg;
+    cs_persist_opts_t o = {.dir = cfg->journal_dir,
+                           .fsync = (cs_jsync_t)cfg->journal_fsync,
+                           .max_bytes = cfg->journal_max_bytes};
+    char detail[512] = "";
+    int rc;
+
+    if (cfg->journal_dir == NULL) {
+        cs_log_info("journal: off (memory only): set journal.dir (systemd: StateDirectory= sets it) to keep "
+                    "events, cursors and human-input requests across restarts");
+        return 0;
+    }
+    rc = cs_persist_open(&d->persist, d->loop, d->store, &o, detail, sizeof(detail));
+    if (rc != 0) {
+        d->persist = NULL;
+        if (detail[0] == '\0')
+            snprintf(detail, sizeof(detail), "%s", strerror(-rc));
+        if (rc == -EPROTONOSUPPORT)
+            cs_log_error("journal %s: %s: written by a newer crewstreamd; start that version, or move the "
+                         "directory away to start empty",
+                         cfg->journal_dir, detail);
+        else
+            cs_log_error("journal %s: cannot open it: %s", cfg->journal_dir, detail);
+        notify(a, "STATUS=start failed: journal: %s", detail);
+        return -1;
+    }
+    /* persist.c has logged the replay (and why, when degraded): this line says how it runs. */
+    cs_log_info("journal: %s (fsync %s, max_bytes %zu)%s", cfg->journal_dir,
+                cs_config_fsync_name(cfg->journal_fsync), cfg->journal_max_bytes,
+                cs_persist_degraded(d->persist, NULL)
+                    ? ": degraded, publishes are refused until it can be written"
+                    : "");
+    return 0;
+}
+
+/*
  * The transports, in the order the listener offers them a request head: the native SSE writer takes
  * the plain SSE GETs it can serve, libwebsockets the upgrades, libmicrohttpd everything else. main
  * creates, ticks, shuts down, counts and frees them through this table alone: a new consumer is one
@@ -618,15 +663,22 @@ int main(int argc, char **argv)
         cs_log_error("start: %s", strerror(-rc));
         goto out;
     }
+    /* The store's clock from the start: an execution finished before the first tick is timed from now,
+     * not from the clock's zero (which would expire it at that tick), and so is a replayed one. */
+    cs_store_set_now(d->store, cs_loop_update_now(d->loop));
+    /* The signals are blocked (and read from a signalfd) before the journal starts its sync thread, which
+     * inherits the mask: a SIGTERM or SIGHUP delivered to that thread would otherwise kill the process. */
+    cs_loop_signal(d->loop, SIGINT, on_signal, a);
+    cs_loop_signal(d->loop, SIGTERM, on_signal, a);
+    cs_loop_signal(d->loop, SIGHUP, on_signal, a);
+    if (journal_open(a) != 0)
+        goto out;
     if (cs_ingest_new(&d->ingest, d, err, sizeof(err)) != 0 || transports_new(d, err, sizeof(err)) != 0 ||
         cs_listener_new(&d->listener, d, err, sizeof(err)) != 0) {
         cs_log_error("start: %s", err);
         notify(a, "STATUS=start failed: %s", err);
         goto out;
     }
-    cs_loop_signal(d->loop, SIGINT, on_signal, a);
-    cs_loop_signal(d->loop, SIGTERM, on_signal, a);
-    cs_loop_signal(d->loop, SIGHUP, on_signal, a);
     cs_timer_init(&a->tick, d->loop, on_tick, a);
     cs_timer_start(&a->tick, TICK_MS);
     /* The store stamps a finish with its "now", which the tick keeps: set it before the first tick, or
@@ -653,6 +705,9 @@ out:
     cs_listener_free(d->listener);
     cs_ingest_free(d->ingest);
     transports_free(d);
+    /* Every client is gone (their waiting publishes forgotten): what was accepted is written and synced. */
+    cs_persist_close(d->persist);
+    d->persist = NULL;
     cs_store_free(d->store);
     cs_loop_free(d->loop);
 out_auth:

@@ -61,15 +61,29 @@ struct cs_store {
     int tearing_down;        /* cs_store_free: nothing to record */
     struct pending *pending; /* publishes whose completion waits for cs_store_confirm, oldest first */
     size_t n_pending;
+    size_t n_with_done;    /* pending entries whose completion waits (the stats' pending) */
+    size_t n_waiting_dups; /* pending entries that wait for another's ticket */
+    uint64_t dup_wait;     /* publish_event found a retry of this unconfirmed ticket */
+    cs_err_t gate;         /* not CS_OK: every publish is refused with it (cs_store_set_refusal) */
+    char gate_detail[256];
+    uint64_t refused_gate;
+    int64_t replay_unix_now; /* a replay's wall clock, for the age of what it finishes */
+    uint64_t snap_gnext;     /* a snapshot being replayed: the global ring's next gseq at its end */
 };
 
-/* A publish the observer confirms later, and the completion waiting for it. */
+/* A publish the observer confirms later, and the completion waiting for it (done.fn NULL: none, or
+ * called already with an error: the publish is still not confirmed, and a retry of it must wait). A
+ * producer's retry of it waits too, in an entry of its own (waits_for: the ticket it waits for). */
 typedef struct pending {
     uint64_t ticket;
+    uint64_t waits_for;
     cs_store_done_t done;
     cs_publish_t pub;
+    cs_frame_t *frame; /* the publish's frame (a reference), for a retry to find; NULL for a waiter */
     struct pending *prev, *next;
 } pending_t;
+
+static uint64_t pending_ticket_of(const cs_store_t *st, const cs_frame_t *f);
 
 /* ---- the seam: one place for every change ---- */
 
@@ -552,7 +566,9 @@ static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, co
             (void)emit(st, &c);
         }
         if (fin) {
-            ex->finished_mono_ms = st->now_mono;
+            /* A replayed execution finished when its record says, not now: its retention goes on. */
+            ex->finished_mono_ms =
+                st->replaying ? st->now_mono - (st->replay_unix_now - ex->last_unix_ms) : st->now_mono;
             DL_APPEND2(st->finished, ex, lru_prev, lru_next);
         } else {
             DL_APPEND2(st->active, ex, lru_prev, lru_next);
@@ -691,6 +707,12 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     uint64_t seq;
     cs_err_t e;
 
+    /* The gate: nothing is stored that could not be made durable (a journal that cannot be written). */
+    if (st->gate != CS_OK && !st->replaying) {
+        st->refused_gate++;
+        snprintf(detail, detail_len, "%s", st->gate_detail);
+        return st->gate;
+    }
     ex = exec_get(st, fl->execution_id, fl->execution_id_len, now_unix_ms);
     if (ex == NULL)
         goto nomem;
@@ -701,6 +723,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
         cs_frame_t *dup = cs_exec_find_event(ex, eid, eid_len);
         for (; dup != NULL; dup = dup->id_next) {
             if (dup->type_len == fl->type_len && memcmp(dup->type, fl->type, fl->type_len) == 0) {
+                st->dup_wait = pending_ticket_of(st, dup);
                 out->seq = dup->seq;
                 memcpy(out->event_id, dup->event_id, dup->event_id_len + 1);
                 out->duplicate = 1;
@@ -717,6 +740,8 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
         const char *rid = json_string_value(json_object_get(ev, "event_id"));
         cs_hitl_req_t *r = rid != NULL ? cs_hitl_find(&ex->hitl, rid) : NULL;
         if (r != NULL) {
+            cs_frame_t *rf = cs_exec_frame(ex, r->seq);
+            st->dup_wait = rf != NULL ? pending_ticket_of(st, rf) : 0;
             out->seq = r->seq;
             snprintf(out->event_id, sizeof(out->event_id), "%s", r->event_id);
             out->duplicate = 1;
@@ -984,13 +1009,39 @@ static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, 
     pending_t *pe = NULL;
     cs_err_t e;
 
-    /* Had before the event is stored: a completion that could not be kept would be a lost reply. */
-    if (done != NULL && st->obs.change != NULL && (pe = calloc(1, sizeof(*pe))) == NULL) {
+    /* Had before the event is stored: a completion that could not be kept would be a lost reply. Kept
+     * also without a completion while the observer may defer: a retry of the publish must know that it
+     * is not confirmed yet. */
+    if (st->obs.change != NULL && (pe = calloc(1, sizeof(*pe))) == NULL) {
         snprintf(detail, detail_len, "out of memory");
         return CS_ERR_INTERNAL;
     }
     st->deferred = 0;
+    st->dup_wait = 0;
     e = publish_event(st, fl, ev, body, body_len, now_unix_ms, out, detail, detail_len);
+    if (e == CS_OK && st->dup_wait != 0) {
+        /* A retry of a publish not confirmed yet: it is answered when that one is, with its outcome. */
+        uint64_t t = st->dup_wait;
+        st->dup_wait = 0;
+        if (done == NULL || pe == NULL) {
+            free(pe);
+            snprintf(detail, detail_len, "event %s (seq %llu) is not durable yet: retry", out->event_id,
+                     (unsigned long long)out->seq);
+            return CS_ERR_UNAVAILABLE;
+        }
+        pe->ticket = ++st->tickets;
+        pe->waits_for = t;
+        pe->done = *done;
+        pe->pub = *out;
+        pe->pub.frame = NULL;
+        pe->pub.exec = NULL;
+        out->ticket = pe->ticket;
+        DL_APPEND(st->pending, pe);
+        st->n_pending++;
+        st->n_with_done++;
+        st->n_waiting_dups++;
+        return CS_PENDING;
+    }
     if (e != CS_OK || !st->deferred || pe == NULL) {
         st->deferred = 0;
         free(pe);
@@ -998,37 +1049,87 @@ static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, 
     }
     st->deferred = 0;
     pe->ticket = out->ticket;
-    pe->done = *done;
+    if (done != NULL) {
+        pe->done = *done;
+        st->n_with_done++;
+    }
     pe->pub = *out;
     pe->pub.frame = NULL;
     pe->pub.exec = NULL;
+    pe->frame = cs_frame_ref(out->frame);
     DL_APPEND(st->pending, pe);
     st->n_pending++;
-    return CS_PENDING;
+    return done != NULL ? CS_PENDING : CS_OK;
 }
 
-static pending_t *pending_take(cs_store_t *st, uint64_t ticket)
+/* The ticket of the unconfirmed publish that stored f, or 0 (confirmed, or never deferred). */
+static uint64_t pending_ticket_of(const cs_store_t *st, const cs_frame_t *f)
+{
+    for (const pending_t *pe = st->pending; pe != NULL; pe = pe->next)
+        if (pe->frame == f)
+            return pe->ticket;
+    return 0;
+}
+
+/* Its completion will not be called (it was, or its caller left). */
+static void pending_clear_done(cs_store_t *st, pending_t *pe)
+{
+    if (pe->done.fn != NULL)
+        st->n_with_done--;
+    memset(&pe->done, 0, sizeof(pe->done));
+}
+
+static void pending_free(cs_store_t *st, pending_t *pe)
+{
+    pending_clear_done(st, pe);
+    DL_DELETE(st->pending, pe);
+    st->n_pending--;
+    if (pe->waits_for != 0)
+        st->n_waiting_dups--;
+    if (pe->frame != NULL)
+        cs_frame_unref(st, pe->frame);
+    free(pe);
+}
+
+static pending_t *pending_find(cs_store_t *st, uint64_t ticket)
 {
     pending_t *pe;
 
     /* Confirmations come mostly in order: the oldest first. */
     for (pe = st->pending; pe != NULL && pe->ticket != ticket; pe = pe->next)
         ;
-    if (pe != NULL) {
-        DL_DELETE(st->pending, pe);
-        st->n_pending--;
-    }
     return pe;
+}
+
+/* Answers one entry: its completion (once), and it goes unless the publish is still unconfirmed. */
+static void pending_answer(cs_store_t *st, pending_t *pe, cs_err_t e, const char *detail)
+{
+    cs_store_done_t done = pe->done;
+    cs_publish_t pub = pe->pub;
+
+    pending_clear_done(st, pe);
+    if (e == CS_OK || pe->waits_for != 0)
+        pending_free(st, pe);
+    /* else: told the error, but the record may still be written (a journal's retry): a retry of it
+     * waits until the observer confirms it CS_OK after all. */
+    if (done.fn != NULL)
+        done.fn(done.data, e, &pub, detail != NULL ? detail : "");
 }
 
 void cs_store_confirm(cs_store_t *st, uint64_t ticket, cs_err_t e, const char *detail)
 {
-    pending_t *pe = pending_take(st, ticket);
+    pending_t *pe = pending_find(st, ticket);
 
-    if (pe == NULL)
-        return; /* nobody waits (published without a completion, or forgotten) */
-    pe->done.fn(pe->done.data, e, &pe->pub, detail != NULL ? detail : "");
-    free(pe);
+    if (pe != NULL)
+        pending_answer(st, pe, e, detail);
+    /* Retries that wait for it: answered with its outcome (the completion may publish: search again). */
+    while (st->n_waiting_dups > 0) {
+        for (pe = st->pending; pe != NULL && pe->waits_for != ticket; pe = pe->next)
+            ;
+        if (pe == NULL)
+            break;
+        pending_answer(st, pe, e, detail);
+    }
 }
 
 int cs_store_may_defer(const cs_store_t *st)
@@ -1038,7 +1139,14 @@ int cs_store_may_defer(const cs_store_t *st)
 
 void cs_store_forget(cs_store_t *st, uint64_t ticket)
 {
-    free(pending_take(st, ticket));
+    pending_t *pe = pending_find(st, ticket);
+
+    if (pe == NULL)
+        return;
+    if (pe->waits_for != 0)
+        pending_free(st, pe);
+    else
+        pending_clear_done(st, pe); /* still unconfirmed: a retry must know */
 }
 
 cs_err_t cs_store_publish(cs_store_t *st, json_t *ev, int64_t now_unix_ms, cs_publish_t *out, char *detail,
@@ -1146,7 +1254,7 @@ static int replay_publish(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, c
     json_t *ev;
     cs_err_t e;
 
-    if (c->seq < ex->next_seq || c->gseq != st->gnext)
+    if (c->seq < ex->next_seq || c->gseq < st->gnext)
         REPLAY_FAIL("%.*s: seq %llu (global %llu) after %llu (global %llu)", (int)c->exec_len, c->exec,
                     (unsigned long long)c->seq, (unsigned long long)c->gseq, (unsigned long long)ex->next_seq,
                     (unsigned long long)st->gnext);
@@ -1158,13 +1266,110 @@ static int replay_publish(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, c
         REPLAY_FAIL("%.*s: seq %llu: JSON that does not parse", (int)c->exec_len, c->exec,
                     (unsigned long long)c->seq);
     fl.timestamp = string_member(ev, "timestamp", &fl.timestamp_len);
+    /* A hole in the global ring (records lost before this one): what it held before goes, a resume into
+     * it gets stream.gap. (A hole in the execution's ring: publish_event, as for a sequencer's seq.) */
+    if (c->gseq > st->gnext) {
+        while (st->gnext > st->gfirst)
+            global_evict_oldest(st);
+        st->gfirst = st->gnext = c->gseq;
+    }
     memset(&out, 0, sizeof(out));
     st->replaying = 1;
     st->replay_seq = c->seq;
+    st->replay_unix_now = cs_unix_ms();
     e = publish_event(st, &fl, ev, body, body_len, c->unix_ms, &out, detail, detail_len);
     st->replaying = 0;
     json_decref(ev);
     return e == CS_OK ? 0 : -1;
+}
+
+/* Empties the store (a snapshot replaces everything): no subscriber may be open. */
+static void store_reset(cs_store_t *st)
+{
+    cs_exec_t *ex, *tmp;
+
+    while (st->gnext > st->gfirst)
+        global_evict_oldest(st);
+    HASH_ITER(hh, st->execs, ex, tmp)
+    {
+        ex->n_subs = 0;
+        exec_free(st, ex);
+    }
+}
+
+/* The counters a snapshot carries beside the rings (SNAP_BEGIN's JSON). */
+static int snap_counters(cs_store_t *st, const cs_change_t *c, int set, char *detail, size_t detail_len)
+{
+    json_t *o = c->json != NULL ? json_loadb(c->json, c->json_len, 0, NULL) : NULL;
+    json_t *fo = json_object_get(o, "first_orders");
+    int ok = json_is_integer(fo);
+
+    if (ok && set)
+        st->first_orders = (uint64_t)json_integer_value(fo);
+    else if (ok)
+        ok = (uint64_t)json_integer_value(fo) == st->first_orders;
+    json_decref(o);
+    if (!ok)
+        REPLAY_FAIL("snapshot: counters %s", set ? "unreadable" : "differ");
+    return 0;
+}
+
+static int replay_snapshot(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, char *detail,
+                           size_t detail_len)
+{
+    (void)ex;
+    switch (c->kind) {
+    case CS_CHANGE_SNAP_BEGIN:
+        if (c->epoch == 0 || c->seq == 0 || c->gseq < c->seq || c->gseq - c->seq > st->gcap)
+            REPLAY_FAIL("snapshot: global ring [%llu, %llu) of epoch %llu", (unsigned long long)c->seq,
+                        (unsigned long long)c->gseq, (unsigned long long)c->epoch);
+        store_reset(st);
+        st->gepoch = c->epoch;
+        st->gfirst = st->gnext = c->seq;
+        st->snap_gnext = c->gseq;
+        return snap_counters(st, c, 1, detail, detail_len);
+    case CS_CHANGE_SNAP_END:
+        if (c->epoch != st->gepoch || c->seq != st->gfirst || c->gseq != st->gnext)
+            REPLAY_FAIL("snapshot end: global ring [%llu, %llu) of epoch %llu, the store holds [%llu, %llu)",
+                        (unsigned long long)c->seq, (unsigned long long)c->gseq, (unsigned long long)c->epoch,
+                        (unsigned long long)st->gfirst, (unsigned long long)st->gnext);
+        return snap_counters(st, c, 0, detail, detail_len);
+    default:
+        break;
+    }
+    REPLAY_FAIL("snapshot record %d: not supported yet", (int)c->kind);
+}
+
+/* Emits one snapshot record; stops at the first error. */
+#define SNAP_EMIT(c)                                                                                         \
+    do {                                                                                                     \
+        int rc_ = fn(data, (c));                                                                             \
+        if (rc_ != 0)                                                                                        \
+            return rc_;                                                                                      \
+    } while (0)
+
+int cs_store_snapshot(cs_store_t *st, int (*fn)(void *data, const cs_change_t *c), void *data)
+{
+    char counters[64];
+    int n =
+        snprintf(counters, sizeof(counters), "{\"first_orders\":%llu}", (unsigned long long)st->first_orders);
+    cs_change_t b = {.kind = CS_CHANGE_SNAP_BEGIN,
+                     .epoch = st->gepoch,
+                     .seq = st->gfirst,
+                     .gseq = st->gnext,
+                     .json = counters,
+                     .json_len = (size_t)n};
+
+    SNAP_EMIT(&b);
+    b.kind = CS_CHANGE_SNAP_END;
+    SNAP_EMIT(&b);
+    return 0;
+}
+
+void cs_store_set_refusal(cs_store_t *st, cs_err_t e, const char *detail)
+{
+    st->gate = e;
+    snprintf(st->gate_detail, sizeof(st->gate_detail), "%s", detail != NULL ? detail : "");
 }
 
 int cs_store_replay(cs_store_t *st, const cs_change_t *c, char *detail, size_t detail_len)
@@ -1172,12 +1377,36 @@ int cs_store_replay(cs_store_t *st, const cs_change_t *c, char *detail, size_t d
     cs_exec_t *ex = c->exec != NULL ? cs_store_find(st, c->exec, c->exec_len) : NULL;
     cs_hitl_req_t *r;
 
-    if (c->kind != CS_CHANGE_EXEC_NEW && c->kind != CS_CHANGE_GLOBAL_EVICT && ex == NULL)
-        REPLAY_FAIL("record %d: no execution \"%.*s\"", (int)c->kind, (int)c->exec_len, c->exec);
+    if (ex == NULL && c->exec != NULL) {
+        switch (c->kind) {
+        case CS_CHANGE_PUBLISH:
+            /* A hole lost its EXEC_NEW: begun now, with a new epoch (cursors into the loss get a gap). */
+            ex = exec_new(st, c->exec, c->exec_len, 0, c->unix_ms);
+            if (ex == NULL)
+                REPLAY_FAIL("out of memory");
+            break;
+        case CS_CHANGE_EVICT:
+        case CS_CHANGE_EXPIRED:
+        case CS_CHANGE_FREED:
+            return 0; /* gone already (a hole lost it, or never held it): nothing to undo */
+        case CS_CHANGE_EXEC_NEW:
+        case CS_CHANGE_EXEC_STATE:
+        case CS_CHANGE_SNAP_FRAME:
+            break;
+        default:
+            REPLAY_FAIL("record %d: no execution \"%.*s\"", (int)c->kind, (int)c->exec_len, c->exec);
+        }
+    }
+    if (ex == NULL && c->exec == NULL && c->kind != CS_CHANGE_GLOBAL_EVICT &&
+        c->kind != CS_CHANGE_SNAP_BEGIN && c->kind != CS_CHANGE_SNAP_END && c->kind != CS_CHANGE_SNAP_FRAME)
+        REPLAY_FAIL("record %d without an execution", (int)c->kind);
     switch (c->kind) {
     case CS_CHANGE_EXEC_NEW:
-        if (ex != NULL)
-            REPLAY_FAIL("%.*s: begun twice", (int)c->exec_len, c->exec);
+        if (ex != NULL) {
+            /* Begun again: its FREED was lost in a hole (a whole journal never says this twice). */
+            ex->n_subs = 0;
+            exec_free(st, ex);
+        }
         return exec_new(st, c->exec, c->exec_len, c->epoch, c->unix_ms) != NULL ? 0 : -1;
     case CS_CHANGE_PUBLISH:
         return replay_publish(st, ex, c, detail, detail_len);
@@ -1189,21 +1418,24 @@ int cs_store_replay(cs_store_t *st, const cs_change_t *c, char *detail, size_t d
         return 0;
     }
     case CS_CHANGE_EVICT:
-        /* Idempotent: a publish's own ring bound may have let the frame go already. */
+        /* Idempotent: a publish's own ring bound may have let the frame go already. Past the oldest (the
+         * evictions between were lost in a hole): up to it. */
         if (c->seq < ex->first_seq)
             return 0;
-        if (c->seq != ex->first_seq || exec_count(ex) == 0)
+        if (c->seq >= ex->next_seq)
             REPLAY_FAIL("%.*s: evict seq %llu, oldest %llu", (int)c->exec_len, c->exec,
                         (unsigned long long)c->seq, (unsigned long long)ex->first_seq);
-        exec_evict_oldest(st, ex);
+        while (ex->first_seq <= c->seq)
+            exec_evict_oldest(st, ex);
         return 0;
     case CS_CHANGE_GLOBAL_EVICT:
         if (c->gseq < st->gfirst)
             return 0;
-        if (c->gseq != st->gfirst || st->gnext == st->gfirst)
+        if (c->gseq >= st->gnext)
             REPLAY_FAIL("evict global %llu, oldest %llu", (unsigned long long)c->gseq,
                         (unsigned long long)st->gfirst);
-        global_evict_oldest(st);
+        while (st->gfirst <= c->gseq)
+            global_evict_oldest(st);
         return 0;
     case CS_CHANGE_REQUEST_OPENED:
     case CS_CHANGE_REQUEST_ANSWERED: {
@@ -1229,6 +1461,11 @@ int cs_store_replay(cs_store_t *st, const cs_change_t *c, char *detail, size_t d
         ex->n_subs = 0; /* nobody watches a store being replayed */
         exec_free(st, ex);
         return 0;
+    case CS_CHANGE_SNAP_BEGIN:
+    case CS_CHANGE_EXEC_STATE:
+    case CS_CHANGE_SNAP_FRAME:
+    case CS_CHANGE_SNAP_END:
+        return replay_snapshot(st, ex, c, detail, detail_len);
     }
     REPLAY_FAIL("unknown record %d", (int)c->kind);
 }
@@ -1612,7 +1849,7 @@ void cs_store_free(cs_store_t *st)
         return;
     st->tearing_down = 1;
     while (st->pending != NULL)
-        free(pending_take(st, st->pending->ticket));
+        pending_free(st, st->pending);
     while (st->gnext > st->gfirst)
         global_evict_oldest(st);
     HASH_ITER(hh, st->execs, ex, tmp)
@@ -1664,7 +1901,8 @@ void cs_store_stats(const cs_store_t *st, cs_store_stats_t *s)
     s->executions_expired = st->expired;
     s->gaps_sent = st->gaps;
     s->subscribers = st->subscribers;
-    s->pending = st->n_pending;
+    s->pending = st->n_with_done;
+    s->refused_gate = st->refused_gate;
 }
 
 uint64_t cs_store_global_epoch(const cs_store_t *st)

@@ -133,7 +133,8 @@ typedef struct cs_store_stats {
     uint64_t executions_expired;
     uint64_t gaps_sent;
     size_t subscribers;
-    size_t pending; /* publishes waiting for their observer's confirmation, with a completion */
+    size_t pending;        /* publishes waiting for their observer's confirmation, with a completion */
+    uint64_t refused_gate; /* publishes refused by the gate (cs_store_set_refusal) */
 } cs_store_stats_t;
 
 /** Creates an empty store; returns 0 or -ENOMEM. */
@@ -211,8 +212,12 @@ cs_hitl_t *cs_store_requests(cs_store_t *store, const char *execution_id, size_t
  * event_id are assigned, the event is visible to subscribers), and done->fn is called exactly once,
  * from cs_store_confirm, with the outcome and a copy of out (its frame and exec NULL: they may be gone
  * by then). Without a completion, or when the observer is done at once, a publish completes at once as
- * before (CS_OK or an error, done never called). A producer's retry of an event still pending is
- * acknowledged at once with the original seq.
+ * before (CS_OK or an error, done never called). A producer's retry (same event_id and type) of an
+ * event not confirmed yet is not acknowledged at once: with a completion it gets CS_PENDING and is
+ * answered with the original's outcome and seq when that is confirmed; without one it is refused
+ * CS_ERR_UNAVAILABLE ("not durable yet: retry"). A publish confirmed with an error stays unconfirmed
+ * (its record may still be written: a journal's retry) until the observer confirms it CS_OK; a
+ * forgotten one (cs_store_forget) too.
  */
 
 /** Not an error: the publish completes later, through its completion. Positive, so it is neither CS_OK
@@ -269,7 +274,16 @@ typedef enum cs_change_kind {
     CS_CHANGE_FINISHED,         /* an execution entered (status final) or left a final state: exec, status */
     CS_CHANGE_EXPIRED,          /* a finished execution's retention ended (its frames went by EVICT) */
     CS_CHANGE_FREED,            /* an execution and everything it held are gone: exec */
+    /* A snapshot (cs_store_snapshot): the whole store as records, replayed into any store it replaces. */
+    CS_CHANGE_SNAP_BEGIN, /* epoch (the global ring's), seq/gseq (its first/next gseq), json (counters) */
+    CS_CHANGE_EXEC_STATE, /* one execution's whole state but its frames: exec, epoch, json (see store.c) */
+    CS_CHANGE_SNAP_FRAME, /* a retained frame: exec, seq, gseq, event_id, type, json, unix_ms, status (bit 0:
+                           * in its execution's ring, bit 1: in the global ring) */
+    CS_CHANGE_SNAP_END,   /* the snapshot is whole: what SNAP_BEGIN said, again */
 } cs_change_kind_t;
+
+/** The last kind (record readers refuse any kind past it). */
+#define CS_CHANGE_LAST CS_CHANGE_SNAP_END
 
 /** One change. Pointers are valid during the observer's call only. */
 typedef struct cs_change {
@@ -307,8 +321,34 @@ void cs_store_set_observer(cs_store_t *store, const cs_store_observer_t *obs);
  * evictions come as their own records); records derived from a publish (request opened or answered,
  * finished) are checked against what the publish did. Returns 0, or -1 with detail when the record
  * does not follow from the store's state.
+ *
+ * Holes: after records were lost (a journal segment's tail skipped over a bad checksum) what follows
+ * may refer to what is gone. Where the loss explains it, replay goes on and the loss becomes a
+ * stream.gap: a PUBLISH past its execution's next seq drops the ring's history and continues at its
+ * seq; a PUBLISH past the global ring's next gseq does the same for the global ring; a PUBLISH for an
+ * execution never begun begins it (with a new epoch: cursors into what was lost get stream.gap); an
+ * eviction past the oldest retained evicts up to it; an eviction, expiry or free of an execution that
+ * is not there changes nothing. Anything else is refused (the caller skips it).
+ *
+ * A finished execution's retention counts from the time of its records (cs_store_set_now first).
+ * SNAP_BEGIN empties the store (no subscriber may be open) and sets the global ring's epoch and seqs.
  */
 int cs_store_replay(cs_store_t *store, const cs_change_t *c, char *detail, size_t detail_len);
+
+/**
+ * Emits the whole store through fn as records, without changing it: SNAP_BEGIN, then per execution
+ * (in eviction order: the active list, then the finished list, oldest first; then the ones on neither)
+ * its EXEC_STATE and its ring's frames (SNAP_FRAME), then the frames only the global ring holds, then
+ * SNAP_END. Replayed (cs_store_replay) into a store with the same limits they rebuild the same store,
+ * whatever it held before. fn returns 0 to go on; anything else stops the snapshot and is returned.
+ */
+int cs_store_snapshot(cs_store_t *store, int (*fn)(void *data, const cs_change_t *c), void *data);
+
+/**
+ * The store's gate: while e is not CS_OK every publish is refused with e and detail before anything is
+ * stored (a journal that cannot be written: CS_ERR_UNAVAILABLE). CS_OK opens it again.
+ */
+void cs_store_set_refusal(cs_store_t *store, cs_err_t e, const char *detail);
 
 /**
  * The seq step: gives the event about to be stored in execution exec its seq. next is the store's own

@@ -41,12 +41,17 @@ int cs_subscribe_open(cs_daemon_t *d, const cs_route_t *rt, cs_sub_req_t *req, c
 /**
  * Takes an answer to a human-input request of execution x[0..xlen): o is the client's message, already
  * parsed (each transport parses and words its own parse errors); may_respond says whether the token's
- * respond scope covers x. Reads the answer and publishes its completion. Returns 0 with *pub, or an
- * error value with detail: CS_ERR_FORBIDDEN, a field's (missing_field, invalid_field), CS_ERR_NOT_FOUND
- * (no such request), CS_ERR_CONFLICT (not open), CS_ERR_INTERNAL.
+ * respond scope covers x. Reads the answer and publishes its completion (cs_answer_take). Returns 0 with
+ * *pub, or an error value with detail: CS_ERR_FORBIDDEN, a field's (missing_field, invalid_field),
+ * CS_ERR_NOT_FOUND (no such request), CS_ERR_CONFLICT (not open), CS_ERR_UNAVAILABLE (the journal cannot
+ * take it), CS_ERR_INTERNAL. With done (a transport that can hold its reply) it may return CS_PENDING
+ * (*pub has the ticket): the journal confirms the answer later, through done, and only then is the
+ * human told it was taken (an error then, CS_ERR_UNAVAILABLE, says it was not made durable); the
+ * transport forgets the ticket (cs_store_forget) when its client leaves first. done NULL: completes
+ * at once.
  */
 int cs_take_answer(cs_daemon_t *d, const json_t *o, const char *x, size_t xlen, int may_respond,
-                   cs_publish_t *pub, char *detail, size_t detail_len);
+                   const cs_store_done_t *done, cs_publish_t *pub, char *detail, size_t detail_len);
 
 /** The reply to a taken answer (malloc'd JSON, NULL when out of memory): {"ok":true,...} over HTTP,
  * {"type":"ack",...} on a WebSocket (ws nonzero); both name the execution, the completion's event_id and

@@ -93,6 +93,21 @@ _Static_assert(CS_FRAME_PRE == LWS_PRE,
 #define WS_ORIGIN_MAX 320
 
 typedef struct ws_conn ws_conn_t;
+typedef struct ws_wait ws_wait_t;
+
+/*
+ * A reply held in message order behind an answer the journal confirms later (CS_PENDING): from the first
+ * pending answer on, every reply of that connection waits here, and the ready ones at the front move to
+ * the reply queue as they come, so the replies leave in the order of the messages.
+ */
+struct ws_wait {
+    ws_conn_t *c;
+    uint64_t ticket; /* of the pending answer; 0 once its reply is in */
+    cs_store_done_t done;
+    char *text; /* the reply (JSON), NULL until it is in */
+    size_t len;
+    ws_wait_t *next;
+};
 
 struct ws_conn {
     cs_ws_t *ws;
@@ -119,7 +134,9 @@ struct ws_conn {
     unsigned char *outq[WS_OUTQ]; /* replies, each with LWS_PRE bytes of head-room */
     size_t outq_len[WS_OUTQ];
     unsigned outq_head, outq_n;
-    int rx_paused; /* the queue filled up: lws does not read this client until it drains */
+    int rx_paused;                 /* the queue filled up: lws does not read this client until it drains */
+    ws_wait_t *waits, *waits_tail; /* replies held behind a pending answer, in message order */
+    unsigned n_waits;              /* counted with outq_n against WS_OUTQ */
     /* A message too large for a batch, going out in pieces: the frame (a reference) and how much
      * of its JSON is written. */
     cs_frame_t *held;
@@ -229,6 +246,8 @@ static void ws_close_with(ws_conn_t *c, int err, const char *reason)
     ws_want_write(c);
 }
 
+static void ws_check_pause(ws_conn_t *c);
+
 /* Queues one reply frame (JSON text) for the client. */
 static void ws_queue_reply(ws_conn_t *c, const char *json, size_t len)
 {
@@ -257,14 +276,89 @@ static void ws_queue_reply(ws_conn_t *c, const char *json, size_t len)
     c->outq[i] = buf;
     c->outq_len[i] = len;
     c->outq_n++;
-    if (c->outq_n == WS_OUTQ && !c->rx_paused && c->wsi != NULL) {
+    ws_check_pause(c);
+    ws_want_write(c);
+}
+
+/* Backpressure: lws keeps what it has read of this client and reads no more until the replies (queued and
+ * held behind a pending answer) are out (ws_writeable resumes it). */
+static void ws_check_pause(ws_conn_t *c)
+{
+    if (c->outq_n + c->n_waits >= WS_OUTQ && !c->rx_paused && c->wsi != NULL) {
         /* Backpressure: lws keeps what it has read of this client and reads no more until the
          * replies are out (ws_writeable resumes it). */
         c->rx_paused = 1;
         c->ws->d->counters.ws_rx_paused++;
         lws_rx_flow_control(c->wsi, 0);
+        c->ws->dirty = 1;
     }
-    ws_want_write(c);
+}
+
+/* Moves the replies at the front of the held ones that are in to the reply queue, in message order. */
+static void ws_waits_drain(ws_conn_t *c)
+{
+    while (c->waits != NULL && c->waits->text != NULL) {
+        ws_wait_t *w = c->waits;
+        c->waits = w->next;
+        if (c->waits == NULL)
+            c->waits_tail = NULL;
+        c->n_waits--;
+        ws_queue_reply(c, w->text, w->len);
+        free(w->text);
+        free(w);
+    }
+}
+
+/* Appends w to c's held replies. */
+static void ws_wait_append(ws_conn_t *c, ws_wait_t *w)
+{
+    w->c = c;
+    if (c->waits_tail != NULL)
+        c->waits_tail->next = w;
+    else
+        c->waits = w;
+    c->waits_tail = w;
+    c->n_waits++;
+    ws_check_pause(c);
+}
+
+/* Frees c's held replies, forgetting the answers still pending (nobody to tell any more: they stay
+ * published). */
+static void ws_waits_clear(ws_conn_t *c)
+{
+    while (c->waits != NULL) {
+        ws_wait_t *w = c->waits;
+        c->waits = w->next;
+        if (w->ticket != 0)
+            cs_store_forget(c->ws->d->store, w->ticket);
+        free(w->text);
+        free(w);
+    }
+    c->waits_tail = NULL;
+    c->n_waits = 0;
+}
+
+/* Sends a reply (JSON text, copied) in message order: at once, or behind the replies held for a pending
+ * answer. */
+static void ws_reply(ws_conn_t *c, const char *json, size_t len)
+{
+    if (c->waits == NULL) {
+        ws_queue_reply(c, json, len);
+        return;
+    }
+    ws_wait_t *w = calloc(1, sizeof(*w));
+    char *t = malloc(len > 0 ? len : 1);
+    if (w == NULL || t == NULL) {
+        free(w);
+        free(t);
+        cs_log_error("ws: out of memory holding a reply: closing the connection (1011)");
+        ws_close_with(c, CS_ERR_INTERNAL, "out of memory");
+        return;
+    }
+    memcpy(t, json, len);
+    w->text = t;
+    w->len = len;
+    ws_wait_append(c, w);
 }
 
 static void ws_reply_error(ws_conn_t *c, const char *code, const char *detail)
@@ -279,8 +373,38 @@ static void ws_reply_error(ws_conn_t *c, const char *code, const char *detail)
         ws_close_with(c, CS_ERR_INTERNAL, "out of memory");
         return;
     }
-    ws_queue_reply(c, s, strlen(s));
+    ws_reply(c, s, strlen(s));
     free(s);
+}
+
+/* Renders the reply to an answer taken (e CS_OK: the ack) or refused, as text (malloc'd, NULL when out of
+ * memory). */
+static char *ws_answer_reply(ws_conn_t *c, cs_err_t e, const cs_publish_t *pub, const char *detail)
+{
+    if (e == CS_OK)
+        return cs_take_answer_ack(c->route.execution_id, c->route.execution_id_len, pub, 1);
+    json_t *o = json_pack("{s:s, s:s, s:s}", "type", "error", "error", cs_err_name(e), "detail",
+                          detail != NULL && detail[0] != '\0' ? detail : cs_err_detail(e));
+    char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
+}
+
+/* The journal's word on a pending answer: its reply, in its place; the ready ones go out in order. */
+static void ws_on_confirmed(void *data, cs_err_t e, const cs_publish_t *pub, const char *detail)
+{
+    ws_wait_t *w = data;
+    ws_conn_t *c = w->c;
+
+    w->ticket = 0;
+    w->text = ws_answer_reply(c, e, pub, detail);
+    if (w->text == NULL) {
+        cs_log_error("ws: out of memory rendering an ack: closing the connection (1011)");
+        ws_close_with(c, CS_ERR_INTERNAL, "out of memory");
+        return;
+    }
+    w->len = strlen(w->text);
+    ws_waits_drain(c);
 }
 
 /*
@@ -295,11 +419,29 @@ static void ws_on_message(ws_conn_t *c, const char *msg, size_t len)
     cs_publish_t pub;
     int e;
 
+    ws_wait_t *w = NULL;
+
     e = cs_line_parse(msg, len, d->cfg->json_depth ? d->cfg->json_depth : 32, &o, detail, sizeof(detail));
+    /* With a journal the ack comes once the answer is confirmed: a place for it, had first. */
+    if (e == CS_OK && cs_store_may_defer(d->store) && (w = calloc(1, sizeof(*w))) == NULL) {
+        e = CS_ERR_INTERNAL;
+        snprintf(detail, sizeof(detail), "out of memory: the answer was not taken; send it again");
+    }
+    if (w != NULL) {
+        w->c = c;
+        w->done.fn = ws_on_confirmed;
+        w->done.data = w;
+    }
     if (e == CS_OK)
-        e = cs_take_answer(d, o, c->route.execution_id, c->route.execution_id_len, c->can_respond, &pub,
-                           detail, sizeof(detail));
+        e = cs_take_answer(d, o, c->route.execution_id, c->route.execution_id_len, c->can_respond,
+                           w != NULL ? &w->done : NULL, &pub, detail, sizeof(detail));
     json_decref(o);
+    if (e == CS_PENDING) {
+        w->ticket = pub.ticket; /* its ack comes in message order when the journal confirms it */
+        ws_wait_append(c, w);
+        return;
+    }
+    free(w);
     if (e != CS_OK) {
         ws_reply_error(c, cs_err_name(e), detail);
         return;
@@ -310,7 +452,7 @@ static void ws_on_message(ws_conn_t *c, const char *msg, size_t len)
         ws_close_with(c, CS_ERR_INTERNAL, "out of memory");
         return;
     }
-    ws_queue_reply(c, s, strlen(s));
+    ws_reply(c, s, strlen(s));
     free(s);
 }
 
@@ -329,6 +471,7 @@ static void ws_conn_detach(ws_conn_t *c)
         cs_sub_req_free(&c->req);
         c->have_req = 0;
     }
+    ws_waits_clear(c);
     while (c->outq_n > 0) {
         free(c->outq[c->outq_head]);
         c->outq_head = (c->outq_head + 1) % WS_OUTQ;
@@ -790,7 +933,7 @@ static int ws_writeable(ws_conn_t *c, struct lws *wsi)
         free(buf);
         c->outq_head = (c->outq_head + 1) % WS_OUTQ;
         c->outq_n--;
-        if (c->rx_paused && c->outq_n <= WS_OUTQ_RESUME) {
+        if (c->rx_paused && c->outq_n + c->n_waits <= WS_OUTQ_RESUME) {
             c->rx_paused = 0;
             lws_rx_flow_control(wsi, 1);
         }

@@ -303,3 +303,17 @@ def test_port_in_use_exits_1():
         assert str(port) in err, err
     finally:
         blocker.close()
+
+
+def test_run_finished_right_after_start_is_retained(make_daemon):
+    """An execution that finishes before the daemon's first store tick is kept for store.retain_s
+    (it was once timed from the monotonic clock's zero and dropped at that tick)."""
+    d = make_daemon()
+    from csutil import Producer
+
+    with Producer(d.sock) as p:
+        replies = p.request(ev("early-1", "run.started"), ev("early-1", "run.completed", result="done"))
+    assert all(r["ok"] for r in replies), replies
+    time.sleep(1.2)  # past the first tick (500 ms) and the one after it
+    status, _, body = http_json(d.port, "/v1/executions/early-1")
+    assert status == 200 and body["status"] == "completed", (status, body)

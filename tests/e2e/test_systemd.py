@@ -406,15 +406,15 @@ def test_unit_file():
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_unit_file_verifies():
     """systemd-analyze verify, with ExecStart pointing at the built daemon (the installed path
-    /usr/local/bin/crewstreamd need not exist here)."""
+    /usr/local/sbin/crewstreamd need not exist here)."""
     tmp = tempfile.mkdtemp(prefix="cs-e2e-sd-")
     try:
         with open(UNIT) as f:
             text = f.read()
-        assert "/usr/local/bin/crewstreamd" in text
+        assert "/usr/local/sbin/crewstreamd" in text
         path = os.path.join(tmp, "crewstreamd.service")
         with open(path, "w") as f:
-            f.write(text.replace("/usr/local/bin/crewstreamd", daemon_path()))
+            f.write(text.replace("/usr/local/sbin/crewstreamd", daemon_path()))
         p = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, timeout=60,
                            env=dict(os.environ, SYSTEMD_LOG_LEVEL="warning"))
         out = (p.stdout + p.stderr).decode(errors="replace")

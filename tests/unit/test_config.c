@@ -27,7 +27,8 @@ static const char default_json[] =
     "  \"heartbeat_s\": 15,\n"
     "  \"shutdown_s\": 5,\n"
     "  \"http\": { \"cors_origins\": [\"*\"], \"metrics_public\": false },\n"
-    "  \"log\": { \"level\": \"info\" }\n"
+    "  \"log\": { \"level\": \"info\" },\n"
+    "  \"journal\": { \"dir\": null, \"fsync\": \"everysec\", \"max_bytes\": 1073741824 }\n"
     "}\n";
 
 /* Every key away from its default, so each one is seen to land in its field. */
@@ -149,6 +150,57 @@ static void expect_default_socket(const char *want)
     char *s = cs_config_default_socket();
     CHECK_STR(s, want);
     free(s);
+}
+
+static void expect_journal_dir(const char *want)
+{
+    cs_config_t cfg;
+    REQUIRE(cs_config_defaults(&cfg) == 0);
+    if (want == NULL)
+        CHECK(cfg.journal_dir == NULL);
+    else
+        CHECK_STR(cfg.journal_dir, want);
+    cs_config_free(&cfg);
+}
+
+/* journal.dir: null means $STATE_DIRECTORY (its first entry), else memory only; fsync and max_bytes. */
+static void test_default_journal_dir(void)
+{
+    cs_config_t cfg;
+    char err[256];
+
+    unsetenv("STATE_DIRECTORY");
+    expect_journal_dir(NULL);
+    setenv("STATE_DIRECTORY", "/var/lib/crewstream", 1);
+    expect_journal_dir("/var/lib/crewstream");
+    setenv("STATE_DIRECTORY", "/var/lib/crewstream/:/var/lib/other", 1);
+    expect_journal_dir("/var/lib/crewstream");
+    setenv("STATE_DIRECTORY", ":/var/lib/other", 1);
+    expect_journal_dir(NULL);
+    setenv("STATE_DIRECTORY", "", 1);
+    expect_journal_dir(NULL);
+    unsetenv("STATE_DIRECTORY");
+
+    REQUIRE(cs_config_defaults(&cfg) == 0);
+    CHECK(cfg.journal_fsync == CS_JSYNC_EVERYSEC);
+    CHECK(cfg.journal_max_bytes == 1073741824u);
+    static const char ok[] = "{\"journal\":{\"dir\":\"/j\",\"fsync\":\"always\",\"max_bytes\":8388608}}";
+    CHECK(cs_config_load_buffer(&cfg, ok, strlen(ok), err, sizeof(err)) == 0);
+    CHECK_STR(cfg.journal_dir, "/j");
+    CHECK(cfg.journal_fsync == CS_JSYNC_ALWAYS);
+    CHECK(cfg.journal_max_bytes == 8388608u);
+    static const char bad_fsync[] = "{\"journal\":{\"fsync\":\"sometimes\"}}";
+    CHECK(cs_config_load_buffer(&cfg, bad_fsync, strlen(bad_fsync), err, sizeof(err)) == -EINVAL);
+    CHECK(strstr(err, "journal.fsync") != NULL && strstr(err, "everysec") != NULL);
+    static const char bad_dir[] = "{\"journal\":{\"dir\":5}}";
+    CHECK(cs_config_load_buffer(&cfg, bad_dir, strlen(bad_dir), err, sizeof(err)) == -EINVAL);
+    CHECK(strstr(err, "journal.dir") != NULL && strstr(err, "directory path") != NULL);
+    static const char small[] = "{\"journal\":{\"max_bytes\":1024}}";
+    CHECK(cs_config_load_buffer(&cfg, small, strlen(small), err, sizeof(err)) == -EINVAL);
+    CHECK(strstr(err, "journal.max_bytes") != NULL);
+    /* A refused file changed nothing. */
+    CHECK_STR(cfg.journal_dir, "/j");
+    cs_config_free(&cfg);
 }
 
 static void test_default_socket(void)
@@ -677,7 +729,8 @@ static void check_row(const cs_cfg_field_t *f, const char *path, void *arg)
     cs_cfg_release_field(&one, f);
     /* A kind stored by its ops alone must say how to print it; one with storage, how to copy and free it. */
     if (f->kind == CS_CFG_CUSTOM || f->kind == CS_CFG_INT)
-        CHECK(f->ops != NULL && f->ops->parse != NULL && (f->ops->dump != NULL || (f->flags & CS_CFG_NODUMP)));
+        CHECK(f->ops != NULL && f->ops->parse != NULL &&
+              (f->ops->dump != NULL || (f->flags & CS_CFG_NODUMP)));
     if (f->kind == CS_CFG_CUSTOM && f->ops->copy != NULL)
         CHECK(f->ops->release != NULL);
     /* A restart-only key is compared by its printed value: it cannot be a secret. */
@@ -764,6 +817,9 @@ static const struct {
     {"http.cors_origins", CS_CFG_LIVE, 0},
     {"http.metrics_public", CS_CFG_LIVE, 0},
     {"log.level", CS_CFG_APPLY, CS_CONFIG_APPLY_LOG},
+    {"journal.dir", CS_CFG_RESTART, 0},
+    {"journal.fsync", CS_CFG_RESTART, 0},
+    {"journal.max_bytes", CS_CFG_RESTART, 0},
 };
 
 static void check_rule(const cs_cfg_field_t *f, const char *path, void *arg)
@@ -885,9 +941,12 @@ int main(void)
     unsetenv("CREWSTREAM_JWT_SECRET");
     /* Under a systemd unit with RuntimeDirectory= the default socket would move (test_default_socket). */
     unsetenv("RUNTIME_DIRECTORY");
+    /* Likewise the journal's directory with StateDirectory= (test_default_journal_dir). */
+    unsetenv("STATE_DIRECTORY");
 
     RUN(test_defaults);
     RUN(test_default_socket);
+    RUN(test_default_journal_dir);
     RUN(test_default_files);
     RUN(test_full);
     RUN(test_token_hash);
