@@ -681,9 +681,6 @@ int main(int argc, char **argv)
     }
     cs_timer_init(&a->tick, d->loop, on_tick, a);
     cs_timer_start(&a->tick, TICK_MS);
-    /* The store stamps a finish with its "now", which the tick keeps: set it before the first tick, or
-     * a run finished within TICK_MS of the start looks finished at time 0 and expires at that tick. */
-    cs_store_set_now(d->store, cs_loop_update_now(d->loop));
 
     cs_log_info("crewstreamd %s: http://%s/ (WebSocket and HTTP on one port), ingest %s, %s", CS_VERSION,
                 d->cfg->listen, d->cfg->ingest_socket,
