@@ -200,6 +200,62 @@ test('the demo: list, tree, reject with feedback, retry, approve, completed', { 
   }
 });
 
+test('both event-name families draw the same tree', { timeout: 60000 }, async () => {
+  const d = await startDaemon();
+  const chunks = (x, agent) => ['Agents ', 'matured ', 'fast.'].map((c) => ({ execution_id: x, type: 'llm_stream_chunk', agent, chunk: c }));
+  const A = 'fam-run', B = 'fam-bus';
+  await post(d, [
+    { execution_id: A, type: 'run.started', crew_name: 'research' },
+    { execution_id: A, type: 'agent.started', agent: 'Researcher', task: 'Research agents' },
+    { execution_id: A, type: 'tool.called', tool: 'web_search', input: 'agents 2024' },
+    { execution_id: A, type: 'tool.result', tool: 'web_search', output: '15 results' },
+    { execution_id: A, type: 'tool.called', tool: 'read_page', input: 'x' },
+    { execution_id: A, type: 'tool.error', tool: 'read_page', error: 'HTTP 429' },
+    { execution_id: A, type: 'log', level: 'warning', message: 'old sources' },
+    ...chunks(A, 'Researcher'),
+    { execution_id: A, type: 'agent.completed', agent: 'Researcher', output: 'findings' },
+    { execution_id: A, type: 'run.completed', result: 'the report' },
+  ]);
+  await post(d, [
+    { execution_id: B, type: 'crew_kickoff_started', crew_name: 'research' },
+    { execution_id: B, type: 'agent_execution_started', agent_role: 'Researcher', task_name: 'Research agents' },
+    { execution_id: B, type: 'tool_usage_started', tool_name: 'web_search', tool_args: 'agents 2024' },
+    { execution_id: B, type: 'tool_usage_finished', tool_name: 'web_search', output: '15 results' },
+    { execution_id: B, type: 'tool_usage_started', tool_name: 'read_page', tool_args: 'x' },
+    { execution_id: B, type: 'tool_usage_error', tool_name: 'read_page', error: 'HTTP 429' },
+    { execution_id: B, type: 'log', level: 'warning', message: 'old sources' },
+    ...chunks(B, 'Researcher'),
+    { execution_id: B, type: 'agent_execution_completed', agent_role: 'Researcher', output: 'findings' },
+    { execution_id: B, type: 'crew_kickoff_completed', output: 'the report' },
+  ]);
+  const page = await newPage();
+  // The tree as text, without times and durations (they differ between the two runs).
+  const tree = async (x) => {
+    await page.goto(`${d.url}/#/executions/${x}`);
+    await page.locator('.result', { hasText: 'Run completed' }).waitFor({ timeout: 10000 });
+    await page.waitForFunction((id) => window.__cs.eventCount(id) === 12, x);
+    return page.evaluate(() => {
+      const out = [];
+      for (const e of document.querySelectorAll('.tree details.node > summary, .tree details.row > summary, .tree .llm .text, .tree .result')) {
+        const c = e.cloneNode(true);
+        for (const t of c.querySelectorAll('time, .dur, button')) t.remove();
+        out.push((e.closest('details.err') ? '[error] ' : '') + c.textContent.replace(/\s+/g, ' ').trim());
+      }
+      return out;
+    });
+  };
+  const a = await tree(A), b = await tree(B);
+  assert.deepEqual(b, a);
+  const text = a.join('\n');
+  for (const want of ['Agent Researcher', 'Task: Research agents', 'web_search(agents 2024) → 15 results',
+                      '[error] ✘ read_page(x) failed: HTTP 429', 'warning: old sources', 'Agents matured fast.',
+                      'Result: the report'])
+    assert.ok(text.includes(want), `${want} in\n${text}`);
+  await shot(page, 'families');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test('resume after a cut connection: nothing missing, nothing doubled; a gap is shown', { timeout: 120000 }, async () => {
   const d = await startDaemon({ store: { ring_events: 256 } });
   const proxy = await startProxy(d.port);
