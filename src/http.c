@@ -1551,14 +1551,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         return handle_metrics(h, con);
     if (q->route.kind == CS_ROUTE_WEBHOOKS)
         return handle_webhooks(h, con);
-    if (q->route.kind == CS_ROUTE_DASHBOARD) {
-        /* The page holds no secret: it asks for a token and passes it to the streams. */
-        struct MHD_Response *r =
-            MHD_create_response_from_buffer(cs_web_index_len, (void *)cs_web_index, MHD_RESPMEM_PERSISTENT);
+    if (q->route.kind == CS_ROUTE_DASHBOARD || q->route.kind == CS_ROUTE_FAVICON) {
+        /* The page and its icon hold no secret: the page asks for a token and passes it on. */
+        int page = q->route.kind == CS_ROUTE_DASHBOARD;
+        struct MHD_Response *r = MHD_create_response_from_buffer(
+            page ? cs_web_index_len : cs_web_favicon_len, (void *)(page ? cs_web_index : cs_web_favicon),
+            MHD_RESPMEM_PERSISTENT);
         if (r == NULL)
             return MHD_NO;
-        MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
-        MHD_add_response_header(r, "Cache-Control", "no-cache");
+        MHD_add_response_header(r, "Content-Type", page ? "text/html; charset=utf-8" : "image/svg+xml");
+        MHD_add_response_header(r, "Cache-Control", page ? "no-cache" : "max-age=86400");
         MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
         add_cors(h, con, r);
         enum MHD_Result ret = MHD_queue_response(con, 200, r);

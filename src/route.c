@@ -21,6 +21,7 @@ static const route_def_t routes[] = {
     {"/", NULL, CS_ROUTE_DASHBOARD, CS_METHOD_GET},
     {"/health", NULL, CS_ROUTE_HEALTH, CS_METHOD_GET},
     {"/metrics", NULL, CS_ROUTE_METRICS, CS_METHOD_GET},
+    {"/favicon.ico", NULL, CS_ROUTE_FAVICON, CS_METHOD_GET},
     {"/v1/events", NULL, CS_ROUTE_GLOBAL_SSE, CS_METHOD_GET | CS_METHOD_POST},
     {"/resume", NULL, CS_ROUTE_RESUME, CS_METHOD_POST},
     {"/ws/human-input/", "", CS_ROUTE_HITL_WS, CS_METHOD_GET},

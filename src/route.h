@@ -33,6 +33,7 @@ typedef enum cs_route_kind {
     CS_ROUTE_INPUTS,      /* GET /inputs (the default crew's inputs, SPEC §9) */
     CS_ROUTE_KICKOFF,     /* POST /kickoff */
     CS_ROUTE_CREWS,       /* GET /v1/crews */
+    CS_ROUTE_FAVICON,     /* GET /favicon.ico (the dashboard's icon) */
 } cs_route_kind_t;
 
 /* Methods, a bit each, for 405 answers. */

@@ -1,5 +1,5 @@
 /*
- * web.h - the built-in dashboard (web/index.html), embedded at build time.
+ * web.h - the built-in dashboard (web/index.html) and its icon (web/favicon.svg), embedded at build time.
  */
 #ifndef CS_WEB_H
 #define CS_WEB_H
@@ -8,5 +8,7 @@
 
 extern const unsigned char cs_web_index[];
 extern const size_t cs_web_index_len;
+extern const unsigned char cs_web_favicon[];
+extern const size_t cs_web_favicon_len;
 
 #endif
