@@ -6,7 +6,7 @@
  *   header  = "CSJOURN\n" (8 bytes) | version u32 | flags u32 | first record number u64   (24 bytes)
  *   flags   = bit 0 (CS_JREC_FLAG_SNAPSHOT): the segment begins with a snapshot (SNAP_BEGIN ... SNAP_END);
  *             other bits are 0
- *   record  = payload length u32 | crc32(payload) u32 (zlib's) | payload
+ *   record  = payload length u32 | checksum u32 (low 32 bits of XXH3-64 of the payload, libxxhash) | payload
  *   payload = kind u32 | status i32 | epoch u64 | seq u64 | gseq u64 | unix_ms i64
  *             | exec | event_id | type | json
  *   string  = length u32 (0xffffffff: absent, no bytes follow) | bytes | NUL
@@ -39,7 +39,7 @@
 typedef enum cs_jrec_result {
     CS_JREC_OK = 0,
     CS_JREC_TORN,          /* the input ends inside the header or the record: an incomplete tail */
-    CS_JREC_BAD_CHECKSUM,  /* the payload's crc32 is not the one recorded */
+    CS_JREC_BAD_CHECKSUM,  /* the payload's checksum is not the one recorded */
     CS_JREC_BAD_RECORD,    /* a length past the maximum, a malformed payload, a header that is not ours */
     CS_JREC_NEWER_VERSION, /* a header of a format version this build does not know */
 } cs_jrec_result_t;
