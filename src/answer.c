@@ -97,6 +97,9 @@ json_t *cs_answer_completion(const char *id, size_t id_len, const cs_hitl_req_t 
         if (v != NULL && json_object_set(ev, copy[i], v) != 0)
             goto nomem;
     }
+    if (a->answered_by != NULL && a->answered_by[0] != '\0' &&
+        json_object_set_new(ev, "answered_by", json_string(a->answered_by)) != 0)
+        goto nomem;
     if (json_object_set(ev, "human_feedback",
                         a->human_feedback ? (json_t *)a->human_feedback : json_null()) != 0 ||
         json_object_set(ev, "is_approve", a->is_approve ? (json_t *)a->is_approve : json_true()) != 0)

@@ -25,6 +25,8 @@ typedef struct cs_answer {
     const char *task_id;          /* else the latest open request of this task (or of any task when NULL) */
     const json_t *human_feedback; /* usually a string; may be NULL */
     const json_t *is_approve;     /* a boolean, or NULL */
+    const char *answered_by;      /* who answered (the token's name), carried in the completion; NULL: nobody
+                                   * named (auth open) */
 } cs_answer_t;
 
 /** Reads {"event_id" or "task_id", "human_feedback", "is_approve"} (pointers into o): is_approve and one

@@ -1239,7 +1239,8 @@ static enum MHD_Result post_answer(cs_http_t *h, http_req_t *q, const cs_princip
     }
     q->answer = 1;
     e = cs_take_answer(h->d, o, x, xlen, cs_auth_authorize(who, CS_SCOPE_RESPOND, x) == CS_AUTH_OK,
-                       q->waits != NULL ? wait_prepare(q, 0) : NULL, &pub, detail, sizeof(detail));
+                       who != NULL ? who->name : NULL, q->waits != NULL ? wait_prepare(q, 0) : NULL, &pub,
+                       detail, sizeof(detail));
     if (e == CS_PENDING) {
         /* x is a valid execution id (at most CS_EXECUTION_ID_MAX bytes): kept for the ack. */
         snprintf(q->x, sizeof(q->x), "%.*s", (int)xlen, x);

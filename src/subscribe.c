@@ -38,13 +38,21 @@ int cs_subscribe_open(cs_daemon_t *d, const cs_route_t *rt, cs_sub_req_t *req, c
 }
 
 int cs_take_answer(cs_daemon_t *d, const json_t *o, const char *x, size_t xlen, int may_respond,
-                   const cs_store_done_t *done, cs_publish_t *pub, char *detail, size_t detail_len)
+                   const char *who, const cs_store_done_t *done, cs_publish_t *pub, char *detail,
+                   size_t detail_len)
 {
+    cs_answer_t a;
+    cs_err_t e;
+
     if (!may_respond) {
         snprintf(detail, detail_len, "answering needs a token with respond on this execution");
         return CS_ERR_FORBIDDEN;
     }
-    return cs_answer_take(d->store, x, xlen, o, cs_unix_ms(), done, pub, detail, detail_len);
+    if ((e = cs_answer_from_json(o, &a, detail, detail_len)) != CS_OK)
+        return e;
+    /* Who answered, for dashboards: the token's name; nobody when auth is open. */
+    a.answered_by = who != NULL && strcmp(who, "anonymous") != 0 ? who : NULL;
+    return cs_answer_submit(d->store, x, xlen, &a, cs_unix_ms(), done, pub, detail, detail_len);
 }
 
 char *cs_take_answer_ack(const char *x, size_t xlen, const cs_publish_t *pub, int ws)

@@ -51,7 +51,8 @@ int cs_subscribe_open(cs_daemon_t *d, const cs_route_t *rt, cs_sub_req_t *req, c
  * at once.
  */
 int cs_take_answer(cs_daemon_t *d, const json_t *o, const char *x, size_t xlen, int may_respond,
-                   const cs_store_done_t *done, cs_publish_t *pub, char *detail, size_t detail_len);
+                   const char *who, const cs_store_done_t *done, cs_publish_t *pub, char *detail,
+                   size_t detail_len);
 
 /** The reply to a taken answer (malloc'd JSON, NULL when out of memory): {"ok":true,...} over HTTP,
  * {"type":"ack",...} on a WebSocket (ws nonzero); both name the execution, the completion's event_id and

@@ -121,6 +121,7 @@ struct ws_conn {
     cs_sub_req_t req;
     int have_req;
     int can_respond; /* the handshake's token may answer human-input requests of this execution */
+    char who[72];    /* its name (answered_by), copied: a reload may replace the token table */
 
     cs_sub_t sub;
     int sub_open;
@@ -433,7 +434,7 @@ static void ws_on_message(ws_conn_t *c, const char *msg, size_t len)
         w->done.data = w;
     }
     if (e == CS_OK)
-        e = cs_take_answer(d, o, c->route.execution_id, c->route.execution_id_len, c->can_respond,
+        e = cs_take_answer(d, o, c->route.execution_id, c->route.execution_id_len, c->can_respond, c->who,
                            w != NULL ? &w->done : NULL, &pub, detail, sizeof(detail));
     json_decref(o);
     if (e == CS_PENDING) {
@@ -749,6 +750,7 @@ static int ws_confirm(ws_conn_t *c, struct lws *wsi, const char *upgrade)
     c->have_req = 1;
     /* Decided now: the principal points into a token table a reload may replace. */
     c->can_respond = cs_auth_authorize(&who, CS_SCOPE_RESPOND, c->route.execution_id) == CS_AUTH_OK;
+    snprintf(c->who, sizeof(c->who), "%s", who.name != NULL ? who.name : "");
     return 0;
 }
 

@@ -298,3 +298,32 @@ def test_list_is_filtered_by_the_token(make_daemon):
     r = requests.get(d.base + "/v1/executions", headers={"Authorization": "Bearer Z"}, timeout=5)
     assert len(r.json()["executions"]) == 2
     assert requests.get(d.base + "/v1/executions", timeout=5).status_code == 401
+
+
+@pytest.mark.parametrize("route", ["resume", "v1", "ws"])
+def test_completion_names_who_answered(make_daemon, route):
+    """The human_input_completed an answer publishes carries answered_by, the answering token's name, on
+    every route (dashboards show who answered); with auth open nobody is named."""
+    d = make_daemon(TOKENS)
+    x = "job-who-" + route
+    with d.producer() as rt:
+        req_id = rt.request(request_event(x))[0]["event_id"]
+        status, _ = answer_by_route(d, route, x, req_id, "review", "looks good", True, token="H")
+        assert status == 200
+        push = wait_push(rt)
+    evs = requests.get(d.base + "/v1/executions/%s/poll?timeout=0" % x, headers={"Authorization": "Bearer R"},
+                       timeout=5).json()["events"]
+    done = [e for e in evs if e["type"] == "human_input_completed"]
+    assert len(done) == 1 and done[0]["answered_by"] == "human", done
+    assert push["event_id"] == done[0]["event_id"]
+
+
+def test_completion_names_nobody_when_auth_is_open(daemon):
+    x = "who-open"
+    with daemon.producer() as rt:
+        req_id = rt.request(request_event(x))[0]["event_id"]
+        status, _ = answer_by_route(daemon, "v1", x, req_id, "review", "ok", True)
+        assert status == 200
+    evs = requests.get(daemon.base + "/v1/executions/%s/poll?timeout=0" % x, timeout=5).json()["events"]
+    done = [e for e in evs if e["type"] == "human_input_completed"]
+    assert len(done) == 1 and "answered_by" not in done[0], done
