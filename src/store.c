@@ -658,6 +658,29 @@ static int make_room(cs_store_t *st, size_t extra)
     return 0;
 }
 
+/* Puts f (seq next_seq, room made) into ex's ring and its event-id index (the first frame with its id in
+ * the hash, later ones chained to it). lookup 0: f's id is known to be new. */
+static void ring_push(cs_exec_t *ex, cs_frame_t *f, int lookup)
+{
+    cs_frame_t *head = NULL;
+
+    ex->ring[f->seq % ex->ring_cap] = f;
+    f->in_exec = 1;
+    f->exec = ex;
+    ex->next_seq++;
+    ex->bytes += f->bytes;
+    if (lookup)
+        HASH_FIND(hh, ex->ids, f->event_id, f->event_id_len, head);
+    if (head == NULL) {
+        HASH_ADD_KEYPTR(hh, ex->ids, f->event_id, f->event_id_len, f);
+        f->id_head = 1;
+    } else {
+        while (head->id_next != NULL)
+            head = head->id_next;
+        head->id_next = f;
+    }
+}
+
 /* ---- publish ---- */
 
 static void wake_list(cs_sub_t **list)
@@ -900,25 +923,8 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
            (exec_count(ex) >= ex->ring_cap || ex->bytes + f->bytes > st->lim.ring_bytes))
         exec_evict_oldest(st, ex);
     st->deriving = 0;
-    ex->ring[f->seq % ex->ring_cap] = f;
-    f->in_exec = 1;
-    f->exec = ex;
-    ex->next_seq++;
-    ex->bytes += f->bytes;
-    {
-        /* An id the daemon just drew (122 random bits) names no other frame: no lookup. */
-        cs_frame_t *head = NULL;
-        if (fl->event_id != NULL)
-            HASH_FIND(hh, ex->ids, f->event_id, f->event_id_len, head);
-        if (head == NULL) {
-            HASH_ADD_KEYPTR(hh, ex->ids, f->event_id, f->event_id_len, f);
-            f->id_head = 1;
-        } else {
-            while (head->id_next != NULL)
-                head = head->id_next;
-            head->id_next = f;
-        }
-    }
+    /* An id the daemon just drew (122 random bits) names no other frame: no lookup. */
+    ring_push(ex, f, fl->event_id != NULL);
     if (ex->first_unix_ms == 0) {
         ex->first_unix_ms = now_unix_ms;
         ex->first_order = ++st->first_orders;
@@ -1508,21 +1514,7 @@ static int replay_snap_frame(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c
            (exec_count(ex) >= ex->ring_cap || ex->bytes + f->bytes > st->lim.ring_bytes))
         exec_evict_oldest(st, ex);
     if (in_exec) {
-        ex->ring[f->seq % ex->ring_cap] = f;
-        f->in_exec = 1;
-        f->exec = ex;
-        ex->next_seq++;
-        ex->bytes += f->bytes;
-        cs_frame_t *head = NULL;
-        HASH_FIND(hh, ex->ids, f->event_id, f->event_id_len, head);
-        if (head == NULL) {
-            HASH_ADD_KEYPTR(hh, ex->ids, f->event_id, f->event_id_len, f);
-            f->id_head = 1;
-        } else {
-            while (head->id_next != NULL)
-                head = head->id_next;
-            head->id_next = f;
-        }
+        ring_push(ex, f, 1);
         exec_pin_update(st, ex);
     }
     if (in_global) {
