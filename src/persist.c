@@ -414,7 +414,6 @@ static void take_snapshot(cs_persist_t *p)
                  p->snap_size, seg, p->st.snapshot_us_last);
 }
 
-/* Opens the writer (after the replay, or when the directory comes back); 0 or -errno with detail. */
 /* One daemon per journal directory: an exclusive flock on <dir>/lock, held until close (the kernel lets
  * it go when the process dies, so a crash leaves no stale lock). 0, -EBUSY when another process holds
  * it, or -errno, with detail. */
@@ -446,6 +445,7 @@ static int take_lock(cs_persist_t *p, char *detail, size_t detail_len)
     return 0;
 }
 
+/* Opens the writer (after the replay, or when the directory comes back); 0 or -errno with detail. */
 static int open_writer(cs_persist_t *p, uint64_t first_record, int write_snapshot, char *detail,
                        size_t detail_len)
 {
