@@ -595,6 +595,7 @@ static void test_sync_thread_takes_no_signal(void)
     closedir(tasks);
     CHECK(threads == 1 && blocked == 1);
     cs_journal_close(j);
+    rmdir_all(dir);
 }
 
 int main(void)
