@@ -471,3 +471,76 @@ def test_events_that_left_the_ring_are_a_stream_gap_dead_letter(make_daemon):
         assert "dead letter" in d.stderr_text()
     finally:
         rec.close()
+
+
+# ---- bounds, each driven to its limit -----------------------------------------------------------------
+
+
+def wh_metrics(d):
+    import requests
+
+    out = {}
+    for line in requests.get(d.base + "/metrics", timeout=5).text.splitlines():
+        if line.startswith("crewstream_webhook"):
+            k, v = line.split()
+            out[k[len("crewstream_"):]] = float(v)
+    return out
+
+
+def test_in_flight_bounded_per_endpoint(make_daemon):
+    """webhooks.max_in_flight: a slow receiver and 12 executions with events; at most 3 requests are
+    ever in flight to the endpoint, and every event is delivered."""
+    rec = Receiver()
+    try:
+        rec.on("/all", (200, {}, 0.4))
+        d = start(make_daemon, rec, endpoints=[{"name": "all", "url": rec.url + "/all", "types": ["*"],
+                                                "executions": ["*"]}], max_in_flight=3, max_executions=64)
+        for i in range(12):
+            d.post_ok(ev("fl-%d" % i, "log"), ev("fl-%d" % i, "log"))
+        peak = 0
+        deadline = time.monotonic() + 20
+        while len(rec.got("/all")) < 24 and time.monotonic() < deadline:
+            peak = max(peak, wh_metrics(d)["webhook_in_flight"])
+            time.sleep(0.05)
+        assert len(rec.got("/all")) == 24
+        assert 1 <= peak <= 3, peak
+        # Order kept per execution.
+        for i in range(12):
+            assert [e["seq"] for e in rec.events("/all") if e["execution_id"] == "fl-%d" % i] == [1, 2]
+    finally:
+        rec.close()
+
+
+def test_executions_per_endpoint_bounded_overflow_dead_lettered(make_daemon):
+    """webhooks.max_executions: with the receiver stalled, the executions with undelivered events are
+    capped; the first event of one more is a dead letter `overflow` (logged, counted), never silent."""
+    rec = Receiver()
+    try:
+        rec.on("/all", (200, {}, 2.0))
+        d = start(make_daemon, rec, endpoints=[{"name": "all", "url": rec.url + "/all", "types": ["*"],
+                                                "executions": ["*"]}], max_in_flight=1, max_executions=2)
+        for i in range(4):
+            d.post_ok(ev("ov-%d" % i, "log"))
+        assert wait_until(lambda: wh_metrics(d)["webhook_overflow_total"] >= 1, timeout=5), wh_metrics(d)
+        m = wh_metrics(d)
+        assert m["webhook_cursors"] <= 2 and m["webhook_dead_letters_total"] >= 1, m
+        assert "overflow" in json.dumps(endpoint(d, "all")), endpoint(d, "all")
+    finally:
+        rec.close()
+
+
+def test_registrations_bounded(make_daemon):
+    """webhooks.max_registrations: one execution more than the bound is refused 503 unavailable, and
+    the registrations made before it stand."""
+    rec = Receiver()
+    try:
+        d = start(make_daemon, rec, max_registrations=2)
+        assert register(d, "rg-1", crewWebhookUrl=rec.url + "/crew").get("ok") is True
+        assert register(d, "rg-2", crewWebhookUrl=rec.url + "/crew").get("ok") is True
+        r = register(d, "rg-3", crewWebhookUrl=rec.url + "/crew")
+        assert r.get("ok") is False and r["error"] == "unavailable", r
+        assert wh_metrics(d)["webhook_registrations"] == 2
+        d.post_ok(ev("rg-2", "run.completed", result="x"))
+        assert json.loads(rec.wait(1, "/crew")[0]["body"])["execution_id"] == "rg-2"
+    finally:
+        rec.close()
