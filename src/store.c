@@ -658,6 +658,23 @@ static int make_room(cs_store_t *st, size_t extra)
     return 0;
 }
 
+/* A record naming frame f of ex (ex NULL: a frame only the global ring holds): its ids, type and JSON. */
+static cs_change_t frame_change(cs_change_kind_t kind, const cs_frame_t *f, const cs_exec_t *ex)
+{
+    cs_change_t c = {.kind = kind,
+                     .exec = ex != NULL ? ex->id : NULL,
+                     .exec_len = ex != NULL ? ex->id_len : 0,
+                     .seq = f->seq,
+                     .gseq = f->gseq,
+                     .event_id = f->event_id,
+                     .event_id_len = f->event_id_len,
+                     .type = f->type,
+                     .type_len = f->type_len,
+                     .json = f->json,
+                     .json_len = f->json_len};
+    return c;
+}
+
 /* Puts f (seq next_seq, room made) into ex's ring and its event-id index (the first frame with its id in
  * the hash, later ones chained to it). lookup 0: f's id is known to be new. */
 static void ring_push(cs_exec_t *ex, cs_frame_t *f, int lookup)
@@ -931,19 +948,9 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     }
     ex->last_unix_ms = now_unix_ms;
     {
-        cs_change_t c = {.kind = CS_CHANGE_PUBLISH,
-                         .exec = ex->id,
-                         .exec_len = ex->id_len,
-                         .seq = f->seq,
-                         .gseq = f->gseq,
-                         .event_id = f->event_id,
-                         .event_id_len = f->event_id_len,
-                         .type = f->type,
-                         .type_len = f->type_len,
-                         .json = f->json,
-                         .json_len = f->json_len,
-                         .unix_ms = now_unix_ms,
-                         .ticket = ++st->tickets};
+        cs_change_t c = frame_change(CS_CHANGE_PUBLISH, f, ex);
+        c.unix_ms = now_unix_ms;
+        c.ticket = ++st->tickets;
         st->deferred = emit(st, &c) == CS_CHANGE_LATER;
         out->ticket = c.ticket;
     }
@@ -1575,18 +1582,8 @@ static int replay_snapshot(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, 
 static int snap_frame(const cs_frame_t *f, const cs_exec_t *ex, int in_exec,
                       int (*fn)(void *data, const cs_change_t *c), void *data)
 {
-    cs_change_t c = {.kind = CS_CHANGE_SNAP_FRAME,
-                     .exec = ex != NULL ? ex->id : NULL,
-                     .exec_len = ex != NULL ? ex->id_len : 0,
-                     .seq = f->seq,
-                     .gseq = f->gseq,
-                     .event_id = f->event_id,
-                     .event_id_len = f->event_id_len,
-                     .type = f->type,
-                     .type_len = f->type_len,
-                     .json = f->json,
-                     .json_len = f->json_len,
-                     .status = (in_exec ? 1 : 0) | (f->in_global ? 2 : 0)};
+    cs_change_t c = frame_change(CS_CHANGE_SNAP_FRAME, f, ex);
+    c.status = (in_exec ? 1 : 0) | (f->in_global ? 2 : 0);
     return fn(data, &c);
 }
 
