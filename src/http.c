@@ -635,6 +635,8 @@ static void journal_metrics(metrics_out_t *b, cs_daemon_t *d)
     metric(b, "journal_segments_deleted_total", "counter", "Segment files deleted: nothing in them retained.",
            js.segments_deleted);
     metric(b, "journal_replay_microseconds", "gauge", "How long the start-up replay took.", js.replay_us);
+    metric(b, "journal_replay_cpu_microseconds", "gauge",
+           "CPU time (user + system) the start-up replay took on the loop thread.", js.replay_cpu_us);
     metric(b, "journal_replay_records", "gauge", "Records the start-up replay applied.", js.replay_records);
     metric(b, "journal_replay_bytes", "gauge", "Bytes the start-up replay read.", js.replay_bytes);
     metric(b, "journal_replay_truncated", "gauge", "Torn tails the start-up replay cut off.",

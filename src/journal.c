@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -543,6 +544,54 @@ static int read_all(int fd, unsigned char *buf, size_t n)
     return 0;
 }
 
+/* A mapped segment gives back the pages behind the read position every this many bytes: the replay's
+ * memory stays the store's, not the store's plus a segment (a snapshot segment is as large as the store). */
+#define READ_DROP_BEHIND (32u << 20)
+
+/*
+ * A segment's bytes, read-only: mapped (MADV_SEQUENTIAL: the kernel reads ahead), so nothing is copied
+ * and only the pages looked at are read — a segment the filter leaves out costs its header. Where
+ * mapping fails, read into *buf. *map gets what to munmap (NULL: nothing).
+ */
+static int seg_load(int fd, size_t size, const unsigned char **out, void **map, unsigned char **buf,
+                    size_t *cap)
+{
+    *map = NULL;
+    if (size == 0) {
+        *out = (const unsigned char *)"";
+        return 0;
+    }
+    void *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m != MAP_FAILED) {
+        (void)madvise(m, size, MADV_SEQUENTIAL);
+        *map = m;
+        *out = m;
+        return 0;
+    }
+    if (size > *cap) {
+        unsigned char *nb = realloc(*buf, size);
+        if (nb == NULL)
+            return -ENOMEM;
+        *buf = nb;
+        *cap = size;
+    }
+    *out = *buf;
+    return read_all(fd, *buf, size);
+}
+
+/* Gives back the mapped pages before upto, every READ_DROP_BEHIND bytes (the file's pages stay in the
+ * page cache; the records' strings are only read during their callback). */
+static void seg_drop_behind(void *map, size_t *dropped, size_t upto)
+{
+    if (map == NULL || upto - *dropped < READ_DROP_BEHIND)
+        return;
+    size_t end = upto & ~((size_t)sysconf(_SC_PAGESIZE) - 1);
+    if (end > *dropped) {
+        (void)madvise((unsigned char *)map + *dropped, end - *dropped, MADV_DONTNEED);
+        *dropped = end;
+    }
+}
+
 int cs_journal_read(const char *dir, cs_journal_record_fn fn, void *data, cs_journal_read_stats_t *st,
                     char *detail, size_t detail_len)
 {
@@ -554,8 +603,10 @@ int cs_journal_read_ex(const char *dir, const cs_journal_read_opts_t *opts, cs_j
 {
     int ro = opts != NULL && opts->readonly;
     struct dirent **names = NULL;
-    unsigned char *buf = NULL;
+    unsigned char *buf = NULL; /* where a segment is read when it cannot be mapped */
     size_t cap = 0;
+    void *map = NULL; /* the segment mapped (unmapped when the next one begins, and at the end) */
+    size_t map_size = 0;
     int rc = 0, i, n;
 
     memset(st, 0, sizeof(*st));
@@ -573,6 +624,9 @@ int cs_journal_read_ex(const char *dir, const cs_journal_read_opts_t *opts, cs_j
         uint64_t first = 0;
         uint32_t version = 0;
 
+        if (map != NULL)
+            munmap(map, map_size);
+        map = NULL;
         snprintf(path, sizeof(path), "%s/%s", dir, name);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || fstat(fd, &sb) != 0) {
@@ -582,27 +636,19 @@ int cs_journal_read_ex(const char *dir, const cs_journal_read_opts_t *opts, cs_j
                 close(fd);
             break;
         }
-        size_t size = (size_t)sb.st_size;
-        if (size > cap) {
-            unsigned char *nb = realloc(buf, size);
-            if (nb == NULL) {
-                close(fd);
-                rc = -ENOMEM;
-                snprintf(detail, detail_len, "journal: out of memory reading %s (%zu bytes)", path, size);
-                break;
-            }
-            buf = nb;
-            cap = size;
-        }
-        rc = read_all(fd, buf, size);
-        close(fd);
+        size_t size = (size_t)sb.st_size, dropped = 0;
+        const unsigned char *seg;
+        rc = seg_load(fd, size, &seg, &map, &buf, &cap);
+        map_size = size;
+        close(fd); /* a mapping outlives its descriptor */
         if (rc != 0) {
-            snprintf(detail, detail_len, "journal: cannot read %s: %s", path, strerror(-rc));
+            snprintf(detail, detail_len, "journal: cannot read %s (%zu bytes): %s", path, size,
+                     strerror(-rc));
             break;
         }
         st->segments++;
 
-        cs_jrec_result_t r = cs_jrec_header_decode(buf, size, &version, &first);
+        cs_jrec_result_t r = cs_jrec_header_decode(seg, size, &version, &first);
         if (r == CS_JREC_NEWER_VERSION) {
             snprintf(detail, detail_len,
                      "journal: %s was written by journal format version %u; this build reads version %u "
@@ -639,7 +685,7 @@ int cs_journal_read_ex(const char *dir, const cs_journal_read_opts_t *opts, cs_j
         }
 
         if (opts != NULL && opts->segment != NULL &&
-            opts->segment(data, first, cs_jrec_header_flags(buf)) != 0) {
+            opts->segment(data, first, cs_jrec_header_flags(seg)) != 0) {
             st->skipped_segments++;
             continue;
         }
@@ -648,7 +694,8 @@ int cs_journal_read_ex(const char *dir, const cs_journal_read_opts_t *opts, cs_j
         while (off < size) {
             cs_change_t c;
             size_t used;
-            r = cs_jrec_decode(buf + off, size - off, &c, &used);
+            seg_drop_behind(map, &dropped, off);
+            r = cs_jrec_decode(seg + off, size - off, &c, &used);
             if (r == CS_JREC_OK) {
                 if (fn(data, &c, recno) != 0) {
                     snprintf(detail, detail_len, "journal: replay stopped at record %" PRIu64 " of %s", recno,
@@ -690,6 +737,8 @@ int cs_journal_read_ex(const char *dir, const cs_journal_read_opts_t *opts, cs_j
         if (recno > st->next_record)
             st->next_record = recno;
     }
+    if (map != NULL)
+        munmap(map, map_size);
     for (i = 0; i < n; i++)
         free(names[i]);
     free(names);

@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -622,6 +623,16 @@ static int replay_one(void *data, const cs_change_t *c, uint64_t recno)
     return 0;
 }
 
+/* CPU time (user + system) of the calling thread, in microseconds. */
+static uint64_t thread_cpu_us(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) != 0)
+        return 0;
+    return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000u +
+           (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
 static void count_exec(cs_exec_t *ex, void *data)
 {
     (void)ex;
@@ -656,7 +667,7 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
     /* Replay: the directory, if there is one, into the empty store. */
     memset(&rs, 0, sizeof(rs));
     cs_store_set_now(store, cs_loop_now(loop));
-    uint64_t t0 = pmono_us();
+    uint64_t t0 = pmono_us(), cpu0 = thread_cpu_us();
     int have_dir = mkdir(p->dir, 0750) == 0 || errno == EEXIST;
     char why[256] = "";
     if (!have_dir)
@@ -696,6 +707,7 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
         return rc;
     }
     p->st.replay_us = pmono_us() - t0;
+    p->st.replay_cpu_us = thread_cpu_us() - cpu0;
     p->st.replay_records = rs.records;
     p->st.replay_bytes = rs.bytes;
     p->st.replay_truncated = rs.truncated;

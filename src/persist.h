@@ -57,6 +57,7 @@ typedef struct cs_persist_stats {
     uint64_t replay_bytes;
     uint64_t replay_truncated; /* torn tails cut off */
     uint64_t replay_skipped;   /* segments whose rest was skipped (bad checksum, bad record) */
+    uint64_t replay_cpu_us;    /* CPU time (user + system) of the loop thread during the replay */
 } cs_persist_stats_t;
 
 /**

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include <utlist.h>
+#include <xxhash.h>
 
 #include "log.h"
 
@@ -58,6 +59,7 @@ struct cs_store {
     int deferred;            /* the observer will confirm the publish in progress later */
     int replaying;           /* a publish of cs_store_replay: the record's seq and JSON, no room made */
     uint64_t replay_seq;     /* ... and that seq */
+    cs_exec_t *replay_ex;    /* ... and its execution (found by cs_store_replay: not looked up twice) */
     int tearing_down;        /* cs_store_free: nothing to record */
     int deriving;            /* inside a publish's own consequences: records are marked derived */
     struct pending *pending; /* publishes whose completion waits for cs_store_confirm, oldest first */
@@ -119,13 +121,14 @@ struct cs_exec {
     uint64_t epoch;
     cs_frame_t **ring; /* ring[seq % ring_cap] */
     size_t ring_cap;
-    uint64_t first_seq; /* oldest retained; == next_seq when empty */
-    uint64_t next_seq;  /* what the next event gets; starts at 1 */
-    size_t bytes;       /* frames in this ring */
-    cs_frame_t *ids;    /* event_id index of retained frames */
-    cs_sub_t *waiters;  /* parked subscribers (utlist DL) */
-    size_t n_subs;      /* every subscriber pointing here, parked or not */
-    cs_status_t state;  /* status.c's: status, progress, result, error */
+    uint64_t first_seq;  /* oldest retained; == next_seq when empty */
+    uint64_t next_seq;   /* what the next event gets; starts at 1 */
+    size_t bytes;        /* frames in this ring */
+    struct id_slot *idx; /* event_id index of retained frames (see "the event-id index") */
+    size_t idx_cap;      /* its slots: a power of two, at least twice ring_cap */
+    cs_sub_t *waiters;   /* parked subscribers (utlist DL) */
+    size_t n_subs;       /* every subscriber pointing here, parked or not */
+    cs_status_t state;   /* status.c's: status, progress, result, error */
     int finished;
     cs_hitl_t hitl;      /* human-input requests, kept beside the ring */
     size_t result_bytes; /* what state's result is counted as: twice the text of the event it came with */
@@ -149,9 +152,89 @@ static size_t status_held(const cs_exec_t *ex)
            (err != NULL ? strlen(err) + 1 : 0);
 }
 
+/*
+ * The event-id index of an execution's retained frames: open addressing with linear probing over
+ * idx_cap slots, at least twice the ring's capacity, so never more than half full. A slot holds an id's
+ * hash (XXH3) and the first retained frame with that id; later frames with the same id are chained to it
+ * (id_next). A lookup compares hashes inside the slot array and reads a frame only when the hash matches:
+ * an id that is not there costs a cache line or two. (uthash's bucket chains, up to ten frames long and
+ * each frame elsewhere on the heap, took a third of a replay's time and as much of a publish's lookup.)
+ */
+typedef struct id_slot {
+    uint64_t hash;
+    cs_frame_t *f; /* NULL: empty */
+} id_slot_t;
+
+static size_t idx_cap_for(size_t ring_cap)
+{
+    size_t cap = 16;
+    while (cap < 2 * ring_cap)
+        cap <<= 1;
+    return cap;
+}
+
+static uint64_t id_hash(const char *id, size_t len)
+{
+    return XXH3_64bits(id, len);
+}
+
+/* The slot holding id (hash h), or the empty slot where it would go. */
+static id_slot_t *idx_slot(const cs_exec_t *ex, const char *id, size_t len, uint64_t h)
+{
+    size_t mask = ex->idx_cap - 1;
+    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+        id_slot_t *sl = &ex->idx[i];
+        if (sl->f == NULL ||
+            (sl->hash == h && sl->f->event_id_len == len && memcmp(sl->f->event_id, id, len) == 0))
+            return sl;
+    }
+}
+
+/* Empties slot sl, moving back the entries after it that probing would no longer reach (no tombstones). */
+static void idx_delete(cs_exec_t *ex, id_slot_t *sl)
+{
+    size_t mask = ex->idx_cap - 1, i = (size_t)(sl - ex->idx), j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (ex->idx[j].f == NULL)
+            break;
+        size_t home = (size_t)ex->idx[j].hash & mask;
+        /* It stays when its home lies cyclically in (i, j]: probing from there never passes i. */
+        if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+            continue;
+        ex->idx[i] = ex->idx[j];
+        i = j;
+    }
+    ex->idx[i].f = NULL;
+}
+
+/* A new empty index for a ring of ring_cap (NULL: out of memory). */
+static id_slot_t *idx_new(size_t ring_cap, size_t *cap)
+{
+    *cap = idx_cap_for(ring_cap);
+    return calloc(*cap, sizeof(id_slot_t));
+}
+
+/* Moves ex's index into idx (cap slots, empty; the ring is being resized). */
+static void idx_move(cs_exec_t *ex, id_slot_t *idx, size_t cap)
+{
+    for (size_t i = 0; i < ex->idx_cap; i++) {
+        if (ex->idx[i].f == NULL)
+            continue;
+        size_t j = (size_t)ex->idx[i].hash & (cap - 1);
+        while (idx[j].f != NULL)
+            j = (j + 1) & (cap - 1);
+        idx[j] = ex->idx[i];
+    }
+    free(ex->idx);
+    ex->idx = idx;
+    ex->idx_cap = cap;
+}
+
 static size_t exec_overhead(const cs_exec_t *ex)
 {
-    return sizeof(*ex) + ex->id_len + 1 + ex->ring_cap * sizeof(cs_frame_t *);
+    return sizeof(*ex) + ex->id_len + 1 + ex->ring_cap * sizeof(cs_frame_t *) +
+           ex->idx_cap * sizeof(id_slot_t);
 }
 
 /* An open human-input request pins its execution: a runtime may be waiting for the answer. */
@@ -368,6 +451,13 @@ static cs_exec_t *exec_new(cs_store_t *st, const char *id, size_t id_len, uint64
     ex->id[id_len] = '\0';
     ex->id_len = id_len;
     ex->ring_cap = RING_INITIAL < st->lim.ring_events ? RING_INITIAL : st->lim.ring_events;
+    ex->idx = idx_new(ex->ring_cap, &ex->idx_cap);
+    if (ex->idx == NULL) {
+        free(ex->id);
+        free(ex->ring);
+        free(ex);
+        return NULL;
+    }
     ex->epoch = epoch != 0 ? epoch : cs_epoch_next();
     ex->first_seq = ex->next_seq = 1;
     ex->created_unix_ms = now_unix_ms;
@@ -397,22 +487,21 @@ static size_t exec_count(const cs_exec_t *ex)
 
 static void index_remove(cs_exec_t *ex, cs_frame_t *f)
 {
-    cs_frame_t *head = NULL;
+    id_slot_t *sl = idx_slot(ex, f->event_id, f->event_id_len, id_hash(f->event_id, f->event_id_len));
 
-    /* The first frame with an id is in the hash and knows it: no lookup (each step of a bucket's
-     * chain is a cache miss when the store is large). A later one is found through the first. */
-    if (f->id_head) {
-        HASH_DELETE(hh, ex->ids, f);
+    if (sl->f == NULL)
+        return;
+    if (sl->f == f) {
+        /* The first frame with its id: the next one with it (if any) takes its slot. */
         f->id_head = 0;
         if (f->id_next != NULL) {
-            HASH_ADD_KEYPTR(hh, ex->ids, f->id_next->event_id, f->id_next->event_id_len, f->id_next);
+            sl->f = f->id_next;
             f->id_next->id_head = 1;
+        } else {
+            idx_delete(ex, sl);
         }
     } else {
-        HASH_FIND(hh, ex->ids, f->event_id, f->event_id_len, head);
-        if (head == NULL)
-            return;
-        for (cs_frame_t *p = head; p->id_next != NULL; p = p->id_next) {
+        for (cs_frame_t *p = sl->f; p->id_next != NULL; p = p->id_next) {
             if (p->id_next == f) {
                 p->id_next = f->id_next;
                 break;
@@ -459,6 +548,7 @@ static void exec_free(cs_store_t *st, cs_exec_t *ex)
     exec_unlist(st, ex);
     HASH_DELETE(hh, st->execs, ex);
     st->bytes -= exec_overhead(ex);
+    free(ex->idx);
     free(ex->ring);
     free(ex->id);
     free(ex);
@@ -485,15 +575,22 @@ static void exec_maybe_free(cs_store_t *st, cs_exec_t *ex)
 static int exec_resize(cs_store_t *st, cs_exec_t *ex, size_t cap)
 {
     cs_frame_t **ring = calloc(cap, sizeof(*ring));
+    size_t icap = ex->idx_cap;
+    id_slot_t *idx = idx_cap_for(cap) != ex->idx_cap ? idx_new(cap, &icap) : NULL;
 
-    if (ring == NULL)
+    if (ring == NULL || (idx == NULL && icap != ex->idx_cap)) {
+        free(ring);
+        free(idx);
         return -ENOMEM;
+    }
     for (uint64_t s = ex->first_seq; s < ex->next_seq; s++)
         ring[s % cap] = ex->ring[s % ex->ring_cap];
     st->bytes -= exec_overhead(ex);
     free(ex->ring);
     ex->ring = ring;
     ex->ring_cap = cap;
+    if (idx != NULL)
+        idx_move(ex, idx, icap);
     st->bytes += exec_overhead(ex);
     exec_pin_update(st, ex);
     return 0;
@@ -516,9 +613,7 @@ cs_frame_t *cs_exec_frame(const cs_exec_t *ex, uint64_t seq)
 
 cs_frame_t *cs_exec_find_event(const cs_exec_t *ex, const char *event_id, size_t len)
 {
-    cs_frame_t *f = NULL;
-    HASH_FIND(hh, ex->ids, event_id, len, f);
-    return f;
+    return idx_slot(ex, event_id, len, id_hash(event_id, len))->f;
 }
 
 /* ---- the global ring ---- */
@@ -676,25 +771,26 @@ static cs_change_t frame_change(cs_change_kind_t kind, const cs_frame_t *f, cons
 }
 
 /* Puts f (seq next_seq, room made) into ex's ring and its event-id index (the first frame with its id in
- * the hash, later ones chained to it). lookup 0: f's id is known to be new. */
-static void ring_push(cs_exec_t *ex, cs_frame_t *f, int lookup)
+ * a slot, later ones chained to it). */
+static void ring_push(cs_exec_t *ex, cs_frame_t *f)
 {
-    cs_frame_t *head = NULL;
+    uint64_t h = id_hash(f->event_id, f->event_id_len);
+    id_slot_t *sl = idx_slot(ex, f->event_id, f->event_id_len, h);
 
     ex->ring[f->seq % ex->ring_cap] = f;
     f->in_exec = 1;
     f->exec = ex;
     ex->next_seq++;
     ex->bytes += f->bytes;
-    if (lookup)
-        HASH_FIND(hh, ex->ids, f->event_id, f->event_id_len, head);
-    if (head == NULL) {
-        HASH_ADD_KEYPTR(hh, ex->ids, f->event_id, f->event_id_len, f);
+    if (sl->f == NULL) {
+        sl->hash = h;
+        sl->f = f;
         f->id_head = 1;
     } else {
-        while (head->id_next != NULL)
-            head = head->id_next;
-        head->id_next = f;
+        cs_frame_t *p = sl->f;
+        while (p->id_next != NULL)
+            p = p->id_next;
+        p->id_next = f;
     }
 }
 
@@ -761,7 +857,9 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
         snprintf(detail, detail_len, "%s", st->gate_detail);
         return st->gate;
     }
-    ex = exec_get(st, fl->execution_id, fl->execution_id_len, now_unix_ms);
+    ex = st->replaying && st->replay_ex != NULL
+             ? st->replay_ex
+             : exec_get(st, fl->execution_id, fl->execution_id_len, now_unix_ms);
     if (ex == NULL)
         goto nomem;
 
@@ -940,8 +1038,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
            (exec_count(ex) >= ex->ring_cap || ex->bytes + f->bytes > st->lim.ring_bytes))
         exec_evict_oldest(st, ex);
     st->deriving = 0;
-    /* An id the daemon just drew (122 random bits) names no other frame: no lookup. */
-    ring_push(ex, f, fl->event_id != NULL);
+    ring_push(ex, f);
     if (ex->first_unix_ms == 0) {
         ex->first_unix_ms = now_unix_ms;
         ex->first_order = ++st->first_orders;
@@ -1309,9 +1406,11 @@ static int replay_publish(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, c
     memset(&out, 0, sizeof(out));
     st->replaying = 1;
     st->replay_seq = c->seq;
+    st->replay_ex = ex;
     st->replay_unix_now = cs_unix_ms();
     e = publish_event(st, &fl, ev, body, body_len, c->unix_ms, &out, detail, detail_len);
     st->replaying = 0;
+    st->replay_ex = NULL;
     json_decref(ev);
     if (e == CS_OK && c->event_id != NULL) {
         /* A request opened by a replayed event was opened when its record says. */
@@ -1521,7 +1620,7 @@ static int replay_snap_frame(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c
            (exec_count(ex) >= ex->ring_cap || ex->bytes + f->bytes > st->lim.ring_bytes))
         exec_evict_oldest(st, ex);
     if (in_exec) {
-        ring_push(ex, f, 1);
+        ring_push(ex, f);
         exec_pin_update(st, ex);
     }
     if (in_global) {

@@ -35,7 +35,7 @@ typedef struct cs_frame {
     uint32_t refcnt;
     uint8_t in_exec;   /* still in its execution's ring */
     uint8_t in_global; /* still in the global ring */
-    uint8_t id_head;   /* in its execution's event-id hash (the first frame with its id) */
+    uint8_t id_head;   /* in its execution's event-id index (the first frame with its id) */
     uint64_t seq;      /* per execution */
     uint64_t gseq;     /* in the global ring */
     size_t bytes;      /* what this frame costs, counted against store.max_bytes */
@@ -51,8 +51,7 @@ typedef struct cs_frame {
     char *gsse_head; /* the same with the global cursor */
     size_t gsse_head_len;
     size_t sse_named_skip; /* bytes of "event: T\n" to skip for unnamed streams */
-    /* Index of event ids within the execution: first occurrence in the hash, later ones chained. */
-    UT_hash_handle hh;
+    /* Index of event ids within the execution (store.c): first occurrence in it, later ones chained. */
     struct cs_frame *id_next;
 } cs_frame_t;
 
