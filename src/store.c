@@ -106,6 +106,8 @@ static int emit(cs_store_t *st, const cs_change_t *c)
     if (st->obs.change == NULL || st->tearing_down)
         return 0;
     if (st->deriving) {
+        if (st->obs.skip_derived)
+            return 0;
         cs_change_t d = *c;
         d.derived = 1;
         return st->obs.change(st->obs.data, &d);
@@ -1038,6 +1040,24 @@ refused:
     return e;
 }
 
+/* Copies what a completion reads of a publish - its strings up to their NUL, not their whole arrays;
+ * frame and exec are not kept (NULL). */
+static void pub_keep(cs_publish_t *dst, const cs_publish_t *src)
+{
+    size_t n = strnlen(src->event_id, sizeof(src->event_id) - 1);
+    size_t m = strnlen(src->request_event_id, sizeof(src->request_event_id) - 1);
+
+    dst->seq = src->seq;
+    memcpy(dst->event_id, src->event_id, n);
+    dst->event_id[n] = '\0';
+    dst->duplicate = src->duplicate;
+    dst->frame = NULL;
+    dst->exec = NULL;
+    memcpy(dst->request_event_id, src->request_event_id, m);
+    dst->request_event_id[m] = '\0';
+    dst->ticket = src->ticket;
+}
+
 /* publish_event with a completion: CS_PENDING when the observer confirms the publish later and done
  * waits for it (store.h). */
 static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, const char *body,
@@ -1070,9 +1090,7 @@ static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, 
         pe->ticket = ++st->tickets;
         pe->waits_for = t;
         pe->done = *done;
-        pe->pub = *out;
-        pe->pub.frame = NULL;
-        pe->pub.exec = NULL;
+        pub_keep(&pe->pub, out);
         out->ticket = pe->ticket;
         DL_APPEND(st->pending, pe);
         st->n_pending++;
@@ -1091,9 +1109,7 @@ static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, 
         pe->done = *done;
         st->n_with_done++;
     }
-    pe->pub = *out;
-    pe->pub.frame = NULL;
-    pe->pub.exec = NULL;
+    pub_keep(&pe->pub, out);
     pe->frame = cs_frame_ref(out->frame);
     DL_APPEND(st->pending, pe);
     st->n_pending++;
@@ -1125,7 +1141,11 @@ static pending_t *pending_get(cs_store_t *st)
         return calloc(1, sizeof(*pe));
     st->pool = pe->next;
     st->n_pool--;
-    memset(pe, 0, sizeof(*pe));
+    /* Zeroed but for pub, which submit fills (pub_keep) before the entry is listed. */
+    pe->ticket = pe->waits_for = 0;
+    memset(&pe->done, 0, sizeof(pe->done));
+    pe->frame = NULL;
+    pe->prev = pe->next = NULL;
     return pe;
 }
 
