@@ -105,6 +105,8 @@ struct producer {
     cs_awaiter_t *awaits;       /* human-input answers this connection waits for */
     slot_t *slots, *slots_tail; /* replies held in line order behind a pending publish */
     size_t n_slots, slot_bytes;
+    slot_t *spare; /* slots done with, kept for the next pending publishes (at most SLOTS_SPARE_MAX) */
+    size_t n_spare;
     cs_defer_t flush_defer;
     producer_t *prev, *next;
 };
@@ -332,16 +334,55 @@ static void on_push(cs_awaiter_t *aw, const char *line, size_t len)
 
 static void on_stored(void *data, cs_err_t e, const cs_publish_t *pub, const char *detail);
 
+/* Spare slots a producer keeps: its window of pending publishes, so that a publish under a journal
+ * allocates nothing for its held reply once the window is warm (the output high mark bounds the slots
+ * in use). */
+#define SLOTS_SPARE_MAX 256
+
 static slot_t *slot_new(producer_t *p)
 {
-    slot_t *sl = calloc(1, sizeof(*sl));
+    slot_t *sl = p->spare;
 
-    if (sl == NULL)
+    if (sl != NULL) {
+        p->spare = sl->next;
+        p->n_spare--;
+        cs_buf_t text = sl->text; /* emptied by slot_put: its room is reused */
+        memset(sl, 0, sizeof(*sl));
+        sl->text = text;
+    } else if ((sl = calloc(1, sizeof(*sl))) == NULL) {
         return NULL;
+    }
     sl->p = p;
     sl->done.fn = on_stored;
     sl->done.data = sl;
     return sl;
+}
+
+/* Done with sl (off the list): kept as a spare, or freed. */
+static void slot_put(producer_t *p, slot_t *sl)
+{
+    if (p->n_spare >= SLOTS_SPARE_MAX || sl->text.cap > 256) {
+        cs_buf_free(&sl->text);
+        if (p->n_spare >= SLOTS_SPARE_MAX) {
+            free(sl);
+            return;
+        }
+    }
+    cs_buf_truncate(&sl->text, 0);
+    sl->next = p->spare;
+    p->spare = sl;
+    p->n_spare++;
+}
+
+static void slots_free_spare(producer_t *p)
+{
+    while (p->spare != NULL) {
+        slot_t *sl = p->spare;
+        p->spare = sl->next;
+        cs_buf_free(&sl->text);
+        free(sl);
+    }
+    p->n_spare = 0;
 }
 
 /* Queues sl behind p's held replies (its text filled, or its publish pending). */
@@ -369,7 +410,9 @@ static int slots_drain(producer_t *p)
 {
     while (p->slots != NULL && p->slots->ready) {
         slot_t *sl = p->slots;
-        int rc = cs_buf_append(&p->out, cs_buf_data(&sl->text), cs_buf_size(&sl->text));
+        int rc = cs_buf_size(&sl->text) > 0
+                     ? cs_buf_append(&p->out, cs_buf_data(&sl->text), cs_buf_size(&sl->text))
+                     : 0;
         if (rc != 0) {
             producer_lost_reply(p, rc, "a reply held behind a pending publish");
             return -1;
@@ -379,8 +422,7 @@ static int slots_drain(producer_t *p)
             p->slots_tail = NULL;
         p->n_slots--;
         p->slot_bytes -= cs_buf_size(&sl->text);
-        cs_buf_free(&sl->text);
-        free(sl);
+        slot_put(p, sl);
     }
     return 0;
 }
@@ -390,7 +432,9 @@ static void on_stored(void *data, cs_err_t e, const cs_publish_t *pub, const cha
 {
     slot_t *sl = data;
     producer_t *p = sl->p;
-    reply_t r = {&sl->text, 0};
+    /* The front slot (confirmations come in order, so usually): its reply goes straight to the output. */
+    int front = p->slots == sl;
+    reply_t r = {front ? &p->out : &sl->text, 0};
 
     sl->ticket = 0;
     if (e == CS_OK) {
@@ -404,7 +448,7 @@ static void on_stored(void *data, cs_err_t e, const cs_publish_t *pub, const cha
         return;
     }
     sl->ready = 1;
-    p->slot_bytes += cs_buf_size(&sl->text);
+    p->slot_bytes += cs_buf_size(&sl->text); /* 0 for the front one: its text is in out */
     if (slots_drain(p) != 0)
         return;
     producer_check_pause(p);
@@ -422,6 +466,7 @@ static void slots_clear(producer_t *p)
         cs_buf_free(&sl->text);
         free(sl);
     }
+    slots_free_spare(p);
     p->slots_tail = NULL;
     p->n_slots = 0;
     p->slot_bytes = 0;
@@ -692,7 +737,8 @@ static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_prin
         slot_wait(sl, pub.ticket); /* its reply comes in line order when the store confirms it */
         return CS_OK;
     }
-    free(sl);
+    if (sl != NULL)
+        slot_put(conn, sl);
     if (e != CS_OK)
         return reply_error(r, e, detail);
     reply_ack(r, &pub);
@@ -812,7 +858,8 @@ static cs_err_t ingest_line(cs_daemon_t *d, producer_t *conn, const cs_principal
     }
 out:
     free(aw);
-    free(sl);
+    if (sl != NULL)
+        slot_put(conn, sl);
     if (e != CS_OK)
         d->counters.ingest_errors++;
     json_decref(obj);
@@ -878,6 +925,7 @@ static void producer_free(void *data)
         free(aw);
     }
     qpush_clear(p);
+    slots_free_spare(p);
     cs_lines_free(&p->lines);
     cs_buf_free(&p->out);
     cs_buf_free(&p->held);
@@ -1040,6 +1088,7 @@ static int producer_line(void *arg, const char *line, size_t len)
             producer_lost_reply(p, -ENOMEM, "a reply behind a pending one");
             return -1;
         }
+        cs_buf_free(&sl->text); /* a spare's room: t takes its place */
         sl->text = t;
         sl->ready = 1;
         slot_append(p, sl);

@@ -101,18 +101,18 @@ static uint64_t pmono_us(void)
 static int w_push(cs_persist_t *p, const waiter_t *w)
 {
     if (p->w_len == p->w_cap) {
-        size_t cap = p->w_cap ? 2 * p->w_cap : 256;
+        size_t cap = p->w_cap ? 2 * p->w_cap : 256; /* a power of two: indexes are masked */
         waiter_t *nw = malloc(cap * sizeof(*nw));
         if (nw == NULL)
             return -ENOMEM;
         for (size_t i = 0; i < p->w_len; i++)
-            nw[i] = p->w[(p->w_head + i) % p->w_cap];
+            nw[i] = p->w[(p->w_head + i) & (p->w_cap - 1)];
         free(p->w);
         p->w = nw;
         p->w_cap = cap;
         p->w_head = 0;
     }
-    p->w[(p->w_head + p->w_len) % p->w_cap] = *w;
+    p->w[(p->w_head + p->w_len) & (p->w_cap - 1)] = *w;
     p->w_len++;
     return 0;
 }
@@ -124,7 +124,7 @@ static waiter_t *w_front(cs_persist_t *p)
 
 static void w_pop(cs_persist_t *p)
 {
-    p->w_head = (p->w_head + 1) % p->w_cap;
+    p->w_head = (p->w_head + 1) & (p->w_cap - 1);
     p->w_len--;
 }
 
@@ -722,7 +722,7 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
                     rs.bad_segments, rc_ctx.faults);
 
     cs_timer_init(&p->timer, loop, on_timer, p);
-    cs_store_observer_t obs = {.change = on_change, .data = p};
+    cs_store_observer_t obs = {.change = on_change, .data = p, .skip_derived = 1};
     /* Two snapshots and the log between them must fit in journal.max_bytes: the store holds a third. */
     cs_store_limits_t lim;
     cs_store_limits(store, &lim);

@@ -66,8 +66,10 @@ struct cs_store {
     size_t n_pending;
     size_t n_with_done;    /* pending entries whose completion waits (the stats' pending) */
     size_t n_waiting_dups; /* pending entries that wait for another's ticket */
-    uint64_t dup_wait;     /* publish_event found a retry of this unconfirmed ticket */
-    cs_err_t gate;         /* not CS_OK: every publish is refused with it (cs_store_set_refusal) */
+    struct pending *pool;  /* confirmed entries kept for the next publishes (one allocation less each) */
+    size_t n_pool;
+    uint64_t dup_wait; /* publish_event found a retry of this unconfirmed ticket */
+    cs_err_t gate;     /* not CS_OK: every publish is refused with it (cs_store_set_refusal) */
     char gate_detail[256];
     uint64_t refused_gate;
     int64_t replay_unix_now; /* a replay's wall clock, for the age of what it finishes */
@@ -90,6 +92,15 @@ typedef struct pending {
 
 static uint64_t pending_ticket_of(const cs_store_t *st, const cs_frame_t *f);
 
+/* At most this many confirmed entries are kept for reuse: a journal's window of acknowledgements in
+ * flight, so a publish under a journal allocates nothing for its completion once that window is warm. */
+#define PENDING_POOL_MAX 1024
+
+/* A zeroed entry, from the pool when it has one. */
+static struct pending *pending_get(cs_store_t *st);
+/* Gives an unlinked entry back (to the pool, or to free when the pool is full); NULL: nothing. */
+static void pending_put(cs_store_t *st, struct pending *pe);
+
 /* ---- the seam: one place for every change ---- */
 
 static int emit(cs_store_t *st, const cs_change_t *c)
@@ -97,6 +108,8 @@ static int emit(cs_store_t *st, const cs_change_t *c)
     if (st->obs.change == NULL || st->tearing_down)
         return 0;
     if (st->deriving) {
+        if (st->obs.skip_derived)
+            return 0;
         cs_change_t d = *c;
         d.derived = 1;
         return st->obs.change(st->obs.data, &d);
@@ -1124,6 +1137,24 @@ refused:
     return e;
 }
 
+/* Copies what a completion reads of a publish - its strings up to their NUL, not their whole arrays;
+ * frame and exec are not kept (NULL). */
+static void pub_keep(cs_publish_t *dst, const cs_publish_t *src)
+{
+    size_t n = strnlen(src->event_id, sizeof(src->event_id) - 1);
+    size_t m = strnlen(src->request_event_id, sizeof(src->request_event_id) - 1);
+
+    dst->seq = src->seq;
+    memcpy(dst->event_id, src->event_id, n);
+    dst->event_id[n] = '\0';
+    dst->duplicate = src->duplicate;
+    dst->frame = NULL;
+    dst->exec = NULL;
+    memcpy(dst->request_event_id, src->request_event_id, m);
+    dst->request_event_id[m] = '\0';
+    dst->ticket = src->ticket;
+}
+
 /* publish_event with a completion: CS_PENDING when the observer confirms the publish later and done
  * waits for it (store.h). */
 static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, const char *body,
@@ -1136,7 +1167,7 @@ static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, 
     /* Had before the event is stored: a completion that could not be kept would be a lost reply. Kept
      * also without a completion while the observer may defer: a retry of the publish must know that it
      * is not confirmed yet. */
-    if (st->obs.change != NULL && (pe = calloc(1, sizeof(*pe))) == NULL) {
+    if (st->obs.change != NULL && (pe = pending_get(st)) == NULL) {
         snprintf(detail, detail_len, "out of memory");
         return CS_ERR_INTERNAL;
     }
@@ -1148,7 +1179,7 @@ static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, 
         uint64_t t = st->dup_wait;
         st->dup_wait = 0;
         if (done == NULL || pe == NULL) {
-            free(pe);
+            pending_put(st, pe);
             snprintf(detail, detail_len, "event %s (seq %llu) is not durable yet: retry", out->event_id,
                      (unsigned long long)out->seq);
             return CS_ERR_UNAVAILABLE;
@@ -1156,9 +1187,7 @@ static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, 
         pe->ticket = ++st->tickets;
         pe->waits_for = t;
         pe->done = *done;
-        pe->pub = *out;
-        pe->pub.frame = NULL;
-        pe->pub.exec = NULL;
+        pub_keep(&pe->pub, out);
         out->ticket = pe->ticket;
         DL_APPEND(st->pending, pe);
         st->n_pending++;
@@ -1168,7 +1197,7 @@ static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, 
     }
     if (e != CS_OK || !st->deferred || pe == NULL) {
         st->deferred = 0;
-        free(pe);
+        pending_put(st, pe);
         return e;
     }
     st->deferred = 0;
@@ -1177,9 +1206,7 @@ static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, 
         pe->done = *done;
         st->n_with_done++;
     }
-    pe->pub = *out;
-    pe->pub.frame = NULL;
-    pe->pub.exec = NULL;
+    pub_keep(&pe->pub, out);
     pe->frame = cs_frame_ref(out->frame);
     DL_APPEND(st->pending, pe);
     st->n_pending++;
@@ -1203,7 +1230,37 @@ static void pending_clear_done(cs_store_t *st, pending_t *pe)
     memset(&pe->done, 0, sizeof(pe->done));
 }
 
-static void pending_free(cs_store_t *st, pending_t *pe)
+static pending_t *pending_get(cs_store_t *st)
+{
+    pending_t *pe = st->pool;
+
+    if (pe == NULL)
+        return calloc(1, sizeof(*pe));
+    st->pool = pe->next;
+    st->n_pool--;
+    /* Zeroed but for pub, which submit fills (pub_keep) before the entry is listed. */
+    pe->ticket = pe->waits_for = 0;
+    memset(&pe->done, 0, sizeof(pe->done));
+    pe->frame = NULL;
+    pe->prev = pe->next = NULL;
+    return pe;
+}
+
+static void pending_put(cs_store_t *st, pending_t *pe)
+{
+    if (pe == NULL)
+        return;
+    if (st->n_pool >= PENDING_POOL_MAX || st->tearing_down) {
+        free(pe);
+        return;
+    }
+    pe->next = st->pool;
+    st->pool = pe;
+    st->n_pool++;
+}
+
+/* Takes pe off the pending list and drops what it holds; the caller gives it back (pending_put). */
+static void pending_unlink(cs_store_t *st, pending_t *pe)
 {
     pending_clear_done(st, pe);
     DL_DELETE(st->pending, pe);
@@ -1212,7 +1269,13 @@ static void pending_free(cs_store_t *st, pending_t *pe)
         st->n_waiting_dups--;
     if (pe->frame != NULL)
         cs_frame_unref(st, pe->frame);
-    free(pe);
+    pe->frame = NULL;
+}
+
+static void pending_free(cs_store_t *st, pending_t *pe)
+{
+    pending_unlink(st, pe);
+    pending_put(st, pe);
 }
 
 static pending_t *pending_find(cs_store_t *st, uint64_t ticket)
@@ -1229,13 +1292,19 @@ static pending_t *pending_find(cs_store_t *st, uint64_t ticket)
 static void pending_answer(cs_store_t *st, pending_t *pe, cs_err_t e, const char *detail)
 {
     cs_store_done_t done = pe->done;
-    cs_publish_t pub = pe->pub;
 
+    if (e == CS_OK || pe->waits_for != 0) {
+        /* Off the list (nothing finds it any more) but kept until its completion has read pub. */
+        pending_unlink(st, pe);
+        if (done.fn != NULL)
+            done.fn(done.data, e, &pe->pub, detail != NULL ? detail : "");
+        pending_put(st, pe);
+        return;
+    }
+    /* Told the error, but the record may still be written (a journal's retry): a retry of it waits until
+     * the observer confirms it CS_OK after all, so the entry stays (and may go while done runs). */
+    cs_publish_t pub = pe->pub;
     pending_clear_done(st, pe);
-    if (e == CS_OK || pe->waits_for != 0)
-        pending_free(st, pe);
-    /* else: told the error, but the record may still be written (a journal's retry): a retry of it
-     * waits until the observer confirms it CS_OK after all. */
     if (done.fn != NULL)
         done.fn(done.data, e, &pub, detail != NULL ? detail : "");
 }
@@ -2245,6 +2314,11 @@ void cs_store_free(cs_store_t *st)
     st->tearing_down = 1;
     while (st->pending != NULL)
         pending_free(st, st->pending);
+    while (st->pool != NULL) {
+        pending_t *pe = st->pool;
+        st->pool = pe->next;
+        free(pe);
+    }
     while (st->gnext > st->gfirst)
         global_evict_oldest(st);
     HASH_ITER(hh, st->execs, ex, tmp)

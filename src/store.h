@@ -315,6 +315,8 @@ typedef struct cs_change {
 typedef struct cs_store_observer {
     int (*change)(void *data, const cs_change_t *c);
     void *data;
+    int skip_derived; /* nonzero: records with derived set are not handed to change (a journal leaves
+                       * them out: the call and its record's copy are saved, three or so per event) */
 } cs_store_observer_t;
 
 /** Sets the observer (NULL: none); records flow from the next change on. */
