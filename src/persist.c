@@ -860,6 +860,12 @@ int cs_persist_set_module(cs_persist_t *p, const cs_persist_module_t *m)
 {
     if (p == NULL)
         return 0;
+    if (m == NULL) {
+        /* Detached (at shutdown): later snapshots carry no module records. */
+        memset(&p->mod, 0, sizeof(p->mod));
+        p->mod_set = 1;
+        return 0;
+    }
     p->mod = *m;
     p->mod_set = 1;
     for (size_t off = 0; off < cs_buf_size(&p->aux);) {

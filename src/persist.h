@@ -100,7 +100,8 @@ typedef struct cs_persist_module {
 /**
  * Attaches the one module (webhooks): its replay callback gets, now, every module record the start-up
  * replay read; later snapshots call its snapshot callback (a snapshot taken before it attached - the one
- * at open - carried the replayed records over as they were read). NULL p (no journal): no-op. Returns 0.
+ * at open - carried the replayed records over as they were read). NULL m detaches it (at shutdown). NULL p
+ * (no journal): no-op. Returns 0.
  */
 int cs_persist_set_module(cs_persist_t *p, const cs_persist_module_t *m);
 

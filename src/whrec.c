@@ -55,13 +55,14 @@ int cs_whrec_decode(const cs_change_t *c, cs_whrec_t *r, char *detail, size_t de
         if (c->type == NULL || c->type_len == 0 || c->type_len > CS_WHREC_NAME_MAX ||
             strlen(c->type) != c->type_len)
             return bad(detail, detail_len, "a cursor without an endpoint name, or one too long");
-        if (c->status != 0 && c->status != 1)
-            return bad(detail, detail_len, "a cursor's status is neither open nor closed");
+        if ((c->status & ~3) != 0)
+            return bad(detail, detail_len, "a cursor's status has unknown bits");
         r->endpoint = c->type;
         r->endpoint_len = c->type_len;
         r->epoch = c->epoch;
         r->seq = c->seq;
-        r->closed = c->status;
+        r->closed = c->status & 1;
+        r->registered = (c->status >> 1) & 1;
         return 0;
     default:
         break;

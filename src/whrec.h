@@ -9,7 +9,8 @@
  *   CS_WHREC_UNREG   exec: its registration was forgotten (finished and delivered, or idle)
  *   CS_WHREC_CURSOR  exec; type = the endpoint's name (a config endpoint's, or "task:<exec>" ...);
  *                    epoch = the execution's epoch; seq = the first seq not yet delivered;
- *                    status 0 = open, 1 = closed (caught up: nothing to resume)
+ *                    status bit 0: closed (caught up: nothing to resume), bit 1: the endpoint is an
+ *                    execution's registered URL (else a config endpoint: the names may coincide)
  *   CS_WHREC_DISC    epoch = the global ring's epoch; gseq = the next global seq discovery reads
  *
  * The last record of each key wins (an execution for REG/UNREG, (endpoint, execution) for CURSOR). A
@@ -50,6 +51,7 @@ typedef struct cs_whrec {
     size_t endpoint_len;
     uint64_t epoch, seq; /* CURSOR: execution epoch, next seq; DISC: global epoch, next gseq */
     int closed;          /* CURSOR */
+    int registered;      /* CURSOR: the endpoint is an execution's registered URL */
     /* REG: per kind, the URL (NULL: not registered) and the Authorization header line (NULL: none);
      * they point into json, which cs_whrec_release frees. */
     const char *url[CS_WHREC_KINDS];
@@ -59,7 +61,7 @@ typedef struct cs_whrec {
 
 /**
  * Reads a webhook record. 0 with *r filled (release it), or -EINVAL with detail: a kind that is not a
- * webhook record, a missing or over-long execution id or endpoint name, a status other than 0/1, a REG
+ * webhook record, a missing or over-long execution id or endpoint name, a status with bits past 1, a REG
  * whose JSON is not an object of known kinds each with a "url" string (an "auth" string, when present,
  * starting "Authorization: ", none with a CR or LF).
  */
