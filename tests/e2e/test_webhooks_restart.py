@@ -7,7 +7,8 @@ none missing, and the deliveries that had succeeded before the restart are not s
 are allowed by at-least-once only for a request in flight at the kill, which here is a failing one).
 
 Both kinds of endpoint: a per-execution registration (taskWebhookUrl and a bearer humanInputWebhook,
-registered as a runtime does, with webhooks.allow set) and a global endpoint from the configuration.
+registered as a runtime does, and from a POST /kickoff body, with webhooks.allow set) and a global
+endpoint from the configuration.
 Also: the state survives snapshots that delete the older segments, an endpoint removed from the
 configuration drops its cursors with a log line (once), and without a journal nothing is kept."""
 
@@ -219,5 +220,52 @@ def test_without_a_journal_nothing_is_kept(make_daemon):
         time.sleep(1.5)
         assert len(rec.got("/g")) == n  # memory only, as documented: nothing resumes
         assert "restored from the journal" not in d.stderr_text()
+    finally:
+        rec.close()
+
+
+def test_kickoff_registration_survives_restart(make_daemon):
+    """The per-execution URLs of a POST /kickoff body (crewWebhookUrl, a basic-auth humanInputWebhook) are
+    journaled: the end of the run, retried while the daemon stops, is delivered after it, with them."""
+    import requests
+    from gw_runtime import Runtime
+
+    key = "whr-key-1"
+    auth = {"Authorization": "Bearer " + key}
+    rec = Receiver()
+    try:
+        rec.on("/crew", (500, {}, 0))
+        jdir = os.path.join(mkdtemp(), "journal")
+        cfg = config(rec, jdir, endpoints=False)
+        cfg["auth"] = {"api_key": key}
+        d = make_daemon(cfg)
+        rt = Runtime(d.sock, "research", 2)
+        try:
+            assert rt.served.wait(5), rt.errors
+            hitl = {"url": rec.url + "/hitl", "authentication": {"strategy": "basic", "username": "u", "password": "p"}}
+            r = requests.post(
+                d.base + "/kickoff",
+                json={"inputs": {"topic": "AI"}, "crewWebhookUrl": rec.url + "/crew", "humanInputWebhook": hitl},
+                headers=auth,
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text
+            xid = r.json()["kickoff_id"]
+            rec.wait(2, "/crew", timeout=15)  # run.completed, failed and retried
+        finally:
+            rt.close()
+        stop(d, "sigterm")
+        restart_at = len(rec.got("/crew"))
+        rec.on("/crew", (200, {}, 0))
+        d.start()
+        got = rec.wait(restart_at + 1, "/crew", timeout=15)[restart_at:]
+        body = json.loads(got[0]["body"])
+        assert body["execution_id"] == xid and body["type"] == "run.completed", body
+        time.sleep(0.5)
+        assert len(rec.got("/crew")) == restart_at + 1  # once
+        # The humanInputWebhook came back with its credentials: a request for a person reaches it.
+        d.post_ok(ev(xid, "human_input_required", task_id="t1", prompt="ok?"))
+        h = rec.wait(1, "/hitl", timeout=10)
+        assert h[0]["headers"]["Authorization"] == "Basic dTpw", h[0]["headers"]
     finally:
         rec.close()
