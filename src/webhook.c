@@ -114,7 +114,7 @@ typedef struct wh_rs_reg {
 } wh_rs_reg_t;
 
 typedef struct wh_rs_cur {
-    char *key; /* endpoint name, NUL, execution id */
+    char *key; /* 'r' (a registered URL) or 'c' (a config endpoint), its name, NUL, execution id */
     size_t key_len;
     uint64_t epoch, seq;
     UT_hash_handle hh;
@@ -1517,5 +1517,7 @@ int cs_webhooks_metrics(cs_webhooks_t *w, cs_buf_t *b)
                    "Webhook deliveries timed (as deliveries_total).", w->lat_count);
     rc = wh_metric(b, rc, "webhook_latency_ms_max", "gauge",
                    "The longest webhook delivery so far, in milliseconds.", w->lat_max_ms);
+    rc = wh_metric(b, rc, "webhook_journal_errors_total", "counter",
+                   "Webhook journal records not written or not read back (logged).", w->journal_errors);
     return rc;
 }
