@@ -36,7 +36,8 @@
 #define WH_RETRY_AFTER_MAX 3600000 /* the longest Retry-After honoured: 1 h */
 #define WH_KINDS           4
 #define WH_SWEEP_MS        1000
-#define WH_POOL            64 /* finished easy handles kept for reuse */
+#define WH_POOL            64  /* finished easy handles kept for reuse */
+#define WH_SAVE_MS         200 /* a cursor that keeps advancing is journaled at most this often */
 
 static const char *const wh_kind_names[WH_KINDS] = {"human", "task", "step", "crew"};
 static const char *const wh_kind_fields[WH_KINDS] = {"humanInputWebhook", "taskWebhookUrl", "stepWebhookUrl",
@@ -103,6 +104,7 @@ struct wh_pair {
     int dirty;
     int saving; /* on the save list: its position is journaled at the end of the turn */
     wh_pair_t *sprev, *snext;
+    int64_t saved_ms; /* when its position was last journaled (0: never) */
     UT_hash_handle hh;
 };
 
@@ -139,6 +141,7 @@ struct cs_webhooks {
     /* The journal (persist.h, whrec.h): cursors whose position changed this turn, written by save_d;
      * discovery's position as last written; the records read at start until they are applied. */
     cs_defer_t save_d;
+    cs_timer_t save_t; /* the positions held back by WH_SAVE_MS */
     wh_pair_t *save_head;
     uint64_t disc_saved_epoch, disc_saved_next;
     wh_rs_reg_t *rs_regs;
@@ -458,18 +461,41 @@ static void save_disc(cs_webhooks_t *w, int force)
 }
 
 /* The end of a turn: the positions that changed, then discovery's (after them: a journal cut short in
- * between rediscovers, never skips). */
-static void save_flush(void *data)
+ * between rediscovers, never skips). A new cursor is written at once; one that keeps advancing at most
+ * every WH_SAVE_MS (a timer writes what is held back), so a busy endpoint costs a few records a second per
+ * cursor rather than one per delivery: after a crash at most its last WH_SAVE_MS of deliveries are sent
+ * again. force (at shutdown): everything now. */
+static void save_run(cs_webhooks_t *w, int force)
 {
-    cs_webhooks_t *w = data;
-    while (w->save_head != NULL) {
-        wh_pair_t *p = w->save_head;
+    int64_t now = cs_loop_now(w->d->loop);
+    int held = 0;
+
+    for (wh_pair_t *p = w->save_head, *next; p != NULL; p = next) {
+        next = p->snext;
+        if (!force && !p->ep->retired && p->saved_ms != 0 && now - p->saved_ms < WH_SAVE_MS) {
+            held = 1;
+            continue;
+        }
         save_unlink(p);
-        if (!p->ep->retired)
+        if (!p->ep->retired) {
             rec_cursor(p, 0);
+            p->saved_ms = now > 0 ? now : 1;
+        }
     }
     if (journaled(w))
         save_disc(w, 0);
+    if (held && !cs_timer_active(&w->save_t))
+        cs_timer_start(&w->save_t, WH_SAVE_MS);
+}
+
+static void save_flush(void *data)
+{
+    save_run(data, 0);
+}
+
+static void on_save_timer(cs_timer_t *t)
+{
+    save_run(t->data, 0);
 }
 
 /* ---- cursors ---- */
@@ -1351,6 +1377,7 @@ int cs_webhooks_new(cs_webhooks_t **out, cs_daemon_t *d, char *err, size_t errle
     cs_sub_park(&w->disc);
     cs_timer_init(&w->sweep, d->loop, on_sweep, w);
     cs_timer_start(&w->sweep, WH_SWEEP_MS);
+    cs_timer_init(&w->save_t, d->loop, on_save_timer, w);
     if (d->persist != NULL) {
         /* The journal's webhook records (read at start) come back now; snapshots carry our state. */
         cs_persist_module_t mod = {.replay = wh_replay, .snapshot = wh_snapshot, .data = w};
@@ -1374,10 +1401,11 @@ void cs_webhooks_free(cs_webhooks_t *w)
         return;
     if (journaled(w)) {
         /* Where each cursor stands goes to the journal (persist closes after us); the module leaves it. */
-        save_flush(w);
+        save_run(w, 1);
         cs_persist_set_module(w->d->persist, NULL);
     }
     cs_defer_cancel(w->d->loop, &w->save_d);
+    cs_timer_stop(&w->save_t);
     rs_free(w);
     cs_defer_cancel(w->d->loop, &w->pump_d);
     cs_timer_stop(&w->sweep);
