@@ -358,7 +358,7 @@ static int roll(cs_journal_t *j, char *detail, size_t detail_len)
 {
     char name[SEG_NAME_LEN + 1];
     snprintf(name, sizeof(name), "%020" PRIu64 SEG_SUFFIX, j->next_record);
-    int fd = openat(j->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
+    int fd = openat(j->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
         int e = errno;
         snprintf(detail, detail_len, "journal: cannot create %s/%s: %s", j->dir, name, strerror(e));

@@ -134,7 +134,7 @@ static unsigned char *put_str(unsigned char *p, const char *s, size_t len)
 
 int cs_jrec_encode(cs_buf_t *b, const cs_change_t *c)
 {
-    if (c->kind < CS_CHANGE_EXEC_NEW || c->kind > CS_CHANGE_LAST)
+    if ((c->kind < CS_CHANGE_EXEC_NEW || c->kind > CS_CHANGE_LAST) && !CS_JREC_IS_AUX(c->kind))
         return -EINVAL;
     size_t n = payload_size(c);
     if (n == 0)
@@ -198,7 +198,7 @@ cs_jrec_result_t cs_jrec_decode(const void *in, size_t n, cs_change_t *c, size_t
 
     memset(c, 0, sizeof(*c));
     uint32_t kind = get_u32(p);
-    if (kind < CS_CHANGE_EXEC_NEW || kind > CS_CHANGE_LAST)
+    if ((kind < CS_CHANGE_EXEC_NEW || kind > CS_CHANGE_LAST) && !CS_JREC_IS_AUX(kind))
         return CS_JREC_BAD_RECORD;
     c->kind = (cs_change_kind_t)kind;
     c->status = (int)(int32_t)get_u32(p + 4);

@@ -14,7 +14,11 @@
  * Every integer is little-endian. The encoding is canonical: a decoded record encodes back to exactly
  * its bytes. A decoder never reads outside its input and accepts no payload longer than
  * CS_JREC_MAX_PAYLOAD, no string running past its payload, no missing NUL, no bytes after the last
- * string and no kind outside cs_change_kind_t.
+ * string and no kind outside cs_change_kind_t or the module range below.
+ *
+ * Module records: kinds CS_JREC_AUX_FIRST..CS_JREC_AUX_LAST carry the state of modules other than the store
+ * (webhook registrations and delivery cursors: whrec.h) in the same payload layout. The store never sees
+ * them: persist.c hands them to the module that owns them (cs_persist_set_module).
  */
 #ifndef CS_JRECORD_H
 #define CS_JRECORD_H
@@ -33,6 +37,11 @@
 /** The longest payload written or read: far above any event store.max_bytes admits (limits.max_event_bytes
  * is 1 MiB by default), low enough that a corrupt length cannot make a reader allocate gigabytes. */
 #define CS_JREC_MAX_PAYLOAD (64u << 20)
+/** The kinds of module records (not store changes): 256..511; whrec.h names the webhook ones. */
+#define CS_JREC_AUX_FIRST 256
+#define CS_JREC_AUX_LAST  511
+/** Nonzero for a kind in the module range. */
+#define CS_JREC_IS_AUX(k) ((unsigned)(k) >= CS_JREC_AUX_FIRST && (unsigned)(k) <= CS_JREC_AUX_LAST)
 /** A string's length that says it is absent (a NULL pointer in cs_change_t). */
 #define CS_JREC_ABSENT 0xffffffffu
 
@@ -68,7 +77,8 @@ cs_jrec_result_t cs_jrec_header_decode(const void *p, size_t n, uint32_t *versio
 size_t cs_jrec_size(const cs_change_t *c);
 
 /** Appends one record (frame and payload) for c to b (nothing on failure). Returns 0, -EMSGSIZE past
- * CS_JREC_MAX_PAYLOAD or b's maximum, -ENOMEM or -EINVAL (a kind outside cs_change_kind_t). c->ticket is
+ * CS_JREC_MAX_PAYLOAD or b's maximum, -ENOMEM or -EINVAL (a kind outside cs_change_kind_t and the module
+ * range). c->ticket is
  * not recorded (it names a publish inside one process only). */
 int cs_jrec_encode(cs_buf_t *b, const cs_change_t *c);
 

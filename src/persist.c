@@ -75,6 +75,11 @@ struct cs_persist {
 
     cs_persist_stats_t st;
     int closing;
+
+    /* Module records (persist.h): those the replay read, encoded, until the module attaches; then it. */
+    cs_buf_t aux;
+    cs_persist_module_t mod;
+    int mod_set;
 };
 
 static void dir_usage(cs_persist_t *p);
@@ -349,6 +354,26 @@ static int snap_append(void *data, const cs_change_t *c)
     return cs_journal_append(p->j, c, NULL);
 }
 
+/* A snapshot's first records: the module's whole state (its callback), or, before it attached, the module
+ * records the replay read, as they were. */
+static void snap_modules(cs_persist_t *p)
+{
+    if (p->mod_set) {
+        if (p->mod.snapshot != NULL)
+            p->mod.snapshot(p->mod.data);
+        return;
+    }
+    for (size_t off = 0; off < cs_buf_size(&p->aux);) {
+        cs_change_t c;
+        size_t used;
+        if (cs_jrec_decode(cs_buf_data(&p->aux) + off, cs_buf_size(&p->aux) - off, &c, &used) != CS_JREC_OK)
+            break;
+        if (cs_journal_append(p->j, &c, NULL) != 0)
+            cs_log_error("journal: a module record could not be carried into the snapshot: out of memory");
+        off += used;
+    }
+}
+
 /* When the log since the last snapshot is twice that snapshot (or a segment), or the directory would
  * pass journal.max_bytes with one more snapshot in it. */
 static int should_snapshot(cs_persist_t *p)
@@ -384,6 +409,7 @@ static void take_snapshot(cs_persist_t *p)
     }
     cs_journal_position(p->j, &pos);
     uint64_t start = pos.pending;
+    snap_modules(p); /* webhook registrations and cursors (whrec.h): small, so first */
     int rc = cs_store_snapshot(p->store, snap_append, p);
     if (rc != 0) {
         /* Out of memory, most likely: that segment's snapshot is unfinished (a replay passes over it), and
@@ -428,7 +454,7 @@ static int take_lock(cs_persist_t *p, char *detail, size_t detail_len)
         snprintf(detail, detail_len, "journal: %s: the path is too long", p->dir);
         return -ENAMETOOLONG;
     }
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
         int rc = -errno;
         snprintf(detail, detail_len, "journal: cannot open %.*s: %s", 180, path, strerror(errno));
@@ -453,7 +479,7 @@ static int open_writer(cs_persist_t *p, uint64_t first_record, int write_snapsho
     cs_journal_opts_t jo = {.dir = p->dir, .fsync = p->fsync, .segment_bytes = p->seg_bytes};
     int rc;
 
-    if (mkdir(p->dir, 0750) != 0 && errno != EEXIST) {
+    if (mkdir(p->dir, 0700) != 0 && errno != EEXIST) {
         rc = -errno;
         snprintf(detail, detail_len, "journal: cannot create %s: %s", p->dir, strerror(errno));
         return rc;
@@ -542,6 +568,7 @@ typedef struct replay_ctx {
     const char *dir;
     const cs_journal_read_stats_t *look_st; /* the look pass's stats, live */
     size_t bad_before;                      /* look_st->bad_segments when the last snapshot segment began */
+    cs_buf_t *aux;                          /* module records, kept for the module (persist.h) */
 } replay_ctx_t;
 
 /* The look pass: the last snapshot segment looked at was cut short by damage when the reader counted a bad
@@ -615,6 +642,15 @@ static int replay_one(void *data, const cs_change_t *c, uint64_t recno)
     char detail[256];
 
     r->records++;
+    if (CS_JREC_IS_AUX(c->kind)) {
+        /* Not the store's: kept for its module, which attaches after the store is rebuilt. */
+        if (cs_jrec_encode(r->aux, c) != 0) {
+            r->faults++;
+            cs_log_error("journal: record %" PRIu64 " (kind %d): out of memory keeping it for its module",
+                         recno, (int)c->kind);
+        }
+        return 0;
+    }
     if (cs_store_replay(r->store, c, detail, sizeof(detail)) != 0) {
         r->faults++;
         cs_log_warn("journal: record %" PRIu64 " (kind %d) does not apply and is skipped: %s", recno,
@@ -656,6 +692,8 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
     p->loop = loop;
     p->store = store;
     p->lockfd = -1;
+    cs_buf_init(&p->aux, 0);
+    rc_ctx.aux = &p->aux;
     p->fsync = opts->fsync;
     p->max_bytes = opts->max_bytes;
     p->seg_bytes = opts->segment_bytes;
@@ -668,7 +706,7 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
     memset(&rs, 0, sizeof(rs));
     cs_store_set_now(store, cs_loop_now(loop));
     uint64_t t0 = pmono_us(), cpu0 = thread_cpu_us();
-    int have_dir = mkdir(p->dir, 0750) == 0 || errno == EEXIST;
+    int have_dir = mkdir(p->dir, 0700) == 0 || errno == EEXIST;
     char why[256] = "";
     if (!have_dir)
         snprintf(why, sizeof(why), "journal: cannot create %s: %s", p->dir, strerror(errno));
@@ -702,6 +740,7 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
     }
     if (rc == -EPROTONOSUPPORT) {
         snprintf(detail, detail_len, "%s", why);
+        cs_buf_free(&p->aux);
         free(p->dir);
         free(p);
         return rc;
@@ -782,6 +821,7 @@ void cs_persist_close(cs_persist_t *p)
     cs_store_set_refusal(p->store, CS_OK, NULL);
     if (p->lockfd >= 0)
         close(p->lockfd);
+    cs_buf_free(&p->aux);
     free(p->w);
     free(p->dir);
     free(p);
@@ -826,4 +866,42 @@ void cs_persist_stats(const cs_persist_t *p, cs_persist_stats_t *st)
     cs_store_stats_t ss;
     cs_store_stats(p->store, &ss);
     st->refused = ss.refused_gate;
+}
+
+int cs_persist_set_module(cs_persist_t *p, const cs_persist_module_t *m)
+{
+    if (p == NULL)
+        return 0;
+    if (m == NULL) {
+        /* Detached (at shutdown): later snapshots carry no module records. */
+        memset(&p->mod, 0, sizeof(p->mod));
+        p->mod_set = 1;
+        return 0;
+    }
+    p->mod = *m;
+    p->mod_set = 1;
+    for (size_t off = 0; off < cs_buf_size(&p->aux);) {
+        cs_change_t c;
+        size_t used;
+        if (cs_jrec_decode(cs_buf_data(&p->aux) + off, cs_buf_size(&p->aux) - off, &c, &used) != CS_JREC_OK)
+            break;
+        if (m->replay != NULL)
+            m->replay(m->data, &c);
+        off += used;
+    }
+    cs_buf_free(&p->aux);
+    cs_buf_init(&p->aux, 0);
+    return 0;
+}
+
+int cs_persist_append_aux(cs_persist_t *p, const cs_change_t *c)
+{
+    if (p == NULL || p->j == NULL)
+        return -ENODEV;
+    if (!CS_JREC_IS_AUX(c->kind))
+        return -EINVAL;
+    int rc = cs_journal_append(p->j, c, NULL);
+    if (rc == 0 && !p->closing)
+        cs_defer(p->loop, &p->flush_defer, on_defer, p);
+    return rc;
 }

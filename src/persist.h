@@ -84,4 +84,31 @@ int cs_persist_cap_limits(const cs_persist_t *p, cs_store_limits_t *lim);
 /** Fills *st (zeros for NULL p: no journal). */
 void cs_persist_stats(const cs_persist_t *p, cs_persist_stats_t *st);
 
+/* ---- Module records: state other than the store's (webhooks out: whrec.h) ----
+ *
+ * Kinds in jrecord.h's CS_JREC_AUX range, appended to the same batch as the store's records (one writev
+ * per loop turn, the same checksums and fsync mode; no acknowledgement waits on them). Replay keeps those
+ * it reads aside and hands them to the module once it attaches (after the store is rebuilt); a snapshot
+ * starts with the module's whole state (its snapshot callback), so deleting older segments loses none. */
+typedef struct cs_persist_module {
+    /* Each module record read at start, in journal order (those of the newest whole snapshot first). */
+    void (*replay)(void *data, const cs_change_t *c);
+    /* At the start of each snapshot: append the module's whole state with cs_persist_append_aux. */
+    void (*snapshot)(void *data);
+    void *data;
+} cs_persist_module_t;
+
+/**
+ * Attaches the one module (webhooks): its replay callback gets, now, every module record the start-up
+ * replay read; later snapshots call its snapshot callback (a snapshot taken before it attached - the one
+ * at open - carried the replayed records over as they were read). NULL m detaches it (at shutdown). NULL p
+ * (no journal): no-op. Returns 0.
+ */
+int cs_persist_set_module(cs_persist_t *p, const cs_persist_module_t *m);
+
+/** Appends a module record (c->kind in the CS_JREC_AUX range) to this loop turn's batch. Returns 0,
+ * -ENODEV (NULL p: no journal, or the directory could not be opened), -EINVAL (not a module kind),
+ * -EMSGSIZE or -ENOMEM (logged by the caller). */
+int cs_persist_append_aux(cs_persist_t *p, const cs_change_t *c);
+
 #endif

@@ -22,18 +22,22 @@
 #include <uthash.h>
 
 #include "curlm.h"
+#include "cursor.h"
 #include "daemon.h"
 #include "event.h"
 #include "filter.h"
 #include "log.h"
+#include "persist.h"
 #include "status.h"
 #include "store.h"
+#include "whrec.h"
 
 #define WH_DEAD_KEEP       16      /* dead letters listed per endpoint by GET /v1/webhooks */
 #define WH_RETRY_AFTER_MAX 3600000 /* the longest Retry-After honoured: 1 h */
 #define WH_KINDS           4
 #define WH_SWEEP_MS        1000
-#define WH_POOL            64 /* finished easy handles kept for reuse */
+#define WH_POOL            64  /* finished easy handles kept for reuse */
+#define WH_SAVE_MS         200 /* a cursor that keeps advancing is journaled at most this often */
 
 static const char *const wh_kind_names[WH_KINDS] = {"human", "task", "step", "crew"};
 static const char *const wh_kind_fields[WH_KINDS] = {"humanInputWebhook", "taskWebhookUrl", "stepWebhookUrl",
@@ -98,8 +102,25 @@ struct wh_pair {
     wh_pair_t *rnext;
     wh_pair_t *dnext;
     int dirty;
+    int saving; /* on the save list: its position is journaled at the end of the turn */
+    wh_pair_t *sprev, *snext;
+    int64_t saved_ms; /* when its position was last journaled (0: never) */
     UT_hash_handle hh;
 };
+
+/* What the journal's webhook records (whrec.h) say at start, until it is applied (restore below). */
+typedef struct wh_rs_reg {
+    char exec[CS_EXECUTION_ID_MAX + 1];
+    json_t *json; /* the REG record's URLs */
+    UT_hash_handle hh;
+} wh_rs_reg_t;
+
+typedef struct wh_rs_cur {
+    char *key; /* 'r' (a registered URL) or 'c' (a config endpoint), its name, NUL, execution id */
+    size_t key_len;
+    uint64_t epoch, seq;
+    UT_hash_handle hh;
+} wh_rs_cur_t;
 
 struct cs_webhooks {
     cs_daemon_t *d;
@@ -117,6 +138,17 @@ struct cs_webhooks {
     uint64_t lat_count, lat_sum_ms, lat_max_ms;
     CURL *pool[WH_POOL]; /* finished easy handles, reset, for the next requests (an easy is ~10 KiB) */
     size_t n_pool;
+    /* The journal (persist.h, whrec.h): cursors whose position changed this turn, written by save_d;
+     * discovery's position as last written; the records read at start until they are applied. */
+    cs_defer_t save_d;
+    cs_timer_t save_t; /* the positions held back by WH_SAVE_MS */
+    wh_pair_t *save_head;
+    uint64_t disc_saved_epoch, disc_saved_next;
+    wh_rs_reg_t *rs_regs;
+    wh_rs_cur_t *rs_curs;
+    int rs_disc;
+    uint64_t rs_disc_epoch, rs_disc_next;
+    uint64_t journal_errors;
 };
 
 /* ---- endpoints ---- */
@@ -273,6 +305,199 @@ static void dead_letter(wh_ep_t *ep, const char *exec, uint64_t seq, const char 
                 exec, (unsigned long long)seq, type ? type : "-", attempts, attempts == 1 ? "" : "s", reason);
 }
 
+/* ---- the journal: registrations and cursor positions (whrec.h) ----
+ *
+ * With a journal, a registration is written when it changes and when it is forgotten; a cursor's
+ * position (the first seq not yet delivered) when it changes - at most once per cursor per loop turn, from
+ * a deferred call at the end of the turn - and a "closed" record once it is caught up; discovery's
+ * position (the next global seq) with them. Restarted, the daemon reopens the open cursors where they
+ * stood and discovery where it stood, so what was not delivered is sent (again: at least once). Without a
+ * journal nothing of this runs. */
+
+static void save_flush(void *data);
+
+static int journaled(const cs_webhooks_t *w)
+{
+    return w->d->persist != NULL;
+}
+
+static void journal_rec(cs_webhooks_t *w, const cs_change_t *c)
+{
+    int rc = cs_persist_append_aux(w->d->persist, c);
+    if (rc != 0 && rc != -ENODEV) { /* ENODEV: the directory could not be opened (persist.c says so) */
+        w->journal_errors++;
+        cs_log_error("webhooks: a journal record (kind %d) could not be kept: %s: after a restart these "
+                     "deliveries may be missing or sent again",
+                     (int)c->kind, strerror(-rc));
+    }
+}
+
+/* The first seq of the cursor's execution not yet delivered. */
+static uint64_t pair_pos(const wh_pair_t *p)
+{
+    return p->cur != NULL ? p->cur->seq : p->sub.next;
+}
+
+static void rec_cursor(wh_pair_t *p, int closed)
+{
+    cs_change_t c = {.kind = (cs_change_kind_t)CS_WHREC_CURSOR,
+                     .exec = p->exec,
+                     .exec_len = strlen(p->exec),
+                     .type = p->ep->name,
+                     .type_len = strlen(p->ep->name),
+                     .epoch = p->sub.exec != NULL ? cs_exec_epoch(p->sub.exec) : 0,
+                     .seq = pair_pos(p),
+                     .status = (closed ? 1 : 0) | (p->ep->kind != 0 ? 2 : 0),
+                     .unix_ms = cs_unix_ms()};
+    journal_rec(p->ep->w, &c);
+}
+
+static void rec_reg(cs_webhooks_t *w, const wh_reg_t *reg)
+{
+    const char *url[WH_KINDS] = {0}, *auth[WH_KINDS] = {0};
+    for (int k = 0; k < WH_KINDS; k++)
+        if (reg->ep[k] != NULL) {
+            url[k] = reg->ep[k]->url;
+            auth[k] = reg->ep[k]->auth;
+        }
+    char *json = cs_whrec_reg_json(url, auth);
+    if (json == NULL) {
+        w->journal_errors++;
+        cs_log_error("webhooks: out of memory writing the registration of %s to the journal", reg->exec);
+        return;
+    }
+    cs_change_t c = {.kind = (cs_change_kind_t)CS_WHREC_REG,
+                     .exec = reg->exec,
+                     .exec_len = strlen(reg->exec),
+                     .json = json,
+                     .json_len = strlen(json),
+                     .unix_ms = cs_unix_ms()};
+    journal_rec(w, &c);
+    free(json);
+}
+
+static void save_unlink(wh_pair_t *p)
+{
+    cs_webhooks_t *w = p->ep->w;
+    if (!p->saving)
+        return;
+    if (p->sprev != NULL)
+        p->sprev->snext = p->snext;
+    else
+        w->save_head = p->snext;
+    if (p->snext != NULL)
+        p->snext->sprev = p->sprev;
+    p->sprev = p->snext = NULL;
+    p->saving = 0;
+}
+
+/* The cursor's position changed: journaled at the end of the turn. A retired endpoint's cursors are not
+ * (its name is its successor's). */
+static void save_mark(wh_pair_t *p)
+{
+    cs_webhooks_t *w = p->ep->w;
+    if (!journaled(w) || p->ep->retired || p->saving)
+        return;
+    p->saving = 1;
+    p->sprev = NULL;
+    p->snext = w->save_head;
+    if (w->save_head != NULL)
+        w->save_head->sprev = p;
+    w->save_head = p;
+    cs_defer(w->d->loop, &w->save_d, save_flush, w);
+}
+
+/* The endpoint a journaled cursor names: an execution's registered URL, or a config endpoint. */
+static wh_ep_t *ep_named(cs_webhooks_t *w, const char *name, const char *exec, int registered)
+{
+    if (registered) {
+        wh_reg_t *reg;
+        HASH_FIND(hh, w->regs, exec, strlen(exec), reg);
+        for (int k = 0; reg != NULL && k < WH_KINDS; k++)
+            if (reg->ep[k] != NULL && strcmp(reg->ep[k]->name, name) == 0)
+                return reg->ep[k];
+        return NULL;
+    }
+    for (wh_ep_t *ep = w->eps; ep != NULL && ep->kind == 0; ep = ep->next) /* config ones come first */
+        if (!ep->retired && strcmp(ep->name, name) == 0)
+            return ep;
+    return NULL;
+}
+
+/* The cursor is caught up (and is freed next): nothing of it to resume. */
+static void save_closed(wh_pair_t *p)
+{
+    wh_ep_t *ep = p->ep;
+    cs_webhooks_t *w = ep->w;
+
+    save_unlink(p);
+    if (!journaled(w))
+        return;
+    if (ep->retired) {
+        /* Its successor has the same name: its own cursor on this execution, if any, stays open. */
+        wh_ep_t *now = ep_named(w, ep->name, p->exec, ep->kind != 0);
+        wh_pair_t *q = NULL;
+        if (now != NULL)
+            HASH_FIND(hh, now->pairs, p->exec, strlen(p->exec), q);
+        if (q != NULL)
+            return;
+    }
+    rec_cursor(p, 1);
+    cs_defer(w->d->loop, &w->save_d, save_flush, w);
+}
+
+static void save_disc(cs_webhooks_t *w, int force)
+{
+    if (!w->disc_open)
+        return;
+    uint64_t ge = cs_store_global_epoch(w->d->store), gn = w->disc.next;
+    if (!force && ge == w->disc_saved_epoch && gn == w->disc_saved_next)
+        return;
+    cs_change_t c = {
+        .kind = (cs_change_kind_t)CS_WHREC_DISC, .epoch = ge, .gseq = gn, .unix_ms = cs_unix_ms()};
+    journal_rec(w, &c);
+    w->disc_saved_epoch = ge;
+    w->disc_saved_next = gn;
+}
+
+/* The end of a turn: the positions that changed, then discovery's (after them: a journal cut short in
+ * between rediscovers, never skips). A new cursor is written at once; one that keeps advancing at most
+ * every WH_SAVE_MS (a timer writes what is held back), so a busy endpoint costs a few records a second per
+ * cursor rather than one per delivery: after a crash at most its last WH_SAVE_MS of deliveries are sent
+ * again. force (at shutdown): everything now. */
+static void save_run(cs_webhooks_t *w, int force)
+{
+    int64_t now = cs_loop_now(w->d->loop);
+    int held = 0;
+
+    for (wh_pair_t *p = w->save_head, *next; p != NULL; p = next) {
+        next = p->snext;
+        if (!force && !p->ep->retired && p->saved_ms != 0 && now - p->saved_ms < WH_SAVE_MS) {
+            held = 1;
+            continue;
+        }
+        save_unlink(p);
+        if (!p->ep->retired) {
+            rec_cursor(p, 0);
+            p->saved_ms = now > 0 ? now : 1;
+        }
+    }
+    if (journaled(w))
+        save_disc(w, 0);
+    if (held && !cs_timer_active(&w->save_t))
+        cs_timer_start(&w->save_t, WH_SAVE_MS);
+}
+
+static void save_flush(void *data)
+{
+    save_run(data, 0);
+}
+
+static void on_save_timer(cs_timer_t *t)
+{
+    save_run(t->data, 0);
+}
+
 /* ---- cursors ---- */
 
 static void pump(void *data);
@@ -323,6 +548,7 @@ static void pair_free(wh_pair_t *p)
     HASH_DEL(ep->pairs, p);
     ep->n_pairs--;
     w->n_pairs--;
+    save_unlink(p);
     cs_timer_stop(&p->retry);
     pair_abort(p);
     pair_release_cur(p);
@@ -372,6 +598,7 @@ static void pair_open(wh_ep_t *ep, const char *exec, size_t exec_len, const cs_f
     ep->n_pairs++;
     w->n_pairs++;
     mark_dirty(p);
+    save_mark(p);
 }
 
 /* Takes the cursor's next wanted event; closes a cursor that is caught up. */
@@ -398,9 +625,11 @@ static void service(wh_pair_t *p)
         p->cur = cs_frame_ref(it.frame);
         p->attempts = 0;
         p->state = P_READY;
+        save_mark(p);
         try_send(p);
         return;
     }
+    save_closed(p);
     pair_free(p);
 }
 
@@ -708,6 +937,13 @@ static const cs_sub_ops_t disc_ops = {.wake = disc_wake};
 
 static void reg_free(cs_webhooks_t *w, wh_reg_t *reg)
 {
+    if (journaled(w)) {
+        cs_change_t c = {.kind = (cs_change_kind_t)CS_WHREC_UNREG,
+                         .exec = reg->exec,
+                         .exec_len = strlen(reg->exec),
+                         .unix_ms = cs_unix_ms()};
+        journal_rec(w, &c);
+    }
     for (int k = 0; k < WH_KINDS; k++) {
         wh_ep_t *ep = reg->ep[k];
         if (ep == NULL)
@@ -760,8 +996,8 @@ cs_err_t cs_webhooks_register(cs_webhooks_t *w, const char *exec, size_t exec_le
     char *auths[WH_KINDS] = {0};
     const cs_config_t *cfg;
     cs_err_t e = CS_OK;
-    wh_reg_t *reg;
-    int any = 0;
+    wh_reg_t *reg = NULL;
+    int any = 0, changed = 0;
 
     if (w == NULL) {
         snprintf(detail, detail_len, "webhooks are not running");
@@ -850,6 +1086,7 @@ cs_err_t cs_webhooks_register(cs_webhooks_t *w, const char *exec, size_t exec_le
         ep->kind = 1u << k;
         ep->exec = strdup(reg->exec);
         reg->ep[k] = ep;
+        changed = 1;
         if (old != NULL) {
             /* What it took on stays with it (at least once); what comes next goes to the new URL. */
             old->retired = 1;
@@ -859,9 +1096,259 @@ cs_err_t cs_webhooks_register(cs_webhooks_t *w, const char *exec, size_t exec_le
         cs_log_info("webhooks: %s -> %s", name, urls[k]);
     }
 out:
+    if (changed && journaled(w)) {
+        rec_reg(w, reg);
+        /* Discovery's position with it: after a restart, events before the registration are not
+         * rediscovered for it. */
+        cs_defer(w->d->loop, &w->save_d, save_flush, w);
+    }
     for (int k = 0; k < WH_KINDS; k++)
         free(auths[k]);
     return e;
+}
+
+/* ---- the journal: snapshot and restore ---- */
+
+/* persist.c's snapshot: the whole state, so the segments before it may go. */
+static void wh_snapshot(void *data)
+{
+    cs_webhooks_t *w = data;
+    wh_reg_t *reg, *rt;
+
+    HASH_ITER(hh, w->regs, reg, rt)
+    rec_reg(w, reg);
+    for (wh_ep_t *ep = w->eps; ep != NULL; ep = ep->next) {
+        if (ep->retired)
+            continue;
+        for (wh_pair_t *p = ep->pairs; p != NULL; p = p->hh.next)
+            rec_cursor(p, 0);
+    }
+    save_disc(w, 1);
+}
+
+static void rs_free(cs_webhooks_t *w)
+{
+    wh_rs_reg_t *r, *rt;
+    wh_rs_cur_t *c, *ct;
+    HASH_ITER(hh, w->rs_regs, r, rt)
+    {
+        HASH_DEL(w->rs_regs, r);
+        json_decref(r->json);
+        free(r);
+    }
+    HASH_ITER(hh, w->rs_curs, c, ct)
+    {
+        HASH_DEL(w->rs_curs, c);
+        free(c->key);
+        free(c);
+    }
+}
+
+/* persist.c's replay: each webhook record read at start, in order; the last one of each key wins. */
+static void wh_replay(void *data, const cs_change_t *c)
+{
+    cs_webhooks_t *w = data;
+    char detail[160];
+    cs_whrec_t r;
+
+    if (cs_whrec_decode(c, &r, detail, sizeof(detail)) != 0) {
+        w->journal_errors++;
+        cs_log_warn("webhooks: journal: %s: skipped", detail);
+        return;
+    }
+    if (r.kind == CS_WHREC_REG || r.kind == CS_WHREC_UNREG) {
+        wh_rs_reg_t *rr;
+        HASH_FIND(hh, w->rs_regs, r.exec, r.exec_len, rr);
+        if (r.kind == CS_WHREC_UNREG) {
+            if (rr != NULL) {
+                HASH_DEL(w->rs_regs, rr);
+                json_decref(rr->json);
+                free(rr);
+            }
+        } else if (rr != NULL || (rr = calloc(1, sizeof(*rr))) != NULL) {
+            if (rr->json == NULL) {
+                memcpy(rr->exec, r.exec, r.exec_len);
+                HASH_ADD(hh, w->rs_regs, exec, r.exec_len, rr);
+            }
+            json_decref(rr->json);
+            rr->json = json_incref(r.json);
+        }
+    } else if (r.kind == CS_WHREC_CURSOR) {
+        size_t kl = 1 + r.endpoint_len + 1 + r.exec_len;
+        char key[1 + CS_WHREC_NAME_MAX + 1 + CS_EXECUTION_ID_MAX + 1];
+        wh_rs_cur_t *rc;
+        key[0] = r.registered ? 'r' : 'c';
+        memcpy(key + 1, r.endpoint, r.endpoint_len + 1);
+        memcpy(key + 2 + r.endpoint_len, r.exec, r.exec_len + 1);
+        HASH_FIND(hh, w->rs_curs, key, kl, rc);
+        if (r.closed) {
+            if (rc != NULL) {
+                HASH_DEL(w->rs_curs, rc);
+                free(rc->key);
+                free(rc);
+            }
+        } else {
+            if (rc == NULL && (rc = calloc(1, sizeof(*rc))) != NULL) {
+                if ((rc->key = malloc(kl + 1)) == NULL) {
+                    free(rc);
+                    rc = NULL;
+                } else {
+                    memcpy(rc->key, key, kl + 1);
+                    rc->key_len = kl;
+                    HASH_ADD_KEYPTR(hh, w->rs_curs, rc->key, kl, rc);
+                }
+            }
+            if (rc != NULL) {
+                rc->epoch = r.epoch;
+                rc->seq = r.seq;
+            } else {
+                w->journal_errors++;
+                cs_log_error("webhooks: journal: out of memory restoring a delivery cursor");
+            }
+        }
+    } else if (r.kind == CS_WHREC_DISC) {
+        w->rs_disc = 1;
+        w->rs_disc_epoch = r.epoch;
+        w->rs_disc_next = r.seq;
+    }
+    cs_whrec_release(&r);
+}
+
+/* A journaled cursor, reopened where it stood (its execution's epoch checked: a history gone or begun
+ * anew is a stream.gap, dead-lettered as ever). */
+static void pair_restore(wh_ep_t *ep, const char *exec, uint64_t epoch, uint64_t seq)
+{
+    cs_webhooks_t *w = ep->w;
+    size_t len = strlen(exec);
+    char cur[CS_CURSOR_MAX];
+    wh_pair_t *p;
+
+    HASH_FIND(hh, ep->pairs, exec, len, p);
+    if (p != NULL)
+        return;
+    if ((p = calloc(1, sizeof(*p))) == NULL) {
+        dead_letter(ep, exec, seq, NULL, NULL, 0, "out of memory for a delivery cursor after the restart");
+        return;
+    }
+    p->ep = ep;
+    memcpy(p->exec, exec, len);
+    size_t n = cs_cursor_format(cur, sizeof(cur), epoch, seq > 0 ? seq - 1 : 0);
+    cs_start_t start = {.kind = CS_START_AFTER_ID, .id = cur, .id_len = n};
+    cs_filter_t all = {0};
+    if (cs_sub_open(w->d->store, &p->sub, exec, len, &start, &all, &pair_sub_ops, p) != 0) {
+        free(p);
+        dead_letter(ep, exec, seq, NULL, NULL, 0, "out of memory for a delivery cursor after the restart");
+        return;
+    }
+    cs_timer_init(&p->retry, w->d->loop, on_retry, p);
+    HASH_ADD(hh, ep->pairs, exec, len, p);
+    ep->n_pairs++;
+    w->n_pairs++;
+    mark_dirty(p);
+}
+
+/* After persist.c handed over the records: registrations (each URL checked against webhooks.allow as it
+ * is now), then cursors (an endpoint no longer there drops its cursors with a log line), then discovery
+ * from where it stood. */
+static void restore(cs_webhooks_t *w)
+{
+    const cs_config_t *cfg = w->d->cfg;
+    size_t n_regs = 0, n_curs = 0, n_dropped = 0;
+    wh_rs_reg_t *rr, *rrt;
+    wh_rs_cur_t *rc, *rct;
+
+    HASH_ITER(hh, w->rs_regs, rr, rrt)
+    {
+        wh_reg_t *reg;
+        int any = 0;
+        if (w->n_regs >= cfg->webhook_max_registrations) {
+            cs_log_warn("webhooks: the registration of %s is not restored: webhooks.max_registrations (%zu) "
+                        "held",
+                        rr->exec, w->n_regs);
+            continue;
+        }
+        if ((reg = calloc(1, sizeof(*reg))) == NULL)
+            break;
+        memcpy(reg->exec, rr->exec, sizeof(reg->exec));
+        for (int k = 0; k < WH_KINDS; k++) {
+            json_t *o = json_object_get(rr->json, cs_whrec_kind_names[k]);
+            const char *url = json_string_value(json_object_get(o, "url"));
+            const char *auth = json_string_value(json_object_get(o, "auth"));
+            char name[CS_EXECUTION_ID_MAX + 16];
+            if (url == NULL)
+                continue;
+            if (!cs_webhook_url_ok(url) ||
+                !cs_webhook_allowed(url, cfg->webhook_allow, cfg->n_webhook_allow)) {
+                cs_log_warn("webhooks: %s of %s is not restored: its URL is no longer in webhooks.allow",
+                            wh_kind_fields[k], rr->exec);
+                continue;
+            }
+            char *a = auth != NULL ? strdup(auth) : NULL;
+            snprintf(name, sizeof(name), "%s:%s", wh_kind_names[k], reg->exec);
+            wh_ep_t *ep = (auth == NULL || a != NULL) ? ep_add(w, name, url, a) : NULL;
+            if (ep == NULL) {
+                free(a);
+                cs_log_error("webhooks: out of memory restoring %s", name);
+                continue;
+            }
+            ep->kind = 1u << k;
+            ep->exec = strdup(reg->exec);
+            reg->ep[k] = ep;
+            any = 1;
+        }
+        if (!any) {
+            free(reg);
+            continue;
+        }
+        reg->last_ms = cs_loop_now(w->d->loop);
+        HASH_ADD(hh, w->regs, exec, strlen(reg->exec), reg);
+        w->n_regs++;
+        n_regs++;
+    }
+    HASH_ITER(hh, w->rs_curs, rc, rct)
+    {
+        const char *name = rc->key + 1, *exec = name + strlen(name) + 1;
+        wh_ep_t *ep = ep_named(w, name, exec, rc->key[0] == 'r');
+        if (ep == NULL) {
+            cs_log_info("webhooks: endpoint %s is gone (removed from webhooks.endpoints, or its registration "
+                        "was not restored): its deliveries of execution %s from seq %llu are dropped",
+                        name, exec, (unsigned long long)rc->seq);
+            cs_change_t c = {.kind = (cs_change_kind_t)CS_WHREC_CURSOR,
+                             .exec = exec,
+                             .exec_len = strlen(exec),
+                             .type = name,
+                             .type_len = strlen(name),
+                             .epoch = rc->epoch,
+                             .seq = rc->seq,
+                             .status = 1 | (rc->key[0] == 'r' ? 2 : 0),
+                             .unix_ms = cs_unix_ms()};
+            journal_rec(w, &c); /* said once: the next start does not find it again */
+            n_dropped++;
+            continue;
+        }
+        pair_restore(ep, exec, rc->epoch, rc->seq);
+        n_curs++;
+    }
+    uint64_t from = 0;
+    if (w->rs_disc && w->disc_open && w->rs_disc_epoch == cs_store_global_epoch(w->d->store)) {
+        char cur[CS_CURSOR_MAX];
+        size_t n =
+            cs_cursor_format(cur, sizeof(cur), w->rs_disc_epoch, w->rs_disc_next ? w->rs_disc_next - 1 : 0);
+        cs_start_t start = {.kind = CS_START_AFTER_ID, .id = cur, .id_len = n};
+        cs_filter_t all = {0};
+        cs_sub_close(&w->disc);
+        w->disc_open = cs_sub_open(w->d->store, &w->disc, NULL, 0, &start, &all, &disc_ops, w) == 0;
+        if (!w->disc_open)
+            cs_log_error("webhooks: out of memory reopening discovery: no new event is delivered");
+        from = w->rs_disc_next;
+    }
+    if (n_regs > 0 || n_curs > 0 || n_dropped > 0 || from > 0)
+        cs_log_info(
+            "webhooks: restored from the journal: %zu registrations, %zu delivery cursors (%zu dropped), "
+            "discovery from global seq %llu",
+            n_regs, n_curs, n_dropped, (unsigned long long)from);
+    rs_free(w);
+    cs_defer(w->d->loop, &w->pump_d, pump, w);
 }
 
 /* ---- life ---- */
@@ -890,6 +1377,13 @@ int cs_webhooks_new(cs_webhooks_t **out, cs_daemon_t *d, char *err, size_t errle
     cs_sub_park(&w->disc);
     cs_timer_init(&w->sweep, d->loop, on_sweep, w);
     cs_timer_start(&w->sweep, WH_SWEEP_MS);
+    cs_timer_init(&w->save_t, d->loop, on_save_timer, w);
+    if (d->persist != NULL) {
+        /* The journal's webhook records (read at start) come back now; snapshots carry our state. */
+        cs_persist_module_t mod = {.replay = wh_replay, .snapshot = wh_snapshot, .data = w};
+        cs_persist_set_module(d->persist, &mod);
+        restore(w);
+    }
     *out = w;
     return 0;
 nomem:
@@ -905,6 +1399,14 @@ void cs_webhooks_free(cs_webhooks_t *w)
 
     if (w == NULL)
         return;
+    if (journaled(w)) {
+        /* Where each cursor stands goes to the journal (persist closes after us); the module leaves it. */
+        save_run(w, 1);
+        cs_persist_set_module(w->d->persist, NULL);
+    }
+    cs_defer_cancel(w->d->loop, &w->save_d);
+    cs_timer_stop(&w->save_t);
+    rs_free(w);
     cs_defer_cancel(w->d->loop, &w->pump_d);
     cs_timer_stop(&w->sweep);
     for (wh_ep_t *ep = w->eps; ep != NULL; ep = ep->next) {
@@ -1043,5 +1545,7 @@ int cs_webhooks_metrics(cs_webhooks_t *w, cs_buf_t *b)
                    "Webhook deliveries timed (as deliveries_total).", w->lat_count);
     rc = wh_metric(b, rc, "webhook_latency_ms_max", "gauge",
                    "The longest webhook delivery so far, in milliseconds.", w->lat_max_ms);
+    rc = wh_metric(b, rc, "webhook_journal_errors_total", "counter",
+                   "Webhook journal records not written or not read back (logged).", w->journal_errors);
     return rc;
 }

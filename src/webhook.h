@@ -12,8 +12,12 @@
  * subscriber on that execution starting just before the event. The cursor sends one event at a time
  * (which keeps the order), retries it with back-off, dead-letters it, and is closed as soon as it is
  * caught up with nothing in flight: cursors exist only for (endpoint, execution) pairs with something
- * to send, at most webhooks.max_executions per endpoint. A cursor is (endpoint, execution, epoch,
- * next seq, attempts): what a journal record needs to resume it after a restart.
+ * to send, at most webhooks.max_executions per endpoint.
+ *
+ * With a journal (persist.h's module records, whrec.h) registrations and cursor positions (endpoint,
+ * execution, epoch, next seq) are journaled as they change, at most once per cursor per loop turn, and
+ * restored by cs_webhooks_new after the store's replay, so deliveries resume after a restart; each
+ * snapshot begins with the whole webhook state. Without one nothing is kept.
  */
 #ifndef CS_WEBHOOK_H
 #define CS_WEBHOOK_H

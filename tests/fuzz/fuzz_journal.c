@@ -2,7 +2,9 @@
  * fuzz_journal.c - arbitrary bytes read as a journal segment (jrecord.h): a header, then records until
  * the first that does not decode; once as they come and once with every frame's checksum made right.
  * Nothing may crash or read outside the input, and every record that decodes must encode back to
- * exactly its bytes (the format is canonical), as must the header.
+ * exactly its bytes (the format is canonical), as must the header. Module records of webhooks out
+ * (whrec.h: registrations, delivery cursors, discovery's position) also go through cs_whrec_decode, their
+ * one reader: what it accepts is within bounds, and a registration's URLs encode back to the same.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,6 +12,49 @@
 
 #include "../../common/buf.c"
 #include "../../src/jrecord.c"
+#include "../../src/whrec.c"
+
+/* A webhook record through its reader (whrec.h). */
+static void read_whrec(const cs_change_t *c)
+{
+    cs_whrec_t r, r2;
+    char detail[160];
+
+    if (cs_whrec_decode(c, &r, detail, sizeof(detail)) != 0) {
+        if (r.json != NULL || detail[0] == '\0')
+            abort();
+        return;
+    }
+    if (r.kind != (int)c->kind)
+        abort();
+    if (r.kind != CS_WHREC_DISC && (r.exec == NULL || r.exec_len == 0 || r.exec_len > CS_EXECUTION_ID_MAX ||
+                                    strlen(r.exec) != r.exec_len))
+        abort();
+    if (r.kind == CS_WHREC_CURSOR &&
+        (r.endpoint == NULL || r.endpoint_len > CS_WHREC_NAME_MAX || (r.closed | r.registered) > 1))
+        abort();
+    if (r.kind == CS_WHREC_REG) {
+        char *json = cs_whrec_reg_json(r.url, r.auth);
+        if (json != NULL) {
+            cs_change_t c2 = *c;
+            c2.json = json;
+            c2.json_len = strlen(json);
+            if (cs_whrec_decode(&c2, &r2, detail, sizeof(detail)) != 0)
+                abort();
+            for (int k = 0; k < CS_WHREC_KINDS; k++) {
+                if ((r.url[k] == NULL) != (r2.url[k] == NULL) ||
+                    (r.auth[k] == NULL) != (r2.auth[k] == NULL) ||
+                    (r.url[k] != NULL && strcmp(r.url[k], r2.url[k]) != 0) ||
+                    (r.auth[k] != NULL && strcmp(r.auth[k], r2.auth[k]) != 0) ||
+                    (r.auth[k] != NULL && strpbrk(r.auth[k], "\r\n") != NULL))
+                    abort();
+            }
+            cs_whrec_release(&r2);
+            free(json);
+        }
+    }
+    cs_whrec_release(&r);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -57,6 +102,8 @@ static void read_segment(const uint8_t *data, size_t size)
                 s[i][l[i]] != '\0')
                 abort();
         }
+        if (CS_JREC_IS_AUX(c.kind))
+            read_whrec(&c);
         cs_buf_free(&b);
         if (cs_jrec_encode(&b, &c) != 0 || cs_buf_size(&b) != used || cs_jrec_size(&c) != used ||
             memcmp(cs_buf_data(&b), data + off, used) != 0)
