@@ -652,8 +652,9 @@ static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, co
         } else {
             list_append(st, ex, ON_ACTIVE, 0);
         }
-    } else if (!fin && ex->lru_next != NULL) {
-        /* Most recently published goes last, so the least recent is evicted first. */
+    } else if (!fin) {
+        /* Most recently published goes last, so the least recent is evicted first. (With a new tick also
+         * when it is last already: every publish takes one, so a replay's ticks are the same.) */
         exec_unlist(st, ex);
         list_append(st, ex, ON_ACTIVE, 0);
     }
@@ -1418,7 +1419,7 @@ static int snap_counters(cs_store_t *st, const cs_change_t *c, int set, char *de
 
     if (ok && set) {
         st->first_orders = (uint64_t)json_integer_value(fo);
-        if (ticks != NULL && (uint64_t)json_integer_value(ticks) > st->lru_ticks)
+        if (ticks != NULL)
             st->lru_ticks = (uint64_t)json_integer_value(ticks); /* the live appends go on from there */
     } else if (ok) {
         ok = (uint64_t)json_integer_value(fo) == st->first_orders;
@@ -1497,7 +1498,8 @@ static int replay_exec_state(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c
         exec_free(st, ex);
     }
     if ((size_t)cap > max_cap)
-        cap = (json_int_t)max_cap; /* store.ring_events was lowered: the oldest frames go (SNAP_FRAME) */
+        cap = (json_int_t)max_cap;  /* store.ring_events was lowered: the oldest frames go (SNAP_FRAME) */
+    uint64_t ticks = st->lru_ticks; /* exec_new's listing is undone below: it takes no tick */
     ex = exec_new(st, c->exec, c->exec_len, c->epoch, (int64_t)created);
     if (ex == NULL || ((size_t)cap != ex->ring_cap && exec_resize(st, ex, (size_t)cap) != 0)) {
         json_decref(o);
@@ -1523,6 +1525,7 @@ static int replay_exec_state(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c
     ex->status_bytes = status_held(ex);
     st->bytes += ex->status_bytes;
     exec_unlist(st, ex); /* exec_new listed it active */
+    st->lru_ticks = ticks;
     ex->finished = finished != 0;
     /* Listed with its tick (a snapshot written across turns does not write them in list order: sorted at
      * its end); a record without one (an older journal) in record order. */
@@ -1834,7 +1837,7 @@ int cs_store_snap_step(cs_store_t *st, size_t budget)
         return rc;
     }
     sw->emitted = 0;
-    while (sw->emitted < budget && nodes++ < SW_NODES) {
+    while (sw->emitted < budget && (nodes++ < SW_NODES || budget == SIZE_MAX)) {
         cs_exec_t *ex = sw->cur;
         switch (sw->phase) {
         case SW_ACTIVE:
