@@ -826,9 +826,8 @@ static void test_snapshot_pause(void)
                                  "{\"execution_id\":\"%s\",\"type\":\"log\",\"m\":\"%s\"}", x, body);
                 cs_event_fields_t fl = {
                     .execution_id = x, .execution_id_len = strlen(x), .type = "log", .type_len = 3};
-                outcome_t o;
+                static outcome_t o; /* answered in a later turn */
                 cs_store_done_t done = {on_done, &o};
-                memset(&o, 0, sizeof(o));
                 REQUIRE(cs_store_submit_fields(st, &fl, line, (size_t)n, 1, &done, &pub, detail,
                                                sizeof(detail)) == CS_PENDING);
                 publishes++;
