@@ -347,6 +347,7 @@ int cs_store_replay(cs_store_t *store, const cs_change_t *c, char *detail, size_
  * its EXEC_STATE and its ring's frames (SNAP_FRAME), then the frames only the global ring holds, then
  * SNAP_END. Replayed (cs_store_replay) into a store with the same limits they rebuild the same store,
  * whatever it held before. fn returns 0 to go on; anything else stops the snapshot and is returned.
+ * -EBUSY while a snapshot written in steps (below) is in progress.
  */
 int cs_store_snapshot(cs_store_t *store, int (*fn)(void *data, const cs_change_t *c), void *data);
 
