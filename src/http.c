@@ -630,8 +630,12 @@ static void journal_metrics(metrics_out_t *b, cs_daemon_t *d)
            "Publishes refused (unavailable) while the journal could not be written.", js.refused);
     metric(b, "journal_snapshots_total", "counter", "Snapshots written (after which older segments go).",
            js.snapshots);
-    metric(b, "journal_snapshot_microseconds_last", "gauge", "How long the last snapshot held the loop.",
+    metric(b, "journal_snapshot_microseconds_last", "gauge",
+           "The longest the last snapshot held the loop in one turn (it is written a step per turn).",
            js.snapshot_us_last);
+    metric(b, "journal_snapshots_given_up_total", "counter",
+           "Snapshots begun and not finished (new store limits, a failed write, out of memory).",
+           js.snapshots_given_up);
     metric(b, "journal_segments_deleted_total", "counter", "Segment files deleted: nothing in them retained.",
            js.segments_deleted);
     metric(b, "journal_replay_microseconds", "gauge", "How long the start-up replay took.", js.replay_us);

@@ -69,6 +69,13 @@ struct cs_persist {
      * durable (snap_waiting until then). */
     uint64_t snap_seg, snap_end, snap_size;
     int snap_waiting;
+    /* The snapshot being written, a step per loop turn (cs_store_snap_step): its segment, its records'
+     * bytes so far and where the last one ends, the longest step; snap_stepped: this turn's step is done
+     * (the snapshot timer, due at once, clears it in the next turn and keeps the loop from sleeping). */
+    int snap_active, snap_stepped;
+    uint64_t snap_new_seg, snap_bytes, snap_last_end, snap_us_max, snap_t0, snap_step_max;
+    size_t snap_step_bytes;
+    cs_timer_t snap_timer;
     uint64_t written_at_usage; /* the writer's position when st.bytes was measured */
     int dirfd;
     int lockfd; /* <dir>/lock, flock()ed while this daemon uses the directory; -1 before */
@@ -86,6 +93,7 @@ static void dir_usage(cs_persist_t *p);
 static void take_snapshot(cs_persist_t *p);
 static int should_snapshot(cs_persist_t *p);
 static void delete_older(cs_persist_t *p);
+static void snap_give_up(cs_persist_t *p, const char *why);
 
 static int64_t pmono_ms(void)
 {
@@ -156,6 +164,7 @@ static void degrade(cs_persist_t *p, const char *reason, int from_sync)
         p->degraded = 1;
         snprintf(p->reason, sizeof(p->reason), "%s", reason);
     }
+    snap_give_up(p, "the journal cannot be written");
     p->sync_failed |= from_sync;
     snprintf(detail, sizeof(detail), "%s: not written: retry", p->reason);
     cs_store_set_refusal(p->store, CS_ERR_UNAVAILABLE, detail);
@@ -208,10 +217,24 @@ static void on_defer(void *data)
     do_flush(data);
 }
 
+static void snap_step(cs_persist_t *p);
+
 static int on_prepare(void *data)
 {
-    do_flush(data);
+    cs_persist_t *p = data;
+
+    /* A snapshot in progress: one step a turn (the first round of the before-sleep hooks), written with
+     * the turn's records. */
+    if (p->snap_active && !p->snap_stepped && !p->closing)
+        snap_step(p);
+    do_flush(p);
     return -1;
+}
+
+static void on_snap_timer(cs_timer_t *t)
+{
+    cs_persist_t *p = t->data;
+    p->snap_stepped = 0; /* a new turn: the next before-sleep hook takes the next step */
 }
 
 static void on_sync(cs_io_t *io, uint32_t events)
@@ -351,7 +374,16 @@ static void delete_older(cs_persist_t *p)
 static int snap_append(void *data, const cs_change_t *c)
 {
     cs_persist_t *p = data;
-    return cs_journal_append(p->j, c, NULL);
+    cs_journal_pos_t pos;
+    uint64_t end;
+
+    cs_journal_position(p->j, &pos);
+    int rc = cs_journal_append(p->j, c, &end);
+    if (rc == 0) {
+        p->snap_bytes += end - pos.pending;
+        p->snap_last_end = end;
+    }
+    return rc;
 }
 
 /* A snapshot's first records: the module's whole state (its callback), or, before it attached, the module
@@ -382,7 +414,7 @@ static int should_snapshot(cs_persist_t *p)
              seg = p->seg_bytes ? p->seg_bytes : (64u << 20);
     cs_store_stats_t ss;
 
-    if (p->snap_waiting)
+    if (p->snap_waiting || p->snap_active)
         return 0;
     if (log >= (2 * s > seg ? 2 * s : seg))
         return 1;
@@ -394,51 +426,105 @@ static int should_snapshot(cs_persist_t *p)
     return disk + next >= p->max_bytes - p->max_bytes / 10;
 }
 
-/* Writes a snapshot of the store at the start of a new segment, now (this loop turn), and asks for the
- * sync after which the segments before it are deleted. */
+/* The snapshot in progress is given up (logged): its segment holds no SNAP_END, so a replay leaves its
+ * snapshot records out and applies the live ones between them; the segments before it stay. */
+static void snap_give_up(cs_persist_t *p, const char *why)
+{
+    if (!p->snap_active)
+        return;
+    cs_store_snap_abort(p->store);
+    p->snap_active = 0;
+    cs_timer_stop(&p->snap_timer);
+    p->st.snapshots_given_up++;
+    cs_log_warn("journal: the snapshot in segment %" PRIu64 " is given up (%s): the segments before it stay "
+                "until a later one is whole",
+                p->snap_new_seg, why);
+}
+
+/* One step of the snapshot in progress: about snap_step_bytes of its records (cs_store_snap_step), then
+ * written with the turn's batch. The last step's SNAP_END makes it the newest snapshot: the sync after
+ * which the segments before it go is asked for. */
+static void snap_step(cs_persist_t *p)
+{
+    char detail[256];
+    uint64_t t0 = pmono_us();
+
+    uint64_t before = p->snap_bytes;
+    p->snap_stepped = 1;
+    int rc = cs_store_snap_step(p->store, p->snap_step_bytes ? p->snap_step_bytes : CS_PERSIST_SNAP_STEP);
+    uint64_t us = pmono_us() - t0;
+    if (us > p->snap_us_max)
+        p->snap_us_max = us;
+    if (p->snap_bytes - before > p->snap_step_max)
+        p->snap_step_max = p->snap_bytes - before; /* what bounds the pause (tests) */
+    if (rc == 1) {
+        cs_timer_start(&p->snap_timer, 0); /* due at once: the loop does not sleep before the next step */
+        return;
+    }
+    p->snap_active = 0;
+    cs_timer_stop(&p->snap_timer);
+    if (rc != 0) {
+        /* Out of memory, a record past its limit, or the store's limits changed (SIGHUP): a later one is
+         * begun from scratch (should_snapshot). */
+        p->st.snapshots_given_up++;
+        cs_log_warn("journal: the snapshot in segment %" PRIu64 " is given up (%s): the segments before it "
+                    "stay until a later one is whole",
+                    p->snap_new_seg, rc == -ECANCELED ? "the store's limits changed" : strerror(-rc));
+        return;
+    }
+    p->snap_seg = p->snap_new_seg;
+    p->snap_end = p->snap_last_end;
+    p->snap_size = p->snap_bytes;
+    if (cs_journal_flush(p->j, pmono_ms(), detail, sizeof(detail)) != 0) {
+        p->st.write_errors++;
+        degrade(p, detail, 0); /* written by the retry; the segments before it stay (a later snapshot) */
+        return;
+    }
+    cs_journal_pos_t pos;
+    cs_journal_position(p->j, &pos);
+    p->written = pos.written;
+    p->snap_waiting = 1;
+    cs_journal_sync(p->j); /* under every mode: the older segments go only once it is on disk */
+    p->st.snapshots++;
+    p->st.snapshot_us_last = p->snap_us_max;
+    cs_log_debug("journal: snapshot of %" PRIu64 " bytes in segment %" PRIu64 " over %.1f ms; the longest "
+                 "step held the loop %" PRIu64 " us",
+                 p->snap_size, p->snap_seg, (double)(pmono_us() - p->snap_t0) / 1000.0, p->snap_us_max);
+}
+
+/* Begins a snapshot of the store at the start of a new segment, and takes its first step now; the rest
+ * follows a step per loop turn while the store goes on changing (store.h). */
 static void take_snapshot(cs_persist_t *p)
 {
     char detail[256];
-    uint64_t t0 = pmono_us(), seg;
-    cs_journal_pos_t pos;
+    uint64_t seg;
 
     if (cs_journal_roll(p->j, pmono_ms(), CS_JREC_FLAG_SNAPSHOT, &seg, detail, sizeof(detail)) != 0) {
         p->st.write_errors++;
         degrade(p, detail, 0);
         return;
     }
-    cs_journal_position(p->j, &pos);
-    uint64_t start = pos.pending;
+    p->snap_new_seg = seg;
+    p->snap_bytes = 0;
+    p->snap_us_max = p->snap_step_max = 0;
+    p->snap_t0 = pmono_us();
     snap_modules(p); /* webhook registrations and cursors (whrec.h): small, so first */
-    int rc = cs_store_snapshot(p->store, snap_append, p);
+    int rc = cs_store_snap_begin(p->store, snap_append, p);
     if (rc != 0) {
-        /* Out of memory, most likely: that segment's snapshot is unfinished (a replay passes over it), and
-         * what follows goes to a segment of its own. */
-        cs_log_error("journal: a snapshot could not be written: %s", strerror(-rc));
-        if (cs_journal_roll(p->j, pmono_ms(), 0, NULL, detail, sizeof(detail)) != 0) {
-            p->st.write_errors++;
-            degrade(p, detail, 0);
-        }
+        /* Out of memory, most likely: no snapshot now (a later flush tries again). */
+        cs_log_error("journal: a snapshot could not be begun: %s", strerror(-rc));
         return;
     }
-    cs_journal_position(p->j, &pos);
-    p->snap_seg = seg;
-    p->snap_end = pos.pending;
-    p->snap_size = pos.pending - start;
-    if (cs_journal_flush(p->j, pmono_ms(), detail, sizeof(detail)) != 0) {
+    p->snap_active = 1;
+    snap_step(p);
+    if (p->snap_active && cs_journal_flush(p->j, pmono_ms(), detail, sizeof(detail)) != 0) {
         p->st.write_errors++;
         degrade(p, detail, 0);
-        return;
+    } else if (p->snap_active) {
+        cs_journal_pos_t pos;
+        cs_journal_position(p->j, &pos);
+        p->written = pos.written;
     }
-    cs_journal_position(p->j, &pos);
-    p->written = pos.written;
-    p->snap_waiting = 1;
-    cs_journal_sync(p->j); /* under every mode: the older segments go only once it is on disk */
-    p->st.snapshots++;
-    p->st.snapshot_us_last = pmono_us() - t0;
-    cs_log_debug("journal: snapshot of %" PRIu64 " bytes in segment %" PRIu64 ", the loop held %" PRIu64
-                 " us",
-                 p->snap_size, seg, p->st.snapshot_us_last);
 }
 
 /* One daemon per journal directory: an exclusive flock on <dir>/lock, held until close (the kernel lets
@@ -550,8 +636,11 @@ static void on_timer(cs_timer_t *t)
 /* ---- start: replay ---- */
 
 /* Replay starts at the newest segment that begins with a whole snapshot (a look at the snapshot
- * segments first finds it); segments before it are left out (deleted after the next snapshot), and so is
- * any later snapshot segment whose snapshot is unfinished. */
+ * segments first finds it: a snapshot written across loop turns may end in a later segment, which the look
+ * reads too); segments before it are left out (deleted after the next snapshot). A later snapshot segment
+ * whose snapshot is unfinished (given up, a crash, damage) is replayed without its snapshot records (up to
+ * the next snapshot segment): the live records written amid them are the journal's, on top of what came
+ * before. */
 typedef struct snapseg {
     uint64_t first;
     int whole;   /* its SNAP_END was read */
@@ -564,7 +653,8 @@ typedef struct replay_ctx {
     uint64_t records;
     snapseg_t *segs;
     size_t n_segs, cap_segs;
-    uint64_t from; /* the chosen snapshot segment (0: none, read everything) */
+    uint64_t from;   /* the chosen snapshot segment (0: none, read everything) */
+    int ignore_snap; /* inside an unfinished snapshot: its snapshot records are left out */
     const char *dir;
     const cs_journal_read_stats_t *look_st; /* the look pass's stats, live */
     size_t bad_before;                      /* look_st->bad_segments when the last snapshot segment began */
@@ -586,8 +676,11 @@ static int look_segment(void *data, uint64_t first, uint32_t flags)
 {
     replay_ctx_t *r = data;
     look_done(r);
-    if (!(flags & CS_JREC_FLAG_SNAPSHOT))
-        return 1;
+    if (!(flags & CS_JREC_FLAG_SNAPSHOT)) {
+        /* Read only to find the SNAP_END of a snapshot that began in an earlier segment. */
+        const snapseg_t *last = r->n_segs > 0 ? &r->segs[r->n_segs - 1] : NULL;
+        return last != NULL && !last->whole && !last->damaged ? 0 : 1;
+    }
     if (r->n_segs == r->cap_segs) {
         size_t cap = r->cap_segs ? 2 * r->cap_segs : 16;
         snapseg_t *n = realloc(r->segs, cap * sizeof(*n));
@@ -604,7 +697,7 @@ static int look_record(void *data, const cs_change_t *c, uint64_t recno)
 {
     replay_ctx_t *r = data;
     (void)recno;
-    if (c->kind == CS_CHANGE_SNAP_END && r->n_segs > 0)
+    if (c->kind == CS_CHANGE_SNAP_END && r->n_segs > 0 && !r->segs[r->n_segs - 1].damaged)
         r->segs[r->n_segs - 1].whole = 1;
     return 0;
 }
@@ -614,6 +707,8 @@ static int replay_segment(void *data, uint64_t first, uint32_t flags)
     replay_ctx_t *r = data;
     if (first < r->from)
         return 1;
+    if (flags & CS_JREC_FLAG_SNAPSHOT)
+        r->ignore_snap = 0;
     if ((flags & CS_JREC_FLAG_SNAPSHOT) && first != r->from) {
         for (size_t i = 0; i < r->n_segs; i++)
             if (r->segs[i].first == first && !r->segs[i].whole) {
@@ -622,15 +717,17 @@ static int replay_segment(void *data, uint64_t first, uint32_t flags)
                     r->faults++;
                     cs_log_error(
                         "journal: %s/%020" PRIu64 ".cjs: the snapshot this segment begins with is "
-                        "damaged (a checksum or record that fails): what it held is lost and left out "
-                        "(resumes into it get stream.gap); the records after it are replayed",
+                        "damaged (a checksum or record that fails): it is left out, what was lost with it "
+                        "gets stream.gap; the live records around it are replayed",
                         r->dir, first);
                 } else {
-                    cs_log_warn("journal: %s/%020" PRIu64 ".cjs holds an unfinished snapshot (a crash while "
-                                "it was written): left out",
+                    cs_log_warn("journal: %s/%020" PRIu64 ".cjs holds an unfinished snapshot (given up, or "
+                                "a crash while it was written): its snapshot records are left out, the live "
+                                "records amid them replayed",
                                 r->dir, first);
                 }
-                return 1;
+                r->ignore_snap = 1;
+                return 0;
             }
     }
     return 0;
@@ -651,6 +748,8 @@ static int replay_one(void *data, const cs_change_t *c, uint64_t recno)
         }
         return 0;
     }
+    if (r->ignore_snap && c->kind >= CS_CHANGE_SNAP_BEGIN && c->kind <= CS_CHANGE_SNAP_END)
+        return 0; /* an unfinished snapshot's: what came before it holds the same */
     if (cs_store_replay(r->store, c, detail, sizeof(detail)) != 0) {
         r->faults++;
         cs_log_warn("journal: record %" PRIu64 " (kind %d) does not apply and is skipped: %s", recno,
@@ -697,6 +796,7 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
     p->fsync = opts->fsync;
     p->max_bytes = opts->max_bytes;
     p->seg_bytes = opts->segment_bytes;
+    p->snap_step_bytes = opts->snapshot_step;
     if (p->seg_bytes == 0 && p->max_bytes > 0) {
         uint64_t s = p->max_bytes / 8;
         p->seg_bytes = (size_t)(s > (64u << 20) ? (64u << 20) : s < (64u << 10) ? (64u << 10) : s);
@@ -761,6 +861,7 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
                     rs.bad_segments, rc_ctx.faults);
 
     cs_timer_init(&p->timer, loop, on_timer, p);
+    cs_timer_init(&p->snap_timer, loop, on_snap_timer, p);
     cs_store_observer_t obs = {.change = on_change, .data = p, .skip_derived = 1};
     /* Two snapshots and the log between them must fit in journal.max_bytes: the store holds a third. */
     cs_store_limits_t lim;
@@ -800,6 +901,14 @@ void cs_persist_close(cs_persist_t *p)
     p->closing = 1;
     cs_defer_cancel(p->loop, &p->flush_defer);
     cs_timer_stop(&p->timer);
+    if (p->snap_active) {
+        /* Not finished: left without its SNAP_END (the next start replays from the one before it). */
+        cs_store_snap_abort(p->store);
+        p->snap_active = 0;
+        cs_log_info("journal: the snapshot in progress (segment %" PRIu64 ") is left unfinished at shutdown",
+                    p->snap_new_seg);
+    }
+    cs_timer_stop(&p->snap_timer);
     do_flush(p); /* a failure degrades: the waiting publishes are told unavailable */
     cs_store_set_observer(p->store, NULL);
     int written = p->j != NULL && !p->degraded;

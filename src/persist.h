@@ -12,7 +12,8 @@
  *
  * Loop wiring (cs_persist_open does it): a before-sleep hook that writes the turn's records with one
  * writev and confirms what write() made acknowledged, the journal's eventfd (a finished sync confirms
- * what it covers), and a 1 s timer (everysec's sync, retrying a degraded directory, snapshots). Open it
+ * what it covers), a 1 s timer (everysec's sync, retrying a degraded directory, when to snapshot), and
+ * while a snapshot is written a timer due at once that gives it one step per loop turn. Open it
  * before any other module adds its before-sleep hook, so replies a confirmation queues go out in the
  * same turn.
  */
@@ -28,11 +29,17 @@
 
 typedef struct cs_persist cs_persist_t;
 
+/** A snapshot is written about this many bytes per loop turn (under a millisecond), while the store goes
+ * on changing (cs_store_snap_step). */
+#define CS_PERSIST_SNAP_STEP (256u << 10)
+
 typedef struct cs_persist_opts {
     const char *dir; /* journal.dir; created (one level) when missing */
     cs_jsync_t fsync;
     uint64_t max_bytes;   /* journal.max_bytes */
     size_t segment_bytes; /* 0: derived from max_bytes */
+    size_t snapshot_step; /* bytes of a snapshot written per loop turn; 0: CS_PERSIST_SNAP_STEP (tests,
+                           * benchmarks: SIZE_MAX writes it whole in one turn) */
 } cs_persist_opts_t;
 
 typedef struct cs_persist_stats {
@@ -47,10 +54,12 @@ typedef struct cs_persist_stats {
     uint64_t write_errors; /* writev failures (ENOSPC, EIO, ...) */
     uint64_t sync_us_sum;  /* sync latency: sum, count (= syncs) and the largest, in microseconds */
     uint64_t sync_us_max;
-    uint64_t pending;          /* publishes waiting to be acknowledged */
-    uint64_t refused;          /* publishes refused while degraded */
-    uint64_t snapshots;        /* snapshots written */
-    uint64_t snapshot_us_last; /* how long the last one held the loop */
+    uint64_t pending;            /* publishes waiting to be acknowledged */
+    uint64_t refused;            /* publishes refused while degraded */
+    uint64_t snapshots;          /* snapshots written (a step per loop turn) */
+    uint64_t snapshot_us_last;   /* the longest the last one held the loop (its longest step) */
+    uint64_t snapshots_given_up; /* begun and not finished (out of memory, a SIGHUP's new limits, a write
+                                  * that failed): their segments' snapshot records are left out of a replay */
     uint64_t segments_deleted;
     uint64_t replay_us; /* start-up replay: time, records, bytes, faults */
     uint64_t replay_records;

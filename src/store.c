@@ -76,6 +76,12 @@ struct cs_store {
     uint64_t snap_gnext;     /* a snapshot being replayed: the global ring's next gseq at its end */
     uint64_t snap_gfirst;    /* ... and its first, as SNAP_BEGIN said */
     int snapping;            /* between its SNAP_BEGIN and SNAP_END */
+    /* List order: every append to the active or the finished list gives the execution the next tick, so
+     * each list is in tick order; a snapshot records the ticks, and its replay sorts by them at its end. */
+    uint64_t lru_ticks;
+    size_t n_listed;    /* executions on either list (the others: HASH_COUNT - n_listed) */
+    int lists_unsorted; /* a snapshot being replayed listed executions out of tick order */
+    struct snapw *sw;   /* the snapshot being written across loop turns (cs_store_snap_begin), or NULL */
 };
 
 /* A publish the observer confirms later, and the completion waiting for it (done.fn NULL: none, or
@@ -151,6 +157,8 @@ struct cs_exec {
     uint64_t first_order; /* order of first events across executions: "newest first" without ties */
     int64_t finished_mono_ms;
     cs_exec_t *lru_prev, *lru_next; /* active list, or finished list once finished */
+    uint64_t lru_tick;              /* when it was appended to its list (cs_store.lru_ticks) */
+    uint64_t snap_gen;              /* the snapshot in progress wrote it (or it was begun since) */
 };
 
 /* Where an execution sits: on the active list, the finished list, or (expired, still watched) none. */
@@ -279,19 +287,70 @@ static int exec_where(const cs_store_t *st, const cs_exec_t *ex)
     return ex->finished ? ON_FINISHED : ON_ACTIVE;
 }
 
+/*
+ * A snapshot written across loop turns (cs_store_snap_begin/step). Its records, in order: SNAP_BEGIN; the
+ * executions of the active list, then of the finished list (each list walked from its head up to the first
+ * execution listed since the begin), then the listed on neither (hash order), each as EXEC_STATE and its
+ * ring's frames; the frames of the global ring no execution's record carried; SNAP_END. Meanwhile the
+ * store goes on changing and its live records go to the same journal: before a change touches an execution
+ * this snapshot has not written, snapw_touch writes it first, as the change will leave it (copy-on-write),
+ * so every execution appears as "its state, then its later live records". An execution begun meanwhile
+ * has its EXEC_NEW. The global ring needs no copy: a frame it lets go before the snapshot reaches it is
+ * simply not written, and a replay of SNAP_BEGIN holds the ring's slots [gfirst, gnext) empty until their
+ * frames come (live publishes append after them, as here). List order: ticks (see cs_store.lru_ticks).
+ */
+enum { SW_ACTIVE = 0, SW_FINISHED, SW_UNLISTED, SW_GLOBAL, SW_END };
+
+struct snapw {
+    int (*fn)(void *data, const cs_change_t *c);
+    void *data;
+    uint64_t gen;                  /* executions written (or begun) during this snapshot carry it */
+    uint64_t tick0;                /* executions listed with a tick from here on were listed since */
+    int phase;                     /* SW_* */
+    cs_exec_t *cur;                /* the next execution to look at (list order, or hash order) */
+    uint64_t g;                    /* SW_GLOBAL: the next global seq */
+    uint64_t epoch, gfirst, gnext; /* the global ring at the begin (SNAP_BEGIN's) */
+    uint8_t *gbits;                /* frames of [gfirst, gnext) an execution's records carried */
+    size_t emitted;                /* bytes of records emitted (roughly), for the step's budget */
+    int err;                       /* fn failed during a change, or the limits changed: given up */
+};
+
+static uint64_t snap_gens; /* the generations handed out (process-wide: unique across stores) */
+
 static void exec_unlist(cs_store_t *st, cs_exec_t *ex)
 {
-    switch (exec_where(st, ex)) {
-    case ON_ACTIVE:
-        DL_DELETE2(st->active, ex, lru_prev, lru_next);
-        break;
-    case ON_FINISHED:
-        DL_DELETE2(st->finished, ex, lru_prev, lru_next);
-        break;
-    default:
-        break;
+    struct snapw *sw = st->sw;
+
+    if (exec_where(st, ex) != ON_NONE) {
+        /* The snapshot's cursor walks the list: it goes on from the next one. */
+        if (sw != NULL && sw->cur == ex && sw->phase <= SW_FINISHED)
+            sw->cur = ex->lru_next;
+        if (ex->finished)
+            DL_DELETE2(st->finished, ex, lru_prev, lru_next);
+        else
+            DL_DELETE2(st->active, ex, lru_prev, lru_next);
+        st->n_listed--;
     }
     ex->lru_prev = ex->lru_next = NULL;
+}
+
+/* Appends ex to its list (where: ON_ACTIVE or ON_FINISHED) with the next tick, or with tick when nonzero
+ * (a replayed snapshot's: its list is sorted at the snapshot's end when that broke the order). */
+static void list_append(cs_store_t *st, cs_exec_t *ex, int where, uint64_t tick)
+{
+    cs_exec_t **list = where == ON_FINISHED ? &st->finished : &st->active;
+
+    if (tick == 0) {
+        tick = ++st->lru_ticks;
+    } else {
+        if (*list != NULL && (*list)->lru_prev->lru_tick > tick)
+            st->lists_unsorted = 1;
+        if (tick > st->lru_ticks)
+            st->lru_ticks = tick;
+    }
+    ex->lru_tick = tick;
+    DL_APPEND2(*list, ex, lru_prev, lru_next);
+    st->n_listed++;
 }
 
 /* ---- frames ---- */
@@ -475,7 +534,9 @@ static cs_exec_t *exec_new(cs_store_t *st, const char *id, size_t id_len, uint64
     ex->first_seq = ex->next_seq = 1;
     ex->created_unix_ms = now_unix_ms;
     HASH_ADD_KEYPTR(hh, st->execs, ex->id, ex->id_len, ex);
-    DL_APPEND2(st->active, ex, lru_prev, lru_next);
+    list_append(st, ex, ON_ACTIVE, 0);
+    if (st->sw != NULL)
+        ex->snap_gen = st->sw->gen; /* its EXEC_NEW follows the snapshot's begin: nothing to copy */
     st->bytes += exec_overhead(ex);
     cs_change_t c = {.kind = CS_CHANGE_EXEC_NEW,
                      .exec = ex->id,
@@ -524,8 +585,12 @@ static void index_remove(cs_exec_t *ex, cs_frame_t *f)
     f->id_next = NULL;
 }
 
+static void snapw_touch(cs_store_t *st, cs_exec_t *ex, uint64_t from);
+#define SW_GOING UINT64_MAX /* snapw_touch: the execution is about to be freed */
+
 static void exec_evict_oldest(cs_store_t *st, cs_exec_t *ex)
 {
+    snapw_touch(st, ex, ex->first_seq + 1); /* a snapshot in progress writes it as this leaves it */
     size_t i = ex->first_seq % ex->ring_cap;
     cs_frame_t *f = ex->ring[i];
 
@@ -542,12 +607,14 @@ static void exec_evict_oldest(cs_store_t *st, cs_exec_t *ex)
 
 static void exec_drop_history(cs_store_t *st, cs_exec_t *ex)
 {
+    snapw_touch(st, ex, ex->next_seq);
     while (exec_count(ex) > 0)
         exec_evict_oldest(st, ex);
 }
 
 static void exec_free(cs_store_t *st, cs_exec_t *ex)
 {
+    snapw_touch(st, ex, SW_GOING); /* gone: a snapshot in progress need not write it */
     exec_drop_history(st, ex);
     emit_exec(st, CS_CHANGE_FREED, ex->id, ex->id_len, 0);
     st->bytes -= ex->hitl.bytes + ex->status_bytes;
@@ -559,6 +626,8 @@ static void exec_free(cs_store_t *st, cs_exec_t *ex)
     cs_hitl_clear(&ex->hitl);
     cs_status_clear(&ex->state);
     exec_unlist(st, ex);
+    if (st->sw != NULL && st->sw->phase == SW_UNLISTED && st->sw->cur == ex)
+        st->sw->cur = ex->hh.next; /* the snapshot's walk of the hash goes on from the next one */
     HASH_DELETE(hh, st->execs, ex);
     st->bytes -= exec_overhead(ex);
     free(ex->idx);
@@ -653,11 +722,13 @@ static void global_evict_oldest(cs_store_t *st)
 {
     size_t i = st->gfirst % st->gcap;
     cs_frame_t *f = st->gring[i];
+    cs_change_t c = {.kind = CS_CHANGE_GLOBAL_EVICT, .gseq = st->gfirst};
 
+    /* Empty only in a snapshot being replayed: a slot whose frame has not come yet. */
     st->gring[i] = NULL;
     st->gfirst++;
-    f->in_global = 0;
-    cs_change_t c = {.kind = CS_CHANGE_GLOBAL_EVICT, .gseq = f->gseq};
+    if (f != NULL)
+        f->in_global = 0;
     (void)emit(st, &c);
     cs_frame_unref(st, f);
 }
@@ -685,14 +756,15 @@ static void exec_on_event(cs_store_t *st, cs_exec_t *ex, const cs_frame_t *f, co
             /* A replayed execution finished when its record says, not now: its retention goes on. */
             ex->finished_mono_ms =
                 st->replaying ? st->now_mono - (st->replay_unix_now - ex->last_unix_ms) : st->now_mono;
-            DL_APPEND2(st->finished, ex, lru_prev, lru_next);
+            list_append(st, ex, ON_FINISHED, 0);
         } else {
-            DL_APPEND2(st->active, ex, lru_prev, lru_next);
+            list_append(st, ex, ON_ACTIVE, 0);
         }
-    } else if (!fin && ex->lru_next != NULL) {
-        /* Most recently published goes last, so the least recent is evicted first. */
-        DL_DELETE2(st->active, ex, lru_prev, lru_next);
-        DL_APPEND2(st->active, ex, lru_prev, lru_next);
+    } else if (!fin) {
+        /* Most recently published goes last, so the least recent is evicted first. (With a new tick also
+         * when it is last already: every publish takes one, so a replay's ticks are the same.) */
+        exec_unlist(st, ex);
+        list_append(st, ex, ON_ACTIVE, 0);
     }
 }
 
@@ -718,7 +790,8 @@ static int evict_one(cs_store_t *st)
     cs_exec_t *ex;
 
     /* 1. The oldest frames of the global ring once their execution's ring has let them go. */
-    if (st->gnext > st->gfirst && !st->gring[st->gfirst % st->gcap]->in_exec) {
+    if (st->gnext > st->gfirst &&
+        (st->gring[st->gfirst % st->gcap] == NULL || !st->gring[st->gfirst % st->gcap]->in_exec)) {
         global_evict_oldest(st);
         return 1;
     }
@@ -923,6 +996,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
             goto refused;
         }
     }
+    snapw_touch(st, ex, ex->first_seq); /* a snapshot in progress writes it before it changes */
     st->publishing = ex;
 
     /* What the daemon owns: a UUID when the event has no id, a timestamp when it has none, seq. */
@@ -1508,34 +1582,42 @@ static void store_reset(cs_store_t *st)
 static int snap_counters(cs_store_t *st, const cs_change_t *c, int set, char *detail, size_t detail_len)
 {
     json_t *o = c->json != NULL ? json_loadb(c->json, c->json_len, 0, NULL) : NULL;
-    json_t *fo = json_object_get(o, "first_orders");
-    int ok = json_is_integer(fo);
+    json_t *fo = json_object_get(o, "first_orders"), *ticks = json_object_get(o, "ticks");
+    int ok = json_is_integer(fo) && (ticks == NULL || json_is_integer(ticks));
 
-    if (ok && set)
+    if (ok && set) {
         st->first_orders = (uint64_t)json_integer_value(fo);
-    else if (ok)
-        ok = (uint64_t)json_integer_value(fo) == st->first_orders;
+        if (ticks != NULL)
+            st->lru_ticks = (uint64_t)json_integer_value(ticks); /* the live appends go on from there */
+    } else if (ok && (uint64_t)json_integer_value(fo) > st->first_orders) {
+        /* The end's, after the live records amid the snapshot: the same, but where an execution the
+         * snapshot does not keep (only subscribers watched it) was published to meanwhile: its replay
+         * begins it again, as its first event. The order only needs to grow. */
+        st->first_orders = (uint64_t)json_integer_value(fo);
+    }
     json_decref(o);
     if (!ok)
-        REPLAY_FAIL("snapshot: counters %s", set ? "unreadable" : "differ");
+        REPLAY_FAIL("snapshot: counters unreadable");
     return 0;
 }
 
 /* An execution's whole state but its frames (EXEC_STATE's JSON). */
-static char *exec_state_json(const cs_store_t *st, const cs_exec_t *ex)
+static char *exec_state_json(const cs_store_t *st, const cs_exec_t *ex, uint64_t first_seq)
 {
     const cs_progress_t *pg = &ex->state.progress;
     json_t *reqs = json_array();
     json_t *o = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I, s:i, s:i, s:[i,i,i,i,i,i,i,i], s:O?, s:I, s:s?, s:o}",
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I, s:i, s:i, s:[i,i,i,i,i,i,i,i], s:O?, s:I, s:s?, s:o, "
+        "s:I}",
         "created", (json_int_t)ex->created_unix_ms, "first", (json_int_t)ex->first_unix_ms, "last",
         (json_int_t)ex->last_unix_ms, "order", (json_int_t)ex->first_order, "first_seq",
-        (json_int_t)ex->first_seq, "ring_cap", (json_int_t)ex->ring_cap, "finished", ex->finished, "where",
+        (json_int_t)first_seq, "ring_cap", (json_int_t)ex->ring_cap, "finished", ex->finished, "where",
         exec_where(st, ex), "fin_ago", (json_int_t)(ex->finished ? st->now_mono - ex->finished_mono_ms : 0),
         "status", (int)ex->state.status, "in_flow", ex->state.in_flow, "progress", (int)pg->tasks_seen,
         (int)pg->tasks_done, (int)pg->tasks_failed, (int)pg->agents_seen, (int)pg->agents_done,
         (int)pg->agents_failed, (int)pg->tool_calls, (int)pg->tool_errors, "result", ex->state.result,
-        "result_bytes", (json_int_t)ex->result_bytes, "error", ex->state.error_message, "reqs", reqs);
+        "result_bytes", (json_int_t)ex->result_bytes, "error", ex->state.error_message, "reqs", reqs, "tick",
+        (json_int_t)ex->lru_tick);
     char *out;
 
     if (o == NULL)
@@ -1564,18 +1646,20 @@ static int replay_exec_state(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c
     int finished = 0, status = 0, in_flow = 0, bad;
     json_t *result = NULL, *errv = NULL;
     const char *error;
-    json_int_t created = 0, first = 0, last = 0, order = 0;
+    json_int_t created = 0, first = 0, last = 0, order = 0, tick = 0;
     size_t max_cap = st->lim.ring_events; /* as exec_new and growth bound it */
 
     bad = o == NULL ||
-          json_unpack(o, "{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I, s:i, s:i, s:o, s?o, s:I, s?o, s:o}",
+          json_unpack(o,
+                      "{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I, s:i, s:i, s:o, s?o, s:I, s?o, s:o, s?I}",
                       "created", &created, "first", &first, "last", &last, "order", &order, "first_seq", &fs,
                       "ring_cap", &cap, "finished", &finished, "where", &where, "fin_ago", &fin_ago, "status",
                       &status, "in_flow", &in_flow, "progress", &pg, "result", &result, "result_bytes", &rb,
-                      "error", &errv, "reqs", &reqs) != 0;
+                      "error", &errv, "reqs", &reqs, "tick", &tick) != 0;
     error = json_string_value(errv);
     bad = bad || !json_is_array(pg) || json_array_size(pg) != 8 || !json_is_array(reqs) || fs < 1 ||
-          cap < 1 || where < 0 || where > ON_FINISHED || status < 0 || status > CS_EXEC_CANCELED || rb < 0;
+          cap < 1 || where < 0 || where > ON_FINISHED || (where == ON_ACTIVE && finished) || status < 0 ||
+          status > CS_EXEC_CANCELED || rb < 0 || tick < 0;
     if (bad) {
         json_decref(o);
         REPLAY_FAIL("%.*s: snapshot state unreadable", (int)c->exec_len, c->exec);
@@ -1585,7 +1669,8 @@ static int replay_exec_state(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c
         exec_free(st, ex);
     }
     if ((size_t)cap > max_cap)
-        cap = (json_int_t)max_cap; /* store.ring_events was lowered: the oldest frames go (SNAP_FRAME) */
+        cap = (json_int_t)max_cap;  /* store.ring_events was lowered: the oldest frames go (SNAP_FRAME) */
+    uint64_t ticks = st->lru_ticks; /* exec_new's listing is undone below: it takes no tick */
     ex = exec_new(st, c->exec, c->exec_len, c->epoch, (int64_t)created);
     if (ex == NULL || ((size_t)cap != ex->ring_cap && exec_resize(st, ex, (size_t)cap) != 0)) {
         json_decref(o);
@@ -1611,13 +1696,16 @@ static int replay_exec_state(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c
     ex->status_bytes = status_held(ex);
     st->bytes += ex->status_bytes;
     exec_unlist(st, ex); /* exec_new listed it active */
+    st->lru_ticks = ticks;
     ex->finished = finished != 0;
+    /* Listed with its tick (a snapshot written across turns does not write them in list order: sorted at
+     * its end); a record without one (an older journal) in record order. */
     if (where == ON_FINISHED && ex->finished) {
         /* Retention goes on from when it finished: the snapshot's age plus its own. */
         ex->finished_mono_ms = st->now_mono - (cs_unix_ms() - c->unix_ms) - (int64_t)fin_ago;
-        DL_APPEND2(st->finished, ex, lru_prev, lru_next);
+        list_append(st, ex, ON_FINISHED, (uint64_t)tick);
     } else if (where == ON_ACTIVE) {
-        DL_APPEND2(st->active, ex, lru_prev, lru_next);
+        list_append(st, ex, ON_ACTIVE, (uint64_t)tick);
     }
     /* Its human-input requests, oldest first (the open ones keep their order). */
     size_t hb = ex->hitl.bytes, ob = ex->hitl.open_bytes, on = ex->hitl.n_open, i;
@@ -1699,6 +1787,37 @@ static int replay_snap_frame(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c
     return 0;
 }
 
+static int tick_cmp(const cs_exec_t *a, const cs_exec_t *b)
+{
+    return a->lru_tick < b->lru_tick ? -1 : a->lru_tick > b->lru_tick;
+}
+
+/* The lists in tick order again (a replayed snapshot listed executions out of it). */
+static void snap_sort_lists(cs_store_t *st)
+{
+    if (!st->lists_unsorted)
+        return;
+    DL_SORT2(st->active, tick_cmp, lru_prev, lru_next);
+    DL_SORT2(st->finished, tick_cmp, lru_prev, lru_next);
+    st->lists_unsorted = 0;
+}
+
+/* A snapshot's end: every slot of the global ring holds its frame. One that does not (a record lost) is
+ * repaired as a hole: the ring's history up to it goes (a resume into it gets stream.gap). */
+static int global_holes(cs_store_t *st, char *detail, size_t detail_len)
+{
+    uint64_t last = 0;
+
+    for (uint64_t g = st->gfirst; g < st->gnext; g++)
+        if (st->gring[g % st->gcap] == NULL)
+            last = g + 1;
+    if (last == 0)
+        return 0;
+    while (st->gfirst < last)
+        global_evict_oldest(st);
+    REPLAY_FAIL("snapshot end: global frames before %llu missing", (unsigned long long)last);
+}
+
 static int replay_snapshot(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, char *detail,
                            size_t detail_len)
 {
@@ -1709,8 +1828,11 @@ static int replay_snapshot(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, 
                         (unsigned long long)c->gseq, (unsigned long long)c->epoch);
         store_reset(st);
         st->gepoch = c->epoch;
-        /* A global ring larger than store.global_events now: its oldest frames are left out. */
-        st->gfirst = st->gnext = c->gseq - c->seq > st->gcap ? c->gseq - st->gcap : c->seq;
+        /* A global ring larger than store.global_events now: its oldest frames are left out. Its slots
+         * [gfirst, gnext) stay empty until their frames come (SNAP_FRAME); the live records written
+         * meanwhile (a snapshot written across loop turns) append after them, or let them go. */
+        st->gfirst = c->gseq - c->seq > st->gcap ? c->gseq - st->gcap : c->seq;
+        st->gnext = c->gseq;
         st->snap_gfirst = c->seq;
         st->snap_gnext = c->gseq;
         st->snapping = 1;
@@ -1726,33 +1848,15 @@ static int replay_snapshot(cs_store_t *st, cs_exec_t *ex, const cs_change_t *c, 
             REPLAY_FAIL("snapshot end: global ring [%llu, %llu) of epoch %llu does not close the snapshot",
                         (unsigned long long)c->seq, (unsigned long long)c->gseq,
                         (unsigned long long)c->epoch);
-        for (uint64_t g = st->gfirst; g < st->snap_gnext; g++)
-            if (st->gring[g % st->gcap] == NULL)
-                REPLAY_FAIL("snapshot end: global %llu missing", (unsigned long long)g);
-        st->gnext = st->snap_gnext;
         st->snapping = 0;
+        snap_sort_lists(st);
+        if (global_holes(st, detail, detail_len) != 0)
+            return -1;
         return snap_counters(st, c, 0, detail, detail_len);
     default:
         break;
     }
     REPLAY_FAIL("record %d: not a snapshot's", (int)c->kind);
-}
-
-/* Emits one snapshot record (or returns what a helper emitting several did); stops at the first error. */
-#define SNAP_EMIT_RC(expr)                                                                                   \
-    do {                                                                                                     \
-        int rc_ = (expr);                                                                                    \
-        if (rc_ != 0)                                                                                        \
-            return rc_;                                                                                      \
-    } while (0)
-
-/* A retained frame; in_exec 0 when its execution's state is not in the snapshot. */
-static int snap_frame(const cs_frame_t *f, const cs_exec_t *ex, int in_exec,
-                      int (*fn)(void *data, const cs_change_t *c), void *data)
-{
-    cs_change_t c = frame_change(CS_CHANGE_SNAP_FRAME, f, ex);
-    c.status = (in_exec ? 1 : 0) | (f->in_global ? 2 : 0);
-    return fn(data, &c);
 }
 
 /* Kept in a snapshot: what has a history and is listed, or is pinned by an open request (an execution
@@ -1762,15 +1866,48 @@ static int snap_keeps(const cs_store_t *st, const cs_exec_t *ex)
     return exec_has_history(ex) && (exec_where(st, ex) != ON_NONE || exec_pinned(ex));
 }
 
-static int snap_exec(const cs_store_t *st, const cs_exec_t *ex, int64_t now_unix,
-                     int (*fn)(void *data, const cs_change_t *c), void *data)
+static void sw_free(cs_store_t *st)
 {
+    if (st->sw == NULL)
+        return;
+    free(st->sw->gbits);
+    free(st->sw);
+    st->sw = NULL;
+}
+
+/* One record of the snapshot (its bytes, roughly, count against the step's budget). */
+static int sw_emit(cs_store_t *st, const cs_change_t *c)
+{
+    st->sw->emitted += 64 + c->exec_len + c->event_id_len + c->type_len + c->json_len;
+    return st->sw->fn(st->sw->data, c);
+}
+
+/* Global seq g's frame was carried by its execution's records (or goes in the global part). */
+static int sw_gbit(const struct snapw *sw, uint64_t g, int set)
+{
+    if (g < sw->gfirst || g >= sw->gnext)
+        return 0;
+    uint64_t i = g - sw->gfirst;
+    if (set)
+        sw->gbits[i >> 3] |= (uint8_t)(1u << (i & 7));
+    return (sw->gbits[i >> 3] >> (i & 7)) & 1;
+}
+
+/* Writes ex (once per snapshot) as the change about to happen leaves it: its state, with frames from seq
+ * from on (its first_seq: as it is; next_seq: none, its history is about to go). Nothing for an execution
+ * a snapshot does not keep. */
+static int sw_exec(cs_store_t *st, cs_exec_t *ex, uint64_t from)
+{
+    struct snapw *sw = st->sw;
     char *js;
     int rc;
 
+    ex->snap_gen = sw->gen;
     if (!snap_keeps(st, ex))
         return 0;
-    js = exec_state_json(st, ex);
+    if (from < ex->first_seq || from > ex->next_seq)
+        from = ex->first_seq;
+    js = exec_state_json(st, ex, from);
     if (js == NULL)
         return -ENOMEM;
     cs_change_t c = {.kind = CS_CHANGE_EXEC_STATE,
@@ -1779,49 +1916,185 @@ static int snap_exec(const cs_store_t *st, const cs_exec_t *ex, int64_t now_unix
                      .epoch = ex->epoch,
                      .json = js,
                      .json_len = strlen(js),
-                     .unix_ms = now_unix};
-    rc = fn(data, &c);
+                     .unix_ms = cs_unix_ms()};
+    rc = sw_emit(st, &c);
     free(js);
-    for (uint64_t s = ex->first_seq; rc == 0 && s < ex->next_seq; s++)
-        rc = snap_frame(ex->ring[s % ex->ring_cap], ex, 1, fn, data);
+    for (uint64_t s = from; rc == 0 && s < ex->next_seq; s++) {
+        const cs_frame_t *f = ex->ring[s % ex->ring_cap];
+        cs_change_t fc = frame_change(CS_CHANGE_SNAP_FRAME, f, ex);
+        fc.status = 1 | (f->in_global ? 2 : 0);
+        if (f->in_global)
+            (void)sw_gbit(sw, f->gseq, 1);
+        rc = sw_emit(st, &fc);
+    }
     return rc;
+}
+
+/* Copy-on-write: before a change touches ex, the snapshot in progress writes it if it has not (from: as
+ * for sw_exec; SW_GOING: it is about to be freed, nothing to write). A failure gives the snapshot up (the
+ * next step says so). */
+static void snapw_touch(cs_store_t *st, cs_exec_t *ex, uint64_t from)
+{
+    struct snapw *sw = st->sw;
+
+    if (sw == NULL || sw->err != 0 || ex->snap_gen == sw->gen)
+        return;
+    if (from == SW_GOING) {
+        ex->snap_gen = sw->gen;
+        return;
+    }
+    int rc = sw_exec(st, ex, from);
+    if (rc != 0)
+        sw->err = rc;
+}
+
+static int sw_counters(const cs_store_t *st, char *buf, size_t len)
+{
+    return snprintf(buf, len, "{\"first_orders\":%llu,\"ticks\":%llu}", (unsigned long long)st->first_orders,
+                    (unsigned long long)st->lru_ticks);
+}
+
+int cs_store_snap_begin(cs_store_t *st, int (*fn)(void *data, const cs_change_t *c), void *data)
+{
+    struct snapw *sw;
+    char counters[96];
+
+    if (st->sw != NULL)
+        return -EBUSY;
+    snap_sort_lists(st); /* after a replay that ended inside a snapshot: the walk needs tick order */
+    sw = calloc(1, sizeof(*sw));
+    if (sw == NULL || (sw->gbits = calloc((size_t)((st->gnext - st->gfirst) / 8 + 1), 1)) == NULL) {
+        free(sw);
+        return -ENOMEM;
+    }
+    sw->fn = fn;
+    sw->data = data;
+    sw->gen = ++snap_gens;
+    sw->tick0 = st->lru_ticks + 1;
+    sw->phase = SW_ACTIVE;
+    sw->cur = st->active;
+    sw->epoch = st->gepoch;
+    sw->gfirst = st->gfirst;
+    sw->gnext = st->gnext;
+    st->sw = sw;
+    int n = sw_counters(st, counters, sizeof(counters));
+    cs_change_t b = {.kind = CS_CHANGE_SNAP_BEGIN,
+                     .epoch = sw->epoch,
+                     .seq = sw->gfirst,
+                     .gseq = sw->gnext,
+                     .json = counters,
+                     .json_len = (size_t)n,
+                     .unix_ms = cs_unix_ms()};
+    int rc = sw_emit(st, &b);
+    if (rc != 0)
+        sw_free(st);
+    return rc;
+}
+
+/* Executions looked at per step at most (most may be written already, or not kept). */
+#define SW_NODES 4096
+
+int cs_store_snap_step(cs_store_t *st, size_t budget)
+{
+    struct snapw *sw = st->sw;
+    size_t nodes = 0;
+    int rc = 0;
+
+    if (sw == NULL)
+        return -ECANCELED;
+    if (sw->err != 0) {
+        rc = sw->err;
+        sw_free(st);
+        return rc;
+    }
+    sw->emitted = 0;
+    while (sw->emitted < budget && (nodes++ < SW_NODES || budget == SIZE_MAX)) {
+        cs_exec_t *ex = sw->cur;
+        switch (sw->phase) {
+        case SW_ACTIVE:
+        case SW_FINISHED:
+            /* Up to the first listed since the begin: from there on every one was (a list is in tick
+             * order), each begun or written (touched) since. */
+            if (ex == NULL || ex->lru_tick >= sw->tick0) {
+                sw->phase++;
+                if (sw->phase == SW_FINISHED)
+                    sw->cur = st->finished;
+                else
+                    sw->cur = st->n_listed < HASH_COUNT(st->execs) ? st->execs : NULL;
+                continue;
+            }
+            sw->cur = ex->lru_next;
+            if (ex->snap_gen != sw->gen)
+                rc = sw_exec(st, ex, ex->first_seq);
+            break;
+        case SW_UNLISTED:
+            if (ex == NULL) {
+                sw->phase = SW_GLOBAL;
+                sw->g = sw->gfirst;
+                continue;
+            }
+            sw->cur = ex->hh.next;
+            if (ex->snap_gen != sw->gen && exec_where(st, ex) == ON_NONE)
+                rc = sw_exec(st, ex, ex->first_seq);
+            break;
+        case SW_GLOBAL: {
+            /* The frames no execution's records carried (their execution's ring let them go, or it is not
+             * kept); those the ring let go meanwhile are not written. */
+            if (sw->g < st->gfirst)
+                sw->g = st->gfirst;
+            if (sw->g >= sw->gnext) {
+                sw->phase = SW_END;
+                continue;
+            }
+            uint64_t g = sw->g++;
+            const cs_frame_t *f = st->gring[g % st->gcap];
+            if (!sw_gbit(sw, g, 0)) {
+                cs_change_t fc = frame_change(CS_CHANGE_SNAP_FRAME, f, f->in_exec ? f->exec : NULL);
+                fc.status = 2;
+                rc = sw_emit(st, &fc);
+            }
+            break;
+        }
+        default: {
+            char counters[96];
+            int n = sw_counters(st, counters, sizeof(counters));
+            cs_change_t e = {.kind = CS_CHANGE_SNAP_END,
+                             .epoch = sw->epoch,
+                             .seq = sw->gfirst,
+                             .gseq = sw->gnext,
+                             .json = counters,
+                             .json_len = (size_t)n,
+                             .unix_ms = cs_unix_ms()};
+            rc = sw_emit(st, &e);
+            sw_free(st);
+            return rc;
+        }
+        }
+        if (rc != 0) {
+            sw_free(st);
+            return rc;
+        }
+    }
+    return 1;
+}
+
+void cs_store_snap_abort(cs_store_t *st)
+{
+    sw_free(st);
+}
+
+int cs_store_snap_active(const cs_store_t *st)
+{
+    return st->sw != NULL;
 }
 
 int cs_store_snapshot(cs_store_t *st, int (*fn)(void *data, const cs_change_t *c), void *data)
 {
-    char counters[64];
-    int64_t now_unix = cs_unix_ms();
-    int n =
-        snprintf(counters, sizeof(counters), "{\"first_orders\":%llu}", (unsigned long long)st->first_orders);
-    cs_change_t b = {.kind = CS_CHANGE_SNAP_BEGIN,
-                     .epoch = st->gepoch,
-                     .seq = st->gfirst,
-                     .gseq = st->gnext,
-                     .json = counters,
-                     .json_len = (size_t)n,
-                     .unix_ms = now_unix};
-    const cs_exec_t *ex, *tmp;
+    int rc = cs_store_snap_begin(st, fn, data);
 
-    SNAP_EMIT_RC(fn(data, &b));
-    for (ex = st->active; ex != NULL; ex = ex->lru_next)
-        SNAP_EMIT_RC(snap_exec(st, ex, now_unix, fn, data));
-    for (ex = st->finished; ex != NULL; ex = ex->lru_next)
-        SNAP_EMIT_RC(snap_exec(st, ex, now_unix, fn, data));
-    HASH_ITER(hh, st->execs, ex, tmp)
-    {
-        if (exec_where(st, ex) == ON_NONE)
-            SNAP_EMIT_RC(snap_exec(st, ex, now_unix, fn, data));
-    }
-    /* The frames only the global ring holds (their execution's ring let them go, or it is not kept). */
-    for (uint64_t g = st->gfirst; g < st->gnext; g++) {
-        const cs_frame_t *f = st->gring[g % st->gcap];
-        int kept = f->in_exec && snap_keeps(st, f->exec);
-        if (!kept)
-            SNAP_EMIT_RC(snap_frame(f, f->in_exec ? f->exec : NULL, 0, fn, data));
-    }
-    b.kind = CS_CHANGE_SNAP_END;
-    SNAP_EMIT_RC(fn(data, &b));
-    return 0;
+    while (rc == 0 && (rc = cs_store_snap_step(st, SIZE_MAX)) == 1)
+        rc = 0;
+    return rc;
 }
 
 void cs_store_set_refusal(cs_store_t *st, cs_err_t e, const char *detail)
@@ -2159,7 +2432,7 @@ int cs_sub_next(cs_sub_t *sub, cs_item_t *item)
     while (sub->next < next) {
         cs_frame_t *f = ex ? ex->ring[sub->next % ex->ring_cap] : st->gring[sub->next % st->gcap];
         sub->next++;
-        if (cs_filter_match(&sub->filter, f->type, f->type_len)) {
+        if (f != NULL && cs_filter_match(&sub->filter, f->type, f->type_len)) { /* NULL: see global_holes */
             item->frame = f;
             item->gap = NULL;
             item->gap_len = 0;
@@ -2180,7 +2453,7 @@ int cs_sub_has_next(cs_sub_t *sub)
         return 1;
     for (uint64_t s = sub->next; s < next; s++) {
         cs_frame_t *f = ex ? ex->ring[s % ex->ring_cap] : sub->store->gring[s % sub->store->gcap];
-        if (cs_filter_match(&sub->filter, f->type, f->type_len))
+        if (f != NULL && cs_filter_match(&sub->filter, f->type, f->type_len))
             return 1;
     }
     return 0;
@@ -2281,6 +2554,9 @@ void cs_store_set_limits(cs_store_t *st, const cs_store_limits_t *lim)
 {
     size_t gcap = st->gcap;
 
+    /* A snapshot in progress is given up (its step says so): rings re-seated here leave no record. */
+    if (st->sw != NULL && st->sw->err == 0)
+        st->sw->err = -ECANCELED;
     st->lim = *lim;
     if (st->lim.ring_events == 0)
         st->lim.ring_events = 1;
@@ -2312,6 +2588,7 @@ void cs_store_free(cs_store_t *st)
     if (st == NULL)
         return;
     st->tearing_down = 1;
+    sw_free(st);
     while (st->pending != NULL)
         pending_free(st, st->pending);
     while (st->pool != NULL) {
@@ -2341,6 +2618,7 @@ void cs_store_expire(cs_store_t *st, int64_t now_mono_ms)
     while (st->finished != NULL &&
            st->finished->finished_mono_ms + (int64_t)st->lim.retain_s * 1000 <= now_mono_ms) {
         cs_exec_t *ex = st->finished;
+        snapw_touch(st, ex, exec_evictable(st, ex) ? SW_GOING : ex->next_seq);
         exec_drop_history(st, ex);
         exec_unlist(st, ex);
         st->expired++;

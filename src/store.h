@@ -348,8 +348,37 @@ int cs_store_replay(cs_store_t *store, const cs_change_t *c, char *detail, size_
  * its EXEC_STATE and its ring's frames (SNAP_FRAME), then the frames only the global ring holds, then
  * SNAP_END. Replayed (cs_store_replay) into a store with the same limits they rebuild the same store,
  * whatever it held before. fn returns 0 to go on; anything else stops the snapshot and is returned.
+ * -EBUSY while a snapshot written in steps (below) is in progress.
  */
 int cs_store_snapshot(cs_store_t *store, int (*fn)(void *data, const cs_change_t *c), void *data);
+
+/*
+ * The same snapshot written across loop turns while the store goes on changing (a journal's: no long
+ * pause). cs_store_snap_begin emits SNAP_BEGIN through fn; each cs_store_snap_step emits about budget
+ * bytes more of it. Meanwhile the observer's live records go on, to the same journal, in call order with
+ * fn's: before a change touches an execution the snapshot has not written yet, the store writes it first
+ * through fn (copy-on-write), so the journal reads "its state, then its later live records"; executions
+ * begun meanwhile come with their EXEC_NEW. Replayed in that order into a store with the same limits, the
+ * records rebuild the same store as a snapshot taken at the end would (list order too: EXEC_STATE carries
+ * the execution's list position, a tick). Without its SNAP_END (given up, a crash) the snapshot records
+ * must be left out of a replay, the live records between them applied (on top of what came before).
+ */
+
+/** Begins a snapshot through fn: 0, -EBUSY (one is in progress), -ENOMEM or what fn returned (then none
+ * is in progress). fn (and data) must stay valid until the snapshot ends. */
+int cs_store_snap_begin(cs_store_t *store, int (*fn)(void *data, const cs_change_t *c), void *data);
+
+/** Writes about budget bytes more of the snapshot in progress (at least one execution's records, however
+ * large). Returns 1 when more is to come, 0 once SNAP_END was emitted (the snapshot is over), or a negative
+ * errno when it was given up (fn failed, here or during a change: that error; the limits changed
+ * (cs_store_set_limits): -ECANCELED; none in progress: -ECANCELED). */
+int cs_store_snap_step(cs_store_t *store, size_t budget);
+
+/** Gives the snapshot in progress up, without its SNAP_END (no-op when none). */
+void cs_store_snap_abort(cs_store_t *store);
+
+/** Nonzero while a snapshot is in progress. */
+int cs_store_snap_active(const cs_store_t *store);
 
 /**
  * The store's gate: while e is not CS_OK every publish is refused with e and detail before anything is

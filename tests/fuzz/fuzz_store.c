@@ -14,7 +14,11 @@
  *  - a snapshot (cs_store_snapshot), taken at random points and replayed into a fresh store, holds what
  *    the store holds (executions, epochs, seqs, frames, statuses, requests, list order, the global ring);
  *  - the seam is complete: every change record (store.h) is replayed at once into a mirror store, which
- *    holds the same executions, seqs, frames, statuses and requests after every step.
+ *    holds the same executions, seqs, frames, statuses and requests after every step;
+ *  - a snapshot written across steps (cs_store_snap_begin/step, a tiny budget each) while the program
+ *    goes on, its records and the live ones replayed in their order into a fresh store, ends as the same
+ *    store (every field, list order and the global ring) as a snapshot taken whole at its begin with the
+ *    same live records applied on top.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -61,6 +65,8 @@ typedef struct prog {
     const uint8_t *p, *end;
     cs_store_t *st;
     cs_store_t *mirror; /* every change record of st replayed into it */
+    cs_store_t *inc;    /* a snapshot in progress (cs_store_snap_begin) and the live records, replayed */
+    cs_store_t *ref;    /* the whole snapshot taken at its begin and the same live records, replayed */
     cs_store_limits_t lim;
     int64_t now;
     fsub_t subs[N_SUBS];
@@ -134,10 +140,15 @@ static unsigned held_refs(const prog_t *g, const cs_frame_t *f)
 /* The observer of the store under test: each record replayed into the mirror at once. */
 static int mirror_change(void *data, const cs_change_t *c)
 {
+    prog_t *g = data;
     char detail[300];
 
-    if (cs_store_replay(data, c, detail, sizeof(detail)) != 0)
+    if (cs_store_replay(g->mirror, c, detail, sizeof(detail)) != 0)
         FAIL("record %d does not replay: %s", (int)c->kind, detail);
+    if (g->ref != NULL && cs_store_replay(g->ref, c, detail, sizeof(detail)) != 0)
+        FAIL("record %d does not replay after the whole snapshot: %s", (int)c->kind, detail);
+    if (g->inc != NULL && cs_store_replay(g->inc, c, detail, sizeof(detail)) != 0)
+        FAIL("record %d does not replay amid the snapshot in progress: %s", (int)c->kind, detail);
     return 0;
 }
 
@@ -199,6 +210,8 @@ static void op_snapshot(prog_t *g)
     cs_exec_t *x, *tmp;
     unsigned kept = 0;
 
+    if (cs_store_snap_active(g->st))
+        return; /* one at a time: the one in progress */
     mirror_limits(g, &m);
     if (cs_store_new(&s, &m) != 0)
         return;
@@ -242,6 +255,127 @@ static void op_snapshot(prog_t *g)
     if (HASH_COUNT(s->execs) != kept)
         FAIL("snapshot holds %u executions, the store keeps %u", HASH_COUNT(s->execs), kept);
     cs_store_free(s);
+}
+
+/* The snapshot in progress, replayed with the live records amid it, against the whole one taken at its
+ * begin with the same live records on top: the same store, field by field. */
+static int inc_into(void *data, const cs_change_t *c)
+{
+    char detail[300];
+    if (cs_store_replay(data, c, detail, sizeof(detail)) != 0)
+        FAIL("record %d of the snapshot in progress does not replay: %s", (int)c->kind, detail);
+    return 0;
+}
+
+static void same_frame(const cs_frame_t *f, const cs_frame_t *h, const char *what, uint64_t q)
+{
+    if (f == NULL || h == NULL || f->json_len != h->json_len || memcmp(f->json, h->json, f->json_len) != 0 ||
+        strcmp(f->event_id, h->event_id) != 0 || strcmp(f->type, h->type) != 0 || f->seq != h->seq ||
+        f->gseq != h->gseq || f->in_global != h->in_global || f->in_exec != h->in_exec ||
+        f->bytes != h->bytes)
+        FAIL("the snapshot written in steps: %s %llu differs", what, (unsigned long long)q);
+}
+
+static void compare_inc(prog_t *g)
+{
+    cs_store_t *a = g->ref, *b = g->inc;
+    char detail[300];
+    cs_exec_t *x, *y, *tmp;
+
+    if (cs_store_check(b, NULL, NULL, detail, sizeof(detail)) != 0)
+        FAIL("the snapshot written in steps: %s", detail);
+    if (HASH_COUNT(a->execs) != HASH_COUNT(b->execs) || a->gfirst != b->gfirst || a->gnext != b->gnext ||
+        a->gepoch != b->gepoch || a->first_orders > b->first_orders || a->lru_ticks != b->lru_ticks ||
+        a->bytes != b->bytes || a->pinned != b->pinned || a->open_bytes != b->open_bytes ||
+        a->n_listed != b->n_listed || b->lists_unsorted)
+        FAIL("the snapshot written in steps: the store differs (%u/%u executions, global [%llu,%llu) / "
+             "[%llu,%llu), %zu/%zu bytes)",
+             HASH_COUNT(a->execs), HASH_COUNT(b->execs), (unsigned long long)a->gfirst,
+             (unsigned long long)a->gnext, (unsigned long long)b->gfirst, (unsigned long long)b->gnext,
+             a->bytes, b->bytes);
+    for (uint64_t q = a->gfirst; q < a->gnext; q++)
+        same_frame(a->gring[q % a->gcap], b->gring[q % b->gcap], "global", q);
+    for (int l = 0; l < 2; l++) {
+        for (x = l ? a->finished : a->active, y = l ? b->finished : b->active; x != NULL && y != NULL;
+             x = x->lru_next, y = y->lru_next)
+            if (strcmp(x->id, y->id) != 0 || x->lru_tick != y->lru_tick)
+                FAIL("the snapshot written in steps: %s list: %s where %s is", l ? "finished" : "active",
+                     y->id, x->id);
+        if (x != NULL || y != NULL)
+            FAIL("the snapshot written in steps: a list's length differs");
+    }
+    HASH_ITER(hh, a->execs, x, tmp)
+    {
+        y = cs_store_find(b, x->id, x->id_len);
+        /* An execution a snapshot does not keep (no history, or only subscribers) that is published to
+         * after it is begun again by its replay, with a new epoch: in both replays, each its own. */
+        const cs_exec_t *l = cs_store_find(g->st, x->id, x->id_len);
+        int rebegun = l != NULL && l->epoch != x->epoch;
+        if (y == NULL || (y->epoch != x->epoch && !rebegun) || y->first_seq != x->first_seq ||
+            y->next_seq != x->next_seq || y->ring_cap != x->ring_cap || y->bytes != x->bytes ||
+            y->state.status != x->state.status || y->state.in_flow != x->state.in_flow ||
+            memcmp(&y->state.progress, &x->state.progress, sizeof(x->state.progress)) != 0 ||
+            y->finished != x->finished || y->hitl.n != x->hitl.n || y->hitl.n_open != x->hitl.n_open ||
+            y->hitl.bytes != x->hitl.bytes || (y->first_order != x->first_order && !rebegun) ||
+            exec_where(b, y) != exec_where(a, x) || y->status_bytes != x->status_bytes ||
+            y->result_bytes != x->result_bytes || y->pin_bytes != x->pin_bytes ||
+            y->created_unix_ms != x->created_unix_ms || y->first_unix_ms != x->first_unix_ms ||
+            y->last_unix_ms != x->last_unix_ms)
+            FAIL(
+                "the snapshot written in steps: %s differs (%p; epoch %llu/%llu seqs [%llu,%llu)/[%llu,%llu) "
+                "cap %zu/%zu bytes %zu/%zu status %d/%d fin %d/%d reqs %zu/%zu where %d/%d sb %zu/%zu order "
+                "%llu/%llu)",
+                x->id, (void *)y, (unsigned long long)x->epoch, (unsigned long long)(y ? y->epoch : 0),
+                (unsigned long long)x->first_seq, (unsigned long long)x->next_seq,
+                (unsigned long long)(y ? y->first_seq : 0), (unsigned long long)(y ? y->next_seq : 0),
+                x->ring_cap, y ? y->ring_cap : 0, x->bytes, y ? y->bytes : 0, (int)x->state.status,
+                y ? (int)y->state.status : -1, x->finished, y ? y->finished : -1, x->hitl.n,
+                y ? y->hitl.n : 0, exec_where(a, x), y ? exec_where(b, y) : -1, x->status_bytes,
+                y ? y->status_bytes : 0, (unsigned long long)x->first_order,
+                (unsigned long long)(y ? y->first_order : 0));
+        for (uint64_t q = x->first_seq; q < x->next_seq; q++)
+            same_frame(cs_exec_frame(x, q), cs_exec_frame(y, q), x->id, q);
+        for (const cs_hitl_req_t *r = x->hitl.reqs; r != NULL; r = r->next) {
+            const cs_hitl_req_t *q = cs_hitl_find(&y->hitl, r->event_id);
+            if (q == NULL || q->answered != r->answered || q->seq != r->seq || q->bytes != r->bytes ||
+                (r->push != NULL && (q->push == NULL || strcmp(q->push, r->push) != 0)))
+                FAIL("the snapshot written in steps: request %s of %s differs", r->event_id, x->id);
+        }
+    }
+}
+
+static void inc_drop(prog_t *g)
+{
+    cs_store_free(g->inc);
+    cs_store_free(g->ref);
+    g->inc = g->ref = NULL;
+}
+
+/* Begins a snapshot written in steps, or takes its next step (a budget of a few bytes: an execution or a
+ * frame per step); at its end the two replays must agree. */
+static void op_snap_step(prog_t *g, size_t budget)
+{
+    cs_store_limits_t m;
+
+    if (g->inc == NULL) {
+        mirror_limits(g, &m);
+        if (cs_store_new(&g->ref, &m) != 0 || cs_store_new(&g->inc, &m) != 0)
+            abort();
+        cs_store_set_now(g->ref, g->now);
+        cs_store_set_now(g->inc, g->now);
+        if (cs_store_snapshot(g->st, snap_into, g->ref) != 0 ||
+            cs_store_snap_begin(g->st, inc_into, g->inc) != 0)
+            FAIL("a snapshot does not begin");
+        return;
+    }
+    int rc = cs_store_snap_step(g->st, budget);
+    if (rc == 1)
+        return;
+    if (rc == 0)
+        compare_inc(g);
+    else if (rc != -ECANCELED)
+        FAIL("a snapshot step failed: %d", rc);
+    inc_drop(g); /* -ECANCELED: the limits changed */
 }
 
 static void check(prog_t *g)
@@ -575,6 +709,12 @@ static void op_limits(prog_t *g)
     mirror_limits(g, &m);
     cs_store_set_limits(g->mirror, &m); /* first: the store's records of this reload then find it done */
     cs_store_set_limits(g->st, &g->lim);
+    if (g->inc != NULL) {
+        /* A snapshot in progress is given up (rings re-seated here leave no record). */
+        if (cs_store_snap_step(g->st, 64) != -ECANCELED || cs_store_snap_active(g->st))
+            FAIL("a snapshot in progress survived new limits");
+        inc_drop(g);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -598,7 +738,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         cs_store_free(g.st);
         return 0;
     }
-    cs_store_set_observer(g.st, &(cs_store_observer_t){mirror_change, g.mirror});
+    cs_store_set_observer(g.st, &(cs_store_observer_t){mirror_change, &g});
     cs_store_set_now(g.st, g.now);
 
     for (int steps = 0; g.p < g.end && steps < 200; steps++) {
@@ -632,13 +772,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 10:
             op_publish_fields(&g);
             break;
-        case 11:
-            if (next(&g) % 4 == 0) {
+        case 11: {
+            unsigned k = next(&g);
+            if (k % 4 == 0) {
                 op_snapshot(&g);
+                break;
+            }
+            if (k % 4 == 1 || g.inc != NULL) {
+                op_snap_step(&g, k / 4);
                 break;
             }
             op_sub(&g);
             break;
+        }
         default:
             op_sub(&g);
             break;
@@ -647,6 +793,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_mirror(&g);
     }
 
+    /* A snapshot in progress goes to its end. */
+    while (g.inc != NULL)
+        op_snap_step(&g, 64);
     for (int i = 0; i < N_AWAITS; i++)
         if (g.aws[i].used && !g.aws[i].pushed) {
             cs_hitl_unawait(&g.aws[i].aw);

@@ -162,6 +162,10 @@ static void on_wake(cs_sub_t *s)
 }
 static const cs_sub_ops_t ops = {on_wake};
 
+/* Called after each of drive's steps when set (a test that interleaves its own work, e.g. a snapshot's
+ * steps). */
+static void (*drive_hook)(cs_store_t *st, int step);
+
 /* Drives a store through every kind of change: publishes of both paths, duplicates, requests and
  * answers, ends and restarts, ring and budget evictions, expiry, subscribers creating and freeing
  * pending executions. */
@@ -215,6 +219,8 @@ static void drive(cs_store_t *st, unsigned seed)
             cs_sub_close(&sub);
         }
         REQUIRE(cs_store_check(st, NULL, NULL, detail, sizeof(detail)) == 0);
+        if (drive_hook != NULL)
+            drive_hook(st, i);
     }
 }
 
