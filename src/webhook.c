@@ -34,6 +34,13 @@
 #define WH_KINDS           4
 #define WH_SWEEP_MS        1000
 #define WH_POOL            64 /* finished easy handles kept for reuse */
+/* The delivery budget (see "the budget" below). */
+#define WH_BUSY_NS      50000000u /* ingest is busy while its last event is younger than this... */
+#define WH_WINDOW_NS    20000000u /* ...and other work took WH_LOADED_PM of the loop's last window */
+#define WH_LOADED_PM    500u
+#define WH_FREE_WINDOWS 4u      /* else requests go free for this many windows, then measure again */
+#define WH_SHARE_PM     50u     /* then requests may take this share of the loop (per mille) */
+#define WH_BURST_NS     1000000 /* saved up to this */
 
 static const char *const wh_kind_names[WH_KINDS] = {"human", "task", "step", "crew"};
 static const char *const wh_kind_fields[WH_KINDS] = {"humanInputWebhook", "taskWebhookUrl", "stepWebhookUrl",
@@ -73,6 +80,8 @@ struct wh_ep {
     wh_dead_t dl[WH_DEAD_KEEP];
     size_t n_dl; /* dead letters kept (the newest WH_DEAD_KEEP) */
     wh_ep_t *prev, *next;
+    int held;       /* on w->held: cursors ready and a slot free, but the budget said wait */
+    wh_ep_t *hnext; /* w->held */
 };
 
 typedef struct wh_reg {
@@ -117,6 +126,19 @@ struct cs_webhooks {
     uint64_t lat_count, lat_sum_ms, lat_max_ms;
     CURL *pool[WH_POOL]; /* finished easy handles, reset, for the next requests (an easy is ~10 KiB) */
     size_t n_pool;
+    /* The budget: loop time that requests may take while ingest is busy (budget_ok). */
+    cs_timer_t budget_t;
+    wh_ep_t *held;                                    /* endpoints waiting for the budget */
+    uint64_t last_event_ns;                           /* when discovery last saw an event (0: never) */
+    uint64_t refill_ns;                               /* when tokens_ns was last brought up to date */
+    uint64_t win_start_ns, win_idle_ns, win_spent_ns; /* the window: its start, idle and request times */
+    unsigned free_windows; /* windows left in which requests are not held to the share */
+    int settle;            /* the window after free ones: not judged */
+    int64_t tokens_ns;     /* loop time requests may still take now (negative: over budget) */
+    uint64_t charged_ns;   /* request time already taken off tokens_ns */
+    uint64_t own_ns;       /* request time spent outside curl's actions (starting requests) */
+    int in_done;           /* inside on_done: curlm times that already */
+    uint64_t budget_waits; /* times requests waited for the budget */
 };
 
 /* ---- endpoints ---- */
@@ -124,6 +146,12 @@ struct cs_webhooks {
 static void ep_free(wh_ep_t *ep)
 {
     cs_webhooks_t *w = ep->w;
+    if (ep->held) {
+        wh_ep_t **pp = &w->held;
+        while (*pp != ep)
+            pp = &(*pp)->hnext;
+        *pp = ep->hnext;
+    }
     if (ep->prev)
         ep->prev->next = ep->next;
     else
@@ -516,14 +544,132 @@ static void send_one(wh_pair_t *p)
     w->in_flight++;
 }
 
+/* ---- the budget ----
+ *
+ * Requests run on the loop that also takes ingest, on a machine whose other cores run the producers and
+ * the receivers. Ingest is busy when discovery saw an event less than WH_BUSY_NS ago and the loop's other
+ * work (everything but requests and sleep) took at least WH_LOADED_PM per mille of its last window of
+ * WH_WINDOW_NS. Then the requests started and their answers (curl's actions, timed by curlm) may take
+ * WH_SHARE_PM per mille of the loop's time: a token bucket in nanoseconds, refilled at that share of the
+ * time that passes and saved up to WH_BURST_NS. Over it, ready cursors wait in their endpoint's queue (the
+ * lag grows; GET /v1/webhooks and /metrics show it) and a timer comes back when the budget allows one more
+ * or ingest may have gone quiet. Otherwise - no events, or events that leave the loop half idle - requests
+ * take what they need (bounded by webhooks.max_in_flight) and catch up. */
+
+static void budget_window(cs_webhooks_t *w, uint64_t now, uint64_t spent)
+{
+    uint64_t el = now - w->win_start_ns;
+    if (el < WH_WINDOW_NS)
+        return;
+    uint64_t idle = cs_loop_idle_ns(w->d->loop);
+    uint64_t busy = (idle - w->win_idle_ns) + (spent - w->win_spent_ns);
+    uint64_t other = el > busy ? el - busy : 0;
+    if (w->free_windows > 0) {
+        /* Requests were free: what ingest took is no measure of what it wanted (they took its time). The
+         * window after them still has their answers: it is not judged either. */
+        w->free_windows--;
+        w->settle = 1;
+    } else if (w->settle) {
+        w->settle = 0;
+    } else if (other * 1000u < el * WH_LOADED_PM) {
+        w->free_windows = WH_FREE_WINDOWS; /* ingest left the loop half idle: requests go free a while */
+    }
+    w->win_start_ns = now;
+    w->win_idle_ns = idle;
+    w->win_spent_ns = spent;
+}
+
+static int ingest_busy(const cs_webhooks_t *w, uint64_t now)
+{
+    return w->free_windows == 0 && w->last_event_ns != 0 && now - w->last_event_ns < WH_BUSY_NS;
+}
+
+static int budget_ok(cs_webhooks_t *w)
+{
+    uint64_t now = cs_curlm_clock_ns();
+    uint64_t spent = cs_curlm_spent_ns(w->m) + w->own_ns;
+
+    budget_window(w, now, spent);
+    if (!ingest_busy(w, now)) {
+        /* Quiet: what was spent is forgotten, and the next busy spell starts with a full burst. */
+        w->tokens_ns = WH_BURST_NS;
+    } else {
+        w->tokens_ns += (int64_t)((now - w->refill_ns) * WH_SHARE_PM / 1000u);
+        w->tokens_ns -= (int64_t)(spent - w->charged_ns);
+        if (w->tokens_ns > WH_BURST_NS)
+            w->tokens_ns = WH_BURST_NS;
+        else if (w->tokens_ns < -WH_BURST_NS)
+            w->tokens_ns = -WH_BURST_NS; /* answers to what was sent while free do not stop it for long */
+    }
+    w->refill_ns = now;
+    w->charged_ns = spent;
+    return w->tokens_ns > 0;
+}
+
+static void on_budget(cs_timer_t *t);
+
+/* The budget said wait: ep's ready cursors are sent when the timer finds it allows them. */
+static void budget_hold(cs_webhooks_t *w, wh_ep_t *ep)
+{
+    w->budget_waits++;
+    if (!ep->held) {
+        ep->held = 1;
+        ep->hnext = w->held;
+        w->held = ep;
+    }
+    if (cs_timer_active(&w->budget_t))
+        return;
+    /* When the tokens are back above 0, or ingest counts as quiet, whichever comes first; 1 ms at least. */
+    uint64_t now = cs_curlm_clock_ns();
+    uint64_t wait = w->tokens_ns < 0 ? (uint64_t)(-w->tokens_ns) * 1000u / WH_SHARE_PM : 0;
+    uint64_t quiet = w->last_event_ns + WH_BUSY_NS > now ? w->last_event_ns + WH_BUSY_NS - now : 0;
+    if (quiet < wait)
+        wait = quiet;
+    if (wait > WH_WINDOW_NS)
+        wait = WH_WINDOW_NS;
+    cs_timer_start(&w->budget_t, (int64_t)(wait / 1000000u) + 1);
+}
+
+/* Starts requests for ep's ready cursors while it has free slots and the budget allows. */
+static void ep_fill(wh_ep_t *ep)
+{
+    cs_webhooks_t *w = ep->w;
+    size_t max = w->d->cfg->webhook_max_in_flight;
+
+    while (ep->ready_head != NULL && ep->in_flight < max) {
+        if (!budget_ok(w)) {
+            budget_hold(w, ep);
+            return;
+        }
+        uint64_t t0 = w->in_done ? 0 : cs_curlm_clock_ns();
+        send_one(ready_pop(ep));
+        if (!w->in_done)
+            w->own_ns += cs_curlm_clock_ns() - t0;
+    }
+}
+
+static void held_drain(cs_webhooks_t *w)
+{
+    wh_ep_t *list = w->held;
+    w->held = NULL;
+    while (list != NULL) {
+        wh_ep_t *ep = list;
+        list = ep->hnext;
+        ep->held = 0;
+        ep_fill(ep); /* may hold it again */
+    }
+}
+
+static void on_budget(cs_timer_t *t)
+{
+    held_drain(t->data);
+}
+
+/* A cursor with its event taken: it queues behind the endpoint's waiting cursors (FIFO). */
 static void try_send(wh_pair_t *p)
 {
-    wh_ep_t *ep = p->ep;
-    if (ep->in_flight >= ep->w->d->cfg->webhook_max_in_flight) {
-        ready_push(p);
-        return;
-    }
-    send_one(p);
+    ready_push(p);
+    ep_fill(p->ep);
 }
 
 static void on_retry(cs_timer_t *t)
@@ -572,10 +718,10 @@ static void on_done(CURL *easy, CURLcode rc, long status, void *data)
     p->hdrs = NULL;
     ep->in_flight--;
     w->in_flight--;
-    /* The slot goes to the endpoint's next waiting cursor. */
-    wh_pair_t *next = ready_pop(ep);
-    if (next != NULL)
-        send_one(next);
+    /* The slot goes to the endpoint's next waiting cursor (curlm times this: in_done). */
+    w->in_done = 1;
+    ep_fill(ep);
+    w->in_done = 0;
 
     p->attempts++;
     if (rc == CURLE_OK && status >= 200 && status < 300) {
@@ -674,7 +820,9 @@ static void pump(void *data)
     cs_item_t it;
 
     if (w->disc_open) {
+        int seen = 0;
         while (cs_sub_next(&w->disc, &it)) {
+            seen = 1;
             if (it.gap != NULL) {
                 w->gaps++;
                 cs_log_warn("webhooks: fell behind the global ring (store.global_events): events before "
@@ -685,7 +833,10 @@ static void pump(void *data)
             discover(w, it.frame);
         }
         cs_sub_park(&w->disc);
+        if (seen)
+            w->last_event_ns = cs_curlm_clock_ns();
     }
+    held_drain(w);
     while (w->dirty_head != NULL) {
         wh_pair_t *p = w->dirty_head;
         w->dirty_head = p->dnext;
@@ -890,6 +1041,7 @@ int cs_webhooks_new(cs_webhooks_t **out, cs_daemon_t *d, char *err, size_t errle
     cs_sub_park(&w->disc);
     cs_timer_init(&w->sweep, d->loop, on_sweep, w);
     cs_timer_start(&w->sweep, WH_SWEEP_MS);
+    cs_timer_init(&w->budget_t, d->loop, on_budget, w);
     *out = w;
     return 0;
 nomem:
@@ -907,6 +1059,7 @@ void cs_webhooks_free(cs_webhooks_t *w)
         return;
     cs_defer_cancel(w->d->loop, &w->pump_d);
     cs_timer_stop(&w->sweep);
+    cs_timer_stop(&w->budget_t);
     for (wh_ep_t *ep = w->eps; ep != NULL; ep = ep->next) {
         wh_pair_t *p, *pt;
         HASH_ITER(hh, ep->pairs, p, pt)
@@ -991,10 +1144,11 @@ json_t *cs_webhooks_json(cs_webhooks_t *w)
             return NULL;
         }
     }
-    root = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I}", "endpoints", arr, "in_flight",
+    root = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I}", "endpoints", arr, "in_flight",
                      (json_int_t)w->in_flight, "delivered", (json_int_t)w->ok, "failed",
                      (json_int_t)w->failed, "retried", (json_int_t)w->retried, "dead", (json_int_t)w->dead,
-                     "registrations", (json_int_t)w->n_regs);
+                     "registrations", (json_int_t)w->n_regs, "held_for_ingest", w->held != NULL,
+                     "budget_waits", (json_int_t)w->budget_waits);
     return root;
 }
 
@@ -1035,6 +1189,13 @@ int cs_webhooks_metrics(cs_webhooks_t *w, cs_buf_t *b)
                    w->n_pairs);
     rc = wh_metric(b, rc, "webhook_lag", "gauge", "Webhook events not yet delivered, summed over cursors.",
                    lag);
+    rc = wh_metric(b, rc, "webhook_budget_waits_total", "counter",
+                   "Times webhook requests waited because ingest was busy and they had used their share of "
+                   "the loop.",
+                   w->budget_waits);
+    rc =
+        wh_metric(b, rc, "webhook_held_for_ingest", "gauge",
+                  "1 while ready webhook requests wait for ingest to leave them loop time.", w->held != NULL);
     rc = wh_metric(b, rc, "webhook_registrations", "gauge", "Executions with webhook URLs registered.",
                    w->n_regs);
     rc = wh_metric(b, rc, "webhook_latency_ms_sum", "counter",
