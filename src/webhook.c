@@ -33,7 +33,6 @@
 #define WH_RETRY_AFTER_MAX 3600000 /* the longest Retry-After honoured: 1 h */
 #define WH_KINDS           4
 #define WH_SWEEP_MS        1000
-#define WH_POOL            64 /* finished easy handles kept for reuse */
 /* The delivery budget (see "the budget" below). */
 #define WH_BUSY_NS      50000000u /* ingest is busy while its last event is younger than this... */
 #define WH_WINDOW_NS    20000000u /* ...and other work took WH_LOADED_PM of the loop's last window */
@@ -80,8 +79,13 @@ struct wh_ep {
     wh_dead_t dl[WH_DEAD_KEEP];
     size_t n_dl; /* dead letters kept (the newest WH_DEAD_KEEP) */
     wh_ep_t *prev, *next;
-    int held;       /* on w->held: cursors ready and a slot free, but the budget said wait */
-    wh_ep_t *hnext; /* w->held */
+    /* Easy handles set up for this endpoint (URL, options, headers), kept between requests: a request
+     * then sets only its body (and, signed, its headers). At most webhooks.max_in_flight (~10 KiB each). */
+    CURL **pool;
+    size_t n_pool, pool_cap;
+    struct curl_slist *hdrs; /* Content-Type, Expect, Authorization: every request's (built once) */
+    int held;                /* on w->held: cursors ready and a slot free, but the budget said wait */
+    wh_ep_t *hnext;          /* w->held */
 };
 
 typedef struct wh_reg {
@@ -124,8 +128,6 @@ struct cs_webhooks {
     uint64_t ok, failed, retried, dead, gaps, overflow;
     size_t in_flight;
     uint64_t lat_count, lat_sum_ms, lat_max_ms;
-    CURL *pool[WH_POOL]; /* finished easy handles, reset, for the next requests (an easy is ~10 KiB) */
-    size_t n_pool;
     /* The budget: loop time that requests may take while ingest is busy (budget_ok). */
     cs_timer_t budget_t;
     wh_ep_t *held;                                    /* endpoints waiting for the budget */
@@ -158,6 +160,10 @@ static void ep_free(wh_ep_t *ep)
         w->eps = ep->next;
     if (ep->next)
         ep->next->prev = ep->prev;
+    while (ep->n_pool > 0)
+        curl_easy_cleanup(ep->pool[--ep->n_pool]);
+    free(ep->pool);
+    curl_slist_free_all(ep->hdrs);
     free(ep->name);
     free(ep->url);
     free(ep->auth);
@@ -470,15 +476,63 @@ static double rnd01(void)
     return (double)r / 4294967296.0;
 }
 
-/* Gives a finished easy handle back to the pool (reset: no option of this request stays), or frees it. */
-static void easy_put(cs_webhooks_t *w, CURL *e)
+/* Gives a finished easy handle back to its endpoint (its options stay: they are the endpoint's), or
+ * frees it when the endpoint keeps max_in_flight already. */
+static void easy_put(wh_ep_t *ep, CURL *e)
 {
-    if (w->n_pool < WH_POOL) {
-        curl_easy_reset(e);
-        w->pool[w->n_pool++] = e;
+    size_t max = ep->w->d->cfg->webhook_max_in_flight;
+
+    if (ep->n_pool < max) {
+        if (ep->n_pool == ep->pool_cap) {
+            size_t cap = ep->pool_cap ? ep->pool_cap * 2 : 4;
+            CURL **np = realloc(ep->pool, cap * sizeof(*np));
+            if (np == NULL) {
+                curl_easy_cleanup(e);
+                return;
+            }
+            ep->pool = np;
+            ep->pool_cap = cap;
+        }
+        ep->pool[ep->n_pool++] = e;
     } else {
         curl_easy_cleanup(e);
     }
+}
+
+/* The headers every request of ep carries; NULL when out of memory. */
+static struct curl_slist *ep_headers(wh_ep_t *ep)
+{
+    struct curl_slist *h = NULL, *t;
+    const char *lines[] = {"Content-Type: application/json", "Expect:" /* no 100-continue round trip */,
+                           ep->auth};
+
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]) && lines[i] != NULL; i++) {
+        if ((t = curl_slist_append(h, lines[i])) == NULL) {
+            curl_slist_free_all(h);
+            return NULL;
+        }
+        h = t;
+    }
+    return h;
+}
+
+/* An easy handle for ep: a kept one, or a new one with the endpoint's URL, headers and options. */
+static CURL *easy_get(wh_ep_t *ep)
+{
+    if (ep->n_pool > 0)
+        return ep->pool[--ep->n_pool];
+    if (ep->hdrs == NULL && (ep->hdrs = ep_headers(ep)) == NULL)
+        return NULL;
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return NULL;
+    if (cs_curlm_easy_defaults(e, 0, 0) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_URL, ep->url) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, ep->hdrs) != CURLE_OK) {
+        curl_easy_cleanup(e);
+        return NULL;
+    }
+    return e;
 }
 
 static void send_one(wh_pair_t *p)
@@ -487,11 +541,13 @@ static void send_one(wh_pair_t *p)
     wh_ep_t *ep = p->ep;
     const cs_config_t *cfg = w->d->cfg;
     cs_frame_t *f = p->cur;
-    CURL *e = w->n_pool > 0 ? w->pool[--w->n_pool] : curl_easy_init();
+    CURL *e = easy_get(ep);
     struct curl_slist *h = NULL, *t;
     char line[256 + CS_EVENT_ID_MAX], sig[128], ts[32];
     int ok = e != NULL;
 
+    if (ok && ep->key != NULL) {
+        /* Signed: this request's own headers, the endpoint's first. */
 #define ADD(s)                                                                                               \
     do {                                                                                                     \
         if (ok && (t = curl_slist_append(h, s)) != NULL)                                                     \
@@ -499,11 +555,8 @@ static void send_one(wh_pair_t *p)
         else                                                                                                 \
             ok = 0;                                                                                          \
     } while (0)
-    ADD("Content-Type: application/json");
-    ADD("Expect:"); /* no 100-continue round trip */
-    if (ep->auth != NULL)
-        ADD(ep->auth);
-    if (ep->key != NULL) {
+        for (const struct curl_slist *b = ep->hdrs; b != NULL; b = b->next)
+            ADD(b->data);
         snprintf(ts, sizeof(ts), "%lld", (long long)(cs_unix_ms() / 1000));
         snprintf(line, sizeof(line), "webhook-id: %s", f->event_id);
         ADD(line);
@@ -514,15 +567,16 @@ static void send_one(wh_pair_t *p)
             ok = 0;
         snprintf(line, sizeof(line), "webhook-signature: %s", sig);
         ADD(line);
-    }
 #undef ADD
+        ok = ok && curl_easy_setopt(e, CURLOPT_HTTPHEADER, h) == CURLE_OK;
+    }
+    /* The timeouts are set each time: a reload may change them. */
     if (ok)
-        ok = cs_curlm_easy_defaults(e, (long)cfg->webhook_connect_timeout_s * 1000,
-                                    (long)cfg->webhook_timeout_s * 1000) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_URL, ep->url) == CURLE_OK &&
+        ok = curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->webhook_connect_timeout_s * 1000) ==
+                 CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->webhook_timeout_s * 1000) == CURLE_OK &&
              curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)f->json_len) == CURLE_OK &&
              curl_easy_setopt(e, CURLOPT_POSTFIELDS, f->json) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_HTTPHEADER, h) == CURLE_OK &&
              curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)p) == CURLE_OK && cs_curlm_add(w->m, e) == 0;
     if (!ok) {
         /* The frame is kept: the same event is tried again after the back-off. */
@@ -712,7 +766,7 @@ static void on_done(CURL *easy, CURLcode rc, long status, void *data)
     int retry;
 
     curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after);
-    easy_put(w, easy);
+    easy_put(ep, easy);
     p->easy = NULL;
     curl_slist_free_all(p->hdrs);
     p->hdrs = NULL;
@@ -1082,8 +1136,6 @@ void cs_webhooks_free(cs_webhooks_t *w)
         ep_free(w->eps);
     if (w->disc_open)
         cs_sub_close(&w->disc);
-    while (w->n_pool > 0)
-        curl_easy_cleanup(w->pool[--w->n_pool]);
     cs_curlm_free(w->m);
     free(w);
 }
