@@ -887,8 +887,18 @@ static void pump(void *data)
             discover(w, it.frame);
         }
         cs_sub_park(&w->disc);
-        if (seen)
-            w->last_event_ns = cs_curlm_clock_ns();
+        if (seen) {
+            uint64_t now = cs_curlm_clock_ns();
+            if (w->last_event_ns == 0 || now - w->last_event_ns >= WH_BUSY_NS) {
+                /* A busy spell begins: its first window is judged with requests held to the share. */
+                w->win_start_ns = now;
+                w->win_idle_ns = cs_loop_idle_ns(w->d->loop);
+                w->win_spent_ns = cs_curlm_spent_ns(w->m) + w->own_ns;
+                w->free_windows = 0;
+                w->settle = 0;
+            }
+            w->last_event_ns = now;
+        }
     }
     held_drain(w);
     while (w->dirty_head != NULL) {
