@@ -37,7 +37,8 @@
 #define WH_BUSY_NS      50000000u /* ingest is busy while its last event is younger than this... */
 #define WH_WINDOW_NS    20000000u /* ...and other work took WH_LOADED_PM of the loop's last window */
 #define WH_LOADED_PM    500u
-#define WH_FREE_WINDOWS 4u      /* else requests go free for this many windows, then measure again */
+#define WH_LOW_WINDOWS  2u      /* when that many windows in a row were under it, */
+#define WH_FREE_WINDOWS 8u      /* requests go free for this many windows, then measure again */
 #define WH_SHARE_PM     50u     /* then requests may take this share of the loop (per mille) */
 #define WH_BURST_NS     1000000 /* saved up to this */
 
@@ -136,10 +137,12 @@ struct cs_webhooks {
     uint64_t win_start_ns, win_idle_ns, win_spent_ns; /* the window: its start, idle and request times */
     unsigned free_windows; /* windows left in which requests are not held to the share */
     int settle;            /* the window after free ones: not judged */
+    unsigned low_windows;  /* judged windows in a row in which other work took under WH_LOADED_PM */
     int64_t tokens_ns;     /* loop time requests may still take now (negative: over budget) */
     uint64_t charged_ns;   /* request time already taken off tokens_ns */
     uint64_t own_ns;       /* request time spent outside curl's actions (starting requests) */
     int in_done;           /* inside on_done: curlm times that already */
+    int held_mode;         /* the last budget_ok held requests to the share */
     uint64_t budget_waits; /* times requests waited for the budget */
 };
 
@@ -602,19 +605,23 @@ static void send_one(wh_pair_t *p)
  *
  * Requests run on the loop that also takes ingest, on a machine whose other cores run the producers and
  * the receivers. Ingest is busy when discovery saw an event less than WH_BUSY_NS ago and the loop's other
- * work (everything but requests and sleep) took at least WH_LOADED_PM per mille of its last window of
- * WH_WINDOW_NS. Then the requests started and their answers (curl's actions, timed by curlm) may take
- * WH_SHARE_PM per mille of the loop's time: a token bucket in nanoseconds, refilled at that share of the
- * time that passes and saved up to WH_BURST_NS. Over it, ready cursors wait in their endpoint's queue (the
- * lag grows; GET /v1/webhooks and /metrics show it) and a timer comes back when the budget allows one more
- * or ingest may have gone quiet. Otherwise - no events, or events that leave the loop half idle - requests
- * take what they need (bounded by webhooks.max_in_flight) and catch up. */
+ * work (its wall time but requests and sleep) took at least WH_LOADED_PM per mille of its last window of
+ * WH_WINDOW_NS (or of one of its last WH_LOW_WINDOWS windows). Then the requests started and their answers
+ * (curl's actions, timed by curlm) may take WH_SHARE_PM per mille of the loop's time: a token bucket in
+ * nanoseconds, refilled at that share of the time that passes and saved up to WH_BURST_NS. Over it, ready
+ * cursors wait in their endpoint's queue (the lag grows; GET /v1/webhooks and /metrics show it) and a timer
+ * comes back when the budget allows one more or ingest may have gone quiet. Otherwise - no events, or events
+ * that leave the loop half idle for WH_LOW_WINDOWS windows in a row - requests take what they need (bounded
+ * by webhooks.max_in_flight) for WH_FREE_WINDOWS windows, then are held again while the next ones are judged.
+ */
 
 static void budget_window(cs_webhooks_t *w, uint64_t now, uint64_t spent)
 {
     uint64_t el = now - w->win_start_ns;
     if (el < WH_WINDOW_NS)
         return;
+    /* Wall time, so time the loop waited for a core counts as taken: on a machine short of cores,
+     * requests (and a local receiver) would take it from the producers. */
     uint64_t idle = cs_loop_idle_ns(w->d->loop);
     uint64_t busy = (idle - w->win_idle_ns) + (spent - w->win_spent_ns);
     uint64_t other = el > busy ? el - busy : 0;
@@ -625,8 +632,13 @@ static void budget_window(cs_webhooks_t *w, uint64_t now, uint64_t spent)
         w->settle = 1;
     } else if (w->settle) {
         w->settle = 0;
-    } else if (other * 1000u < el * WH_LOADED_PM) {
-        w->free_windows = WH_FREE_WINDOWS; /* ingest left the loop half idle: requests go free a while */
+    } else if (other * 1000u >= el * WH_LOADED_PM) {
+        w->low_windows = 0;
+    } else if (++w->low_windows >= WH_LOW_WINDOWS) {
+        /* Ingest left the loop half idle for a while (not a producer that lost its core for a moment):
+         * requests go free. */
+        w->low_windows = 0;
+        w->free_windows = WH_FREE_WINDOWS;
     }
     w->win_start_ns = now;
     w->win_idle_ns = idle;
@@ -645,15 +657,18 @@ static int budget_ok(cs_webhooks_t *w)
 
     budget_window(w, now, spent);
     if (!ingest_busy(w, now)) {
-        /* Quiet: what was spent is forgotten, and the next busy spell starts with a full burst. */
+        /* Quiet or free: what was spent is forgotten, and the next held spell starts with a full burst. */
         w->tokens_ns = WH_BURST_NS;
+        w->held_mode = 0;
+    } else if (!w->held_mode) {
+        /* Held from now on; the answers to what was sent while free are not charged. */
+        w->tokens_ns = WH_BURST_NS;
+        w->held_mode = 1;
     } else {
         w->tokens_ns += (int64_t)((now - w->refill_ns) * WH_SHARE_PM / 1000u);
         w->tokens_ns -= (int64_t)(spent - w->charged_ns);
         if (w->tokens_ns > WH_BURST_NS)
             w->tokens_ns = WH_BURST_NS;
-        else if (w->tokens_ns < -WH_BURST_NS)
-            w->tokens_ns = -WH_BURST_NS; /* answers to what was sent while free do not stop it for long */
     }
     w->refill_ns = now;
     w->charged_ns = spent;
@@ -895,6 +910,7 @@ static void pump(void *data)
                 w->win_idle_ns = cs_loop_idle_ns(w->d->loop);
                 w->win_spent_ns = cs_curlm_spent_ns(w->m) + w->own_ns;
                 w->free_windows = 0;
+                w->low_windows = 0;
                 w->settle = 0;
             }
             w->last_event_ns = now;

@@ -39,27 +39,32 @@ def publish(publisher, d, *args, timeout=60):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def test_burst_is_held_then_all_delivered_in_order(make_daemon, publisher):
-    """A full-speed burst of 8,000 events over 8 executions to an endpoint that wants them all: the budget
-    holds requests while the producer is busy (budget_waits > 0, the lag is shown), then every event goes
-    out, each execution's in seq order, and the lag is back to 0."""
+def test_burst_is_held_then_all_delivered_in_order(make_daemon, publisher, nginx):
+    """A full-speed burst of 4,000 events over 8 executions to two endpoints that want them all (nginx,
+    fast enough to use up the share; and a Python receiver that records the order): the budget holds
+    requests while the producer is busy (budget_waits > 0), then every event goes out to both, each
+    execution's in seq order, and the lag is back to 0."""
     rec = Receiver()
     try:
-        d = start(make_daemon, rec, endpoints=[{"name": "all", "url": rec.url + "/all", "types": ["*"],
-                                                "executions": ["*"]}])
-        # Each execution's 1,000 events fit its ring (the default 1,024): the lag never becomes a stream.gap.
-        pub = publish(publisher, d, "--execs", 8, "--prefix", "bud-", "--count", 8000, "--window", 64)
-        assert pub["acked"] == 8000, pub
+        d = start(make_daemon, rec, endpoints=[
+            {"name": "fast", "url": nginx + "/hook", "types": ["*"], "executions": ["*"]},
+            {"name": "all", "url": rec.url + "/all", "types": ["*"], "executions": ["*"]}])
+        # Each execution's 500 events fit its ring (the default 1,024): the lag never becomes a stream.gap.
+        pub = publish(publisher, d, "--execs", 8, "--prefix", "bud-", "--count", 4000, "--window", 64)
+        assert pub["acked"] == 4000, pub
         m = wh_metrics(d)
         assert m["webhook_budget_waits_total"] > 0, m  # the burst was held back (fails without the budget)
-        assert wait_until(lambda: len(rec.got("/all")) >= 8000, timeout=90), len(rec.got("/all"))
+        assert wait_until(lambda: len(rec.got("/all")) >= 4000, timeout=150), len(rec.got("/all"))
         time.sleep(0.3)
         evs = rec.events("/all")
-        assert len(evs) == 8000, len(evs)  # at least once; nothing failed here, so exactly once
+        assert len(evs) == 4000, len(evs)  # at least once; nothing failed here, so exactly once
         for i in range(8):
             seqs = [e["seq"] for e in evs if e["execution_id"] == "bud-%d" % i]
-            assert seqs == list(range(1, 1001)), (i, seqs[:20])
+            assert seqs == list(range(1, 501)), (i, seqs[:20])
         e = endpoint(d, "all")
+        assert e["dead"] == 0 and e["gaps"] == 0 and e["lag"] == 0, e
+        assert wait_until(lambda: endpoint(d, "fast")["delivered"] == 4000, timeout=60), endpoint(d, "fast")
+        e = endpoint(d, "fast")
         assert e["dead"] == 0 and e["gaps"] == 0 and e["lag"] == 0, e
         assert wait_until(lambda: wh_metrics(d)["webhook_held_for_ingest"] == 0, timeout=5)
         _, _, body = http_json(d.port, "/v1/webhooks")
@@ -111,13 +116,22 @@ def test_moderate_ingest_is_not_held_back(make_daemon, publisher, nginx):
     d = make_daemon({"webhooks": {"endpoints": [{"name": "all", "url": nginx + "/hook", "types": ["*"],
                                                  "executions": ["*"]}]},
                      "store": {"ring_events": 8192}})
-    pub = publish(publisher, d, "--execs", 10, "--prefix", "mod-", "--rate", 4000, "--duration", 3, timeout=30)
-    acked = pub["acked"]
-    assert acked >= 8000, pub
-    # Right when the producer stops, at most ~half a second of events may still be on their way.
-    time.sleep(0.5)
-    delivered = wh_metrics(d)["webhook_deliveries_total"]
-    assert delivered >= acked - 1500, (delivered, acked)
+    argv = [publisher, "--socket", d.sock, "--json", "--execs", "10", "--prefix", "mod-", "--rate", "4000",
+            "--duration", "3"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lags = []
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        lags.append(wh_metrics(d)["webhook_lag"])
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    acked = json.loads(out.strip().splitlines()[-1])["acked"]
+    assert acked >= 8000, out
+    # Deliveries keep close behind while the producer runs: held to a fixed 5% share they fall ~2,000
+    # further behind each second (7,078 of 9,000 delivered half a second after a 3 s run at 3,000/s).
+    late = sorted(lags[len(lags) // 2:])
+    assert late and late[len(late) // 2] < 2500, lags
     assert wait_until(lambda: wh_metrics(d)["webhook_deliveries_total"] >= acked, timeout=30)
     m = wh_metrics(d)
     assert m["webhook_dead_letters_total"] == 0 and m["webhook_lag"] == 0, m
