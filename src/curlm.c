@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -28,8 +29,16 @@ struct cs_curlm {
     size_t running;
     curlm_sock_t *dead; /* watches to free at the end of the turn */
     cs_defer_t reap;
-    int in_action; /* inside curl_multi_socket_action: finished transfers are collected after it */
+    int in_action;     /* inside curl_multi_socket_action: finished transfers are collected after it */
+    uint64_t spent_ns; /* loop time spent in curl and the done callbacks (cs_curlm_spent_ns) */
 };
+
+uint64_t cs_curlm_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static void reap(void *data)
 {
@@ -64,10 +73,12 @@ static void collect(cs_curlm_t *m)
 static void action(cs_curlm_t *m, curl_socket_t fd, int flags)
 {
     int still;
+    uint64_t t0 = cs_curlm_clock_ns();
     CURLMcode mc = curl_multi_socket_action(m->multi, fd, flags, &still);
     if (mc != CURLM_OK)
         cs_log_error("webhooks: curl_multi_socket_action: %s", curl_multi_strerror(mc));
     collect(m);
+    m->spent_ns += cs_curlm_clock_ns() - t0;
 }
 
 static void on_io(cs_io_t *io, uint32_t events)
@@ -194,6 +205,11 @@ void cs_curlm_remove(cs_curlm_t *m, CURL *easy)
 size_t cs_curlm_running(const cs_curlm_t *m)
 {
     return m->running;
+}
+
+uint64_t cs_curlm_spent_ns(const cs_curlm_t *m)
+{
+    return m->spent_ns;
 }
 
 /* A response body is not wanted: read and dropped (curl's default would write it to stdout). */

@@ -8,6 +8,7 @@
 #define CS_CURLM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <curl/curl.h>
 
@@ -36,6 +37,13 @@ void cs_curlm_remove(cs_curlm_t *m, CURL *easy);
 
 /** Transfers running now. */
 size_t cs_curlm_running(const cs_curlm_t *m);
+
+/** Loop time spent so far in curl's socket and timer actions, done callbacks included (what the requests
+ * cost the loop after they were started), in nanoseconds. */
+uint64_t cs_curlm_spent_ns(const cs_curlm_t *m);
+
+/** The monotonic clock in nanoseconds (not the loop's cached ms: budgets measure work within a turn). */
+uint64_t cs_curlm_clock_ns(void);
 
 /** Applies the options every transfer gets: no signals, no redirects followed, HTTP(S) only,
  * keep-alive, connect and total timeouts (ms). Returns CURLE_OK or curl's error. */

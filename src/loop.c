@@ -21,6 +21,7 @@ struct cs_loop {
     int epfd;
     int stop;
     int64_t now;
+    uint64_t idle_ns; /* slept in epoll_wait (cs_loop_idle_ns) */
     /* Binary min-heap of armed timers, 1-based. */
     cs_timer_t **heap;
     size_t heap_len, heap_cap;
@@ -85,6 +86,18 @@ void cs_loop_free(cs_loop_t *loop)
 int64_t cs_loop_now(const cs_loop_t *loop)
 {
     return loop->now;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t cs_loop_idle_ns(const cs_loop_t *loop)
+{
+    return loop->idle_ns;
 }
 
 int64_t cs_loop_update_now(cs_loop_t *loop)
@@ -377,7 +390,10 @@ int cs_loop_run(cs_loop_t *loop)
         int timeout = prepare_all(loop);
         if (loop->stop)
             break;
+        uint64_t t0 = timeout != 0 ? mono_ns() : 0;
         int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout);
+        if (timeout != 0)
+            loop->idle_ns += mono_ns() - t0;
         if (n < 0) {
             if (errno == EINTR)
                 continue;

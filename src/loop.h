@@ -79,6 +79,10 @@ int64_t cs_loop_now(const cs_loop_t *loop);
 /** Re-reads the monotonic clock into the cache and returns it. */
 int64_t cs_loop_update_now(cs_loop_t *loop);
 
+/** Returns the nanoseconds the loop has slept in epoll_wait so far (its idle time: budgets that share the
+ * loop between kinds of work read it). */
+uint64_t cs_loop_idle_ns(const cs_loop_t *loop);
+
 /** Registers a hook run before each sleep, in registration order; returns 0 or -ENOMEM. */
 int cs_loop_add_prepare(cs_loop_t *loop, cs_prepare_cb cb, void *data);
 

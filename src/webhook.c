@@ -36,8 +36,15 @@
 #define WH_RETRY_AFTER_MAX 3600000 /* the longest Retry-After honoured: 1 h */
 #define WH_KINDS           4
 #define WH_SWEEP_MS        1000
-#define WH_POOL            64  /* finished easy handles kept for reuse */
 #define WH_SAVE_MS         200 /* a cursor that keeps advancing is journaled at most this often */
+/* The delivery budget (see "the budget" below). */
+#define WH_BUSY_NS      50000000u /* ingest is busy while its last event is younger than this... */
+#define WH_WINDOW_NS    20000000u /* ...and other work took WH_LOADED_PM of the loop's last window */
+#define WH_LOADED_PM    500u
+#define WH_LOW_WINDOWS  2u      /* when that many windows in a row were under it, */
+#define WH_FREE_WINDOWS 8u      /* requests go free for this many windows, then measure again */
+#define WH_SHARE_PM     50u     /* then requests may take this share of the loop (per mille) */
+#define WH_BURST_NS     1000000 /* saved up to this */
 
 static const char *const wh_kind_names[WH_KINDS] = {"human", "task", "step", "crew"};
 static const char *const wh_kind_fields[WH_KINDS] = {"humanInputWebhook", "taskWebhookUrl", "stepWebhookUrl",
@@ -77,6 +84,13 @@ struct wh_ep {
     wh_dead_t dl[WH_DEAD_KEEP];
     size_t n_dl; /* dead letters kept (the newest WH_DEAD_KEEP) */
     wh_ep_t *prev, *next;
+    /* Easy handles set up for this endpoint (URL, options, headers), kept between requests: a request
+     * then sets only its body (and, signed, its headers). At most webhooks.max_in_flight (~10 KiB each). */
+    CURL **pool;
+    size_t n_pool, pool_cap;
+    struct curl_slist *hdrs; /* Content-Type, Expect, Authorization: every request's (built once) */
+    int held;                /* on w->held: cursors ready and a slot free, but the budget said wait */
+    wh_ep_t *hnext;          /* w->held */
 };
 
 typedef struct wh_reg {
@@ -136,8 +150,6 @@ struct cs_webhooks {
     uint64_t ok, failed, retried, dead, gaps, overflow;
     size_t in_flight;
     uint64_t lat_count, lat_sum_ms, lat_max_ms;
-    CURL *pool[WH_POOL]; /* finished easy handles, reset, for the next requests (an easy is ~10 KiB) */
-    size_t n_pool;
     /* The journal (persist.h, whrec.h): cursors whose position changed this turn, written by save_d;
      * discovery's position as last written; the records read at start until they are applied. */
     cs_defer_t save_d;
@@ -149,6 +161,21 @@ struct cs_webhooks {
     int rs_disc;
     uint64_t rs_disc_epoch, rs_disc_next;
     uint64_t journal_errors;
+    /* The budget: loop time that requests may take while ingest is busy (budget_ok). */
+    cs_timer_t budget_t;
+    wh_ep_t *held;                                    /* endpoints waiting for the budget */
+    uint64_t last_event_ns;                           /* when discovery last saw an event (0: never) */
+    uint64_t refill_ns;                               /* when tokens_ns was last brought up to date */
+    uint64_t win_start_ns, win_idle_ns, win_spent_ns; /* the window: its start, idle and request times */
+    unsigned free_windows; /* windows left in which requests are not held to the share */
+    int settle;            /* the window after free ones: not judged */
+    unsigned low_windows;  /* judged windows in a row in which other work took under WH_LOADED_PM */
+    int64_t tokens_ns;     /* loop time requests may still take now (negative: over budget) */
+    uint64_t charged_ns;   /* request time already taken off tokens_ns */
+    uint64_t own_ns;       /* request time spent outside curl's actions (starting requests) */
+    int in_done;           /* inside on_done: curlm times that already */
+    int held_mode;         /* the last budget_ok held requests to the share */
+    uint64_t budget_waits; /* times requests waited for the budget */
 };
 
 /* ---- endpoints ---- */
@@ -156,12 +183,22 @@ struct cs_webhooks {
 static void ep_free(wh_ep_t *ep)
 {
     cs_webhooks_t *w = ep->w;
+    if (ep->held) {
+        wh_ep_t **pp = &w->held;
+        while (*pp != ep)
+            pp = &(*pp)->hnext;
+        *pp = ep->hnext;
+    }
     if (ep->prev)
         ep->prev->next = ep->next;
     else
         w->eps = ep->next;
     if (ep->next)
         ep->next->prev = ep->prev;
+    while (ep->n_pool > 0)
+        curl_easy_cleanup(ep->pool[--ep->n_pool]);
+    free(ep->pool);
+    curl_slist_free_all(ep->hdrs);
     free(ep->name);
     free(ep->url);
     free(ep->auth);
@@ -671,15 +708,63 @@ static double rnd01(void)
     return (double)r / 4294967296.0;
 }
 
-/* Gives a finished easy handle back to the pool (reset: no option of this request stays), or frees it. */
-static void easy_put(cs_webhooks_t *w, CURL *e)
+/* Gives a finished easy handle back to its endpoint (its options stay: they are the endpoint's), or
+ * frees it when the endpoint keeps max_in_flight already. */
+static void easy_put(wh_ep_t *ep, CURL *e)
 {
-    if (w->n_pool < WH_POOL) {
-        curl_easy_reset(e);
-        w->pool[w->n_pool++] = e;
+    size_t max = ep->w->d->cfg->webhook_max_in_flight;
+
+    if (ep->n_pool < max) {
+        if (ep->n_pool == ep->pool_cap) {
+            size_t cap = ep->pool_cap ? ep->pool_cap * 2 : 4;
+            CURL **np = realloc(ep->pool, cap * sizeof(*np));
+            if (np == NULL) {
+                curl_easy_cleanup(e);
+                return;
+            }
+            ep->pool = np;
+            ep->pool_cap = cap;
+        }
+        ep->pool[ep->n_pool++] = e;
     } else {
         curl_easy_cleanup(e);
     }
+}
+
+/* The headers every request of ep carries; NULL when out of memory. */
+static struct curl_slist *ep_headers(wh_ep_t *ep)
+{
+    struct curl_slist *h = NULL, *t;
+    const char *lines[] = {"Content-Type: application/json", "Expect:" /* no 100-continue round trip */,
+                           ep->auth};
+
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]) && lines[i] != NULL; i++) {
+        if ((t = curl_slist_append(h, lines[i])) == NULL) {
+            curl_slist_free_all(h);
+            return NULL;
+        }
+        h = t;
+    }
+    return h;
+}
+
+/* An easy handle for ep: a kept one, or a new one with the endpoint's URL, headers and options. */
+static CURL *easy_get(wh_ep_t *ep)
+{
+    if (ep->n_pool > 0)
+        return ep->pool[--ep->n_pool];
+    if (ep->hdrs == NULL && (ep->hdrs = ep_headers(ep)) == NULL)
+        return NULL;
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return NULL;
+    if (cs_curlm_easy_defaults(e, 0, 0) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_URL, ep->url) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, ep->hdrs) != CURLE_OK) {
+        curl_easy_cleanup(e);
+        return NULL;
+    }
+    return e;
 }
 
 static void send_one(wh_pair_t *p)
@@ -688,11 +773,13 @@ static void send_one(wh_pair_t *p)
     wh_ep_t *ep = p->ep;
     const cs_config_t *cfg = w->d->cfg;
     cs_frame_t *f = p->cur;
-    CURL *e = w->n_pool > 0 ? w->pool[--w->n_pool] : curl_easy_init();
+    CURL *e = easy_get(ep);
     struct curl_slist *h = NULL, *t;
     char line[256 + CS_EVENT_ID_MAX], sig[128], ts[32];
     int ok = e != NULL;
 
+    if (ok && ep->key != NULL) {
+        /* Signed: this request's own headers, the endpoint's first. */
 #define ADD(s)                                                                                               \
     do {                                                                                                     \
         if (ok && (t = curl_slist_append(h, s)) != NULL)                                                     \
@@ -700,11 +787,8 @@ static void send_one(wh_pair_t *p)
         else                                                                                                 \
             ok = 0;                                                                                          \
     } while (0)
-    ADD("Content-Type: application/json");
-    ADD("Expect:"); /* no 100-continue round trip */
-    if (ep->auth != NULL)
-        ADD(ep->auth);
-    if (ep->key != NULL) {
+        for (const struct curl_slist *b = ep->hdrs; b != NULL; b = b->next)
+            ADD(b->data);
         snprintf(ts, sizeof(ts), "%lld", (long long)(cs_unix_ms() / 1000));
         snprintf(line, sizeof(line), "webhook-id: %s", f->event_id);
         ADD(line);
@@ -715,15 +799,16 @@ static void send_one(wh_pair_t *p)
             ok = 0;
         snprintf(line, sizeof(line), "webhook-signature: %s", sig);
         ADD(line);
-    }
 #undef ADD
+        ok = ok && curl_easy_setopt(e, CURLOPT_HTTPHEADER, h) == CURLE_OK;
+    }
+    /* The timeouts are set each time: a reload may change them. */
     if (ok)
-        ok = cs_curlm_easy_defaults(e, (long)cfg->webhook_connect_timeout_s * 1000,
-                                    (long)cfg->webhook_timeout_s * 1000) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_URL, ep->url) == CURLE_OK &&
+        ok = curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->webhook_connect_timeout_s * 1000) ==
+                 CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->webhook_timeout_s * 1000) == CURLE_OK &&
              curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)f->json_len) == CURLE_OK &&
              curl_easy_setopt(e, CURLOPT_POSTFIELDS, f->json) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_HTTPHEADER, h) == CURLE_OK &&
              curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)p) == CURLE_OK && cs_curlm_add(w->m, e) == 0;
     if (!ok) {
         /* The frame is kept: the same event is tried again after the back-off. */
@@ -745,14 +830,144 @@ static void send_one(wh_pair_t *p)
     w->in_flight++;
 }
 
+/* ---- the budget ----
+ *
+ * Requests run on the loop that also takes ingest, on a machine whose other cores run the producers and
+ * the receivers. Ingest is busy when discovery saw an event less than WH_BUSY_NS ago and the loop's other
+ * work (its wall time but requests and sleep) took at least WH_LOADED_PM per mille of its last window of
+ * WH_WINDOW_NS (or of one of its last WH_LOW_WINDOWS windows). Then the requests started and their answers
+ * (curl's actions, timed by curlm) may take WH_SHARE_PM per mille of the loop's time: a token bucket in
+ * nanoseconds, refilled at that share of the time that passes and saved up to WH_BURST_NS. Over it, ready
+ * cursors wait in their endpoint's queue (the lag grows; GET /v1/webhooks and /metrics show it) and a timer
+ * comes back when the budget allows one more or ingest may have gone quiet. Otherwise - no events, or events
+ * that leave the loop half idle for WH_LOW_WINDOWS windows in a row - requests take what they need (bounded
+ * by webhooks.max_in_flight) for WH_FREE_WINDOWS windows, then are held again while the next ones are judged.
+ */
+
+static void budget_window(cs_webhooks_t *w, uint64_t now, uint64_t spent)
+{
+    uint64_t el = now - w->win_start_ns;
+    if (el < WH_WINDOW_NS)
+        return;
+    /* Wall time, so time the loop waited for a core counts as taken: on a machine short of cores,
+     * requests (and a local receiver) would take it from the producers. */
+    uint64_t idle = cs_loop_idle_ns(w->d->loop);
+    uint64_t busy = (idle - w->win_idle_ns) + (spent - w->win_spent_ns);
+    uint64_t other = el > busy ? el - busy : 0;
+    if (w->free_windows > 0) {
+        /* Requests were free: what ingest took is no measure of what it wanted (they took its time). The
+         * window after them still has their answers: it is not judged either. */
+        w->free_windows--;
+        w->settle = 1;
+    } else if (w->settle) {
+        w->settle = 0;
+    } else if (other * 1000u >= el * WH_LOADED_PM) {
+        w->low_windows = 0;
+    } else if (++w->low_windows >= WH_LOW_WINDOWS) {
+        /* Ingest left the loop half idle for a while (not a producer that lost its core for a moment):
+         * requests go free. */
+        w->low_windows = 0;
+        w->free_windows = WH_FREE_WINDOWS;
+    }
+    w->win_start_ns = now;
+    w->win_idle_ns = idle;
+    w->win_spent_ns = spent;
+}
+
+static int ingest_busy(const cs_webhooks_t *w, uint64_t now)
+{
+    return w->free_windows == 0 && w->last_event_ns != 0 && now - w->last_event_ns < WH_BUSY_NS;
+}
+
+static int budget_ok(cs_webhooks_t *w)
+{
+    uint64_t now = cs_curlm_clock_ns();
+    uint64_t spent = cs_curlm_spent_ns(w->m) + w->own_ns;
+
+    budget_window(w, now, spent);
+    if (!ingest_busy(w, now)) {
+        /* Quiet or free: what was spent is forgotten, and the next held spell starts with a full burst. */
+        w->tokens_ns = WH_BURST_NS;
+        w->held_mode = 0;
+    } else if (!w->held_mode) {
+        /* Held from now on; the answers to what was sent while free are not charged. */
+        w->tokens_ns = WH_BURST_NS;
+        w->held_mode = 1;
+    } else {
+        w->tokens_ns += (int64_t)((now - w->refill_ns) * WH_SHARE_PM / 1000u);
+        w->tokens_ns -= (int64_t)(spent - w->charged_ns);
+        if (w->tokens_ns > WH_BURST_NS)
+            w->tokens_ns = WH_BURST_NS;
+    }
+    w->refill_ns = now;
+    w->charged_ns = spent;
+    return w->tokens_ns > 0;
+}
+
+static void on_budget(cs_timer_t *t);
+
+/* The budget said wait: ep's ready cursors are sent when the timer finds it allows them. */
+static void budget_hold(cs_webhooks_t *w, wh_ep_t *ep)
+{
+    w->budget_waits++;
+    if (!ep->held) {
+        ep->held = 1;
+        ep->hnext = w->held;
+        w->held = ep;
+    }
+    if (cs_timer_active(&w->budget_t))
+        return;
+    /* When the tokens are back above 0, or ingest counts as quiet, whichever comes first; 1 ms at least. */
+    uint64_t now = cs_curlm_clock_ns();
+    uint64_t wait = w->tokens_ns < 0 ? (uint64_t)(-w->tokens_ns) * 1000u / WH_SHARE_PM : 0;
+    uint64_t quiet = w->last_event_ns + WH_BUSY_NS > now ? w->last_event_ns + WH_BUSY_NS - now : 0;
+    if (quiet < wait)
+        wait = quiet;
+    if (wait > WH_WINDOW_NS)
+        wait = WH_WINDOW_NS;
+    cs_timer_start(&w->budget_t, (int64_t)(wait / 1000000u) + 1);
+}
+
+/* Starts requests for ep's ready cursors while it has free slots and the budget allows. */
+static void ep_fill(wh_ep_t *ep)
+{
+    cs_webhooks_t *w = ep->w;
+    size_t max = w->d->cfg->webhook_max_in_flight;
+
+    while (ep->ready_head != NULL && ep->in_flight < max) {
+        if (!budget_ok(w)) {
+            budget_hold(w, ep);
+            return;
+        }
+        uint64_t t0 = w->in_done ? 0 : cs_curlm_clock_ns();
+        send_one(ready_pop(ep));
+        if (!w->in_done)
+            w->own_ns += cs_curlm_clock_ns() - t0;
+    }
+}
+
+static void held_drain(cs_webhooks_t *w)
+{
+    wh_ep_t *list = w->held;
+    w->held = NULL;
+    while (list != NULL) {
+        wh_ep_t *ep = list;
+        list = ep->hnext;
+        ep->held = 0;
+        ep_fill(ep); /* may hold it again */
+    }
+}
+
+static void on_budget(cs_timer_t *t)
+{
+    held_drain(t->data);
+}
+
+/* A cursor with its event taken: it queues behind the endpoint's waiting cursors (FIFO). */
 static void try_send(wh_pair_t *p)
 {
-    wh_ep_t *ep = p->ep;
-    if (ep->in_flight >= ep->w->d->cfg->webhook_max_in_flight) {
-        ready_push(p);
-        return;
-    }
-    send_one(p);
+    ready_push(p);
+    ep_fill(p->ep);
 }
 
 static void on_retry(cs_timer_t *t)
@@ -795,16 +1010,16 @@ static void on_done(CURL *easy, CURLcode rc, long status, void *data)
     int retry;
 
     curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after);
-    easy_put(w, easy);
+    easy_put(ep, easy);
     p->easy = NULL;
     curl_slist_free_all(p->hdrs);
     p->hdrs = NULL;
     ep->in_flight--;
     w->in_flight--;
-    /* The slot goes to the endpoint's next waiting cursor. */
-    wh_pair_t *next = ready_pop(ep);
-    if (next != NULL)
-        send_one(next);
+    /* The slot goes to the endpoint's next waiting cursor (curlm times this: in_done). */
+    w->in_done = 1;
+    ep_fill(ep);
+    w->in_done = 0;
 
     p->attempts++;
     if (rc == CURLE_OK && status >= 200 && status < 300) {
@@ -903,7 +1118,9 @@ static void pump(void *data)
     cs_item_t it;
 
     if (w->disc_open) {
+        int seen = 0;
         while (cs_sub_next(&w->disc, &it)) {
+            seen = 1;
             if (it.gap != NULL) {
                 w->gaps++;
                 cs_log_warn("webhooks: fell behind the global ring (store.global_events): events before "
@@ -914,7 +1131,21 @@ static void pump(void *data)
             discover(w, it.frame);
         }
         cs_sub_park(&w->disc);
+        if (seen) {
+            uint64_t now = cs_curlm_clock_ns();
+            if (w->last_event_ns == 0 || now - w->last_event_ns >= WH_BUSY_NS) {
+                /* A busy spell begins: its first window is judged with requests held to the share. */
+                w->win_start_ns = now;
+                w->win_idle_ns = cs_loop_idle_ns(w->d->loop);
+                w->win_spent_ns = cs_curlm_spent_ns(w->m) + w->own_ns;
+                w->free_windows = 0;
+                w->low_windows = 0;
+                w->settle = 0;
+            }
+            w->last_event_ns = now;
+        }
     }
+    held_drain(w);
     while (w->dirty_head != NULL) {
         wh_pair_t *p = w->dirty_head;
         w->dirty_head = p->dnext;
@@ -1384,6 +1615,7 @@ int cs_webhooks_new(cs_webhooks_t **out, cs_daemon_t *d, char *err, size_t errle
         cs_persist_set_module(d->persist, &mod);
         restore(w);
     }
+    cs_timer_init(&w->budget_t, d->loop, on_budget, w);
     *out = w;
     return 0;
 nomem:
@@ -1409,6 +1641,7 @@ void cs_webhooks_free(cs_webhooks_t *w)
     rs_free(w);
     cs_defer_cancel(w->d->loop, &w->pump_d);
     cs_timer_stop(&w->sweep);
+    cs_timer_stop(&w->budget_t);
     for (wh_ep_t *ep = w->eps; ep != NULL; ep = ep->next) {
         wh_pair_t *p, *pt;
         HASH_ITER(hh, ep->pairs, p, pt)
@@ -1431,8 +1664,6 @@ void cs_webhooks_free(cs_webhooks_t *w)
         ep_free(w->eps);
     if (w->disc_open)
         cs_sub_close(&w->disc);
-    while (w->n_pool > 0)
-        curl_easy_cleanup(w->pool[--w->n_pool]);
     cs_curlm_free(w->m);
     free(w);
 }
@@ -1493,10 +1724,11 @@ json_t *cs_webhooks_json(cs_webhooks_t *w)
             return NULL;
         }
     }
-    root = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I}", "endpoints", arr, "in_flight",
+    root = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I}", "endpoints", arr, "in_flight",
                      (json_int_t)w->in_flight, "delivered", (json_int_t)w->ok, "failed",
                      (json_int_t)w->failed, "retried", (json_int_t)w->retried, "dead", (json_int_t)w->dead,
-                     "registrations", (json_int_t)w->n_regs);
+                     "registrations", (json_int_t)w->n_regs, "held_for_ingest", w->held != NULL,
+                     "budget_waits", (json_int_t)w->budget_waits);
     return root;
 }
 
@@ -1537,6 +1769,13 @@ int cs_webhooks_metrics(cs_webhooks_t *w, cs_buf_t *b)
                    w->n_pairs);
     rc = wh_metric(b, rc, "webhook_lag", "gauge", "Webhook events not yet delivered, summed over cursors.",
                    lag);
+    rc = wh_metric(b, rc, "webhook_budget_waits_total", "counter",
+                   "Times webhook requests waited because ingest was busy and they had used their share of "
+                   "the loop.",
+                   w->budget_waits);
+    rc =
+        wh_metric(b, rc, "webhook_held_for_ingest", "gauge",
+                  "1 while ready webhook requests wait for ingest to leave them loop time.", w->held != NULL);
     rc = wh_metric(b, rc, "webhook_registrations", "gauge", "Executions with webhook URLs registered.",
                    w->n_regs);
     rc = wh_metric(b, rc, "webhook_latency_ms_sum", "counter",
