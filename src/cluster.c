@@ -113,7 +113,7 @@ struct cs_cluster {
     cs_defer_t flush; /* what the turn queued goes out at its end: one script call */
     int subscribed;
     int ready;
-    char why[384];
+    char why[256];
     cs_cluster_stats_t st;
 };
 
@@ -413,10 +413,11 @@ static void on_batch(cs_redis_t *r, const redisReply *reply, void *data)
     DL_DELETE(c->batches, b);
     c->st.in_flight -= b->n;
     if (reply == NULL) {
-        snprintf(detail, sizeof(detail),
-                 "cluster: Redis did not answer (%s): the outcome is unknown, a retry with the same event_id "
-                 "is stored once",
-                 cs_redis_error(c->cmd));
+        snprintf(
+            detail, sizeof(detail),
+            "cluster: Redis did not answer (%.120s): the outcome is unknown, a retry with the same event_id "
+            "is stored once",
+            cs_redis_error(c->cmd));
     } else if (reply->type == REDIS_REPLY_ERROR) {
         snprintf(detail, sizeof(detail), "cluster: Redis refused the publish: %.200s", reply->str);
         cs_log_error("%s", detail);
@@ -523,8 +524,8 @@ static void flush(void *data)
         send_batch(c);
 }
 
-static cs_err_t remote_submit(void *data, const cs_store_remote_pub_t *p, const cs_store_done_t *done,
-                              char *detail, size_t detail_len)
+static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const cs_store_done_t *done,
+                               char *detail, size_t detail_len)
 {
     cs_cluster_t *c = data;
     size_t need = p->exec_len + p->type_len + p->event_id_len + p->json_len + 4;
@@ -577,7 +578,7 @@ nomem:
     return CS_ERR_INTERNAL;
 }
 
-static void remote_forget(void *data, uint64_t ticket)
+static void cluster_forget(void *data, uint64_t ticket)
 {
     cs_cluster_t *c = data;
 
@@ -606,7 +607,7 @@ static void update_gate(cs_cluster_t *c)
         const char *err = !cs_redis_up(c->cmd)   ? cs_redis_error(c->cmd)
                           : !cs_redis_up(c->sub) ? cs_redis_error(c->sub)
                                                  : "subscribing to its channel";
-        snprintf(c->why, sizeof(c->why), "cluster: Redis %s is not reachable (%s): not stored, retry",
+        snprintf(c->why, sizeof(c->why), "cluster: Redis %.80s is not reachable (%.100s): not stored, retry",
                  c->addr, err[0] ? err : "connection lost");
         cs_store_set_refusal(c->store, CS_ERR_UNAVAILABLE, c->why);
         if (c->ready)
@@ -665,10 +666,10 @@ int cs_cluster_new(cs_cluster_t **out, cs_loop_t *loop, cs_store_t *store, const
     if ((c->chan = malloc(strlen(c->prefix) + 7)) == NULL)
         goto fail;
     sprintf(c->chan, "%sevents", c->prefix);
-    snprintf(c->why, sizeof(c->why), "cluster: connecting to Redis %s: not stored, retry", c->addr);
+    snprintf(c->why, sizeof(c->why), "cluster: connecting to Redis %.120s: not stored, retry", c->addr);
     cs_store_set_refusal(store, CS_ERR_UNAVAILABLE, c->why);
     cs_store_set_remote(store,
-                        &(cs_store_remote_t){.submit = remote_submit, .forget = remote_forget, .data = c});
+                        &(cs_store_remote_t){.submit = cluster_submit, .forget = cluster_forget, .data = c});
     snprintf(name, sizeof(name), "crewstream-%.64s-cmd", c->node);
     for (char *p = name; *p; p++)
         if (*p == ':')
