@@ -149,9 +149,10 @@ static int ordinary_fields(const char *json, size_t len, cs_event_fields_t *fl)
     return cs_event_validate_fields(fl, NULL, 0) == CS_OK;
 }
 
-/* Stores one event Redis holds in this node's ring (cs_store_insert). */
-static void insert(cs_cluster_t *c, uint64_t epoch, uint64_t seq, const char *exec, size_t exec_len,
-                   const char *json, size_t json_len)
+/* Stores one event Redis holds in this node's ring (cs_store_insert); *req (when not NULL) gets the
+ * human-input request an answer closed. */
+static void insert_ex(cs_cluster_t *c, uint64_t epoch, uint64_t seq, const char *exec, size_t exec_len,
+                      const char *json, size_t json_len, char *req)
 {
     cs_event_fields_t fl;
     cs_publish_t pub;
@@ -187,6 +188,14 @@ static void insert(cs_cluster_t *c, uint64_t epoch, uint64_t seq, const char *ex
     }
     if (!pub.duplicate)
         c->st.inserted++;
+    if (req != NULL)
+        memcpy(req, pub.request_event_id, sizeof(pub.request_event_id));
+}
+
+static void insert(cs_cluster_t *c, uint64_t epoch, uint64_t seq, const char *exec, size_t exec_len,
+                   const char *json, size_t json_len)
+{
+    insert_ex(c, epoch, seq, exec, exec_len, json, json_len, NULL);
 }
 
 /* ---- holes: XRANGE ---- */
@@ -385,7 +394,8 @@ static void on_message(cs_redis_t *r, const redisReply *reply, void *data)
 
 /* ---- publishing ---- */
 
-static void answer(cs_cluster_t *c, qent_t *q, cs_err_t e, const cs_cmsg_result_t *res, const char *detail)
+static void answer(cs_cluster_t *c, qent_t *q, cs_err_t e, const cs_cmsg_result_t *res, const char *detail,
+                   const char *req)
 {
     cs_publish_t pub;
 
@@ -397,6 +407,8 @@ static void answer(cs_cluster_t *c, qent_t *q, cs_err_t e, const cs_cmsg_result_
         pub.duplicate = res != NULL ? res->duplicate : 0;
         pub.ticket = q->ticket;
         snprintf(pub.event_id, sizeof(pub.event_id), "%s", q->eid);
+        if (req != NULL)
+            snprintf(pub.request_event_id, sizeof(pub.request_event_id), "%s", req);
         q->done.fn(q->done.data, e, &pub, detail);
     }
     free(q);
@@ -431,8 +443,9 @@ static void on_batch(cs_redis_t *r, const redisReply *reply, void *data)
     }
     for (size_t i = 0; i < b->n; i++) {
         qent_t *q = b->e[i];
+        char req[CS_EVENT_ID_MAX + 1] = "";
         if (res == NULL) {
-            answer(c, q, CS_ERR_UNAVAILABLE, NULL, detail);
+            answer(c, q, CS_ERR_UNAVAILABLE, NULL, detail, NULL);
             continue;
         }
         if (res[i].duplicate) {
@@ -447,9 +460,9 @@ static void on_batch(cs_redis_t *r, const redisReply *reply, void *data)
                 cs_exec_seqs(ex, &first, &next);
             if (res[i].seq == next && (ex == NULL || cs_exec_epoch(ex) == res[i].epoch || next == 1) &&
                 fill_get(c, q->exec, q->exec_len, 0) == NULL)
-                insert(c, res[i].epoch, res[i].seq, q->exec, q->exec_len, q->json, q->json_len);
+                insert_ex(c, res[i].epoch, res[i].seq, q->exec, q->exec_len, q->json, q->json_len, req);
         }
-        answer(c, q, CS_OK, &res[i], "");
+        answer(c, q, CS_OK, &res[i], "", req);
     }
     free(res);
     free(b->e);
@@ -474,7 +487,7 @@ static void send_batch(cs_cluster_t *c)
             free(b->e);
         free(b);
         for (size_t i = 0; i < n; i++)
-            answer(c, c->q[i], CS_ERR_INTERNAL, NULL, "cluster: out of memory: not stored");
+            answer(c, c->q[i], CS_ERR_INTERNAL, NULL, "cluster: out of memory: not stored", NULL);
         memmove(c->q, c->q + n, (c->nq - n) * sizeof(*c->q));
         c->nq -= n;
         return;
@@ -510,7 +523,8 @@ static void send_batch(cs_cluster_t *c)
     }
     for (size_t i = 0; i < n; i++)
         answer(c, b->e[i], CS_ERR_UNAVAILABLE, NULL,
-               rc == -ENOMEM ? "cluster: out of memory" : "cluster: Redis is not reachable: not stored");
+               rc == -ENOMEM ? "cluster: out of memory" : "cluster: Redis is not reachable: not stored",
+               NULL);
     free(b->e);
     free(b);
 }
@@ -699,7 +713,7 @@ void cs_cluster_free(cs_cluster_t *c)
     cs_store_set_remote(c->store, NULL);
     /* Queued ones were never sent; those in flight get NULL from cs_redis_free: unavailable both. */
     for (size_t i = 0; i < c->nq; i++)
-        answer(c, c->q[i], CS_ERR_UNAVAILABLE, NULL, "cluster: shutting down: not stored");
+        answer(c, c->q[i], CS_ERR_UNAVAILABLE, NULL, "cluster: shutting down: not stored", NULL);
     c->nq = 0;
     c->ready = 0;
     cs_redis_free(c->sub); /* its NULL replies may touch c: it is still whole */
