@@ -28,35 +28,49 @@
 
 /*
  * ARGV: prefix, maxlen, channel, then per event: execution id, type, event_id, epoch candidate, ttl, JSON.
- * Returns per event: seq, epoch (a string), duplicate (0/1). A meta hash that is new gets the candidate
+ * Returns per event: seq, epoch (a string), duplicate (0/1). An execution's meta hash is read once per call
+ * and its seq written back once, its keys' EXPIRE set once (the last event's TTL), so an event costs an
+ * index lookup, XADD, the index entry and PUBLISH. A meta hash that is new gets the candidate
  * as its epoch; what is left of an older history under the same keys (a stream or index that outlived
  * its meta hash) goes with it, so XADD never meets an id ahead of the new seqs.
  */
 const char cs_cluster_script[] =
     "local p, maxlen, chan = ARGV[1], ARGV[2], ARGV[3]\n"
-    "local out = {}\n"
+    "local out, ex = {}, {}\n"
     "for i = 4, #ARGV, 6 do\n"
     "  local x, t, id, cand, ttl, j = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]\n"
-    "  local b = p .. '{x:' .. x .. '}:'\n"
-    "  local m, s, ix = b .. 'm', b .. 's', b .. 'i'\n"
-    "  local ep = redis.call('HGET', m, 'epoch')\n"
-    "  if not ep then\n"
-    "    ep = cand\n"
-    "    redis.call('DEL', s, ix)\n"
-    "    redis.call('HSET', m, 'epoch', ep, 'seq', 0)\n"
+    "  local e = ex[x]\n"
+    "  if not e then\n"
+    "    local b = p .. '{x:' .. x .. '}:'\n"
+    "    e = {m = b .. 'm', s = b .. 's', ix = b .. 'i'}\n"
+    "    local h = redis.call('HMGET', e.m, 'epoch', 'seq')\n"
+    "    if not h[1] then\n"
+    "      redis.call('DEL', e.s, e.ix)\n"
+    "      e.ep, e.seq = cand, 0\n"
+    "      redis.call('HSET', e.m, 'epoch', cand)\n"
+    "    else\n"
+    "      e.ep, e.seq = h[1], tonumber(h[2] or 0)\n"
+    "    end\n"
+    "    e.seq0 = e.seq\n"
+    "    ex[x] = e\n"
     "  end\n"
+    "  e.ttl = ttl\n"
     "  local f = t .. ' ' .. id\n"
-    "  local old = redis.call('HGET', ix, f)\n"
+    "  local old = redis.call('HGET', e.ix, f)\n"
     "  if old then\n"
-    "    out[#out+1] = tonumber(old); out[#out+1] = ep; out[#out+1] = 1\n"
+    "    out[#out+1] = tonumber(old); out[#out+1] = e.ep; out[#out+1] = 1\n"
     "  else\n"
-    "    local seq = redis.call('HINCRBY', m, 'seq', 1)\n"
-    "    redis.call('XADD', s, 'MAXLEN', '~', maxlen, seq .. '-0', 'j', j)\n"
-    "    redis.call('HSET', ix, f, seq)\n"
-    "    redis.call('EXPIRE', m, ttl); redis.call('EXPIRE', s, ttl); redis.call('EXPIRE', ix, ttl)\n"
-    "    redis.call('PUBLISH', chan, ep .. ' ' .. seq .. ' ' .. x .. '\\n' .. j)\n"
-    "    out[#out+1] = seq; out[#out+1] = ep; out[#out+1] = 0\n"
+    "    e.seq = e.seq + 1\n"
+    "    redis.call('XADD', e.s, 'MAXLEN', '~', maxlen, e.seq .. '-0', 'j', j)\n"
+    "    redis.call('HSET', e.ix, f, e.seq)\n"
+    "    redis.call('PUBLISH', chan, e.ep .. ' ' .. e.seq .. ' ' .. x .. '\\n' .. j)\n"
+    "    out[#out+1] = e.seq; out[#out+1] = e.ep; out[#out+1] = 0\n"
     "  end\n"
+    "end\n"
+    "for x, e in pairs(ex) do\n"
+    "  if e.seq ~= e.seq0 then redis.call('HSET', e.m, 'seq', e.seq) end\n"
+    "  redis.call('EXPIRE', e.m, e.ttl); redis.call('EXPIRE', e.s, e.ttl); redis.call('EXPIRE', e.ix, "
+    "e.ttl)\n"
     "end\n"
     "return out\n";
 
