@@ -557,6 +557,73 @@ static const cs_cfg_field_t cfg_gateway_fields[] = {
     {.key = NULL},
 };
 
+/* "cluster.redis": "unix:/path" (absolute) or "redis://host:port" (no user, password, database or path). */
+static int cfg_check_redis(const char *s, cs_cfg_ctx_t *ctx)
+{
+    static const char usage[] = "expected \"unix:/path/to/redis.sock\" or \"redis://host:port\"";
+    size_t n = strlen(s);
+
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+            return cs_cfg_fail(ctx, "%s: no spaces, control or non-ASCII characters", usage);
+    if (strncmp(s, "unix:", 5) == 0) {
+        if (s[5] != '/' || n - 5 >= 108) /* sun_path */
+            return cs_cfg_fail(ctx, "%s: the socket path must be absolute and shorter than 108 bytes", usage);
+        return 0;
+    }
+    if (strncmp(s, "redis://", 8) == 0) {
+        const char *h = s + 8, *colon = strrchr(h, ':');
+        char *end;
+        unsigned long port;
+        if (strpbrk(h, "/@?#") != NULL || colon == NULL || colon == h || n > 8 + 255 + 6)
+            return cs_cfg_fail(ctx, "%s (no user, password, database or path), got \"%.64s\"", usage, s);
+        errno = 0;
+        port = strtoul(colon + 1, &end, 10);
+        if (colon[1] < '0' || colon[1] > '9' || *end != '\0' || errno != 0 || port == 0 || port > 65535)
+            return cs_cfg_fail(ctx, "%s: the port must be 1-65535, got \"%.64s\"", usage, s);
+        return 0;
+    }
+    return cs_cfg_fail(ctx, "%s, got \"%.64s\"", usage, s);
+}
+
+/* "cluster.node", "cluster.prefix": what goes into Redis names and metric labels: printable, no spaces. */
+static int cfg_check_cluster_name(const char *s, cs_cfg_ctx_t *ctx)
+{
+    size_t n = strlen(s);
+
+    if (n > 64)
+        return cs_cfg_fail(ctx, "at most 64 bytes, got %zu", n);
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && strchr("._:-", s[i]) == NULL)
+            return cs_cfg_fail(ctx, "only letters, digits and ._:- are allowed, got \"%.64s\"", s);
+    return 0;
+}
+
+/* Cluster mode is chosen at start: a reload that changes these says they apply at the next start. */
+static const cs_cfg_field_t cfg_cluster_fields[] = {
+    {.key = "redis",
+     .kind = CS_CFG_STRING,
+     .off = offsetof(cs_config_t, cluster_redis),
+     .def = "null",
+     .ops = &cfg_opt_string_ops,
+     .check = cfg_check_redis,
+     CFG_RESTART},
+    {.key = "node",
+     .kind = CS_CFG_STRING,
+     .off = offsetof(cs_config_t, cluster_node),
+     .def = "null",
+     .ops = &cfg_opt_string_ops,
+     .check = cfg_check_cluster_name,
+     CFG_RESTART},
+    {.key = "prefix",
+     .kind = CS_CFG_STRING,
+     .off = offsetof(cs_config_t, cluster_prefix),
+     .def = "\"cs:\"",
+     .check = cfg_check_cluster_name,
+     CFG_RESTART},
+    {.key = NULL},
+};
+
 static const cs_cfg_field_t cfg_root_fields[] = {
     /* The listener is bound at start-up. */
     {.key = "listen",
@@ -575,6 +642,7 @@ static const cs_cfg_field_t cfg_root_fields[] = {
     CFG_OBJ("log", cfg_log_fields),
     CFG_OBJ("journal", cfg_journal_fields),
     CFG_OBJ("gateway", cfg_gateway_fields),
+    CFG_OBJ("cluster", cfg_cluster_fields),
     {.key = NULL},
 };
 

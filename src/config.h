@@ -103,6 +103,10 @@ typedef struct cs_config {
     unsigned ack_timeout_s; /* a kickoff not acknowledged goes to another runtime, default 10 */
     size_t gateway_queue;   /* kickoffs waiting for a runtime, over every crew, default 1000 */
     unsigned queue_timeout_s; /* a kickoff for a crew nobody serves fails after it, default 60 */
+    /* "cluster" (SPEC §11): read once, at start */
+    char *cluster_redis;  /* "unix:/path" or "redis://host:port"; NULL: no cluster (one node alone) */
+    char *cluster_node;   /* this node's name; NULL: the host name */
+    char *cluster_prefix; /* what every Redis key and channel begins with, default "cs:" */
 } cs_config_t;
 
 /**

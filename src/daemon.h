@@ -31,6 +31,7 @@ typedef struct cs_listener cs_listener_t;
 typedef struct cs_persist cs_persist_t;
 typedef struct cs_webhooks cs_webhooks_t;
 typedef struct cs_gateway cs_gateway_t;
+typedef struct cs_cluster cs_cluster_t;
 
 /** Counters for logs and /metrics. */
 typedef struct cs_counters {
@@ -77,6 +78,7 @@ typedef struct cs_daemon {
     cs_persist_t *persist;   /* the journal (persist.h), NULL when memory only */
     cs_webhooks_t *webhooks; /* webhooks out (webhook.h) */
     cs_gateway_t *gateway;   /* the crew gateway (gateway.h), made and driven by ingest.c */
+    cs_cluster_t *cluster;   /* cluster mode (cluster.h), NULL when this node is alone */
     int stopping;            /* SIGTERM/SIGINT seen: no new work, drain */
     size_t clients;          /* open TCP connections, whoever holds them */
     cs_counters_t counters;

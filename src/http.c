@@ -31,6 +31,7 @@
 #include <utlist.h>
 
 #include "buf.h"
+#include "cluster.h"
 #include "err.h"
 #include "event.h"
 #include "gateway.h"
@@ -556,6 +557,8 @@ unsigned cs_http_health(const cs_daemon_t *d, char **body)
     cs_format_timestamp(cs_unix_ms(), ts, sizeof(ts));
     if (d->stopping) {
         o = json_pack("{s:s, s:s}", "status", "stopping", "timestamp", ts);
+    } else if (cs_cluster_degraded(d->cluster, &why)) {
+        o = json_pack("{s:s, s:s, s:s}", "status", "degraded", "reason", why, "timestamp", ts);
     } else if (d->persist != NULL && cs_persist_degraded(d->persist, &why)) {
         o = json_pack("{s:s, s:s, s:s}", "status", "degraded", "reason",
                       why != NULL && why[0] != '\0' ? why : "the journal cannot be written", "timestamp", ts);
@@ -595,6 +598,38 @@ static void metric(metrics_out_t *b, const char *name, const char *type, const c
         b->rc =
             cs_buf_printf(&b->buf, "# HELP crewstream_%s %s\n# TYPE crewstream_%s %s\ncrewstream_%s %llu\n",
                           name, help, name, type, name, v);
+}
+
+/* Cluster mode's figures (cluster.h); zeros and cluster_enabled 0 when this node is alone. */
+static void cluster_metrics(metrics_out_t *b, cs_daemon_t *d)
+{
+    cs_cluster_stats_t cs;
+
+    cs_cluster_stats(d->cluster, &cs);
+    metric(b, "cluster_enabled", "gauge", "1 in cluster mode (cluster.redis).", d->cluster != NULL);
+    metric(b, "cluster_ready", "gauge",
+           "1 while Redis is reachable and its channel subscribed; 0 in cluster mode: publishes are refused.",
+           (unsigned long long)cs.ready);
+    metric(b, "cluster_published_total", "counter", "Events Redis stored for this node's producers.",
+           cs.published);
+    metric(b, "cluster_duplicates_total", "counter", "Re-posts Redis recognised by event_id (idempotent).",
+           cs.duplicates);
+    metric(b, "cluster_failed_total", "counter",
+           "Publishes answered unavailable: Redis unreachable, no answer in time, or an error.", cs.failed);
+    metric(b, "cluster_batches_total", "counter", "Publish script calls (many events each).", cs.batches);
+    metric(b, "cluster_received_total", "counter", "Messages on the cluster's channel.", cs.received);
+    metric(b, "cluster_inserted_total", "counter", "Events stored in this node's ring from Redis.",
+           cs.inserted);
+    metric(b, "cluster_fills_total", "counter", "Holes filled by reading a stream (XRANGE).", cs.fills);
+    metric(b, "cluster_lost_total", "counter",
+           "Events a hole lacked that Redis no longer had (subscribers behind got stream.gap).", cs.lost);
+    metric(b, "cluster_bad_messages_total", "counter",
+           "Messages or replies from Redis that could not be read.", cs.bad_messages);
+    metric(b, "cluster_reconnects_total", "counter", "Connections to Redis lost (both connections).",
+           cs.reconnects);
+    metric(b, "cluster_timeouts_total", "counter", "Of them: no reply in time.", cs.timeouts);
+    metric(b, "cluster_queued", "gauge", "Publishes waiting to be sent to Redis.", cs.queued);
+    metric(b, "cluster_in_flight", "gauge", "Publishes sent to Redis and not answered yet.", cs.in_flight);
 }
 
 /* The journal's figures (persist.h); zeros and journal_enabled 0 when the daemon keeps memory only. */
@@ -777,6 +812,7 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     metric(&b, "ingest_pushes_deduplicated_total", "counter",
            "Answers not queued again to a producer that still had them queued.", ist.pushes_same);
     journal_metrics(&b, d);
+    cluster_metrics(&b, d);
     gateway_metrics(&b, d);
     if (b.rc == 0 && d->webhooks != NULL)
         b.rc = cs_webhooks_metrics(d->webhooks, &b.buf);

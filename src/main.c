@@ -36,6 +36,7 @@
 #include "log.h"
 #include "loop.h"
 #include "persist.h"
+#include "cluster.h"
 #include "sse.h"
 #include "store.h"
 #include "transport.h"
@@ -357,6 +358,42 @@ static int fit_nofile(cs_config_t *cfg, const char *when)
  * same turn). Without journal.dir it says once that the daemon keeps memory only. Returns 0, or -1
  * (logged) when the daemon must not start: a journal of a newer format, out of memory.
  */
+/*
+ * Cluster mode (SPEC §11, docs/cluster.md): the store becomes a cache of Redis, which holds the order and
+ * the history; the journal is then off. Connecting goes on in the background: until Redis is ready,
+ * publishes are refused (unavailable) and /health says degraded. Returns 0, or -1 (logged).
+ */
+static int cluster_open(app_t *a)
+{
+    cs_daemon_t *d = &a->d;
+    cs_config_t *cfg = d->cfg;
+    cs_cluster_opts_t o = {.redis = cfg->cluster_redis,
+                           .node = cfg->cluster_node,
+                           .prefix = cfg->cluster_prefix,
+                           .ring_events = cfg->ring_events,
+                           .retain_s = cfg->retain_s};
+    int rc;
+
+    if (cfg->cluster_redis == NULL)
+        return 0;
+    if (cfg->journal_dir != NULL) {
+        cs_log_warn("cluster: the journal is off in cluster mode (journal.dir %s is not used): Redis is the "
+                    "durable store (configure its AOF: docs/cluster.md)",
+                    cfg->journal_dir);
+        free(cfg->journal_dir);
+        cfg->journal_dir = NULL;
+    }
+    rc = cs_cluster_new(&d->cluster, d->loop, d->store, &o);
+    if (rc != 0) {
+        cs_log_error("cluster: cannot start on %s: %s", cfg->cluster_redis, strerror(-rc));
+        return -1;
+    }
+    cs_log_info("cluster: node %s, Redis %s, prefix %s: connecting",
+                cfg->cluster_node != NULL ? cfg->cluster_node : "(host name)", cfg->cluster_redis,
+                cfg->cluster_prefix);
+    return 0;
+}
+
 static int journal_open(app_t *a)
 {
     cs_daemon_t *d = &a->d;
@@ -367,6 +404,8 @@ static int journal_open(app_t *a)
     char detail[512] = "";
     int rc;
 
+    if (cfg->journal_dir == NULL && d->cluster != NULL)
+        return 0; /* cluster_open said so */
     if (cfg->journal_dir == NULL) {
         cs_log_info("journal: off (memory only): set journal.dir (systemd: StateDirectory= sets it) to keep "
                     "events, cursors and human-input requests across restarts");
@@ -680,7 +719,7 @@ int main(int argc, char **argv)
     cs_loop_signal(d->loop, SIGINT, on_signal, a);
     cs_loop_signal(d->loop, SIGTERM, on_signal, a);
     cs_loop_signal(d->loop, SIGHUP, on_signal, a);
-    if (journal_open(a) != 0)
+    if (cluster_open(a) != 0 || journal_open(a) != 0)
         goto out;
     if (cs_ingest_new(&d->ingest, d, err, sizeof(err)) != 0 || transports_new(d, err, sizeof(err)) != 0 ||
         cs_webhooks_new(&d->webhooks, d, err, sizeof(err)) != 0 ||
@@ -713,6 +752,9 @@ out:
     cs_ingest_free(d->ingest);
     cs_webhooks_free(d->webhooks);
     transports_free(d);
+    /* Every client is gone (their waiting publishes forgotten): what is still queued is answered. */
+    cs_cluster_free(d->cluster);
+    d->cluster = NULL;
     /* Every client is gone (their waiting publishes forgotten): what was accepted is written and synced. */
     cs_persist_close(d->persist);
     d->persist = NULL;

@@ -55,6 +55,9 @@ struct cs_store {
     /* The seam (store.h): the observer every change goes through, and the seq step. */
     cs_store_observer_t obs;
     cs_store_sequencer_t seqr;
+    cs_store_remote_t remote; /* cluster mode: publishes go there; events come back by cs_store_insert */
+    int inserting;            /* a publish of cs_store_insert: Redis' seq, no remote, no gate */
+    uint64_t insert_seq;
     uint64_t tickets;        /* the last publish's ticket */
     int deferred;            /* the observer will confirm the publish in progress later */
     int replaying;           /* a publish of cs_store_replay: the record's seq and JSON, no room made */
@@ -938,7 +941,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     cs_err_t e;
 
     /* The gate: nothing is stored that could not be made durable (a journal that cannot be written). */
-    if (st->gate != CS_OK && !st->replaying) {
+    if (st->gate != CS_OK && !st->replaying && !st->inserting) {
         st->refused_gate++;
         snprintf(detail, detail_len, "%s", st->gate_detail);
         return st->gate;
@@ -951,7 +954,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
 
     /* A producer's retry of an event we still hold: acknowledge it again, store nothing. (A replayed
      * record was stored once: it is no retry.) */
-    if (eid != NULL && !st->replaying) {
+    if (eid != NULL && !st->replaying && !st->inserting) {
         cs_frame_t *dup = cs_exec_find_event(ex, eid, eid_len);
         for (; dup != NULL; dup = dup->id_next) {
             if (dup->type_len == fl->type_len && memcmp(dup->type, fl->type, fl->type_len) == 0) {
@@ -968,7 +971,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     }
     /* A retry of a request whose event has left the ring: the request is still there (requests live
      * beside the ring), and it is the same one: acknowledged with its seq, not asked twice. */
-    if (is_request && ev != NULL && !st->replaying) {
+    if (is_request && ev != NULL && !st->replaying && !st->inserting) {
         const char *rid = json_string_value(json_object_get(ev, "event_id"));
         cs_hitl_req_t *r = rid != NULL ? cs_hitl_find(&ex->hitl, rid) : NULL;
         if (r != NULL) {
@@ -987,6 +990,8 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
     seq = ex->next_seq;
     if (st->replaying) {
         seq = st->replay_seq;
+    } else if (st->inserting) {
+        seq = st->insert_seq; /* Redis gave it (cs_store_insert: never behind next) */
     } else if (st->seqr.assign != NULL) {
         int r = st->seqr.assign(st->seqr.data, ex->id, ex->id_len, ex->next_seq, &seq);
         if (r != 0 || seq < ex->next_seq) {
@@ -1231,12 +1236,19 @@ static void pub_keep(cs_publish_t *dst, const cs_publish_t *src)
 
 /* publish_event with a completion: CS_PENDING when the observer confirms the publish later and done
  * waits for it (store.h). */
+static cs_err_t remote_submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, const char *body,
+                              size_t body_len, int64_t now_unix_ms, const cs_store_done_t *done,
+                              cs_publish_t *out, char *detail, size_t detail_len);
+
 static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, const char *body,
                        size_t body_len, int64_t now_unix_ms, const cs_store_done_t *done, cs_publish_t *out,
                        char *detail, size_t detail_len)
 {
     pending_t *pe = NULL;
     cs_err_t e;
+
+    if (st->remote.submit != NULL && !st->inserting)
+        return remote_submit(st, fl, ev, body, body_len, now_unix_ms, done, out, detail, detail_len);
 
     /* Had before the event is stored: a completion that could not be kept would be a lost reply. Kept
      * also without a completion while the observer may defer: a retry of the publish must know that it
@@ -1401,12 +1413,16 @@ void cs_store_confirm(cs_store_t *st, uint64_t ticket, cs_err_t e, const char *d
 
 int cs_store_may_defer(const cs_store_t *st)
 {
-    return st->obs.change != NULL;
+    return st->obs.change != NULL || st->remote.submit != NULL;
 }
 
 void cs_store_forget(cs_store_t *st, uint64_t ticket)
 {
-    pending_t *pe = pending_find(st, ticket);
+    pending_t *pe;
+
+    if (st->remote.forget != NULL)
+        st->remote.forget(st->remote.data, ticket); /* a ticket it does not hold is none of its own */
+    pe = pending_find(st, ticket);
 
     if (pe == NULL)
         return;
@@ -1479,6 +1495,174 @@ cs_err_t cs_store_submit_fields(cs_store_t *st, const cs_event_fields_t *fl, con
         return CS_ERR_INTERNAL;
     }
     return submit(st, fl, NULL, body, body_len, now_unix_ms, done, out, detail, detail_len);
+}
+
+/* ---- the remote step: cluster mode (store.h) ---- */
+
+/* The types that finish an execution (its retention starts): Redis keeps it store.retain_s more. */
+static int final_type(const char *t, size_t n)
+{
+    static const char *const names[] = {"run.completed", "crew_kickoff_completed", "run.failed",
+                                        "crew_kickoff_failed", "run.canceled"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strlen(names[i]) == n && memcmp(names[i], t, n) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * A publish in cluster mode: refused by the gate, acknowledged at once when this node's ring holds it
+ * already (the ring only holds what Redis holds), else completed (event_id, timestamp) into the JSON
+ * every node will store, and handed to the remote with a ticket.
+ */
+static cs_err_t remote_submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, const char *body,
+                              size_t body_len, int64_t now_unix_ms, const cs_store_done_t *done,
+                              cs_publish_t *out, char *detail, size_t detail_len)
+{
+    cs_exec_t *ex = cs_store_find(st, fl->execution_id, fl->execution_id_len);
+    char *json = NULL, *dumped = NULL, eid_buf[37], ts_buf[32];
+    const char *eid = fl->event_id;
+    size_t eid_len = fl->event_id_len, len = 0;
+    cs_store_remote_pub_t rp;
+    cs_err_t e;
+
+    if (st->gate != CS_OK) {
+        st->refused_gate++;
+        snprintf(detail, detail_len, "%s", st->gate_detail);
+        return st->gate;
+    }
+    if (ex != NULL && eid != NULL) {
+        for (cs_frame_t *dup = cs_exec_find_event(ex, eid, eid_len); dup != NULL; dup = dup->id_next) {
+            if (dup->type_len == fl->type_len && memcmp(dup->type, fl->type, fl->type_len) == 0) {
+                out->seq = dup->seq;
+                memcpy(out->event_id, dup->event_id, dup->event_id_len + 1);
+                out->duplicate = 1;
+                out->frame = dup;
+                out->exec = ex;
+                st->duplicates++;
+                return CS_OK;
+            }
+        }
+    }
+    if (eid == NULL) {
+        if (cs_uuid4(eid_buf) != 0)
+            goto nomem;
+        eid = eid_buf;
+        eid_len = 36;
+    }
+    if (body != NULL) {
+        /* The producer's line as it came, the daemon's fields appended: every node adds ,"seq":N} */
+        json = malloc(body_len + 160);
+        if (json == NULL)
+            goto nomem;
+        memcpy(json, body, body_len);
+        len = body_len;
+        if (fl->event_id == NULL)
+            len += (size_t)snprintf(json + len, 160, ",\"event_id\":\"%s\"", eid);
+        if (fl->timestamp == NULL) {
+            cs_format_timestamp(now_unix_ms, ts_buf, sizeof(ts_buf));
+            len += (size_t)snprintf(json + len, 64, ",\"timestamp\":\"%s\"", ts_buf);
+        }
+        json[len++] = '}';
+        json[len] = '\0';
+    } else {
+        /* Re-serialised (a producer's seq, escapes): without seq, with the daemon's fields. */
+        json_object_del(ev, "seq");
+        if (fl->event_id == NULL && json_object_set_new(ev, "event_id", json_string(eid)) != 0)
+            goto nomem;
+        if (fl->timestamp == NULL) {
+            cs_format_timestamp(now_unix_ms, ts_buf, sizeof(ts_buf));
+            if (json_object_set_new(ev, "timestamp", json_string(ts_buf)) != 0)
+                goto nomem;
+        }
+        dumped = json_dumps(ev, JSON_COMPACT);
+        if (dumped == NULL)
+            goto nomem;
+        json = dumped;
+        len = strlen(json);
+    }
+    memset(&rp, 0, sizeof(rp));
+    rp.exec = fl->execution_id;
+    rp.exec_len = fl->execution_id_len;
+    rp.type = fl->type;
+    rp.type_len = fl->type_len;
+    rp.event_id = eid;
+    rp.event_id_len = eid_len;
+    rp.json = json;
+    rp.json_len = len;
+    rp.ticket = ++st->tickets;
+    rp.final = final_type(fl->type, fl->type_len);
+    snprintf(out->event_id, sizeof(out->event_id), "%.*s", (int)eid_len, eid);
+    out->ticket = rp.ticket;
+    e = st->remote.submit(st->remote.data, &rp, done, detail, detail_len);
+    free(json);
+    if (e == CS_PENDING && done == NULL)
+        e = CS_OK; /* nobody waits: the event reaches the ring when Redis has it (seq 0 here) */
+    return e;
+nomem:
+    free(json);
+    snprintf(detail, detail_len, "out of memory");
+    return CS_ERR_INTERNAL;
+}
+
+void cs_store_set_remote(cs_store_t *st, const cs_store_remote_t *remote)
+{
+    if (remote != NULL)
+        st->remote = *remote;
+    else
+        memset(&st->remote, 0, sizeof(st->remote));
+}
+
+/* An execution whose epoch in Redis is not this ring's (Redis lost its data, or this node met the
+ * execution before Redis gave it an epoch): what the ring holds is another history. */
+static void exec_rebase(cs_store_t *st, cs_exec_t *ex, uint64_t epoch, uint64_t seq)
+{
+    if (ex->next_seq > 1)
+        cs_log_warn("cluster: execution %s has a new epoch in Redis (Redis lost its data?): its history "
+                    "here is dropped, its subscribers get stream.gap",
+                    ex->id);
+    exec_drop_history(st, ex);
+    ex->epoch = epoch;
+    ex->first_seq = ex->next_seq = seq; /* the new history's seqs start here (1, or later: stream.gap) */
+}
+
+cs_err_t cs_store_insert(cs_store_t *st, uint64_t epoch, uint64_t seq, const cs_event_fields_t *fl,
+                         json_t *ev, const char *json, size_t json_len, int64_t now_unix_ms,
+                         cs_publish_t *out, char *detail, size_t detail_len)
+{
+    const char *x = fl != NULL ? fl->execution_id : json_string_value(json_object_get(ev, "execution_id"));
+    size_t xlen = fl != NULL ? fl->execution_id_len : json_string_length(json_object_get(ev, "execution_id"));
+    cs_exec_t *ex;
+    cs_err_t e;
+
+    memset(out, 0, sizeof(*out));
+    if (x == NULL || epoch == 0 || seq == 0) {
+        snprintf(detail, detail_len, "an event from the cluster without execution_id, epoch or seq");
+        return CS_ERR_INVALID_FIELD;
+    }
+    ex = cs_store_find(st, x, xlen);
+    if (ex == NULL)
+        ex = exec_new(st, x, xlen, epoch, now_unix_ms);
+    if (ex == NULL) {
+        snprintf(detail, detail_len, "out of memory");
+        return CS_ERR_INTERNAL;
+    }
+    if (ex->epoch != epoch)
+        exec_rebase(st, ex, epoch, seq);
+    else if (seq < ex->next_seq) {
+        out->seq = seq;
+        out->duplicate = 1; /* here already */
+        out->exec = ex;
+        return CS_OK;
+    }
+    st->inserting = 1;
+    st->insert_seq = seq;
+    if (fl != NULL)
+        e = cs_store_submit_fields(st, fl, json, json_len, now_unix_ms, NULL, out, detail, detail_len);
+    else
+        e = cs_store_submit_raw(st, ev, json, json_len, now_unix_ms, NULL, out, detail, detail_len);
+    st->inserting = 0;
+    return e;
 }
 
 /* ---- the seam: observer, seq step, replay ---- */
@@ -2338,6 +2522,7 @@ int cs_sub_open(cs_store_t *st, cs_sub_t *sub, const char *execution_id, size_t 
     }
     sub->store = st;
     sub->exec = ex;
+    sub->epoch = epoch;
     sub->ops = ops;
     sub->data = data;
     if (filter != NULL) {
@@ -2419,6 +2604,17 @@ int cs_sub_next(cs_sub_t *sub, cs_item_t *item)
     uint64_t first = ex ? ex->first_seq : st->gfirst;
     uint64_t next = ex ? ex->next_seq : st->gnext;
 
+    if (ex != NULL && sub->epoch != ex->epoch) {
+        /* Its execution took another history (cluster: Redis' epoch). One that saw nothing yet missed
+         * nothing; one that did is told, and goes on from the new history's oldest. */
+        if (sub->next > 1 && !sub->gap_pending) {
+            char cur[CS_CURSOR_MAX];
+            cs_cursor_format(cur, sizeof(cur), sub->epoch, sub->next - 1);
+            sub_set_gap(sub, cur, strlen(cur), first);
+            sub->next = first;
+        }
+        sub->epoch = ex->epoch;
+    }
     if (!sub->gap_pending && sub->next < first) {
         /* Fell behind the oldest retained event: say so, then go on from the oldest. */
         char cur[CS_CURSOR_MAX] = "";
@@ -2449,7 +2645,7 @@ int cs_sub_has_next(cs_sub_t *sub)
     uint64_t next = ex ? ex->next_seq : sub->store->gnext;
     uint64_t first = ex ? ex->first_seq : sub->store->gfirst;
 
-    if (sub->gap_pending || sub->next < first)
+    if (sub->gap_pending || sub->next < first || (ex != NULL && sub->epoch != ex->epoch))
         return 1;
     for (uint64_t s = sub->next; s < next; s++) {
         cs_frame_t *f = ex ? ex->ring[s % ex->ring_cap] : sub->store->gring[s % sub->store->gcap];

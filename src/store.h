@@ -85,6 +85,7 @@ struct cs_sub {
     cs_filter_t filter;
     const cs_sub_ops_t *ops;
     void *data;
+    uint64_t epoch;          /* its execution's epoch when it last looked (cluster: Redis may give another) */
     cs_sub_t *wprev, *wnext; /* wait list links */
     int parked;
     int gap_pending;
@@ -400,6 +401,45 @@ typedef struct cs_store_sequencer {
 
 /** Sets the seq step (NULL: the store's own, next). */
 void cs_store_set_sequencer(cs_store_t *store, const cs_store_sequencer_t *seqr);
+
+/*
+ * The remote step (cluster mode, docs/cluster.md): another engine (Redis) holds the order and the
+ * history, and this store is its cache. cs_store_submit_* then store nothing: past the gate and a
+ * duplicate of what this ring holds (acknowledged at once with its seq), the event is completed into
+ * the JSON every node stores (event_id, timestamp appended; no seq) and handed to remote->submit with a
+ * ticket, which returns CS_PENDING (done, when not NULL, is called exactly once with the outcome and
+ * Redis' seq) or an error (nothing taken). The caller gets CS_PENDING with out->event_id and
+ * out->ticket (seq 0, frame and exec NULL); without a completion CS_OK with seq 0. Events enter the
+ * ring only through cs_store_insert, with Redis' epoch and seq. cs_store_forget is passed on.
+ */
+typedef struct cs_store_remote_pub {
+    const char *exec, *type, *event_id, *json; /* json: one line, the daemon's fields in, no seq */
+    size_t exec_len, type_len, event_id_len, json_len;
+    uint64_t ticket;
+    int final; /* a type that finishes its execution */
+} cs_store_remote_pub_t;
+
+typedef struct cs_store_remote {
+    cs_err_t (*submit)(void *data, const cs_store_remote_pub_t *p, const cs_store_done_t *done, char *detail,
+                       size_t detail_len);
+    void (*forget)(void *data, uint64_t ticket);
+    void *data;
+} cs_store_remote_t;
+
+/** Sets the remote step (NULL: none, the store is the order). */
+void cs_store_set_remote(cs_store_t *store, const cs_store_remote_t *remote);
+
+/**
+ * Stores an event the remote holds, with its epoch and seq, exactly as a publish does (room made, the
+ * ring's bounds, status, human input, subscribers woken; no gate, no remote): fl (an ordinary event,
+ * json its line) or ev (the whole event, parsed from json). The caller gives seqs in order: seq below
+ * the ring's next is here already (out->duplicate, nothing done); above it, the seqs between are not
+ * here (subscribers behind get stream.gap). An epoch other than the execution's drops its history and
+ * takes the new epoch: subscribers that saw the old one get stream.gap. Returns CS_OK or an error.
+ */
+cs_err_t cs_store_insert(cs_store_t *store, uint64_t epoch, uint64_t seq, const cs_event_fields_t *fl,
+                         json_t *ev, const char *json, size_t json_len, int64_t now_unix_ms,
+                         cs_publish_t *out, char *detail, size_t detail_len);
 
 /** Calls fn for every execution that has a history (events or human-input requests). */
 void cs_store_each(cs_store_t *store, void (*fn)(cs_exec_t *ex, void *data), void *data);

@@ -836,6 +836,9 @@ static const struct {
     {"gateway.ack_timeout_s", CS_CFG_LIVE, 0},
     {"gateway.queue", CS_CFG_LIVE, 0},
     {"gateway.queue_timeout_s", CS_CFG_LIVE, 0},
+    {"cluster.redis", CS_CFG_RESTART, 0},
+    {"cluster.node", CS_CFG_RESTART, 0},
+    {"cluster.prefix", CS_CFG_RESTART, 0},
 };
 
 static void check_rule(const cs_cfg_field_t *f, const char *path, void *arg)
@@ -948,6 +951,39 @@ static void test_table_docs(void)
     each_row(cfg_root_fields, "", check_doc_default, doc);
 }
 
+/* cluster.*: off by default; a Redis address is "unix:/abs" or "redis://host:port"; names are checked. */
+static void test_cluster(void)
+{
+    cs_config_t cfg;
+    char err[512], buf[512];
+    static const char *const good[] = {"unix:/run/redis/redis.sock", "redis://127.0.0.1:6379",
+                                       "redis://redis.example.com:7000", "redis://[::1]:6379"};
+    static const char *const bad[] = {"unix:relative.sock", "redis://127.0.0.1",  "redis://h:0",
+                                      "redis://h:70000",    "redis://u:p@h:6379", "redis://h:6379/0",
+                                      "tcp://h:6379",       "redis://h:6379 ",    "unix:"};
+
+    REQUIRE(cs_config_defaults(&cfg) == 0);
+    CHECK(cfg.cluster_redis == NULL && cfg.cluster_node == NULL);
+    CHECK_STR(cfg.cluster_prefix, "cs:");
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(buf, sizeof(buf), "{\"cluster\":{\"redis\":\"%s\",\"node\":\"n-1\",\"prefix\":\"x:\"}}",
+                 good[i]);
+        CHECK(cs_config_load_buffer(&cfg, buf, strlen(buf), err, sizeof(err)) == 0);
+        CHECK_STR(cfg.cluster_redis, good[i]);
+        CHECK_STR(cfg.cluster_node, "n-1");
+        CHECK_STR(cfg.cluster_prefix, "x:");
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(buf, sizeof(buf), "{\"cluster\":{\"redis\":\"%s\"}}", bad[i]);
+        CHECK(cs_config_load_buffer(&cfg, buf, strlen(buf), err, sizeof(err)) == -EINVAL);
+        CHECK(strstr(err, "cluster.redis") != NULL);
+    }
+    snprintf(buf, sizeof(buf), "{\"cluster\":{\"node\":\"a b\"}}");
+    CHECK(cs_config_load_buffer(&cfg, buf, strlen(buf), err, sizeof(err)) == -EINVAL);
+    CHECK(strstr(err, "cluster.node") != NULL);
+    cs_config_free(&cfg);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/cs-test-config.XXXXXX");
@@ -976,6 +1012,7 @@ int main(void)
     RUN(test_table_dump_roundtrip);
     RUN(test_table_reload);
     RUN(test_table_docs);
+    RUN(test_cluster);
 
     static const char *const files[] = {"config.json"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {

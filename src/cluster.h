@@ -1,0 +1,64 @@
+/*
+ * cluster.h - cluster mode (SPEC §11, docs/cluster.md): this node's store becomes a cache of Redis.
+ *
+ * The store's remote step (store.h) hands every publish here; they are queued and sent once per loop
+ * turn as one call of the publish script (per event: idempotency by event_id, the seq from the meta
+ * hash, XADD under MAXLEN, EXPIRE, PUBLISH). A producer is answered only after Redis answered. Events
+ * enter this node's ring only with Redis' epoch and seq, in seq order: from the script's reply (our
+ * own, when it is the ring's next) and from the cluster's channel (everyone's); a hole is filled with
+ * XRANGE before anything after it is stored. While Redis is not reachable (or the channel not
+ * subscribed) the store's gate refuses publishes (unavailable) and cs_cluster_degraded says why.
+ */
+#ifndef CS_CLUSTER_H
+#define CS_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loop.h"
+#include "store.h"
+
+typedef struct cs_cluster cs_cluster_t;
+
+typedef struct cs_cluster_opts {
+    const char *redis;  /* cluster.redis */
+    const char *node;   /* cluster.node (NULL: the host name) */
+    const char *prefix; /* cluster.prefix */
+    size_t ring_events; /* store.ring_events: the streams' MAXLEN ~ */
+    unsigned retain_s;  /* store.retain_s: keys of a finished execution expire after it */
+    int timeout_ms;     /* a reply within it (0: 2000) */
+} cs_cluster_opts_t;
+
+typedef struct cs_cluster_stats {
+    int ready;                /* both connections up and the channel subscribed */
+    uint64_t published;       /* events Redis stored for this node's producers */
+    uint64_t duplicates;      /* re-posts Redis recognised (idempotent) */
+    uint64_t failed;          /* publishes answered unavailable (Redis down, no reply, an error) */
+    uint64_t batches;         /* script calls */
+    uint64_t received;        /* channel messages */
+    uint64_t inserted;        /* events stored in this node's ring from Redis */
+    uint64_t fills;           /* XRANGE reads that filled a hole */
+    uint64_t lost;            /* events a hole lacked that Redis no longer had: subscribers got stream.gap */
+    uint64_t bad_messages;    /* messages or replies that could not be read (logged) */
+    uint64_t reconnects;      /* connections lost, both connections together */
+    uint64_t timeouts;        /* of them: no reply in time */
+    size_t queued, in_flight; /* publishes waiting to go out, and sent but not answered */
+} cs_cluster_stats_t;
+
+/** Starts cluster mode on store: connects (in the background), sets the store's remote step and closes its
+ * gate until Redis is ready. o's strings are copied. Returns 0, -EINVAL or -ENOMEM. */
+int cs_cluster_new(cs_cluster_t **out, cs_loop_t *loop, cs_store_t *store, const cs_cluster_opts_t *o);
+
+/** Ends cluster mode: publishes waiting are answered unavailable, the store's remote step is removed. */
+void cs_cluster_free(cs_cluster_t *c);
+
+/** Nonzero while publishes are refused, with *why (for /health); 0 when ready. */
+int cs_cluster_degraded(const cs_cluster_t *c, const char **why);
+
+/** Fills *st (zeros when c is NULL). */
+void cs_cluster_stats(const cs_cluster_t *c, cs_cluster_stats_t *st);
+
+/** The Lua source of the publish script (for tests). */
+extern const char cs_cluster_script[];
+
+#endif

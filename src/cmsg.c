@@ -1,0 +1,118 @@
+/*
+ * cmsg.c - the cluster's wire, read (see cmsg.h).
+ */
+#include "cmsg.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "cursor.h"
+#include "event.h"
+
+/* A decimal in [1, max]: digits only, no sign or leading zero. */
+static int dec(const char *p, size_t n, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (n == 0 || n > 20 || p[0] == '0')
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d;
+        if (p[i] < '0' || p[i] > '9')
+            return -EINVAL;
+        d = (unsigned)(p[i] - '0');
+        if (v > (max - d) / 10)
+            return -EINVAL;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int cs_cmsg_parse(const char *p, size_t n, cs_cmsg_t *m)
+{
+    const char *sp1, *sp2, *nl, *end = p + n;
+
+    if (p == NULL || n == 0)
+        return -EINVAL;
+    sp1 = memchr(p, ' ', n);
+    if (sp1 == NULL || dec(p, (size_t)(sp1 - p), CS_EPOCH_MASK, &m->epoch) != 0)
+        return -EINVAL;
+    sp2 = memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1));
+    if (sp2 == NULL || dec(sp1 + 1, (size_t)(sp2 - sp1 - 1), UINT64_MAX, &m->seq) != 0)
+        return -EINVAL;
+    nl = memchr(sp2 + 1, '\n', (size_t)(end - sp2 - 1));
+    if (nl == NULL)
+        return -EINVAL;
+    m->exec = sp2 + 1;
+    m->exec_len = (size_t)(nl - sp2 - 1);
+    if (!cs_valid_execution_id(m->exec, m->exec_len))
+        return -EINVAL;
+    m->json = nl + 1;
+    m->json_len = (size_t)(end - nl - 1);
+    return m->json_len > 0 ? 0 : -EINVAL;
+}
+
+static int is_str(const redisReply *r, const char *s)
+{
+    return r != NULL && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
+           r->len == strlen(s) && memcmp(r->str, s, r->len) == 0;
+}
+
+int cs_cmsg_pubsub(const redisReply *r, const char **p, size_t *n)
+{
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+        return 0;
+    if (is_str(r->element[0], "message") && r->element[2] != NULL &&
+        r->element[2]->type == REDIS_REPLY_STRING) {
+        *p = r->element[2]->str;
+        *n = r->element[2]->len;
+        return 1;
+    }
+    if (is_str(r->element[0], "subscribe"))
+        return 2;
+    return 0;
+}
+
+int cs_cmsg_script_reply(const redisReply *r, size_t n, cs_cmsg_result_t *out)
+{
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 * n)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *s = r->element[3 * i], *e = r->element[3 * i + 1], *d = r->element[3 * i + 2];
+        if (s == NULL || s->type != REDIS_REPLY_INTEGER || s->integer <= 0 || e == NULL ||
+            e->type != REDIS_REPLY_STRING || dec(e->str, e->len, CS_EPOCH_MASK, &out[i].epoch) != 0 ||
+            d == NULL || d->type != REDIS_REPLY_INTEGER || (d->integer != 0 && d->integer != 1))
+            return -EINVAL;
+        out[i].seq = (uint64_t)s->integer;
+        out[i].duplicate = (int)d->integer;
+    }
+    return 0;
+}
+
+int cs_cmsg_xrange_entry(const redisReply *r, size_t i, cs_cmsg_entry_t *e)
+{
+    const redisReply *it, *id, *fv;
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || i >= r->elements)
+        return -EINVAL;
+    it = r->element[i];
+    if (it == NULL || it->type != REDIS_REPLY_ARRAY || it->elements != 2)
+        return -EINVAL;
+    id = it->element[0];
+    fv = it->element[1];
+    if (id == NULL || id->type != REDIS_REPLY_STRING || id->len < 3 || id->str[id->len - 2] != '-' ||
+        id->str[id->len - 1] != '0' || dec(id->str, id->len - 2, UINT64_MAX, &e->seq) != 0)
+        return -EINVAL;
+    if (fv == NULL || fv->type != REDIS_REPLY_ARRAY || fv->elements % 2 != 0)
+        return -EINVAL;
+    for (size_t k = 0; k + 1 < fv->elements; k += 2) {
+        if (is_str(fv->element[k], "j") && fv->element[k + 1] != NULL &&
+            fv->element[k + 1]->type == REDIS_REPLY_STRING && fv->element[k + 1]->len > 0) {
+            e->json = fv->element[k + 1]->str;
+            e->json_len = fv->element[k + 1]->len;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}

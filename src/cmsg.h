@@ -1,0 +1,53 @@
+/*
+ * cmsg.h - the cluster's wire, read: what Redis sends back to a node (docs/cluster.md). Pure functions
+ * over hiredis' parsed replies and message bytes, with no I/O, so they can be fuzzed
+ * (tests/fuzz/fuzz_cmsg.c feeds them replies parsed by hiredis' own reader from arbitrary bytes).
+ */
+#ifndef CS_CMSG_H
+#define CS_CMSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+/** A pub/sub message: "<epoch> <seq> <execution_id>\n<event JSON without seq>". Pointers into the bytes. */
+typedef struct cs_cmsg {
+    uint64_t epoch, seq;
+    const char *exec;
+    size_t exec_len;
+    const char *json;
+    size_t json_len;
+} cs_cmsg_t;
+
+/** Parses a message's bytes: epoch and seq nonzero decimals (no sign, fit 64 bits; the epoch 48), a
+ * valid execution id, a JSON part that is not empty. Returns 0, or -EINVAL. */
+int cs_cmsg_parse(const char *p, size_t n, cs_cmsg_t *m);
+
+/** Takes a pub/sub reply apart: ["message", channel, payload] → the payload (*p, *n); returns 1. A
+ * subscription's confirmation ["subscribe", channel, count] returns 2; anything else 0. */
+int cs_cmsg_pubsub(const redisReply *r, const char **p, size_t *n);
+
+/** One event of the publish script's reply: the seq Redis gave (or had: a duplicate), the epoch, and
+ * whether it was a duplicate. */
+typedef struct cs_cmsg_result {
+    uint64_t seq, epoch;
+    int duplicate;
+} cs_cmsg_result_t;
+
+/** Reads the script's reply for n events (3 n elements: seq, epoch, duplicate) into out[0..n). Returns 0,
+ * or -EINVAL (another shape, a zero or out-of-range value). */
+int cs_cmsg_script_reply(const redisReply *r, size_t n, cs_cmsg_result_t *out);
+
+/** One entry of an XRANGE reply: its seq (from its id "<seq>-0") and its field j. */
+typedef struct cs_cmsg_entry {
+    uint64_t seq;
+    const char *json;
+    size_t json_len;
+} cs_cmsg_entry_t;
+
+/** Reads element i of an XRANGE reply (an array of [id, [field, value, ...]]); returns 0, or -EINVAL
+ * (not that shape, an id not "<seq>-0", no field j). */
+int cs_cmsg_xrange_entry(const redisReply *r, size_t i, cs_cmsg_entry_t *e);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * fuzz_cmsg.c - what Redis sends a node (cmsg.c), from arbitrary bytes: the bytes are read as a
+ * channel message, and also fed to hiredis' own RESP reader; every reply it makes is read as a pub/sub
+ * message, as the publish script's answer (for every count of events it could be), and as an XRANGE
+ * answer. Nothing read may point outside the input or the reply.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "../../src/cmsg.c"
+#include "../../src/cursor.c"
+#include "../../src/err.c"
+#include "../../src/event.c"
+#include "../../src/log.c"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void inside(const char *p, size_t n, const char *base, size_t len)
+{
+    if (p < base || p + n > base + len)
+        abort();
+}
+
+static void read_reply(const redisReply *r)
+{
+    const char *p;
+    size_t n;
+    cs_cmsg_t m;
+    cs_cmsg_result_t res[8];
+
+    if (cs_cmsg_pubsub(r, &p, &n) == 1) {
+        inside(p, n, r->element[2]->str, r->element[2]->len);
+        if (cs_cmsg_parse(p, n, &m) == 0) {
+            inside(m.exec, m.exec_len, p, n);
+            inside(m.json, m.json_len, p, n);
+            if (m.epoch == 0 || m.seq == 0 || m.epoch > CS_EPOCH_MASK || m.json_len == 0)
+                abort();
+        }
+    }
+    for (size_t k = 0; k <= 8; k++)
+        if (cs_cmsg_script_reply(r, k, res) == 0)
+            for (size_t i = 0; i < k; i++)
+                if (res[i].seq == 0 || res[i].epoch == 0 || res[i].duplicate > 1)
+                    abort();
+    if (r->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < r->elements; i++) {
+            cs_cmsg_entry_t e;
+            if (cs_cmsg_xrange_entry(r, i, &e) == 0 && (e.seq == 0 || e.json_len == 0))
+                abort();
+        }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    cs_cmsg_t m;
+    redisReader *rd;
+    void *reply;
+
+    if (cs_cmsg_parse((const char *)data, size, &m) == 0) {
+        inside(m.exec, m.exec_len, (const char *)data, size);
+        inside(m.json, m.json_len, (const char *)data, size);
+    }
+    /* hiredis 0.14's reader allocates an array's element table from its header, without a limit (the
+     * Redis a node talks to is its own): headers of 10000 elements or more are left out here. */
+    for (size_t i = 0; i + 5 < size; i++)
+        if (data[i] == '*' && data[i + 1] >= '0' && data[i + 1] <= '9' && data[i + 2] >= '0' &&
+            data[i + 2] <= '9' && data[i + 3] >= '0' && data[i + 3] <= '9' && data[i + 4] >= '0' &&
+            data[i + 4] <= '9' && data[i + 5] >= '0' && data[i + 5] <= '9')
+            return 0;
+    rd = redisReaderCreate();
+    if (rd == NULL)
+        return 0;
+    if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK) {
+        for (int i = 0; i < 64; i++) {
+            reply = NULL;
+            if (redisReaderGetReply(rd, &reply) != REDIS_OK || reply == NULL)
+                break;
+            read_reply(reply);
+            freeReplyObject(reply);
+        }
+    }
+    redisReaderFree(rd);
+    return 0;
+}

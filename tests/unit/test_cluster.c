@@ -1,0 +1,289 @@
+/*
+ * test_cluster.c - the publish script and the ring as a cache of Redis (cluster.c), with two nodes (two
+ * stores, two clusters) on one loop and a real redis-server: events submitted in one turn go out as one
+ * script call and are acknowledged with Redis' seqs; a re-post is a duplicate with its seq; both nodes
+ * hold the same frames under Redis' epoch; the second node's pub/sub connection killed while events are
+ * posted: the next event shows the hole and XRANGE fills it, in order; Redis restarted empty: a new
+ * epoch, the ring's old history dropped.
+ */
+#include "../../common/buf.c"
+#include "../../src/answer.c"
+#include "../../src/cluster.c"
+#include "../../src/cmsg.c"
+#include "../../src/cursor.c"
+#include "../../src/err.c"
+#include "../../src/event.c"
+#include "../../src/filter.c"
+#include "../../src/hitl.c"
+#include "../../src/jscan.c"
+#include "../../src/log.c"
+#include "../../src/loop.c"
+#include "../../src/redis.c"
+#include "../../src/status.c"
+#include "../../src/store.c"
+
+#include "ctest.h"
+#include "redis_server.h"
+
+static test_redis_t srv;
+static cs_loop_t *loop;
+
+typedef int (*cond_fn)(void);
+static cond_fn until_cond;
+
+static void on_poll(cs_timer_t *t)
+{
+    if (until_cond())
+        cs_loop_stop(loop);
+    else
+        cs_timer_start(t, 5);
+}
+
+static void on_deadline(cs_timer_t *t)
+{
+    (void)t;
+    cs_loop_stop(loop);
+}
+
+static int run_until(cond_fn cond, int ms)
+{
+    cs_timer_t poll, deadline;
+    until_cond = cond;
+    cs_timer_init(&poll, loop, on_poll, NULL);
+    cs_timer_init(&deadline, loop, on_deadline, NULL);
+    cs_loop_update_now(loop);
+    cs_timer_start(&poll, 5);
+    cs_timer_start(&deadline, ms);
+    cs_loop_run(loop);
+    cs_timer_stop(&poll);
+    cs_timer_stop(&deadline);
+    return cond();
+}
+
+typedef struct node {
+    cs_store_t *store;
+    cs_cluster_t *c;
+} node_t;
+
+static node_t n1, n2;
+
+static void node_new(node_t *n, const char *name)
+{
+    cs_store_limits_t lim = {.ring_events = 64,
+                             .ring_bytes = 1 << 20,
+                             .max_bytes = 16 << 20,
+                             .retain_s = 60,
+                             .global_events = 256};
+    cs_cluster_opts_t o = {
+        .redis = srv.addr, .node = name, .prefix = "t:", .ring_events = 64, .retain_s = 60};
+    REQUIRE(cs_store_new(&n->store, &lim) == 0);
+    REQUIRE(cs_cluster_new(&n->c, loop, n->store, &o) == 0);
+}
+
+static void node_free(node_t *n)
+{
+    cs_cluster_free(n->c);
+    cs_store_free(n->store);
+}
+
+static int both_ready(void)
+{
+    return !cs_cluster_degraded(n1.c, NULL) && !cs_cluster_degraded(n2.c, NULL);
+}
+
+/* ---- publishing with a completion ---- */
+
+#define MAXW 64
+static struct {
+    int called;
+    cs_err_t e;
+    uint64_t seq;
+    int dup;
+} w[MAXW];
+static int n_called;
+
+static void on_done(void *data, cs_err_t e, const cs_publish_t *pub, const char *detail)
+{
+    int i = (int)(intptr_t)data;
+    (void)detail;
+    w[i].called++;
+    w[i].e = e;
+    w[i].seq = pub->seq;
+    w[i].dup = pub->duplicate;
+    n_called++;
+}
+
+static int want_called;
+static int all_called(void)
+{
+    return n_called >= want_called;
+}
+
+static cs_err_t post(node_t *n, int i, const char *line)
+{
+    cs_store_done_t done = {on_done, (void *)(intptr_t)i};
+    cs_publish_t pub;
+    char detail[256];
+    json_t *ev = json_loads(line, 0, NULL);
+    cs_err_t e;
+
+    REQUIRE(ev != NULL);
+    e = cs_store_submit_raw(n->store, ev, line, strlen(line), cs_unix_ms(), &done, &pub, detail,
+                            sizeof(detail));
+    json_decref(ev);
+    return e;
+}
+
+static uint64_t ring_next(node_t *n, const char *x)
+{
+    cs_exec_t *ex = cs_store_find(n->store, x, strlen(x));
+    uint64_t first = 0, next = 0;
+    if (ex != NULL)
+        cs_exec_seqs(ex, &first, &next);
+    return next;
+}
+
+static const char *want_x;
+static uint64_t want_next;
+static int n2_has(void)
+{
+    return ring_next(&n2, want_x) == want_next;
+}
+
+/* The same frames (bytes, seqs) on both nodes for x, every seq in [1, next). */
+static void check_same(const char *x, uint64_t next)
+{
+    cs_exec_t *a = cs_store_find(n1.store, x, strlen(x)), *b = cs_store_find(n2.store, x, strlen(x));
+    REQUIRE(a != NULL && b != NULL);
+    CHECK(cs_exec_epoch(a) == cs_exec_epoch(b));
+    for (uint64_t s = 1; s < next; s++) {
+        cs_frame_t *fa = cs_exec_frame(a, s), *fb = cs_exec_frame(b, s);
+        CHECK(fa != NULL && fb != NULL);
+        if (fa != NULL && fb != NULL)
+            CHECK(fa->json_len == fb->json_len && memcmp(fa->json, fb->json, fa->json_len) == 0);
+    }
+}
+
+static void test_publish_and_share(void)
+{
+    char line[160];
+
+    memset(w, 0, sizeof(w));
+    n_called = 0;
+    for (int i = 0; i < 5; i++) {
+        snprintf(line, sizeof(line), "{\"execution_id\":\"x1\",\"type\":\"log\",\"event_id\":\"e%d\"}", i);
+        CHECK(post(&n1, i, line) == CS_PENDING);
+    }
+    CHECK(w[0].called == 0); /* not before Redis answered */
+    want_called = 5;
+    REQUIRE(run_until(all_called, 3000));
+    for (int i = 0; i < 5; i++)
+        CHECK(w[i].called == 1 && w[i].e == CS_OK && w[i].seq == (uint64_t)i + 1 && !w[i].dup);
+    cs_cluster_stats_t st;
+    cs_cluster_stats(n1.c, &st);
+    CHECK(st.batches == 1 && st.published == 5); /* one script call for the turn's five */
+    CHECK(ring_next(&n1, "x1") == 6);
+    /* The same event posted on both nodes in one turn (neither ring has it yet): Redis' index makes the
+     * second a duplicate with the first one's seq. */
+    want_x = "x1";
+    want_next = 6;
+    REQUIRE(run_until(n2_has, 3000));
+    CHECK(post(&n1, 10, "{\"execution_id\":\"x2\",\"type\":\"log\",\"event_id\":\"same\"}") == CS_PENDING);
+    CHECK(post(&n2, 11, "{\"execution_id\":\"x2\",\"type\":\"log\",\"event_id\":\"same\"}") == CS_PENDING);
+    want_called = 7;
+    REQUIRE(run_until(all_called, 3000));
+    CHECK(w[10].e == CS_OK && w[10].seq == 1 && !w[10].dup);
+    CHECK(w[11].e == CS_OK && w[11].seq == 1 && w[11].dup);
+    want_x = "x2";
+    want_next = 2;
+    REQUIRE(run_until(n2_has, 3000));
+    check_same("x2", 2);
+    check_same("x1", 6);
+    /* The same type and id, now in n2's ring: acknowledged at once. */
+    cs_publish_t pub;
+    char detail[128];
+    json_t *ev = json_loads("{\"execution_id\":\"x1\",\"type\":\"log\",\"event_id\":\"e2\"}", 0, NULL);
+    CHECK(cs_store_submit_raw(n2.store, ev, NULL, 0, cs_unix_ms(), NULL, &pub, detail, sizeof(detail)) ==
+          CS_OK);
+    CHECK(pub.duplicate && pub.seq == 3);
+    json_decref(ev);
+    CHECK(ring_next(&n1, "x1") == 6);
+}
+
+/* n2's channel lost while n1 posts 6 and 7: n2's ring stays at 6; once it is back, event 8 shows the hole
+ * and XRANGE fills 6 and 7 before 8 is stored. */
+static void test_hole_filled(void)
+{
+    cs_cluster_stats_t st;
+
+    memset(w, 0, sizeof(w));
+    n_called = 0;
+    cs_redis_reset(n2.c->sub, "test: channel dropped"); /* back after the back-off (100 ms) */
+    CHECK(post(&n1, 0, "{\"execution_id\":\"x1\",\"type\":\"log\",\"n\":6}") == CS_PENDING);
+    CHECK(post(&n1, 1, "{\"execution_id\":\"x1\",\"type\":\"log\",\"n\":7}") == CS_PENDING);
+    want_called = 2;
+    REQUIRE(run_until(all_called, 3000));
+    CHECK(w[0].seq == 6 && w[1].seq == 7);
+    CHECK(ring_next(&n1, "x1") == 8);
+    CHECK(ring_next(&n2, "x1") == 6); /* n2 missed them */
+    REQUIRE(run_until(both_ready, 5000));
+    CHECK(ring_next(&n2, "x1") == 6); /* nothing says so yet: the next event will */
+    CHECK(post(&n1, 2, "{\"execution_id\":\"x1\",\"type\":\"log\",\"n\":8}") == CS_PENDING);
+    want_x = "x1";
+    want_next = 9;
+    REQUIRE(run_until(n2_has, 3000));
+    check_same("x1", 9);
+    cs_cluster_stats(n2.c, &st);
+    CHECK(st.fills == 1 && st.lost == 0);
+}
+
+static int n1_down(void)
+{
+    return cs_cluster_degraded(n1.c, NULL);
+}
+
+/* Redis restarted without its data: refused while down, then a new epoch and seqs from 1. */
+static void test_redis_restarted_empty(void)
+{
+    cs_exec_t *ex = cs_store_find(n1.store, "x1", 2);
+    uint64_t old = cs_exec_epoch(ex);
+
+    test_redis_kill(&srv);
+    REQUIRE(run_until(n1_down, 3000));
+    CHECK(post(&n1, 0, "{\"execution_id\":\"x1\",\"type\":\"log\"}") == CS_ERR_UNAVAILABLE);
+    REQUIRE(test_redis_start(&srv) == 0);
+    REQUIRE(run_until(both_ready, 8000));
+    memset(w, 0, sizeof(w));
+    n_called = 0;
+    CHECK(post(&n1, 0, "{\"execution_id\":\"x1\",\"type\":\"log\",\"again\":1}") == CS_PENDING);
+    want_called = 1;
+    REQUIRE(run_until(all_called, 3000));
+    CHECK(w[0].e == CS_OK && w[0].seq == 1);
+    want_next = 2;
+    REQUIRE(run_until(n2_has, 3000));
+    ex = cs_store_find(n1.store, "x1", 2);
+    CHECK(cs_exec_epoch(ex) != old);
+    check_same("x1", 2);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (test_redis_bin() == NULL) {
+        fprintf(stderr, "redis-server is not installed (scripts/deps test): skipped\n");
+        return 0;
+    }
+    REQUIRE(test_redis_start(&srv) == 0);
+    REQUIRE(cs_loop_new(&loop) == 0);
+    node_new(&n1, "n1");
+    node_new(&n2, "n2");
+    REQUIRE(run_until(both_ready, 5000));
+    RUN(test_publish_and_share);
+    RUN(test_hole_filled);
+    RUN(test_redis_restarted_empty);
+    node_free(&n1);
+    node_free(&n2);
+    cs_loop_free(loop);
+    test_redis_cleanup(&srv);
+    CT_DONE();
+}
