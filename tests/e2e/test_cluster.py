@@ -14,8 +14,11 @@ loopback ports share their executions through one real redis-server on a Unix so
   requests example) work against any node.
 """
 
+import json
 import os
 import random
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -27,7 +30,8 @@ import requests
 
 from clusterutil import (Posting, add_node, check_exact, cluster3, cluster_factory, join_all, need_real_cluster,  # noqa: F401
                          reader, redis)
-from csutil import SSEClient, ev, poll, wait_until
+from conftest import free_port, mkdtemp
+from csutil import RawWS, SSEClient, ev, http_get, poll, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEED = int(os.environ.get("CS_CLUSTER_SEED", "0")) or random.randrange(1, 1 << 30)
@@ -389,3 +393,93 @@ def test_prefixes_keep_two_clusters_apart(redis, cluster_factory):
     keys = [k.decode() for k in redis.cmd("KEYS", "*")]
     assert keys and all(k.startswith(("one:", "two:")) for k in keys), keys
 
+
+
+# ---- docs/cluster.md's nginx configuration, as written, in front of three nodes ------------------------------
+
+
+def nginx_from_docs(c, port, tmp):
+    """The nginx block of docs/cluster.md ("### nginx"), with the three nodes' ports and a plain loopback
+    listener in place of TLS, in a minimal main configuration."""
+    with open(os.path.join(HERE, "..", "..", "docs", "cluster.md")) as f:
+        doc = f.read()
+    sec = doc[doc.index("### nginx"):]
+    block = sec[sec.index("```nginx") + len("```nginx"): sec.index("```", sec.index("```nginx") + 3)]
+    ports = iter([n.port for n in c] * 2)
+    block = re.sub(r"server 10\.0\.0\.\d+:8000", lambda m: "server 127.0.0.1:%d" % next(ports), block)
+    assert "10.0.0." not in block, block
+    block = re.sub(r"listen 443 ssl http2;", "listen 127.0.0.1:%d;" % port, block)
+    block = "\n".join(line for line in block.splitlines() if not re.match(r"\s*(ssl_certificate|server_name)", line))
+    t = os.path.join(tmp, "tmp")
+    os.makedirs(t, exist_ok=True)
+    conf = ("daemon off; worker_processes 1; pid %s/nginx.pid; error_log %s/error.log;\n"
+            "events { worker_connections 512; }\n"
+            "http { access_log off; client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;\n"
+            "uwsgi_temp_path %s; scgi_temp_path %s;\n%s\n}\n") % (tmp, tmp, t, t, t, t, t, block)
+    path = os.path.join(tmp, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    return path
+
+
+def test_three_nodes_behind_nginx_as_docs_cluster_md_configures_it(cluster3):
+    """The configuration operators copy works: WebSocket upgrades after plain requests (a separate
+    upstream without keep-alive), unbuffered SSE, resume through the balancer on whichever node."""
+    ngx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if not ngx:
+        pytest.skip("nginx not installed: docs/cluster.md's nginx configuration is not checked")
+    c = cluster3
+    tmp = mkdtemp("cs-nginx-")
+    port = free_port()
+    conf = nginx_from_docs(c, port, tmp)
+    proc = subprocess.Popen([ngx, "-p", tmp, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def up():
+            try:
+                return http_get(port, "/health", timeout=1)[0] == 200
+            except OSError:
+                return False
+
+        assert wait_until(up, 10), proc.stderr.read().decode() if proc.poll() is not None else "nginx not up"
+
+        class Front:  # the balancer, as a node for the readers
+            name = "nginx"
+            base = "http://127.0.0.1:%d" % port
+
+        Front.port = port
+        x = "via-nginx"
+        posted = []
+        for k in range(6):
+            posted += c[k % 3].post_ok(*[ev(x, "log", i=i) for i in range(k * 5, k * 5 + 5)])
+        want = [(r["seq"], r["event_id"]) for r in posted]
+        # Plain requests first (they fill nginx's keep-alive pool), then WebSocket upgrades: every one upgrades.
+        for rnd in range(4):
+            r = poll(Front.base, "/v1/executions/%s/poll" % x, {"timeout": "0"}, http_timeout=10)
+            assert r.status_code == 200 and [(e["seq"], e["event_id"]) for e in r.json()["events"]] == want
+            ws = RawWS(port, "/v1/executions/%s/ws" % x)
+            try:
+                assert ws.status == 101, "round %d: WebSocket through nginx answered %d %r (a kept-alive upstream " \
+                    "connection?)" % (rnd, ws.status, ws.buf[:200])
+                assert json.loads(ws.next_message(5))["seq"] == 1
+            finally:
+                ws.close()
+        # SSE through nginx is not buffered: an event posted now arrives at once; a resume continues exactly.
+        sse = SSEClient(port, "/v1/executions/%s/events" % x)
+        try:
+            got = sse.collect(30, timeout=10)
+            assert [(f.json()["seq"], f.json()["event_id"]) for f in got] == want
+            t0 = time.monotonic()
+            more = c[1].post_ok(ev(x, "log", i=30))[0]
+            f = sse.next_event(timeout=5)
+            assert f is not None and f.json()["event_id"] == more["event_id"], f
+            assert time.monotonic() - t0 < 1.0, "an SSE event took %.2f s through nginx" % (time.monotonic() - t0)
+            last = f.id
+        finally:
+            sse.close()
+        c[2].post_ok(*[ev(x, "log", i=i) for i in range(31, 36)])
+        r = reader("sse", Front, x, 5, timeout=10, headers={"Last-Event-ID": last})
+        r.join(15)
+        assert r.error is None and [e["i"] for e in r.events] == list(range(31, 36)), (r.error, r.events)
+    finally:
+        proc.terminate()
+        proc.wait(10)
