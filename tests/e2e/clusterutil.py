@@ -32,8 +32,13 @@ import pytest
 from conftest import mkdtemp
 from csutil import RawWS, SSEClient, http_get, poll, wait_until
 
-REDIS_SERVER = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
-REDIS_CLI = shutil.which("redis-cli") or ("/usr/bin/redis-cli" if os.path.exists("/usr/bin/redis-cli") else None)
+def _which(name):
+    path = shutil.which(name) or "/usr/bin/" + name
+    return path if os.path.exists(path) else None
+
+
+REDIS_SERVER = _which("redis-server")
+REDIS_CLI = _which("redis-cli")
 NODE_NAMES = "abcdefgh"
 
 

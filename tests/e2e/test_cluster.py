@@ -28,8 +28,8 @@ import urllib.parse
 import pytest
 import requests
 
-from clusterutil import (Posting, add_node, check_exact, cluster3, cluster_factory, join_all, need_real_cluster,  # noqa: F401
-                         reader, redis)
+from clusterutil import (Posting, add_node, check_exact, cluster3, cluster_factory,  # noqa: F401 (fixtures)
+                         join_all, need_real_cluster, reader, redis)
 from conftest import free_port, mkdtemp
 from csutil import RawWS, SSEClient, ev, http_get, poll, wait_until
 
@@ -40,7 +40,8 @@ SEED = int(os.environ.get("CS_CLUSTER_SEED", "0")) or random.randrange(1, 1 << 3
 def payload(x, node, p, i):
     """An event with fields that must pass through untouched."""
     return ev(x, "log", event_id="%s-%s-%d-%d" % (x, node, p, i), node=node, producer=p, i=i,
-              message="from %s/%d #%d \u00e9\u4e2d" % (node, p, i), nested={"k": [i, None, True, {"z": "y" * (i % 40)}]})
+              message="from %s/%d #%d \u00e9\u4e2d" % (node, p, i),
+              nested={"k": [i, None, True, {"z": "y" * (i % 40)}]})
 
 
 def acked_by_exec(postings):

@@ -260,7 +260,7 @@ def test_redis_restarted_empty_gives_new_epochs_and_gaps(redis, cluster3):
         cur = {f.json()["seq"]: f.id for f in s.collect(10, timeout=10)}
     with SSEClient(a.port, "/v1/executions/%s/events" % y) as s:
         cury = [f.id for f in s.collect(4, timeout=10)]
-    live = [reader("sse", b, x, 13, timeout=40), reader("ws", cc, x, 13, timeout=40), reader("poll", a, x, 13, timeout=40)]
+    live = [reader(kind, n, x, 13, timeout=40) for kind, n in (("sse", b), ("ws", cc), ("poll", a))]
     assert wait_until(lambda: all(len(r.events) >= 10 for r in live), 10), [len(r.events) for r in live]
 
     redis.restart_empty()
@@ -338,7 +338,8 @@ def test_node_killed_mid_stream_subscribers_resume_on_another_node(cluster3):
     hist = history(cc, x)["events"]
     total = 2 * per
     assert [e["seq"] for e in hist] == list(range(1, total + 1)), "holes or doubles: %d events" % len(hist)
-    assert sorted(e["event_id"] for e in hist) == sorted(["a-%d" % i for i in range(per)] + ["b-%d" % i for i in range(per)])
+    everyone = ["a-%d" % i for i in range(per)] + ["b-%d" % i for i in range(per)]
+    assert sorted(e["event_id"] for e in hist) == sorted(everyone)
     want = [(e["seq"], e["event_id"]) for e in hist]
     for r in subs:
         seen = r.events
