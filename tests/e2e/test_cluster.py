@@ -215,27 +215,59 @@ def test_resume_then_live_across_nodes(cluster3):
     assert [e["seq"] for e in seen] == list(range(1, total + 1))
 
 
-def test_gap_for_a_cursor_older_than_the_retained_history(cluster_factory):
-    """store.ring_events bounds what Redis keeps too: a cursor from far back, resumed on another
-    node, gets stream.gap first and then the retained events, contiguous to the last."""
+def test_gap_for_a_cursor_trimmed_from_redis(cluster_factory):
+    """store.ring_events bounds what Redis keeps too (MAXLEN): a cursor from far back, resumed on
+    another node, gets stream.gap first and then the retained events, contiguous to the last."""
     c = cluster_factory(3, config={"store": {"ring_events": 16}})
     x = "trimmed"
+    total = 400  # MAXLEN ~ trims whole stream nodes (100 entries): enough to make Redis trim
     c[0].post_ok(*[ev(x, "log", i=i) for i in range(10)])
     cur = cursors(c[0], x, 10)
-    for k in range(10, 60, 10):
+    for k in range(10, total, 30):
+        c[k // 30 % 3].post_ok(*[ev(x, "log", i=i) for i in range(k, min(total, k + 30))])
+    q = "last_event_id=" + urllib.parse.quote(cur[3], safe="")
+    rs = [reader(kind, n, x, total, timeout=4, query=q) for n in c[1:] for kind in ("sse", "ws", "poll")]
+    join_all(rs, 15)
+    for r in rs:
+        assert r.events and r.events[0]["type"] == "stream.gap", "%s: %r" % (r.describe(), r.events[:2])
+        first = r.events[0]["first_seq"]
+        # Redis may keep more than ring_events (MAXLEN ~), never fewer, never the cut ones.
+        assert 5 <= first <= total - 16 + 1, (r.describe(), first)
+        assert [e["seq"] for e in r.events[1:]] == list(range(first, total + 1)), r.describe()
+        if r.kind != "poll":
+            assert r.events[0].get("requested") == cur[3], r.events[0]
+
+
+def test_resume_older_than_the_node_ring_reads_redis(redis, cluster_factory):
+    """A node's ring is a cache: a resume older than it is served from Redis' stream exactly while
+    Redis still has the events (XLEN says how many it keeps), with stream.gap only before that."""
+    need_real_cluster()
+    c = cluster_factory(3, config={"store": {"ring_events": 16}})
+    x = "deeper"
+    total = 60
+    c[0].post_ok(*[ev(x, "log", i=i) for i in range(10)])
+    cur = cursors(c[0], x, 10)
+    for k in range(10, total, 10):
         c[k // 10 % 3].post_ok(*[ev(x, "log", i=i) for i in range(k, k + 10)])
-    for n in c[1:]:
-        for kind in ("sse", "ws", "poll"):
-            r = reader(kind, n, x, 16, timeout=5, query="last_event_id=" + urllib.parse.quote(cur[3], safe=""))
-            r.join(10)
-            assert r.error is None, r.error
-            assert r.events and r.events[0]["type"] == "stream.gap", "%s: %r" % (r.describe(), r.events[:2])
-            first = r.events[0]["first_seq"]
-            # Redis may keep a few more than ring_events (MAXLEN ~), never fewer, never the cut ones.
-            assert 5 <= first <= 60 - 16 + 1, (r.describe(), first)
-            assert [e["seq"] for e in r.events[1:]] == list(range(first, first + len(r.events) - 1))
-            if kind != "poll":
-                assert r.events[0].get("requested") == cur[3], r.events[0]
+    streams = [k for k in redis.cmd("KEYS", "*") if x.encode() in k and redis.cmd("TYPE", k) == "stream"]
+    assert len(streams) == 1, streams
+    oldest = total - redis.cmd("XLEN", streams[0]) + 1  # trimming removes the oldest: the rest is contiguous
+    want = poll(c[0].base, "/v1/executions/%s/poll" % x, {"timeout": "0", "since_seq": str(max(0, oldest - 1))},
+                http_timeout=10).json()["events"]
+    for cut in (3, 9):
+        for n in c:
+            for kind in ("sse", "ws", "poll"):
+                r = reader(kind, n, x, total - cut, timeout=4,
+                           query="last_event_id=" + urllib.parse.quote(cur[cut], safe=""))
+                r.join(10)
+                assert r.error is None, r.error
+                if cut + 1 >= oldest:
+                    assert [e["seq"] for e in r.events] == list(range(cut + 1, total + 1)), (
+                        "%s: resume after seq %d while Redis keeps seqs %d..%d: got %r" % (
+                            r.describe(), cut, oldest, total, [(e["type"], e.get("seq")) for e in r.events[:3]]))
+                else:
+                    assert r.events[0]["type"] == "stream.gap" and r.events[0]["first_seq"] == oldest, r.events[:1]
+                    assert [e["seq"] for e in r.events[1:]] == [e["seq"] for e in want]
 
 
 def test_idempotent_repost_on_other_nodes(cluster3):
