@@ -542,12 +542,17 @@ def check_exact(r, want, first=None):
 
 
 class Posting(threading.Thread):
-    """Posts `events` on one node's ingest socket in pipelined batches; `acks[i]` answers events[i]."""
+    """Posts `events` on one node's ingest socket in pipelined batches; `acks[i]` answers events[i].
 
-    def __init__(self, node, events, batch=20, pause=0.0, timeout=60.0):
+    With `retry_unavailable`, a line answered `unavailable` is sent again (the same line, so the same
+    event_id: SPEC §3 allows it) until it is acknowledged or 20 s pass; `retries` counts them."""
+
+    def __init__(self, node, events, batch=20, pause=0.0, timeout=60.0, retry_unavailable=False):
         super().__init__(daemon=True)
         self.node, self.events, self.batch, self.pause, self.timeout = node, events, batch, pause, timeout
+        self.retry_unavailable = retry_unavailable
         self.acks = []
+        self.retries = 0
         self.error = None
 
     def run(self):
@@ -556,11 +561,26 @@ class Posting(threading.Thread):
         try:
             with Producer(self.node.sock, timeout=10) as p:
                 for i in range(0, len(self.events), self.batch):
-                    self.acks += p.request(*self.events[i : i + self.batch], timeout=self.timeout)
+                    chunk = self.events[i : i + self.batch]
+                    acks = p.request(*chunk, timeout=self.timeout)
+                    deadline = time.monotonic() + 20
+                    while self.retry_unavailable and time.monotonic() < deadline:
+                        again = [k for k, a in enumerate(acks) if a.get("error") == "unavailable"]
+                        if not again:
+                            break
+                        self.retries += len(again)
+                        time.sleep(0.05)
+                        for k, a in zip(again, p.request(*[chunk[k] for k in again], timeout=self.timeout)):
+                            acks[k] = a
+                    self.acks += acks
                     if self.pause:
                         time.sleep(self.pause)
         except Exception as e:
             self.error = e
+
+    def refused(self):
+        """(event_id, reply) of every line not acknowledged."""
+        return [(e.get("event_id"), a) for e, a in zip(self.events, self.acks) if not a.get("ok")]
 
 
 def node_metrics(d):
