@@ -303,7 +303,9 @@ def test_redis_restarted_empty_gives_new_epochs_and_gaps(redis, cluster3):
         # y got nothing since: an old cursor of y is recognised as gone (no old event served as current).
         body = history(n, y, last_event_id=cury[1])
         assert body.get("gap") is True and all(not e["event_id"].startswith("oldy-") for e in body["events"]), (
-            n.name, body)
+            "node %s: execution %s got no event since Redis lost its data, and an old cursor was answered from the "
+            "node's cached ring as if that history still existed (SPEC §11: Redis that lost its data is detected, "
+            "its executions get a new epoch, old cursors get stream.gap): %r" % (n.name, y, body))
     # Status follows the new history.
     for n in c:
         code, st = status(n, x)
