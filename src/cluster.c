@@ -163,6 +163,19 @@ static int ordinary_fields(const char *json, size_t len, cs_event_fields_t *fl)
     return cs_event_validate_fields(fl, NULL, 0) == CS_OK;
 }
 
+/* The time an event counts as stored at on every node (last_event_at, retention): the timestamp its
+ * first node gave it, when it is in the daemon's own form and within a minute of this node's clock, so
+ * that the nodes' statuses agree; else the time it arrives here (a producer's own timestamp may be any
+ * string, or a clock far off). */
+static int64_t event_time(const char *ts, size_t ts_len)
+{
+    int64_t now = cs_unix_ms(), t;
+
+    if (ts == NULL || cs_parse_timestamp(ts, ts_len, &t) != 0 || t > now + 60000 || t < now - 60000)
+        return now;
+    return t;
+}
+
 /* Stores one event Redis holds in this node's ring (cs_store_insert); *req (when not NULL) gets the
  * human-input request an answer closed. */
 static void insert_ex(cs_cluster_t *c, uint64_t epoch, uint64_t seq, const char *exec, size_t exec_len,
@@ -175,8 +188,8 @@ static void insert_ex(cs_cluster_t *c, uint64_t epoch, uint64_t seq, const char 
     cs_err_t e;
 
     if (ordinary_fields(json, json_len, &fl)) {
-        e = cs_store_insert(c->store, epoch, seq, &fl, NULL, json, json_len, cs_unix_ms(), &pub, detail,
-                            sizeof(detail));
+        e = cs_store_insert(c->store, epoch, seq, &fl, NULL, json, json_len,
+                            event_time(fl.timestamp, fl.timestamp_len), &pub, detail, sizeof(detail));
     } else {
         json_error_t jerr;
         const char *x;
@@ -190,7 +203,9 @@ static void insert_ex(cs_cluster_t *c, uint64_t epoch, uint64_t seq, const char 
             json_decref(ev);
             return;
         }
-        e = cs_store_insert(c->store, epoch, seq, NULL, ev, json, json_len, cs_unix_ms(), &pub, detail,
+        json_t *ts = json_object_get(ev, "timestamp");
+        e = cs_store_insert(c->store, epoch, seq, NULL, ev, json, json_len,
+                            event_time(json_string_value(ts), json_string_length(ts)), &pub, detail,
                             sizeof(detail));
     }
     json_decref(ev);

@@ -84,6 +84,13 @@ int cs_uuid4(char out[37]);
 /** Writes now_ms (Unix ms) as "2026-01-15T10:30:02.123Z" into out (at least 25 bytes). */
 void cs_format_timestamp(int64_t unix_ms, char *out, size_t outlen);
 
+/**
+ * Reads a timestamp in exactly the form cs_format_timestamp writes ("2026-01-15T10:30:02.123Z", 24
+ * characters, years 1970-9999) into *unix_ms. Returns 0, or -1 for anything else (a producer's own
+ * timestamp may be any string).
+ */
+int cs_parse_timestamp(const char *s, size_t len, int64_t *unix_ms);
+
 /** Returns the current Unix time in milliseconds. */
 int64_t cs_unix_ms(void);
 

@@ -558,7 +558,6 @@ def test_hitl_three_answers_at_once_one_wins(cluster3):
 # ---- status, list, metrics, Redis' keys ---------------------------------------------------------------------
 
 
-@pytest.mark.skip(reason="issue 16 open, not built yet: last_event_at is each node's own arrival time of the event (nodes differ by a millisecond or two), so the status objects are not identical across nodes")
 def test_status_list_and_gauges_agree_on_every_node(cluster3):
     c = cluster3
     a, b, cc = c.nodes

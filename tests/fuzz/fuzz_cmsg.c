@@ -59,6 +59,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     redisReader *rd;
     void *reply;
 
+    /* The event time a node takes from an event's timestamp (cluster.c): what it reads is written back
+     * the same. */
+    int64_t t;
+    if (cs_parse_timestamp((const char *)data, size, &t) == 0) {
+        char back[32];
+        cs_format_timestamp(t, back, sizeof(back));
+        if (size == 24 && memcmp(back, data, 11) != 0 && memcmp(data + 5, "02-29", 5) != 0)
+            abort();
+        if (memcmp(back + 11, data + 11, 13) != 0)
+            abort();
+    }
     if (cs_cmsg_parse((const char *)data, size, &m) == 0) {
         inside(m.exec, m.exec_len, (const char *)data, size);
         inside(m.json, m.json_len, (const char *)data, size);

@@ -513,6 +513,36 @@ static void test_timestamp(void)
     }
 }
 
+/* cs_parse_timestamp reads back what cs_format_timestamp writes, and nothing else. */
+static void test_parse_timestamp(void)
+{
+    static const int64_t times[] = {0, 1768473002123LL, 1768473002005LL, 951868799999LL, 253402300799999LL};
+    char ts[32];
+    int64_t t;
+
+    for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+        cs_format_timestamp(times[i], ts, sizeof(ts));
+        CHECK(cs_parse_timestamp(ts, strlen(ts), &t) == 0 && t == times[i]);
+    }
+    static const char *const bad[] = {"whenever",
+                                      "",
+                                      "2026-01-15T10:30:02.123",
+                                      "2026-01-15T10:30:02.123Z ",
+                                      "2026-01-15 10:30:02.123Z",
+                                      "2026-13-15T10:30:02.123Z",
+                                      "2026-04-31T10:30:02.123Z",
+                                      "2026-01-15T24:30:02.123Z",
+                                      "2026-01-15T10:60:02.123Z",
+                                      "2026-01-15T10:30:60.123Z",
+                                      "1969-12-31T23:59:59.999Z",
+                                      "2026-01-15T10:30:02.12xZ",
+                                      "+026-01-15T10:30:02.123Z",
+                                      "2026-01-15T10:30:02,123Z"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK(cs_parse_timestamp(bad[i], strlen(bad[i]), &t) == -1);
+    CHECK(cs_parse_timestamp("2026-01-15T10:30:02.123Z", 23, &t) == -1); /* the length, not the NUL */
+}
+
 static void test_uuid4(void)
 {
     char a[37], b[37];
@@ -540,6 +570,7 @@ int main(void)
     RUN(test_validate);
     RUN(test_complete);
     RUN(test_timestamp);
+    RUN(test_parse_timestamp);
     RUN(test_uuid4);
     CT_DONE();
 }
