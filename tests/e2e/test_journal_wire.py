@@ -406,6 +406,17 @@ def test_health_over_max_clients_says_degraded(make_daemon):
     d.start(wait=False)
     assert wait_until(lambda: os.path.exists(d.sock) or not d.running(), timeout=10)
     assert d.running(), d.stderr_text()
+
+    def http_up():
+        # The ingest socket can be there before the HTTP port listens. A /health answer (any status,
+        # Connection: close: the daemon has let its slot go once it answered) says it does.
+        try:
+            http_get(d.port, "/health")
+            return True
+        except OSError:
+            return False
+
+    assert wait_until(http_up, timeout=10), d.stderr_text()
     streams = [SSEClient(d.port, "/v1/executions/hd/events") for _ in range(2)]
     try:
         assert [s.status for s in streams] == [200, 200]
