@@ -136,7 +136,12 @@ def test_sigkill_loses_nothing_acknowledged(make_daemon, fsync):
     posters = [Poster(d, k, random.Random(rng.random()), stop) for k in range(PRODUCERS)]
     for p in posters:
         p.start()
-    time.sleep(rng.uniform(0.05, 0.6))
+    # The kill lands a random time after the first acknowledgement (a loaded CI host can take longer
+    # than the shortest sleep to get the first one).
+    deadline = time.monotonic() + 15
+    while not any(p.acked for p in posters) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.55))
     assert d.proc.poll() is None, "the daemon died under load %s:\n%s" % (why, d.stderr_text()[-3000:])
     d.proc.send_signal(signal.SIGKILL)
     assert d.wait_exit(10) == -signal.SIGKILL

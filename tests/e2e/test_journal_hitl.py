@@ -196,7 +196,12 @@ def test_answers_racing_a_crash(make_daemon, fsync):
     threads = [threading.Thread(target=runtime, daemon=True), threading.Thread(target=person, daemon=True)]
     for t in threads:
         t.start()
-    time.sleep(rng.uniform(0.1, 0.8))
+    # The kill lands a random time after the first answer is acknowledged, not after a fixed time: on a
+    # loaded CI host the first request can take longer than the shortest sleep.
+    deadline = time.monotonic() + 15
+    while not answered and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.7))
     d.proc.send_signal(signal.SIGKILL)
     assert d.wait_exit(10) == -signal.SIGKILL
     stop.set()
