@@ -25,6 +25,7 @@ struct cs_loop {
     /* Binary min-heap of armed timers, 1-based. */
     cs_timer_t **heap;
     size_t heap_len, heap_cap;
+    uint64_t timer_pass; /* counts run_timers' passes: a timer armed in the current one waits a turn */
     cs_defer_t *defer_head, *defer_tail;
     struct {
         cs_prepare_cb cb;
@@ -232,6 +233,7 @@ void cs_timer_start(cs_timer_t *timer, int64_t after_ms)
 
     cs_timer_stop(timer);
     timer->due = loop->now + (after_ms < 0 ? 0 : after_ms);
+    timer->_pass = loop->timer_pass;
     if (loop->heap_len + 1 >= loop->heap_cap) {
         size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
         cs_timer_t **h = realloc(loop->heap, cap * sizeof(*h));
@@ -250,7 +252,10 @@ static void run_timers(cs_loop_t *loop)
     /* Timers armed during this pass for "now" run in the next turn, so a timer that re-arms itself
      * with 0 cannot starve the loop. */
     int64_t now = loop->now;
-    while (loop->heap_len > 0 && loop->heap[1]->due <= now) {
+    uint64_t pass = ++loop->timer_pass;
+    /* A timer armed by a callback of this pass is at the top when it is due now: the pass ends there,
+     * and the turn's epoll_wait gets timeout 0, so the rest run at once in the next turn. */
+    while (loop->heap_len > 0 && loop->heap[1]->due <= now && loop->heap[1]->_pass != pass) {
         cs_timer_t *t = loop->heap[1];
         cs_timer_stop(t);
         t->cb(t);

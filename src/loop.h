@@ -51,6 +51,7 @@ struct cs_timer {
     cs_timer_cb cb;
     void *data;
     size_t _heap_idx; /* 0 = not armed, else 1-based index in the heap */
+    uint64_t _pass;   /* the loop's timer pass it was armed in */
 };
 
 /** A call to make once at the end of this loop turn. */

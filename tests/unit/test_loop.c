@@ -57,11 +57,19 @@ static void test_timers_fire_in_order(void)
     cs_loop_free(loop);
 }
 
-static int rearm_count;
+static int rearm_count, turns, rearm_turn[8];
+
+static int count_turn(void *data)
+{
+    (void)data;
+    turns++;
+    return -1;
+}
 
 static void on_timer_rearm(cs_timer_t *t)
 {
     /* A timer re-armed for "now" from its own callback runs in the next turn, not in a loop here. */
+    rearm_turn[rearm_count] = turns;
     if (++rearm_count < 5)
         cs_timer_start(t, 0);
     else
@@ -75,10 +83,14 @@ static void test_timer_rearm_zero(void)
 
     REQUIRE(cs_loop_new(&loop) == 0);
     rearm_count = 0;
+    turns = 0;
+    REQUIRE(cs_loop_add_prepare(loop, count_turn, NULL) == 0);
     cs_timer_init(&t, loop, on_timer_rearm, NULL);
     cs_timer_start(&t, 0);
     REQUIRE(cs_loop_run(loop) == 0);
     CHECK(rearm_count == 5);
+    for (int i = 1; i < 5; i++)
+        CHECK(rearm_turn[i] > rearm_turn[i - 1]); /* each run in a turn of its own */
     cs_loop_free(loop);
 }
 
