@@ -3,15 +3,12 @@ keep the loop busy, requests wait for their share of it (the lag grows, GET /v1/
 it), then catch up: every event delivered, in seq order per execution, no dead letter. An ingest that leaves
 the loop mostly idle is not held back: its deliveries keep up.
 
-The producer is bench/publisher (C, full speed or at a rate), built here with make; the moderate test's
-receiver is nginx (as bench/gateway uses), skipped when it is not installed."""
+The producer is bench/publisher (C, full speed or at a rate) and the fast receiver bench/hookd (C,
+libmicrohttpd: 200 "ok" with keep-alive, as cheap for the daemon as nginx), both built here with make."""
 
 import json
 import os
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -39,15 +36,15 @@ def publish(publisher, d, *args, timeout=60):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def test_burst_is_held_then_all_delivered_in_order(make_daemon, publisher, nginx):
-    """A full-speed burst of 4,000 events over 8 executions to two endpoints that want them all (nginx,
+def test_burst_is_held_then_all_delivered_in_order(make_daemon, publisher, hookd):
+    """A full-speed burst of 4,000 events over 8 executions to two endpoints that want them all (hookd,
     fast enough to use up the share; and a Python receiver that records the order): the budget holds
     requests while the producer is busy (budget_waits > 0), then every event goes out to both, each
     execution's in seq order, and the lag is back to 0."""
     rec = Receiver()
     try:
         d = start(make_daemon, rec, endpoints=[
-            {"name": "fast", "url": nginx + "/hook", "types": ["*"], "executions": ["*"]},
+            {"name": "fast", "url": hookd + "/hook", "types": ["*"], "executions": ["*"]},
             {"name": "all", "url": rec.url + "/all", "types": ["*"], "executions": ["*"]}])
         # Each execution's 500 events fit its ring (the default 1,024): the lag never becomes a stream.gap.
         pub = publish(publisher, d, "--execs", 8, "--prefix", "bud-", "--count", 4000, "--window", 64)
@@ -73,47 +70,25 @@ def test_burst_is_held_then_all_delivered_in_order(make_daemon, publisher, nginx
         rec.close()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def nginx():
-    if shutil.which("nginx") is None:
-        pytest.skip("nginx is not installed")
-    tmp = tempfile.mkdtemp(prefix="cs-e2e-nginx-")
-    port = free_port()
-    conf = os.path.join(tmp, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(f"""daemon off; master_process off; worker_processes 1; error_log {tmp}/error.log;
-pid {tmp}/nginx.pid; events {{ worker_connections 1024; }}
-http {{ access_log off; client_body_temp_path {tmp}; keepalive_requests 1000000;
-  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok"; }} }} }}
-""")
-    proc = subprocess.Popen(["nginx", "-p", tmp, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+def hookd():
+    """bench/hookd on a free loopback port: its base URL."""
+    r = subprocess.run(["make", "-s", "-C", BENCH, "hookd"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, "bench/hookd does not build: %s" % r.stderr[-500:]
+    proc = subprocess.Popen([os.path.join(BENCH, "hookd"), "0"], stdout=subprocess.PIPE, text=True)
     try:
-        assert wait_until(lambda: _connects(port), timeout=5), "nginx did not start"
-        yield "http://127.0.0.1:%d" % port
+        line = proc.stdout.readline().split()
+        assert line[:1] == ["port"] and int(line[1]) > 0, "hookd did not start: %r" % line
+        yield "http://127.0.0.1:%s" % line[1]
     finally:
         proc.terminate()
         proc.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _connects(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
-def test_moderate_ingest_is_not_held_back(make_daemon, publisher, nginx):
+def test_moderate_ingest_is_not_held_back(make_daemon, publisher, hookd):
     """4,000 events/s for 3 s leave the loop mostly idle: deliveries keep up with them (a fixed 5% share
     would give them ~1,000-2,000/s and leave thousands behind when the producer stops)."""
-    d = make_daemon({"webhooks": {"endpoints": [{"name": "all", "url": nginx + "/hook", "types": ["*"],
+    d = make_daemon({"webhooks": {"endpoints": [{"name": "all", "url": hookd + "/hook", "types": ["*"],
                                                  "executions": ["*"]}]},
                      "store": {"ring_events": 8192}})
     argv = [publisher, "--socket", d.sock, "--json", "--execs", "10", "--prefix", "mod-", "--rate", "4000",
