@@ -492,6 +492,7 @@ static const cs_cfg_field_t cfg_webhooks_fields[] = {
     CFG_NUM(CS_CFG_SIZE, "max_in_flight", webhook_max_in_flight, "16", 1, 1024, CS_CFG_LIVE),
     CFG_NUM(CS_CFG_SIZE, "max_executions", webhook_max_executions, "1024", 1, 1048576, CS_CFG_LIVE),
     CFG_NUM(CS_CFG_SIZE, "max_registrations", webhook_max_registrations, "10000", 1, 10000000, CS_CFG_LIVE),
+    CFG_NUM(CS_CFG_UINT, "busy_share", webhook_busy_share, "5", 1, 100, CS_CFG_LIVE),
     {.key = NULL},
 };
 

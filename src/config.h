@@ -90,6 +90,7 @@ typedef struct cs_config {
     size_t webhook_max_in_flight;       /* requests per endpoint, default 16 */
     size_t webhook_max_executions;      /* delivery cursors per endpoint, default 1024 */
     size_t webhook_max_registrations;   /* executions with registered URLs, default 10000 */
+    unsigned webhook_busy_share; /* per cent of the loop requests may take while ingest is busy, default 5 */
 
     /* "log" */
     int log_level; /* a cs_log_level_t */

@@ -43,7 +43,6 @@
 #define WH_LOADED_PM    500u
 #define WH_LOW_WINDOWS  2u      /* when that many windows in a row were under it, */
 #define WH_FREE_WINDOWS 8u      /* requests go free for this many windows, then measure again */
-#define WH_SHARE_PM     50u     /* then requests may take this share of the loop (per mille) */
 #define WH_BURST_NS     1000000 /* saved up to this */
 
 static const char *const wh_kind_names[WH_KINDS] = {"human", "task", "step", "crew"};
@@ -836,8 +835,8 @@ static void send_one(wh_pair_t *p)
  * the receivers. Ingest is busy when discovery saw an event less than WH_BUSY_NS ago and the loop's other
  * work (its wall time but requests and sleep) took at least WH_LOADED_PM per mille of its last window of
  * WH_WINDOW_NS (or of one of its last WH_LOW_WINDOWS windows). Then the requests started and their answers
- * (curl's actions, timed by curlm) may take WH_SHARE_PM per mille of the loop's time: a token bucket in
- * nanoseconds, refilled at that share of the time that passes and saved up to WH_BURST_NS. Over it, ready
+ * (curl's actions, timed by curlm) may take webhooks.busy_share per cent of the loop's time: a token bucket
+ * in nanoseconds, refilled at that share of the time that passes and saved up to WH_BURST_NS. Over it, ready
  * cursors wait in their endpoint's queue (the lag grows; GET /v1/webhooks and /metrics show it) and a timer
  * comes back when the budget allows one more or ingest may have gone quiet. Otherwise - no events, or events
  * that leave the loop half idle for WH_LOW_WINDOWS windows in a row - requests take what they need (bounded
@@ -893,8 +892,10 @@ static int budget_ok(cs_webhooks_t *w)
         /* Held from now on; the answers to what was sent while free are not charged. */
         w->tokens_ns = WH_BURST_NS;
         w->held_mode = 1;
+    } else if (w->d->cfg->webhook_busy_share >= 100) {
+        w->tokens_ns = WH_BURST_NS; /* never held back */
     } else {
-        w->tokens_ns += (int64_t)((now - w->refill_ns) * WH_SHARE_PM / 1000u);
+        w->tokens_ns += (int64_t)((now - w->refill_ns) * w->d->cfg->webhook_busy_share / 100u);
         w->tokens_ns -= (int64_t)(spent - w->charged_ns);
         if (w->tokens_ns > WH_BURST_NS)
             w->tokens_ns = WH_BURST_NS;
@@ -919,7 +920,8 @@ static void budget_hold(cs_webhooks_t *w, wh_ep_t *ep)
         return;
     /* When the tokens are back above 0, or ingest counts as quiet, whichever comes first; 1 ms at least. */
     uint64_t now = cs_curlm_clock_ns();
-    uint64_t wait = w->tokens_ns < 0 ? (uint64_t)(-w->tokens_ns) * 1000u / WH_SHARE_PM : 0;
+    unsigned share = w->d->cfg->webhook_busy_share ? w->d->cfg->webhook_busy_share : 1;
+    uint64_t wait = w->tokens_ns < 0 ? (uint64_t)(-w->tokens_ns) * 100u / share : 0;
     uint64_t quiet = w->last_event_ns + WH_BUSY_NS > now ? w->last_event_ns + WH_BUSY_NS - now : 0;
     if (quiet < wait)
         wait = quiet;

@@ -110,3 +110,15 @@ def test_moderate_ingest_is_not_held_back(make_daemon, publisher, hookd):
     assert wait_until(lambda: wh_metrics(d)["webhook_deliveries_total"] >= acked, timeout=30)
     m = wh_metrics(d)
     assert m["webhook_dead_letters_total"] == 0 and m["webhook_lag"] == 0, m
+
+
+def test_busy_share_100_never_holds_requests(make_daemon, publisher, hookd):
+    """webhooks.busy_share 100: the same full-speed burst is never held (no budget wait), and still all
+    delivered; the default share held it (the first test)."""
+    d = make_daemon({"webhooks": {"busy_share": 100, "endpoints": [
+        {"name": "fast", "url": hookd + "/hook", "types": ["*"], "executions": ["*"]}]}})
+    pub = publish(publisher, d, "--execs", 8, "--prefix", "free-", "--count", 4000, "--window", 64)
+    assert pub["acked"] == 4000, pub
+    assert wait_until(lambda: endpoint(d, "fast")["delivered"] == 4000, timeout=60), endpoint(d, "fast")
+    m = wh_metrics(d)
+    assert m["webhook_budget_waits_total"] == 0 and m["webhook_dead_letters_total"] == 0, m

@@ -828,6 +828,7 @@ static const struct {
     {"webhooks.max_in_flight", CS_CFG_LIVE, 0},
     {"webhooks.max_executions", CS_CFG_LIVE, 0},
     {"webhooks.max_registrations", CS_CFG_LIVE, 0},
+    {"webhooks.busy_share", CS_CFG_LIVE, 0},
     {"log.level", CS_CFG_APPLY, CS_CONFIG_APPLY_LOG},
     {"journal.dir", CS_CFG_RESTART, 0},
     {"journal.fsync", CS_CFG_RESTART, 0},
