@@ -396,6 +396,8 @@ static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Resu
         seq = it.frame->seq;
         cs_sub_cursor(&q->sub, seq, cur, sizeof(cur));
     }
+    if (gap && count == 0) /* only a gap (a history that ended, cluster): the position after it */
+        seq = cs_sub_position(&q->sub, cur, sizeof(cur));
     if (seq > 0)
         rc |= cs_buf_printf(&b, "],\"last_event_id\":\"%s\",\"last_seq\":%llu", cur, (unsigned long long)seq);
     else
