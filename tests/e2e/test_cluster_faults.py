@@ -402,6 +402,37 @@ def test_pubsub_killed_no_event_missed(redis, cluster3):
     print("lines refused `unavailable` while pub/sub was cut, then retried: %d" % (po.retries + tail.retries))
 
 
+def test_pubsub_of_one_node_killed_a_quiet_execution_is_caught_up_at_once(redis, cluster3):
+    """Events posted on another node while one node's pub/sub link is down, and nothing after: that
+    node reads them from the stream as soon as it is subscribed again, not at the execution's next
+    event (there is none here)."""
+    need_real_cluster()
+    c = cluster3
+    a, b, cc = c.nodes
+    x = "pubsub-quiet"
+    rounds, per = 4, 5
+    total = 3 + rounds * per
+    acks = a.post_ok(*[ev(x, "log", event_id="q0-%d" % i) for i in range(3)])
+    subs = [reader(kind, b, x, total, timeout=40) for kind in ("sse", "ws", "poll")]
+    assert wait_until(lambda: all(len(r.events) >= 3 for r in subs), 10), [len(r.events) for r in subs]
+
+    def b_sub():
+        return [cl for cl in redis.clients("pubsub") if cl.get("name", "").startswith("crewstream-%s" % b.name)]
+
+    for k in range(rounds):
+        assert wait_until(lambda: len(b_sub()) == 1, 10), redis.clients("pubsub")
+        redis.cmd("CLIENT", "KILL", "ID", b_sub()[0]["id"])
+        # At once, on a (its link is whole): b is resubscribing (0.1 s back-off) and misses these.
+        acks += a.post_ok(*[ev(x, "log", event_id="q%d-%d" % (k + 1, i)) for i in range(per)])
+    join_all(subs, 45)
+    want = [(r["seq"], r["event_id"]) for r in acks]
+    assert [s for s, _ in want] == list(range(1, total + 1))
+    for s in subs:
+        check_exact(s, want)
+    m = node_metrics(b)
+    assert m.get("crewstream_cluster_rechecks_total", 0) >= 1 and m.get("crewstream_cluster_fills_total", 0) >= 1, m
+
+
 # ---- human input across nodes ----------------------------------------------------------------------------
 
 
