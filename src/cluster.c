@@ -907,13 +907,8 @@ static void on_recheck(cs_redis_t *r, const redisReply *reply, void *data)
     cs_exec_seqs(ex, &first, &next);
     if (epoch == 0) {
         /* Redis holds no history of it: what this ring holds is gone for every other node and cursor. */
-        if (next > 1 && cs_store_rebase(c->store, q->id, q->id_len, cs_epoch_next())) {
+        if (next > 1 && cs_store_rebase(c->store, q->id, q->id_len, cs_epoch_next())) /* logged there */
             c->st.rebased++;
-            cs_log_warn(
-                "cluster: execution %.*s is not in Redis any more (Redis lost its data?): its history "
-                "here ends, old cursors get stream.gap",
-                (int)q->id_len, q->id);
-        }
         goto done;
     }
     if (epoch != cs_exec_epoch(ex)) {
