@@ -25,19 +25,32 @@
 #define BATCH_MAX 512
 /* How long an execution that is not finished stays in Redis after its last event, at least. */
 #define ACTIVE_TTL_S 86400u
+/* Publishes whose outcome is unknown held at once, at most (more are answered unavailable at once). */
+#define UNKNOWN_MAX 4096
+/* Channel messages held behind holes, every execution together, at most (bytes): one more is not held, and
+ * the fill that follows reads it from the stream. */
+#define HELD_MAX_BYTES (16u << 20)
+/* Executions checked against Redis per loop turn after a reconnect (one HMGET each, pipelined). */
+#define RECHECK_PER_TURN 256
 
 /*
- * ARGV: prefix, maxlen, channel, then per event: execution id, type, event_id, epoch candidate, ttl, JSON.
- * Returns per event: seq, epoch (a string), duplicate (0/1). An execution's meta hash is read once per call
- * and its seq written back once, its keys' EXPIRE set once (the last event's TTL), so an event costs an
- * index lookup, XADD, the index entry and PUBLISH. A meta hash that is new gets the candidate
- * as its epoch; what is left of an older history under the same keys (a stream or index that outlived
- * its meta hash) goes with it, so XADD never meets an id ahead of the new seqs.
+ * ARGV: prefix, maxlen, channel, deadline (Redis' clock, ms: a call that reaches Redis later stores nothing,
+ * so that a publish whose reply never came is known not to be stored once that time has passed), then per
+ * event: execution id, type, event_id, epoch candidate, ttl, JSON. Returns per event: seq, epoch (a string),
+ * duplicate (0/1). An execution's meta hash is read once per call and its seq written back once, its keys'
+ * EXPIRE set once (the last event's TTL), so an event costs an index lookup, XADD, the index entry and
+ * PUBLISH. A meta hash that is new gets the candidate as its epoch; what is left of an older history under
+ * the same keys (a stream or index that outlived its meta hash) goes with it, so XADD never meets an id ahead
+ * of the new seqs.
  */
 const char cs_cluster_script[] =
-    "local p, maxlen, chan = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local p, maxlen, chan, dl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
+    "local tm = redis.call('TIME')\n"
+    "if tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000) > dl then\n"
+    "  return redis.error_reply('LATE the publish reached Redis after its deadline: not stored')\n"
+    "end\n"
     "local out, ex = {}, {}\n"
-    "for i = 4, #ARGV, 6 do\n"
+    "for i = 5, #ARGV, 6 do\n"
     "  local x, t, id, cand, ttl, j = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]\n"
     "  local e = ex[x]\n"
     "  if not e then\n"
@@ -110,8 +123,26 @@ typedef struct fill {
     size_t id_len;
     uint64_t epoch;
     int active;
+    int dropped; /* a message was not held (HELD_MAX_BYTES): the execution is checked again after the fill */
     held_t *held;
 } fill_t;
+
+/* A publish whose reply never came: its answer waits until Redis says whether it stored it. */
+typedef struct unk {
+    cs_cluster_t *c;
+    qent_t *q;
+    int64_t since; /* cs_loop_now when it was held */
+    int asking;    /* HGET of its index entry in flight */
+    struct unk *prev, *next;
+} unk_t;
+
+/* An execution checked against Redis' meta hash after a reconnect (HMGET epoch seq in flight). */
+typedef struct rcq {
+    cs_cluster_t *c;
+    uint64_t epoch; /* the ring's epoch when asked */
+    size_t id_len;
+    char id[];
+} rcq_t;
 
 struct cs_cluster {
     cs_loop_t *loop;
@@ -127,11 +158,24 @@ struct cs_cluster {
     cs_defer_t flush; /* what the turn queued goes out at its end: one script call */
     int subscribed;
     int ready;
+    int timeout_ms;
+    int closing;
+    int clock_ok;      /* Redis' clock read since the command connection came up (TIME) */
+    int64_t clock_off; /* Redis' time (ms) minus cs_loop_now: a script call's deadline in Redis' clock */
+    unk_t *unk;        /* publishes whose outcome is unknown, oldest first */
+    size_t n_unk;
+    cs_timer_t unk_timer; /* the longest wait of the oldest */
+    char **rc_ids;        /* executions still to check after a reconnect */
+    size_t rc_n, rc_pos;
+    cs_timer_t rc_timer; /* the next RECHECK_PER_TURN of them, next turn */
+    size_t held_bytes;
     char why[256];
     cs_cluster_stats_t st;
 };
 
 static void update_gate(cs_cluster_t *c);
+static void unk_hold(cs_cluster_t *c, qent_t *q);
+static void recheck_one(cs_cluster_t *c, const char *id, size_t id_len);
 static void offer(cs_cluster_t *c, uint64_t epoch, uint64_t seq, const char *exec, size_t exec_len,
                   const char *json, size_t json_len);
 
@@ -248,23 +292,45 @@ static fill_t *fill_get(cs_cluster_t *c, const char *exec, size_t exec_len, int 
     return f;
 }
 
+/* Frees a held message (its bytes leave the cap's count). */
+static void held_free(cs_cluster_t *c, held_t *h)
+{
+    c->held_bytes -= sizeof(*h) + h->json_len + 1;
+    free(h);
+}
+
 static void fill_free(cs_cluster_t *c, fill_t *f)
 {
     held_t *h, *t;
     HASH_DELETE(hh, c->fills, f);
     LL_FOREACH_SAFE(f->held, h, t)
     {
-        free(h);
+        held_free(c, h);
     }
     free(f->id);
     free(f);
 }
 
+/* Holds a message behind f's hole. Past HELD_MAX_BYTES (every fill together) it is not held: counted,
+ * logged once per fill, and the execution is checked again when the fill is done (the stream has it). */
 static int hold(fill_t *f, uint64_t epoch, uint64_t seq, const char *json, size_t len)
 {
-    held_t *h = malloc(sizeof(*h) + len + 1);
-    if (h == NULL)
+    cs_cluster_t *c = f->c;
+    held_t *h;
+
+    if (c->held_bytes + sizeof(*h) + len + 1 > HELD_MAX_BYTES) {
+        c->st.held_dropped++;
+        if (!f->dropped)
+            cs_log_warn(
+                "cluster: messages held behind holes reached %u bytes: event %llu of %s (and more) is "
+                "not held, it is read from Redis' stream after the fill",
+                HELD_MAX_BYTES, (unsigned long long)seq, f->id);
+        f->dropped = 1;
+        return 0;
+    }
+    if ((h = malloc(sizeof(*h) + len + 1)) == NULL)
         return -ENOMEM;
+    c->held_bytes += sizeof(*h) + len + 1;
     h->epoch = epoch;
     h->seq = seq;
     h->json_len = len;
@@ -323,9 +389,14 @@ static void on_fill(cs_redis_t *r, const redisReply *reply, void *data)
     LL_FOREACH_SAFE(held, h, t)
     {
         offer(c, h->epoch, h->seq, f->id, f->id_len, h->json, h->json_len);
-        free(h);
+        held_free(c, h);
     }
-    if (!f->active && f->held == NULL)
+    if (f->dropped && !f->active) { /* what was not held is in the stream: read it now */
+        f->dropped = 0;
+        if (!c->closing)
+            recheck_one(c, f->id, f->id_len);
+    }
+    if (!f->active && f->held == NULL && !f->dropped)
         fill_free(c, f);
 }
 
@@ -336,6 +407,16 @@ static int fill_start(cs_cluster_t *c, fill_t *f, uint64_t epoch, uint64_t from,
     const char *argv[4];
     size_t lens[4];
 
+    if (to - from + 1 > c->ring_events) {
+        /* More than the ring holds: only its last ring_events are read (the older ones would be evicted
+         * as they are stored); subscribers behind get stream.gap. */
+        uint64_t skip = to - from + 1 - c->ring_events;
+        c->st.lost += skip;
+        cs_log_warn("cluster: events %llu-%llu of %s are older than this node's ring can hold: not read, "
+                    "subscribers behind them get stream.gap",
+                    (unsigned long long)from, (unsigned long long)(from + skip - 1), f->id);
+        from += skip;
+    }
     snprintf(key, sizeof(key), "%s{x:%s}:s", c->prefix, f->id);
     snprintf(a, sizeof(a), "%llu-0", (unsigned long long)from);
     snprintf(b, sizeof(b), "%llu-0", (unsigned long long)to);
@@ -454,13 +535,19 @@ static void on_batch(cs_redis_t *r, const redisReply *reply, void *data)
     DL_DELETE(c->batches, b);
     c->st.in_flight -= b->n;
     if (reply == NULL) {
-        snprintf(
-            detail, sizeof(detail),
-            "cluster: Redis did not answer (%.120s): the outcome is unknown, a retry with the same event_id "
-            "is stored once",
-            cs_redis_error(c->cmd));
+        /* The outcome is unknown (Redis may have run the script): no answer until Redis says. */
+        cs_log_warn("cluster: %zu publishes got no reply from Redis (%.120s): their answers wait until Redis "
+                    "says whether it stored them (at most %d ms)",
+                    b->n, cs_redis_error(c->cmd), 2 * c->timeout_ms);
+        for (size_t i = 0; i < b->n; i++)
+            unk_hold(c, b->e[i]);
+        free(b->e);
+        free(b);
+        return;
     } else if (reply->type == REDIS_REPLY_ERROR) {
         snprintf(detail, sizeof(detail), "cluster: Redis refused the publish: %.200s", reply->str);
+        if (strncmp(reply->str, "LATE", 4) == 0)
+            c->st.late += b->n;
         cs_log_error("%s", detail);
     } else if ((res = calloc(b->n, sizeof(*res))) == NULL || cs_cmsg_script_reply(reply, b->n, res) != 0) {
         snprintf(detail, sizeof(detail), "cluster: Redis' answer to a publish could not be read");
@@ -502,11 +589,11 @@ static void on_batch(cs_redis_t *r, const redisReply *reply, void *data)
 static void send_batch(cs_cluster_t *c)
 {
     size_t n = c->nq < BATCH_MAX ? c->nq : BATCH_MAX;
-    size_t argc = 6 + 6 * n;
+    size_t argc = 7 + 6 * n;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
     batch_t *b = calloc(1, sizeof(*b));
-    char maxlen[24];
+    char maxlen[24], deadline[24];
     int rc;
 
     if (argv == NULL || lens == NULL || b == NULL || (b->e = malloc(n * sizeof(*b->e))) == NULL) {
@@ -524,11 +611,15 @@ static void send_batch(cs_cluster_t *c)
     snprintf(maxlen, sizeof(maxlen), "%zu", c->ring_events);
     argv[0] = "EVAL", argv[1] = cs_cluster_script, argv[2] = "0";
     argv[3] = c->prefix, argv[4] = maxlen, argv[5] = c->chan;
-    for (size_t i = 0; i < 6; i++)
+    /* Half the reply timeout: once it fired, Redis' clock is past the deadline and the call never stores. */
+    snprintf(deadline, sizeof(deadline), "%lld",
+             (long long)(cs_loop_now(c->loop) + c->clock_off + c->timeout_ms / 2));
+    argv[6] = deadline;
+    for (size_t i = 0; i < 7; i++)
         lens[i] = strlen(argv[i]);
     for (size_t i = 0; i < n; i++) {
         qent_t *q = c->q[i];
-        size_t k = 6 + 6 * i;
+        size_t k = 7 + 6 * i;
         argv[k] = q->exec, lens[k] = q->exec_len;
         argv[k + 1] = q->type, lens[k + 1] = q->type_len;
         argv[k + 2] = q->eid, lens[k + 2] = q->eid_len;
@@ -632,13 +723,324 @@ static void cluster_forget(void *data, uint64_t ticket)
         for (size_t i = 0; i < b->n; i++)
             if (b->e[i]->ticket == ticket)
                 memset(&b->e[i]->done, 0, sizeof(b->e[i]->done));
+    for (unk_t *u = c->unk; u != NULL; u = u->next)
+        if (u->q->ticket == ticket)
+            memset(&u->q->done, 0, sizeof(u->q->done));
+}
+
+/* ---- publishes whose outcome is unknown ---- */
+
+/*
+ * A script call whose reply never came may have stored its events or not. Its publishes are held, not
+ * answered: once Redis is reachable again (and its clock read), each is looked up in its execution's
+ * event-id index (HGET): there → ok with its seq; not there → unavailable, which is then true for good,
+ * as the script stores nothing after its deadline and Redis' clock is past it. At most UNKNOWN_MAX are
+ * held, each at most 2 timeouts: then unavailable (counted, logged).
+ */
+
+static void unk_done(cs_cluster_t *c, unk_t *u, cs_err_t e, const cs_cmsg_result_t *res, const char *detail)
+{
+    DL_DELETE(c->unk, u);
+    c->n_unk--;
+    answer(c, u->q, e, res, detail, NULL);
+    free(u);
+}
+
+static void unk_arm(cs_cluster_t *c)
+{
+    int64_t wait = 2 * (int64_t)c->timeout_ms, left;
+
+    if (c->unk == NULL) {
+        cs_timer_stop(&c->unk_timer);
+        return;
+    }
+    left = c->unk->since + wait - cs_loop_now(c->loop);
+    cs_timer_start(&c->unk_timer, left < 50 ? 50 : left);
+}
+
+static void unk_hold(cs_cluster_t *c, qent_t *q)
+{
+    unk_t *u;
+
+    if (c->closing || c->n_unk >= UNKNOWN_MAX || (u = calloc(1, sizeof(*u))) == NULL) {
+        if (!c->closing)
+            c->st.unknown_overflow++;
+        if (!c->closing)
+            cs_log_error(
+                "cluster: the publish of %s (%s) got no reply and %zu unknown outcomes are held already: "
+                "answered unavailable",
+                q->eid, q->exec, c->n_unk);
+        answer(
+            c, q, CS_ERR_UNAVAILABLE, NULL,
+            "cluster: Redis did not answer: the outcome is unknown; a retry with the same event_id is stored "
+            "once",
+            NULL);
+        return;
+    }
+    c->st.unknown++;
+    u->c = c;
+    u->q = q;
+    u->since = cs_loop_now(c->loop);
+    DL_APPEND(c->unk, u);
+    c->n_unk++;
+    if (!cs_timer_active(&c->unk_timer))
+        unk_arm(c);
+}
+
+static void on_unk_reply(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    unk_t *u = data;
+    cs_cluster_t *c = u->c;
+    cs_cmsg_result_t res = {0, 0, 0};
+    char *end = NULL;
+
+    (void)r;
+    u->asking = 0;
+    if (reply == NULL || c->closing)
+        return; /* asked again once Redis is back (or answered by the longest wait) */
+    if (reply->type == REDIS_REPLY_NIL) {
+        c->st.unknown_refused++;
+        unk_done(
+            c, u, CS_ERR_UNAVAILABLE, NULL,
+            "cluster: Redis did not answer in time and has not stored the event (nor will it: its deadline "
+            "passed): not stored, retry");
+        return;
+    }
+    if (reply->type == REDIS_REPLY_STRING)
+        res.seq = strtoull(reply->str, &end, 10);
+    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        res.seq = (uint64_t)reply->integer, end = "";
+    if (res.seq == 0 || end == NULL || *end != '\0') {
+        c->st.bad_messages++;
+        cs_log_error("cluster: Redis' index entry for %s of %s could not be read: its outcome stays unknown",
+                     u->q->eid, u->q->exec);
+        return;
+    }
+    c->st.unknown_stored++;
+    c->st.published++;
+    unk_done(c, u, CS_OK, &res, "");
+}
+
+/* Asks Redis about every held publish not being asked about. */
+static void unk_ask(cs_cluster_t *c)
+{
+    char key[300], field[CS_EVENT_ID_MAX + 160];
+    const char *argv[3];
+    size_t lens[3];
+
+    for (unk_t *u = c->unk; u != NULL; u = u->next) {
+        if (u->asking)
+            continue;
+        lens[1] =
+            (size_t)snprintf(key, sizeof(key), "%s{x:%.*s}:i", c->prefix, (int)u->q->exec_len, u->q->exec);
+        lens[2] = (size_t)snprintf(field, sizeof(field), "%.*s %.*s", (int)u->q->type_len, u->q->type,
+                                   (int)u->q->eid_len, u->q->eid);
+        if (lens[1] >= sizeof(key) || lens[2] >= sizeof(field))
+            continue;
+        argv[0] = "HGET", argv[1] = key, argv[2] = field;
+        lens[0] = 4;
+        if (cs_redis_command(c->cmd, on_unk_reply, u, 3, argv, lens) != 0)
+            return;
+        u->asking = 1;
+    }
+}
+
+/* The longest wait: what Redis could not be asked about in time is answered unavailable. */
+static void on_unk_timer(cs_timer_t *t)
+{
+    cs_cluster_t *c = t->data;
+    int64_t now = cs_loop_now(c->loop), wait = 2 * (int64_t)c->timeout_ms;
+    size_t n = 0;
+    unk_t *u, *tmp;
+
+    DL_FOREACH_SAFE(c->unk, u, tmp)
+    {
+        if (now - u->since < wait)
+            break;
+        if (u->asking)
+            continue; /* its HGET answers (or times out) within the timeout */
+        n++;
+        c->st.unknown_expired++;
+        unk_done(c, u, CS_ERR_UNAVAILABLE, NULL,
+                 "cluster: Redis did not answer and could not be asked since whether it stored the event: "
+                 "not stored (the script stores nothing after its deadline), retry with the same event_id");
+    }
+    if (n > 0)
+        cs_log_warn("cluster: %zu publishes without a reply could not be checked in Redis within %lld ms: "
+                    "answered unavailable",
+                    n, (long long)wait);
+    unk_arm(c);
+}
+
+/* ---- after a reconnect: every cached execution checked against Redis ---- */
+
+/*
+ * Redis may have lost an execution (restarted empty: its meta hash is gone, or holds another epoch), and
+ * the channel may have missed messages while it was down: each execution this node holds is read back
+ * (HMGET epoch seq, RECHECK_PER_TURN per turn): another or no epoch → its history here is dropped (old
+ * cursors and live subscribers get stream.gap); seqs past the ring's next → XRANGE fills them now.
+ */
+
+static void on_recheck(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    rcq_t *q = data;
+    cs_cluster_t *c = q->c;
+    uint64_t epoch = 0, seq = 0, first, next;
+    cs_exec_t *ex;
+    fill_t *f;
+
+    (void)r;
+    if (reply == NULL || c->closing || (ex = cs_store_find(c->store, q->id, q->id_len)) == NULL)
+        goto done; /* checked again at the next reconnect */
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+        c->st.bad_messages++;
+        cs_log_error("cluster: Redis' answer to HMGET of %.*s's meta hash could not be read", (int)q->id_len,
+                     q->id);
+        goto done;
+    }
+    if (reply->element[0]->type == REDIS_REPLY_STRING)
+        epoch = strtoull(reply->element[0]->str, NULL, 10);
+    if (reply->element[1]->type == REDIS_REPLY_STRING)
+        seq = strtoull(reply->element[1]->str, NULL, 10);
+    if (cs_exec_epoch(ex) != q->epoch && epoch != cs_exec_epoch(ex))
+        goto done; /* the channel brought another epoch meanwhile: newer than this answer */
+    cs_exec_seqs(ex, &first, &next);
+    if (epoch == 0) {
+        /* Redis holds no history of it: what this ring holds is gone for every other node and cursor. */
+        if (next > 1 && cs_store_rebase(c->store, q->id, q->id_len, cs_epoch_next())) /* logged there */
+            c->st.rebased++;
+        goto done;
+    }
+    if (epoch != cs_exec_epoch(ex)) {
+        if (cs_store_rebase(c->store, q->id, q->id_len, epoch))
+            c->st.rebased++;
+        cs_exec_seqs(ex, &first, &next);
+    }
+    f = fill_get(c, q->id, q->id_len, 0);
+    if (seq >= next && (f == NULL || !f->active)) {
+        /* Events the channel missed: read now, not at the execution's next event. */
+        if ((f = fill_get(c, q->id, q->id_len, 1)) != NULL && fill_start(c, f, epoch, next, seq) != 0 &&
+            f->held == NULL)
+            fill_free(c, f);
+    }
+done:
+    free(q);
+}
+
+static void recheck_one(cs_cluster_t *c, const char *id, size_t id_len)
+{
+    cs_exec_t *ex = cs_store_find(c->store, id, id_len);
+    rcq_t *q;
+    char key[300];
+    const char *argv[4];
+    size_t lens[4];
+
+    if (ex == NULL || (q = malloc(sizeof(*q) + id_len + 1)) == NULL)
+        return;
+    q->c = c;
+    q->epoch = cs_exec_epoch(ex);
+    q->id_len = id_len;
+    memcpy(q->id, id, id_len);
+    q->id[id_len] = '\0';
+    lens[1] = (size_t)snprintf(key, sizeof(key), "%s{x:%.*s}:m", c->prefix, (int)id_len, id);
+    argv[0] = "HMGET", argv[1] = key, argv[2] = "epoch", argv[3] = "seq";
+    lens[0] = 5, lens[2] = 5, lens[3] = 3;
+    if (lens[1] >= sizeof(key) || cs_redis_command(c->cmd, on_recheck, q, 4, argv, lens) != 0) {
+        free(q);
+        return;
+    }
+    c->st.rechecks++;
+}
+
+static void recheck_clear(cs_cluster_t *c)
+{
+    for (size_t i = c->rc_pos; i < c->rc_n; i++)
+        free(c->rc_ids[i]);
+    free(c->rc_ids);
+    c->rc_ids = NULL;
+    c->rc_n = c->rc_pos = 0;
+    cs_timer_stop(&c->rc_timer);
+}
+
+static void recheck_collect(cs_exec_t *ex, void *data)
+{
+    cs_cluster_t *c = data;
+    size_t len;
+    const char *id = cs_exec_id(ex, &len);
+    char *dup;
+
+    if (c->rc_ids == NULL || (dup = strndup(id, len)) == NULL)
+        return;
+    c->rc_ids[c->rc_n++] = dup;
+}
+
+static void on_recheck_timer(cs_timer_t *t)
+{
+    cs_cluster_t *c = t->data;
+    size_t end = c->rc_pos + RECHECK_PER_TURN < c->rc_n ? c->rc_pos + RECHECK_PER_TURN : c->rc_n;
+
+    if (!c->ready) {
+        recheck_clear(c); /* started again when it is ready again */
+        return;
+    }
+    for (; c->rc_pos < end; c->rc_pos++) {
+        recheck_one(c, c->rc_ids[c->rc_pos], strlen(c->rc_ids[c->rc_pos]));
+        free(c->rc_ids[c->rc_pos]);
+    }
+    if (c->rc_pos < c->rc_n)
+        cs_timer_start(&c->rc_timer, 0);
+    else
+        recheck_clear(c);
+}
+
+static void count_exec(cs_exec_t *ex, void *data)
+{
+    (void)ex;
+    (*(size_t *)data)++;
+}
+
+/* Every execution this node holds, checked from the next turn on. */
+static void recheck_start(cs_cluster_t *c)
+{
+    size_t n = 0;
+
+    recheck_clear(c);
+    cs_store_each(c->store, count_exec, &n);
+    if (n == 0 || (c->rc_ids = calloc(n, sizeof(*c->rc_ids))) == NULL)
+        return;
+    cs_store_each(c->store, recheck_collect, c);
+    if (c->rc_n > 0)
+        cs_timer_start(&c->rc_timer, 0);
+    else
+        recheck_clear(c);
+}
+
+/* Redis' clock, read once the command connection is up: the script's deadlines are in it. */
+static void on_time(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    cs_cluster_t *c = data;
+
+    (void)r;
+    if (reply == NULL || c->closing)
+        return;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING || reply->element[1]->type != REDIS_REPLY_STRING) {
+        c->st.bad_messages++;
+        cs_redis_reset(c->cmd, "TIME answered in another form");
+        return;
+    }
+    c->clock_off = (int64_t)strtoll(reply->element[0]->str, NULL, 10) * 1000 +
+                   strtoll(reply->element[1]->str, NULL, 10) / 1000 - cs_loop_now(c->loop);
+    c->clock_ok = 1;
+    update_gate(c);
+    unk_ask(c);
 }
 
 /* ---- the connections ---- */
 
 static void update_gate(cs_cluster_t *c)
 {
-    int ready = cs_redis_up(c->cmd) && cs_redis_up(c->sub) && c->subscribed;
+    int ready = cs_redis_up(c->cmd) && cs_redis_up(c->sub) && c->subscribed && c->clock_ok;
 
     if (ready && c->ready)
         return;
@@ -646,10 +1048,15 @@ static void update_gate(cs_cluster_t *c)
         c->why[0] = '\0';
         cs_store_set_refusal(c->store, CS_OK, NULL);
         cs_log_info("cluster: node %s ready on Redis %s (prefix %s)", c->node, c->addr, c->prefix);
+        c->ready = 1;
+        recheck_start(c); /* what Redis lost, or the channel missed, while the node was not ready */
+        unk_ask(c);
+        return;
     } else {
         const char *err = !cs_redis_up(c->cmd)   ? cs_redis_error(c->cmd)
                           : !cs_redis_up(c->sub) ? cs_redis_error(c->sub)
-                                                 : "subscribing to its channel";
+                          : !c->subscribed       ? "subscribing to its channel"
+                                                 : "reading its clock";
         snprintf(c->why, sizeof(c->why), "cluster: Redis %.80s is not reachable (%.100s): not stored, retry",
                  c->addr, err[0] ? err : "connection lost");
         cs_store_set_refusal(c->store, CS_ERR_UNAVAILABLE, c->why);
@@ -662,10 +1069,15 @@ static void update_gate(cs_cluster_t *c)
 static void on_cmd_state(cs_redis_t *r, int up, const char *why, void *data)
 {
     cs_cluster_t *c = data;
-    (void)r;
+    c->clock_ok = 0;
     if (!up) {
         c->st.reconnects++;
         cs_log_warn("cluster: the command connection to Redis %s is down: %s", c->addr, why);
+    } else {
+        const char *argv[1] = {"TIME"};
+        size_t lens[1] = {4};
+        if (cs_redis_command(r, on_time, c, 1, argv, lens) != 0)
+            cs_redis_reset(r, "cannot send TIME");
     }
     update_gate(c);
 }
@@ -698,6 +1110,9 @@ int cs_cluster_new(cs_cluster_t **out, cs_loop_t *loop, cs_store_t *store, const
     c->loop = loop;
     c->store = store;
     c->ring_events = o->ring_events > 0 ? o->ring_events : 1024;
+    c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 2000;
+    cs_timer_init(&c->unk_timer, loop, on_unk_timer, c);
+    cs_timer_init(&c->rc_timer, loop, on_recheck_timer, c);
     c->retain_s = o->retain_s;
     if (o->node == NULL && gethostname(host, sizeof(host) - 1) != 0)
         snprintf(host, sizeof(host), "node");
@@ -745,8 +1160,15 @@ void cs_cluster_free(cs_cluster_t *c)
         answer(c, c->q[i], CS_ERR_UNAVAILABLE, NULL, "cluster: shutting down: not stored", NULL);
     c->nq = 0;
     c->ready = 0;
+    c->closing = 1;
     cs_redis_free(c->sub); /* its NULL replies may touch c: it is still whole */
     cs_redis_free(c->cmd); /* fills in flight get NULL: they insert what they held */
+    while (c->unk != NULL)
+        unk_done(c, c->unk, CS_ERR_UNAVAILABLE, NULL,
+                 "cluster: shutting down before Redis said whether it stored the event: retry with the same "
+                 "event_id");
+    cs_timer_stop(&c->unk_timer);
+    recheck_clear(c);
     HASH_ITER(hh, c->fills, f, t)
     {
         fill_free(c, f);
@@ -777,6 +1199,8 @@ void cs_cluster_stats(const cs_cluster_t *c, cs_cluster_stats_t *st)
     *st = c->st;
     st->ready = c->ready;
     st->queued = c->nq;
+    st->unknown_held = c->n_unk;
+    st->held_bytes = c->held_bytes;
     cs_redis_stats_t a, b;
     cs_redis_stats(c->cmd, &a);
     cs_redis_stats(c->sub, &b);

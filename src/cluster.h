@@ -43,6 +43,20 @@ typedef struct cs_cluster_stats {
     uint64_t reconnects;      /* connections lost, both connections together */
     uint64_t timeouts;        /* of them: no reply in time */
     size_t queued, in_flight; /* publishes waiting to go out, and sent but not answered */
+    /* Publishes whose reply never came (a timeout, the connection lost): held, not answered, until Redis
+     * says whether it stored them (its event-id index, asked once it is reachable again). */
+    uint64_t unknown;        /* publishes held so */
+    uint64_t unknown_stored; /* of them: Redis had stored them (answered ok with their seq) */
+    uint64_t
+        unknown_refused; /* of them: Redis had not (and never will: their deadline passed): unavailable */
+    uint64_t unknown_expired;  /* of them: Redis could not be asked within the longest wait: unavailable */
+    uint64_t unknown_overflow; /* not held, the cap was reached: answered unavailable at once (logged) */
+    size_t unknown_held;       /* held now */
+    uint64_t late;             /* publishes the script refused: they reached Redis after their deadline */
+    uint64_t rechecks;         /* executions checked against Redis' meta hash after a reconnect */
+    uint64_t rebased;      /* of them: Redis lost (or replaced) their history: old cursors get stream.gap */
+    uint64_t held_dropped; /* channel messages not held behind a hole (the cap): read from the stream */
+    size_t held_bytes;     /* channel messages held behind holes now, bytes */
 } cs_cluster_stats_t;
 
 /** Starts cluster mode on store: connects (in the background), sets the store's remote step and closes its

@@ -396,6 +396,8 @@ static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Resu
         seq = it.frame->seq;
         cs_sub_cursor(&q->sub, seq, cur, sizeof(cur));
     }
+    if (gap && count == 0) /* only a gap (a history that ended, cluster): the position after it */
+        seq = cs_sub_position(&q->sub, cur, sizeof(cur));
     if (seq > 0)
         rc |= cs_buf_printf(&b, "],\"last_event_id\":\"%s\",\"last_seq\":%llu", cur, (unsigned long long)seq);
     else
@@ -630,6 +632,30 @@ static void cluster_metrics(metrics_out_t *b, cs_daemon_t *d)
     metric(b, "cluster_timeouts_total", "counter", "Of them: no reply in time.", cs.timeouts);
     metric(b, "cluster_queued", "gauge", "Publishes waiting to be sent to Redis.", cs.queued);
     metric(b, "cluster_in_flight", "gauge", "Publishes sent to Redis and not answered yet.", cs.in_flight);
+    metric(b, "cluster_unknown_total", "counter",
+           "Publishes whose reply never came, held until Redis said whether it stored them.", cs.unknown);
+    metric(b, "cluster_unknown_stored_total", "counter", "Of them: Redis had stored them (answered ok).",
+           cs.unknown_stored);
+    metric(b, "cluster_unknown_refused_total", "counter",
+           "Of them: Redis had not, and never will (deadline passed): answered unavailable.",
+           cs.unknown_refused);
+    metric(b, "cluster_unknown_expired_total", "counter",
+           "Of them: Redis could not be asked within the longest wait (2 timeouts): answered unavailable.",
+           cs.unknown_expired);
+    metric(b, "cluster_unknown_overflow_total", "counter",
+           "Publishes without a reply not held (4096 held already): answered unavailable at once.",
+           cs.unknown_overflow);
+    metric(b, "cluster_unknown_held", "gauge", "Publishes held now, their outcome unknown.", cs.unknown_held);
+    metric(b, "cluster_late_total", "counter",
+           "Publishes the script refused: they reached Redis after their deadline.", cs.late);
+    metric(b, "cluster_rechecks_total", "counter", "Executions checked against Redis after a reconnect.",
+           cs.rechecks);
+    metric(b, "cluster_rebased_total", "counter",
+           "Of them: Redis had lost or replaced their history (old cursors get stream.gap).", cs.rebased);
+    metric(b, "cluster_held_dropped_total", "counter",
+           "Channel messages not held behind a hole (16 MiB held already): read from the stream instead.",
+           cs.held_dropped);
+    metric(b, "cluster_held_bytes", "gauge", "Channel messages held behind holes now, bytes.", cs.held_bytes);
 }
 
 /* The journal's figures (persist.h); zeros and journal_enabled 0 when the daemon keeps memory only. */

@@ -1626,6 +1626,17 @@ static void exec_rebase(cs_store_t *st, cs_exec_t *ex, uint64_t epoch, uint64_t 
     ex->first_seq = ex->next_seq = seq; /* the new history's seqs start here (1, or later: stream.gap) */
 }
 
+int cs_store_rebase(cs_store_t *st, const char *id, size_t id_len, uint64_t epoch)
+{
+    cs_exec_t *ex = cs_store_find(st, id, id_len);
+
+    if (ex == NULL || ex->epoch == epoch || epoch == 0)
+        return 0;
+    exec_rebase(st, ex, epoch, 1);
+    wake_list(&ex->waiters);
+    return 1;
+}
+
 cs_err_t cs_store_insert(cs_store_t *st, uint64_t epoch, uint64_t seq, const cs_event_fields_t *fl,
                          json_t *ev, const char *json, size_t json_len, int64_t now_unix_ms,
                          cs_publish_t *out, char *detail, size_t detail_len)

@@ -441,6 +441,12 @@ cs_err_t cs_store_insert(cs_store_t *store, uint64_t epoch, uint64_t seq, const 
                          json_t *ev, const char *json, size_t json_len, int64_t now_unix_ms,
                          cs_publish_t *out, char *detail, size_t detail_len);
 
+/** Cluster: the history this node holds of execution id is not Redis' any more (Redis lost it, or holds
+ * another under epoch): it is dropped and the execution takes epoch, its ring starting at seq 1; its
+ * subscribers are woken and those that saw the old history get stream.gap (as cs_store_insert does for an
+ * event of a new epoch). Returns 1 when it was rebased, 0 when there is no such execution or it has epoch. */
+int cs_store_rebase(cs_store_t *store, const char *id, size_t id_len, uint64_t epoch);
+
 /** Calls fn for every execution that has a history (events or human-input requests). */
 void cs_store_each(cs_store_t *store, void (*fn)(cs_exec_t *ex, void *data), void *data);
 

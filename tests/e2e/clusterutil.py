@@ -501,8 +501,8 @@ class PollReader(Reader):
             for e in body["events"]:
                 self.events.append(e)
                 self.ids.append(body.get("last_event_id"))
-            if body["events"]:
-                params = {"last_event_id": body["last_event_id"]}
+            if body["events"] or body.get("gap"):  # after a gap alone: from the position it gives (null: the start)
+                params = {"last_event_id": body["last_event_id"]} if body["last_event_id"] else {}
 
 
 READERS = {"sse": SSEReader, "ws": WSReader, "poll": PollReader}
