@@ -27,50 +27,58 @@
 #define ACTIVE_TTL_S 86400u
 
 /*
- * ARGV: prefix, maxlen, channel, then per event: execution id, type, event_id, epoch candidate, ttl, JSON.
- * Returns per event: seq, epoch (a string), duplicate (0/1). An execution's meta hash is read once per call
- * and its seq written back once, its keys' EXPIRE set once (the last event's TTL), so an event costs an
- * index lookup, XADD, the index entry and PUBLISH. A meta hash that is new gets the candidate
- * as its epoch; what is left of an older history under the same keys (a stream or index that outlived
- * its meta hash) goes with it, so XADD never meets an id ahead of the new seqs.
+ * ARGV: prefix, maxlen, channel, then per event: execution id, "<type> <event_id>" (its index field), epoch
+ * candidate, ttl, the JSON's length (decimal), JSON. Returns per event two integers: the seq (negated for a
+ * duplicate) and the epoch. An execution's meta hash is read once per call and its seq written back once,
+ * its keys' EXPIRE set once (the last event's TTL); per event: HSETNX of the index entry (0: a re-post,
+ * whose seq HGET reads) and XADD; one PUBLISH per call carries every event it stored (cmsg.h: a batch
+ * message). Seqs are formatted once each with %d (Lua's own number to string goes through printf's
+ * floating point). A meta hash that is new gets the candidate as its epoch; what is left of an older
+ * history under the same keys (a stream or index that outlived its meta hash) goes with it, so XADD
+ * never meets an id ahead of the new seqs.
  */
 const char cs_cluster_script[] =
     "local p, maxlen, chan = ARGV[1], ARGV[2], ARGV[3]\n"
-    "local out, ex = {}, {}\n"
+    "local call, fmt = redis.call, string.format\n"
+    "local out, ex, msg, n = {}, {}, {''}, 0\n"
     "for i = 4, #ARGV, 6 do\n"
-    "  local x, t, id, cand, ttl, j = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]\n"
+    "  local x, f, j = ARGV[i], ARGV[i+1], ARGV[i+5]\n"
     "  local e = ex[x]\n"
     "  if not e then\n"
     "    local b = p .. '{x:' .. x .. '}:'\n"
     "    e = {m = b .. 'm', s = b .. 's', ix = b .. 'i'}\n"
-    "    local h = redis.call('HMGET', e.m, 'epoch', 'seq')\n"
+    "    local h = call('HMGET', e.m, 'epoch', 'seq')\n"
     "    if not h[1] then\n"
-    "      redis.call('DEL', e.s, e.ix)\n"
-    "      e.ep, e.seq = cand, 0\n"
-    "      redis.call('HSET', e.m, 'epoch', cand)\n"
+    "      call('DEL', e.s, e.ix)\n"
+    "      e.ep, e.seq = ARGV[i+2], 0\n"
+    "      call('HSET', e.m, 'epoch', e.ep)\n"
     "    else\n"
     "      e.ep, e.seq = h[1], tonumber(h[2] or 0)\n"
     "    end\n"
-    "    e.seq0 = e.seq\n"
+    "    e.en, e.seq0 = tonumber(e.ep) or 0, e.seq\n"
     "    ex[x] = e\n"
     "  end\n"
-    "  e.ttl = ttl\n"
-    "  local f = t .. ' ' .. id\n"
-    "  local old = redis.call('HGET', e.ix, f)\n"
-    "  if old then\n"
-    "    out[#out+1] = tonumber(old); out[#out+1] = e.ep; out[#out+1] = 1\n"
-    "  else\n"
+    "  e.ttl = ARGV[i+3]\n"
+    "  local s = fmt('%d', e.seq + 1)\n"
+    "  if call('HSETNX', e.ix, f, s) == 1 then\n"
     "    e.seq = e.seq + 1\n"
-    "    redis.call('XADD', e.s, 'MAXLEN', '~', maxlen, e.seq .. '-0', 'j', j)\n"
-    "    redis.call('HSET', e.ix, f, e.seq)\n"
-    "    redis.call('PUBLISH', chan, e.ep .. ' ' .. e.seq .. ' ' .. x .. '\\n' .. j)\n"
-    "    out[#out+1] = e.seq; out[#out+1] = e.ep; out[#out+1] = 0\n"
+    "    call('XADD', e.s, 'MAXLEN', '~', maxlen, s .. '-0', 'j', j)\n"
+    "    msg[#msg+1] = e.ep .. ' ' .. s .. ' ' .. x .. ' ' .. ARGV[i+4] .. '\\n'\n"
+    "    msg[#msg+1] = j\n"
+    "    n = n + 1\n"
+    "    out[#out+1] = e.seq\n"
+    "  else\n"
+    "    out[#out+1] = -tonumber(call('HGET', e.ix, f))\n"
     "  end\n"
+    "  out[#out+1] = e.en\n"
+    "end\n"
+    "if n > 0 then\n"
+    "  msg[1] = '*' .. n .. '\\n'\n"
+    "  call('PUBLISH', chan, table.concat(msg))\n"
     "end\n"
     "for x, e in pairs(ex) do\n"
-    "  if e.seq ~= e.seq0 then redis.call('HSET', e.m, 'seq', e.seq) end\n"
-    "  redis.call('EXPIRE', e.m, e.ttl); redis.call('EXPIRE', e.s, e.ttl); redis.call('EXPIRE', e.ix, "
-    "e.ttl)\n"
+    "  if e.seq ~= e.seq0 then call('HSET', e.m, 'seq', e.seq) end\n"
+    "  call('EXPIRE', e.m, e.ttl); call('EXPIRE', e.s, e.ttl); call('EXPIRE', e.ix, e.ttl)\n"
     "end\n"
     "return out\n";
 
@@ -80,10 +88,12 @@ typedef struct qent {
     cs_store_done_t done;
     const char *exec, *type, *eid, *json;
     size_t exec_len, type_len, eid_len, json_len;
+    const char *key; /* "<type> <event_id>": the index field; type and eid point into it */
+    size_t key_len;
     unsigned ttl;
-    char epoch[24], ttl_s[16];
-    size_t epoch_len, ttl_len;
-    char mem[]; /* exec, type, eid, json, each NUL-terminated */
+    char epoch[24], ttl_s[16], jlen_s[24];
+    size_t epoch_len, ttl_len, jlen_len;
+    char mem[]; /* exec, key, json, each NUL-terminated (type is not: a space follows it) */
 } qent_t;
 
 /* A script call in flight. */
@@ -394,7 +404,7 @@ static void on_message(cs_redis_t *r, const redisReply *reply, void *data)
 {
     cs_cluster_t *c = data;
     const char *p;
-    size_t n;
+    size_t n, count, off;
     cs_cmsg_t m;
     int k;
 
@@ -413,12 +423,23 @@ static void on_message(cs_redis_t *r, const redisReply *reply, void *data)
     if (k != 1)
         return;
     c->st.received++;
-    if (cs_cmsg_parse(p, n, &m) != 0) {
-        c->st.bad_messages++;
-        cs_log_error("cluster: a message on %s is not a crewstream event (%zu bytes): ignored", c->chan, n);
+    if (n > 0 && p[0] != '*') { /* one event, as the first cluster version sends it */
+        if (cs_cmsg_parse(p, n, &m) != 0)
+            goto bad;
+        offer(c, m.epoch, m.seq, m.exec, m.exec_len, m.json, m.json_len);
         return;
     }
-    offer(c, m.epoch, m.seq, m.exec, m.exec_len, m.json, m.json_len);
+    /* A batch: read whole before any of it is offered (a malformed one is dropped entire; the holes it
+     * leaves are filled from the stream at each execution's next event). Our own events come back too:
+     * offer drops what the ring has. */
+    if (cs_cmsg_batch(p, n, &count, &off) != 0)
+        goto bad;
+    for (size_t i = 0; i < count && cs_cmsg_next(p, n, &off, &m) == 0; i++)
+        offer(c, m.epoch, m.seq, m.exec, m.exec_len, m.json, m.json_len);
+    return;
+bad:
+    c->st.bad_messages++;
+    cs_log_error("cluster: a message on %s is not crewstream events (%zu bytes): ignored", c->chan, n);
 }
 
 /* ---- publishing ---- */
@@ -530,10 +551,10 @@ static void send_batch(cs_cluster_t *c)
         qent_t *q = c->q[i];
         size_t k = 6 + 6 * i;
         argv[k] = q->exec, lens[k] = q->exec_len;
-        argv[k + 1] = q->type, lens[k + 1] = q->type_len;
-        argv[k + 2] = q->eid, lens[k + 2] = q->eid_len;
-        argv[k + 3] = q->epoch, lens[k + 3] = q->epoch_len;
-        argv[k + 4] = q->ttl_s, lens[k + 4] = q->ttl_len;
+        argv[k + 1] = q->key, lens[k + 1] = q->key_len;
+        argv[k + 2] = q->epoch, lens[k + 2] = q->epoch_len;
+        argv[k + 3] = q->ttl_s, lens[k + 3] = q->ttl_len;
+        argv[k + 4] = q->jlen_s, lens[k + 4] = q->jlen_len;
         argv[k + 5] = q->json, lens[k + 5] = q->json_len;
         b->e[i] = q;
     }
@@ -601,10 +622,16 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
         m += slen + 1;                                                                                       \
     } while (0)
     PUT(exec, exec_len, p->exec, p->exec_len);
-    PUT(type, type_len, p->type, p->type_len);
+    q->key = q->type = m;
+    q->type_len = p->type_len;
+    memcpy(m, p->type, p->type_len);
+    m[p->type_len] = ' ';
+    m += p->type_len + 1;
     PUT(eid, eid_len, p->event_id, p->event_id_len);
+    q->key_len = p->type_len + 1 + p->event_id_len;
     PUT(json, json_len, p->json, p->json_len);
 #undef PUT
+    q->jlen_len = (size_t)snprintf(q->jlen_s, sizeof(q->jlen_s), "%zu", q->json_len);
     q->ticket = p->ticket;
     if (done != NULL)
         q->done = *done;
