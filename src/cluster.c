@@ -27,15 +27,16 @@
 #define ACTIVE_TTL_S 86400u
 
 /*
- * ARGV: prefix, maxlen, channel, then per event: execution id, "<type> <event_id>" (its index field), epoch
- * candidate, ttl, the JSON's length (decimal), JSON. Returns per event two integers: the seq (negated for a
- * duplicate) and the epoch. An execution's meta hash is read once per call and its seq written back once,
- * its keys' EXPIRE set once (the last event's TTL); per event: HSETNX of the index entry (0: a re-post,
- * whose seq HGET reads) and XADD; one PUBLISH per call carries every event it stored (cmsg.h: a batch
- * message). Seqs are formatted once each with %d (Lua's own number to string goes through printf's
- * floating point). A meta hash that is new gets the candidate as its epoch; what is left of an older
- * history under the same keys (a stream or index that outlived its meta hash) goes with it, so XADD
- * never meets an id ahead of the new seqs.
+ * ARGV: prefix, maxlen, channel, then per event: execution id, "<type> <event_id>" (its index field; empty
+ * when the node made the event_id: nobody can re-post it before it is stored, and every node's ring
+ * knows it from then on, as a lone daemon's does), epoch candidate, ttl, the JSON's length (decimal), JSON.
+ * Returns per event two integers: the seq (negated for a duplicate) and the epoch. An execution's meta hash
+ * is read once per call and its seq written back once, its keys' EXPIRE set once (the last event's TTL); per
+ * event: HSETNX of the index entry (0: a re-post, whose seq HGET reads) and XADD; one PUBLISH per call
+ * carries every event it stored (cmsg.h: a batch message). Seqs are formatted once each with %d (Lua's own
+ * number to string goes through printf's floating point). A meta hash that is new gets the candidate as its
+ * epoch; what is left of an older history under the same keys (a stream or index that outlived its meta hash)
+ * goes with it, so XADD never meets an id ahead of the new seqs.
  */
 const char cs_cluster_script[] =
     "local p, maxlen, chan = ARGV[1], ARGV[2], ARGV[3]\n"
@@ -60,7 +61,7 @@ const char cs_cluster_script[] =
     "  end\n"
     "  e.ttl = ARGV[i+3]\n"
     "  local s = fmt('%d', e.seq + 1)\n"
-    "  if call('HSETNX', e.ix, f, s) == 1 then\n"
+    "  if f == '' or call('HSETNX', e.ix, f, s) == 1 then\n"
     "    e.seq = e.seq + 1\n"
     "    call('XADD', e.s, 'MAXLEN', '~', maxlen, s .. '-0', 'j', j)\n"
     "    msg[#msg+1] = e.ep .. ' ' .. s .. ' ' .. x .. ' ' .. ARGV[i+4] .. '\\n'\n"
@@ -628,7 +629,7 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
     m[p->type_len] = ' ';
     m += p->type_len + 1;
     PUT(eid, eid_len, p->event_id, p->event_id_len);
-    q->key_len = p->type_len + 1 + p->event_id_len;
+    q->key_len = p->generated_id ? 0 : p->type_len + 1 + p->event_id_len;
     PUT(json, json_len, p->json, p->json_len);
 #undef PUT
     q->jlen_len = (size_t)snprintf(q->jlen_s, sizeof(q->jlen_s), "%zu", q->json_len);
