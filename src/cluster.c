@@ -27,9 +27,10 @@
 #define ACTIVE_TTL_S 86400u
 
 /*
- * ARGV: prefix, maxlen, channel, then per event: execution id, "<type> <event_id>" (its index field; empty
- * when the node made the event_id: nobody can re-post it before it is stored, and every node's ring
- * knows it from then on, as a lone daemon's does), epoch candidate, ttl, the JSON's length (decimal), JSON.
+ * ARGV: prefix, maxlen, channel, an epoch candidate (for every execution the call creates), then per event:
+ * execution id, "<type> <event_id>" (its index field; empty when the node made the event_id: nobody can
+ * re-post it before it is stored, and every node's ring knows it from then on, as a lone daemon's does),
+ * ttl, the JSON's length (decimal), JSON.
  * Returns per event two integers: the seq (negated for a duplicate) and the epoch. An execution's meta hash
  * is read once per call and its seq written back once, its keys' EXPIRE set once (the last event's TTL); per
  * event: HSETNX of the index entry (0: a re-post, whose seq HGET reads) and XADD; one PUBLISH per call
@@ -39,11 +40,11 @@
  * goes with it, so XADD never meets an id ahead of the new seqs.
  */
 const char cs_cluster_script[] =
-    "local p, maxlen, chan = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local p, maxlen, chan, cand = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
     "local call, fmt = redis.call, string.format\n"
     "local out, ex, msg, n = {}, {}, {''}, 0\n"
-    "for i = 4, #ARGV, 6 do\n"
-    "  local x, f, j = ARGV[i], ARGV[i+1], ARGV[i+5]\n"
+    "for i = 5, #ARGV, 5 do\n"
+    "  local x, f, j = ARGV[i], ARGV[i+1], ARGV[i+4]\n"
     "  local e = ex[x]\n"
     "  if not e then\n"
     "    local b = p .. '{x:' .. x .. '}:'\n"
@@ -51,7 +52,7 @@ const char cs_cluster_script[] =
     "    local h = call('HMGET', e.m, 'epoch', 'seq')\n"
     "    if not h[1] then\n"
     "      call('DEL', e.s, e.ix)\n"
-    "      e.ep, e.seq = ARGV[i+2], 0\n"
+    "      e.ep, e.seq = cand, 0\n"
     "      call('HSET', e.m, 'epoch', e.ep)\n"
     "    else\n"
     "      e.ep, e.seq = h[1], tonumber(h[2] or 0)\n"
@@ -59,12 +60,12 @@ const char cs_cluster_script[] =
     "    e.en, e.seq0 = tonumber(e.ep) or 0, e.seq\n"
     "    ex[x] = e\n"
     "  end\n"
-    "  e.ttl = ARGV[i+3]\n"
+    "  e.ttl = ARGV[i+2]\n"
     "  local s = fmt('%d', e.seq + 1)\n"
     "  if f == '' or call('HSETNX', e.ix, f, s) == 1 then\n"
     "    e.seq = e.seq + 1\n"
     "    call('XADD', e.s, 'MAXLEN', '~', maxlen, s .. '-0', 'j', j)\n"
-    "    msg[#msg+1] = e.ep .. ' ' .. s .. ' ' .. x .. ' ' .. ARGV[i+4] .. '\\n'\n"
+    "    msg[#msg+1] = e.ep .. ' ' .. s .. ' ' .. x .. ' ' .. ARGV[i+3] .. '\\n'\n"
     "    msg[#msg+1] = j\n"
     "    n = n + 1\n"
     "    out[#out+1] = e.seq\n"
@@ -92,8 +93,8 @@ typedef struct qent {
     const char *key; /* "<type> <event_id>": the index field; type and eid point into it */
     size_t key_len;
     unsigned ttl;
-    char epoch[24], ttl_s[16], jlen_s[24];
-    size_t epoch_len, ttl_len, jlen_len;
+    char jlen_s[24];
+    size_t jlen_len;
     char mem[]; /* exec, key, json, each NUL-terminated (type is not: a space follows it) */
 } qent_t;
 
@@ -520,15 +521,39 @@ static void on_batch(cs_redis_t *r, const redisReply *reply, void *data)
     free(b);
 }
 
+/* The TTL of an execution's keys after an event: store.retain_s after one that finishes it, else at least
+ * a day. */
+static unsigned ttl_of(const cs_cluster_t *c, int final)
+{
+    unsigned t = final ? c->retain_s : (c->retain_s > ACTIVE_TTL_S ? c->retain_s : ACTIVE_TTL_S);
+    return t > 0 ? t : 1;
+}
+
+/* Writes v in decimal with a NUL (dst has room for 21 bytes); returns its length. */
+static size_t utoa(char *dst, uint64_t v)
+{
+    char t[20];
+    size_t n = 0, len;
+
+    do
+        t[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    len = n;
+    while (n > 0)
+        *dst++ = t[--n];
+    *dst = '\0';
+    return len;
+}
+
 /* Sends up to BATCH_MAX queued publishes as one script call. */
 static void send_batch(cs_cluster_t *c)
 {
     size_t n = c->nq < BATCH_MAX ? c->nq : BATCH_MAX;
-    size_t argc = 6 + 6 * n;
+    size_t argc = 7 + 5 * n;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
     batch_t *b = calloc(1, sizeof(*b));
-    char maxlen[24];
+    char maxlen[24], cand[24], ttl_s[2][16];
     int rc;
 
     if (argv == NULL || lens == NULL || b == NULL || (b->e = malloc(n * sizeof(*b->e))) == NULL) {
@@ -544,19 +569,22 @@ static void send_batch(cs_cluster_t *c)
         return;
     }
     snprintf(maxlen, sizeof(maxlen), "%zu", c->ring_events);
+    snprintf(cand, sizeof(cand), "%llu", (unsigned long long)cs_epoch_next());
     argv[0] = "EVAL", argv[1] = cs_cluster_script, argv[2] = "0";
-    argv[3] = c->prefix, argv[4] = maxlen, argv[5] = c->chan;
-    for (size_t i = 0; i < 6; i++)
+    argv[3] = c->prefix, argv[4] = maxlen, argv[5] = c->chan, argv[6] = cand;
+    snprintf(ttl_s[0], sizeof(ttl_s[0]), "%u", ttl_of(c, 0));
+    snprintf(ttl_s[1], sizeof(ttl_s[1]), "%u", ttl_of(c, 1));
+    for (size_t i = 0; i < 7; i++)
         lens[i] = strlen(argv[i]);
     for (size_t i = 0; i < n; i++) {
         qent_t *q = c->q[i];
-        size_t k = 6 + 6 * i;
+        size_t k = 7 + 5 * i;
+        int t = q->ttl == ttl_of(c, 1);
         argv[k] = q->exec, lens[k] = q->exec_len;
         argv[k + 1] = q->key, lens[k + 1] = q->key_len;
-        argv[k + 2] = q->epoch, lens[k + 2] = q->epoch_len;
-        argv[k + 3] = q->ttl_s, lens[k + 3] = q->ttl_len;
-        argv[k + 4] = q->jlen_s, lens[k + 4] = q->jlen_len;
-        argv[k + 5] = q->json, lens[k + 5] = q->json_len;
+        argv[k + 2] = ttl_s[t], lens[k + 2] = strlen(ttl_s[t]);
+        argv[k + 3] = q->jlen_s, lens[k + 3] = q->jlen_len;
+        argv[k + 4] = q->json, lens[k + 4] = q->json_len;
         b->e[i] = q;
     }
     b->c = c;
@@ -632,15 +660,11 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
     q->key_len = p->generated_id ? 0 : p->type_len + 1 + p->event_id_len;
     PUT(json, json_len, p->json, p->json_len);
 #undef PUT
-    q->jlen_len = (size_t)snprintf(q->jlen_s, sizeof(q->jlen_s), "%zu", q->json_len);
+    q->jlen_len = utoa(q->jlen_s, q->json_len);
     q->ticket = p->ticket;
     if (done != NULL)
         q->done = *done;
-    q->epoch_len = (size_t)snprintf(q->epoch, sizeof(q->epoch), "%llu", (unsigned long long)cs_epoch_next());
-    q->ttl = p->final ? c->retain_s : (c->retain_s > ACTIVE_TTL_S ? c->retain_s : ACTIVE_TTL_S);
-    if (q->ttl == 0)
-        q->ttl = 1;
-    q->ttl_len = (size_t)snprintf(q->ttl_s, sizeof(q->ttl_s), "%u", q->ttl);
+    q->ttl = ttl_of(c, p->final);
     c->q[c->nq++] = q;
     cs_defer(c->loop, &c->flush, flush, c);
     return CS_PENDING;
