@@ -35,9 +35,9 @@
  * is read once per call and its seq written back once, its keys' EXPIRE set once (the last event's TTL); per
  * event: HSETNX of the index entry (0: a re-post, whose seq HGET reads) and XADD; one PUBLISH per call
  * carries every event it stored (cmsg.h: a batch message). Seqs are formatted once each with %d (Lua's own
- * number to string goes through printf's floating point). A meta hash that is new gets the candidate as its
- * epoch; what is left of an older history under the same keys (a stream or index that outlived its meta hash)
- * goes with it, so XADD never meets an id ahead of the new seqs.
+ * number to string goes through printf's floating point; XADD takes "<seq>" as "<seq>-0"). A meta hash that
+ * is new gets the candidate as its epoch; what is left of an older history under the same keys (a stream or
+ * index that outlived its meta hash) goes with it, so XADD never meets an id ahead of the new seqs.
  */
 const char cs_cluster_script[] =
     "local p, maxlen, chan, cand = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
@@ -64,7 +64,7 @@ const char cs_cluster_script[] =
     "  local s = fmt('%d', e.seq + 1)\n"
     "  if f == '' or call('HSETNX', e.ix, f, s) == 1 then\n"
     "    e.seq = e.seq + 1\n"
-    "    call('XADD', e.s, 'MAXLEN', '~', maxlen, s .. '-0', 'j', j)\n"
+    "    call('XADD', e.s, 'MAXLEN', '~', maxlen, s, 'j', j)\n"
     "    msg[#msg+1] = e.ep .. ' ' .. s .. ' ' .. x .. ' ' .. ARGV[i+3] .. '\\n'\n"
     "    msg[#msg+1] = j\n"
     "    n = n + 1\n"
