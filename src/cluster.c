@@ -30,61 +30,80 @@
 /* Channel messages held behind holes, every execution together, at most (bytes): one more is not held, and
  * the fill that follows reads it from the stream. */
 #define HELD_MAX_BYTES (16u << 20)
+/* How long Redis keeps a script call's receipt (its reply as text), for a node whose reply was lost. */
+#define RECEIPT_TTL_S "300"
 /* Executions checked against Redis per loop turn after a reconnect (one HMGET each, pipelined). */
 #define RECHECK_PER_TURN 256
 
 /*
- * ARGV: prefix, maxlen, channel, deadline (Redis' clock, ms: a call that reaches Redis later stores nothing,
- * so that a publish whose reply never came is known not to be stored once that time has passed), then per
- * event: execution id, type, event_id, epoch candidate, ttl, JSON. Returns per event: seq, epoch (a string),
- * duplicate (0/1). An execution's meta hash is read once per call and its seq written back once, its keys'
- * EXPIRE set once (the last event's TTL), so an event costs an index lookup, XADD, the index entry and
- * PUBLISH. A meta hash that is new gets the candidate as its epoch; what is left of an older history under
- * the same keys (a stream or index that outlived its meta hash) goes with it, so XADD never meets an id ahead
- * of the new seqs.
+ * ARGV: prefix, maxlen, channel, an epoch candidate (for every execution the call creates), a deadline
+ * (Redis' clock, ms: a call that reaches Redis later stores nothing, so that a publish whose reply never
+ * came is known not to be stored once that time has passed), the call's receipt key, then per event:
+ * execution id, "<type> <event_id>" (its index field; empty when the node made the event_id: nobody can
+ * re-post it before it is stored, and every node's ring knows it from then on, as a lone daemon's does),
+ * ttl, the JSON's length (decimal), JSON.
+ * Returns per event two integers: the seq (negated for a duplicate) and the epoch; the same list, as text,
+ * is kept under the receipt key for RECEIPT_TTL_S, so a call whose reply was lost can be read back (see
+ * "publishes whose outcome is unknown"). An execution's meta hash is read once per call and its seq
+ * written back once, its keys' EXPIRE set once (the last event's TTL); per event: HSETNX of the index entry
+ * (0: a re-post, whose seq HGET reads) and XADD; one PUBLISH per call carries every event it stored
+ * (cmsg.h: a batch message). Seqs are formatted once each with %d (Lua's own number to string goes through
+ * printf's floating point; XADD takes "<seq>" as "<seq>-0"). A meta hash that is new gets the candidate as
+ * its epoch; what is left of an older history under the same keys (a stream or index that outlived its
+ * meta hash) goes with it, so XADD never meets an id ahead of the new seqs.
  */
 const char cs_cluster_script[] =
-    "local p, maxlen, chan, dl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
-    "local tm = redis.call('TIME')\n"
+    "local p, maxlen, chan, cand, dl, rk = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]\n"
+    "local call, fmt = redis.call, string.format\n"
+    "local tm = call('TIME')\n"
     "if tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000) > dl then\n"
     "  return redis.error_reply('LATE the publish reached Redis after its deadline: not stored')\n"
     "end\n"
-    "local out, ex = {}, {}\n"
-    "for i = 5, #ARGV, 6 do\n"
-    "  local x, t, id, cand, ttl, j = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]\n"
+    "local out, ex, msg, n, rc = {}, {}, {''}, 0, {}\n"
+    "for i = 7, #ARGV, 5 do\n"
+    "  local x, f, j = ARGV[i], ARGV[i+1], ARGV[i+4]\n"
     "  local e = ex[x]\n"
     "  if not e then\n"
     "    local b = p .. '{x:' .. x .. '}:'\n"
     "    e = {m = b .. 'm', s = b .. 's', ix = b .. 'i'}\n"
-    "    local h = redis.call('HMGET', e.m, 'epoch', 'seq')\n"
+    "    local h = call('HMGET', e.m, 'epoch', 'seq')\n"
     "    if not h[1] then\n"
-    "      redis.call('DEL', e.s, e.ix)\n"
+    "      call('DEL', e.s, e.ix)\n"
     "      e.ep, e.seq = cand, 0\n"
-    "      redis.call('HSET', e.m, 'epoch', cand)\n"
+    "      call('HSET', e.m, 'epoch', e.ep)\n"
     "    else\n"
     "      e.ep, e.seq = h[1], tonumber(h[2] or 0)\n"
     "    end\n"
-    "    e.seq0 = e.seq\n"
+    "    e.en, e.seq0 = tonumber(e.ep) or 0, e.seq\n"
     "    ex[x] = e\n"
     "  end\n"
-    "  e.ttl = ttl\n"
-    "  local f = t .. ' ' .. id\n"
-    "  local old = redis.call('HGET', e.ix, f)\n"
-    "  if old then\n"
-    "    out[#out+1] = tonumber(old); out[#out+1] = e.ep; out[#out+1] = 1\n"
-    "  else\n"
+    "  e.ttl = ARGV[i+2]\n"
+    "  local s = fmt('%d', e.seq + 1)\n"
+    "  if f == '' or call('HSETNX', e.ix, f, s) == 1 then\n"
     "    e.seq = e.seq + 1\n"
-    "    redis.call('XADD', e.s, 'MAXLEN', '~', maxlen, e.seq .. '-0', 'j', j)\n"
-    "    redis.call('HSET', e.ix, f, e.seq)\n"
-    "    redis.call('PUBLISH', chan, e.ep .. ' ' .. e.seq .. ' ' .. x .. '\\n' .. j)\n"
-    "    out[#out+1] = e.seq; out[#out+1] = e.ep; out[#out+1] = 0\n"
+    "    call('XADD', e.s, 'MAXLEN', '~', maxlen, s, 'j', j)\n"
+    "    msg[#msg+1] = e.ep .. ' ' .. s .. ' ' .. x .. ' ' .. ARGV[i+3] .. '\\n'\n"
+    "    msg[#msg+1] = j\n"
+    "    n = n + 1\n"
+    "    out[#out+1] = e.seq\n"
+    "    rc[#rc+1] = s\n"
+    "  else\n"
+    "    local o = call('HGET', e.ix, f)\n"
+    "    out[#out+1] = -tonumber(o)\n"
+    "    rc[#rc+1] = '-' .. o\n"
     "  end\n"
+    "  rc[#rc+1] = e.ep\n"
+    "  out[#out+1] = e.en\n"
+    "end\n"
+    "if n > 0 then\n"
+    "  msg[1] = '*' .. n .. '\\n'\n"
+    "  call('PUBLISH', chan, table.concat(msg))\n"
     "end\n"
     "for x, e in pairs(ex) do\n"
-    "  if e.seq ~= e.seq0 then redis.call('HSET', e.m, 'seq', e.seq) end\n"
-    "  redis.call('EXPIRE', e.m, e.ttl); redis.call('EXPIRE', e.s, e.ttl); redis.call('EXPIRE', e.ix, "
-    "e.ttl)\n"
+    "  if e.seq ~= e.seq0 then call('HSET', e.m, 'seq', e.seq) end\n"
+    "  call('EXPIRE', e.m, e.ttl); call('EXPIRE', e.s, e.ttl); call('EXPIRE', e.ix, e.ttl)\n"
     "end\n"
+    "call('SET', rk, table.concat(rc, ' '), 'EX', '" RECEIPT_TTL_S "')\n"
     "return out\n";
 
 /* One publish waiting for Redis: its completion and the script's six arguments (in one allocation). */
@@ -93,15 +112,18 @@ typedef struct qent {
     cs_store_done_t done;
     const char *exec, *type, *eid, *json;
     size_t exec_len, type_len, eid_len, json_len;
+    const char *key; /* "<type> <event_id>": the index field; type and eid point into it */
+    size_t key_len;
     unsigned ttl;
-    char epoch[24], ttl_s[16];
-    size_t epoch_len, ttl_len;
-    char mem[]; /* exec, type, eid, json, each NUL-terminated */
+    char jlen_s[24];
+    size_t jlen_len;
+    char mem[]; /* exec, key, json, each NUL-terminated (type is not: a space follows it) */
 } qent_t;
 
 /* A script call in flight. */
 typedef struct batch {
     cs_cluster_t *c;
+    uint64_t id; /* its receipt's number (RECEIPT_TTL_S) */
     size_t n;
     qent_t **e;
     struct batch *prev, *next;
@@ -131,8 +153,10 @@ typedef struct fill {
 typedef struct unk {
     cs_cluster_t *c;
     qent_t *q;
-    int64_t since; /* cs_loop_now when it was held */
-    int asking;    /* HGET of its index entry in flight */
+    uint64_t batch; /* the script call it went out in: its receipt */
+    size_t idx;     /* its place in that call */
+    int64_t since;  /* cs_loop_now when it was held */
+    int asking;     /* GET of its call's receipt in flight */
     struct unk *prev, *next;
 } unk_t;
 
@@ -160,9 +184,11 @@ struct cs_cluster {
     int ready;
     int timeout_ms;
     int closing;
-    int clock_ok;      /* Redis' clock read since the command connection came up (TIME) */
-    int64_t clock_off; /* Redis' time (ms) minus cs_loop_now: a script call's deadline in Redis' clock */
-    unk_t *unk;        /* publishes whose outcome is unknown, oldest first */
+    int clock_ok;       /* Redis' clock read since the command connection came up (TIME) */
+    int64_t clock_off;  /* Redis' time (ms) minus cs_loop_now: a script call's deadline in Redis' clock */
+    uint64_t boot;      /* random per start: script calls' receipt keys differ from an earlier run's */
+    uint64_t batch_seq; /* script calls sent */
+    unk_t *unk;         /* publishes whose outcome is unknown, oldest first */
     size_t n_unk;
     cs_timer_t unk_timer; /* the longest wait of the oldest */
     char **rc_ids;        /* executions still to check after a reconnect */
@@ -174,7 +200,7 @@ struct cs_cluster {
 };
 
 static void update_gate(cs_cluster_t *c);
-static void unk_hold(cs_cluster_t *c, qent_t *q);
+static void unk_hold(cs_cluster_t *c, qent_t *q, uint64_t batch, size_t idx);
 static void recheck_one(cs_cluster_t *c, const char *id, size_t id_len);
 static void offer(cs_cluster_t *c, uint64_t epoch, uint64_t seq, const char *exec, size_t exec_len,
                   const char *json, size_t json_len);
@@ -475,7 +501,7 @@ static void on_message(cs_redis_t *r, const redisReply *reply, void *data)
 {
     cs_cluster_t *c = data;
     const char *p;
-    size_t n;
+    size_t n, count, off;
     cs_cmsg_t m;
     int k;
 
@@ -494,12 +520,23 @@ static void on_message(cs_redis_t *r, const redisReply *reply, void *data)
     if (k != 1)
         return;
     c->st.received++;
-    if (cs_cmsg_parse(p, n, &m) != 0) {
-        c->st.bad_messages++;
-        cs_log_error("cluster: a message on %s is not a crewstream event (%zu bytes): ignored", c->chan, n);
+    if (n > 0 && p[0] != '*') { /* one event, as the first cluster version sends it */
+        if (cs_cmsg_parse(p, n, &m) != 0)
+            goto bad;
+        offer(c, m.epoch, m.seq, m.exec, m.exec_len, m.json, m.json_len);
         return;
     }
-    offer(c, m.epoch, m.seq, m.exec, m.exec_len, m.json, m.json_len);
+    /* A batch: read whole before any of it is offered (a malformed one is dropped entire; the holes it
+     * leaves are filled from the stream at each execution's next event). Our own events come back too:
+     * offer drops what the ring has. */
+    if (cs_cmsg_batch(p, n, &count, &off) != 0)
+        goto bad;
+    for (size_t i = 0; i < count && cs_cmsg_next(p, n, &off, &m) == 0; i++)
+        offer(c, m.epoch, m.seq, m.exec, m.exec_len, m.json, m.json_len);
+    return;
+bad:
+    c->st.bad_messages++;
+    cs_log_error("cluster: a message on %s is not crewstream events (%zu bytes): ignored", c->chan, n);
 }
 
 /* ---- publishing ---- */
@@ -540,7 +577,7 @@ static void on_batch(cs_redis_t *r, const redisReply *reply, void *data)
                     "says whether it stored them (at most %d ms)",
                     b->n, cs_redis_error(c->cmd), 2 * c->timeout_ms);
         for (size_t i = 0; i < b->n; i++)
-            unk_hold(c, b->e[i]);
+            unk_hold(c, b->e[i], b->id, i);
         free(b->e);
         free(b);
         return;
@@ -585,15 +622,47 @@ static void on_batch(cs_redis_t *r, const redisReply *reply, void *data)
     free(b);
 }
 
+/* The TTL of an execution's keys after an event: store.retain_s after one that finishes it, else at least
+ * a day. */
+static unsigned ttl_of(const cs_cluster_t *c, int final)
+{
+    unsigned t = final ? c->retain_s : (c->retain_s > ACTIVE_TTL_S ? c->retain_s : ACTIVE_TTL_S);
+    return t > 0 ? t : 1;
+}
+
+/* Writes v in decimal with a NUL (dst has room for 21 bytes); returns its length. */
+static size_t utoa(char *dst, uint64_t v)
+{
+    char t[20];
+    size_t n = 0, len;
+
+    do
+        t[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    len = n;
+    while (n > 0)
+        *dst++ = t[--n];
+    *dst = '\0';
+    return len;
+}
+
+/* The key Redis keeps script call id's receipt under: "<prefix>r:<node>:<boot>:<id>" (cut to size - 1). */
+static size_t receipt_key(const cs_cluster_t *c, uint64_t id, char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "%sr:%s:%llx:%llu", c->prefix, c->node, (unsigned long long)c->boot,
+                     (unsigned long long)id);
+    return n < 0 ? 0 : (size_t)n >= size ? size - 1 : (size_t)n;
+}
+
 /* Sends up to BATCH_MAX queued publishes as one script call. */
 static void send_batch(cs_cluster_t *c)
 {
     size_t n = c->nq < BATCH_MAX ? c->nq : BATCH_MAX;
-    size_t argc = 7 + 6 * n;
+    size_t argc = 9 + 5 * n;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
     batch_t *b = calloc(1, sizeof(*b));
-    char maxlen[24], deadline[24];
+    char maxlen[24], cand[24], deadline[24], receipt[400], ttl_s[2][16];
     int rc;
 
     if (argv == NULL || lens == NULL || b == NULL || (b->e = malloc(n * sizeof(*b->e))) == NULL) {
@@ -609,23 +678,29 @@ static void send_batch(cs_cluster_t *c)
         return;
     }
     snprintf(maxlen, sizeof(maxlen), "%zu", c->ring_events);
+    snprintf(cand, sizeof(cand), "%llu", (unsigned long long)cs_epoch_next());
     argv[0] = "EVAL", argv[1] = cs_cluster_script, argv[2] = "0";
-    argv[3] = c->prefix, argv[4] = maxlen, argv[5] = c->chan;
+    argv[3] = c->prefix, argv[4] = maxlen, argv[5] = c->chan, argv[6] = cand;
     /* Half the reply timeout: once it fired, Redis' clock is past the deadline and the call never stores. */
     snprintf(deadline, sizeof(deadline), "%lld",
              (long long)(cs_loop_now(c->loop) + c->clock_off + c->timeout_ms / 2));
-    argv[6] = deadline;
-    for (size_t i = 0; i < 7; i++)
+    argv[7] = deadline;
+    b->id = ++c->batch_seq;
+    receipt_key(c, b->id, receipt, sizeof(receipt));
+    argv[8] = receipt;
+    snprintf(ttl_s[0], sizeof(ttl_s[0]), "%u", ttl_of(c, 0));
+    snprintf(ttl_s[1], sizeof(ttl_s[1]), "%u", ttl_of(c, 1));
+    for (size_t i = 0; i < 9; i++)
         lens[i] = strlen(argv[i]);
     for (size_t i = 0; i < n; i++) {
         qent_t *q = c->q[i];
-        size_t k = 7 + 6 * i;
+        size_t k = 9 + 5 * i;
+        int t = q->ttl == ttl_of(c, 1);
         argv[k] = q->exec, lens[k] = q->exec_len;
-        argv[k + 1] = q->type, lens[k + 1] = q->type_len;
-        argv[k + 2] = q->eid, lens[k + 2] = q->eid_len;
-        argv[k + 3] = q->epoch, lens[k + 3] = q->epoch_len;
-        argv[k + 4] = q->ttl_s, lens[k + 4] = q->ttl_len;
-        argv[k + 5] = q->json, lens[k + 5] = q->json_len;
+        argv[k + 1] = q->key, lens[k + 1] = q->key_len;
+        argv[k + 2] = ttl_s[t], lens[k + 2] = strlen(ttl_s[t]);
+        argv[k + 3] = q->jlen_s, lens[k + 3] = q->jlen_len;
+        argv[k + 4] = q->json, lens[k + 4] = q->json_len;
         b->e[i] = q;
     }
     b->c = c;
@@ -692,18 +767,20 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
         m += slen + 1;                                                                                       \
     } while (0)
     PUT(exec, exec_len, p->exec, p->exec_len);
-    PUT(type, type_len, p->type, p->type_len);
+    q->key = q->type = m;
+    q->type_len = p->type_len;
+    memcpy(m, p->type, p->type_len);
+    m[p->type_len] = ' ';
+    m += p->type_len + 1;
     PUT(eid, eid_len, p->event_id, p->event_id_len);
+    q->key_len = p->generated_id ? 0 : p->type_len + 1 + p->event_id_len;
     PUT(json, json_len, p->json, p->json_len);
 #undef PUT
+    q->jlen_len = utoa(q->jlen_s, q->json_len);
     q->ticket = p->ticket;
     if (done != NULL)
         q->done = *done;
-    q->epoch_len = (size_t)snprintf(q->epoch, sizeof(q->epoch), "%llu", (unsigned long long)cs_epoch_next());
-    q->ttl = p->final ? c->retain_s : (c->retain_s > ACTIVE_TTL_S ? c->retain_s : ACTIVE_TTL_S);
-    if (q->ttl == 0)
-        q->ttl = 1;
-    q->ttl_len = (size_t)snprintf(q->ttl_s, sizeof(q->ttl_s), "%u", q->ttl);
+    q->ttl = ttl_of(c, p->final);
     c->q[c->nq++] = q;
     cs_defer(c->loop, &c->flush, flush, c);
     return CS_PENDING;
@@ -732,9 +809,11 @@ static void cluster_forget(void *data, uint64_t ticket)
 
 /*
  * A script call whose reply never came may have stored its events or not. Its publishes are held, not
- * answered: once Redis is reachable again (and its clock read), each is looked up in its execution's
- * event-id index (HGET): there → ok with its seq; not there → unavailable, which is then true for good,
- * as the script stores nothing after its deadline and Redis' clock is past it. At most UNKNOWN_MAX are
+ * answered: once Redis is reachable again (and its clock read), its call's receipt is read (GET: the
+ * script keeps its reply as text for RECEIPT_TTL_S, written in the same call as the events): there → ok with
+ * its seq (or a duplicate's); not there → unavailable, which is then true for good, as the script stores
+ * nothing after its deadline and Redis' clock is past it. (The event-id index would not do: events whose
+ * event_id the node made are not in it.) At most UNKNOWN_MAX are
  * held, each at most 2 timeouts: then unavailable (counted, logged).
  */
 
@@ -758,7 +837,7 @@ static void unk_arm(cs_cluster_t *c)
     cs_timer_start(&c->unk_timer, left < 50 ? 50 : left);
 }
 
-static void unk_hold(cs_cluster_t *c, qent_t *q)
+static void unk_hold(cs_cluster_t *c, qent_t *q, uint64_t batch, size_t idx)
 {
     unk_t *u;
 
@@ -780,6 +859,8 @@ static void unk_hold(cs_cluster_t *c, qent_t *q)
     c->st.unknown++;
     u->c = c;
     u->q = q;
+    u->batch = batch;
+    u->idx = idx;
     u->since = cs_loop_now(c->loop);
     DL_APPEND(c->unk, u);
     c->n_unk++;
@@ -792,7 +873,6 @@ static void on_unk_reply(cs_redis_t *r, const redisReply *reply, void *data)
     unk_t *u = data;
     cs_cluster_t *c = u->c;
     cs_cmsg_result_t res = {0, 0, 0};
-    char *end = NULL;
 
     (void)r;
     u->asking = 0;
@@ -806,40 +886,35 @@ static void on_unk_reply(cs_redis_t *r, const redisReply *reply, void *data)
             "passed): not stored, retry");
         return;
     }
-    if (reply->type == REDIS_REPLY_STRING)
-        res.seq = strtoull(reply->str, &end, 10);
-    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
-        res.seq = (uint64_t)reply->integer, end = "";
-    if (res.seq == 0 || end == NULL || *end != '\0') {
+    if (reply->type != REDIS_REPLY_STRING || cs_cmsg_receipt(reply->str, reply->len, u->idx, &res) != 0) {
         c->st.bad_messages++;
-        cs_log_error("cluster: Redis' index entry for %s of %s could not be read: its outcome stays unknown",
+        cs_log_error("cluster: the receipt of the script call that carried %s of %s could not be read: its "
+                     "outcome stays unknown",
                      u->q->eid, u->q->exec);
         return;
     }
+    if (res.duplicate)
+        c->st.duplicates++;
+    else
+        c->st.published++;
     c->st.unknown_stored++;
-    c->st.published++;
     unk_done(c, u, CS_OK, &res, "");
 }
 
 /* Asks Redis about every held publish not being asked about. */
 static void unk_ask(cs_cluster_t *c)
 {
-    char key[300], field[CS_EVENT_ID_MAX + 160];
-    const char *argv[3];
-    size_t lens[3];
+    char key[400];
+    const char *argv[2];
+    size_t lens[2];
 
     for (unk_t *u = c->unk; u != NULL; u = u->next) {
         if (u->asking)
             continue;
-        lens[1] =
-            (size_t)snprintf(key, sizeof(key), "%s{x:%.*s}:i", c->prefix, (int)u->q->exec_len, u->q->exec);
-        lens[2] = (size_t)snprintf(field, sizeof(field), "%.*s %.*s", (int)u->q->type_len, u->q->type,
-                                   (int)u->q->eid_len, u->q->eid);
-        if (lens[1] >= sizeof(key) || lens[2] >= sizeof(field))
-            continue;
-        argv[0] = "HGET", argv[1] = key, argv[2] = field;
-        lens[0] = 4;
-        if (cs_redis_command(c->cmd, on_unk_reply, u, 3, argv, lens) != 0)
+        lens[1] = receipt_key(c, u->batch, key, sizeof(key));
+        argv[0] = "GET", argv[1] = key;
+        lens[0] = 3;
+        if (cs_redis_command(c->cmd, on_unk_reply, u, 2, argv, lens) != 0)
             return;
         u->asking = 1;
     }
@@ -1117,6 +1192,7 @@ int cs_cluster_new(cs_cluster_t **out, cs_loop_t *loop, cs_store_t *store, const
     if (o->node == NULL && gethostname(host, sizeof(host) - 1) != 0)
         snprintf(host, sizeof(host), "node");
     c->node = strdup(o->node != NULL ? o->node : host);
+    c->boot = cs_epoch_next();
     c->prefix = strdup(o->prefix != NULL ? o->prefix : "cs:");
     c->addr = strdup(o->redis);
     if (c->node == NULL || c->prefix == NULL || c->addr == NULL)

@@ -4,6 +4,7 @@
 #include "cmsg.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "cursor.h"
@@ -53,6 +54,57 @@ int cs_cmsg_parse(const char *p, size_t n, cs_cmsg_t *m)
     return m->json_len > 0 ? 0 : -EINVAL;
 }
 
+int cs_cmsg_next(const char *p, size_t n, size_t *off, cs_cmsg_t *m)
+{
+    const char *s, *end = p + n, *sp;
+    uint64_t len;
+
+    if (p == NULL || *off >= n)
+        return -EINVAL;
+    s = p + *off;
+    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL ||
+        dec(s, (size_t)(sp - s), CS_EPOCH_MASK, &m->epoch) != 0)
+        return -EINVAL;
+    s = sp + 1;
+    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL ||
+        dec(s, (size_t)(sp - s), UINT64_MAX, &m->seq) != 0)
+        return -EINVAL;
+    s = sp + 1;
+    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL || !cs_valid_execution_id(s, (size_t)(sp - s)))
+        return -EINVAL;
+    m->exec = s;
+    m->exec_len = (size_t)(sp - s);
+    s = sp + 1;
+    if ((sp = memchr(s, '\n', (size_t)(end - s))) == NULL ||
+        dec(s, (size_t)(sp - s), UINT64_MAX, &len) != 0 || len > (uint64_t)(end - sp - 1))
+        return -EINVAL;
+    m->json = sp + 1;
+    m->json_len = (size_t)len;
+    *off = (size_t)(m->json + len - p);
+    return 0;
+}
+
+int cs_cmsg_batch(const char *p, size_t n, size_t *count, size_t *off)
+{
+    const char *nl;
+    uint64_t k;
+    size_t o;
+    cs_cmsg_t m;
+
+    if (p == NULL || n < 2 || p[0] != '*' || (nl = memchr(p, '\n', n)) == NULL ||
+        dec(p + 1, (size_t)(nl - p - 1), n, &k) != 0)
+        return -EINVAL;
+    o = (size_t)(nl - p + 1);
+    for (uint64_t i = 0; i < k; i++)
+        if (cs_cmsg_next(p, n, &o, &m) != 0)
+            return -EINVAL;
+    if (o != n)
+        return -EINVAL;
+    *count = (size_t)k;
+    *off = (size_t)(nl - p + 1);
+    return 0;
+}
+
 static int is_str(const redisReply *r, const char *s)
 {
     return r != NULL && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
@@ -76,16 +128,57 @@ int cs_cmsg_pubsub(const redisReply *r, const char **p, size_t *n)
 
 int cs_cmsg_script_reply(const redisReply *r, size_t n, cs_cmsg_result_t *out)
 {
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 * n)
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 * n)
         return -EINVAL;
     for (size_t i = 0; i < n; i++) {
-        const redisReply *s = r->element[3 * i], *e = r->element[3 * i + 1], *d = r->element[3 * i + 2];
-        if (s == NULL || s->type != REDIS_REPLY_INTEGER || s->integer <= 0 || e == NULL ||
-            e->type != REDIS_REPLY_STRING || dec(e->str, e->len, CS_EPOCH_MASK, &out[i].epoch) != 0 ||
-            d == NULL || d->type != REDIS_REPLY_INTEGER || (d->integer != 0 && d->integer != 1))
+        const redisReply *s = r->element[2 * i], *e = r->element[2 * i + 1];
+        if (s == NULL || s->type != REDIS_REPLY_INTEGER || s->integer == 0 || s->integer == LLONG_MIN ||
+            e == NULL || e->type != REDIS_REPLY_INTEGER || e->integer <= 0 ||
+            (unsigned long long)e->integer > CS_EPOCH_MASK)
             return -EINVAL;
-        out[i].seq = (uint64_t)s->integer;
-        out[i].duplicate = (int)d->integer;
+        out[i].duplicate = s->integer < 0;
+        out[i].seq = (uint64_t)(s->integer < 0 ? -s->integer : s->integer);
+        out[i].epoch = (uint64_t)e->integer;
+    }
+    return 0;
+}
+
+/* The next space-separated token of p[*off, n) (empty: -EINVAL). */
+static int token(const char *p, size_t n, size_t *off, const char **t, size_t *len)
+{
+    size_t s = *off, e = s;
+
+    while (e < n && p[e] != ' ')
+        e++;
+    if (e == s)
+        return -EINVAL;
+    *t = p + s;
+    *len = e - s;
+    *off = e < n ? e + 1 : e;
+    return e + 1 == n ? -EINVAL : 0; /* a trailing space */
+}
+
+int cs_cmsg_receipt(const char *p, size_t n, size_t i, cs_cmsg_result_t *out)
+{
+    size_t off = 0;
+
+    if (p == NULL)
+        return -EINVAL;
+    for (size_t k = 0; k <= i; k++) {
+        const char *s, *e;
+        size_t sl, el;
+        uint64_t seq, epoch;
+        int dup;
+        if (token(p, n, &off, &s, &sl) != 0 || token(p, n, &off, &e, &el) != 0)
+            return -EINVAL;
+        dup = s[0] == '-';
+        if (dec(s + dup, sl - (size_t)dup, INT64_MAX, &seq) != 0 || dec(e, el, CS_EPOCH_MASK, &epoch) != 0)
+            return -EINVAL;
+        if (k == i) {
+            out->seq = seq;
+            out->epoch = epoch;
+            out->duplicate = dup;
+        }
     }
     return 0;
 }

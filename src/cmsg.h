@@ -11,7 +11,7 @@
 
 #include <hiredis/hiredis.h>
 
-/** A pub/sub message: "<epoch> <seq> <execution_id>\n<event JSON without seq>". Pointers into the bytes. */
+/** One event of a channel message. Pointers into the message's bytes. */
 typedef struct cs_cmsg {
     uint64_t epoch, seq;
     const char *exec;
@@ -20,9 +20,21 @@ typedef struct cs_cmsg {
     size_t json_len;
 } cs_cmsg_t;
 
-/** Parses a message's bytes: epoch and seq nonzero decimals (no sign, fit 64 bits; the epoch 48), a
- * valid execution id, a JSON part that is not empty. Returns 0, or -EINVAL. */
+/** Parses a message of one event, the form of the first cluster version:
+ * "<epoch> <seq> <execution_id>\n<event JSON without seq>": epoch and seq nonzero decimals (no sign, fit 64
+ * bits; the epoch 48), a valid execution id, a JSON part that is not empty. Returns 0, or -EINVAL. */
 int cs_cmsg_parse(const char *p, size_t n, cs_cmsg_t *m);
+
+/**
+ * A batch message (one per script call: every event the call stored, in the order given):
+ * "*<count>\n" then per event "<epoch> <seq> <execution_id> <json_len>\n<json>", the JSON length-prefixed
+ * so that it needs no escaping. cs_cmsg_batch checks the whole message (count nonzero, every event well
+ * formed as cs_cmsg_parse's rules say, exactly count events, nothing after the last) and sets *count and
+ * *off (where the first event starts); returns 0, or -EINVAL. Then cs_cmsg_next reads the event at *off
+ * and moves *off past it (0, or -EINVAL at the end or on bytes that are not an event).
+ */
+int cs_cmsg_batch(const char *p, size_t n, size_t *count, size_t *off);
+int cs_cmsg_next(const char *p, size_t n, size_t *off, cs_cmsg_t *m);
 
 /** Takes a pub/sub reply apart: ["message", channel, payload] → the payload (*p, *n); returns 1. A
  * subscription's confirmation ["subscribe", channel, count] returns 2; anything else 0. */
@@ -35,9 +47,14 @@ typedef struct cs_cmsg_result {
     int duplicate;
 } cs_cmsg_result_t;
 
-/** Reads the script's reply for n events (3 n elements: seq, epoch, duplicate) into out[0..n). Returns 0,
- * or -EINVAL (another shape, a zero or out-of-range value). */
+/** Reads the script's reply for n events (2 n integers: the seq, negated for a duplicate, and the epoch)
+ * into out[0..n). Returns 0, or -EINVAL (another shape, a zero or out-of-range value). */
 int cs_cmsg_script_reply(const redisReply *r, size_t n, cs_cmsg_result_t *out);
+
+/** Reads event i of a script call's receipt (the text Redis keeps for it: per event "<seq> <epoch>",
+ * the seq with a leading '-' for a duplicate, all separated by single spaces) into *out. Returns 0, or
+ * -EINVAL (i past its end, or another shape anywhere before it). */
+int cs_cmsg_receipt(const char *p, size_t n, size_t i, cs_cmsg_result_t *out);
 
 /** One entry of an XRANGE reply: its seq (from its id "<seq>-0") and its field j. */
 typedef struct cs_cmsg_entry {

@@ -1592,6 +1592,7 @@ static cs_err_t remote_submit(cs_store_t *st, const cs_event_fields_t *fl, json_
     rp.json_len = len;
     rp.ticket = ++st->tickets;
     rp.final = final_type(fl->type, fl->type_len);
+    rp.generated_id = fl->event_id == NULL;
     snprintf(out->event_id, sizeof(out->event_id), "%.*s", (int)eid_len, eid);
     out->ticket = rp.ticket;
     e = st->remote.submit(st->remote.data, &rp, done, detail, detail_len);

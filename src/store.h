@@ -416,7 +416,8 @@ typedef struct cs_store_remote_pub {
     const char *exec, *type, *event_id, *json; /* json: one line, the daemon's fields in, no seq */
     size_t exec_len, type_len, event_id_len, json_len;
     uint64_t ticket;
-    int final; /* a type that finishes its execution */
+    int final;        /* a type that finishes its execution */
+    int generated_id; /* event_id was made here (the producer gave none) */
 } cs_store_remote_pub_t;
 
 typedef struct cs_store_remote {

@@ -657,6 +657,8 @@ def test_redis_keys_are_prefixed_bounded_and_expire(redis, cluster_factory):
         c[k // 50 % 3].post_ok(*[ev(x, "log", i=i) for i in range(k, k + 50)])
     keys = [k.decode() for k in redis.cmd("KEYS", "*")]
     assert keys and all(k.startswith("t7:") for k in keys), keys
+    for k in keys:  # the executions' keys and the script calls' receipts alike
+        assert redis.cmd("TTL", k) != -1, "%s has no expiry" % k
     mine = [k for k in keys if x in k]
     assert mine, keys
     streams = [k for k in mine if redis.cmd("TYPE", k) == "stream"]

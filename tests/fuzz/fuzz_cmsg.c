@@ -1,8 +1,8 @@
 /*
  * fuzz_cmsg.c - what Redis sends a node (cmsg.c), from arbitrary bytes: the bytes are read as a
- * channel message, and also fed to hiredis' own RESP reader; every reply it makes is read as a pub/sub
- * message, as the publish script's answer (for every count of events it could be), and as an XRANGE
- * answer. Nothing read may point outside the input or the reply.
+ * channel message (one event, or a batch walked to its end), and also fed to hiredis' own RESP reader; every
+ * reply it makes is read as a pub/sub message, as the publish script's answer (for every count of events it
+ * could be), and as an XRANGE answer. Nothing read may point outside the input or the reply.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,6 +24,27 @@ static void inside(const char *p, size_t n, const char *base, size_t len)
         abort();
 }
 
+/* A batch message: checked whole, then walked as on_message does; every event inside the bytes. */
+static void read_batch(const char *p, size_t n)
+{
+    size_t count, off, k = 0;
+    cs_cmsg_t m;
+
+    if (cs_cmsg_batch(p, n, &count, &off) != 0)
+        return;
+    if (count == 0)
+        abort();
+    while (cs_cmsg_next(p, n, &off, &m) == 0) {
+        inside(m.exec, m.exec_len, p, n);
+        inside(m.json, m.json_len, p, n);
+        if (m.epoch == 0 || m.seq == 0 || m.epoch > CS_EPOCH_MASK || off > n)
+            abort();
+        k++;
+    }
+    if (k != count || off != n)
+        abort(); /* what cs_cmsg_batch accepted walks to its end, exactly */
+}
+
 static void read_reply(const redisReply *r)
 {
     const char *p;
@@ -39,6 +60,7 @@ static void read_reply(const redisReply *r)
             if (m.epoch == 0 || m.seq == 0 || m.epoch > CS_EPOCH_MASK || m.json_len == 0)
                 abort();
         }
+        read_batch(p, n);
     }
     for (size_t k = 0; k <= 8; k++)
         if (cs_cmsg_script_reply(r, k, res) == 0)
@@ -73,6 +95,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (cs_cmsg_parse((const char *)data, size, &m) == 0) {
         inside(m.exec, m.exec_len, (const char *)data, size);
         inside(m.json, m.json_len, (const char *)data, size);
+    }
+    read_batch((const char *)data, size);
+    /* A receipt (a publish whose reply was lost): every event of it reads as a positive seq and epoch. */
+    for (size_t i = 0; i < 64; i++) {
+        cs_cmsg_result_t res;
+        if (cs_cmsg_receipt((const char *)data, size, i, &res) != 0)
+            break;
+        if (res.seq == 0 || res.epoch == 0 || res.epoch > CS_EPOCH_MASK || res.duplicate > 1)
+            abort();
     }
     /* hiredis 0.14's reader allocates an array's element table from its header, without a limit (the
      * Redis a node talks to is its own): headers of 10000 elements or more are left out here. */

@@ -4,7 +4,9 @@
  * script call and are acknowledged with Redis' seqs; a re-post is a duplicate with its seq; both nodes
  * hold the same frames under Redis' epoch; the second node's pub/sub connection killed while events are
  * posted: the next event shows the hole and XRANGE fills it, in order; Redis restarted empty: a new
- * epoch, the ring's old history dropped.
+ * epoch, the ring's old history dropped. The wire read by cmsg.c: batch messages (well formed and not),
+ * the script's reply; what the script leaves in Redis (index entries only for producers' own ids, TTLs);
+ * a malformed message on the channel counted, not stored.
  */
 #include "../../common/buf.c"
 #include "../../src/answer.c"
@@ -270,6 +272,153 @@ static void test_redis_restarted_empty(void)
     check_same("x1", 2);
 }
 
+/* ---- the wire (cmsg.c) ---- */
+
+static int batch_ok(const char *p)
+{
+    size_t count, off;
+    return cs_cmsg_batch(p, strlen(p), &count, &off) == 0;
+}
+
+static void test_cmsg_batch(void)
+{
+    const char *ok = "*2\n7 1 x-1 5\n{\"a\"}7 2 y 2\n{}";
+    size_t count, off, n = strlen(ok);
+    cs_cmsg_t m;
+
+    REQUIRE(cs_cmsg_batch(ok, n, &count, &off) == 0);
+    CHECK(count == 2 && off == 3);
+    REQUIRE(cs_cmsg_next(ok, n, &off, &m) == 0);
+    CHECK(m.epoch == 7 && m.seq == 1 && m.exec_len == 3 && memcmp(m.exec, "x-1", 3) == 0);
+    CHECK(m.json_len == 5 && memcmp(m.json, "{\"a\"}", 5) == 0);
+    REQUIRE(cs_cmsg_next(ok, n, &off, &m) == 0);
+    CHECK(m.seq == 2 && m.exec_len == 1 && m.json_len == 2 && off == n);
+    CHECK(cs_cmsg_next(ok, n, &off, &m) != 0);
+    /* JSON with newlines and spaces needs no escaping. */
+    CHECK(batch_ok("*1\n1 1 x 5\n{\n \n}"));
+    CHECK(!batch_ok("*0\n"));                          /* no event */
+    CHECK(!batch_ok("*3\n7 1 x 2\n{}7 2 x 2\n{}"));    /* fewer than the count */
+    CHECK(!batch_ok("*1\n7 1 x 2\n{}7 2 x 2\n{}"));    /* more */
+    CHECK(!batch_ok("*1\n7 1 x 3\n{}"));               /* the JSON shorter than its length */
+    CHECK(!batch_ok("*1\n7 1 x 2\n{} "));              /* bytes after the last */
+    CHECK(!batch_ok("*1\n7 0 x 2\n{}"));               /* seq 0 */
+    CHECK(!batch_ok("*1\n0 1 x 2\n{}"));               /* epoch 0 */
+    CHECK(!batch_ok("*1\n281474976710656 1 x 2\n{}")); /* epoch past 48 bits */
+    CHECK(!batch_ok("*1\n7 1 x/y 2\n{}"));             /* not an execution id */
+    CHECK(!batch_ok("*1\n7 1 x -2\n{}"));
+    CHECK(!batch_ok("*1\n7 1 x 18446744073709551616\n{}"));
+    CHECK(!batch_ok("*1\n7 1 x 2"));
+    CHECK(!batch_ok("7 1 x\n{}")); /* the one-event form is not a batch */
+    CHECK(cs_cmsg_parse("7 1 x\n{}", 8, &m) == 0 && m.seq == 1 && m.json_len == 2);
+}
+
+static void test_cmsg_script_reply(void)
+{
+    redisReply e[4], *el[4] = {&e[0], &e[1], &e[2], &e[3]};
+    redisReply r = {.type = REDIS_REPLY_ARRAY, .elements = 4, .element = el};
+    cs_cmsg_result_t res[2];
+
+    memset(e, 0, sizeof(e));
+    for (int i = 0; i < 4; i++)
+        e[i].type = REDIS_REPLY_INTEGER;
+    e[0].integer = 5, e[1].integer = 99, e[2].integer = -3, e[3].integer = 99;
+    REQUIRE(cs_cmsg_script_reply(&r, 2, res) == 0);
+    CHECK(res[0].seq == 5 && res[0].epoch == 99 && !res[0].duplicate);
+    CHECK(res[1].seq == 3 && res[1].epoch == 99 && res[1].duplicate);
+    CHECK(cs_cmsg_script_reply(&r, 1, res) != 0); /* another count */
+    e[2].integer = 0;
+    CHECK(cs_cmsg_script_reply(&r, 2, res) != 0);
+    e[2].integer = 3, e[3].integer = 0;
+    CHECK(cs_cmsg_script_reply(&r, 2, res) != 0);
+    e[3].integer = (long long)CS_EPOCH_MASK + 1;
+    CHECK(cs_cmsg_script_reply(&r, 2, res) != 0);
+    e[3].integer = 99, e[3].type = REDIS_REPLY_STRING;
+    CHECK(cs_cmsg_script_reply(&r, 2, res) != 0);
+}
+
+/* ---- what the script leaves in Redis ---- */
+
+static long long cmd_int;
+static int cmd_done;
+
+static void on_cmd(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    (void)r;
+    (void)data;
+    cmd_int = reply != NULL && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1000;
+    cmd_done = 1;
+}
+
+static int got_cmd(void)
+{
+    return cmd_done;
+}
+
+/* An integer command on n1's command connection: its answer, or -1000. */
+static long long redis_int(const char *a0, const char *a1, const char *a2)
+{
+    const char *argv[3] = {a0, a1, a2};
+    size_t lens[3] = {strlen(a0), strlen(a1), a2 != NULL ? strlen(a2) : 0};
+    cmd_done = 0;
+    REQUIRE(cs_redis_command(n1.c->cmd, on_cmd, NULL, a2 != NULL ? 3 : 2, argv, lens) == 0);
+    REQUIRE(run_until(got_cmd, 3000));
+    return cmd_int;
+}
+
+static void test_index_and_ttl(void)
+{
+    memset(w, 0, sizeof(w));
+    n_called = 0;
+    /* A node-made event_id: no index entry (nobody could re-post it before it was stored). */
+    CHECK(post(&n1, 0, "{\"execution_id\":\"x3\",\"type\":\"log\"}") == CS_PENDING);
+    want_called = 1;
+    REQUIRE(run_until(all_called, 3000));
+    CHECK(w[0].e == CS_OK && w[0].seq == 1);
+    CHECK(redis_int("EXISTS", "t:{x:x3}:i", NULL) == 0);
+    CHECK(redis_int("TTL", "t:{x:x3}:m", NULL) > 60); /* running: a day */
+    /* A producer's own id is indexed; a finishing event sets store.retain_s (60) on every key. */
+    CHECK(post(&n1, 1, "{\"execution_id\":\"x3\",\"type\":\"run.completed\",\"event_id\":\"fin\"}") ==
+          CS_PENDING);
+    want_called = 2;
+    REQUIRE(run_until(all_called, 3000));
+    CHECK(w[1].e == CS_OK && w[1].seq == 2);
+    CHECK(redis_int("HLEN", "t:{x:x3}:i", NULL) == 1);
+    for (const char *k = "msi"; *k; k++) {
+        char key[32];
+        snprintf(key, sizeof(key), "t:{x:x3}:%c", *k);
+        long long ttl = redis_int("TTL", key, NULL);
+        CHECK(ttl > 0 && ttl <= 60);
+    }
+    want_x = "x3";
+    want_next = 3;
+    REQUIRE(run_until(n2_has, 3000));
+    check_same("x3", 3);
+}
+
+/* A message on the channel that is not crewstream events: counted, logged, nothing stored; the channel
+ * goes on. */
+static int n2_bad;
+static int n2_saw_bad(void)
+{
+    cs_cluster_stats_t st;
+    cs_cluster_stats(n2.c, &st);
+    return st.bad_messages > (uint64_t)n2_bad;
+}
+
+static void test_bad_message(void)
+{
+    cs_cluster_stats_t st;
+
+    cs_cluster_stats(n2.c, &st);
+    n2_bad = (int)st.bad_messages;
+    /* Its first event well formed, the second cut short: none of it is stored. */
+    CHECK(redis_int("PUBLISH", "t:events",
+                    "*2\n5 1 bad-x 52\n{\"execution_id\":\"bad-x\",\"type\":\"log\",\"event_id\":\"a\"}5 2 "
+                    "bad-x 9\n{}") == 2);
+    REQUIRE(run_until(n2_saw_bad, 3000));
+    CHECK(cs_store_find(n2.store, "bad-x", 5) == NULL);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -282,7 +431,11 @@ int main(void)
     node_new(&n1, "n1");
     node_new(&n2, "n2");
     REQUIRE(run_until(both_ready, 5000));
+    RUN(test_cmsg_batch);
+    RUN(test_cmsg_script_reply);
     RUN(test_publish_and_share);
+    RUN(test_index_and_ttl);
+    RUN(test_bad_message);
     RUN(test_hole_filled);
     RUN(test_redis_restarted_empty);
     node_free(&n1);
