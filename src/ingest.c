@@ -44,10 +44,11 @@ struct cs_ingest {
     char *path;
     producer_t *list;
     size_t count;
-    size_t n_paused;      /* producers not read for their queued output */
-    size_t queued;        /* output queued to every producer (cs_ingest_stats) */
-    uint64_t pauses;      /* times a producer was paused */
-    uint64_t pushes_same; /* pushes not queued again: the same line was still queued */
+    size_t n_paused;        /* producers not read for their queued output */
+    size_t queued;          /* output queued to every producer (cs_ingest_stats) */
+    uint64_t pauses;        /* times a producer was paused */
+    uint64_t pushes_same;   /* pushes not queued again: the same line was still queued */
+    uint64_t awaits_missed; /* requests acknowledged before this node's store had them (slot_await) */
     /* The crew gateway's clock: one timer at its earliest deadline, set again once per loop turn. */
     cs_timer_t gw_timer;
     cs_defer_t gw_defer;
@@ -76,6 +77,10 @@ struct slot {
     cs_store_done_t done;
     int ready;
     cs_buf_t text; /* the reply, with its newline; no maximum: it holds one reply line */
+    /* A human_input_required whose publish completes later with nothing of it stored here yet (cluster
+     * mode: the request reaches this node's store with Redis' reply): the connection awaits it then. */
+    cs_awaiter_t *aw;
+    char *await_x; /* its execution id */
     slot_t *next;
 };
 
@@ -427,6 +432,38 @@ static int slots_drain(producer_t *p)
     return 0;
 }
 
+static void producer_await(producer_t *p, cs_hitl_req_t *req, cs_awaiter_t *aw);
+
+/* A request stored (cluster mode: Redis has it and, when it was its ring's next, so has this node's store):
+ * the connection that posted it awaits it now, its reply already in place. One this node has not stored
+ * yet (it waits behind a hole, to come from the channel in order) is not awaited: logged and counted; the
+ * runtime's own await (SPEC §3) gets the answer. */
+static void slot_await(producer_t *p, slot_t *sl, cs_err_t e, const cs_publish_t *pub)
+{
+    cs_awaiter_t *aw = sl->aw;
+    char detail[256];
+
+    if (aw == NULL)
+        return;
+    sl->aw = NULL;
+    if (e == CS_OK) {
+        cs_hitl_req_t *req = cs_store_find_request(p->in->d->store, sl->await_x, strlen(sl->await_x),
+                                                   pub->event_id, detail, sizeof(detail));
+        if (req != NULL) {
+            producer_await(p, req, aw);
+            aw = NULL;
+        } else {
+            p->in->awaits_missed++;
+            cs_log_warn("ingest: request %s of %s is acknowledged but not in this node's store yet: its "
+                        "answer is pushed only to a runtime that sends await",
+                        pub->event_id, sl->await_x);
+        }
+    }
+    free(aw);
+    free(sl->await_x);
+    sl->await_x = NULL;
+}
+
 /* The store's word on a pending publish: its reply, in its place; the ready ones go out in order. */
 static void on_stored(void *data, cs_err_t e, const cs_publish_t *pub, const char *detail)
 {
@@ -449,6 +486,7 @@ static void on_stored(void *data, cs_err_t e, const cs_publish_t *pub, const cha
     }
     sl->ready = 1;
     p->slot_bytes += cs_buf_size(&sl->text); /* 0 for the front one: its text is in out */
+    slot_await(p, sl, e, pub);
     if (slots_drain(p) != 0)
         return;
     producer_check_pause(p);
@@ -464,6 +502,8 @@ static void slots_clear(producer_t *p)
         if (sl->ticket != 0)
             cs_store_forget(p->in->d->store, sl->ticket);
         cs_buf_free(&sl->text);
+        free(sl->aw);
+        free(sl->await_x);
         free(sl);
     }
     slots_free_spare(p);
@@ -837,6 +877,19 @@ static cs_err_t ingest_line(cs_daemon_t *d, producer_t *conn, const cs_principal
         *ticket = pub.ticket; /* the caller's completion replies */
         e = CS_OK;
     } else if (e == CS_PENDING) {
+        if (aw != NULL && pub.exec == NULL) {
+            /* Nothing stored here yet (cluster mode): awaited once the store has it (slot_await). */
+            const char *x = json_string_value(json_object_get(obj, "execution_id"));
+            if ((sl->await_x = strdup(x)) != NULL) {
+                sl->aw = aw;
+                aw = NULL;
+            } else {
+                cs_log_warn(
+                    "ingest: out of memory: the connection that posted a request of %s does not await "
+                    "it (it may send await)",
+                    x);
+            }
+        }
         slot_wait(sl, pub.ticket); /* its reply comes in line order when the store confirms it */
         sl = NULL;
         e = CS_OK;
@@ -1396,6 +1449,7 @@ void cs_ingest_stats(const cs_ingest_t *in, cs_ingest_stats_t *st)
     st->paused = in->n_paused;
     st->pauses = in->pauses;
     st->pushes_same = in->pushes_same;
+    st->awaits_missed = in->awaits_missed;
 }
 
 void cs_ingest_free(cs_ingest_t *in)
