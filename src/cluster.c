@@ -792,28 +792,28 @@ void cs_cluster_stats(const cs_cluster_t *c, cs_cluster_stats_t *st)
 
 /*
  * Put in front of the publish script for an answer taken on an answer route: one call decides whether the
- * request is still open and stores the answer's event, atomically. KEYS: the meta hash, the answers hash
- * (request event_id -> the event_id of the answer that closed it). ARGV: the request's event_id, the
- * answer's event_id, the TTL, the epoch the answering node knows the execution by, then the publish
- * script's own arguments (one event), which it reads once these four are taken off. A request already
- * answered by another event, or an execution whose history in Redis is not the one the node answered in
- * (Redis lost its data), is refused with an error reply "CONFLICT ..." and nothing is stored; the same
- * answer again (its event_id) goes on to the publish script, which finds it in its index: a duplicate.
+ * request is still open and stores the answer's event, atomically. KEYS[1]: the execution's meta hash,
+ * which also holds, per answered request, the field "a <request event_id>" = the event_id of the answer
+ * that closed it (so it expires with the execution). ARGV: the request's event_id, the answer's event_id,
+ * the epoch the answering node knows the execution by, then the publish script's own arguments (one
+ * event), which it reads once these three are taken off. A request answered by another event, or an
+ * execution whose history in Redis is not the one the node answered in (Redis lost its data), is refused
+ * with an error reply "CONFLICT ..." and nothing is stored; the same answer again (its event_id) goes on to
+ * the publish script, which finds it in its index: a duplicate.
  */
 const char cs_cluster_answer_check[] =
-    "local rid, aid, attl, aep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
-    "for k = 1, 4 do table.remove(ARGV, 1) end\n"
+    "local rid, aid, aep = ARGV[1], ARGV[2], ARGV[3]\n"
+    "for k = 1, 3 do table.remove(ARGV, 1) end\n"
     "if redis.call('HGET', KEYS[1], 'epoch') ~= aep then\n"
     "  return redis.error_reply('CONFLICT the execution has another history in Redis now: request ' .. rid "
     ".. ' is not open')\n"
     "end\n"
-    "local got = redis.call('HGET', KEYS[2], rid)\n"
+    "local got = redis.call('HGET', KEYS[1], 'a ' .. rid)\n"
     "if got and got ~= aid then\n"
     "  return redis.error_reply('CONFLICT request ' .. rid .. ' was already answered (event ' .. got .. "
     "')')\n"
     "end\n"
-    "if not got then redis.call('HSET', KEYS[2], rid, aid) end\n"
-    "redis.call('EXPIRE', KEYS[2], attl)\n";
+    "if not got then redis.call('HSET', KEYS[1], 'a ' .. rid, aid) end\n";
 
 /* The answer check followed by the publish script (built once). */
 static char *answer_script;
@@ -905,9 +905,9 @@ static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, c
 {
     cs_store_remote_pub_t one = *p;
     answer_call_t *a;
-    char ep[24], mkey[320], hkey[320], maxlen[24];
-    const char *argv[18];
-    size_t lens[18];
+    char ep[24], mkey[320], maxlen[24];
+    const char *argv[16];
+    size_t lens[16];
     qent_t *q;
     cs_err_t e;
     int rc;
@@ -938,22 +938,20 @@ static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, c
     snprintf(a->rid, sizeof(a->rid), "%s", p->answers);
     snprintf(ep, sizeof(ep), "%llu", (unsigned long long)p->answers_epoch);
     snprintf(mkey, sizeof(mkey), "%s{x:%.*s}:m", c->prefix, (int)q->exec_len, q->exec);
-    snprintf(hkey, sizeof(hkey), "%s{x:%.*s}:h", c->prefix, (int)q->exec_len, q->exec);
     snprintf(maxlen, sizeof(maxlen), "%zu", c->ring_events);
-    argv[0] = "EVAL", argv[1] = answer_script, argv[2] = "2", argv[3] = mkey, argv[4] = hkey;
-    argv[5] = a->rid, argv[6] = q->eid, argv[7] = q->ttl_s, argv[8] = ep;
-    argv[9] = c->prefix, argv[10] = maxlen, argv[11] = c->chan; /* the publish script's, one event: */
-    argv[12] = q->exec, argv[13] = q->type, argv[14] = q->eid, argv[15] = q->epoch;
-    argv[16] = q->ttl_s, argv[17] = q->json;
-    for (size_t i = 0; i < 18; i++)
+    argv[0] = "EVAL", argv[1] = answer_script, argv[2] = "1", argv[3] = mkey;
+    argv[4] = a->rid, argv[5] = q->eid, argv[6] = ep;
+    argv[7] = c->prefix, argv[8] = maxlen, argv[9] = c->chan; /* the publish script's, one event: */
+    argv[10] = q->exec, argv[11] = q->type, argv[12] = q->eid, argv[13] = q->epoch;
+    argv[14] = q->ttl_s, argv[15] = q->json;
+    for (size_t i = 0; i < 16; i++)
         lens[i] = strlen(argv[i]);
-    lens[12] = q->exec_len, lens[13] = q->type_len, lens[14] = q->eid_len, lens[17] = q->json_len;
-    lens[6] = q->eid_len;
+    lens[5] = lens[12] = q->eid_len, lens[10] = q->exec_len, lens[11] = q->type_len, lens[15] = q->json_len;
     a->one = q;
     a->b.c = c;
     a->b.n = 1;
     a->b.e[0] = q;
-    rc = cs_redis_command(c->cmd, on_answer, a, 18, argv, lens);
+    rc = cs_redis_command(c->cmd, on_answer, a, 16, argv, lens);
     if (rc == 0) {
         DL_APPEND(c->batches, &a->b);
         c->st.in_flight++;
