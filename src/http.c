@@ -817,8 +817,8 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
     metric(&b, "ingest_pushes_deduplicated_total", "counter",
            "Answers not queued again to a producer that still had them queued.", ist.pushes_same);
     metric(&b, "ingest_awaits_missed_total", "counter",
-           "Requests a producer posted that were not in this node's store when acknowledged (cluster mode): "
-           "not awaited without asking.",
+           "Requests a producer posted that did not reach this node's store within 30 s of their "
+           "acknowledgement (cluster mode): not awaited without asking.",
            ist.awaits_missed);
     journal_metrics(&b, d);
     cluster_metrics(&b, d);

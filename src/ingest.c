@@ -35,6 +35,7 @@
 typedef struct producer producer_t;
 typedef struct qpush qpush_t;
 typedef struct slot slot_t;
+typedef struct late_await late_await_t;
 
 struct cs_ingest {
     cs_daemon_t *d;
@@ -48,7 +49,9 @@ struct cs_ingest {
     size_t queued;          /* output queued to every producer (cs_ingest_stats) */
     uint64_t pauses;        /* times a producer was paused */
     uint64_t pushes_same;   /* pushes not queued again: the same line was still queued */
-    uint64_t awaits_missed; /* requests acknowledged before this node's store had them (slot_await) */
+    uint64_t awaits_missed; /* requests acknowledged that never reached this node's store (late_await) */
+    late_await_t *late;     /* requests acknowledged before this node's store had them (cluster mode) */
+    cs_timer_t late_timer;
     /* The crew gateway's clock: one timer at its earliest deadline, set again once per loop turn. */
     cs_timer_t gw_timer;
     cs_defer_t gw_defer;
@@ -82,6 +85,22 @@ struct slot {
     cs_awaiter_t *aw;
     char *await_x; /* its execution id */
     slot_t *next;
+};
+
+/* How long a request Redis acknowledged may take to reach this node's store (behind a hole the channel or a
+ * read fills) before the connection that posted it stops waiting to await it, and how often it looks. */
+#define LATE_AWAIT_MS      30000
+#define LATE_AWAIT_TICK_MS 20
+
+/* A request acknowledged (cluster mode) that this node's store does not hold yet: the connection that posted
+ * it awaits it once it does (late_tick). */
+struct late_await {
+    producer_t *p;
+    cs_awaiter_t *aw;
+    int64_t until;
+    late_await_t *prev, *next;
+    char event_id[CS_EVENT_ID_MAX + 1];
+    char x[]; /* the execution id */
 };
 
 struct producer {
@@ -434,29 +453,92 @@ static int slots_drain(producer_t *p)
 
 static void producer_await(producer_t *p, cs_hitl_req_t *req, cs_awaiter_t *aw);
 
+/* Gives up on a late await: nothing awaits the request without asking; the runtime's own await gets it. */
+static void late_drop(cs_ingest_t *in, late_await_t *l, int counted)
+{
+    DL_DELETE(in->late, l);
+    if (counted) {
+        in->awaits_missed++;
+        cs_log_warn("ingest: request %s of %s was acknowledged but has not reached this node's store within "
+                    "%d s: the connection that posted it does not await it (it may send await)",
+                    l->event_id, l->x, LATE_AWAIT_MS / 1000);
+    }
+    free(l->aw);
+    free(l);
+}
+
+static void late_tick(cs_timer_t *t)
+{
+    cs_ingest_t *in = t->data;
+    int64_t now = cs_loop_now(in->d->loop);
+    late_await_t *l, *tmp;
+    char detail[256];
+
+    DL_FOREACH_SAFE(in->late, l, tmp)
+    {
+        cs_hitl_req_t *req =
+            cs_store_find_request(in->d->store, l->x, strlen(l->x), l->event_id, detail, sizeof(detail));
+        if (req != NULL) {
+            producer_t *p = l->p;
+            cs_awaiter_t *aw = l->aw;
+            l->aw = NULL;
+            late_drop(in, l, 0);
+            producer_await(p, req, aw); /* pushes at once when answered meanwhile */
+        } else if (now >= l->until) {
+            late_drop(in, l, 1);
+        }
+    }
+    if (in->late != NULL)
+        cs_timer_start(&in->late_timer, LATE_AWAIT_TICK_MS);
+}
+
+/* Drops p's late awaits (it is closing: nobody to push to). */
+static void late_forget(producer_t *p)
+{
+    late_await_t *l, *tmp;
+
+    DL_FOREACH_SAFE(p->in->late, l, tmp)
+    {
+        if (l->p == p)
+            late_drop(p->in, l, 0);
+    }
+}
+
 /* A request stored (cluster mode: Redis has it and, when it was its ring's next, so has this node's store):
- * the connection that posted it awaits it now, its reply already in place. One this node has not stored
- * yet (it waits behind a hole, to come from the channel in order) is not awaited: logged and counted; the
- * runtime's own await (SPEC §3) gets the answer. */
+ * the connection that posted it awaits it now, its reply already in place; one this node does not hold yet
+ * (behind a hole the channel or a read fills, in order) is awaited when it arrives (late_tick). */
 static void slot_await(producer_t *p, slot_t *sl, cs_err_t e, const cs_publish_t *pub)
 {
+    cs_ingest_t *in = p->in;
     cs_awaiter_t *aw = sl->aw;
     char detail[256];
+    late_await_t *l;
 
     if (aw == NULL)
         return;
     sl->aw = NULL;
     if (e == CS_OK) {
-        cs_hitl_req_t *req = cs_store_find_request(p->in->d->store, sl->await_x, strlen(sl->await_x),
+        cs_hitl_req_t *req = cs_store_find_request(in->d->store, sl->await_x, strlen(sl->await_x),
                                                    pub->event_id, detail, sizeof(detail));
         if (req != NULL) {
             producer_await(p, req, aw);
             aw = NULL;
+        } else if ((l = calloc(1, sizeof(*l) + strlen(sl->await_x) + 1)) != NULL) {
+            l->p = p;
+            l->aw = aw;
+            l->until = cs_loop_now(in->d->loop) + LATE_AWAIT_MS;
+            snprintf(l->event_id, sizeof(l->event_id), "%s", pub->event_id);
+            strcpy(l->x, sl->await_x);
+            if (in->late == NULL)
+                cs_timer_start(&in->late_timer, LATE_AWAIT_TICK_MS);
+            DL_APPEND(in->late, l);
+            aw = NULL;
         } else {
-            p->in->awaits_missed++;
-            cs_log_warn("ingest: request %s of %s is acknowledged but not in this node's store yet: its "
-                        "answer is pushed only to a runtime that sends await",
-                        pub->event_id, sl->await_x);
+            in->awaits_missed++;
+            cs_log_warn(
+                "ingest: out of memory: the connection that posted request %s of %s does not await it "
+                "(it may send await)",
+                pub->event_id, sl->await_x);
         }
     }
     free(aw);
@@ -1011,6 +1093,7 @@ static void producer_close(producer_t *p)
     for (cs_awaiter_t *aw = p->awaits; aw != NULL; aw = aw->onext)
         cs_hitl_unawait(aw);
     slots_clear(p);
+    late_forget(p);
     cs_io_stop(&p->io);
     close(p->fd);
     p->fd = -1;
@@ -1405,6 +1488,7 @@ int cs_ingest_new(cs_ingest_t **out, cs_daemon_t *d, char *err, size_t errlen)
     in->d = d;
     in->fd = fd;
     cs_timer_init(&in->gw_timer, d->loop, on_gw_timer, in);
+    cs_timer_init(&in->late_timer, d->loop, late_tick, in);
     cs_gateway_ops_t gops = {gw_push, gw_failed, gw_changed, in};
     cs_gateway_limits_t glim = {d->cfg->gateway_queue, (int64_t)d->cfg->ack_timeout_s * 1000,
                                 (int64_t)d->cfg->queue_timeout_s * 1000};
@@ -1460,6 +1544,7 @@ void cs_ingest_free(cs_ingest_t *in)
     while (in->list != NULL)
         producer_close(in->list);
     cs_timer_stop(&in->gw_timer);
+    cs_timer_stop(&in->late_timer);
     cs_defer_cancel(in->d->loop, &in->gw_defer);
     if (in->d->gateway != NULL) {
         cs_gateway_stats_t st;

@@ -63,8 +63,8 @@ typedef struct cs_ingest_stats {
     uint64_t pauses;      /* times a producer was paused so */
     uint64_t pushes_same; /* answers not queued again to a producer that still had them queued */
 
-    /* Requests a producer posted that this node's store did not hold yet when Redis acknowledged them
-     * (cluster mode: the request waits behind a hole): not awaited without asking. */
+    /* Requests a producer posted, acknowledged by Redis, that did not reach this node's store within 30 s
+     * (cluster mode): not awaited without asking (the runtime's own await gets the answer). */
     uint64_t awaits_missed;
 } cs_ingest_stats_t;
 

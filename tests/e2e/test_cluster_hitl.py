@@ -119,3 +119,32 @@ def test_runtime_posted_completion_is_an_ordinary_event(cluster3):
             code, body = answer_v1(n, x, req_id)
             assert code == 409, (n.name, code, body)
         assert len(rt.pushes) == 1
+
+
+def test_request_acknowledged_before_its_node_has_it_is_still_awaited(redis, cluster3):
+    """A's pub/sub connection is cut while B posts to the execution: when A's runtime then posts its request,
+    Redis' seq is past what A's ring holds, so the request reaches A's store only after A read the hole
+    (XRANGE), after the runtime's ack. The connection awaits it all the same."""
+    need_real_cluster()
+    c = cluster3
+    a, b, cc = c.nodes
+    x = "late"
+    a.post_ok(ev(x, "log", event_id="first"))
+    assert wait_until(lambda: status(b, x)[0] == 200, 5)
+    fills = metric(a, "cluster_fills_total")
+    subs = [cl for cl in redis.clients("pubsub") if cl.get("name") == "crewstream-a-sub"]
+    assert len(subs) == 1, redis.clients("pubsub")
+    redis.cmd("CLIENT", "KILL", "ID", subs[0]["id"])
+    b.post_ok(*[ev(x, "log", event_id="from-b-%d" % i) for i in range(5)])
+    c.wait_healthy(10)
+    with a.producer() as rt:
+        ack = rt.request(request_event(x))[0]
+        assert ack["ok"] is True and ack["seq"] == 7, ack
+        req_id = ack["event_id"]
+        assert wait_until(lambda: pending(a, x) == [req_id], 5), status(a, x)
+        assert metric(a, "cluster_fills_total") > fills, "the request did not come through a hole: not the late path"
+        code, body = answer_v1(cc, x, req_id, "late but here")
+        assert code == 200, body
+        push = wait_push(rt)
+        assert push["request_event_id"] == req_id and push["event_id"] == body["event_id"], push
+    assert metric(a, "ingest_awaits_missed_total") == 0
