@@ -131,7 +131,9 @@ cs_err_t cs_answer_submit(cs_store_t *st, const char *id, size_t id_len, const c
         return CS_ERR_INTERNAL;
     }
     /* The store's human-input step closes r and pushes the answer; out->request_event_id names r. */
-    e = cs_store_submit_raw(st, ev, NULL, 0, now_unix_ms, done, out, detail, detail_len);
+    /* In cluster mode Redis decides, in the same call that stores it, whether r is still open (another
+     * node may have answered it first): CS_ERR_CONFLICT then, nothing stored. */
+    e = cs_store_submit_answer(st, ev, r->event_id, now_unix_ms, done, out, detail, detail_len);
     json_decref(ev);
     return e;
 }

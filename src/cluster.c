@@ -733,6 +733,9 @@ static void flush(void *data)
         send_batch(c);
 }
 
+static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, const cs_store_done_t *done,
+                              char *detail, size_t detail_len);
+
 static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const cs_store_done_t *done,
                                char *detail, size_t detail_len)
 {
@@ -746,6 +749,8 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
         c->st.failed++;
         return CS_ERR_UNAVAILABLE;
     }
+    if (p->answers != NULL) /* an answer: its own script call, exactly once across nodes */
+        return answer_submit(c, p, done, detail, detail_len);
     if (c->nq == c->capq) {
         size_t cap = c->capq ? 2 * c->capq : 64;
         qent_t **nq = realloc(c->q, cap * sizeof(*nq));
@@ -1281,4 +1286,195 @@ void cs_cluster_stats(const cs_cluster_t *c, cs_cluster_stats_t *st)
     cs_redis_stats(c->cmd, &a);
     cs_redis_stats(c->sub, &b);
     st->timeouts = a.timeouts + b.timeouts;
+}
+
+/* ---- answers: exactly once across nodes (human input, docs/cluster.md) ---- */
+
+/*
+ * Put in front of the publish script for an answer taken on an answer route: one call decides whether the
+ * request is still open and stores the answer's event, atomically. KEYS[1]: the execution's meta hash,
+ * which also holds, per answered request, the field "a <request event_id>" = the event_id of the answer
+ * that closed it (so it expires with the execution). ARGV: the request's event_id, the answer's event_id,
+ * the epoch the answering node knows the execution by, then the publish script's own arguments (one
+ * event), which it reads once these three are taken off. A request answered by another event, or an
+ * execution whose history in Redis is not the one the node answered in (Redis lost its data), is refused
+ * with an error reply "CONFLICT ..." and nothing is stored; the same answer again (its event_id) goes on to
+ * the publish script, which finds it in its index: a duplicate.
+ */
+const char cs_cluster_answer_check[] =
+    "local rid, aid, aep = ARGV[1], ARGV[2], ARGV[3]\n"
+    "for k = 1, 3 do table.remove(ARGV, 1) end\n"
+    "if redis.call('HGET', KEYS[1], 'epoch') ~= aep then\n"
+    "  return redis.error_reply('CONFLICT the execution has another history in Redis now: request ' .. rid "
+    ".. ' is not open')\n"
+    "end\n"
+    "local got = redis.call('HGET', KEYS[1], 'a ' .. rid)\n"
+    "if got and got ~= aid then\n"
+    "  return redis.error_reply('CONFLICT request ' .. rid .. ' was already answered (event ' .. got .. "
+    "')')\n"
+    "end\n"
+    "if not got then redis.call('HSET', KEYS[1], 'a ' .. rid, aid) end\n";
+
+/* The answer check followed by the publish script (built once). */
+static char *answer_script;
+
+/* An answer in flight: a batch of one (on c->batches, so that forget and shutdown treat it as any), and
+ * the request it answers. b must stay first: whoever frees a batch frees this. */
+typedef struct answer_call {
+    batch_t b;
+    qent_t *one;
+    char rid[CS_EVENT_ID_MAX + 1];
+} answer_call_t;
+
+/* Replies to one answer that was not stored: as answer() does, without counting it as a failed publish
+ * when Redis refused it as a conflict. */
+static void answer_refused(cs_cluster_t *c, qent_t *q, cs_err_t e, const char *detail)
+{
+    cs_publish_t pub;
+
+    if (e == CS_ERR_CONFLICT) {
+        c->st.answer_conflicts++;
+        if (q->done.fn != NULL) {
+            memset(&pub, 0, sizeof(pub));
+            pub.ticket = q->ticket;
+            snprintf(pub.event_id, sizeof(pub.event_id), "%s", q->eid);
+            q->done.fn(q->done.data, e, &pub, detail);
+        }
+        free(q);
+        return;
+    }
+    answer(c, q, e, NULL, detail, NULL);
+}
+
+static void on_answer(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    answer_call_t *a = data;
+    cs_cluster_t *c = a->b.c;
+    qent_t *q = a->one;
+    cs_cmsg_result_t res;
+    char detail[300];
+
+    (void)r;
+    DL_DELETE(c->batches, &a->b);
+    c->st.in_flight -= a->b.n;
+    if (reply == NULL) {
+        snprintf(detail, sizeof(detail),
+                 "cluster: Redis did not answer (%.120s): the outcome of the answer is unknown; ask the "
+                 "execution's status before answering again",
+                 cs_redis_error(c->cmd));
+        answer_refused(c, q, CS_ERR_UNAVAILABLE, detail);
+    } else if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "CONFLICT ", 9) == 0) {
+        snprintf(detail, sizeof(detail), "%.250s", reply->str + 9);
+        answer_refused(c, q, CS_ERR_CONFLICT, detail);
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        snprintf(detail, sizeof(detail), "cluster: Redis refused the answer: %.200s", reply->str);
+        cs_log_error("%s", detail);
+        answer_refused(c, q, CS_ERR_UNAVAILABLE, detail);
+    } else if (cs_cmsg_script_reply(reply, 1, &res) != 0) {
+        c->st.bad_messages++;
+        snprintf(detail, sizeof(detail), "cluster: Redis' answer to a publish could not be read");
+        cs_log_error("%s", detail);
+        answer_refused(c, q, CS_ERR_UNAVAILABLE, detail);
+    } else {
+        if (res.duplicate) {
+            c->st.duplicates++;
+        } else {
+            c->st.published++;
+            c->st.answers++;
+            /* Stored here at once when it is its ring's next (else the channel brings it in order): the
+             * request closes and the runtimes awaiting it here get the push. */
+            cs_exec_t *ex = cs_store_find(c->store, q->exec, q->exec_len);
+            uint64_t first = 1, next = 1;
+            if (ex != NULL)
+                cs_exec_seqs(ex, &first, &next);
+            if (res.seq == next && (ex == NULL || cs_exec_epoch(ex) == res.epoch || next == 1) &&
+                fill_get(c, q->exec, q->exec_len, 0) == NULL)
+                insert(c, res.epoch, res.seq, q->exec, q->exec_len, q->json, q->json_len);
+        }
+        answer(c, q, CS_OK, &res, "", a->rid);
+    }
+    free(a->b.e);
+    free(a);
+}
+
+/* An answer: queued as any publish (cluster_submit builds its entry), then taken off the queue and sent at
+ * once with the answer check in front. (Nothing queued in this turn can be the request: an answer is taken
+ * only for a request this node's store holds, which Redis gave it already.) */
+static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, const cs_store_done_t *done,
+                              char *detail, size_t detail_len)
+{
+    cs_store_remote_pub_t one = *p;
+    answer_call_t *a;
+    char ep[24], mkey[320], maxlen[24], cand[24], deadline[24], receipt[400], ttl_s[16];
+    const char *argv[18];
+    size_t lens[18];
+    qent_t *q;
+    cs_err_t e;
+    int rc;
+
+    if (answer_script == NULL) {
+        size_t n1 = strlen(cs_cluster_answer_check), n2 = strlen(cs_cluster_script);
+        if ((answer_script = malloc(n1 + n2 + 1)) == NULL)
+            goto nomem;
+        memcpy(answer_script, cs_cluster_answer_check, n1);
+        memcpy(answer_script + n1, cs_cluster_script, n2 + 1);
+    }
+    if (strlen(p->answers) > CS_EVENT_ID_MAX || strlen(c->prefix) + p->exec_len + 8 > sizeof(mkey)) {
+        snprintf(detail, detail_len, "an answer to a request id or execution id too long");
+        return CS_ERR_INVALID_FIELD;
+    }
+    if ((a = calloc(1, sizeof(*a))) == NULL || (a->b.e = malloc(sizeof(*a->b.e))) == NULL) {
+        free(a);
+        goto nomem;
+    }
+    one.answers = NULL;
+    e = cluster_submit(c, &one, done, detail, detail_len);
+    if (e != CS_PENDING) {
+        free(a->b.e);
+        free(a);
+        return e;
+    }
+    q = c->q[--c->nq]; /* the entry just queued: sent here, not by the turn's flush */
+    snprintf(a->rid, sizeof(a->rid), "%s", p->answers);
+    snprintf(ep, sizeof(ep), "%llu", (unsigned long long)p->answers_epoch);
+    snprintf(mkey, sizeof(mkey), "%s{x:%.*s}:m", c->prefix, (int)q->exec_len, q->exec);
+    snprintf(maxlen, sizeof(maxlen), "%zu", c->ring_events);
+    snprintf(cand, sizeof(cand), "%llu", (unsigned long long)cs_epoch_next());
+    snprintf(deadline, sizeof(deadline), "%lld",
+             (long long)(cs_loop_now(c->loop) + c->clock_off + c->timeout_ms / 2));
+    a->b.id = ++c->batch_seq;
+    receipt_key(c, a->b.id, receipt, sizeof(receipt));
+    snprintf(ttl_s, sizeof(ttl_s), "%u", q->ttl);
+    argv[0] = "EVAL", argv[1] = answer_script, argv[2] = "1", argv[3] = mkey;
+    argv[4] = a->rid, argv[5] = q->eid, argv[6] = ep;
+    /* the publish script's own (send_batch), for one event: */
+    argv[7] = c->prefix, argv[8] = maxlen, argv[9] = c->chan, argv[10] = cand, argv[11] = deadline;
+    argv[12] = receipt;
+    argv[13] = q->exec, argv[14] = q->key, argv[15] = ttl_s, argv[16] = q->jlen_s, argv[17] = q->json;
+    for (size_t i = 0; i < 18; i++)
+        lens[i] = strlen(argv[i]);
+    lens[5] = q->eid_len, lens[13] = q->exec_len, lens[14] = q->key_len, lens[16] = q->jlen_len;
+    lens[17] = q->json_len;
+    a->one = q;
+    a->b.c = c;
+    a->b.n = 1;
+    a->b.e[0] = q;
+    rc = cs_redis_command(c->cmd, on_answer, a, 18, argv, lens);
+    if (rc == 0) {
+        DL_APPEND(c->batches, &a->b);
+        c->st.in_flight++;
+        c->st.batches++;
+        return CS_PENDING;
+    }
+    /* Not sent: refused now (its completion is not called: the caller answers the error). */
+    snprintf(detail, detail_len, "%s",
+             rc == -ENOMEM ? "cluster: out of memory" : "cluster: Redis is not reachable: not stored, retry");
+    c->st.failed++;
+    free(q);
+    free(a->b.e);
+    free(a);
+    return rc == -ENOMEM ? CS_ERR_INTERNAL : CS_ERR_UNAVAILABLE;
+nomem:
+    snprintf(detail, detail_len, "out of memory");
+    return CS_ERR_INTERNAL;
 }

@@ -57,6 +57,10 @@ typedef struct cs_cluster_stats {
     uint64_t rebased;      /* of them: Redis lost (or replaced) their history: old cursors get stream.gap */
     uint64_t held_dropped; /* channel messages not held behind a hole (the cap): read from the stream */
     size_t held_bytes;     /* channel messages held behind holes now, bytes */
+
+    /* Human input (answers taken on this node's answer routes, decided in Redis: exactly once). */
+    uint64_t answers;          /* answers Redis stored */
+    uint64_t answer_conflicts; /* answers Redis refused: the request was answered already (409) */
 } cs_cluster_stats_t;
 
 /** Starts cluster mode on store: connects (in the background), sets the store's remote step and closes its
@@ -74,5 +78,8 @@ void cs_cluster_stats(const cs_cluster_t *c, cs_cluster_stats_t *st);
 
 /** The Lua source of the publish script (for tests). */
 extern const char cs_cluster_script[];
+
+/** The Lua source put in front of the publish script for an answer (exactly once across nodes). */
+extern const char cs_cluster_answer_check[];
 
 #endif

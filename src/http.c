@@ -630,6 +630,11 @@ static void cluster_metrics(metrics_out_t *b, cs_daemon_t *d)
     metric(b, "cluster_reconnects_total", "counter", "Connections to Redis lost (both connections).",
            cs.reconnects);
     metric(b, "cluster_timeouts_total", "counter", "Of them: no reply in time.", cs.timeouts);
+    metric(b, "cluster_answers_total", "counter",
+           "Human-input answers Redis stored for this node's answer routes.", cs.answers);
+    metric(b, "cluster_answer_conflicts_total", "counter",
+           "Answers Redis refused (409): the request was answered already, on any node.",
+           cs.answer_conflicts);
     metric(b, "cluster_queued", "gauge", "Publishes waiting to be sent to Redis.", cs.queued);
     metric(b, "cluster_in_flight", "gauge", "Publishes sent to Redis and not answered yet.", cs.in_flight);
     metric(b, "cluster_unknown_total", "counter",
@@ -837,6 +842,10 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
            ist.pauses);
     metric(&b, "ingest_pushes_deduplicated_total", "counter",
            "Answers not queued again to a producer that still had them queued.", ist.pushes_same);
+    metric(&b, "ingest_awaits_missed_total", "counter",
+           "Requests a producer posted that did not reach this node's store within 30 s of their "
+           "acknowledgement (cluster mode): not awaited without asking.",
+           ist.awaits_missed);
     journal_metrics(&b, d);
     cluster_metrics(&b, d);
     gateway_metrics(&b, d);

@@ -35,6 +35,7 @@
 typedef struct producer producer_t;
 typedef struct qpush qpush_t;
 typedef struct slot slot_t;
+typedef struct late_await late_await_t;
 
 struct cs_ingest {
     cs_daemon_t *d;
@@ -44,10 +45,13 @@ struct cs_ingest {
     char *path;
     producer_t *list;
     size_t count;
-    size_t n_paused;      /* producers not read for their queued output */
-    size_t queued;        /* output queued to every producer (cs_ingest_stats) */
-    uint64_t pauses;      /* times a producer was paused */
-    uint64_t pushes_same; /* pushes not queued again: the same line was still queued */
+    size_t n_paused;        /* producers not read for their queued output */
+    size_t queued;          /* output queued to every producer (cs_ingest_stats) */
+    uint64_t pauses;        /* times a producer was paused */
+    uint64_t pushes_same;   /* pushes not queued again: the same line was still queued */
+    uint64_t awaits_missed; /* requests acknowledged that never reached this node's store (late_await) */
+    late_await_t *late;     /* requests acknowledged before this node's store had them (cluster mode) */
+    cs_timer_t late_timer;
     /* The crew gateway's clock: one timer at its earliest deadline, set again once per loop turn. */
     cs_timer_t gw_timer;
     cs_defer_t gw_defer;
@@ -76,7 +80,27 @@ struct slot {
     cs_store_done_t done;
     int ready;
     cs_buf_t text; /* the reply, with its newline; no maximum: it holds one reply line */
+    /* A human_input_required whose publish completes later with nothing of it stored here yet (cluster
+     * mode: the request reaches this node's store with Redis' reply): the connection awaits it then. */
+    cs_awaiter_t *aw;
+    char *await_x; /* its execution id */
     slot_t *next;
+};
+
+/* How long a request Redis acknowledged may take to reach this node's store (behind a hole the channel or a
+ * read fills) before the connection that posted it stops waiting to await it, and how often it looks. */
+#define LATE_AWAIT_MS      30000
+#define LATE_AWAIT_TICK_MS 20
+
+/* A request acknowledged (cluster mode) that this node's store does not hold yet: the connection that posted
+ * it awaits it once it does (late_tick). */
+struct late_await {
+    producer_t *p;
+    cs_awaiter_t *aw;
+    int64_t until;
+    late_await_t *prev, *next;
+    char event_id[CS_EVENT_ID_MAX + 1];
+    char x[]; /* the execution id */
 };
 
 struct producer {
@@ -427,6 +451,101 @@ static int slots_drain(producer_t *p)
     return 0;
 }
 
+static void producer_await(producer_t *p, cs_hitl_req_t *req, cs_awaiter_t *aw);
+
+/* Gives up on a late await: nothing awaits the request without asking; the runtime's own await gets it. */
+static void late_drop(cs_ingest_t *in, late_await_t *l, int counted)
+{
+    DL_DELETE(in->late, l);
+    if (counted) {
+        in->awaits_missed++;
+        cs_log_warn("ingest: request %s of %s was acknowledged but has not reached this node's store within "
+                    "%d s: the connection that posted it does not await it (it may send await)",
+                    l->event_id, l->x, LATE_AWAIT_MS / 1000);
+    }
+    free(l->aw);
+    free(l);
+}
+
+static void late_tick(cs_timer_t *t)
+{
+    cs_ingest_t *in = t->data;
+    int64_t now = cs_loop_now(in->d->loop);
+    late_await_t *l, *tmp;
+    char detail[256];
+
+    DL_FOREACH_SAFE(in->late, l, tmp)
+    {
+        cs_hitl_req_t *req =
+            cs_store_find_request(in->d->store, l->x, strlen(l->x), l->event_id, detail, sizeof(detail));
+        if (req != NULL) {
+            producer_t *p = l->p;
+            cs_awaiter_t *aw = l->aw;
+            l->aw = NULL;
+            late_drop(in, l, 0);
+            producer_await(p, req, aw); /* pushes at once when answered meanwhile */
+        } else if (now >= l->until) {
+            late_drop(in, l, 1);
+        }
+    }
+    if (in->late != NULL)
+        cs_timer_start(&in->late_timer, LATE_AWAIT_TICK_MS);
+}
+
+/* Drops p's late awaits (it is closing: nobody to push to). */
+static void late_forget(producer_t *p)
+{
+    late_await_t *l, *tmp;
+
+    DL_FOREACH_SAFE(p->in->late, l, tmp)
+    {
+        if (l->p == p)
+            late_drop(p->in, l, 0);
+    }
+}
+
+/* A request stored (cluster mode: Redis has it and, when it was its ring's next, so has this node's store):
+ * the connection that posted it awaits it now, its reply already in place; one this node does not hold yet
+ * (behind a hole the channel or a read fills, in order) is awaited when it arrives (late_tick). */
+static void slot_await(producer_t *p, slot_t *sl, cs_err_t e, const cs_publish_t *pub)
+{
+    cs_ingest_t *in = p->in;
+    cs_awaiter_t *aw = sl->aw;
+    char detail[256];
+    late_await_t *l;
+
+    if (aw == NULL)
+        return;
+    sl->aw = NULL;
+    if (e == CS_OK) {
+        cs_hitl_req_t *req = cs_store_find_request(in->d->store, sl->await_x, strlen(sl->await_x),
+                                                   pub->event_id, detail, sizeof(detail));
+        if (req != NULL) {
+            producer_await(p, req, aw);
+            aw = NULL;
+        } else if ((l = calloc(1, sizeof(*l) + strlen(sl->await_x) + 1)) != NULL) {
+            l->p = p;
+            l->aw = aw;
+            l->until = cs_loop_now(in->d->loop) + LATE_AWAIT_MS;
+            snprintf(l->event_id, sizeof(l->event_id), "%s", pub->event_id);
+            strcpy(l->x, sl->await_x);
+            if (in->late == NULL)
+                cs_timer_start(&in->late_timer, LATE_AWAIT_TICK_MS);
+            DL_APPEND(in->late, l);
+            aw = NULL;
+        } else {
+            in->awaits_missed++;
+            cs_log_warn(
+                "ingest: out of memory: the connection that posted request %s of %s does not await it "
+                "(it may send await)",
+                pub->event_id, sl->await_x);
+        }
+    }
+    free(aw);
+    free(sl->await_x);
+    sl->await_x = NULL;
+}
+
 /* The store's word on a pending publish: its reply, in its place; the ready ones go out in order. */
 static void on_stored(void *data, cs_err_t e, const cs_publish_t *pub, const char *detail)
 {
@@ -449,6 +568,7 @@ static void on_stored(void *data, cs_err_t e, const cs_publish_t *pub, const cha
     }
     sl->ready = 1;
     p->slot_bytes += cs_buf_size(&sl->text); /* 0 for the front one: its text is in out */
+    slot_await(p, sl, e, pub);
     if (slots_drain(p) != 0)
         return;
     producer_check_pause(p);
@@ -464,6 +584,8 @@ static void slots_clear(producer_t *p)
         if (sl->ticket != 0)
             cs_store_forget(p->in->d->store, sl->ticket);
         cs_buf_free(&sl->text);
+        free(sl->aw);
+        free(sl->await_x);
         free(sl);
     }
     slots_free_spare(p);
@@ -837,6 +959,19 @@ static cs_err_t ingest_line(cs_daemon_t *d, producer_t *conn, const cs_principal
         *ticket = pub.ticket; /* the caller's completion replies */
         e = CS_OK;
     } else if (e == CS_PENDING) {
+        if (aw != NULL && pub.exec == NULL) {
+            /* Nothing stored here yet (cluster mode): awaited once the store has it (slot_await). */
+            const char *x = json_string_value(json_object_get(obj, "execution_id"));
+            if ((sl->await_x = strdup(x)) != NULL) {
+                sl->aw = aw;
+                aw = NULL;
+            } else {
+                cs_log_warn(
+                    "ingest: out of memory: the connection that posted a request of %s does not await "
+                    "it (it may send await)",
+                    x);
+            }
+        }
         slot_wait(sl, pub.ticket); /* its reply comes in line order when the store confirms it */
         sl = NULL;
         e = CS_OK;
@@ -958,6 +1093,7 @@ static void producer_close(producer_t *p)
     for (cs_awaiter_t *aw = p->awaits; aw != NULL; aw = aw->onext)
         cs_hitl_unawait(aw);
     slots_clear(p);
+    late_forget(p);
     cs_io_stop(&p->io);
     close(p->fd);
     p->fd = -1;
@@ -1352,6 +1488,7 @@ int cs_ingest_new(cs_ingest_t **out, cs_daemon_t *d, char *err, size_t errlen)
     in->d = d;
     in->fd = fd;
     cs_timer_init(&in->gw_timer, d->loop, on_gw_timer, in);
+    cs_timer_init(&in->late_timer, d->loop, late_tick, in);
     cs_gateway_ops_t gops = {gw_push, gw_failed, gw_changed, in};
     cs_gateway_limits_t glim = {d->cfg->gateway_queue, (int64_t)d->cfg->ack_timeout_s * 1000,
                                 (int64_t)d->cfg->queue_timeout_s * 1000};
@@ -1396,6 +1533,7 @@ void cs_ingest_stats(const cs_ingest_t *in, cs_ingest_stats_t *st)
     st->paused = in->n_paused;
     st->pauses = in->pauses;
     st->pushes_same = in->pushes_same;
+    st->awaits_missed = in->awaits_missed;
 }
 
 void cs_ingest_free(cs_ingest_t *in)
@@ -1406,6 +1544,7 @@ void cs_ingest_free(cs_ingest_t *in)
     while (in->list != NULL)
         producer_close(in->list);
     cs_timer_stop(&in->gw_timer);
+    cs_timer_stop(&in->late_timer);
     cs_defer_cancel(in->d->loop, &in->gw_defer);
     if (in->d->gateway != NULL) {
         cs_gateway_stats_t st;

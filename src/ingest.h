@@ -62,6 +62,10 @@ typedef struct cs_ingest_stats {
     size_t paused;        /* producers not read because their queued output reached 1 MiB */
     uint64_t pauses;      /* times a producer was paused so */
     uint64_t pushes_same; /* answers not queued again to a producer that still had them queued */
+
+    /* Requests a producer posted, acknowledged by Redis, that did not reach this node's store within 30 s
+     * (cluster mode): not awaited without asking (the runtime's own await gets the answer). */
+    uint64_t awaits_missed;
 } cs_ingest_stats_t;
 
 /** Fills in st. */

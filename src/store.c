@@ -58,6 +58,7 @@ struct cs_store {
     cs_store_remote_t remote; /* cluster mode: publishes go there; events come back by cs_store_insert */
     int inserting;            /* a publish of cs_store_insert: Redis' seq, no remote, no gate */
     uint64_t insert_seq;
+    const char *answering;   /* cs_store_submit_answer: the request its completion answers */
     uint64_t tickets;        /* the last publish's ticket */
     int deferred;            /* the observer will confirm the publish in progress later */
     int replaying;           /* a publish of cs_store_replay: the record's seq and JSON, no room made */
@@ -1593,6 +1594,10 @@ static cs_err_t remote_submit(cs_store_t *st, const cs_event_fields_t *fl, json_
     rp.ticket = ++st->tickets;
     rp.final = final_type(fl->type, fl->type_len);
     rp.generated_id = fl->event_id == NULL;
+    if (st->answering != NULL && ex != NULL) {
+        rp.answers = st->answering;
+        rp.answers_epoch = ex->epoch;
+    }
     snprintf(out->event_id, sizeof(out->event_id), "%.*s", (int)eid_len, eid);
     out->ticket = rp.ticket;
     e = st->remote.submit(st->remote.data, &rp, done, detail, detail_len);
@@ -1604,6 +1609,18 @@ nomem:
     free(json);
     snprintf(detail, detail_len, "out of memory");
     return CS_ERR_INTERNAL;
+}
+
+cs_err_t cs_store_submit_answer(cs_store_t *st, json_t *ev, const char *request_event_id, int64_t now_unix_ms,
+                                const cs_store_done_t *done, cs_publish_t *out, char *detail,
+                                size_t detail_len)
+{
+    cs_err_t e;
+
+    st->answering = request_event_id;
+    e = cs_store_submit_raw(st, ev, NULL, 0, now_unix_ms, done, out, detail, detail_len);
+    st->answering = NULL;
+    return e;
 }
 
 void cs_store_set_remote(cs_store_t *st, const cs_store_remote_t *remote)

@@ -237,6 +237,13 @@ cs_err_t cs_store_submit_raw(cs_store_t *store, json_t *ev, const char *raw, siz
                              int64_t now_unix_ms, const cs_store_done_t *done, cs_publish_t *out,
                              char *detail, size_t detail_len);
 
+/** cs_store_submit_raw of an answer's completion ev (answer.h) to the open request request_event_id: in
+ * cluster mode the remote refuses it (CS_ERR_CONFLICT, through done) when the request was answered on
+ * another node first; otherwise as cs_store_submit_raw. */
+cs_err_t cs_store_submit_answer(cs_store_t *store, json_t *ev, const char *request_event_id,
+                                int64_t now_unix_ms, const cs_store_done_t *done, cs_publish_t *out,
+                                char *detail, size_t detail_len);
+
 /** cs_store_publish_fields with a completion (done may be NULL: complete at once). */
 cs_err_t cs_store_submit_fields(cs_store_t *store, const cs_event_fields_t *fl, const char *raw,
                                 size_t raw_len, int64_t now_unix_ms, const cs_store_done_t *done,
@@ -418,6 +425,12 @@ typedef struct cs_store_remote_pub {
     uint64_t ticket;
     int final;        /* a type that finishes its execution */
     int generated_id; /* event_id was made here (the producer gave none) */
+
+    /* An answer taken on an answer route (cs_store_submit_answer): the request it answers and the epoch
+     * this node knows the execution by; NULL for every other publish. The remote decides there, with the
+     * publish, whether the request is still open (exactly once across nodes). */
+    const char *answers;
+    uint64_t answers_epoch;
 } cs_store_remote_pub_t;
 
 typedef struct cs_store_remote {

@@ -496,7 +496,6 @@ def pending_on(node, x, req_id):
     return code == 200 and [p["event_id"] for p in st["pending_human_input"]] == [req_id]
 
 
-@pytest.mark.skip(reason="issue 16 open, not built yet: human input across nodes (exactly-once answers in Redis, the push to the asking node)")
 @pytest.mark.parametrize("route", ["resume", "ws"])
 def test_hitl_asked_on_a_answered_on_b_pushed_on_a_once(cluster3, route):
     c = cluster3
@@ -534,7 +533,6 @@ def test_hitl_asked_on_a_answered_on_b_pushed_on_a_once(cluster3, route):
         assert code == 200 and st["status"] == "running" and st["pending_human_input"] == [], (n.name, st)
 
 
-@pytest.mark.skip(reason="issue 16 open, not built yet: human input across nodes (exactly-once answers in Redis, the push to the asking node)")
 def test_hitl_await_on_c_before_the_answer_on_b(cluster3):
     c = cluster3
     a, b, cc = c.nodes
@@ -552,7 +550,6 @@ def test_hitl_await_on_c_before_the_answer_on_b(cluster3):
         no_more_pushes(other, 1, 0.5)
 
 
-@pytest.mark.skip(reason="issue 16 open, not built yet: human input across nodes (exactly-once answers in Redis, the push to the asking node)")
 def test_hitl_three_answers_at_once_one_wins(cluster3):
     c = cluster3
     for rnd in range(5):
