@@ -82,9 +82,10 @@ struct cs_store {
     /* List order: every append to the active or the finished list gives the execution the next tick, so
      * each list is in tick order; a snapshot records the ticks, and its replay sorts by them at its end. */
     uint64_t lru_ticks;
-    size_t n_listed;    /* executions on either list (the others: HASH_COUNT - n_listed) */
-    int lists_unsorted; /* a snapshot being replayed listed executions out of tick order */
-    struct snapw *sw;   /* the snapshot being written across loop turns (cs_store_snap_begin), or NULL */
+    size_t n_listed;         /* executions on either list (the others: HASH_COUNT - n_listed) */
+    int lists_unsorted;      /* a snapshot being replayed listed executions out of tick order */
+    struct snapw *sw;        /* the snapshot being written across loop turns (cs_store_snap_begin), or NULL */
+    cs_store_history_t hist; /* told of every subscriber opened on an execution (cluster: older history) */
 };
 
 /* A publish the observer confirms later, and the completion waiting for it (done.fn NULL: none, or
@@ -2567,6 +2568,8 @@ int cs_sub_open(cs_store_t *st, cs_sub_t *sub, const char *execution_id, size_t 
         break;
     }
     }
+    if (ex != NULL && st->hist.opened != NULL)
+        st->hist.opened(st->hist.data, sub, start);
     return 0;
 }
 
@@ -3196,4 +3199,12 @@ size_t cs_sub_release(cs_sub_hold_t *h, uint64_t epoch, const cs_hist_event_t *e
 out:
     free(h);
     return given;
+}
+
+void cs_store_set_history(cs_store_t *st, const cs_store_history_t *h)
+{
+    if (h != NULL)
+        st->hist = *h;
+    else
+        memset(&st->hist, 0, sizeof(st->hist));
 }

@@ -548,6 +548,16 @@ cs_sub_hold_t *cs_sub_hold(cs_sub_t *sub, const cs_start_t *start);
 /** Nonzero while sub is held. */
 int cs_sub_held(const cs_sub_t *sub);
 
+/** Who is told of every subscriber opened on an execution (the cluster, to read older history): opened runs
+ * at the end of cs_sub_open and may hold the subscriber (cs_sub_hold). */
+typedef struct cs_store_history {
+    void (*opened)(void *data, cs_sub_t *sub, const cs_start_t *start);
+    void *data;
+} cs_store_history_t;
+
+/** Sets it (NULL: none). */
+void cs_store_set_history(cs_store_t *store, const cs_store_history_t *h);
+
 /**
  * Ends a hold and frees it: when its subscriber is still open, gives it ev[0..n) (ascending seqs of epoch,
  * the events read; n 0: none) where they are older than its execution's ring, of the ring's epoch and reach
