@@ -389,7 +389,8 @@ static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Resu
     if (cs_sub_held(&q->sub)) {
         if (!force)
             return 0;
-        cs_log_warn("http: a long-poll's history was still being read from Redis at its deadline: 503");
+        if (q->timed_out)
+            cs_log_warn("http: a long-poll's history was still being read from Redis at its deadline: 503");
         *ret = queue_err(h, q->con, CS_ERR_UNAVAILABLE,
                          "cluster: the history before this node's ring is still being read from Redis: retry",
                          NULL, NULL);
