@@ -204,6 +204,7 @@ static void unk_hold(cs_cluster_t *c, qent_t *q, uint64_t batch, size_t idx);
 static void recheck_one(cs_cluster_t *c, const char *id, size_t id_len);
 static void offer(cs_cluster_t *c, uint64_t epoch, uint64_t seq, const char *exec, size_t exec_len,
                   const char *json, size_t json_len);
+static void history_opened(void *data, cs_sub_t *sub, const cs_start_t *start);
 
 /* ---- into the ring ---- */
 
@@ -1209,6 +1210,7 @@ int cs_cluster_new(cs_cluster_t **out, cs_loop_t *loop, cs_store_t *store, const
     cs_store_set_refusal(store, CS_ERR_UNAVAILABLE, c->why);
     cs_store_set_remote(store,
                         &(cs_store_remote_t){.submit = cluster_submit, .forget = cluster_forget, .data = c});
+    cs_store_set_history(store, &(cs_store_history_t){.opened = history_opened, .data = c});
     snprintf(name, sizeof(name), "crewstream-%.64s-cmd", c->node);
     for (char *p = name; *p; p++)
         if (*p == ':')
@@ -1236,6 +1238,7 @@ void cs_cluster_free(cs_cluster_t *c)
     if (c == NULL)
         return;
     cs_store_set_remote(c->store, NULL);
+    cs_store_set_history(c->store, NULL);
     /* Queued ones were never sent; those in flight get NULL from cs_redis_free: unavailable both. */
     for (size_t i = 0; i < c->nq; i++)
         answer(c, c->q[i], CS_ERR_UNAVAILABLE, NULL, "cluster: shutting down: not stored", NULL);
@@ -1477,4 +1480,177 @@ static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, c
 nomem:
     snprintf(detail, detail_len, "out of memory");
     return CS_ERR_INTERNAL;
+}
+
+/* ---- history older than the ring: read from Redis when a subscriber starts (docs/cluster.md) ---- */
+
+/* Older entries read per subscriber beyond ring_events (Redis' MAXLEN ~ keeps up to a stream node more). */
+#define HISTORY_EXTRA 128
+
+const char cs_cluster_history_script[] = "local e = redis.call('HGET', KEYS[1], 'epoch')\n"
+                                         "if not e then return {} end\n"
+                                         "return {e, redis.call('XREVRANGE', KEYS[2], ARGV[1], '-', 'COUNT', "
+                                         "ARGV[2])}\n";
+
+/* A read in flight for one held subscriber. */
+typedef struct hload {
+    cs_cluster_t *c;
+    cs_sub_hold_t *hold;
+    int fresh; /* the node had no event of the execution when it started */
+    size_t id_len;
+    char id[];
+} hload_t;
+
+/* Whether sub's start needs events older than its execution's ring (or the node has none of it yet: Redis
+ * may have them, and gives the execution's epoch). */
+static int history_needed(const cs_sub_t *sub, const cs_start_t *start)
+{
+    uint64_t first, next, cep, n;
+    cs_exec_t *ex = sub->exec;
+
+    cs_exec_seqs(ex, &first, &next);
+    if (next == 1)
+        return 1;
+    if (first <= 1)
+        return 0;
+    switch (start->kind) {
+    case CS_START_HISTORY:
+        return 1;
+    case CS_START_NOW:
+        return 0;
+    case CS_START_AFTER_SEQ:
+        return start->seq + 1 < first;
+    case CS_START_AFTER_ID:
+        if (cs_cursor_parse(start->id, start->id_len, &cep, &n) == 0)
+            return cep == cs_exec_epoch(ex) && n + 1 < first;
+        if (cs_exec_find_event(ex, start->id, start->id_len) != NULL)
+            return 0;
+        if (cs_seq_parse(start->id, start->id_len, &n) == 0)
+            return n + 1 < first;
+        return 1; /* an event_id the ring does not have: perhaps an older one */
+    }
+    return 0;
+}
+
+static void history_fail(hload_t *l, const char *why)
+{
+    l->c->st.history_failed++;
+    cs_log_warn("cluster: the history of %s older than this node's ring could not be read from Redis (%s): a "
+                "subscriber resuming before the ring gets stream.gap (long-poll: 503)",
+                l->id, why);
+    cs_sub_release(l->hold, 0, NULL, 0, 1);
+}
+
+static void on_history(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    hload_t *l = data;
+    cs_cluster_t *c = l->c;
+    cs_hist_event_t *ev = NULL;
+    size_t m = 0, k = 0;
+    uint64_t epoch = 0;
+    const redisReply *ent;
+
+    (void)r;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        history_fail(l, reply == NULL                      ? cs_redis_error(c->cmd)
+                        : reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                           : "an answer that is not an array");
+        free(l);
+        return;
+    }
+    c->st.history_reads++;
+    if (reply->elements == 0) { /* Redis has no such execution */
+        cs_sub_release(l->hold, 0, NULL, 0, 0);
+        free(l);
+        return;
+    }
+    ent = reply->elements == 2 ? reply->element[1] : NULL;
+    if (reply->element[0]->type == REDIS_REPLY_STRING) {
+        char buf[32];
+        size_t n = reply->element[0]->len < sizeof(buf) - 1 ? reply->element[0]->len : sizeof(buf) - 1;
+        memcpy(buf, reply->element[0]->str, n);
+        buf[n] = '\0';
+        epoch = strtoull(buf, NULL, 10);
+    }
+    if (ent == NULL || ent->type != REDIS_REPLY_ARRAY || epoch == 0) {
+        c->st.bad_messages++;
+        history_fail(l, "an answer that could not be read");
+        free(l);
+        return;
+    }
+    m = ent->elements;
+    if (m > 0 && (ev = calloc(m, sizeof(*ev))) == NULL) {
+        history_fail(l, "out of memory");
+        free(l);
+        return;
+    }
+    /* XREVRANGE: newest first; the store takes them oldest first. */
+    for (size_t i = m; i > 0; i--) {
+        cs_cmsg_entry_t e;
+        if (cs_cmsg_xrange_entry(ent, i - 1, &e) != 0) {
+            c->st.bad_messages++;
+            continue;
+        }
+        if (k > 0 && e.seq <= ev[k - 1].seq)
+            continue;
+        ev[k].seq = e.seq;
+        ev[k].json = e.json;
+        ev[k].json_len = e.json_len;
+        k++;
+    }
+    /* A node that had nothing of the execution (and still has nothing) takes its newest events into its
+     * ring, in order, with Redis' epoch: status, human input and later subscribers have them too. */
+    cs_exec_t *ex = cs_store_find(c->store, l->id, l->id_len);
+    uint64_t first = 1, next = 1;
+    if (ex != NULL)
+        cs_exec_seqs(ex, &first, &next);
+    if (l->fresh && ex != NULL && next == 1 && fill_get(c, l->id, l->id_len, 0) == NULL)
+        for (size_t i = k > c->ring_events ? k - c->ring_events : 0; i < k; i++)
+            insert(c, epoch, ev[i].seq, l->id, l->id_len, ev[i].json, ev[i].json_len);
+    c->st.history_events += cs_sub_release(l->hold, epoch, ev, k, 0);
+    free(ev);
+    free(l);
+}
+
+/* The store's word that a subscriber opened on an execution: held while what its start needs of the history
+ * is read from Redis (one script call: the epoch and the newest entries older than the ring, atomically). */
+static void history_opened(void *data, cs_sub_t *sub, const cs_start_t *start)
+{
+    cs_cluster_t *c = data;
+    size_t id_len;
+    const char *id = cs_exec_id(sub->exec, &id_len);
+    uint64_t first, next;
+    char m[300], s[300], end[32], count[24];
+    const char *argv[7];
+    size_t lens[7];
+    hload_t *l;
+
+    if (!history_needed(sub, start) || id_len > 200)
+        return;
+    if ((l = malloc(sizeof(*l) + id_len + 1)) == NULL)
+        return; /* positioned against the ring alone (stream.gap where it is short) */
+    if ((l->hold = cs_sub_hold(sub, start)) == NULL) {
+        free(l);
+        return;
+    }
+    l->c = c;
+    l->id_len = id_len;
+    memcpy(l->id, id, id_len + 1);
+    cs_exec_seqs(sub->exec, &first, &next);
+    l->fresh = next == 1;
+    snprintf(m, sizeof(m), "%s{x:%s}:m", c->prefix, id);
+    snprintf(s, sizeof(s), "%s{x:%s}:s", c->prefix, id);
+    if (l->fresh)
+        snprintf(end, sizeof(end), "+");
+    else
+        snprintf(end, sizeof(end), "%llu-0", (unsigned long long)(first - 1));
+    snprintf(count, sizeof(count), "%zu", c->ring_events + HISTORY_EXTRA);
+    argv[0] = "EVAL", argv[1] = cs_cluster_history_script, argv[2] = "2", argv[3] = m, argv[4] = s;
+    argv[5] = end, argv[6] = count;
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    if (!c->ready || cs_redis_command(c->cmd, on_history, l, 7, argv, lens) != 0) {
+        history_fail(l, c->ready ? "cannot send" : c->why);
+        free(l);
+    }
 }

@@ -61,6 +61,10 @@ typedef struct cs_cluster_stats {
     /* Human input (answers taken on this node's answer routes, decided in Redis: exactly once). */
     uint64_t answers;          /* answers Redis stored */
     uint64_t answer_conflicts; /* answers Redis refused: the request was answered already (409) */
+    uint64_t history_reads;    /* reads of history older than a ring, for subscribers (XREVRANGE) */
+    uint64_t history_events;   /* events those reads gave subscribers */
+    uint64_t
+        history_failed; /* of them: no answer (Redis down, no reply in time): logged, stream.gap or 503 */
 } cs_cluster_stats_t;
 
 /** Starts cluster mode on store: connects (in the background), sets the store's remote step and closes its
@@ -75,6 +79,10 @@ int cs_cluster_degraded(const cs_cluster_t *c, const char **why);
 
 /** Fills *st (zeros when c is NULL). */
 void cs_cluster_stats(const cs_cluster_t *c, cs_cluster_stats_t *st);
+
+/** The Lua source of the history read: KEYS meta hash, stream; ARGV the newest id wanted, COUNT. Returns {}
+ * when Redis has no such execution, else {epoch, XREVRANGE's entries}. */
+extern const char cs_cluster_history_script[];
 
 /** The Lua source of the publish script (for tests). */
 extern const char cs_cluster_script[];

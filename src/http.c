@@ -379,6 +379,23 @@ static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Resu
     char cur[CS_CURSOR_MAX];
     uint64_t seq;
 
+    if (q->sub.hist_failed && q->sub.gap_pending) {
+        /* Cluster: what it resumes from is older than this node's ring and Redis could not be read. */
+        *ret = queue_err(h, q->con, CS_ERR_UNAVAILABLE,
+                         "cluster: the history before this node's ring could not be read from Redis: retry",
+                         NULL, NULL);
+        return 1;
+    }
+    if (cs_sub_held(&q->sub)) {
+        if (!force)
+            return 0;
+        if (q->timed_out)
+            cs_log_warn("http: a long-poll's history was still being read from Redis at its deadline: 503");
+        *ret = queue_err(h, q->con, CS_ERR_UNAVAILABLE,
+                         "cluster: the history before this node's ring is still being read from Redis: retry",
+                         NULL, NULL);
+        return 1;
+    }
     if (!force && !cs_sub_has_next(&q->sub))
         return 0;
     /* last_event_id names the last event returned, or, with none, the position asked from. */
@@ -443,11 +460,14 @@ static enum MHD_Result handle_stream(cs_http_t *h, http_req_t *q, struct MHD_Con
 
     q->kind = REQ_POLL;
     enum MHD_Result ret;
-    if (poll_try_answer(h, q, q->sreq.timeout_s == 0 || d->stopping, &ret))
+    int held = cs_sub_held(&q->sub); /* cluster: its older history is being read from Redis */
+    if (poll_try_answer(h, q, (q->sreq.timeout_s == 0 && !held) || d->stopping, &ret))
         return ret;
-    /* Nothing yet: hold until a publish or the deadline. */
+    /* Nothing yet: hold until a publish or the deadline (a held one: at least until Redis' timeout). */
     cs_timer_init(&q->timer, d->loop, on_poll_timeout, q);
-    cs_timer_start(&q->timer, (int64_t)q->sreq.timeout_s * 1000);
+    cs_timer_start(&q->timer, (int64_t)q->sreq.timeout_s * 1000 < 3000 && held
+                                  ? 3000
+                                  : (int64_t)q->sreq.timeout_s * 1000);
     cs_sub_park(&q->sub);
     req_suspend(q);
     return MHD_YES;
@@ -623,6 +643,12 @@ static void cluster_metrics(metrics_out_t *b, cs_daemon_t *d)
     metric(b, "cluster_inserted_total", "counter", "Events stored in this node's ring from Redis.",
            cs.inserted);
     metric(b, "cluster_fills_total", "counter", "Holes filled by reading a stream (XRANGE).", cs.fills);
+    metric(b, "cluster_history_reads_total", "counter",
+           "Reads of history older than a ring, for subscribers (XREVRANGE).", cs.history_reads);
+    metric(b, "cluster_history_events_total", "counter", "Events those reads gave subscribers.",
+           cs.history_events);
+    metric(b, "cluster_history_failed_total", "counter",
+           "History reads Redis did not answer (stream.gap, long-poll 503).", cs.history_failed);
     metric(b, "cluster_lost_total", "counter",
            "Events a hole lacked that Redis no longer had (subscribers behind got stream.gap).", cs.lost);
     metric(b, "cluster_bad_messages_total", "counter",
@@ -1572,7 +1598,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         }
         if (q->kind == REQ_POLL) {
             cs_sub_unpark(&q->sub);
-            if (poll_try_answer(h, q, q->timed_out || q->dead || d->stopping, &ret)) {
+            if (poll_try_answer(h, q,
+                                q->timed_out || q->dead || d->stopping ||
+                                    (q->sreq.timeout_s == 0 && !cs_sub_held(&q->sub)),
+                                &ret)) {
                 cs_timer_stop(&q->timer);
                 return ret;
             }

@@ -83,9 +83,10 @@ struct cs_store {
     /* List order: every append to the active or the finished list gives the execution the next tick, so
      * each list is in tick order; a snapshot records the ticks, and its replay sorts by them at its end. */
     uint64_t lru_ticks;
-    size_t n_listed;    /* executions on either list (the others: HASH_COUNT - n_listed) */
-    int lists_unsorted; /* a snapshot being replayed listed executions out of tick order */
-    struct snapw *sw;   /* the snapshot being written across loop turns (cs_store_snap_begin), or NULL */
+    size_t n_listed;         /* executions on either list (the others: HASH_COUNT - n_listed) */
+    int lists_unsorted;      /* a snapshot being replayed listed executions out of tick order */
+    struct snapw *sw;        /* the snapshot being written across loop turns (cs_store_snap_begin), or NULL */
+    cs_store_history_t hist; /* told of every subscriber opened on an execution (cluster: older history) */
 };
 
 /* A publish the observer confirms later, and the completion waiting for it (done.fn NULL: none, or
@@ -2596,6 +2597,8 @@ int cs_sub_open(cs_store_t *st, cs_sub_t *sub, const char *execution_id, size_t 
         break;
     }
     }
+    if (ex != NULL && st->hist.opened != NULL)
+        st->hist.opened(st->hist.data, sub, start);
     return 0;
 }
 
@@ -2626,6 +2629,16 @@ static int sub_make_gap(cs_sub_t *sub, cs_item_t *item)
     return 1;
 }
 
+/* A subscriber held while its older history is read (cs_sub_hold). */
+struct cs_sub_hold {
+    cs_sub_t *sub; /* NULL once it closed */
+    cs_start_t start;
+    char id[]; /* start.id's copy */
+};
+
+static void sub_hist_free(cs_sub_t *sub);
+static int sub_hist_next(cs_sub_t *sub, cs_item_t *item);
+
 int cs_sub_next(cs_sub_t *sub, cs_item_t *item)
 {
     cs_store_t *st = sub->store;
@@ -2633,6 +2646,10 @@ int cs_sub_next(cs_sub_t *sub, cs_item_t *item)
     uint64_t first = ex ? ex->first_seq : st->gfirst;
     uint64_t next = ex ? ex->next_seq : st->gnext;
 
+    if (sub->hold != NULL)
+        return 0; /* its older history is being read (cs_sub_hold) */
+    if (ex != NULL && sub->epoch != ex->epoch)
+        sub_hist_free(sub); /* another history: what was read of the old one is not handed out */
     if (ex != NULL && sub->epoch != ex->epoch) {
         /* Its execution took another history (cluster: Redis' epoch). One that saw nothing yet missed
          * nothing; one that did is told, and goes on from the new history's oldest. */
@@ -2644,6 +2661,8 @@ int cs_sub_next(cs_sub_t *sub, cs_item_t *item)
         }
         sub->epoch = ex->epoch;
     }
+    if (sub->hist != NULL && sub_hist_next(sub, item))
+        return 1;
     if (!sub->gap_pending && sub->next < first) {
         /* Fell behind the oldest retained event: say so, then go on from the oldest. */
         char cur[CS_CURSOR_MAX] = "";
@@ -2673,10 +2692,24 @@ int cs_sub_has_next(cs_sub_t *sub)
     cs_exec_t *ex = sub->exec;
     uint64_t next = ex ? ex->next_seq : sub->store->gnext;
     uint64_t first = ex ? ex->first_seq : sub->store->gfirst;
+    uint64_t pos = sub->next;
 
-    if (sub->gap_pending || sub->next < first || (ex != NULL && sub->epoch != ex->epoch))
+    if (sub->hold != NULL)
+        return 0;
+    if (sub->hist != NULL && ex != NULL && sub->epoch == ex->epoch && pos >= sub->hist_first &&
+        pos < sub->hist_first + sub->hist_n) {
+        /* The older history it was given (cs_sub_release), then the ring after it. */
+        if (sub->gap_pending)
+            return 1;
+        for (; pos < sub->hist_first + sub->hist_n; pos++) {
+            cs_frame_t *f = sub->hist[pos - sub->hist_first];
+            if (cs_filter_match(&sub->filter, f->type, f->type_len))
+                return 1;
+        }
+    }
+    if (sub->gap_pending || pos < first || (ex != NULL && sub->epoch != ex->epoch))
         return 1;
-    for (uint64_t s = sub->next; s < next; s++) {
+    for (uint64_t s = pos; s < next; s++) {
         cs_frame_t *f = ex ? ex->ring[s % ex->ring_cap] : sub->store->gring[s % sub->store->gcap];
         if (f != NULL && cs_filter_match(&sub->filter, f->type, f->type_len))
             return 1;
@@ -2739,6 +2772,10 @@ void cs_sub_close(cs_sub_t *sub)
     if (st == NULL)
         return;
     cs_sub_unpark(sub);
+    if (sub->hold != NULL)
+        sub->hold->sub = NULL; /* its holder frees it (cs_sub_release) */
+    sub->hold = NULL;
+    sub_hist_free(sub);
     cs_filter_free(&sub->filter);
     free(sub->gap_json);
     sub->gap_json = NULL;
@@ -2977,4 +3014,226 @@ int cs_store_check(const cs_store_t *st, size_t *ring_bytes, size_t *held_out_by
     if (held_out_bytes != NULL)
         *held_out_bytes = st->frame_bytes - frames;
     return 0;
+}
+
+/* ---- history older than the ring (cluster: read from Redis, store.h) ---- */
+
+/* Bounds of one subscriber's older history beyond the ring's own: Redis keeps up to about a stream node (100
+ * entries) more than ring_events (MAXLEN ~). */
+#define HIST_EXTRA 128
+
+static void sub_hist_free(cs_sub_t *sub)
+{
+    for (size_t i = 0; i < sub->hist_n; i++)
+        cs_frame_unref(sub->store, sub->hist[i]);
+    free(sub->hist);
+    sub->hist = NULL;
+    sub->hist_n = 0;
+    sub->hist_first = 0;
+}
+
+/* Hands out the next frame of sub's older history (a gap before it first), or frees the history once the
+ * subscriber is past it (kept while it may still give back its last frame: cs_sub_unget). */
+static int sub_hist_next(cs_sub_t *sub, cs_item_t *item)
+{
+    uint64_t end = sub->hist_first + sub->hist_n;
+
+    if (sub->next < sub->hist_first || sub->next > end) {
+        sub_hist_free(sub);
+        return 0;
+    }
+    if (sub->next == end)
+        return 0;
+    if (sub->gap_pending && sub_make_gap(sub, item))
+        return 1;
+    while (sub->next < end) {
+        cs_frame_t *f = sub->hist[sub->next - sub->hist_first];
+        sub->next++;
+        if (cs_filter_match(&sub->filter, f->type, f->type_len)) {
+            item->frame = f;
+            item->gap = NULL;
+            item->gap_len = 0;
+            item->gap_first = 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+cs_sub_hold_t *cs_sub_hold(cs_sub_t *sub, const cs_start_t *start)
+{
+    size_t n = start->kind == CS_START_AFTER_ID ? start->id_len : 0;
+    cs_sub_hold_t *h;
+
+    if (sub->exec == NULL || sub->hold != NULL || (h = malloc(sizeof(*h) + n + 1)) == NULL)
+        return NULL;
+    h->sub = sub;
+    h->start = *start;
+    if (n > 0)
+        memcpy(h->id, start->id, n);
+    h->id[n] = '\0';
+    h->start.id = h->id;
+    h->start.id_len = n;
+    sub->hold = h;
+    return h;
+}
+
+int cs_sub_held(const cs_sub_t *sub)
+{
+    return sub->hold != NULL;
+}
+
+/* A frame of an older event (outside every ring): its JSON as stored with ,"seq":N appended, exactly as a
+ * ring renders it. NULL when it is not one event on one line, or out of memory. */
+static cs_frame_t *hist_frame(cs_store_t *st, uint64_t epoch, const cs_hist_event_t *e)
+{
+    const char *body;
+    size_t body_len, tail_len;
+    char tail[40];
+    json_error_t jerr;
+    json_t *o, *t, *id;
+    cs_frame_t *f = NULL;
+
+    if (!raw_line(e->json, e->json_len, &body, &body_len))
+        return NULL;
+    o = json_loadb(e->json, e->json_len, JSON_REJECT_DUPLICATES, &jerr);
+    t = json_object_get(o, "type");
+    id = json_object_get(o, "event_id");
+    if (json_is_string(t) && json_is_string(id) && json_object_get(o, "seq") == NULL) {
+        memcpy(tail, ",\"seq\":", 7);
+        tail_len = 7 + cs_fmt_u64(tail + 7, e->seq);
+        tail[tail_len++] = '}';
+        f = frame_new(st, epoch, body, body_len, tail, tail_len, json_string_value(t), json_string_length(t),
+                      json_string_value(id), json_string_length(id), e->seq, 0);
+    }
+    json_decref(o);
+    return f;
+}
+
+size_t cs_sub_release(cs_sub_hold_t *h, uint64_t epoch, const cs_hist_event_t *ev, size_t n, int failed)
+{
+    cs_sub_t *sub = h->sub;
+    cs_store_t *st;
+    cs_exec_t *ex;
+    size_t lo, hi = 0, cost = 0, given = 0;
+    uint64_t first, next, cep, s;
+    const cs_start_t *start = &h->start;
+    cs_frame_t *f;
+
+    if (sub == NULL)
+        goto out;
+    st = sub->store;
+    ex = sub->exec;
+    sub->hold = NULL;
+    sub_hist_free(sub);
+    sub->hist_failed = failed != 0;
+    sub->gap_pending = 0;
+    sub->epoch = ex->epoch;
+    /* What may be given: older than the ring, of its epoch, contiguous up to it; the newest within bounds. */
+    if (!failed && epoch == ex->epoch)
+        while (hi < n && ev[hi].seq < ex->first_seq)
+            hi++;
+    if (hi > 0 && ev[hi - 1].seq + 1 != ex->first_seq)
+        hi = 0; /* not up to the ring (it moved on meanwhile): nothing between is had */
+    for (lo = hi; lo > 0 && hi - lo < st->lim.ring_events + HIST_EXTRA; lo--) {
+        if ((lo < hi && ev[lo - 1].seq + 1 != ev[lo].seq) || cost + ev[lo - 1].json_len > st->lim.ring_bytes)
+            break;
+        cost += ev[lo - 1].json_len;
+    }
+    if (lo < hi && make_room(st, cost + (hi - lo) * (sizeof(cs_frame_t) + CS_FRAME_PRE + 160)) != 0) {
+        cs_log_warn("store: no room for %zu older events of %s read for a subscriber: it gets stream.gap",
+                    hi - lo, ex->id);
+        lo = hi;
+    }
+    if (lo < hi && (sub->hist = calloc(hi - lo, sizeof(*sub->hist))) == NULL)
+        lo = hi;
+    /* Rendered newest first: one that cannot be read ends the history there (the older ones are a gap). */
+    for (size_t i = hi; i > lo; i--) {
+        if ((f = hist_frame(st, epoch, &ev[i - 1])) == NULL) {
+            cs_log_warn("store: event %llu of %s read for a subscriber is not one event on one line: the "
+                        "subscriber gets stream.gap before it",
+                        (unsigned long long)ev[i - 1].seq, ex->id);
+            memmove(sub->hist, sub->hist + (i - lo), (hi - i) * sizeof(*sub->hist));
+            lo = i;
+            break;
+        }
+        sub->hist[i - 1 - lo] = f;
+    }
+    if (lo < hi) {
+        sub->hist_n = hi - lo;
+        sub->hist_first = ev[lo].seq;
+    } else {
+        free(sub->hist);
+        sub->hist = NULL;
+    }
+    /* The start again, against the history and the ring together (cs_sub_open's rules). */
+    first = sub->hist_n > 0 ? sub->hist_first : ex->first_seq;
+    next = ex->next_seq;
+    switch (start->kind) {
+    case CS_START_HISTORY:
+        sub->next = first;
+        break;
+    case CS_START_NOW:
+        sub->next = next;
+        break;
+    case CS_START_AFTER_SEQ: {
+        char req[24];
+        int l = snprintf(req, sizeof(req), "%llu", (unsigned long long)start->seq);
+        sub_after_seq(sub, start->seq, first, next, req, (size_t)l);
+        break;
+    }
+    case CS_START_AFTER_ID:
+        f = NULL;
+        if (cs_cursor_parse(start->id, start->id_len, &cep, &s) == 0) {
+            if (cep == ex->epoch)
+                sub_after_seq(sub, s, first, next, start->id, start->id_len);
+            else {
+                sub_set_gap(sub, start->id, start->id_len, first);
+                sub->next = first;
+            }
+            break;
+        }
+        for (size_t i = 0; i < sub->hist_n && f == NULL; i++)
+            if (sub->hist[i]->event_id_len == start->id_len &&
+                memcmp(sub->hist[i]->event_id, start->id, start->id_len) == 0)
+                f = sub->hist[i];
+        if (f == NULL)
+            f = cs_exec_find_event(ex, start->id, start->id_len);
+        if (f != NULL) {
+            sub->next = f->seq + 1;
+        } else if (cs_seq_parse(start->id, start->id_len, &s) == 0) {
+            sub_after_seq(sub, s, first, next, start->id, start->id_len);
+        } else {
+            sub_set_gap(sub, start->id, start->id_len, first);
+            sub->next = first;
+        }
+        break;
+    }
+    /* What it will not hand out is let go at once. */
+    if (sub->hist_n > 0 && (sub->next < sub->hist_first || sub->next >= sub->hist_first + sub->hist_n)) {
+        sub_hist_free(sub);
+    } else if (sub->hist_n > 0 && sub->next > sub->hist_first) {
+        size_t skip = (size_t)(sub->next - sub->hist_first);
+        for (size_t i = 0; i < skip; i++)
+            cs_frame_unref(st, sub->hist[i]);
+        memmove(sub->hist, sub->hist + skip, (sub->hist_n - skip) * sizeof(*sub->hist));
+        sub->hist_n -= skip;
+        sub->hist_first = sub->next;
+    }
+    given = sub->hist_n;
+    if (sub->parked) {
+        cs_sub_unpark(sub);
+        sub->ops->wake(sub);
+    }
+out:
+    free(h);
+    return given;
+}
+
+void cs_store_set_history(cs_store_t *st, const cs_store_history_t *h)
+{
+    if (h != NULL)
+        st->hist = *h;
+    else
+        memset(&st->hist, 0, sizeof(st->hist));
 }

@@ -92,6 +92,11 @@ struct cs_sub {
     uint64_t gap_first;
     char gap_requested[2 * CS_EVENT_ID_MAX + 1];
     char *gap_json;
+    struct cs_sub_hold *hold; /* cluster: older history being read elsewhere (cs_sub_hold): nothing out */
+    cs_frame_t **hist;        /* history older than the ring's (cs_sub_release): seqs hist_first.. */
+    size_t hist_n;
+    uint64_t hist_first;
+    int hist_failed; /* the last hold's history could not be read (cs_sub_release with failed) */
 };
 
 /** Where a new subscriber starts. */
@@ -534,6 +539,53 @@ void cs_sub_unget(cs_sub_t *sub, const cs_item_t *item);
 
 /** Closes a subscriber; its execution may be freed if nothing else holds it. */
 void cs_sub_close(cs_sub_t *sub);
+
+/*
+ * History older than the ring (cluster mode, docs/cluster.md "History older than the ring"): a node's ring is
+ * a cache of Redis, which may hold older events of an execution than the ring does. A subscriber whose start
+ * needs them is held (cs_sub_hold) while they are read: cs_sub_next hands out nothing, cs_sub_has_next says
+ * nothing, and cs_sub_held is nonzero. cs_sub_release then gives it the events read (frames of their own,
+ * outside every ring, counted in the store's bytes as frames in flight, at most store.ring_events + 128 of
+ * them and store.ring_bytes of JSON, the newest kept), resolves its start again against them and the ring
+ * together (exactly as cs_sub_open does against the ring alone), and wakes it. It hands them out before the
+ * ring's frames, in seq order, without duplicates; what is missing between them and the ring, or before
+ * them, is a stream.gap as usual. The subscriber may close meanwhile: the hold stays valid for its holder.
+ */
+
+/** One event of an older history: its seq and its JSON as stored (the daemon's fields in, no seq). */
+typedef struct cs_hist_event {
+    uint64_t seq;
+    const char *json;
+    size_t json_len;
+} cs_hist_event_t;
+
+typedef struct cs_sub_hold cs_sub_hold_t;
+
+/** Holds sub (opened on an execution, not held) with its start (copied) until cs_sub_release. Returns the
+ * hold, or NULL when out of memory (sub is then not held). */
+cs_sub_hold_t *cs_sub_hold(cs_sub_t *sub, const cs_start_t *start);
+
+/** Nonzero while sub is held. */
+int cs_sub_held(const cs_sub_t *sub);
+
+/** Who is told of every subscriber opened on an execution (the cluster, to read older history): opened runs
+ * at the end of cs_sub_open and may hold the subscriber (cs_sub_hold). */
+typedef struct cs_store_history {
+    void (*opened)(void *data, cs_sub_t *sub, const cs_start_t *start);
+    void *data;
+} cs_store_history_t;
+
+/** Sets it (NULL: none). */
+void cs_store_set_history(cs_store_t *store, const cs_store_history_t *h);
+
+/**
+ * Ends a hold and frees it: when its subscriber is still open, gives it ev[0..n) (ascending seqs of epoch,
+ * the events read; n 0: none) where they are older than its execution's ring, of the ring's epoch and reach
+ * up to the ring (contiguous; the newest are kept up to the bounds above), then positions it after its start
+ * against them and the ring, and wakes it when parked. failed nonzero: the read failed (sub->hist_failed is
+ * set; the subscriber is positioned against the ring alone). Returns the number of events given.
+ */
+size_t cs_sub_release(cs_sub_hold_t *hold, uint64_t epoch, const cs_hist_event_t *ev, size_t n, int failed);
 
 /** Drops finished executions older than retain_s; call about once a second. */
 void cs_store_expire(cs_store_t *store, int64_t now_mono_ms);

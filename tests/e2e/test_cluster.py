@@ -121,7 +121,6 @@ def test_producers_on_every_node_subscribers_on_every_node_and_transport(cluster
             assert r["last_seq"] == total
 
 
-@pytest.mark.skip(reason="issue 16 open, not built yet: history older than the node's ring is not read from Redis (XRANGE on resume)")
 def test_late_subscriber_on_a_new_node_reads_the_history_from_redis(cluster3, make_daemon):
     c = cluster3
     x = "late"
@@ -240,7 +239,6 @@ def test_gap_for_a_cursor_trimmed_from_redis(cluster_factory):
             assert r.events[0].get("requested") == cur[3], r.events[0]
 
 
-@pytest.mark.skip(reason="issue 16 open, not built yet: history older than the node's ring is not read from Redis (XRANGE on resume)")
 def test_resume_older_than_the_node_ring_reads_redis(redis, cluster_factory):
     """A node's ring is a cache: a resume older than it is served from Redis' stream exactly while
     Redis still has the events (XLEN says how many it keeps), with stream.gap only before that."""

@@ -1,0 +1,149 @@
+"""Cluster mode: history older than a node's ring is read from Redis (SPEC §4 resume, §11; issue 16).
+
+A node's ring is a cache of Redis. A node that joined after an execution began holds only what came
+after it joined; a subscriber there whose start needs older events (no cursor, or a cursor, event_id,
+bare seq or since_seq from before the ring) is held while one script reads them from Redis, then gets
+exactly the events after its start, then live — on SSE, WebSocket and long-poll, with ?types= too. An
+execution the node never saw is served (200, the history), also on a long-poll that never holds
+(timeout=0, the seed's /poll/human-input/ route). Redis not answering: a long-poll whose resume would be
+short answers 503 (retry), never a silent gap; it is counted in /metrics.
+"""
+
+import time
+import urllib.parse
+
+import pytest
+
+from clusterutil import (add_node, check_exact, cluster_factory, join_all, need_real_cluster, reader,  # noqa: F401
+                         redis)
+from csutil import SSEClient, ev, poll, wait_until
+
+
+def sse_ids(node, x, n):
+    """{seq: SSE id} of the first n events of x as node streams them."""
+    with SSEClient(node.port, "/v1/executions/%s/events" % x) as s:
+        frames = s.collect(n, timeout=10)
+    assert len(frames) == n, "%d of %d events from %s" % (len(frames), n, node.name)
+    return {f.json()["seq"]: f.id for f in frames}
+
+
+def history(node, x, since=0):
+    r = poll(node.base, "/v1/executions/%s/poll" % x, {"timeout": "0", "since_seq": str(since)}, http_timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["events"]
+
+
+def metric(node, name):
+    body = poll(node.base, "/metrics", http_timeout=5).text
+    for line in body.splitlines():
+        if line.startswith("crewstream_" + name + " "):
+            return float(line.split()[1])
+    return None  # (checked by the caller: a daemon without it fails there, after the behaviour is checked)
+
+
+def late_node_with_a_short_ring(cluster_factory, make_daemon, x, before=30, after=5):
+    """Node a took `before` events of x before node "late" started; then `after` more, which "late" took in
+    live: its ring starts at before + 1. Returns (cluster, late, [(seq, event_id)] of all of them)."""
+    need_real_cluster()
+    c = cluster_factory(1)
+    posted = c[0].post_ok(*[ev(x, "log" if i % 3 else "tool.called", i=i) for i in range(before)])
+    d = add_node(make_daemon, c, "late")
+    c.wait_healthy(15)
+    posted += c[0].post_ok(*[ev(x, "log" if i % 3 else "tool.called", i=i) for i in range(before, before + after)])
+    want = [(r["seq"], r["event_id"]) for r in posted]
+    assert [s for s, _ in want] == list(range(1, before + after + 1))
+    # The late node has the live ones (its ring), nothing older: a poll from the last one it has holds nothing.
+    assert wait_until(lambda: [e["seq"] for e in history(d, x, before + after - 1)] == [before + after], 10)
+    return c, d, want
+
+
+def test_resume_older_than_a_late_nodes_ring_every_form_and_transport(cluster_factory, make_daemon):
+    x = "hist-forms"
+    c, d, want = late_node_with_a_short_ring(cluster_factory, make_daemon, x)
+    eid = dict(want)
+    cur = sse_ids(c[0], x, 35)
+    reads0 = metric(d, "cluster_history_reads_total")
+    failures = []
+    for cut in (0, 1, 12, 29):
+        forms = [("cursor", "last_event_id=" + urllib.parse.quote(cur[cut], safe="")) if cut else ("none", ""),
+                 ("event_id", "last_event_id=" + urllib.parse.quote(eid[cut], safe="")) if cut else ("since=0", "since_seq=0"),
+                 ("seq", "last_event_id=%d" % cut), ("since_seq", "since_seq=%d" % cut)]
+        for how, query in forms:
+            if how == "seq" and cut == 0:
+                continue
+            for kind in ("sse", "ws", "poll"):
+                r = reader(kind, d, x, 35 - cut, timeout=8, query=query)
+                r.join(12)
+                try:
+                    assert r.error is None, r.error
+                    check_exact(r, want[cut:])
+                except AssertionError as e:
+                    failures.append("cut %d by %s on %s: %s" % (cut, how, kind, e))
+    assert not failures, "\n".join(failures[:10])
+    assert reads0 is not None and metric(d, "cluster_history_reads_total") > reads0
+    assert metric(d, "cluster_history_failed_total") == 0
+    # ?types= applies to what came from Redis too, and the live stream follows once, on every transport.
+    tools = [w for w in want if (w[0] - 1) % 3 == 0]
+    # (The poll reader keeps only last_event_id between its polls: one filtered poll here.)
+    r = poll(d.base, "/v1/executions/%s/poll" % x, {"timeout": "0", "types": "tool.*", "last_event_id": "1"},
+             http_timeout=10)
+    assert r.status_code == 200 and [(e["seq"], e["event_id"]) for e in r.json()["events"]] == tools[1:], r.text
+    rs = [reader(kind, d, x, len(tools) + 1, timeout=10, query="types=tool.*&since_seq=0") for kind in ("sse", "ws")]
+    time.sleep(0.5)
+    more = c[0].post_ok(ev(x, "log", i=99), ev(x, "tool.called", i=100))
+    join_all(rs, 15)
+    for r in rs:
+        check_exact(r, tools + [(more[1]["seq"], more[1]["event_id"])])
+
+
+def test_an_execution_the_node_never_saw_is_served_at_once(cluster_factory, make_daemon):
+    """Nothing of it reached the node: a poll that never holds (timeout=0, and the seed's human-input poll)
+    gets the whole history, 200; the node then has it in its ring (status, later subscribers)."""
+    need_real_cluster()
+    c = cluster_factory(1)
+    x = "never-seen"
+    posted = c[0].post_ok(ev(x, "run.started"), ev(x, "log", i=1),
+                          ev(x, "human_input_required", event_id="q-1", task_id="t-1", prompt="ok?"))
+    d = add_node(make_daemon, c, "late")
+    c.wait_healthy(15)
+    r = poll(d.base, "/poll/human-input/%s" % x, http_timeout=5)
+    assert r.status_code == 200, r.text
+    assert [e["event_id"] for e in r.json()["events"]] == ["q-1"], r.text
+    r = poll(d.base, "/v1/executions/%s/poll" % x, {"timeout": "0"}, http_timeout=5)
+    assert r.status_code == 200 and [e["event_id"] for e in r.json()["events"]] == [p["event_id"] for p in posted]
+    assert r.json()["last_seq"] == 3
+    st = poll(d.base, "/v1/executions/%s" % x, http_timeout=5)
+    assert st.status_code == 200 and st.json()["status"] == "pending_human_input", st.text
+    # Another node's cursor, on a second never-seen execution, over SSE.
+    y = "never-seen-2"
+    more = c[0].post_ok(*[ev(y, "log", i=i) for i in range(8)])
+    ids = sse_ids(c[0], y, 8)
+    e = add_node(make_daemon, c, "later")
+    c.wait_healthy(15)
+    rr = reader("sse", e, y, 5, timeout=8, headers={"Last-Event-ID": ids[3]})
+    rr.join(12)
+    assert rr.error is None, rr.error
+    check_exact(rr, [(p["seq"], p["event_id"]) for p in more][3:])
+
+
+def test_redis_frozen_a_short_resume_is_503_not_a_silent_gap(cluster_factory, make_daemon, redis):
+    x = "hist-frozen"
+    c, d, want = late_node_with_a_short_ring(cluster_factory, make_daemon, x)
+    cur = sse_ids(c[0], x, 35)
+    redis.freeze()
+    try:
+        t0 = time.monotonic()
+        r = poll(d.base, "/v1/executions/%s/poll" % x, {"timeout": "0", "last_event_id": cur[10]}, http_timeout=15)
+        took = time.monotonic() - t0
+        assert r.status_code == 503, (r.status_code, r.text)
+        assert r.json()["error"] == "unavailable" and "Redis" in r.json()["detail"], r.text
+        assert took < 6, "the history read was not bounded: %.1f s" % took
+    finally:
+        redis.thaw()
+    c.wait_healthy(20)
+    assert metric(d, "cluster_history_failed_total") >= 1
+    # Redis back: the same resume is exact.
+    rr = reader("poll", d, x, 25, timeout=8, query="last_event_id=" + urllib.parse.quote(cur[10], safe=""))
+    rr.join(12)
+    assert rr.error is None, rr.error
+    check_exact(rr, want[10:])
