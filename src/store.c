@@ -87,6 +87,7 @@ struct cs_store {
     int lists_unsorted;      /* a snapshot being replayed listed executions out of tick order */
     struct snapw *sw;        /* the snapshot being written across loop turns (cs_store_snap_begin), or NULL */
     cs_store_history_t hist; /* told of every subscriber opened on an execution (cluster: older history) */
+    cs_exec_t *replay_last;  /* cs_store_replay: the execution of the last record (records come in runs) */
 };
 
 /* A publish the observer confirms later, and the completion waiting for it (done.fn NULL: none, or
@@ -634,6 +635,8 @@ static void exec_free(cs_store_t *st, cs_exec_t *ex)
     if (st->sw != NULL && st->sw->phase == SW_UNLISTED && st->sw->cur == ex)
         st->sw->cur = ex->hh.next; /* the snapshot's walk of the hash goes on from the next one */
     HASH_DELETE(hh, st->execs, ex);
+    if (st->replay_last == ex)
+        st->replay_last = NULL;
     st->bytes -= exec_overhead(ex);
     free(ex->idx);
     free(ex->ring);
@@ -2319,8 +2322,14 @@ void cs_store_set_refusal(cs_store_t *st, cs_err_t e, const char *detail)
 
 int cs_store_replay(cs_store_t *st, const cs_change_t *c, char *detail, size_t detail_len)
 {
-    cs_exec_t *ex = c->exec != NULL ? cs_store_find(st, c->exec, c->exec_len) : NULL;
+    cs_exec_t *ex = st->replay_last;
     cs_hitl_req_t *r;
+
+    /* Records come in runs of one execution: the last one's is compared before the hash is asked. */
+    if (c->exec == NULL)
+        ex = NULL;
+    else if (ex == NULL || ex->id_len != c->exec_len || memcmp(ex->id, c->exec, c->exec_len) != 0)
+        ex = st->replay_last = cs_store_find(st, c->exec, c->exec_len);
 
     if (ex == NULL && c->exec != NULL) {
         switch (c->kind) {
