@@ -88,6 +88,8 @@ struct cs_store {
     struct snapw *sw;        /* the snapshot being written across loop turns (cs_store_snap_begin), or NULL */
     cs_store_history_t hist; /* told of every subscriber opened on an execution (cluster: older history) */
     cs_exec_t *replay_last;  /* cs_store_replay: the execution of the last record (records come in runs) */
+    struct exec_slot *etab;  /* executions by id: open addressing (cs_store_find), beside the uthash list */
+    size_t etab_cap, etab_n;
 };
 
 /* A publish the observer confirms later, and the completion waiting for it (done.fn NULL: none, or
@@ -165,6 +167,7 @@ struct cs_exec {
     cs_exec_t *lru_prev, *lru_next; /* active list, or finished list once finished */
     uint64_t lru_tick;              /* when it was appended to its list (cs_store.lru_ticks) */
     uint64_t snap_gen;              /* the snapshot in progress wrote it (or it was begun since) */
+    uint64_t id_hash;               /* XXH3 of id: its slot in the store's execution table */
 };
 
 /* Where an execution sits: on the active list, the finished list, or (expired, still watched) none. */
@@ -502,11 +505,83 @@ void cs_store_each(cs_store_t *store, void (*fn)(cs_exec_t *ex, void *data), voi
     }
 }
 
+/*
+ * The execution table: open addressing with linear probing, at most half full, a slot holding an id's
+ * hash and its execution, so a lookup compares hashes in one array and reads an execution only on a
+ * match. uthash's lookup (its hash, then a bucket chain, each id elsewhere on the heap) was ~8% of a
+ * replay, whose records name a different execution nearly every time; the uthash handle stays for
+ * iteration.
+ */
+typedef struct exec_slot {
+    uint64_t hash;
+    cs_exec_t *ex; /* NULL: empty */
+} exec_slot_t;
+
+static exec_slot_t *etab_slot(const cs_store_t *st, const char *id, size_t len, uint64_t h)
+{
+    size_t mask = st->etab_cap - 1;
+    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+        exec_slot_t *sl = &st->etab[i];
+        if (sl->ex == NULL || (sl->hash == h && sl->ex->id_len == len && memcmp(sl->ex->id, id, len) == 0))
+            return sl;
+    }
+}
+
+/* Adds ex (not there yet); 0 or -ENOMEM. */
+static int etab_add(cs_store_t *st, cs_exec_t *ex)
+{
+    if (2 * (st->etab_n + 1) > st->etab_cap) {
+        size_t cap = st->etab_cap ? 2 * st->etab_cap : 64;
+        exec_slot_t *t = calloc(cap, sizeof(*t));
+        if (t == NULL)
+            return -ENOMEM;
+        for (size_t i = 0; i < st->etab_cap; i++) {
+            if (st->etab[i].ex == NULL)
+                continue;
+            size_t j = (size_t)st->etab[i].hash & (cap - 1);
+            while (t[j].ex != NULL)
+                j = (j + 1) & (cap - 1);
+            t[j] = st->etab[i];
+        }
+        free(st->etab);
+        st->etab = t;
+        st->etab_cap = cap;
+    }
+    exec_slot_t *sl = etab_slot(st, ex->id, ex->id_len, ex->id_hash);
+    sl->hash = ex->id_hash;
+    sl->ex = ex;
+    st->etab_n++;
+    return 0;
+}
+
+/* Removes ex, moving back the entries after it that probing would no longer reach (as idx_delete). */
+static void etab_del(cs_store_t *st, cs_exec_t *ex)
+{
+    size_t mask = st->etab_cap - 1, i = (size_t)ex->id_hash & mask, j;
+    while (st->etab[i].ex != ex) {
+        if (st->etab[i].ex == NULL)
+            return; /* not there (cannot happen) */
+        i = (i + 1) & mask;
+    }
+    for (j = i;;) {
+        j = (j + 1) & mask;
+        if (st->etab[j].ex == NULL)
+            break;
+        size_t home = (size_t)st->etab[j].hash & mask;
+        if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+            continue;
+        st->etab[i] = st->etab[j];
+        i = j;
+    }
+    st->etab[i].ex = NULL;
+    st->etab_n--;
+}
+
 cs_exec_t *cs_store_find(cs_store_t *store, const char *id, size_t id_len)
 {
-    cs_exec_t *ex = NULL;
-    HASH_FIND(hh, store->execs, id, id_len, ex);
-    return ex;
+    if (store->etab_n == 0)
+        return NULL;
+    return etab_slot(store, id, id_len, XXH3_64bits(id, id_len))->ex;
 }
 
 /* Creates execution id with epoch (0: a new one). */
@@ -531,6 +606,14 @@ static cs_exec_t *exec_new(cs_store_t *st, const char *id, size_t id_len, uint64
     ex->ring_cap = RING_INITIAL < st->lim.ring_events ? RING_INITIAL : st->lim.ring_events;
     ex->idx = idx_new(ex->ring_cap, &ex->idx_cap);
     if (ex->idx == NULL) {
+        free(ex->id);
+        free(ex->ring);
+        free(ex);
+        return NULL;
+    }
+    ex->id_hash = XXH3_64bits(ex->id, ex->id_len);
+    if (etab_add(st, ex) != 0) {
+        free(ex->idx);
         free(ex->id);
         free(ex->ring);
         free(ex);
@@ -567,7 +650,18 @@ static size_t exec_count(const cs_exec_t *ex)
 
 static void index_remove(cs_exec_t *ex, cs_frame_t *f)
 {
-    id_slot_t *sl = idx_slot(ex, f->event_id, f->event_id_len, id_hash(f->event_id, f->event_id_len));
+    uint64_t h = id_hash(f->event_id, f->event_id_len);
+    id_slot_t *sl;
+
+    if (f->id_head) {
+        /* Its own slot: found by the pointer, no id compared (the frame's id is a cache miss away). */
+        size_t mask = ex->idx_cap - 1, i = (size_t)h & mask;
+        while (ex->idx[i].f != f && ex->idx[i].f != NULL)
+            i = (i + 1) & mask;
+        sl = &ex->idx[i];
+    } else {
+        sl = idx_slot(ex, f->event_id, f->event_id_len, h);
+    }
 
     if (sl->f == NULL)
         return;
@@ -635,6 +729,7 @@ static void exec_free(cs_store_t *st, cs_exec_t *ex)
     if (st->sw != NULL && st->sw->phase == SW_UNLISTED && st->sw->cur == ex)
         st->sw->cur = ex->hh.next; /* the snapshot's walk of the hash goes on from the next one */
     HASH_DELETE(hh, st->execs, ex);
+    etab_del(st, ex);
     if (st->replay_last == ex)
         st->replay_last = NULL;
     st->bytes -= exec_overhead(ex);
@@ -2875,6 +2970,7 @@ void cs_store_free(cs_store_t *st)
         exec_free(st, ex);
     }
     free(st->gring);
+    free(st->etab);
     free(st);
 }
 
