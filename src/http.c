@@ -59,7 +59,9 @@
 
 /* REQ_WAIT: a POST whose reply waits for the store's confirmation of what it published (CS_PENDING: the
  * journal), suspended until the last one came. */
-typedef enum req_kind { REQ_PLAIN = 0, REQ_SSE, REQ_POLL, REQ_WAIT } req_kind_t;
+/* REQ_STATUS: cluster mode, a status read of an execution this node holds no event of, suspended while
+ * its history is read from Redis (a held subscriber: docs/cluster.md "History older than the ring"). */
+typedef enum req_kind { REQ_PLAIN = 0, REQ_SSE, REQ_POLL, REQ_WAIT, REQ_STATUS } req_kind_t;
 
 typedef struct http_req http_req_t;
 typedef struct http_conn http_conn_t;
@@ -519,6 +521,47 @@ static enum MHD_Result send_json_value(cs_http_t *h, struct MHD_Connection *con,
     return queue_json(h, con, 200, body, body ? strlen(body) : 0, NULL, NULL);
 }
 
+static enum MHD_Result send_status(cs_http_t *h, http_req_t *q)
+{
+    cs_route_t *rt = &q->route;
+    return send_json_value(h, q->con,
+                           cs_store_status_json(h->d->store, rt->execution_id, rt->execution_id_len,
+                                                rt->kind != CS_ROUTE_EXEC_STATUS));
+}
+
+/* Cluster mode: an execution this node holds no event of may be in Redis. A subscriber opened on it (from
+ * now on, nothing handed out) is held while its history is read and taken into the ring; the read is
+ * waited for (suspended, at most STATUS_WAIT_MS), then the status is answered as the ring has it. Returns
+ * 1 when the request is suspended so. */
+#define STATUS_WAIT_MS 3000
+static int status_wait(cs_http_t *h, http_req_t *q)
+{
+    cs_daemon_t *d = h->d;
+    cs_route_t *rt = &q->route;
+    cs_exec_t *ex;
+    uint64_t first = 1, next = 1;
+    cs_start_t start = {.kind = CS_START_NOW};
+    cs_filter_t none = {0};
+
+    if (d->cluster == NULL || d->stopping)
+        return 0;
+    if ((ex = cs_store_find(d->store, rt->execution_id, rt->execution_id_len)) != NULL)
+        cs_exec_seqs(ex, &first, &next);
+    if (next > 1 || cs_sub_open(d->store, &q->sub, rt->execution_id, rt->execution_id_len, &start, &none,
+                                &sub_ops, q) != 0)
+        return 0;
+    q->sub_open = 1;
+    if (!cs_sub_held(&q->sub))
+        return 0;
+    q->kind = REQ_STATUS;
+    req_list(h, q);
+    cs_timer_init(&q->timer, d->loop, on_poll_timeout, q);
+    cs_timer_start(&q->timer, STATUS_WAIT_MS);
+    cs_sub_park(&q->sub);
+    req_suspend(q);
+    return 1;
+}
+
 /* GET /v1/executions, GET /v1/executions/{id}, GET /{id}/status. */
 static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Connection *con)
 {
@@ -532,10 +575,11 @@ static enum MHD_Result handle_status(cs_http_t *h, http_req_t *q, struct MHD_Con
     if (ar != CS_AUTH_OK &&
         !(rt->kind == CS_ROUTE_EXECS_LIST && ar == CS_AUTH_FORBIDDEN && (who.scopes & CS_SCOPE_READ) != 0))
         return queue_err(h, con, ar, NULL, NULL, NULL);
-    if (rt->kind != CS_ROUTE_EXECS_LIST)
-        return send_json_value(h, con,
-                               cs_store_status_json(h->d->store, rt->execution_id, rt->execution_id_len,
-                                                    rt->kind != CS_ROUTE_EXEC_STATUS));
+    if (rt->kind != CS_ROUTE_EXECS_LIST) {
+        if (status_wait(h, q))
+            return MHD_YES;
+        return send_status(h, q);
+    }
 
     /* The list: what the token may read, newest first. */
     const char *st = lookup_arg(con, "status"), *lim = lookup_arg(con, "limit");
@@ -1596,6 +1640,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
             }
             return waited_reply(h, q);
         }
+        if (q->kind == REQ_STATUS) {
+            cs_sub_unpark(&q->sub);
+            if (cs_sub_held(&q->sub) && !q->timed_out && !q->dead && !d->stopping) {
+                cs_sub_park(&q->sub);
+                req_suspend(q);
+                return MHD_YES;
+            }
+            cs_timer_stop(&q->timer);
+            if (cs_sub_held(&q->sub))
+                cs_log_warn("http: a status read's history was still being read from Redis after %d ms: "
+                            "answered with what this node holds",
+                            STATUS_WAIT_MS);
+            return send_status(h, q);
+        }
         if (q->kind == REQ_POLL) {
             cs_sub_unpark(&q->sub);
             if (poll_try_answer(h, q,
@@ -1710,7 +1768,7 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
         q->conn->q = NULL;
         q->conn->nul = 0;
     }
-    if (q->kind == REQ_POLL)
+    if (q->kind == REQ_POLL || q->kind == REQ_STATUS)
         cs_timer_stop(&q->timer);
     if (q->sub_open)
         cs_sub_close(&q->sub);
@@ -1914,7 +1972,7 @@ static void http_shutdown(void *self)
     for (http_req_t *q = h->streams; q != NULL; q = q->next) {
         if (q->kind == REQ_SSE)
             q->dead = 1;
-        else if (q->kind == REQ_POLL)
+        else if (q->kind == REQ_POLL || q->kind == REQ_STATUS)
             cs_timer_stop(&q->timer);
         if (q->sub_open)
             cs_sub_unpark(&q->sub);
@@ -1946,7 +2004,7 @@ static void http_destroy(void *self)
         for (http_req_t *q = h->streams; q != NULL; q = q->next) {
             if (q->kind != REQ_WAIT)
                 q->dead = 1;
-            if (q->kind == REQ_POLL)
+            if (q->kind == REQ_POLL || q->kind == REQ_STATUS)
                 cs_timer_stop(&q->timer);
             if (q->sub_open)
                 cs_sub_unpark(&q->sub);

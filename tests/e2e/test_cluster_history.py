@@ -147,3 +147,28 @@ def test_redis_frozen_a_short_resume_is_503_not_a_silent_gap(cluster_factory, ma
     rr.join(12)
     assert rr.error is None, rr.error
     check_exact(rr, want[10:])
+
+
+def test_a_status_read_of_an_execution_the_node_never_saw_asks_redis(cluster_factory, make_daemon):
+    """The first thing a late node is asked about an execution is its status (a dashboard's or a health
+    check's GET): it reads Redis before answering, so the status is Redis' (not "pending"), on every status
+    route, and the node holds the history from then on."""
+    need_real_cluster()
+    c = cluster_factory(1)
+    x, y = "status-first", "status-first-done"
+    c[0].post_ok(ev(x, "run.started"), ev(x, "log", i=1),
+                 ev(x, "human_input_required", event_id="q-1", task_id="t-1", prompt="ok?"))
+    c[0].post_ok(ev(y, "run.started"), ev(y, "run.completed", result="fine"))
+    d = add_node(make_daemon, c, "late")
+    c.wait_healthy(15)
+    st = poll(d.base, "/v1/executions/%s" % x, http_timeout=5)
+    assert st.status_code == 200 and st.json()["status"] == "pending_human_input", st.text
+    assert [p["event_id"] for p in st.json()["pending_human_input"]] == ["q-1"], st.text
+    st = poll(d.base, "/%s/status" % y, http_timeout=5)
+    assert st.status_code == 200, st.text
+    assert poll(d.base, "/v1/executions/%s" % y, http_timeout=5).json()["status"] == "completed"
+    assert [e["seq"] for e in history(d, x)] == [1, 2, 3]
+    # An execution Redis has never heard of either: answered as before (pending), without waiting long.
+    t0 = time.monotonic()
+    st = poll(d.base, "/v1/executions/nobody-posted-this", http_timeout=5)
+    assert time.monotonic() - t0 < 2.5 and st.status_code in (200, 404), st.text
