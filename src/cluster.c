@@ -54,13 +54,15 @@
  */
 const char cs_cluster_script[] =
     "local p, maxlen, chan, cand, dl, rk = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]\n"
+    "local keep = tonumber(ARGV[7])\n"
     "local call, fmt = redis.call, string.format\n"
     "local tm = call('TIME')\n"
-    "if tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000) > dl then\n"
+    "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
+    "if now > dl then\n"
     "  return redis.error_reply('LATE the publish reached Redis after its deadline: not stored')\n"
     "end\n"
     "local out, ex, msg, n, rc = {}, {}, {''}, 0, {}\n"
-    "for i = 7, #ARGV, 5 do\n"
+    "for i = 8, #ARGV, 5 do\n"
     "  local x, f, j = ARGV[i], ARGV[i+1], ARGV[i+4]\n"
     "  local e = ex[x]\n"
     "  if not e then\n"
@@ -102,7 +104,10 @@ const char cs_cluster_script[] =
     "for x, e in pairs(ex) do\n"
     "  if e.seq ~= e.seq0 then call('HSET', e.m, 'seq', e.seq) end\n"
     "  call('EXPIRE', e.m, e.ttl); call('EXPIRE', e.s, e.ttl); call('EXPIRE', e.ix, e.ttl)\n"
+    "  call('ZADD', p .. 'execs', now, x)\n"
     "end\n"
+    "call('ZREMRANGEBYSCORE', p .. 'execs', '-inf', '(' .. fmt('%d', now - keep * 1000))\n"
+    "call('EXPIRE', p .. 'execs', keep)\n"
     "call('SET', rk, table.concat(rc, ' '), 'EX', '" RECEIPT_TTL_S "')\n"
     "return out\n";
 
@@ -187,6 +192,10 @@ struct cs_cluster {
     int clock_ok;       /* Redis' clock read since the command connection came up (TIME) */
     int64_t clock_off;  /* Redis' time (ms) minus cs_loop_now: a script call's deadline in Redis' clock */
     uint64_t boot;      /* random per start: script calls' receipt keys differ from an earlier run's */
+    int64_t unready_ms; /* Redis' clock (ms) when the node last stopped being ready; 0: never ready yet */
+    int warming;        /* the list of executions (WARM_MAX newest) is being read after becoming ready */
+    char **warm_ids;    /* executions from that list still to read (those this node holds nothing of) */
+    size_t warm_n, warm_pos, warm_in_flight;
     uint64_t batch_seq; /* script calls sent */
     unk_t *unk;         /* publishes whose outcome is unknown, oldest first */
     size_t n_unk;
@@ -205,6 +214,8 @@ static void recheck_one(cs_cluster_t *c, const char *id, size_t id_len);
 static void offer(cs_cluster_t *c, uint64_t epoch, uint64_t seq, const char *exec, size_t exec_len,
                   const char *json, size_t json_len);
 static void history_opened(void *data, cs_sub_t *sub, const cs_start_t *start);
+static void warm_start(cs_cluster_t *c);
+static void warm_clear(cs_cluster_t *c);
 
 /* ---- into the ring ---- */
 
@@ -659,7 +670,7 @@ static size_t receipt_key(const cs_cluster_t *c, uint64_t id, char *buf, size_t 
 static void send_batch(cs_cluster_t *c)
 {
     size_t n = c->nq < BATCH_MAX ? c->nq : BATCH_MAX;
-    size_t argc = 9 + 5 * n;
+    size_t argc = 10 + 5 * n;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
     batch_t *b = calloc(1, sizeof(*b));
@@ -689,13 +700,14 @@ static void send_batch(cs_cluster_t *c)
     b->id = ++c->batch_seq;
     receipt_key(c, b->id, receipt, sizeof(receipt));
     argv[8] = receipt;
+    argv[9] = ttl_s[0]; /* the longest TTL an execution's keys get: the list of executions keeps as long */
     snprintf(ttl_s[0], sizeof(ttl_s[0]), "%u", ttl_of(c, 0));
     snprintf(ttl_s[1], sizeof(ttl_s[1]), "%u", ttl_of(c, 1));
-    for (size_t i = 0; i < 9; i++)
+    for (size_t i = 0; i < 10; i++)
         lens[i] = strlen(argv[i]);
     for (size_t i = 0; i < n; i++) {
         qent_t *q = c->q[i];
-        size_t k = 9 + 5 * i;
+        size_t k = 10 + 5 * i;
         int t = q->ttl == ttl_of(c, 1);
         argv[k] = q->exec, lens[k] = q->exec_len;
         argv[k + 1] = q->key, lens[k + 1] = q->key_len;
@@ -1131,6 +1143,7 @@ static void update_gate(cs_cluster_t *c)
         cs_log_info("cluster: node %s ready on Redis %s (prefix %s)", c->node, c->addr, c->prefix);
         c->ready = 1;
         recheck_start(c); /* what Redis lost, or the channel missed, while the node was not ready */
+        warm_start(c);    /* executions this node has not heard of: the list and their statuses */
         unk_ask(c);
         return;
     } else {
@@ -1141,8 +1154,10 @@ static void update_gate(cs_cluster_t *c)
         snprintf(c->why, sizeof(c->why), "cluster: Redis %.80s is not reachable (%.100s): not stored, retry",
                  c->addr, err[0] ? err : "connection lost");
         cs_store_set_refusal(c->store, CS_ERR_UNAVAILABLE, c->why);
-        if (c->ready)
+        if (c->ready) {
             cs_log_warn("%s", c->why);
+            c->unready_ms = cs_loop_now(c->loop) + c->clock_off;
+        }
     }
     c->ready = ready;
 }
@@ -1253,6 +1268,7 @@ void cs_cluster_free(cs_cluster_t *c)
                  "event_id");
     cs_timer_stop(&c->unk_timer);
     recheck_clear(c);
+    warm_clear(c);
     HASH_ITER(hh, c->fills, f, t)
     {
         fill_free(c, f);
@@ -1408,9 +1424,9 @@ static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, c
 {
     cs_store_remote_pub_t one = *p;
     answer_call_t *a;
-    char ep[24], mkey[320], maxlen[24], cand[24], deadline[24], receipt[400], ttl_s[16];
-    const char *argv[18];
-    size_t lens[18];
+    char ep[24], mkey[320], maxlen[24], cand[24], deadline[24], receipt[400], ttl_s[16], keep_s[16];
+    const char *argv[19];
+    size_t lens[19];
     qent_t *q;
     cs_err_t e;
     int rc;
@@ -1448,21 +1464,22 @@ static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, c
     a->b.id = ++c->batch_seq;
     receipt_key(c, a->b.id, receipt, sizeof(receipt));
     snprintf(ttl_s, sizeof(ttl_s), "%u", q->ttl);
+    snprintf(keep_s, sizeof(keep_s), "%u", ttl_of(c, 0));
     argv[0] = "EVAL", argv[1] = answer_script, argv[2] = "1", argv[3] = mkey;
     argv[4] = a->rid, argv[5] = q->eid, argv[6] = ep;
     /* the publish script's own (send_batch), for one event: */
     argv[7] = c->prefix, argv[8] = maxlen, argv[9] = c->chan, argv[10] = cand, argv[11] = deadline;
-    argv[12] = receipt;
-    argv[13] = q->exec, argv[14] = q->key, argv[15] = ttl_s, argv[16] = q->jlen_s, argv[17] = q->json;
-    for (size_t i = 0; i < 18; i++)
+    argv[12] = receipt, argv[13] = keep_s;
+    argv[14] = q->exec, argv[15] = q->key, argv[16] = ttl_s, argv[17] = q->jlen_s, argv[18] = q->json;
+    for (size_t i = 0; i < 19; i++)
         lens[i] = strlen(argv[i]);
-    lens[5] = q->eid_len, lens[13] = q->exec_len, lens[14] = q->key_len, lens[16] = q->jlen_len;
-    lens[17] = q->json_len;
+    lens[5] = q->eid_len, lens[14] = q->exec_len, lens[15] = q->key_len, lens[17] = q->jlen_len;
+    lens[18] = q->json_len;
     a->one = q;
     a->b.c = c;
     a->b.n = 1;
     a->b.e[0] = q;
-    rc = cs_redis_command(c->cmd, on_answer, a, 18, argv, lens);
+    rc = cs_redis_command(c->cmd, on_answer, a, 19, argv, lens);
     if (rc == 0) {
         DL_APPEND(c->batches, &a->b);
         c->st.in_flight++;
@@ -1653,4 +1670,186 @@ static void history_opened(void *data, cs_sub_t *sub, const cs_start_t *start)
         history_fail(l, c->ready ? "cannot send" : c->why);
         free(l);
     }
+}
+
+/* ---- executions this node has not heard of (docs/cluster.md "The list of executions") ---- */
+
+/* Executions read from the sorted set P execs when the node becomes ready, newest first, at most. */
+#define WARM_MAX_S "1000"
+/* Their histories read at once, at most (each a script call of ring_events entries). */
+#define WARM_IN_FLIGHT 8
+
+typedef struct warm {
+    cs_cluster_t *c;
+    size_t id_len;
+    char id[];
+} warm_t;
+
+static void warm_next(cs_cluster_t *c);
+
+static void warm_clear(cs_cluster_t *c)
+{
+    for (size_t i = 0; i < c->warm_n; i++)
+        free(c->warm_ids[i]);
+    free(c->warm_ids);
+    c->warm_ids = NULL;
+    c->warm_n = c->warm_pos = 0;
+}
+
+static void on_trim(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    (void)r, (void)data;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        cs_log_error("cluster: trimming the list of executions in Redis failed: %s", reply->str);
+}
+
+/* One execution's newest events, into a ring that is still empty (as a status read's history would). */
+static void on_warm_one(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    warm_t *w = data;
+    cs_cluster_t *c = w->c;
+    uint64_t epoch = 0, first = 1, next = 1;
+    const redisReply *ent;
+    cs_exec_t *ex;
+
+    (void)r;
+    c->warm_in_flight--;
+    if (reply == NULL || c->closing) {
+        free(w);
+        return; /* read again at the next reconnect */
+    }
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_STRING && reply->element[0]->len < 24) {
+        char buf[24];
+        memcpy(buf, reply->element[0]->str, reply->element[0]->len);
+        buf[reply->element[0]->len] = '\0';
+        epoch = strtoull(buf, NULL, 10);
+    }
+    ent = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 ? reply->element[1] : NULL;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 0) {
+        c->st.warm_gone++; /* its keys expired: the sorted set is trimmed at the next start */
+    } else if (epoch == 0 || ent == NULL || ent->type != REDIS_REPLY_ARRAY) {
+        c->st.bad_messages++;
+        cs_log_error("cluster: Redis' answer to the history of %s could not be read", w->id);
+    } else {
+        ex = cs_store_find(c->store, w->id, w->id_len);
+        if (ex != NULL)
+            cs_exec_seqs(ex, &first, &next);
+        /* Only into a ring that is still empty: one that took events meanwhile has them from the channel
+         * (and its older ones come with its first subscriber). XREVRANGE: newest first. */
+        if (next == 1 && fill_get(c, w->id, w->id_len, 0) == NULL) {
+            uint64_t last = 0;
+            for (size_t i = ent->elements; i > 0; i--) {
+                cs_cmsg_entry_t e;
+                if (cs_cmsg_xrange_entry(ent, i - 1, &e) != 0) {
+                    c->st.bad_messages++;
+                    continue;
+                }
+                if (e.seq <= last)
+                    continue;
+                insert(c, epoch, e.seq, w->id, w->id_len, e.json, e.json_len);
+                last = e.seq;
+            }
+            c->st.warmed++;
+        }
+    }
+    free(w);
+    warm_next(c);
+}
+
+/* Sends history reads for the executions still to warm, WARM_IN_FLIGHT at once. */
+static void warm_next(cs_cluster_t *c)
+{
+    char m[300], st[300], count[24];
+    const char *argv[7];
+    size_t lens[7];
+
+    while (c->ready && c->warm_in_flight < WARM_IN_FLIGHT && c->warm_pos < c->warm_n) {
+        char *id = c->warm_ids[c->warm_pos++];
+        size_t id_len = strlen(id);
+        cs_exec_t *ex = cs_store_find(c->store, id, id_len);
+        uint64_t first = 1, next = 1;
+        warm_t *w;
+        if (ex != NULL)
+            cs_exec_seqs(ex, &first, &next);
+        if (next > 1 || id_len > 200 || (w = malloc(sizeof(*w) + id_len + 1)) == NULL)
+            continue; /* held here already (or not ours to read) */
+        w->c = c;
+        w->id_len = id_len;
+        memcpy(w->id, id, id_len + 1);
+        snprintf(m, sizeof(m), "%s{x:%s}:m", c->prefix, id);
+        snprintf(st, sizeof(st), "%s{x:%s}:s", c->prefix, id);
+        snprintf(count, sizeof(count), "%zu", c->ring_events);
+        argv[0] = "EVAL", argv[1] = cs_cluster_history_script, argv[2] = "2", argv[3] = m, argv[4] = st;
+        argv[5] = "+", argv[6] = count;
+        for (int i = 0; i < 7; i++)
+            lens[i] = strlen(argv[i]);
+        if (cs_redis_command(c->cmd, on_warm_one, w, 7, argv, lens) != 0) {
+            free(w);
+            break;
+        }
+        c->warm_in_flight++;
+    }
+    if (c->warm_pos >= c->warm_n && c->warm_in_flight == 0)
+        warm_clear(c);
+}
+
+/* The newest executions Redis lists (those published since the node was last ready, or all of them the
+ * first time): each one this node holds nothing of is read. */
+static void on_warm_list(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    cs_cluster_t *c = data;
+
+    (void)r;
+    c->warming = 0;
+    if (reply == NULL || c->closing)
+        return;
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        c->st.bad_messages++;
+        cs_log_error("cluster: Redis' list of executions could not be read (%s)",
+                     reply->type == REDIS_REPLY_ERROR ? reply->str : "not an array");
+        return;
+    }
+    warm_clear(c);
+    if (reply->elements > 0 && (c->warm_ids = calloc(reply->elements, sizeof(char *))) == NULL)
+        return;
+    for (size_t i = 0; i < reply->elements; i++) {
+        const redisReply *e = reply->element[i];
+        if (e == NULL || e->type != REDIS_REPLY_STRING || e->len == 0 || e->len > 200 ||
+            memchr(e->str, '\0', e->len) != NULL)
+            continue;
+        if ((c->warm_ids[c->warm_n] = strndup(e->str, e->len)) != NULL)
+            c->warm_n++;
+    }
+    if (c->warm_n > 0)
+        cs_log_info("cluster: %zu executions published %s: their histories are read from Redis", c->warm_n,
+                    c->unready_ms != 0 ? "while this node was not ready" : "before this node started");
+    warm_next(c);
+}
+
+static void warm_start(cs_cluster_t *c)
+{
+    char key[300], min[32], horizon[32];
+    const char *argv[8];
+    size_t lens[8];
+    int64_t now = cs_loop_now(c->loop) + c->clock_off;
+    int64_t keep = (int64_t)ttl_of(c, 0) * 1000;
+
+    if (c->warming)
+        return;
+    snprintf(key, sizeof(key), "%sexecs", c->prefix);
+    /* What no key can outlive any more goes first (the sorted set is not expired with the executions). */
+    snprintf(horizon, sizeof(horizon), "(%lld", (long long)(now - keep));
+    argv[0] = "ZREMRANGEBYSCORE", argv[1] = key, argv[2] = "-inf", argv[3] = horizon;
+    for (int i = 0; i < 4; i++)
+        lens[i] = strlen(argv[i]);
+    if (cs_redis_command(c->cmd, on_trim, NULL, 4, argv, lens) != 0)
+        return;
+    snprintf(min, sizeof(min), "%lld", (long long)(c->unready_ms != 0 ? c->unready_ms - 10000 : now - keep));
+    argv[0] = "ZREVRANGEBYSCORE", argv[1] = key, argv[2] = "+inf", argv[3] = min;
+    argv[4] = "LIMIT", argv[5] = "0", argv[6] = WARM_MAX_S;
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    if (cs_redis_command(c->cmd, on_warm_list, c, 7, argv, lens) == 0)
+        c->warming = 1;
 }

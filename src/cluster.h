@@ -61,8 +61,11 @@ typedef struct cs_cluster_stats {
     /* Human input (answers taken on this node's answer routes, decided in Redis: exactly once). */
     uint64_t answers;          /* answers Redis stored */
     uint64_t answer_conflicts; /* answers Redis refused: the request was answered already (409) */
-    uint64_t history_reads;    /* reads of history older than a ring, for subscribers (XREVRANGE) */
-    uint64_t history_events;   /* events those reads gave subscribers */
+    uint64_t
+        warmed; /* executions read from Redis' list when the node became ready (it held nothing of them) */
+    uint64_t warm_gone;      /* of those listed: their keys had expired */
+    uint64_t history_reads;  /* reads of history older than a ring, for subscribers (XREVRANGE) */
+    uint64_t history_events; /* events those reads gave subscribers */
     uint64_t
         history_failed; /* of them: no answer (Redis down, no reply in time): logged, stream.gap or 503 */
 } cs_cluster_stats_t;

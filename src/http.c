@@ -687,6 +687,9 @@ static void cluster_metrics(metrics_out_t *b, cs_daemon_t *d)
     metric(b, "cluster_inserted_total", "counter", "Events stored in this node's ring from Redis.",
            cs.inserted);
     metric(b, "cluster_fills_total", "counter", "Holes filled by reading a stream (XRANGE).", cs.fills);
+    metric(b, "cluster_warmed_total", "counter",
+           "Executions this node held nothing of, read from Redis' list of executions when it became ready.",
+           cs.warmed);
     metric(b, "cluster_history_reads_total", "counter",
            "Reads of history older than a ring, for subscribers (XREVRANGE).", cs.history_reads);
     metric(b, "cluster_history_events_total", "counter", "Events those reads gave subscribers.",

@@ -42,12 +42,14 @@ def metric(node, name):
 
 
 def late_node_with_a_short_ring(cluster_factory, make_daemon, x, before=30, after=5):
-    """Node a took `before` events of x before node "late" started; then `after` more, which "late" took in
-    live: its ring starts at before + 1. Returns (cluster, late, [(seq, event_id)] of all of them)."""
+    """Node a took `before` events of x before node "late" (ring_events 16) started; then `after` more,
+    which "late" took in live: its ring holds the newest 16. Returns (cluster, late, [(seq, event_id)] of all of them)."""
     need_real_cluster()
     c = cluster_factory(1)
     posted = c[0].post_ok(*[ev(x, "log" if i % 3 else "tool.called", i=i) for i in range(before)])
-    d = add_node(make_daemon, c, "late")
+    # Its ring is shorter than the history: when it becomes ready it reads the newest 16 events of every
+    # execution Redis lists (its list and statuses are whole), so the older ones are Redis' alone.
+    d = add_node(make_daemon, c, "late", config={"store": {"ring_events": 16}})
     c.wait_healthy(15)
     posted += c[0].post_ok(*[ev(x, "log" if i % 3 else "tool.called", i=i) for i in range(before, before + after)])
     want = [(r["seq"], r["event_id"]) for r in posted]
@@ -172,3 +174,27 @@ def test_a_status_read_of_an_execution_the_node_never_saw_asks_redis(cluster_fac
     t0 = time.monotonic()
     st = poll(d.base, "/v1/executions/nobody-posted-this", http_timeout=5)
     assert time.monotonic() - t0 < 2.5 and st.status_code in (200, 404), st.text
+
+
+def test_the_list_on_a_node_started_later_has_every_execution(cluster_factory, make_daemon, redis):
+    """GET /v1/executions on a node started after executions published lists them with Redis' statuses
+    (it reads Redis' list of executions and their histories when it becomes ready), the same as the node
+    that saw them."""
+    need_real_cluster()
+    c = cluster_factory(1)
+    c[0].post_ok(ev("list-a", "run.started"), ev("list-a", "run.completed", result="ok"))
+    c[0].post_ok(ev("list-b", "run.started"), ev("list-b", "log", i=1))
+    c[0].post_ok(ev("list-c", "human_input_required", event_id="q-1", task_id="t", prompt="?"))
+    assert redis.cmd("ZCARD", "cs:execs") == 3
+    d = add_node(make_daemon, c, "late")
+    c.wait_healthy(15)
+
+    def listed(node):
+        r = poll(node.base, "/v1/executions", http_timeout=5)
+        assert r.status_code == 200, r.text
+        return {e["execution_id"]: e["status"] for e in r.json()["executions"]}
+
+    want = {"list-a": "completed", "list-b": "running", "list-c": "pending_human_input"}
+    assert listed(c[0]) == want
+    assert wait_until(lambda: listed(d) == want, 5), listed(d)
+    assert metric(d, "cluster_warmed_total") == 3
