@@ -189,12 +189,14 @@ struct cs_cluster {
     int ready;
     int timeout_ms;
     int closing;
-    int clock_ok;       /* Redis' clock read since the command connection came up (TIME) */
-    int64_t clock_off;  /* Redis' time (ms) minus cs_loop_now: a script call's deadline in Redis' clock */
-    uint64_t boot;      /* random per start: script calls' receipt keys differ from an earlier run's */
-    int64_t unready_ms; /* Redis' clock (ms) when the node last stopped being ready; 0: never ready yet */
-    int warming;        /* the list of executions (WARM_MAX newest) is being read after becoming ready */
-    char **warm_ids;    /* executions from that list still to read (those this node holds nothing of) */
+    int clock_ok;      /* Redis' clock read since the command connection came up (TIME) */
+    int64_t clock_off; /* Redis' time (ms) minus cs_loop_now: a script call's deadline in Redis' clock */
+    uint64_t boot;     /* random per start: script calls' receipt keys differ from an earlier run's */
+    int64_t warm_started_ms; /* Redis' clock (ms) when the last reading of the list of executions began */
+    int64_t warm_done_ms;    /* ...of the last one that read everything it listed; 0: none yet */
+    int warm_failed;         /* a history read of the current one got no answer */
+    int warming;             /* the list of executions (WARM_MAX newest) is being read after becoming ready */
+    char **warm_ids;         /* executions from that list still to read (those this node holds nothing of) */
     size_t warm_n, warm_pos, warm_in_flight;
     uint64_t batch_seq; /* script calls sent */
     unk_t *unk;         /* publishes whose outcome is unknown, oldest first */
@@ -1154,10 +1156,8 @@ static void update_gate(cs_cluster_t *c)
         snprintf(c->why, sizeof(c->why), "cluster: Redis %.80s is not reachable (%.100s): not stored, retry",
                  c->addr, err[0] ? err : "connection lost");
         cs_store_set_refusal(c->store, CS_ERR_UNAVAILABLE, c->why);
-        if (c->ready) {
+        if (c->ready)
             cs_log_warn("%s", c->why);
-            c->unready_ms = cs_loop_now(c->loop) + c->clock_off;
-        }
     }
     c->ready = ready;
 }
@@ -1715,8 +1715,9 @@ static void on_warm_one(cs_redis_t *r, const redisReply *reply, void *data)
     (void)r;
     c->warm_in_flight--;
     if (reply == NULL || c->closing) {
+        c->warm_failed = 1; /* this reading is not done: the next one starts from the same time */
         free(w);
-        return; /* read again at the next reconnect */
+        return;
     }
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
         reply->element[0]->type == REDIS_REPLY_STRING && reply->element[0]->len < 24) {
@@ -1790,8 +1791,11 @@ static void warm_next(cs_cluster_t *c)
         }
         c->warm_in_flight++;
     }
-    if (c->warm_pos >= c->warm_n && c->warm_in_flight == 0)
+    if (c->warm_pos >= c->warm_n && c->warm_in_flight == 0) {
+        if (!c->warm_failed)
+            c->warm_done_ms = c->warm_started_ms;
         warm_clear(c);
+    }
 }
 
 /* The newest executions Redis lists (those published since the node was last ready, or all of them the
@@ -1823,7 +1827,7 @@ static void on_warm_list(cs_redis_t *r, const redisReply *reply, void *data)
     }
     if (c->warm_n > 0)
         cs_log_info("cluster: %zu executions published %s: their histories are read from Redis", c->warm_n,
-                    c->unready_ms != 0 ? "while this node was not ready" : "before this node started");
+                    c->warm_done_ms != 0 ? "while this node was not ready" : "before this node started");
     warm_next(c);
 }
 
@@ -1845,11 +1849,16 @@ static void warm_start(cs_cluster_t *c)
         lens[i] = strlen(argv[i]);
     if (cs_redis_command(c->cmd, on_trim, NULL, 4, argv, lens) != 0)
         return;
-    snprintf(min, sizeof(min), "%lld", (long long)(c->unready_ms != 0 ? c->unready_ms - 10000 : now - keep));
+    /* Since the last reading that got everything (a little before it began), else all. */
+    snprintf(min, sizeof(min), "%lld",
+             (long long)(c->warm_done_ms != 0 ? c->warm_done_ms - 10000 : now - keep));
     argv[0] = "ZREVRANGEBYSCORE", argv[1] = key, argv[2] = "+inf", argv[3] = min;
     argv[4] = "LIMIT", argv[5] = "0", argv[6] = WARM_MAX_S;
     for (int i = 0; i < 7; i++)
         lens[i] = strlen(argv[i]);
-    if (cs_redis_command(c->cmd, on_warm_list, c, 7, argv, lens) == 0)
+    if (cs_redis_command(c->cmd, on_warm_list, c, 7, argv, lens) == 0) {
         c->warming = 1;
+        c->warm_started_ms = now;
+        c->warm_failed = 0;
+    }
 }
