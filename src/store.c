@@ -2634,10 +2634,67 @@ static void sub_after_seq(cs_sub_t *sub, uint64_t n, uint64_t first, uint64_t ne
     }
 }
 
+/*
+ * Where sub starts (cs_sub_open, and again for a held one given older history: cs_sub_release): first..next
+ * are what it can be handed (the ring, and that history), epoch the one its cursors name. An event_id is
+ * looked for in that history, then in the ring (the global ring for the global stream); a cursor of
+ * another epoch, or an id found nowhere, is a stream.gap before first.
+ */
+static void sub_position(cs_sub_t *sub, const cs_start_t *start, uint64_t epoch, uint64_t first,
+                         uint64_t next)
+{
+    cs_store_t *st = sub->store;
+    cs_exec_t *ex = sub->exec;
+    cs_frame_t *f = NULL;
+    uint64_t cep, n;
+
+    switch (start->kind) {
+    case CS_START_HISTORY:
+        sub->next = first;
+        break;
+    case CS_START_NOW:
+        sub->next = next;
+        break;
+    case CS_START_AFTER_SEQ: {
+        char req[24];
+        int l = snprintf(req, sizeof(req), "%llu", (unsigned long long)start->seq);
+        sub_after_seq(sub, start->seq, first, next, req, (size_t)l);
+        break;
+    }
+    case CS_START_AFTER_ID:
+        if (cs_cursor_parse(start->id, start->id_len, &cep, &n) == 0) {
+            if (cep == epoch) {
+                sub_after_seq(sub, n, first, next, start->id, start->id_len);
+            } else {
+                sub_set_gap(sub, start->id, start->id_len, first);
+                sub->next = first;
+            }
+            break;
+        }
+        for (size_t i = 0; i < sub->hist_n && f == NULL; i++)
+            if (sub->hist[i]->event_id_len == start->id_len &&
+                memcmp(sub->hist[i]->event_id, start->id, start->id_len) == 0)
+                f = sub->hist[i];
+        if (f == NULL && ex != NULL)
+            f = cs_exec_find_event(ex, start->id, start->id_len);
+        if (f != NULL) {
+            sub->next = f->seq + 1;
+        } else if (ex == NULL && (f = global_find_event(st, start->id, start->id_len)) != NULL) {
+            sub->next = f->gseq + 1;
+        } else if (cs_seq_parse(start->id, start->id_len, &n) == 0) {
+            sub_after_seq(sub, n, first, next, start->id, start->id_len);
+        } else {
+            sub_set_gap(sub, start->id, start->id_len, first);
+            sub->next = first;
+        }
+        break;
+    }
+}
+
 int cs_sub_open(cs_store_t *st, cs_sub_t *sub, const char *execution_id, size_t id_len,
                 const cs_start_t *start, cs_filter_t *filter, const cs_sub_ops_t *ops, void *data)
 {
-    uint64_t epoch, first, next, n;
+    uint64_t epoch, first, next;
     cs_exec_t *ex = NULL;
 
     memset(sub, 0, sizeof(*sub));
@@ -2665,42 +2722,7 @@ int cs_sub_open(cs_store_t *st, cs_sub_t *sub, const char *execution_id, size_t 
     }
     st->subscribers++;
 
-    switch (start->kind) {
-    case CS_START_HISTORY:
-        sub->next = first;
-        break;
-    case CS_START_NOW:
-        sub->next = next;
-        break;
-    case CS_START_AFTER_SEQ: {
-        char req[24];
-        int l = snprintf(req, sizeof(req), "%llu", (unsigned long long)start->seq);
-        sub_after_seq(sub, start->seq, first, next, req, (size_t)l);
-        break;
-    }
-    case CS_START_AFTER_ID: {
-        uint64_t cep;
-        cs_frame_t *f;
-        if (cs_cursor_parse(start->id, start->id_len, &cep, &n) == 0) {
-            if (cep == epoch)
-                sub_after_seq(sub, n, first, next, start->id, start->id_len);
-            else {
-                sub_set_gap(sub, start->id, start->id_len, first);
-                sub->next = first;
-            }
-        } else if (ex != NULL && (f = cs_exec_find_event(ex, start->id, start->id_len)) != NULL) {
-            sub->next = f->seq + 1;
-        } else if (ex == NULL && (f = global_find_event(st, start->id, start->id_len)) != NULL) {
-            sub->next = f->gseq + 1;
-        } else if (cs_seq_parse(start->id, start->id_len, &n) == 0) {
-            sub_after_seq(sub, n, first, next, start->id, start->id_len);
-        } else {
-            sub_set_gap(sub, start->id, start->id_len, first);
-            sub->next = first;
-        }
-        break;
-    }
-    }
+    sub_position(sub, start, epoch, first, next);
     if (ex != NULL && st->hist.opened != NULL)
         st->hist.opened(st->hist.data, sub, start);
     return 0;
@@ -3221,7 +3243,7 @@ size_t cs_sub_release(cs_sub_hold_t *h, uint64_t epoch, const cs_hist_event_t *e
     cs_store_t *st;
     cs_exec_t *ex;
     size_t lo, hi = 0, cost = 0, given = 0;
-    uint64_t first, next, cep, s;
+    uint64_t first, next;
     const cs_start_t *start = &h->start;
     cs_frame_t *f;
 
@@ -3274,46 +3296,7 @@ size_t cs_sub_release(cs_sub_hold_t *h, uint64_t epoch, const cs_hist_event_t *e
     /* The start again, against the history and the ring together (cs_sub_open's rules). */
     first = sub->hist_n > 0 ? sub->hist_first : ex->first_seq;
     next = ex->next_seq;
-    switch (start->kind) {
-    case CS_START_HISTORY:
-        sub->next = first;
-        break;
-    case CS_START_NOW:
-        sub->next = next;
-        break;
-    case CS_START_AFTER_SEQ: {
-        char req[24];
-        int l = snprintf(req, sizeof(req), "%llu", (unsigned long long)start->seq);
-        sub_after_seq(sub, start->seq, first, next, req, (size_t)l);
-        break;
-    }
-    case CS_START_AFTER_ID:
-        f = NULL;
-        if (cs_cursor_parse(start->id, start->id_len, &cep, &s) == 0) {
-            if (cep == ex->epoch)
-                sub_after_seq(sub, s, first, next, start->id, start->id_len);
-            else {
-                sub_set_gap(sub, start->id, start->id_len, first);
-                sub->next = first;
-            }
-            break;
-        }
-        for (size_t i = 0; i < sub->hist_n && f == NULL; i++)
-            if (sub->hist[i]->event_id_len == start->id_len &&
-                memcmp(sub->hist[i]->event_id, start->id, start->id_len) == 0)
-                f = sub->hist[i];
-        if (f == NULL)
-            f = cs_exec_find_event(ex, start->id, start->id_len);
-        if (f != NULL) {
-            sub->next = f->seq + 1;
-        } else if (cs_seq_parse(start->id, start->id_len, &s) == 0) {
-            sub_after_seq(sub, s, first, next, start->id, start->id_len);
-        } else {
-            sub_set_gap(sub, start->id, start->id_len, first);
-            sub->next = first;
-        }
-        break;
-    }
+    sub_position(sub, start, ex->epoch, first, next);
     /* What it will not hand out is let go at once. */
     if (sub->hist_n > 0 && (sub->next < sub->hist_first || sub->next >= sub->hist_first + sub->hist_n)) {
         sub_hist_free(sub);
