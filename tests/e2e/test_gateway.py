@@ -241,7 +241,10 @@ def test_seed_client_batch_with_a_runtime_killed(make_daemon):
     assert {r.kickoff_id for r in results} == set(done)
     assert set(held) <= {x[1] for x in alines if x[0] == "done"}  # the held ones ran on the other runtime
     m = metrics(d)
-    assert m["redispatched_lost_total"] == len(held) and m["kickoffs_total"] == 100, m
+    # Every kickoff b held went to a; so did any the daemon had sent b that b had not read (logged) yet when
+    # it was killed: at most b's concurrency (4) in all, and each dispatched once more.
+    assert len(held) <= m["redispatched_lost_total"] <= 4 and m["kickoffs_total"] == 100, m
+    assert m["dispatched_total"] == 100 + m["redispatched_lost_total"], m
 
 
 def test_seed003_requests_example_reads_v1_runs_events(make_daemon):
