@@ -575,6 +575,20 @@ static void answer(cs_cluster_t *c, qent_t *q, cs_err_t e, const cs_cmsg_result_
     free(q);
 }
 
+/* Our own event, which Redis stored: into this node's ring at once when it is its ring's next (else the
+ * channel brings it in order); *req (when not NULL) gets the request an answer closed. */
+static void store_own(cs_cluster_t *c, const qent_t *q, const cs_cmsg_result_t *res, char *req)
+{
+    cs_exec_t *ex = cs_store_find(c->store, q->exec, q->exec_len);
+    uint64_t first = 1, next = 1;
+
+    if (ex != NULL)
+        cs_exec_seqs(ex, &first, &next);
+    if (res->seq == next && (ex == NULL || cs_exec_epoch(ex) == res->epoch || next == 1) &&
+        fill_get(c, q->exec, q->exec_len, 0) == NULL)
+        insert_ex(c, res->epoch, res->seq, q->exec, q->exec_len, q->json, q->json_len, req);
+}
+
 static void on_batch(cs_redis_t *r, const redisReply *reply, void *data)
 {
     batch_t *b = data;
@@ -619,15 +633,7 @@ static void on_batch(cs_redis_t *r, const redisReply *reply, void *data)
             c->st.duplicates++;
         } else {
             c->st.published++;
-            /* Our own event, stored here at once when it is its ring's next (else the channel brings it
-             * in order). */
-            cs_exec_t *ex = cs_store_find(c->store, q->exec, q->exec_len);
-            uint64_t first = 1, next = 1;
-            if (ex != NULL)
-                cs_exec_seqs(ex, &first, &next);
-            if (res[i].seq == next && (ex == NULL || cs_exec_epoch(ex) == res[i].epoch || next == 1) &&
-                fill_get(c, q->exec, q->exec_len, 0) == NULL)
-                insert_ex(c, res[i].epoch, res[i].seq, q->exec, q->exec_len, q->json, q->json_len, req);
+            store_own(c, q, &res[i], req);
         }
         answer(c, q, CS_OK, &res[i], "", req);
     }
@@ -1400,15 +1406,7 @@ static void on_answer(cs_redis_t *r, const redisReply *reply, void *data)
         } else {
             c->st.published++;
             c->st.answers++;
-            /* Stored here at once when it is its ring's next (else the channel brings it in order): the
-             * request closes and the runtimes awaiting it here get the push. */
-            cs_exec_t *ex = cs_store_find(c->store, q->exec, q->exec_len);
-            uint64_t first = 1, next = 1;
-            if (ex != NULL)
-                cs_exec_seqs(ex, &first, &next);
-            if (res.seq == next && (ex == NULL || cs_exec_epoch(ex) == res.epoch || next == 1) &&
-                fill_get(c, q->exec, q->exec_len, 0) == NULL)
-                insert(c, res.epoch, res.seq, q->exec, q->exec_len, q->json, q->json_len);
+            store_own(c, q, &res, NULL); /* the request closes; runtimes awaiting it here get the push */
         }
         answer(c, q, CS_OK, &res, "", a->rid);
     }
