@@ -55,6 +55,11 @@ struct cs_ingest {
     /* The crew gateway's clock: one timer at its earliest deadline, set again once per loop turn. */
     cs_timer_t gw_timer;
     cs_defer_t gw_defer;
+    /* Cluster mode: the gateway's watch on the global stream (gw_watch), which sees every event as it
+     * enters this node's store, from this node's producers or any other node's. */
+    cs_sub_t gw_sub;
+    int gw_sub_open;
+    cs_defer_t gw_watch_d;
 };
 
 /* A push line queued to a producer and not yet wholly written, found by its hash: an await repeated
@@ -775,18 +780,66 @@ static void on_gw_timer(cs_timer_t *t)
     gw_rearm(in);
 }
 
-/* After a stored event: one that ends its execution frees the runtime that ran it. */
-static void gw_note(cs_daemon_t *d, const cs_publish_t *pub)
+/* An execution that reached a final status frees the runtime that ran it (a kickoff still waiting for
+ * one is dropped). */
+static void gw_exec_final(cs_daemon_t *d, cs_exec_t *ex)
 {
     size_t n;
     const char *x;
 
-    if (pub->exec == NULL || d->gateway == NULL || !cs_status_is_final(cs_exec_status(pub->exec)))
+    if (ex == NULL || d->gateway == NULL || !cs_status_is_final(cs_exec_status(ex)))
         return;
-    x = cs_exec_id(pub->exec, &n);
+    x = cs_exec_id(ex, &n);
     if (cs_gateway_holds(d->gateway, x, n))
         cs_gateway_finished(cs_ingest_gateway(d), x, n, cs_loop_now(d->loop));
 }
+
+/* After a stored event (a lone daemon): one that ends its execution frees the runtime that ran it. In
+ * cluster mode pub->exec is NULL while Redis has not confirmed the publish, and the final event may be
+ * posted on another node: gw_watch sees it there. */
+static void gw_note(cs_daemon_t *d, const cs_publish_t *pub)
+{
+    gw_exec_final(d, pub->exec);
+}
+
+static void gw_sweep_one(cs_exec_t *ex, void *data)
+{
+    gw_exec_final(data, ex);
+}
+
+/* Cluster mode: every event that enters this node's store passes the global stream, in the order the
+ * store took them in, whichever node it was posted on and whenever Redis confirmed it; one that brings
+ * its execution to a final status frees the runtime the gateway gave it to. Drained once per loop turn.
+ * A frame that left its ring before it was seen (a burst over the global ring within one turn) makes a
+ * sweep of every execution instead, so no runtime stays busy for an event it missed. */
+static void gw_watch(void *data)
+{
+    cs_ingest_t *in = data;
+    cs_daemon_t *d = in->d;
+    cs_item_t it;
+    int sweep = 0;
+
+    if (!in->gw_sub_open)
+        return;
+    while (cs_sub_next(&in->gw_sub, &it)) {
+        if (it.gap != NULL || !it.frame->in_exec) {
+            sweep = 1;
+            continue;
+        }
+        gw_exec_final(d, it.frame->exec);
+    }
+    cs_sub_park(&in->gw_sub);
+    if (sweep && d->gateway != NULL)
+        cs_store_each(d->store, gw_sweep_one, d);
+}
+
+static void gw_watch_wake(cs_sub_t *sub)
+{
+    cs_ingest_t *in = sub->data;
+    cs_defer(in->d->loop, &in->gw_watch_d, gw_watch, in);
+}
+
+static const cs_sub_ops_t gw_watch_ops = {.wake = gw_watch_wake};
 
 /* ---- the fast path: ordinary events without a jansson parse ---- */
 
@@ -1500,6 +1553,22 @@ int cs_ingest_new(cs_ingest_t **out, cs_daemon_t *d, char *err, size_t errlen)
         unlink(path);
         return rc;
     }
+    if (d->cluster != NULL) {
+        cs_start_t now = {.kind = CS_START_NOW};
+        cs_filter_t all = {0};
+        if ((rc = cs_sub_open(d->store, &in->gw_sub, NULL, 0, &now, &all, &gw_watch_ops, in)) != 0) {
+            snprintf(err, errlen, "gateway: out of memory");
+            cs_gateway_free(d->gateway);
+            d->gateway = NULL;
+            free(in->path);
+            free(in);
+            close(fd);
+            unlink(path);
+            return rc;
+        }
+        in->gw_sub_open = 1;
+        cs_sub_park(&in->gw_sub);
+    }
     cs_io_init(&in->io, d->loop, fd, on_accept, in);
     cs_accept_backoff_init(&in->backoff, &in->io, "ingest", &d->counters.accept_backoffs);
     if ((rc = cs_io_start(&in->io, CS_IO_READ)) != 0) {
@@ -1546,6 +1615,11 @@ void cs_ingest_free(cs_ingest_t *in)
     cs_timer_stop(&in->gw_timer);
     cs_timer_stop(&in->late_timer);
     cs_defer_cancel(in->d->loop, &in->gw_defer);
+    cs_defer_cancel(in->d->loop, &in->gw_watch_d);
+    if (in->gw_sub_open) {
+        cs_sub_close(&in->gw_sub);
+        in->gw_sub_open = 0;
+    }
     if (in->d->gateway != NULL) {
         cs_gateway_stats_t st;
         cs_gateway_stats(in->d->gateway, &st);
