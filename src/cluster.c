@@ -1860,3 +1860,73 @@ static void warm_start(cs_cluster_t *c)
         c->warm_failed = 0;
     }
 }
+
+/* ---- claims (cs_cluster_claim): one node of the cluster takes a role on an execution ---- */
+
+struct cs_cluster_claim {
+    cs_cluster_t *c;
+    cs_cluster_claim_cb cb; /* NULL once cancelled */
+    void *data;
+};
+
+static void on_claim(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    cs_cluster_claim_t *cl = data;
+    cs_cluster_t *c = cl->c;
+
+    (void)r;
+    if (cl->cb != NULL) {
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            if (reply != NULL)
+                cs_log_warn("cluster: a claim was refused by Redis: %s", reply->str);
+            cl->cb(cl->data, -1, NULL, 0);
+        } else if (reply->type == REDIS_REPLY_NIL ||
+                   (reply->type == REDIS_REPLY_STRING && reply->len == strlen(c->node) &&
+                    memcmp(reply->str, c->node, reply->len) == 0)) {
+            cl->cb(cl->data, 1, c->node, strlen(c->node));
+        } else if (reply->type == REDIS_REPLY_STRING) {
+            cl->cb(cl->data, 0, reply->str, reply->len);
+        } else {
+            c->st.bad_messages++;
+            cs_log_warn("cluster: a claim got an unexpected reply (type %d)", reply->type);
+            cl->cb(cl->data, -1, NULL, 0);
+        }
+    }
+    free(cl);
+}
+
+cs_cluster_claim_t *cs_cluster_claim(cs_cluster_t *c, const char *exec, size_t exec_len, const char *what,
+                                     unsigned ttl_s, cs_cluster_claim_cb cb, void *data)
+{
+    cs_cluster_claim_t *cl;
+    char key[512], ttl[24];
+    int n;
+
+    if (c == NULL || c->closing || !cs_redis_up(c->cmd))
+        return NULL;
+    n = snprintf(key, sizeof(key), "%s{x:%.*s}:%s", c->prefix, (int)exec_len, exec, what);
+    if (n < 0 || (size_t)n >= sizeof(key) || (cl = calloc(1, sizeof(*cl))) == NULL)
+        return NULL;
+    snprintf(ttl, sizeof(ttl), "%u", ttl_s > 0 ? ttl_s : 1);
+    cl->c = c;
+    cl->cb = cb;
+    cl->data = data;
+    const char *argv[] = {"SET", key, c->node, "NX", "GET", "EX", ttl};
+    size_t lens[] = {3, (size_t)n, strlen(c->node), 2, 3, 2, strlen(ttl)};
+    if (cs_redis_command(c->cmd, on_claim, cl, 7, argv, lens) != 0) {
+        free(cl);
+        return NULL;
+    }
+    return cl;
+}
+
+void cs_cluster_claim_cancel(cs_cluster_claim_t *cl)
+{
+    if (cl != NULL)
+        cl->cb = NULL;
+}
+
+const char *cs_cluster_node(const cs_cluster_t *c)
+{
+    return c->node;
+}

@@ -83,6 +83,30 @@ int cs_cluster_degraded(const cs_cluster_t *c, const char **why);
 /** Fills *st (zeros when c is NULL). */
 void cs_cluster_stats(const cs_cluster_t *c, cs_cluster_stats_t *st);
 
+/** What cs_cluster_claim's callback is told: outcome 1 when this node holds the claim (it took it now, or
+ * held it already), 0 when another node does (holder, holder_len: its cluster.node), -1 when Redis gave no
+ * answer (not connected, a timeout, an error: ask again later). */
+typedef void (*cs_cluster_claim_cb)(void *data, int outcome, const char *holder, size_t holder_len);
+
+typedef struct cs_cluster_claim cs_cluster_claim_t;
+
+/**
+ * Claims a role for this node on execution exec, cluster-wide and first come first served: `SET
+ * <prefix>{x:<exec>}:<what> <node> NX GET EX ttl_s` (what: a short name, e.g. "w" for webhook delivery). The
+ * key outlives this node: a node that dies holding a claim keeps it until ttl_s ends. cb is called exactly
+ * once, later (never from inside this call), unless cancelled. Returns the request (cancel it before data
+ * goes), or NULL when it was not sent (Redis not connected, no memory): cb is then never called.
+ */
+cs_cluster_claim_t *cs_cluster_claim(cs_cluster_t *c, const char *exec, size_t exec_len, const char *what,
+                                     unsigned ttl_s, cs_cluster_claim_cb cb, void *data);
+
+/** Cancels a claim whose answer has not come yet: its callback is not called (the claim may still be
+ * taken in Redis). */
+void cs_cluster_claim_cancel(cs_cluster_claim_t *cl);
+
+/** This node's name (cluster.node, or the host name). */
+const char *cs_cluster_node(const cs_cluster_t *c);
+
 /** The Lua source of the history read: KEYS meta hash, stream; ARGV the newest id wanted, COUNT. Returns {}
  * when Redis has no such execution, else {epoch, XREVRANGE's entries}. */
 extern const char cs_cluster_history_script[];

@@ -21,6 +21,7 @@
 #include <openssl/rand.h>
 #include <uthash.h>
 
+#include "cluster.h"
 #include "curlm.h"
 #include "cursor.h"
 #include "daemon.h"
@@ -121,6 +122,24 @@ struct wh_pair {
     UT_hash_handle hh;
 };
 
+/* Cluster mode: which node delivers an execution's webhooks (every node sees every event, so without this
+ * each would send it). Decided in Redis by a claim (cs_cluster_claim "w"), first come first served: the
+ * node that registers URLs for the execution (a kickoff, /resume, a runtime's op) claims it then, any other
+ * when its discovery first finds an event of it that an endpoint wants. Known here per execution while
+ * there is something to deliver; cursors of an execution whose claim is not known yet wait. */
+enum { CL_ASKING, CL_MINE, CL_OTHER, CL_FAILED };
+
+typedef struct wh_claim {
+    cs_webhooks_t *w;
+    char exec[CS_EXECUTION_ID_MAX + 1];
+    int state;
+    cs_cluster_claim_t *req; /* CL_ASKING: the claim in flight */
+    int64_t last_ms;         /* asked, answered, or used */
+    int told;                /* a registration here was reported as not used (CL_OTHER) */
+    char holder[64];         /* CL_OTHER: the node that delivers */
+    UT_hash_handle hh;
+} wh_claim_t;
+
 /* What the journal's webhook records (whrec.h) say at start, until it is applied (restore below). */
 typedef struct wh_rs_reg {
     char exec[CS_EXECUTION_ID_MAX + 1];
@@ -175,6 +194,10 @@ struct cs_webhooks {
     int in_done;           /* inside on_done: curlm times that already */
     int held_mode;         /* the last budget_ok held requests to the share */
     uint64_t budget_waits; /* times requests waited for the budget */
+    /* Cluster mode: the claims known (wh_claim_t) and what came of them. */
+    wh_claim_t *claims;
+    size_t n_claims;
+    uint64_t claims_mine, claims_other, claims_failed, regs_elsewhere;
 };
 
 /* ---- endpoints ---- */
@@ -637,7 +660,161 @@ static void pair_open(wh_ep_t *ep, const char *exec, size_t exec_len, const cs_f
     save_mark(p);
 }
 
-/* Takes the cursor's next wanted event; closes a cursor that is caught up. */
+/* ---- cluster mode: which node delivers an execution (wh_claim_t) ---- */
+
+#define WH_CLAIM_IDLE_MS 60000 /* a claim known here, with nothing to deliver, is forgotten after this */
+
+static int clustered(const cs_webhooks_t *w)
+{
+    return w->d->cluster != NULL;
+}
+
+static wh_claim_t *claim_find(cs_webhooks_t *w, const char *exec, size_t len)
+{
+    wh_claim_t *cl = NULL;
+    HASH_FIND(hh, w->claims, exec, len, cl);
+    return cl;
+}
+
+/* The claim lives as long as a running execution's keys do (docs/cluster.md "Keys"). */
+static unsigned claim_ttl(const cs_webhooks_t *w)
+{
+    unsigned r = w->d->cfg->retain_s;
+    return r > 86400 ? r : 86400;
+}
+
+static void on_claim(void *data, int outcome, const char *holder, size_t holder_len);
+
+static void claim_ask(cs_webhooks_t *w, wh_claim_t *cl)
+{
+    cl->state = CL_ASKING;
+    cl->last_ms = cs_loop_now(w->d->loop);
+    cl->req = cs_cluster_claim(w->d->cluster, cl->exec, strlen(cl->exec), "w", claim_ttl(w), on_claim, cl);
+    if (cl->req == NULL) {
+        /* Redis not connected: its cursors wait, and the sweep asks again. */
+        cl->state = CL_FAILED;
+        w->claims_failed++;
+    }
+}
+
+/* The claim of exec, asked for when not known here yet; NULL when out of memory (logged: then this node
+ * delivers, at least once). */
+static wh_claim_t *claim_get(cs_webhooks_t *w, const char *exec, size_t len)
+{
+    wh_claim_t *cl = claim_find(w, exec, len);
+
+    if (cl != NULL) {
+        cl->last_ms = cs_loop_now(w->d->loop);
+        return cl;
+    }
+    if (len > CS_EXECUTION_ID_MAX || (cl = calloc(1, sizeof(*cl))) == NULL) {
+        cs_log_warn("webhooks: out of memory asking who delivers %.*s: this node delivers it", (int)len,
+                    exec);
+        return NULL;
+    }
+    cl->w = w;
+    memcpy(cl->exec, exec, len);
+    HASH_ADD(hh, w->claims, exec, len, cl);
+    w->n_claims++;
+    claim_ask(w, cl);
+    return cl;
+}
+
+/* A registration on this node that another node's claim makes unused: said once per execution. */
+static void claim_tell(cs_webhooks_t *w, wh_claim_t *cl)
+{
+    wh_reg_t *reg = NULL;
+
+    if (cl->state != CL_OTHER || cl->told)
+        return;
+    HASH_FIND(hh, w->regs, cl->exec, strlen(cl->exec), reg);
+    if (reg == NULL)
+        return;
+    cl->told = 1;
+    w->regs_elsewhere++;
+    cs_log_info("webhooks: %s is delivered by node %s (it claimed the execution first): the webhook URLs "
+                "registered on this node for it are not used here",
+                cl->exec, cl->holder);
+}
+
+/* Every cursor of exec: to service (it waited for the claim). */
+static void claim_wake(cs_webhooks_t *w, const char *exec, size_t len)
+{
+    for (wh_ep_t *ep = w->eps; ep != NULL; ep = ep->next) {
+        wh_pair_t *p = NULL;
+        HASH_FIND(hh, ep->pairs, exec, len, p);
+        if (p != NULL)
+            mark_dirty(p);
+    }
+}
+
+static void on_claim(void *data, int outcome, const char *holder, size_t holder_len)
+{
+    wh_claim_t *cl = data;
+    cs_webhooks_t *w = cl->w;
+
+    cl->req = NULL;
+    cl->last_ms = cs_loop_now(w->d->loop);
+    if (outcome < 0) {
+        cl->state = CL_FAILED;
+        if (w->claims_failed++ % 100 == 0)
+            cs_log_warn("webhooks: Redis did not answer who delivers %s (%llu such so far): its events wait, "
+                        "asked again within a second",
+                        cl->exec, (unsigned long long)w->claims_failed);
+        return;
+    }
+    if (outcome > 0) {
+        cl->state = CL_MINE;
+        w->claims_mine++;
+    } else {
+        cl->state = CL_OTHER;
+        w->claims_other++;
+        snprintf(cl->holder, sizeof(cl->holder), "%.*s", (int)(holder_len < 63 ? holder_len : 63), holder);
+        claim_tell(w, cl);
+    }
+    claim_wake(w, cl->exec, strlen(cl->exec));
+}
+
+/* Whether this node may open cursors for exec: not when another node delivers it (cluster mode). */
+static int claim_lets(cs_webhooks_t *w, const char *exec, size_t len)
+{
+    if (!clustered(w))
+        return 1;
+    wh_claim_t *cl = claim_get(w, exec, len);
+    return cl == NULL || cl->state != CL_OTHER;
+}
+
+/* The sweep's part: claims that got no answer are asked again while they have something to deliver;
+ * claims with nothing to deliver are forgotten after WH_CLAIM_IDLE_MS (Redis keeps them). */
+static void claim_sweep(cs_webhooks_t *w, int64_t now)
+{
+    wh_claim_t *cl, *ct;
+
+    HASH_ITER(hh, w->claims, cl, ct)
+    {
+        size_t len = strlen(cl->exec);
+        wh_reg_t *reg = NULL;
+        int used = 0;
+        if (cl->state == CL_ASKING)
+            continue;
+        HASH_FIND(hh, w->regs, cl->exec, len, reg);
+        for (wh_ep_t *ep = w->eps; ep != NULL && !used; ep = ep->next) {
+            wh_pair_t *p = NULL;
+            HASH_FIND(hh, ep->pairs, cl->exec, len, p);
+            used = p != NULL;
+        }
+        if (cl->state == CL_FAILED && (used || reg != NULL)) {
+            claim_ask(w, cl);
+        } else if (!used && reg == NULL && now - cl->last_ms > WH_CLAIM_IDLE_MS) {
+            HASH_DEL(w->claims, cl);
+            w->n_claims--;
+            free(cl);
+        }
+    }
+}
+
+/* Takes the cursor's next wanted event; closes a cursor that is caught up. In cluster mode a cursor waits
+ * until its execution's claim is known, and goes when another node delivers it. */
 static void service(wh_pair_t *p)
 {
     cs_item_t it;
@@ -645,6 +822,14 @@ static void service(wh_pair_t *p)
 
     if (p->state != P_IDLE)
         return;
+    if (clustered(ep->w)) {
+        wh_claim_t *cl = claim_find(ep->w, p->exec, strlen(p->exec));
+        if (cl != NULL && cl->state != CL_MINE) {
+            if (cl->state == CL_OTHER)
+                pair_free(p);
+            return;
+        }
+    }
     while (cs_sub_next(&p->sub, &it)) {
         if (it.gap != NULL) {
             char why[160];
@@ -1101,17 +1286,26 @@ static void discover(cs_webhooks_t *w, cs_frame_t *f)
         json_decref(o);
         exec = idbuf;
     }
+    int lets = -1; /* claim_lets, asked once an endpoint wants the event */
     for (wh_ep_t *ep = w->eps; ep != NULL; ep = ep->next)
-        if (ep->kind == 0 && !ep->retired && ep_wants_exec(ep, exec) && ep_wants(ep, f))
-            pair_open(ep, exec, len, f);
+        if (ep->kind == 0 && !ep->retired && ep_wants_exec(ep, exec) && ep_wants(ep, f)) {
+            if (lets < 0)
+                lets = claim_lets(w, exec, len);
+            if (lets)
+                pair_open(ep, exec, len, f);
+        }
     HASH_FIND(hh, w->regs, exec, len, reg);
     if (reg == NULL)
         return;
     reg->last_ms = cs_loop_now(w->d->loop);
     unsigned kinds = cs_webhook_kinds_for(f->type, f->type_len);
     for (int k = 0; k < WH_KINDS; k++)
-        if ((kinds & (1u << k)) && reg->ep[k] != NULL)
-            pair_open(reg->ep[k], exec, len, f);
+        if ((kinds & (1u << k)) && reg->ep[k] != NULL) {
+            if (lets < 0)
+                lets = claim_lets(w, exec, len);
+            if (lets)
+                pair_open(reg->ep[k], exec, len, f);
+        }
 }
 
 static void pump(void *data)
@@ -1209,6 +1403,8 @@ static void on_sweep(cs_timer_t *t)
         if ((final && now - reg->last_ms > 5000) || now - reg->last_ms > idle_ms)
             reg_free(w, reg);
     }
+    if (clustered(w))
+        claim_sweep(w, now);
     cs_timer_start(&w->sweep, WH_SWEEP_MS);
 }
 
@@ -1329,6 +1525,12 @@ cs_err_t cs_webhooks_register(cs_webhooks_t *w, const char *exec, size_t exec_le
         cs_log_info("webhooks: %s -> %s", name, urls[k]);
     }
 out:
+    if (e == CS_OK && any && clustered(w)) {
+        /* The node that registers an execution's URLs claims its delivery, before its events come. */
+        wh_claim_t *cl = claim_get(w, exec, exec_len);
+        if (cl != NULL)
+            claim_tell(w, cl);
+    }
     if (changed && journaled(w)) {
         rec_reg(w, reg);
         /* Discovery's position with it: after a restart, events before the registration are not
@@ -1662,6 +1864,13 @@ void cs_webhooks_free(cs_webhooks_t *w)
         HASH_DEL(w->regs, reg);
         free(reg);
     }
+    wh_claim_t *cl, *ct;
+    HASH_ITER(hh, w->claims, cl, ct)
+    {
+        cs_cluster_claim_cancel(cl->req);
+        HASH_DEL(w->claims, cl);
+        free(cl);
+    }
     while (w->eps != NULL)
         ep_free(w->eps);
     if (w->disc_open)
@@ -1786,6 +1995,21 @@ int cs_webhooks_metrics(cs_webhooks_t *w, cs_buf_t *b)
                    "Webhook deliveries timed (as deliveries_total).", w->lat_count);
     rc = wh_metric(b, rc, "webhook_latency_ms_max", "gauge",
                    "The longest webhook delivery so far, in milliseconds.", w->lat_max_ms);
+    if (clustered(w)) {
+        rc = wh_metric(b, rc, "webhook_cluster_claims_mine_total", "counter",
+                       "Executions whose webhooks this node delivers (it claimed them first in Redis).",
+                       w->claims_mine);
+        rc = wh_metric(b, rc, "webhook_cluster_claims_other_total", "counter",
+                       "Executions whose webhooks another node delivers (its claim in Redis came first).",
+                       w->claims_other);
+        rc = wh_metric(b, rc, "webhook_cluster_claims_failed_total", "counter",
+                       "Claims Redis did not answer (not connected, a timeout): asked again, events wait.",
+                       w->claims_failed);
+        rc = wh_metric(b, rc, "webhook_cluster_registrations_elsewhere_total", "counter",
+                       "Executions with URLs registered on this node that another node delivers (logged).",
+                       w->regs_elsewhere);
+        rc = wh_metric(b, rc, "webhook_cluster_claims", "gauge", "Claims known on this node.", w->n_claims);
+    }
     rc = wh_metric(b, rc, "webhook_journal_errors_total", "counter",
                    "Webhook journal records not written or not read back (logged).", w->journal_errors);
     return rc;
