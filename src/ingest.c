@@ -16,6 +16,7 @@
 #include <uthash.h>
 #include <utlist.h>
 
+#include "cluster.h"
 #include "cursor.h"
 #include "event.h"
 #include "gateway.h"
@@ -726,8 +727,18 @@ static void gw_failed(void *data, const char *execution_id, const char *crew, co
 {
     cs_ingest_t *in = data;
     cs_daemon_t *d = in->d;
-    char detail[256];
+    char detail[256], text[600];
     cs_publish_t pub;
+
+    /* In cluster mode a kickoff runs only on a runtime connected to the node that took it (docs/cluster.md
+     * "Gateway and webhooks"): the reason says so, for whoever reads the status on any node. */
+    if (d->cluster != NULL) {
+        snprintf(text, sizeof(text),
+                 "%s; cluster mode: a kickoff runs only on a runtime connected to the node that took it, "
+                 "and no runtime on this node (%s) serves the crew",
+                 why, cs_cluster_node(d->cluster));
+        why = text;
+    }
     json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "execution_id", execution_id, "type", "run.failed",
                            "error", why, "crew", crew);
     cs_err_t e = ev != NULL ? cs_store_publish(d->store, ev, cs_unix_ms(), &pub, detail, sizeof(detail))

@@ -43,7 +43,8 @@ int cs_persist_append_aux(cs_persist_t *p, const cs_change_t *c)
     return -ENODEV;
 }
 
-/* webhook.c asks cluster.c who delivers in cluster mode; this test runs one node alone (d->cluster NULL). */
+/* webhook.c and ingest.c ask cluster.c (who delivers, this node's name) in cluster mode; this test runs one
+ * node alone (d->cluster NULL). */
 cs_cluster_claim_t *cs_cluster_claim(cs_cluster_t *c, const char *exec, size_t exec_len, const char *what,
                                      unsigned ttl_s, cs_cluster_claim_cb cb, void *data)
 {
@@ -54,6 +55,12 @@ cs_cluster_claim_t *cs_cluster_claim(cs_cluster_t *c, const char *exec, size_t e
 void cs_cluster_claim_cancel(cs_cluster_claim_t *cl)
 {
     (void)cl;
+}
+
+const char *cs_cluster_node(const cs_cluster_t *c)
+{
+    (void)c;
+    return "";
 }
 
 #include <fcntl.h>
