@@ -607,6 +607,25 @@ cs_err_t cs_gateway_kickoff(cs_gateway_t *gw, const char *crew, const json_t *in
         }
     }
     c = crew_find(gw, crew);
+    if ((c == NULL || c->n_servings == 0) && gw->ops.remote != NULL) {
+        /* Nobody serves the crew here: the cluster may (ops->remote). */
+        char xid[37];
+        if (id[0] != '\0')
+            memcpy(xid, id, sizeof(xid));
+        else if (cs_uuid4(xid) != 0)
+            goto nomem;
+        int r = gw->ops.remote(gw->ops.data, xid, crew, inputs, detail, detail_len);
+        if (r < 0)
+            return CS_ERR_UNAVAILABLE;
+        if (r > 0) {
+            memcpy(id, xid, sizeof(xid));
+            gw->st.kickoffs++;
+            gw->st.remote++;
+            return CS_OK;
+        }
+        if (id[0] == '\0')
+            memcpy(id, xid, sizeof(xid)); /* queued here under the id drawn */
+    }
     if (c == NULL) {
         if ((c = crew_get(gw, crew, now)) == NULL)
             goto nomem;
@@ -661,6 +680,12 @@ void cs_gateway_finished(cs_gateway_t *gw, const char *id, size_t len, int64_t n
     job_free(gw, j);
     dispatch(gw, c, now);
     changed(gw);
+}
+
+int cs_gateway_serves(const cs_gateway_t *gw, const char *crew)
+{
+    const gw_crew_t *c = crew_find(gw, crew);
+    return c != NULL && c->n_servings > 0;
 }
 
 int cs_gateway_holds(const cs_gateway_t *gw, const char *id, size_t len)

@@ -46,6 +46,12 @@ typedef struct cs_gateway_ops {
     /** The earliest deadline may have moved: call cs_gateway_tick by cs_gateway_next_deadline. */
     void (*changed)(void *data);
     void *data;
+    /** Cluster mode (NULL otherwise): a kickoff of a crew no runtime of this node serves, with its
+     * execution id, crew and inputs (valid during the call). Returns 1 when the daemon handed it to the
+     * cluster (the gateway holds nothing of it), 0 to queue it here as usual, or -1 with detail to refuse
+     * it (503 unavailable). */
+    int (*remote)(void *data, const char *execution_id, const char *crew, const json_t *inputs, char *detail,
+                  size_t detail_len);
 } cs_gateway_ops_t;
 
 /** The configuration the gateway works with (gateway.*), set again after a reload. */
@@ -70,6 +76,7 @@ typedef struct cs_gateway_stats {
     uint64_t queue_timeouts;       /* failed: nobody served the crew within gateway.queue_timeout_s */
     uint64_t push_failures;        /* a push could not be queued to a connection */
     uint64_t finished;             /* reached a final status */
+    uint64_t remote;               /* handed to the cluster (ops->remote): nobody here served the crew */
 } cs_gateway_stats_t;
 
 /** Creates an empty gateway. ops is copied. Returns 0 or -ENOMEM. */
@@ -133,6 +140,9 @@ cs_err_t cs_gateway_kickoff(cs_gateway_t *gw, const char *crew, const json_t *in
  * more, and a kickoff still waiting for it is dropped (never run). Nothing for an id the gateway does not
  * hold. */
 void cs_gateway_finished(cs_gateway_t *gw, const char *execution_id, size_t len, int64_t now);
+
+/** Nonzero when a runtime of this gateway serves crew (a name) now. */
+int cs_gateway_serves(const cs_gateway_t *gw, const char *crew);
 
 /** Nonzero when the gateway holds a kickoff for execution_id (queued, offered or running). */
 int cs_gateway_holds(const cs_gateway_t *gw, const char *execution_id, size_t len);

@@ -37,6 +37,8 @@ typedef struct producer producer_t;
 typedef struct qpush qpush_t;
 typedef struct slot slot_t;
 typedef struct late_await late_await_t;
+typedef struct gw_rk gw_rk_t;
+typedef struct gw_offer gw_offer_t;
 
 struct cs_ingest {
     cs_daemon_t *d;
@@ -61,6 +63,36 @@ struct cs_ingest {
     cs_sub_t gw_sub;
     int gw_sub_open;
     cs_defer_t gw_watch_d;
+    /* Cluster mode: kickoffs this node handed to the cluster (gw_remote), until a node took them or their
+     * gateway.queue_timeout_s passed; and the claims this node sent for kickoffs others handed over. */
+    gw_rk_t *rks;      /* by execution id */
+    gw_rk_t *rk_order; /* by deadline (the order they were taken) */
+    size_t n_rks;
+    cs_timer_t rk_timer;
+    gw_offer_t *offers;
+    int gw_claiming; /* inside the kickoff of a claimed one: queued here, never handed over again */
+};
+
+/* Cluster mode: a kickoff handed to the cluster (a kickoff.requested event) that no node is known to have
+ * taken yet. */
+struct gw_rk {
+    char id[37];
+    char crew[CS_GATEWAY_CREW_MAX + 1];
+    int64_t deadline;        /* gateway.queue_timeout_s after it was taken */
+    cs_cluster_claim_t *req; /* the claim at its deadline, in flight */
+    cs_ingest_t *in;
+    UT_hash_handle hh;
+    gw_rk_t *prev, *next; /* in rk_order */
+};
+
+/* Cluster mode: a claim sent for a kickoff another node handed over, which a runtime here may run. */
+struct gw_offer {
+    cs_ingest_t *in;
+    cs_cluster_claim_t *req;
+    char id[37];
+    char crew[CS_GATEWAY_CREW_MAX + 1];
+    json_t *inputs;
+    gw_offer_t *prev, *next;
 };
 
 /* A push line queued to a producer and not yet wholly written, found by its hash: an await repeated
@@ -722,23 +754,13 @@ static int gw_push(void *data, void *conn, const char *line, size_t len)
     return 0;
 }
 
-/* A kickoff nobody ran: its execution gets run.failed, so its status is "error" with the reason. */
-static void gw_failed(void *data, const char *execution_id, const char *crew, const char *why)
+/* A kickoff nobody ran: its execution gets run.failed, so its status is "error" with the reason (on every
+ * node, in cluster mode). */
+static void gw_record_failure(cs_ingest_t *in, const char *execution_id, const char *crew, const char *why)
 {
-    cs_ingest_t *in = data;
     cs_daemon_t *d = in->d;
-    char detail[256], text[600];
+    char detail[256];
     cs_publish_t pub;
-
-    /* In cluster mode a kickoff runs only on a runtime connected to the node that took it (docs/cluster.md
-     * "Gateway and webhooks"): the reason says so, for whoever reads the status on any node. */
-    if (d->cluster != NULL) {
-        snprintf(text, sizeof(text),
-                 "%s; cluster mode: a kickoff runs only on a runtime connected to the node that took it, "
-                 "and no runtime on this node (%s) serves the crew",
-                 why, cs_cluster_node(d->cluster));
-        why = text;
-    }
     json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "execution_id", execution_id, "type", "run.failed",
                            "error", why, "crew", crew);
     cs_err_t e = ev != NULL ? cs_store_publish(d->store, ev, cs_unix_ms(), &pub, detail, sizeof(detail))
@@ -752,6 +774,226 @@ static void gw_failed(void *data, const char *execution_id, const char *crew, co
         return;
     }
     cs_log_warn("gateway: kickoff %s of crew %s failed: %s", execution_id, crew, why);
+}
+
+/* The gateway's queue timeout (a kickoff queued here, whose crew nobody here served since). */
+static void gw_failed(void *data, const char *execution_id, const char *crew, const char *why)
+{
+    cs_ingest_t *in = data;
+    char text[600];
+
+    if (in->d->cluster != NULL) {
+        snprintf(text, sizeof(text), "%s (queued on node %s, whose runtimes of the crew had left)", why,
+                 cs_cluster_node(in->d->cluster));
+        why = text;
+    }
+    gw_record_failure(in, execution_id, crew, why);
+}
+
+/* ---- cluster mode: kickoffs handed from node to node (docs/cluster.md "Gateway and webhooks") ----
+ *
+ * A kickoff of a crew no runtime of the node that took it serves is handed to the cluster as an event of its
+ * execution, kickoff.requested {crew, inputs, node}, which every node receives. Each node whose runtimes
+ * serve the crew claims it in Redis (cs_cluster_claim "k", first come first served); the winner queues it in
+ * its own gateway, which dispatches it as any kickoff. The node that took it claims it too once
+ * gateway.queue_timeout_s has passed with no event of the execution: winning that claim means nobody took
+ * it, and it fails (run.failed); losing it means a node did. */
+
+#define GW_CLAIM_RETRY_MS 1000
+
+static unsigned gw_claim_ttl(const cs_daemon_t *d)
+{
+    return d->cfg->retain_s > 86400 ? d->cfg->retain_s : 86400;
+}
+
+static void rk_free(cs_ingest_t *in, gw_rk_t *rk)
+{
+    cs_cluster_claim_cancel(rk->req);
+    HASH_DEL(in->rks, rk);
+    in->n_rks--;
+    free(rk);
+}
+
+static void rk_arm(cs_ingest_t *in)
+{
+    gw_rk_t *rk, *tmp;
+    int64_t best = -1, now = cs_loop_now(in->d->loop);
+
+    HASH_ITER(hh, in->rks, rk, tmp)
+    {
+        if (rk->req == NULL && (best < 0 || rk->deadline < best))
+            best = rk->deadline;
+    }
+    if (best < 0)
+        cs_timer_stop(&in->rk_timer);
+    else
+        cs_timer_start(&in->rk_timer, best > now ? best - now : 0);
+}
+
+static void on_rk_claim(void *data, int outcome, const char *holder, size_t holder_len)
+{
+    gw_rk_t *rk = data;
+    cs_ingest_t *in = rk->in;
+    cs_daemon_t *d = in->d;
+    char why[400];
+
+    rk->req = NULL;
+    if (outcome < 0) {
+        rk->deadline = cs_loop_now(d->loop) + GW_CLAIM_RETRY_MS;
+        cs_log_warn("gateway: Redis did not answer whether a node took kickoff %s: asked again in 1 s",
+                    rk->id);
+        rk_arm(in);
+        return;
+    }
+    if (outcome > 0) {
+        snprintf(
+            why, sizeof(why),
+            "no node of the cluster took the kickoff within gateway.queue_timeout_s (%u s): no runtime of "
+            "crew %s was connected to a node when it was taken (on node %s)",
+            d->cfg->queue_timeout_s, rk->crew, cs_cluster_node(d->cluster));
+        gw_record_failure(in, rk->id, rk->crew, why);
+    } else {
+        cs_log_debug("gateway: kickoff %s was taken by node %.*s", rk->id, (int)holder_len, holder);
+    }
+    rk_free(in, rk);
+    rk_arm(in);
+}
+
+static void on_rk_timer(cs_timer_t *t)
+{
+    cs_ingest_t *in = t->data;
+    int64_t now = cs_loop_update_now(in->d->loop);
+    gw_rk_t *rk, *tmp;
+
+    HASH_ITER(hh, in->rks, rk, tmp)
+    {
+        if (rk->req != NULL || rk->deadline > now)
+            continue;
+        rk->req = cs_cluster_claim(in->d->cluster, rk->id, strlen(rk->id), "k", gw_claim_ttl(in->d),
+                                   on_rk_claim, rk);
+        if (rk->req == NULL)
+            rk->deadline = now + GW_CLAIM_RETRY_MS; /* Redis not connected: again in a second */
+    }
+    rk_arm(in);
+}
+
+/* The gateway's ops->remote: the kickoff goes to the cluster as kickoff.requested. */
+static int gw_remote(void *data, const char *id, const char *crew, const json_t *inputs, char *detail,
+                     size_t detail_len)
+{
+    cs_ingest_t *in = data;
+    cs_daemon_t *d = in->d;
+    char why[256];
+    cs_publish_t pub;
+    gw_rk_t *rk;
+
+    if (in->gw_claiming || d->cluster == NULL)
+        return 0;
+    if (in->n_rks >= d->cfg->gateway_queue) {
+        snprintf(detail, detail_len,
+                 "%zu kickoffs wait for a node of the cluster to take them (gateway.queue): try again later",
+                 in->n_rks);
+        return -1;
+    }
+    if (strlen(id) > 36 || strlen(crew) > CS_GATEWAY_CREW_MAX || (rk = calloc(1, sizeof(*rk))) == NULL) {
+        snprintf(detail, detail_len, "out of memory: nothing was started");
+        return -1;
+    }
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:O, s:s}", "execution_id", id, "type", "kickoff.requested",
+                           "crew", crew, "inputs", (json_t *)inputs, "node", cs_cluster_node(d->cluster));
+    cs_err_t e =
+        ev != NULL ? cs_store_publish(d->store, ev, cs_unix_ms(), &pub, why, sizeof(why)) : CS_ERR_INTERNAL;
+    json_decref(ev);
+    if (e != CS_OK) {
+        free(rk);
+        snprintf(detail, detail_len,
+                 "no runtime on this node serves crew %.128s, and the kickoff could not be "
+                 "handed to the cluster: %s",
+                 crew, ev != NULL ? why : "out of memory");
+        return -1;
+    }
+    rk->in = in;
+    memcpy(rk->id, id, strlen(id) + 1);
+    snprintf(rk->crew, sizeof(rk->crew), "%s", crew);
+    rk->deadline = cs_loop_now(d->loop) + (int64_t)d->cfg->queue_timeout_s * 1000;
+    HASH_ADD_STR(in->rks, id, rk);
+    in->n_rks++;
+    rk_arm(in);
+    cs_log_debug("gateway: kickoff %s of crew %s handed to the cluster (no runtime here serves it)", id,
+                 crew);
+    return 1;
+}
+
+static void offer_free(cs_ingest_t *in, gw_offer_t *of)
+{
+    DL_DELETE(in->offers, of);
+    cs_cluster_claim_cancel(of->req);
+    json_decref(of->inputs);
+    free(of);
+}
+
+static void on_offer_claim(void *data, int outcome, const char *holder, size_t holder_len)
+{
+    gw_offer_t *of = data;
+    cs_ingest_t *in = of->in;
+    cs_daemon_t *d = in->d;
+    char detail[300], why[500], id[37];
+
+    of->req = NULL;
+    if (outcome > 0) {
+        memcpy(id, of->id, sizeof(id));
+        in->gw_claiming = 1;
+        cs_err_t e = cs_gateway_kickoff(cs_ingest_gateway(d), of->crew, of->inputs, cs_loop_now(d->loop), id,
+                                        detail, sizeof(detail));
+        in->gw_claiming = 0;
+        if (e == CS_OK) {
+            cs_log_info("gateway: kickoff %s of crew %s, taken by another node, runs here", id, of->crew);
+        } else {
+            snprintf(why, sizeof(why), "node %s took the kickoff for crew %s but could not queue it: %s",
+                     cs_cluster_node(d->cluster), of->crew, detail);
+            gw_record_failure(in, of->id, of->crew, why);
+        }
+    } else if (outcome < 0) {
+        cs_log_warn(
+            "gateway: Redis did not answer this node's claim of kickoff %s: the node that took it fails "
+            "it after gateway.queue_timeout_s unless another node claims it",
+            of->id);
+    } else {
+        cs_log_debug("gateway: kickoff %s goes to node %.*s", of->id, (int)holder_len, holder);
+    }
+    offer_free(in, of);
+}
+
+/* A kickoff.requested seen on the global stream: claimed when a runtime here serves its crew. */
+static void gw_offer_take(cs_ingest_t *in, const cs_frame_t *f)
+{
+    cs_daemon_t *d = in->d;
+    json_t *o = json_loadb(f->json, f->json_len, 0, NULL);
+    const char *x = json_string_value(json_object_get(o, "execution_id"));
+    const char *crew = json_string_value(json_object_get(o, "crew"));
+    json_t *inputs = json_object_get(o, "inputs");
+    gw_offer_t *of;
+
+    if (x == NULL || crew == NULL || !json_is_object(inputs) || strlen(x) > 36 ||
+        strlen(crew) > CS_GATEWAY_CREW_MAX || d->gateway == NULL || !cs_gateway_serves(d->gateway, crew) ||
+        cs_gateway_holds(d->gateway, x, strlen(x)) || (of = calloc(1, sizeof(*of))) == NULL) {
+        json_decref(o);
+        return;
+    }
+    of->in = in;
+    memcpy(of->id, x, strlen(x) + 1);
+    snprintf(of->crew, sizeof(of->crew), "%s", crew);
+    of->inputs = json_incref(inputs);
+    json_decref(o);
+    of->req = cs_cluster_claim(d->cluster, of->id, strlen(of->id), "k", gw_claim_ttl(d), on_offer_claim, of);
+    if (of->req == NULL) {
+        cs_log_warn("gateway: kickoff %s of crew %s could not be claimed here (Redis not connected)", of->id,
+                    of->crew);
+        json_decref(of->inputs);
+        free(of);
+        return;
+    }
+    DL_APPEND(in->offers, of);
 }
 
 static void gw_rearm(void *data)
@@ -818,6 +1060,8 @@ static void gw_sweep_one(cs_exec_t *ex, void *data)
     gw_exec_final(data, ex);
 }
 
+static const char KICKOFF_REQUESTED[] = "kickoff.requested";
+
 /* Cluster mode: every event that enters this node's store passes the global stream, in the order the
  * store took them in, whichever node it was posted on and whenever Redis confirmed it; one that brings
  * its execution to a final status frees the runtime the gateway gave it to. Drained once per loop turn.
@@ -837,7 +1081,24 @@ static void gw_watch(void *data)
             sweep = 1;
             continue;
         }
-        gw_exec_final(d, it.frame->exec);
+        const cs_frame_t *f = it.frame;
+        if (f->type_len == sizeof(KICKOFF_REQUESTED) - 1 &&
+            memcmp(f->type, KICKOFF_REQUESTED, f->type_len) == 0) {
+            gw_offer_take(in, f);
+            continue;
+        }
+        if (in->n_rks > 0) {
+            /* Another event of a kickoff handed over: a node took it. */
+            size_t n;
+            const char *x = cs_exec_id(f->exec, &n);
+            gw_rk_t *rk = NULL;
+            HASH_FIND(hh, in->rks, x, n, rk);
+            if (rk != NULL) {
+                rk_free(in, rk);
+                rk_arm(in);
+            }
+        }
+        gw_exec_final(d, f->exec);
     }
     cs_sub_park(&in->gw_sub);
     if (sweep && d->gateway != NULL)
@@ -1553,7 +1814,8 @@ int cs_ingest_new(cs_ingest_t **out, cs_daemon_t *d, char *err, size_t errlen)
     in->fd = fd;
     cs_timer_init(&in->gw_timer, d->loop, on_gw_timer, in);
     cs_timer_init(&in->late_timer, d->loop, late_tick, in);
-    cs_gateway_ops_t gops = {gw_push, gw_failed, gw_changed, in};
+    cs_timer_init(&in->rk_timer, d->loop, on_rk_timer, in);
+    cs_gateway_ops_t gops = {gw_push, gw_failed, gw_changed, in, d->cluster != NULL ? gw_remote : NULL};
     cs_gateway_limits_t glim = {d->cfg->gateway_queue, (int64_t)d->cfg->ack_timeout_s * 1000,
                                 (int64_t)d->cfg->queue_timeout_s * 1000};
     if ((rc = cs_gateway_new(&d->gateway, &gops, &glim)) != 0) {
@@ -1627,6 +1889,16 @@ void cs_ingest_free(cs_ingest_t *in)
     cs_timer_stop(&in->late_timer);
     cs_defer_cancel(in->d->loop, &in->gw_defer);
     cs_defer_cancel(in->d->loop, &in->gw_watch_d);
+    cs_timer_stop(&in->rk_timer);
+    if (in->n_rks > 0)
+        cs_log_warn(
+            "gateway: %zu kickoff(s) handed to the cluster and not known to be taken were forgotten at "
+            "shutdown (if no node took them, they stay pending)",
+            in->n_rks);
+    while (in->rks != NULL)
+        rk_free(in, in->rks);
+    while (in->offers != NULL)
+        offer_free(in, in->offers);
     if (in->gw_sub_open) {
         cs_sub_close(&in->gw_sub);
         in->gw_sub_open = 0;

@@ -8,7 +8,8 @@ at a loopback receiver (test_webhooks.Receiver).
 - per-execution webhooks of a kickoff taken on node b are delivered once even when the events are posted
   on node a, and a /resume repeating them on node c does not make them twice;
 - the status of a kickoff reads the same on every node (pending, then the result);
-- a kickoff for a crew nobody serves on the node that took it fails with a clear reason.
+- a kickoff taken on a node whose runtimes do not serve its crew runs on a node whose runtimes do (handed
+  over through Redis: kickoff.requested and a claim), exactly once; one nobody serves fails clearly.
 """
 
 import os
@@ -115,23 +116,55 @@ def test_seed_client_and_status_on_every_node(cluster_factory):  # noqa: F811
         rt.close()
 
 
-def test_kickoff_on_a_node_without_the_crew_fails_clearly(cluster_factory):  # noqa: F811
-    """The rule (docs/cluster.md "Gateway and webhooks"): a kickoff runs on a runtime of the node that took
-    it. Node b serves nothing: its kickoff fails after gateway.queue_timeout_s with a reason that says so,
-    and every node reads that status."""
+def test_kickoff_on_another_node_runs_there(cluster_factory):  # noqa: F811
+    """The runtime is on node a; the seed's kickoff_sync goes to node b (a load balancer's choice): b hands
+    the kickoff to the cluster (kickoff.requested), a claims it in Redis and its runtime runs it, once."""
+    need_real_cluster()
+    c = make3(cluster_factory, default_crew="research")
+    a, b, cc = c
+    rt = Runtime(a.sock, "research", 2, run_s=0.2)
+    rt2 = Runtime(cc.sock, "other", 1)
+    try:
+        assert rt.served.wait(5) and rt2.served.wait(5)
+        client = crewai_client.CrewAIClient(base_url=base(b), token=KEY, poll_interval=0.2)
+        res = client.kickoff_sync({"topic": "AI Research"})
+        assert res.is_success, res
+        assert res.result["output"] == "report on AI Research"
+        xid = res.kickoff_id
+        for n in (a, b, cc):
+            assert wait_until(lambda: status(n, xid)["status"] == "completed", 10), (n.name, status(n, xid))
+        assert status(cc, xid)["result"] == {"output": "report on AI Research"}
+        assert [k["execution_id"] for k in rt.kickoffs] == [xid]
+        assert rt2.kickoffs == []
+        # Five more through b and c at once: each runs exactly once on a.
+        ids = [post(n, "/kickoff", {"inputs": {"topic": "t%d" % i}, "crew": "research"}).json()["kickoff_id"]
+               for i, n in enumerate((b, cc, b, cc, b))]
+        for x in ids:
+            assert wait_until(lambda: status(a, x)["status"] == "completed", 15), (x, status(a, x))
+        got = [k["execution_id"] for k in rt.kickoffs]
+        assert sorted(got) == sorted([xid] + ids), got
+        assert wait_until(lambda: crews(a)[0]["busy"] == 0, 5), crews(a)
+    finally:
+        rt.close()
+        rt2.close()
+
+
+def test_kickoff_nobody_serves_fails_clearly(cluster_factory):  # noqa: F811
+    """No node serves crew ghost: the kickoff taken on b fails after gateway.queue_timeout_s with a reason
+    that says so, and every node reads that status."""
     need_real_cluster()
     c = make3(cluster_factory, queue_timeout_s=1)
     a, b, cc = c
     rt = Runtime(a.sock, "research", 1)
     try:
         assert rt.served.wait(5)
-        r = post(b, "/kickoff", {"inputs": {"topic": "x"}, "crew": "research"})
+        r = post(b, "/kickoff", {"inputs": {"topic": "x"}, "crew": "ghost"})
         assert r.status_code == 200, r.text
         xid = r.json()["kickoff_id"]
         for n in (a, b, cc):
             assert wait_until(lambda: status(n, xid)["status"] == "error", 8), (n.name, status(n, xid))
         msg = status(cc, xid)["error_message"]
-        assert "this node" in msg and "queue_timeout_s" in msg, msg
+        assert "no node of the cluster" in msg and "queue_timeout_s" in msg, msg
         assert rt.kickoffs == []
     finally:
         rt.close()
