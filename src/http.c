@@ -958,6 +958,10 @@ static void gateway_metrics(metrics_out_t *b, cs_daemon_t *d)
     metric(b, "gateway_offered", "gauge", "Kickoffs pushed to a runtime, not acknowledged yet.", g.offered);
     metric(b, "gateway_running", "gauge", "Kickoffs acknowledged, not finished.", g.running);
     metric(b, "gateway_kickoffs_total", "counter", "Kickoffs accepted (POST /kickoff).", g.kickoffs);
+    metric(
+        b, "gateway_handed_over_total", "counter",
+        "Cluster mode: kickoffs no runtime of this node served, handed to the cluster (kickoff.requested).",
+        g.remote);
     metric(b, "gateway_refused_full_total", "counter", "Kickoffs refused 503: gateway.queue full.",
            g.refused_full);
     metric(b, "gateway_refused_unserved_total", "counter",
