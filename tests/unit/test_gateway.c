@@ -306,6 +306,68 @@ static void test_push_failure(void)
     cs_gateway_free(gw);
 }
 
+/* Cluster mode (ops->remote): a kickoff of a crew nobody here serves is handed over (1), queued here (0:
+ * e.g. the one a claim gives this node) or refused (-1); one of a crew served here never asks. */
+static int remote_answer, remote_calls;
+static char remote_id[37];
+
+static int fake_remote(void *data, const char *id, const char *crew, const json_t *inputs, char *detail,
+                       size_t detail_len)
+{
+    (void)data;
+    CHECK_STR(crew, "far");
+    CHECK(json_is_object(inputs));
+    CHECK(strlen(id) == 36);
+    snprintf(remote_id, sizeof(remote_id), "%s", id);
+    remote_calls++;
+    if (remote_answer < 0)
+        snprintf(detail, detail_len, "refused by the cluster");
+    return remote_answer;
+}
+
+static void test_remote(void)
+{
+    rec_t r;
+    cs_gateway_ops_t ops = {fake_push, fake_failed, fake_changed, &r, fake_remote};
+    cs_gateway_limits_t lim = {8, 1000, 5000};
+    cs_gateway_t *gw;
+    cs_gateway_stats_t st;
+    char id[37] = "";
+    int conn = 0;
+
+    memset(&r, 0, sizeof(r));
+    REQUIRE(cs_gateway_new(&gw, &ops, &lim) == 0);
+    /* Handed over: the gateway holds nothing of it, the id is the one ops->remote saw. */
+    remote_answer = 1;
+    CHECK(kick(gw, "far", 0, id) == CS_OK);
+    CHECK(remote_calls == 1);
+    CHECK_STR(id, remote_id);
+    CHECK(!cs_gateway_holds(gw, id, strlen(id)));
+    cs_gateway_stats(gw, &st);
+    CHECK(st.remote == 1 && st.kickoffs == 1 && st.queued == 0);
+    /* Refused: 503, nothing held. */
+    remote_answer = -1;
+    id[0] = '\0';
+    CHECK(kick(gw, "far", 0, id) == CS_ERR_UNAVAILABLE);
+    cs_gateway_stats(gw, &st);
+    CHECK(st.kickoffs == 1 && st.queued == 0);
+    /* Queued here under the id drawn (a claimed kickoff whose runtimes left meanwhile). */
+    remote_answer = 0;
+    id[0] = '\0';
+    CHECK(kick(gw, "far", 0, id) == CS_OK);
+    CHECK(remote_calls == 3);
+    CHECK_STR(id, remote_id);
+    CHECK(cs_gateway_holds(gw, id, strlen(id)));
+    /* Served here: dispatched here, ops->remote not asked. */
+    CHECK(serve(gw, &conn, "far", 2, 0) == CS_OK);
+    CHECK(r.n == 1); /* the queued one */
+    id[0] = '\0';
+    CHECK(kick(gw, "far", 0, id) == CS_OK);
+    CHECK(remote_calls == 3 && r.n == 2);
+    CHECK(cs_gateway_serves(gw, "far") && !cs_gateway_serves(gw, "near"));
+    cs_gateway_free(gw);
+}
+
 int main(void)
 {
     RUN(test_serve_validation);
@@ -314,5 +376,6 @@ int main(void)
     RUN(test_lost_connection_never_twice);
     RUN(test_queue_timeout);
     RUN(test_push_failure);
+    RUN(test_remote);
     CT_DONE();
 }
