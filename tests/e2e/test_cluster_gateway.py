@@ -149,6 +149,26 @@ def test_kickoff_on_another_node_runs_there(cluster_factory):  # noqa: F811
         rt2.close()
 
 
+def test_handed_over_kickoff_waits_for_a_busy_runtime(cluster_factory):  # noqa: F811
+    """Two kickoffs through b for a's runtime of concurrency 1 that runs 2.5 s each, with
+    gateway.queue_timeout_s 1: the second waits on a past b's timeout, and b, losing the claim to a, does not
+    fail it: both complete, each run once, neither failed."""
+    need_real_cluster()
+    c = make3(cluster_factory, queue_timeout_s=1)
+    a, b, cc = c
+    rt = Runtime(a.sock, "research", 1, run_s=2.5)
+    try:
+        assert rt.served.wait(5)
+        ids = [post(b, "/kickoff", {"inputs": {"topic": "t%d" % i}, "crew": "research"}).json()["kickoff_id"]
+               for i in range(2)]
+        for x in ids:
+            assert wait_until(lambda: status(b, x)["status"] in ("completed", "error"), 15), status(b, x)
+            assert status(b, x)["status"] == "completed", status(b, x)
+        assert sorted(k["execution_id"] for k in rt.kickoffs) == sorted(ids)
+    finally:
+        rt.close()
+
+
 def test_kickoff_nobody_serves_fails_clearly(cluster_factory):  # noqa: F811
     """No node serves crew ghost: the kickoff taken on b fails after gateway.queue_timeout_s with a reason
     that says so, and every node reads that status."""
