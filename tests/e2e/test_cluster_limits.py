@@ -13,11 +13,13 @@ that service resumes after.
   with one small record each, every one answered exactly once Redis is back, none left behind by those that
   left.
 
-The 16 MiB of channel messages held behind a hole is not flooded here: it needs a fill (XRANGE) kept in
-flight while 16 MiB arrive on the channel, and one Redis answers both connections of a node in order; see
-docs/cluster.md "Bounds, tested".
+- 16 MiB of channel messages held behind a hole: a message lost on the channel (written into Redis without
+  its PUBLISH), then ~18 MiB in one script call while the node's fill (XRANGE) is kept in flight by a proxy
+  that holds back the command connection's replies (clusterutil.StallProxy): 16 MiB held, the rest not
+  held (counted, logged once) and read from the stream after the fill; the node ends with every event,
+  exactly.
 
-The bounds are compile-time constants (UNKNOWN_MAX, WARM_MAX in src/cluster.c), not configuration: the tests
+The bounds are compile-time constants (UNKNOWN_MAX, WARM_MAX, HELD_MAX_BYTES in src/cluster.c), not configuration: the tests
 use them as they are, and stay well under 30 s each.
 """
 
@@ -26,11 +28,13 @@ import time
 
 import pytest
 
-from clusterutil import add_node, cluster_factory, need_real_cluster, node_metrics, redis  # noqa: F401
+from clusterutil import (StallProxy, add_node, cluster_config, cluster_factory, need_real_cluster,  # noqa: F401
+                         node_metrics, redis)
 from csutil import SSEClient, ev, poll, wait_until
 
 UNKNOWN_MAX = 4096
 WARM_MAX = 1000
+HELD_MAX_BYTES = 16 << 20
 
 
 def m(d, name):
@@ -211,3 +215,69 @@ def test_a_node_stopped_while_subscribers_are_held_exits_cleanly(redis, cluster_
     subs[1].close()
     text = d.stderr_text()
     assert "ERROR: AddressSanitizer" not in text and "runtime error" not in text, text[-2000:]
+
+
+def test_16_mib_held_behind_a_hole_the_rest_read_from_the_stream(redis, make_daemon):
+    import json
+
+    need_real_cluster()
+    proxy = StallProxy(redis)
+    try:
+        a = make_daemon(cluster_config(redis, "a", config={"limits": {"max_body_bytes": 32 << 20}}))
+        d = make_daemon(cluster_config(redis, "d", config={"cluster": {"redis": proxy.url},
+                                                           "store": {"ring_events": 1024, "ring_bytes": 64 << 20}}))
+        for n in (a, d):
+            assert wait_until(lambda: m(n, "cluster_ready") == 1, 15)
+        x = "hole-flood"
+        first = a.post_ok(ev(x, "run.started"))
+        assert wait_until(lambda: m(d, "cluster_inserted_total") >= 1, 5)
+        # A message lost on the channel: seq 2 is in Redis' stream, its PUBLISH never happened.
+        (_, fields), = redis.cmd("XRANGE", "cs:{x:%s}:s" % x, "-", "+")
+        lost = json.loads(dict(zip(fields[::2], fields[1::2]))[b"j"])
+        lost.update(type="log", event_id="lost-2")
+        redis.cmd("XADD", "cs:{x:%s}:s" % x, "2-0", "j", json.dumps(lost, separators=(",", ":")))
+        redis.cmd("HSET", "cs:{x:%s}:m" % x, "seq", "2")
+        # ~18 MiB in one script call (one channel message): seq 3 shows d the hole, its fill is held back.
+        pad = "p" * 60000
+        big = [ev(x, "log", event_id="big-%d" % i, pad=pad) for i in range(300)]
+        body = "".join(json.dumps(e) + "\n" for e in big)
+        proxy.stall("cmd")
+        t0 = time.monotonic()
+        try:
+            import requests
+
+            r = requests.post(a.base + "/v1/events", data=body, headers={"Content-Type": "application/x-ndjson"},
+                              timeout=20)
+            assert r.status_code == 200, r.text[:300]
+            peak = 0
+            while time.monotonic() - t0 < 1.3:
+                mt = node_metrics(d)
+                peak = max(peak, mt["crewstream_cluster_held_bytes"])
+                if mt["crewstream_cluster_held_dropped_total"] > 0:
+                    break
+                time.sleep(0.02)
+        finally:
+            proxy.release()
+        mt = node_metrics(d)
+        assert mt["crewstream_cluster_held_dropped_total"] > 0, (
+            "the flood did not reach 16 MiB held while the fill was in flight (%.1f s): %r" % (
+                time.monotonic() - t0, {k: v for k, v in mt.items() if "held" in k}))
+        assert peak <= HELD_MAX_BYTES and mt["crewstream_cluster_held_bytes"] <= HELD_MAX_BYTES, peak
+        # The fill done, what was not held is read from the stream: d ends with every event, exactly.
+        want = [e["event_id"] for e in first] + ["lost-2"] + ["big-%d" % i for i in range(300)]
+
+        def ids():
+            r = poll(d.base, "/v1/executions/%s/poll" % x, {"timeout": "0"}, http_timeout=20)
+            assert r.status_code == 200
+            return [(e["seq"], e["event_id"]) for e in r.json()["events"]]
+
+        assert wait_until(lambda: [i for _, i in ids()] == want, 10), ids()[:5]
+        assert [s for s, _ in ids()] == list(range(1, 303))
+        assert m(d, "cluster_held_bytes") == 0
+        assert "messages held behind holes reached" in d.stderr_text()
+        assert m(d, "cluster_lost_total") == 0
+        # And it goes on live.
+        a.post_ok(ev(x, "log", event_id="after"))
+        assert wait_until(lambda: ids()[-1] == (303, "after"), 5)
+    finally:
+        proxy.close()
