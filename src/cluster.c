@@ -206,6 +206,10 @@ struct cs_cluster {
     size_t rc_n, rc_pos;
     cs_timer_t rc_timer; /* the next RECHECK_PER_TURN of them, next turn */
     size_t held_bytes;
+    struct hload *hwait; /* history reads waiting for Redis (held subscribers), oldest first */
+    size_t n_hwait, h_in_flight;
+    int hwait_logged;   /* the wait was logged (once an outage) */
+    cs_timer_t h_timer; /* sends what waits again, sweeps closed ones */
     char why[256];
     cs_cluster_stats_t st;
 };
@@ -218,6 +222,9 @@ static void offer(cs_cluster_t *c, uint64_t epoch, uint64_t seq, const char *exe
 static void history_opened(void *data, cs_sub_t *sub, const cs_start_t *start);
 static void warm_start(cs_cluster_t *c);
 static void warm_clear(cs_cluster_t *c);
+static void history_pump(cs_cluster_t *c);
+static void history_clear(cs_cluster_t *c);
+static void on_history_timer(cs_timer_t *t);
 
 /* ---- into the ring ---- */
 
@@ -1153,6 +1160,7 @@ static void update_gate(cs_cluster_t *c)
         recheck_start(c); /* what Redis lost, or the channel missed, while the node was not ready */
         warm_start(c);    /* executions this node has not heard of: the list and their statuses */
         unk_ask(c);
+        history_pump(c); /* subscribers held while Redis was away */
         return;
     } else {
         const char *err = !cs_redis_up(c->cmd)   ? cs_redis_error(c->cmd)
@@ -1215,6 +1223,7 @@ int cs_cluster_new(cs_cluster_t **out, cs_loop_t *loop, cs_store_t *store, const
     c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 2000;
     cs_timer_init(&c->unk_timer, loop, on_unk_timer, c);
     cs_timer_init(&c->rc_timer, loop, on_recheck_timer, c);
+    cs_timer_init(&c->h_timer, loop, on_history_timer, c);
     c->retain_s = o->retain_s;
     if (o->node == NULL && gethostname(host, sizeof(host) - 1) != 0)
         snprintf(host, sizeof(host), "node");
@@ -1275,6 +1284,7 @@ void cs_cluster_free(cs_cluster_t *c)
     cs_timer_stop(&c->unk_timer);
     recheck_clear(c);
     warm_clear(c);
+    history_clear(c);
     HASH_ITER(hh, c->fills, f, t)
     {
         fill_free(c, f);
@@ -1307,6 +1317,7 @@ void cs_cluster_stats(const cs_cluster_t *c, cs_cluster_stats_t *st)
     st->queued = c->nq;
     st->unknown_held = c->n_unk;
     st->held_bytes = c->held_bytes;
+    st->history_waiting = c->n_hwait;
     cs_redis_stats_t a, b;
     cs_redis_stats(c->cmd, &a);
     cs_redis_stats(c->sub, &b);
@@ -1507,14 +1518,28 @@ const char cs_cluster_history_script[] = "local e = redis.call('HGET', KEYS[1], 
                                          "return {e, redis.call('XREVRANGE', KEYS[2], ARGV[1], '-', 'COUNT', "
                                          "ARGV[2])}\n";
 
-/* A read in flight for one held subscriber. */
+/* History reads sent at once, at most (more wait in c->hwait and go out as replies come). */
+#define HISTORY_IN_FLIGHT 32
+/* Reads of one subscriber's history that may get no answer (connection lost, no reply in time) before it is
+ * given up (stream.gap, long-poll 503); Redis unreachable at send time does not count: it waits. */
+#define HISTORY_TRIES 8
+/* A held read answered with a transient error (LOADING, BUSY, ...) is sent again after this long. */
+#define HISTORY_RETRY_MS 1000
+
+/* A read for one held subscriber: in flight, or waiting in c->hwait for Redis. */
 typedef struct hload {
     cs_cluster_t *c;
     cs_sub_hold_t *hold;
-    int fresh; /* the node had no event of the execution when it started */
+    int fresh;      /* the node had no event of the execution when the read was sent */
+    int waiting;    /* in c->hwait */
+    unsigned tries; /* reads of it that got no answer */
+    int64_t due;    /* cs_loop_now before which it is not sent again (after a transient error) */
+    struct hload *prev, *next;
     size_t id_len;
     char id[];
 } hload_t;
+
+static void history_pump(cs_cluster_t *c);
 
 /* Whether sub's start needs events older than its execution's ring (or the node has none of it yet: Redis
  * may have them, and gives the execution's epoch). */
@@ -1547,13 +1572,133 @@ static int history_needed(const cs_sub_t *sub, const cs_start_t *start)
     return 0;
 }
 
+/* The read is given up: the subscriber is positioned against the ring alone (stream.gap where that is short;
+ * a long-poll answers 503). Only for a read Redis answered in a form that cannot be read, one it dropped
+ * HISTORY_TRIES times, out of memory and at shutdown: Redis merely away is waited for (history_wait). */
 static void history_fail(hload_t *l, const char *why)
 {
-    l->c->st.history_failed++;
-    cs_log_warn("cluster: the history of %s older than this node's ring could not be read from Redis (%s): a "
-                "subscriber resuming before the ring gets stream.gap (long-poll: 503)",
-                l->id, why);
+    if (!l->c->closing && cs_sub_hold_open(l->hold)) {
+        l->c->st.history_failed++;
+        cs_log_warn(
+            "cluster: the history of %s older than this node's ring could not be read from Redis (%s): "
+            "a subscriber resuming before the ring gets stream.gap (long-poll: 503)",
+            l->id, why);
+    }
     cs_sub_release(l->hold, 0, NULL, 0, 1);
+    free(l);
+}
+
+/* Redis is away (unreachable, not answering, loading): the subscriber stays held (heartbeats go on, nothing
+ * handed out) and its read goes out again once the node is ready (history_pump). */
+static void history_wait(cs_cluster_t *c, hload_t *l, const char *why, int away)
+{
+    if (away && !c->hwait_logged) {
+        cs_log_warn("cluster: reading history older than this node's ring waits for Redis (%s): subscribers "
+                    "resuming before the ring are held, with heartbeats, until it answers",
+                    why);
+        c->hwait_logged = 1;
+    }
+    if (away)
+        c->st.history_waited++;
+    l->waiting = 1;
+    DL_APPEND(c->hwait, l);
+    c->n_hwait++;
+    if (!cs_timer_active(&c->h_timer))
+        cs_timer_start(&c->h_timer, HISTORY_RETRY_MS);
+}
+
+static void history_unwait(cs_cluster_t *c, hload_t *l)
+{
+    DL_DELETE(c->hwait, l);
+    l->prev = l->next = NULL;
+    l->waiting = 0;
+    c->n_hwait--;
+}
+
+static void on_history(cs_redis_t *r, const redisReply *reply, void *data);
+
+/* Sends l's read (the epoch and the newest entries older than the ring as it is now), or makes it wait. */
+static void history_send(cs_cluster_t *c, hload_t *l)
+{
+    char m[300], s[300], end[32], count[24];
+    const char *argv[7];
+    size_t lens[7];
+    uint64_t first = 1, next = 1;
+    cs_exec_t *ex;
+
+    if (!c->ready || c->h_in_flight >= HISTORY_IN_FLIGHT) {
+        history_wait(c, l, c->ready ? "reads in flight" : c->why, !c->ready);
+        return;
+    }
+    if ((ex = cs_store_find(c->store, l->id, l->id_len)) != NULL)
+        cs_exec_seqs(ex, &first, &next);
+    l->fresh = next == 1;
+    snprintf(m, sizeof(m), "%s{x:%s}:m", c->prefix, l->id);
+    snprintf(s, sizeof(s), "%s{x:%s}:s", c->prefix, l->id);
+    if (l->fresh)
+        snprintf(end, sizeof(end), "+");
+    else
+        snprintf(end, sizeof(end), "%llu-0", (unsigned long long)(first - 1));
+    snprintf(count, sizeof(count), "%zu", c->ring_events + HISTORY_EXTRA);
+    argv[0] = "EVAL", argv[1] = cs_cluster_history_script, argv[2] = "2", argv[3] = m, argv[4] = s;
+    argv[5] = end, argv[6] = count;
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    if (cs_redis_command(c->cmd, on_history, l, 7, argv, lens) != 0) {
+        history_wait(c, l, "cannot send", 1);
+        return;
+    }
+    c->h_in_flight++;
+}
+
+/* Sends what waits (HISTORY_IN_FLIGHT at once) while the node is ready; drops the holds whose subscriber
+ * closed meanwhile. */
+static void history_pump(cs_cluster_t *c)
+{
+    int64_t now = cs_loop_now(c->loop);
+    size_t sent = 0;
+    hload_t *l, *t;
+
+    DL_FOREACH_SAFE(c->hwait, l, t)
+    {
+        if (!cs_sub_hold_open(l->hold)) {
+            history_unwait(c, l);
+            cs_sub_release(l->hold, 0, NULL, 0, 0);
+            free(l);
+            continue;
+        }
+        if (!c->ready || c->h_in_flight >= HISTORY_IN_FLIGHT)
+            continue; /* (the rest of the list is still swept of closed ones) */
+        if (l->due > now)
+            continue;
+        history_unwait(c, l);
+        history_send(c, l);
+        if (l->waiting)
+            break; /* could not be sent: the next pump */
+        sent++;
+    }
+    if (sent > 0 && c->hwait_logged && c->n_hwait == 0) {
+        cs_log_info("cluster: Redis answers again: the held history reads went out");
+        c->hwait_logged = 0;
+    }
+    if (c->n_hwait == 0)
+        cs_timer_stop(&c->h_timer);
+    else if (!cs_timer_active(&c->h_timer))
+        cs_timer_start(&c->h_timer, HISTORY_RETRY_MS);
+}
+
+static void on_history_timer(cs_timer_t *t)
+{
+    history_pump(t->data);
+}
+
+static int history_transient(const redisReply *reply)
+{
+    static const char *const kinds[] = {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN"};
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (reply->len >= strlen(kinds[i]) && memcmp(reply->str, kinds[i], strlen(kinds[i])) == 0)
+            return 1;
+    return 0;
 }
 
 static void on_history(cs_redis_t *r, const redisReply *reply, void *data)
@@ -1566,17 +1711,37 @@ static void on_history(cs_redis_t *r, const redisReply *reply, void *data)
     const redisReply *ent;
 
     (void)r;
+    c->h_in_flight--;
+    if (!cs_sub_hold_open(l->hold)) { /* its subscriber left: nothing to give */
+        cs_sub_release(l->hold, 0, NULL, 0, 0);
+        free(l);
+        if (reply != NULL)
+            history_pump(c);
+        return;
+    }
+    if (reply == NULL && !c->closing && ++l->tries < HISTORY_TRIES) {
+        /* Lost with the connection (or no reply in time): sent again once the node is ready again. */
+        history_wait(c, l, cs_redis_error(c->cmd)[0] ? cs_redis_error(c->cmd) : "no answer", 1);
+        return;
+    }
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && !c->closing && history_transient(reply)) {
+        l->due = cs_loop_now(c->loop) + HISTORY_RETRY_MS;
+        history_wait(c, l, reply->str, 1);
+        history_pump(c);
+        return;
+    }
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        history_fail(l, reply == NULL                      ? cs_redis_error(c->cmd)
+        history_fail(l, reply == NULL ? (c->closing ? "shutting down" : "no answer, again")
                         : reply->type == REDIS_REPLY_ERROR ? reply->str
                                                            : "an answer that is not an array");
-        free(l);
+        history_pump(c);
         return;
     }
     c->st.history_reads++;
     if (reply->elements == 0) { /* Redis has no such execution */
         cs_sub_release(l->hold, 0, NULL, 0, 0);
         free(l);
+        history_pump(c);
         return;
     }
     ent = reply->elements == 2 ? reply->element[1] : NULL;
@@ -1590,13 +1755,13 @@ static void on_history(cs_redis_t *r, const redisReply *reply, void *data)
     if (ent == NULL || ent->type != REDIS_REPLY_ARRAY || epoch == 0) {
         c->st.bad_messages++;
         history_fail(l, "an answer that could not be read");
-        free(l);
+        history_pump(c);
         return;
     }
     m = ent->elements;
     if (m > 0 && (ev = calloc(m, sizeof(*ev))) == NULL) {
         history_fail(l, "out of memory");
-        free(l);
+        history_pump(c);
         return;
     }
     /* XREVRANGE: newest first; the store takes them oldest first. */
@@ -1625,24 +1790,22 @@ static void on_history(cs_redis_t *r, const redisReply *reply, void *data)
     c->st.history_events += cs_sub_release(l->hold, epoch, ev, k, 0);
     free(ev);
     free(l);
+    history_pump(c);
 }
 
 /* The store's word that a subscriber opened on an execution: held while what its start needs of the history
- * is read from Redis (one script call: the epoch and the newest entries older than the ring, atomically). */
+ * is read from Redis (one script call: the epoch and the newest entries older than the ring, atomically),
+ * and while Redis is away (history_wait). */
 static void history_opened(void *data, cs_sub_t *sub, const cs_start_t *start)
 {
     cs_cluster_t *c = data;
     size_t id_len;
     const char *id = cs_exec_id(sub->exec, &id_len);
-    uint64_t first, next;
-    char m[300], s[300], end[32], count[24];
-    const char *argv[7];
-    size_t lens[7];
     hload_t *l;
 
-    if (!history_needed(sub, start) || id_len > 200)
+    if (c->closing || !history_needed(sub, start) || id_len > 200)
         return;
-    if ((l = malloc(sizeof(*l) + id_len + 1)) == NULL)
+    if ((l = calloc(1, sizeof(*l) + id_len + 1)) == NULL)
         return; /* positioned against the ring alone (stream.gap where it is short) */
     if ((l->hold = cs_sub_hold(sub, start)) == NULL) {
         free(l);
@@ -1651,23 +1814,22 @@ static void history_opened(void *data, cs_sub_t *sub, const cs_start_t *start)
     l->c = c;
     l->id_len = id_len;
     memcpy(l->id, id, id_len + 1);
-    cs_exec_seqs(sub->exec, &first, &next);
-    l->fresh = next == 1;
-    snprintf(m, sizeof(m), "%s{x:%s}:m", c->prefix, id);
-    snprintf(s, sizeof(s), "%s{x:%s}:s", c->prefix, id);
-    if (l->fresh)
-        snprintf(end, sizeof(end), "+");
-    else
-        snprintf(end, sizeof(end), "%llu-0", (unsigned long long)(first - 1));
-    snprintf(count, sizeof(count), "%zu", c->ring_events + HISTORY_EXTRA);
-    argv[0] = "EVAL", argv[1] = cs_cluster_history_script, argv[2] = "2", argv[3] = m, argv[4] = s;
-    argv[5] = end, argv[6] = count;
-    for (int i = 0; i < 7; i++)
-        lens[i] = strlen(argv[i]);
-    if (!c->ready || cs_redis_command(c->cmd, on_history, l, 7, argv, lens) != 0) {
-        history_fail(l, c->ready ? "cannot send" : c->why);
-        free(l);
+    if (c->n_hwait > 0 && c->ready)
+        history_pump(c); /* those waiting first */
+    history_send(c, l);
+}
+
+/* Gives up every read still waiting (shutdown). */
+static void history_clear(cs_cluster_t *c)
+{
+    hload_t *l, *t;
+
+    DL_FOREACH_SAFE(c->hwait, l, t)
+    {
+        history_unwait(c, l);
+        history_fail(l, "shutting down");
     }
+    cs_timer_stop(&c->h_timer);
 }
 
 /* ---- executions this node has not heard of (docs/cluster.md "The list of executions") ---- */

@@ -66,8 +66,9 @@ typedef struct cs_cluster_stats {
     uint64_t warm_gone;      /* of those listed: their keys had expired */
     uint64_t history_reads;  /* reads of history older than a ring, for subscribers (XREVRANGE) */
     uint64_t history_events; /* events those reads gave subscribers */
-    uint64_t
-        history_failed; /* of them: no answer (Redis down, no reply in time): logged, stream.gap or 503 */
+    uint64_t history_failed; /* given up (unreadable answer, 8 lost): stream.gap or 503 */
+    uint64_t history_waited; /* reads that waited for Redis (away): their subscribers held */
+    size_t history_waiting;  /* subscribers held now until Redis answers their read */
 } cs_cluster_stats_t;
 
 /** Starts cluster mode on store: connects (in the background), sets the store's remote step and closes its

@@ -543,8 +543,8 @@ static int status_wait(cs_http_t *h, http_req_t *q)
     cs_start_t start = {.kind = CS_START_NOW};
     cs_filter_t none = {0};
 
-    if (d->cluster == NULL || d->stopping)
-        return 0;
+    if (d->cluster == NULL || d->stopping || cs_cluster_degraded(d->cluster, NULL))
+        return 0; /* (Redis away: answered at once with what this node holds, as before it held reads) */
     if ((ex = cs_store_find(d->store, rt->execution_id, rt->execution_id_len)) != NULL)
         cs_exec_seqs(ex, &first, &next);
     if (next > 1 || cs_sub_open(d->store, &q->sub, rt->execution_id, rt->execution_id_len, &start, &none,
@@ -695,7 +695,14 @@ static void cluster_metrics(metrics_out_t *b, cs_daemon_t *d)
     metric(b, "cluster_history_events_total", "counter", "Events those reads gave subscribers.",
            cs.history_events);
     metric(b, "cluster_history_failed_total", "counter",
-           "History reads Redis did not answer (stream.gap, long-poll 503).", cs.history_failed);
+           "History reads given up: an answer that could not be read, or none after 8 tries (stream.gap, "
+           "long-poll 503).",
+           cs.history_failed);
+    metric(b, "cluster_history_waited_total", "counter",
+           "History reads that waited for Redis (unreachable, no reply, loading): their subscribers held.",
+           cs.history_waited);
+    metric(b, "cluster_history_waiting", "gauge",
+           "Subscribers held now until Redis answers the read of their older history.", cs.history_waiting);
     metric(b, "cluster_lost_total", "counter",
            "Events a hole lacked that Redis no longer had (subscribers behind got stream.gap).", cs.lost);
     metric(b, "cluster_bad_messages_total", "counter",

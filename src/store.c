@@ -3210,6 +3210,11 @@ int cs_sub_held(const cs_sub_t *sub)
     return sub->hold != NULL;
 }
 
+int cs_sub_hold_open(const cs_sub_hold_t *h)
+{
+    return h->sub != NULL;
+}
+
 /* A frame of an older event (outside every ring): its JSON as stored with ,"seq":N appended, exactly as a
  * ring renders it. NULL when it is not one event on one line, or out of memory. */
 static cs_frame_t *hist_frame(cs_store_t *st, uint64_t epoch, const cs_hist_event_t *e)

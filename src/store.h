@@ -568,6 +568,10 @@ cs_sub_hold_t *cs_sub_hold(cs_sub_t *sub, const cs_start_t *start);
 /** Nonzero while sub is held. */
 int cs_sub_held(const cs_sub_t *sub);
 
+/** Nonzero while the hold's subscriber is still open (0 once it closed: only cs_sub_release is left to do).
+ */
+int cs_sub_hold_open(const cs_sub_hold_t *hold);
+
 /** Who is told of every subscriber opened on an execution (the cluster, to read older history): opened runs
  * at the end of cs_sub_open and may hold the subscriber (cs_sub_hold). */
 typedef struct cs_store_history {

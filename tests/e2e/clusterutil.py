@@ -283,6 +283,107 @@ def proc_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# ---- a proxy in front of Redis that can hold back one connection's replies -----------------------------
+
+
+class StallProxy:
+    """A Unix-socket proxy in front of a Redis, for one node: `unix:<proxy.sock>` as its cluster.redis.
+    Each connection is tagged by the client name the daemon gives it (CLIENT SETNAME crewstream-<node>-cmd
+    or -sub). `stall("cmd")` holds back what Redis answers on the command connections (requests go on
+    reaching Redis) until `release()`: a node's XRANGE fill stays in flight while its channel goes on.
+    Keep a stall under the daemon's reply timeout (2 s), or it drops the connection. Threads, all daemon."""
+
+    def __init__(self, redis):
+        self.target = redis.sock
+        self.sock = os.path.join(redis.dir, "proxy.sock")
+        self.stalled = set()
+        self.lock = threading.Lock()
+        self.conns = []
+        self.closed = False
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(self.sock)
+        self.srv.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self):
+        return "unix:" + self.sock
+
+    def stall(self, kind):
+        self.stalled.add(kind)
+
+    def release(self):
+        self.stalled.clear()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                u.connect(self.target)
+            except OSError:
+                c.close()
+                continue
+            conn = {"c": c, "u": u, "kind": None}
+            with self.lock:
+                self.conns.append(conn)
+            threading.Thread(target=self._up, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._down, args=(conn,), daemon=True).start()
+
+    def _up(self, conn):
+        seen = b""
+        try:
+            while True:
+                data = conn["c"].recv(65536)
+                if not data:
+                    break
+                if conn["kind"] is None:
+                    seen = (seen + data)[-4096:]
+                    for kind in ("cmd", "sub"):
+                        if b"-" + kind.encode() + b"\r\n" in seen:
+                            conn["kind"] = kind
+                conn["u"].sendall(data)
+        except OSError:
+            pass
+        self._shut(conn)
+
+    def _down(self, conn):
+        try:
+            while True:
+                data = conn["u"].recv(1 << 20)
+                if not data:
+                    break
+                while conn["kind"] in self.stalled and not self.closed:
+                    time.sleep(0.005)
+                conn["c"].sendall(data)
+        except OSError:
+            pass
+        self._shut(conn)
+
+    def _shut(self, conn):
+        for k in ("c", "u"):
+            try:
+                conn[k].shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.closed = True
+        self.release()
+        try:
+            self.srv.close()
+        except OSError:
+            pass
+        with self.lock:
+            for conn in self.conns:
+                self._shut(conn)
+                conn["c"].close()
+                conn["u"].close()
+
+
 # ---- nodes --------------------------------------------------------------------------------------------
 
 

@@ -6,9 +6,11 @@ bare seq or since_seq from before the ring) is held while one script reads them 
 exactly the events after its start, then live — on SSE, WebSocket and long-poll, with ?types= too. An
 execution the node never saw is served (200, the history), also on a long-poll that never holds
 (timeout=0, the seed's /poll/human-input/ route). Redis not answering: a long-poll whose resume would be
-short answers 503 (retry), never a silent gap; it is counted in /metrics.
+short answers 503 (retry) at its timeout, never a silent gap; an SSE or WebSocket stream stays held (heartbeats)
+and continues exactly once Redis is back; both are counted in /metrics.
 """
 
+import json
 import time
 import urllib.parse
 
@@ -16,7 +18,7 @@ import pytest
 
 from clusterutil import (add_node, check_exact, cluster_factory, join_all, need_real_cluster, reader,  # noqa: F401
                          redis)
-from csutil import SSEClient, ev, poll, wait_until
+from csutil import RawWS, SSEClient, ev, poll, wait_until
 
 
 def sse_ids(node, x, n):
@@ -143,7 +145,9 @@ def test_redis_frozen_a_short_resume_is_503_not_a_silent_gap(cluster_factory, ma
     finally:
         redis.thaw()
     c.wait_healthy(20)
-    assert metric(d, "cluster_history_failed_total") >= 1
+    # Not given up: the read waited for Redis (held), the long-poll answered 503 at its timeout.
+    assert metric(d, "cluster_history_waited_total") >= 1
+    assert metric(d, "cluster_history_failed_total") == 0
     # Redis back: the same resume is exact.
     rr = reader("poll", d, x, 25, timeout=8, query="last_event_id=" + urllib.parse.quote(cur[10], safe=""))
     rr.join(12)
@@ -198,3 +202,79 @@ def test_the_list_on_a_node_started_later_has_every_execution(cluster_factory, m
     assert listed(c[0]) == want
     assert wait_until(lambda: listed(d) == want, 5), listed(d)
     assert metric(d, "cluster_warmed_total") == 3
+
+
+@pytest.mark.parametrize("how", ["stopped", "frozen"])
+def test_redis_away_a_resume_before_the_ring_is_held_and_continues_exactly(cluster_factory, make_daemon, redis,
+                                                                           how):
+    """SPEC §11: Redis away, streams stay open with heartbeats and continue when it is back. A resume that
+    needs history older than the node's ring is not lost, Redis is only away: the SSE and WebSocket
+    subscribers stay held (heartbeats, no event, no stream.gap) and get exactly the rest once Redis answers
+    again, then live. "stopped": Redis refuses (the reads wait from the start); "frozen": the read is in
+    flight when Redis stops answering (it is sent again after the reconnect). A long-poll keeps its 503 at
+    its timeout, and a held subscriber that leaves meanwhile is let go (the ASan build checks nothing leaks)."""
+    need_real_cluster()
+    redis.stop()
+    redis.start(aof="everysec")  # a clean stop writes the AOF: the data comes back
+    x = "hist-away-" + how
+    c, d, want = late_node_with_a_short_ring(cluster_factory, make_daemon, x)
+    cur = sse_ids(c[0], x, 35)
+    if how == "stopped":
+        redis.stop()
+        assert wait_until(lambda: metric(d, "cluster_ready") == 0, 10), "the late node did not see Redis go"
+    else:
+        redis.freeze()
+    t_down = time.monotonic()
+    sse = SSEClient(d.port, "/v1/executions/%s/events" % x, headers={"Last-Event-ID": cur[10]})
+    ws = RawWS(d.port, "/v1/executions/%s/ws?last_event_id=5" % x)
+    gone = [SSEClient(d.port, "/v1/executions/%s/events?since_seq=%d" % (x, i)) for i in (1, 2, 3)]
+    assert sse.status == 200 and ws.status == 101 and all(g.status == 200 for g in gone)
+    try:
+        # A long-poll's resume is held too, and answered 503 (retry) at its timeout, never a short 200.
+        t0 = time.monotonic()
+        r = poll(d.base, "/v1/executions/%s/poll" % x, {"timeout": "1", "since_seq": "3"}, http_timeout=15)
+        assert r.status_code == 503 and r.json()["error"] == "unavailable", (r.status_code, r.text)
+        assert time.monotonic() - t0 < 6
+        for g in gone:  # subscribers that leave while held
+            g.close()
+        # The streams stay open: heartbeats only (heartbeat_s 1), no event, no stream.gap, no close.
+        beats, deadline = 0, time.monotonic() + 3.5
+        while time.monotonic() < deadline:
+            f = sse.next_frame(timeout=max(0.05, deadline - time.monotonic()))
+            if f is None or f.kind == "retry":
+                continue
+            assert f.kind == "comment", "while Redis was %s the held SSE stream got %r" % (how, f)
+            beats += 1
+        assert beats >= 2, "%d SSE heartbeats in 3.5 s while held" % beats
+        assert ws.next_message(1.0) is None, "the held WebSocket got a message while Redis was " + how
+        if how == "frozen":  # the read in flight timed out: it waits too, and the node says so
+            assert wait_until(lambda: metric(d, "cluster_ready") == 0, 10)
+        assert metric(d, "cluster_history_waiting") >= 2
+        assert metric(d, "cluster_history_failed_total") == 0
+    finally:
+        if how == "stopped":
+            redis.start(aof="everysec")
+        else:
+            redis.thaw()
+    assert time.monotonic() - t_down < 20
+    c.wait_healthy(20)
+    # Exactly the rest, from Redis' history then the ring, then live; no stream.gap.
+    got = [f.json() for f in sse.collect(25, timeout=10)]
+    assert [(e["seq"], e["event_id"]) for e in got] == want[10:], [e.get("seq") for e in got]
+    got_ws = []
+    while len(got_ws) < 30:
+        m = ws.next_message(10)
+        if m is None:
+            break
+        got_ws.append(json.loads(m))
+    assert [(e.get("seq"), e.get("event_id")) for e in got_ws] == want[5:], [e.get("seq") for e in got_ws]
+    more = c[0].post_ok(ev(x, "log", i=200))
+    f = sse.next_event(10)
+    assert f is not None and f.json()["event_id"] == more[0]["event_id"]
+    m = ws.next_message(10)
+    assert m is not None and json.loads(m)["event_id"] == more[0]["event_id"]
+    sse.close()
+    ws.close()
+    assert wait_until(lambda: metric(d, "cluster_history_waiting") == 0, 5)
+    assert metric(d, "cluster_history_waited_total") >= 2
+    assert metric(d, "cluster_history_failed_total") == 0
