@@ -22,10 +22,14 @@ static int dec(const char *p, size_t n, uint64_t max, uint64_t *out)
         if (p[i] < '0' || p[i] > '9')
             return -EINVAL;
         d = (unsigned)(p[i] - '0');
-        if (v > (max - d) / 10)
+        /* Up to 19 digits cannot overflow 64 bits: the division (slow, and every event's seq, epoch and
+         * length go through here) only for the 20th. */
+        if (i == 19 && v > (UINT64_MAX - d) / 10)
             return -EINVAL;
         v = v * 10 + d;
     }
+    if (v > max)
+        return -EINVAL;
     *out = v;
     return 0;
 }
