@@ -41,7 +41,9 @@
  * came is known not to be stored once that time has passed), the call's receipt key, the longest TTL, the
  * event-id index's generation width (store.ring_events), then per event: execution id, "<type> <event_id>"
  * (its index field; empty when the node made the event_id: nobody can re-post it before it is stored, and
- * every node's ring knows it from then on, as a lone daemon's does), ttl, the JSON's length (decimal), JSON.
+ * every node's ring knows it from then on, as a lone daemon's does), ttl, " <execution id> <the JSON's
+ * length>\n" (the node writes the part of the event's batch-message header after "<epoch> <seq>", so the
+ * script makes no string per event for it), JSON.
  * Returns the receipt: per event "<seq> <epoch>" (the seq with '-' for a duplicate), space-separated, one
  * bulk string, which is also kept under the receipt key for RECEIPT_TTL_S, so a call whose reply was lost
  * can be read back (see "publishes whose outcome is unknown"). An execution's meta hash is read once per
@@ -70,7 +72,7 @@ const char cs_cluster_script[] =
     "if now > dl then\n"
     "  return redis.error_reply('LATE the publish reached Redis after its deadline: not stored')\n"
     "end\n"
-    "local ex, msg, n, rc, zs = {}, {''}, 0, {}, {}\n"
+    "local ex, msg, n, rc, zs, mk, rn = {}, {''}, 0, {}, {}, 1, 0\n"
     "for i = 9, #ARGV, 5 do\n"
     "  local x, f, j = ARGV[i], ARGV[i+1], ARGV[i+4]\n"
     "  local e = ex[x]\n"
@@ -85,7 +87,7 @@ const char cs_cluster_script[] =
     "    else\n"
     "      e.ep, e.seq, e.xt, e.xa = h[1], tonumber(h[2] or 0), h[3], tonumber(h[4] or -1)\n"
     "    end\n"
-    "    e.en, e.seq0, e.ix = tonumber(e.ep) or 0, e.seq, b .. 'i:' .. e.ep .. ':'\n"
+    "    e.eps, e.seq0, e.ix = e.ep .. ' ', e.seq, b .. 'i:' .. e.ep .. ':'\n"
     "    ex[x] = e\n"
     "    zs[#zs+1] = now\n"
     "    zs[#zs+1] = x\n"
@@ -107,14 +109,13 @@ const char cs_cluster_script[] =
     "    e.seq = sn\n"
     "    if sn % gw == 0 and sn >= 2 * gw then call('DEL', e.ix .. (sn / gw - 2)) end\n"
     "    call('XADD', e.s, 'MAXLEN', '~', maxlen, s, 'j', j)\n"
-    "    msg[#msg+1] = e.ep .. ' ' .. s .. ' ' .. x .. ' ' .. ARGV[i+3] .. '\\n'\n"
-    "    msg[#msg+1] = j\n"
-    "    n = n + 1\n"
-    "    rc[#rc+1] = s\n"
+    "    msg[mk+1], msg[mk+2], msg[mk+3], msg[mk+4] = e.eps, s, ARGV[i+3], j\n"
+    "    mk, n = mk + 4, n + 1\n"
+    "    rc[rn+1] = s\n"
     "  else\n"
-    "    rc[#rc+1] = '-' .. o\n"
+    "    rc[rn+1] = '-' .. o\n"
     "  end\n"
-    "  rc[#rc+1] = e.ep\n"
+    "  rc[rn+2], rn = e.ep, rn + 2\n"
     "end\n"
     "if n > 0 then\n"
     "  msg[1] = '*' .. n .. '\\n'\n"
@@ -149,8 +150,8 @@ typedef struct qent {
     const char *key; /* "<type> <event_id>": the index field; type and eid point into it */
     size_t key_len;
     unsigned ttl;
-    char jlen_s[24];
-    size_t jlen_len;
+    const char *hd; /* " <exec> <json_len>\n": its batch message's header after "<epoch> <seq>" */
+    size_t hd_len;
     char mem[]; /* exec, key, json, each NUL-terminated (type is not: a space follows it) */
 } qent_t;
 
@@ -787,7 +788,7 @@ static void send_batch(cs_cluster_t *c)
         w = resp_arg(w, q->exec, q->exec_len);
         w = resp_arg(w, q->key, q->key_len);
         w = resp_arg(w, ttl_s[t], ttl_len[t]);
-        w = resp_arg(w, q->jlen_s, q->jlen_len);
+        w = resp_arg(w, q->hd, q->hd_len);
         w = resp_arg(w, q->json, q->json_len);
         b->e[i] = q;
     }
@@ -826,7 +827,7 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
                                char *detail, size_t detail_len)
 {
     cs_cluster_t *c = data;
-    size_t need = p->exec_len + p->type_len + p->event_id_len + p->json_len + 4;
+    size_t need = 2 * p->exec_len + p->type_len + p->event_id_len + p->json_len + 4 + 4 + 21;
     qent_t *q;
     char *m;
 
@@ -867,7 +868,14 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
     q->key_len = p->generated_id ? 0 : p->type_len + 1 + p->event_id_len;
     PUT(json, json_len, p->json, p->json_len);
 #undef PUT
-    q->jlen_len = utoa(q->jlen_s, q->json_len);
+    q->hd = m; /* need has room: 4 + exec_len + 21 */
+    *m++ = ' ';
+    memcpy(m, p->exec, p->exec_len);
+    m += p->exec_len;
+    *m++ = ' ';
+    m += utoa(m, q->json_len);
+    *m++ = '\n';
+    q->hd_len = (size_t)(m - q->hd);
     q->ticket = p->ticket;
     if (done != NULL)
         q->done = *done;
@@ -1582,10 +1590,10 @@ static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, c
     /* the publish script's own (send_batch), for one event: */
     argv[7] = c->prefix, argv[8] = maxlen, argv[9] = c->chan, argv[10] = cand, argv[11] = deadline;
     argv[12] = receipt, argv[13] = keep_s, argv[14] = maxlen;
-    argv[15] = q->exec, argv[16] = q->key, argv[17] = ttl_s, argv[18] = q->jlen_s, argv[19] = q->json;
+    argv[15] = q->exec, argv[16] = q->key, argv[17] = ttl_s, argv[18] = q->hd, argv[19] = q->json;
     for (size_t i = 0; i < 20; i++)
         lens[i] = strlen(argv[i]);
-    lens[5] = q->eid_len, lens[15] = q->exec_len, lens[16] = q->key_len, lens[18] = q->jlen_len;
+    lens[5] = q->eid_len, lens[15] = q->exec_len, lens[16] = q->key_len, lens[18] = q->hd_len;
     lens[19] = q->json_len;
     a->one = q;
     a->b.c = c;
