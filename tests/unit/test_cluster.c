@@ -464,6 +464,34 @@ static void test_index_bounded(void)
     CHECK(w[10].e == CS_OK && !w[10].dup && w[10].seq == 201);
 }
 
+/* Redis' script cache flushed under a ready node: the EVALSHAs in flight get NOSCRIPT and are answered
+ * unavailable (nothing stored), the command connection is made again (the scripts loaded first), and the
+ * next publish is stored with the next seq: no publish is re-sent on its own (it could be overtaken). */
+static void test_script_flushed(void)
+{
+    cmd_done = 0;
+    {
+        const char *argv[2] = {"SCRIPT", "FLUSH"};
+        size_t lens[2] = {6, 5};
+        REQUIRE(cs_redis_command(n1.c->cmd, on_cmd, NULL, 2, argv, lens) == 0);
+    }
+    memset(w, 0, sizeof(w));
+    n_called = 0;
+    CHECK(post(&n1, 0, "{\"execution_id\":\"x5\",\"type\":\"log\",\"event_id\":\"f1\"}") == CS_PENDING);
+    CHECK(post(&n1, 1, "{\"execution_id\":\"x5\",\"type\":\"log\",\"event_id\":\"f2\"}") == CS_PENDING);
+    want_called = 2;
+    REQUIRE(run_until(all_called, 5000));
+    CHECK(w[0].e == CS_ERR_UNAVAILABLE && w[1].e == CS_ERR_UNAVAILABLE);
+    (void)run_until(n1_down, 3000); /* the connection is made again */
+    REQUIRE(run_until(both_ready, 8000));
+    memset(w, 0, sizeof(w));
+    n_called = 0;
+    CHECK(post(&n1, 1, "{\"execution_id\":\"x5\",\"type\":\"log\",\"event_id\":\"f2\"}") == CS_PENDING);
+    want_called = 1;
+    REQUIRE(run_until(all_called, 5000));
+    CHECK(w[1].e == CS_OK && w[1].seq == 1 && !w[1].dup);
+}
+
 /* A message on the channel that is not crewstream events: counted, logged, nothing stored; the channel
  * goes on. */
 static int n2_bad;
@@ -505,6 +533,7 @@ int main(void)
     RUN(test_publish_and_share);
     RUN(test_index_and_ttl);
     RUN(test_index_bounded);
+    RUN(test_script_flushed);
     RUN(test_bad_message);
     RUN(test_hole_filled);
     RUN(test_redis_restarted_empty);
