@@ -868,7 +868,7 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
     q->key_len = p->generated_id ? 0 : p->type_len + 1 + p->event_id_len;
     PUT(json, json_len, p->json, p->json_len);
 #undef PUT
-    q->hd = m; /* need has room: 4 + exec_len + 21 */
+    q->hd = m; /* need has room: 4 + exec_len + 21 (2 spaces, up to 20 digits, a newline, a NUL) */
     *m++ = ' ';
     memcpy(m, p->exec, p->exec_len);
     m += p->exec_len;
@@ -876,6 +876,7 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
     m += utoa(m, q->json_len);
     *m++ = '\n';
     q->hd_len = (size_t)(m - q->hd);
+    *m = '\0'; /* a string like the others (answer_submit takes strlen of every argument first) */
     q->ticket = p->ticket;
     if (done != NULL)
         q->done = *done;
