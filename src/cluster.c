@@ -38,78 +38,108 @@
 /*
  * ARGV: prefix, maxlen, channel, an epoch candidate (for every execution the call creates), a deadline
  * (Redis' clock, ms: a call that reaches Redis later stores nothing, so that a publish whose reply never
- * came is known not to be stored once that time has passed), the call's receipt key, then per event:
- * execution id, "<type> <event_id>" (its index field; empty when the node made the event_id: nobody can
- * re-post it before it is stored, and every node's ring knows it from then on, as a lone daemon's does),
- * ttl, the JSON's length (decimal), JSON.
- * Returns per event two integers: the seq (negated for a duplicate) and the epoch; the same list, as text,
- * is kept under the receipt key for RECEIPT_TTL_S, so a call whose reply was lost can be read back (see
- * "publishes whose outcome is unknown"). An execution's meta hash is read once per call and its seq
- * written back once, its keys' EXPIRE set once (the last event's TTL); per event: HSETNX of the index entry
- * (0: a re-post, whose seq HGET reads) and XADD; one PUBLISH per call carries every event it stored
- * (cmsg.h: a batch message). Seqs are formatted once each with %d (Lua's own number to string goes through
- * printf's floating point; XADD takes "<seq>" as "<seq>-0"). A meta hash that is new gets the candidate as
- * its epoch; what is left of an older history under the same keys (a stream or index that outlived its
- * meta hash) goes with it, so XADD never meets an id ahead of the new seqs.
+ * came is known not to be stored once that time has passed), the call's receipt key, the longest TTL, the
+ * event-id index's generation width (store.ring_events), then per event: execution id, "<type> <event_id>"
+ * (its index field; empty when the node made the event_id: nobody can re-post it before it is stored, and
+ * every node's ring knows it from then on, as a lone daemon's does), ttl, " <execution id> <the JSON's
+ * length>\n" (the node writes the part of the event's batch-message header after "<epoch> <seq>", so the
+ * script makes no string per event for it), JSON.
+ * Returns the receipt: per event "<seq> <epoch>" (the seq with '-' for a duplicate), space-separated, one
+ * bulk string, which is also kept under the receipt key for RECEIPT_TTL_S, so a call whose reply was lost
+ * can be read back (see "publishes whose outcome is unknown"). An execution's meta hash is read once per
+ * call (HMGET) and written back once (HSET seq, and when its keys' TTL was set); per event: the index
+ * lookup (only for a producer's own event_id) and XADD; one PUBLISH per call carries every event it stored
+ * (cmsg.h: a batch message), one ZADD every execution it touched. Seqs are formatted once each with %d
+ * (Lua's own number to string goes through printf's floating point; XADD takes "<seq>" as "<seq>-0").
+ * The keys' EXPIRE is set when the meta hash is new, when the TTL changes (a finishing event) and else at
+ * most every min(60 s, TTL/10) (meta fields xt: the TTL set, xa: when, Redis' ms): so the keys live
+ * between TTL - min(60 s, TTL/10) and TTL after the last event, and three EXPIREs per execution per call
+ * are saved. The event-id index is kept in generations of gw seqs, "<prefix>{x:X}:i:<epoch>:<g>" with g =
+ * floor(seq / gw): an id is looked up in the current generation and the previous one, HSETNX'd into the
+ * current one (EXPIRE NX: a new generation gets the keys' TTL), and a generation is deleted when the one
+ * two after it starts; so a re-post is recognised while fewer than gw (store.ring_events) events were
+ * stored after the first one, as long as the node's ring would hold it, and the index of an execution holds
+ * at most 2 gw ids. A meta hash that is new gets the candidate as its epoch; a stream left from an older
+ * history under the same keys (one that outlived its meta hash) goes with it, so XADD never meets an id
+ * ahead of the new seqs (an older history's index generations carry its epoch in their names).
  */
 const char cs_cluster_script[] =
     "local p, maxlen, chan, cand, dl, rk = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]\n"
-    "local keep = tonumber(ARGV[7])\n"
-    "local call, fmt = redis.call, string.format\n"
+    "local keep, gw = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
+    "local call, fmt, floor = redis.call, string.format, math.floor\n"
     "local tm = call('TIME')\n"
-    "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
+    "local now = tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000)\n"
     "if now > dl then\n"
     "  return redis.error_reply('LATE the publish reached Redis after its deadline: not stored')\n"
     "end\n"
-    "local out, ex, msg, n, rc = {}, {}, {''}, 0, {}\n"
-    "for i = 8, #ARGV, 5 do\n"
+    "local ex, msg, n, rc, zs, mk, rn = {}, {''}, 0, {}, {}, 1, 0\n"
+    "for i = 9, #ARGV, 5 do\n"
     "  local x, f, j = ARGV[i], ARGV[i+1], ARGV[i+4]\n"
     "  local e = ex[x]\n"
     "  if not e then\n"
     "    local b = p .. '{x:' .. x .. '}:'\n"
-    "    e = {m = b .. 'm', s = b .. 's', ix = b .. 'i'}\n"
-    "    local h = call('HMGET', e.m, 'epoch', 'seq')\n"
+    "    e = {m = b .. 'm', s = b .. 's'}\n"
+    "    local h = call('HMGET', e.m, 'epoch', 'seq', 'xt', 'xa')\n"
     "    if not h[1] then\n"
-    "      call('DEL', e.s, e.ix)\n"
-    "      e.ep, e.seq = cand, 0\n"
+    "      call('DEL', e.s)\n"
+    "      e.ep, e.seq, e.xa = cand, 0, -1\n"
     "      call('HSET', e.m, 'epoch', e.ep)\n"
     "    else\n"
-    "      e.ep, e.seq = h[1], tonumber(h[2] or 0)\n"
+    "      e.ep, e.seq, e.xt, e.xa = h[1], tonumber(h[2] or 0), h[3], tonumber(h[4] or -1)\n"
     "    end\n"
-    "    e.en, e.seq0 = tonumber(e.ep) or 0, e.seq\n"
+    "    e.eps, e.seq0, e.ix = e.ep .. ' ', e.seq, b .. 'i:' .. e.ep .. ':'\n"
     "    ex[x] = e\n"
+    "    zs[#zs+1] = now\n"
+    "    zs[#zs+1] = x\n"
     "  end\n"
     "  e.ttl = ARGV[i+2]\n"
-    "  local s = fmt('%d', e.seq + 1)\n"
-    "  if f == '' or call('HSETNX', e.ix, f, s) == 1 then\n"
-    "    e.seq = e.seq + 1\n"
-    "    call('XADD', e.s, 'MAXLEN', '~', maxlen, s, 'j', j)\n"
-    "    msg[#msg+1] = e.ep .. ' ' .. s .. ' ' .. x .. ' ' .. ARGV[i+3] .. '\\n'\n"
-    "    msg[#msg+1] = j\n"
-    "    n = n + 1\n"
-    "    out[#out+1] = e.seq\n"
-    "    rc[#rc+1] = s\n"
-    "  else\n"
-    "    local o = call('HGET', e.ix, f)\n"
-    "    out[#out+1] = -tonumber(o)\n"
-    "    rc[#rc+1] = '-' .. o\n"
+    "  local sn = e.seq + 1\n"
+    "  local s, o = fmt('%d', sn)\n"
+    "  if f ~= '' then\n"
+    "    local g = floor(sn / gw)\n"
+    "    if g > 0 then o = call('HGET', e.ix .. (g - 1), f) end\n"
+    "    if not o then\n"
+    "      local k = e.ix .. g\n"
+    "      if call('HSETNX', k, f, s) == 0 then o = call('HGET', k, f) end\n"
+    "      if not e.gk then e.gk = {} end\n"
+    "      e.gk[k] = true\n"
+    "    end\n"
     "  end\n"
-    "  rc[#rc+1] = e.ep\n"
-    "  out[#out+1] = e.en\n"
+    "  if not o then\n"
+    "    e.seq = sn\n"
+    "    if sn % gw == 0 and sn >= 2 * gw then call('DEL', e.ix .. (sn / gw - 2)) end\n"
+    "    call('XADD', e.s, 'MAXLEN', '~', maxlen, s, 'j', j)\n"
+    "    msg[mk+1], msg[mk+2], msg[mk+3], msg[mk+4] = e.eps, s, ARGV[i+3], j\n"
+    "    mk, n = mk + 4, n + 1\n"
+    "    rc[rn+1] = s\n"
+    "  else\n"
+    "    rc[rn+1] = '-' .. o\n"
+    "  end\n"
+    "  rc[rn+2], rn = e.ep, rn + 2\n"
     "end\n"
     "if n > 0 then\n"
     "  msg[1] = '*' .. n .. '\\n'\n"
     "  call('PUBLISH', chan, table.concat(msg))\n"
     "end\n"
     "for x, e in pairs(ex) do\n"
-    "  if e.seq ~= e.seq0 then call('HSET', e.m, 'seq', e.seq) end\n"
-    "  call('EXPIRE', e.m, e.ttl); call('EXPIRE', e.s, e.ttl); call('EXPIRE', e.ix, e.ttl)\n"
-    "  call('ZADD', p .. 'execs', now, x)\n"
+    "  local t = tonumber(e.ttl)\n"
+    "  if e.xt ~= e.ttl or now - e.xa >= math.min(60000, t * 100) then\n"
+    "    call('EXPIRE', e.m, t); call('EXPIRE', e.s, t)\n"
+    "    local g = floor(e.seq / gw)\n"
+    "    call('EXPIRE', e.ix .. g, t)\n"
+    "    if g > 0 then call('EXPIRE', e.ix .. (g - 1), t) end\n"
+    "    call('HSET', e.m, 'seq', e.seq, 'xt', e.ttl, 'xa', now)\n"
+    "  else\n"
+    "    if e.gk then for k in pairs(e.gk) do call('EXPIRE', k, t, 'NX') end end\n"
+    "    if e.seq ~= e.seq0 then call('HSET', e.m, 'seq', e.seq) end\n"
+    "  end\n"
     "end\n"
+    "call('ZADD', p .. 'execs', unpack(zs))\n"
     "call('ZREMRANGEBYSCORE', p .. 'execs', '-inf', '(' .. fmt('%d', now - keep * 1000))\n"
     "call('EXPIRE', p .. 'execs', keep)\n"
-    "call('SET', rk, table.concat(rc, ' '), 'EX', '" RECEIPT_TTL_S "')\n"
-    "return out\n";
+    "local r = table.concat(rc, ' ')\n"
+    "call('SET', rk, r, 'EX', '" RECEIPT_TTL_S "')\n"
+    "return r\n";
 
 /* One publish waiting for Redis: its completion and the script's six arguments (in one allocation). */
 typedef struct qent {
@@ -120,8 +150,8 @@ typedef struct qent {
     const char *key; /* "<type> <event_id>": the index field; type and eid point into it */
     size_t key_len;
     unsigned ttl;
-    char jlen_s[24];
-    size_t jlen_len;
+    const char *hd; /* " <exec> <json_len>\n": its batch message's header after "<epoch> <seq>" */
+    size_t hd_len;
     char mem[]; /* exec, key, json, each NUL-terminated (type is not: a space follows it) */
 } qent_t;
 
@@ -210,6 +240,9 @@ struct cs_cluster {
     size_t n_hwait, h_in_flight;
     int hwait_logged;   /* the wait was logged (once an outage) */
     cs_timer_t h_timer; /* sends what waits again, sweeps closed ones */
+    char sha[41], asha[41]; /* SCRIPT LOAD's SHA1 of the publish script and of the answer script: EVALSHA */
+    char *wb;               /* a script call's command, written in RESP here (send_batch), reused */
+    size_t wb_cap;
     char why[256];
     cs_cluster_stats_t st;
 };
@@ -574,8 +607,9 @@ static void answer(cs_cluster_t *c, qent_t *q, cs_err_t e, const cs_cmsg_result_
         pub.seq = res != NULL ? res->seq : 0;
         pub.duplicate = res != NULL ? res->duplicate : 0;
         pub.ticket = q->ticket;
-        snprintf(pub.event_id, sizeof(pub.event_id), "%s", q->eid);
-        if (req != NULL)
+        memcpy(pub.event_id, q->eid,
+               q->eid_len < sizeof(pub.event_id) ? q->eid_len : sizeof(pub.event_id) - 1);
+        if (req != NULL && req[0] != '\0')
             snprintf(pub.request_event_id, sizeof(pub.request_event_id), "%s", req);
         q->done.fn(q->done.data, e, &pub, detail);
     }
@@ -621,6 +655,8 @@ static void on_batch(cs_redis_t *r, const redisReply *reply, void *data)
         if (strncmp(reply->str, "LATE", 4) == 0)
             c->st.late += b->n;
         cs_log_error("%s", detail);
+        if (strncmp(reply->str, "NOSCRIPT", 8) == 0) /* its script cache was flushed: every call after this */
+            cs_redis_reset(c->cmd, "the publish script is not loaded in Redis (NOSCRIPT): loaded again");
     } else if ((res = calloc(b->n, sizeof(*res))) == NULL || cs_cmsg_script_reply(reply, b->n, res) != 0) {
         snprintf(detail, sizeof(detail), "cluster: Redis' answer to a publish could not be read");
         if (res != NULL)
@@ -681,22 +717,42 @@ static size_t receipt_key(const cs_cluster_t *c, uint64_t id, char *buf, size_t 
     return n < 0 ? 0 : (size_t)n >= size ? size - 1 : (size_t)n;
 }
 
-/* Sends up to BATCH_MAX queued publishes as one script call. */
+/* Appends one RESP bulk string ("$<n>\r\n<bytes>\r\n") at w; returns the end. */
+static char *resp_arg(char *w, const char *p, size_t n)
+{
+    *w++ = '$';
+    w += utoa(w, n);
+    *w++ = '\r', *w++ = '\n';
+    memcpy(w, p, n);
+    w += n;
+    *w++ = '\r', *w++ = '\n';
+    return w;
+}
+
+/* Sends up to BATCH_MAX queued publishes as one script call: EVALSHA (the script is loaded when the command
+ * connection comes up, before anything else is sent on it), its command written in RESP here. */
 static void send_batch(cs_cluster_t *c)
 {
     size_t n = c->nq < BATCH_MAX ? c->nq : BATCH_MAX;
-    size_t argc = 10 + 5 * n;
-    const char **argv = malloc(argc * sizeof(*argv));
-    size_t *lens = malloc(argc * sizeof(*lens));
+    size_t argc = 11 + 5 * n, need = 32 + strlen(cs_cluster_script);
     batch_t *b = calloc(1, sizeof(*b));
-    char maxlen[24], cand[24], deadline[24], receipt[400], ttl_s[2][16];
+    char maxlen[24], cand[24], deadline[24], receipt[400], ttl_s[2][16], keep[16];
+    const char *head[11];
+    size_t head_len[11], ttl_len[2];
+    char *w;
     int rc;
 
-    if (argv == NULL || lens == NULL || b == NULL || (b->e = malloc(n * sizeof(*b->e))) == NULL) {
-        free(argv);
-        free(lens);
-        if (b != NULL)
-            free(b->e);
+    for (size_t i = 0; i < n; i++)
+        need += c->q[i]->exec_len + c->q[i]->key_len + c->q[i]->json_len + 5 * 32;
+    need += 11 * 32 + 2 * sizeof(receipt) + strlen(c->prefix) + strlen(c->chan);
+    if (need > c->wb_cap) {
+        char *nb = b != NULL ? realloc(c->wb, need) : NULL;
+        if (nb != NULL) {
+            c->wb = nb;
+            c->wb_cap = need;
+        }
+    }
+    if (b == NULL || need > c->wb_cap || (b->e = malloc(n * sizeof(*b->e))) == NULL) {
         free(b);
         for (size_t i = 0; i < n; i++)
             answer(c, c->q[i], CS_ERR_INTERNAL, NULL, "cluster: out of memory: not stored", NULL);
@@ -706,36 +762,46 @@ static void send_batch(cs_cluster_t *c)
     }
     snprintf(maxlen, sizeof(maxlen), "%zu", c->ring_events);
     snprintf(cand, sizeof(cand), "%llu", (unsigned long long)cs_epoch_next());
-    argv[0] = "EVAL", argv[1] = cs_cluster_script, argv[2] = "0";
-    argv[3] = c->prefix, argv[4] = maxlen, argv[5] = c->chan, argv[6] = cand;
+    if (c->sha[0] != '\0')
+        head[0] = "EVALSHA", head[1] = c->sha;
+    else
+        head[0] = "EVAL", head[1] = cs_cluster_script;
+    head[2] = "0";
+    head[3] = c->prefix, head[4] = maxlen, head[5] = c->chan, head[6] = cand;
     /* Half the reply timeout: once it fired, Redis' clock is past the deadline and the call never stores. */
     snprintf(deadline, sizeof(deadline), "%lld",
              (long long)(cs_loop_now(c->loop) + c->clock_off + c->timeout_ms / 2));
-    argv[7] = deadline;
+    head[7] = deadline;
     b->id = ++c->batch_seq;
     receipt_key(c, b->id, receipt, sizeof(receipt));
-    argv[8] = receipt;
-    argv[9] = ttl_s[0]; /* the longest TTL an execution's keys get: the list of executions keeps as long */
+    head[8] = receipt;
+    head[9] = keep; /* the longest TTL an execution's keys get: the list of executions keeps as long */
+    snprintf(keep, sizeof(keep), "%u", ttl_of(c, 0));
+    head[10] = maxlen; /* the event-id index's generation width: store.ring_events */
     snprintf(ttl_s[0], sizeof(ttl_s[0]), "%u", ttl_of(c, 0));
     snprintf(ttl_s[1], sizeof(ttl_s[1]), "%u", ttl_of(c, 1));
-    for (size_t i = 0; i < 10; i++)
-        lens[i] = strlen(argv[i]);
+    ttl_len[0] = strlen(ttl_s[0]), ttl_len[1] = strlen(ttl_s[1]);
+    for (size_t i = 0; i < 11; i++)
+        head_len[i] = strlen(head[i]);
+    w = c->wb;
+    *w++ = '*';
+    w += utoa(w, argc);
+    *w++ = '\r', *w++ = '\n';
+    for (size_t i = 0; i < 11; i++)
+        w = resp_arg(w, head[i], head_len[i]);
     for (size_t i = 0; i < n; i++) {
         qent_t *q = c->q[i];
-        size_t k = 10 + 5 * i;
         int t = q->ttl == ttl_of(c, 1);
-        argv[k] = q->exec, lens[k] = q->exec_len;
-        argv[k + 1] = q->key, lens[k + 1] = q->key_len;
-        argv[k + 2] = ttl_s[t], lens[k + 2] = strlen(ttl_s[t]);
-        argv[k + 3] = q->jlen_s, lens[k + 3] = q->jlen_len;
-        argv[k + 4] = q->json, lens[k + 4] = q->json_len;
+        w = resp_arg(w, q->exec, q->exec_len);
+        w = resp_arg(w, q->key, q->key_len);
+        w = resp_arg(w, ttl_s[t], ttl_len[t]);
+        w = resp_arg(w, q->hd, q->hd_len);
+        w = resp_arg(w, q->json, q->json_len);
         b->e[i] = q;
     }
     b->c = c;
     b->n = n;
-    rc = cs_redis_command(c->cmd, on_batch, b, (int)argc, argv, lens);
-    free(argv);
-    free(lens);
+    rc = cs_redis_formatted(c->cmd, on_batch, b, c->wb, (size_t)(w - c->wb));
     memmove(c->q, c->q + n, (c->nq - n) * sizeof(*c->q));
     c->nq -= n;
     if (rc == 0) {
@@ -768,7 +834,7 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
                                char *detail, size_t detail_len)
 {
     cs_cluster_t *c = data;
-    size_t need = p->exec_len + p->type_len + p->event_id_len + p->json_len + 4;
+    size_t need = 2 * p->exec_len + p->type_len + p->event_id_len + p->json_len + 4 + 4 + 21;
     qent_t *q;
     char *m;
 
@@ -809,7 +875,15 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
     q->key_len = p->generated_id ? 0 : p->type_len + 1 + p->event_id_len;
     PUT(json, json_len, p->json, p->json_len);
 #undef PUT
-    q->jlen_len = utoa(q->jlen_s, q->json_len);
+    q->hd = m; /* need has room: 4 + exec_len + 21 (2 spaces, up to 20 digits, a newline, a NUL) */
+    *m++ = ' ';
+    memcpy(m, p->exec, p->exec_len);
+    m += p->exec_len;
+    *m++ = ' ';
+    m += utoa(m, q->json_len);
+    *m++ = '\n';
+    q->hd_len = (size_t)(m - q->hd);
+    *m = '\0'; /* a string like the others (answer_submit takes strlen of every argument first) */
     q->ticket = p->ticket;
     if (done != NULL)
         q->done = *done;
@@ -1176,6 +1250,25 @@ static void update_gate(cs_cluster_t *c)
     c->ready = ready;
 }
 
+/* SCRIPT LOAD's answer: the SHA1 EVALSHA names the script by (data: where it goes, c->sha or c->asha). */
+static void on_script_loaded(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    char *sha = data;
+
+    if (reply == NULL)
+        return;
+    if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
+        cs_log_error("cluster: Redis did not load the publish script (%.200s)",
+                     reply->type == REDIS_REPLY_ERROR ? reply->str : "another reply");
+        cs_redis_reset(r, "SCRIPT LOAD failed");
+        return;
+    }
+    memcpy(sha, reply->str, 40);
+    sha[40] = '\0';
+}
+
+static const char *answer_script_get(void);
+
 static void on_cmd_state(cs_redis_t *r, int up, const char *why, void *data)
 {
     cs_cluster_t *c = data;
@@ -1184,10 +1277,26 @@ static void on_cmd_state(cs_redis_t *r, int up, const char *why, void *data)
         c->st.reconnects++;
         cs_log_warn("cluster: the command connection to Redis %s is down: %s", c->addr, why);
     } else {
-        const char *argv[1] = {"TIME"};
-        size_t lens[1] = {4};
-        if (cs_redis_command(r, on_time, c, 1, argv, lens) != 0)
-            cs_redis_reset(r, "cannot send TIME");
+        /* The scripts are loaded before anything else is sent on the connection, and the node is ready
+         * only with TIME's answer, which comes after theirs: every EVALSHA finds its script (a Redis whose
+         * cache was flushed meanwhile answers NOSCRIPT, and the connection is made again: a publish is
+         * never sent again on its own, which could let a later one overtake it). */
+        const char *argv[3] = {"SCRIPT", "LOAD", cs_cluster_script};
+        size_t lens[3] = {6, 4, strlen(cs_cluster_script)};
+        const char *ans = answer_script_get();
+        c->sha[0] = c->asha[0] = '\0';
+        if (cs_redis_command(r, on_script_loaded, c->sha, 3, argv, lens) != 0) {
+            cs_redis_reset(r, "cannot send SCRIPT LOAD");
+        } else {
+            if (ans != NULL) {
+                argv[2] = ans, lens[2] = strlen(ans);
+                if (cs_redis_command(r, on_script_loaded, c->asha, 3, argv, lens) != 0)
+                    cs_redis_reset(r, "cannot send SCRIPT LOAD");
+            }
+            argv[0] = "TIME", lens[0] = 4;
+            if (cs_redis_up(r) && cs_redis_command(r, on_time, c, 1, argv, lens) != 0)
+                cs_redis_reset(r, "cannot send TIME");
+        }
     }
     update_gate(c);
 }
@@ -1291,6 +1400,7 @@ void cs_cluster_free(cs_cluster_t *c)
     }
     cs_defer_cancel(c->loop, &c->flush);
     free(c->q);
+    free(c->wb);
     free(c->prefix);
     free(c->node);
     free(c->chan);
@@ -1354,6 +1464,18 @@ const char cs_cluster_answer_check[] =
 /* The answer check followed by the publish script (built once). */
 static char *answer_script;
 
+static const char *answer_script_get(void)
+{
+    if (answer_script == NULL) {
+        size_t n1 = strlen(cs_cluster_answer_check), n2 = strlen(cs_cluster_script);
+        if ((answer_script = malloc(n1 + n2 + 1)) == NULL)
+            return NULL;
+        memcpy(answer_script, cs_cluster_answer_check, n1);
+        memcpy(answer_script + n1, cs_cluster_script, n2 + 1);
+    }
+    return answer_script;
+}
+
 /* An answer in flight: a batch of one (on c->batches, so that forget and shutdown treat it as any), and
  * the request it answers. b must stay first: whoever frees a batch frees this. */
 typedef struct answer_call {
@@ -1406,6 +1528,8 @@ static void on_answer(cs_redis_t *r, const redisReply *reply, void *data)
         snprintf(detail, sizeof(detail), "cluster: Redis refused the answer: %.200s", reply->str);
         cs_log_error("%s", detail);
         answer_refused(c, q, CS_ERR_UNAVAILABLE, detail);
+        if (strncmp(reply->str, "NOSCRIPT", 8) == 0)
+            cs_redis_reset(c->cmd, "the answer script is not loaded in Redis (NOSCRIPT): loaded again");
     } else if (cs_cmsg_script_reply(reply, 1, &res) != 0) {
         c->st.bad_messages++;
         snprintf(detail, sizeof(detail), "cluster: Redis' answer to a publish could not be read");
@@ -1434,19 +1558,14 @@ static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, c
     cs_store_remote_pub_t one = *p;
     answer_call_t *a;
     char ep[24], mkey[320], maxlen[24], cand[24], deadline[24], receipt[400], ttl_s[16], keep_s[16];
-    const char *argv[19];
-    size_t lens[19];
+    const char *argv[20];
+    size_t lens[20];
     qent_t *q;
     cs_err_t e;
     int rc;
 
-    if (answer_script == NULL) {
-        size_t n1 = strlen(cs_cluster_answer_check), n2 = strlen(cs_cluster_script);
-        if ((answer_script = malloc(n1 + n2 + 1)) == NULL)
-            goto nomem;
-        memcpy(answer_script, cs_cluster_answer_check, n1);
-        memcpy(answer_script + n1, cs_cluster_script, n2 + 1);
-    }
+    if (answer_script_get() == NULL)
+        goto nomem;
     if (strlen(p->answers) > CS_EVENT_ID_MAX || strlen(c->prefix) + p->exec_len + 8 > sizeof(mkey)) {
         snprintf(detail, detail_len, "an answer to a request id or execution id too long");
         return CS_ERR_INVALID_FIELD;
@@ -1474,21 +1593,25 @@ static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, c
     receipt_key(c, a->b.id, receipt, sizeof(receipt));
     snprintf(ttl_s, sizeof(ttl_s), "%u", q->ttl);
     snprintf(keep_s, sizeof(keep_s), "%u", ttl_of(c, 0));
-    argv[0] = "EVAL", argv[1] = answer_script, argv[2] = "1", argv[3] = mkey;
+    if (c->asha[0] != '\0')
+        argv[0] = "EVALSHA", argv[1] = c->asha;
+    else
+        argv[0] = "EVAL", argv[1] = answer_script;
+    argv[2] = "1", argv[3] = mkey;
     argv[4] = a->rid, argv[5] = q->eid, argv[6] = ep;
     /* the publish script's own (send_batch), for one event: */
     argv[7] = c->prefix, argv[8] = maxlen, argv[9] = c->chan, argv[10] = cand, argv[11] = deadline;
-    argv[12] = receipt, argv[13] = keep_s;
-    argv[14] = q->exec, argv[15] = q->key, argv[16] = ttl_s, argv[17] = q->jlen_s, argv[18] = q->json;
-    for (size_t i = 0; i < 19; i++)
+    argv[12] = receipt, argv[13] = keep_s, argv[14] = maxlen;
+    argv[15] = q->exec, argv[16] = q->key, argv[17] = ttl_s, argv[18] = q->hd, argv[19] = q->json;
+    for (size_t i = 0; i < 20; i++)
         lens[i] = strlen(argv[i]);
-    lens[5] = q->eid_len, lens[14] = q->exec_len, lens[15] = q->key_len, lens[17] = q->jlen_len;
-    lens[18] = q->json_len;
+    lens[5] = q->eid_len, lens[15] = q->exec_len, lens[16] = q->key_len, lens[18] = q->hd_len;
+    lens[19] = q->json_len;
     a->one = q;
     a->b.c = c;
     a->b.n = 1;
     a->b.e[0] = q;
-    rc = cs_redis_command(c->cmd, on_answer, a, 19, argv, lens);
+    rc = cs_redis_command(c->cmd, on_answer, a, 20, argv, lens);
     if (rc == 0) {
         DL_APPEND(c->batches, &a->b);
         c->st.in_flight++;

@@ -22,10 +22,14 @@ static int dec(const char *p, size_t n, uint64_t max, uint64_t *out)
         if (p[i] < '0' || p[i] > '9')
             return -EINVAL;
         d = (unsigned)(p[i] - '0');
-        if (v > (max - d) / 10)
+        /* Up to 19 digits cannot overflow 64 bits: the division (slow, and every event's seq, epoch and
+         * length go through here) only for the 20th. */
+        if (i == 19 && v > (UINT64_MAX - d) / 10)
             return -EINVAL;
         v = v * 10 + d;
     }
+    if (v > max)
+        return -EINVAL;
     *out = v;
     return 0;
 }
@@ -126,8 +130,12 @@ int cs_cmsg_pubsub(const redisReply *r, const char **p, size_t *n)
     return 0;
 }
 
+static int receipt_all(const char *p, size_t n, size_t count, cs_cmsg_result_t *out);
+
 int cs_cmsg_script_reply(const redisReply *r, size_t n, cs_cmsg_result_t *out)
 {
+    if (r != NULL && r->type == REDIS_REPLY_STRING)
+        return receipt_all(r->str, r->len, n, out);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 * n)
         return -EINVAL;
     for (size_t i = 0; i < n; i++) {
@@ -181,6 +189,28 @@ int cs_cmsg_receipt(const char *p, size_t n, size_t i, cs_cmsg_result_t *out)
         }
     }
     return 0;
+}
+
+/* Reads a whole receipt of exactly count events into out[0..count), in one pass. */
+static int receipt_all(const char *p, size_t n, size_t count, cs_cmsg_result_t *out)
+{
+    size_t off = 0;
+
+    if (p == NULL || count == 0)
+        return -EINVAL;
+    for (size_t k = 0; k < count; k++) {
+        const char *s, *e;
+        size_t sl, el;
+        int dup;
+        if (token(p, n, &off, &s, &sl) != 0 || token(p, n, &off, &e, &el) != 0)
+            return -EINVAL;
+        dup = s[0] == '-';
+        if (dec(s + dup, sl - (size_t)dup, INT64_MAX, &out[k].seq) != 0 || out[k].seq == 0 ||
+            dec(e, el, CS_EPOCH_MASK, &out[k].epoch) != 0 || out[k].epoch == 0)
+            return -EINVAL;
+        out[k].duplicate = dup;
+    }
+    return off == n ? 0 : -EINVAL;
 }
 
 int cs_cmsg_xrange_entry(const redisReply *r, size_t i, cs_cmsg_entry_t *e)

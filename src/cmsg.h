@@ -47,8 +47,10 @@ typedef struct cs_cmsg_result {
     int duplicate;
 } cs_cmsg_result_t;
 
-/** Reads the script's reply for n events (2 n integers: the seq, negated for a duplicate, and the epoch)
- * into out[0..n). Returns 0, or -EINVAL (another shape, a zero or out-of-range value). */
+/** Reads the script's reply for n events into out[0..n): its receipt text (a bulk string, the form
+ * cs_cmsg_receipt reads, exactly n events and nothing after them), or, from a script of an earlier
+ * version, 2 n integers (the seq, negated for a duplicate, and the epoch). Returns 0, or -EINVAL (another
+ * shape, a zero or out-of-range value). */
 int cs_cmsg_script_reply(const redisReply *r, size_t n, cs_cmsg_result_t *out);
 
 /** Reads event i of a script call's receipt (the text Redis keeps for it: per event "<seq> <epoch>",

@@ -414,6 +414,27 @@ int cs_redis_command(cs_redis_t *r, cs_redis_reply_cb cb, void *data, int argc, 
     return send_argv(r, q, argc, argv, argvlen);
 }
 
+int cs_redis_formatted(cs_redis_t *r, cs_redis_reply_cb cb, void *data, const char *cmd, size_t len)
+{
+    req_t *q;
+
+    if (r->ac == NULL || !r->up)
+        return -ENOTCONN;
+    if ((q = calloc(1, sizeof(*q))) == NULL)
+        return -ENOMEM;
+    q->r = r;
+    q->cb = cb;
+    q->data = data;
+    if (redisAsyncFormattedCommand(r->ac, on_reply, q, cmd, len) != REDIS_OK) {
+        free(q);
+        return -ENOTCONN;
+    }
+    if (r->st.outstanding++ == 0)
+        cs_timer_start(&r->timeout, r->timeout_ms);
+    r->st.requests++;
+    return 0;
+}
+
 int cs_redis_subscribe(cs_redis_t *r, const char *channel, cs_redis_reply_cb cb, void *data)
 {
     const char *argv[2] = {"SUBSCRIBE", channel};

@@ -70,6 +70,12 @@ int cs_redis_command(cs_redis_t *r, cs_redis_reply_cb cb, void *data, int argc, 
                      const size_t *argvlen);
 
 /**
+ * Sends one command the caller wrote in RESP itself (cmd[0, len): exactly one command, "*<argc>\r\n" then
+ * "$<len>\r\n<bytes>\r\n" per argument): as cs_redis_command, without hiredis formatting each argument.
+ */
+int cs_redis_formatted(cs_redis_t *r, cs_redis_reply_cb cb, void *data, const char *cmd, size_t len);
+
+/**
  * Subscribes to channel (the connection is then a pub/sub one: use it for nothing else). cb is called
  * with every reply of the subscription: the confirmation (["subscribe", channel, n]) and each message
  * (["message", channel, payload]), and once with NULL when the connection ends; subscribe again after

@@ -334,6 +334,23 @@ static void test_cmsg_script_reply(void)
     CHECK(cs_cmsg_script_reply(&r, 2, res) != 0);
     e[3].integer = 99, e[3].type = REDIS_REPLY_STRING;
     CHECK(cs_cmsg_script_reply(&r, 2, res) != 0);
+    /* The reply of this version: the receipt text, exactly n events. */
+    {
+        char t[] = "5 99 -3 99";
+        redisReply sr = {.type = REDIS_REPLY_STRING, .str = t, .len = strlen(t)};
+        memset(res, 0, sizeof(res));
+        REQUIRE(cs_cmsg_script_reply(&sr, 2, res) == 0);
+        CHECK(res[0].seq == 5 && res[0].epoch == 99 && !res[0].duplicate);
+        CHECK(res[1].seq == 3 && res[1].epoch == 99 && res[1].duplicate);
+        CHECK(cs_cmsg_script_reply(&sr, 1, res) != 0); /* more than n */
+        CHECK(cs_cmsg_script_reply(&sr, 3, res) != 0); /* fewer */
+        const char *bad[] = {"5 99 -3 99 ", "5 99  -3 99", "0 99 -3 99",
+                             "5 0 -3 99",   "5 99 -3 x9",  "5 99 --3 99"};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+            sr.str = (char *)bad[i], sr.len = strlen(bad[i]);
+            CHECK(cs_cmsg_script_reply(&sr, 2, res) != 0);
+        }
+    }
 }
 
 /* ---- what the script leaves in Redis ---- */
@@ -382,17 +399,97 @@ static void test_index_and_ttl(void)
     want_called = 2;
     REQUIRE(run_until(all_called, 3000));
     CHECK(w[1].e == CS_OK && w[1].seq == 2);
-    CHECK(redis_int("HLEN", "t:{x:x3}:i", NULL) == 1);
+    /* The index of epoch E, generation 0 (seqs 0-63): "t:{x:x3}:i:E:0". */
+    char ix[96];
+    REQUIRE(cs_store_find(n1.store, "x3", 2) != NULL);
+    snprintf(ix, sizeof(ix), "t:{x:x3}:i:%llu:0",
+             (unsigned long long)cs_exec_epoch(cs_store_find(n1.store, "x3", 2)));
+    CHECK(redis_int("HLEN", ix, NULL) == 1);
     for (const char *k = "msi"; *k; k++) {
-        char key[32];
+        char key[96];
         snprintf(key, sizeof(key), "t:{x:x3}:%c", *k);
-        long long ttl = redis_int("TTL", key, NULL);
+        long long ttl = redis_int("TTL", *k == 'i' ? ix : key, NULL);
         CHECK(ttl > 0 && ttl <= 60);
     }
     want_x = "x3";
     want_next = 3;
     REQUIRE(run_until(n2_has, 3000));
     check_same("x3", 3);
+}
+
+/* Posts producers' ids b<from>..b<to - 1> to x4 on n1 (one turn: one script call) and waits for them. */
+static void post_ids(int from, int to)
+{
+    memset(w, 0, sizeof(w));
+    n_called = 0;
+    for (int i = from; i < to; i++) {
+        char line[128];
+        snprintf(line, sizeof(line), "{\"execution_id\":\"x4\",\"type\":\"log\",\"event_id\":\"b%d\"}", i);
+        CHECK(post(&n1, i % MAXW, line) == CS_PENDING);
+    }
+    want_called = to - from;
+    REQUIRE(run_until(all_called, 5000));
+}
+
+/* The event-id index is bounded (generations of ring_events = 64 seqs: at most two kept): a re-post is
+ * recognised while fewer than ring_events events came after its first post, and the index of an execution
+ * never holds more than 2 * ring_events ids, however long it runs. */
+static void test_index_bounded(void)
+{
+    long long total = 0;
+    char key[96];
+    uint64_t ep;
+
+    post_ids(0, 100);
+    post_ids(100, 200); /* seqs 1-200: generations 0-3 were written, 0 and 1 deleted */
+    REQUIRE(cs_store_find(n1.store, "x4", 2) != NULL);
+    ep = cs_exec_epoch(cs_store_find(n1.store, "x4", 2));
+    CHECK(redis_int("EXISTS", "t:{x:x4}:i", NULL) == 0); /* no index without generations */
+    for (int g = 0; g < 8; g++) {
+        snprintf(key, sizeof(key), "t:{x:x4}:i:%llu:%d", (unsigned long long)ep, g);
+        long long n = redis_int("HLEN", key, NULL);
+        CHECK(n >= 0);
+        if (g < 2)
+            CHECK(n == 0);
+        if (n > 0)
+            CHECK(redis_int("TTL", key, NULL) > 0);
+        total += n;
+    }
+    CHECK(total > 0 && total <= 2 * 64);
+    /* b129 (seq 130): no longer in the rings (they hold 137-200), 70 events ago: Redis still knows it. */
+    post_ids(129, 130);
+    CHECK(w[129 % MAXW].e == CS_OK && w[129 % MAXW].dup && w[129 % MAXW].seq == 130);
+    /* b10 (seq 11), in a generation deleted since: past the promise, it is a new event. */
+    post_ids(10, 11);
+    CHECK(w[10].e == CS_OK && !w[10].dup && w[10].seq == 201);
+}
+
+/* Redis' script cache flushed under a ready node: the EVALSHAs in flight get NOSCRIPT and are answered
+ * unavailable (nothing stored), the command connection is made again (the scripts loaded first), and the
+ * next publish is stored with the next seq: no publish is re-sent on its own (it could be overtaken). */
+static void test_script_flushed(void)
+{
+    cmd_done = 0;
+    {
+        const char *argv[2] = {"SCRIPT", "FLUSH"};
+        size_t lens[2] = {6, 5};
+        REQUIRE(cs_redis_command(n1.c->cmd, on_cmd, NULL, 2, argv, lens) == 0);
+    }
+    memset(w, 0, sizeof(w));
+    n_called = 0;
+    CHECK(post(&n1, 0, "{\"execution_id\":\"x5\",\"type\":\"log\",\"event_id\":\"f1\"}") == CS_PENDING);
+    CHECK(post(&n1, 1, "{\"execution_id\":\"x5\",\"type\":\"log\",\"event_id\":\"f2\"}") == CS_PENDING);
+    want_called = 2;
+    REQUIRE(run_until(all_called, 5000));
+    CHECK(w[0].e == CS_ERR_UNAVAILABLE && w[1].e == CS_ERR_UNAVAILABLE);
+    (void)run_until(n1_down, 3000); /* the connection is made again */
+    REQUIRE(run_until(both_ready, 8000));
+    memset(w, 0, sizeof(w));
+    n_called = 0;
+    CHECK(post(&n1, 1, "{\"execution_id\":\"x5\",\"type\":\"log\",\"event_id\":\"f2\"}") == CS_PENDING);
+    want_called = 1;
+    REQUIRE(run_until(all_called, 5000));
+    CHECK(w[1].e == CS_OK && w[1].seq == 1 && !w[1].dup);
 }
 
 /* A message on the channel that is not crewstream events: counted, logged, nothing stored; the channel
@@ -435,6 +532,8 @@ int main(void)
     RUN(test_cmsg_script_reply);
     RUN(test_publish_and_share);
     RUN(test_index_and_ttl);
+    RUN(test_index_bounded);
+    RUN(test_script_flushed);
     RUN(test_bad_message);
     RUN(test_hole_filled);
     RUN(test_redis_restarted_empty);
