@@ -406,8 +406,15 @@ static void snap_modules(cs_persist_t *p)
     }
 }
 
-/* When the log since the last snapshot is twice that snapshot (or a segment), or the directory would
- * pass journal.max_bytes with one more snapshot in it. */
+/* A snapshot is taken once the log since the last one is SNAP_LOG_RATIO times that snapshot's size, but at
+ * least a segment (and twice the snapshot) and at most SNAP_LOG_SEGS segments; or when the directory would
+ * pass journal.max_bytes with one more snapshot in it. A small store is thus snapshotted every few segments
+ * instead of every segment (each snapshot is bytes written that no event asked for: with the benchmark's
+ * 9 MiB store one a segment was 14% more bytes, one per 256 MiB is 3.5%); a replay reads at most that much
+ * log after the snapshot. */
+#define SNAP_LOG_RATIO 32u
+#define SNAP_LOG_SEGS  4u
+
 static int should_snapshot(cs_persist_t *p)
 {
     uint64_t log = p->written - p->snap_end, s = p->snap_size,
@@ -416,7 +423,12 @@ static int should_snapshot(cs_persist_t *p)
 
     if (p->snap_waiting || p->snap_active)
         return 0;
-    if (log >= (2 * s > seg ? 2 * s : seg))
+    uint64_t want = SNAP_LOG_RATIO * s < SNAP_LOG_SEGS * seg ? SNAP_LOG_RATIO * s : SNAP_LOG_SEGS * seg;
+    if (want < seg)
+        want = seg;
+    if (want < 2 * s)
+        want = 2 * s;
+    if (log >= want)
         return 1;
     if (p->max_bytes == 0 || log < s / 4 + 4096)
         return 0;
