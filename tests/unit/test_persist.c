@@ -643,7 +643,8 @@ static void test_bounded(void)
         CHECK(submit_ev(a, x, type, NULL, &o, &pub) == CS_PENDING);
         if (i % 3 == 0) {
             turn(p);
-            while (p->snap_waiting) { /* the snapshot's sync, then the segments before it go */
+            while (p->snap_waiting ||
+                   p->del_pending) { /* the snapshot's sync, then the segments before it go */
                 struct pollfd pfd = {.fd = cs_journal_fd(p->j), .events = POLLIN};
                 REQUIRE(poll(&pfd, 1, 5000) == 1);
                 on_sync(&p->io, CS_IO_READ);
@@ -684,7 +685,8 @@ static void snap_turn(cs_persist_t *p)
     if (p->snap_active)
         on_snap_timer(&p->snap_timer);
     turn(p);
-    if (poll(&pfd, 1, p->snap_waiting ? 200 : 0) == 1) /* a finished snapshot's sync: waited for */
+    if (poll(&pfd, 1, p->snap_waiting || p->del_pending ? 200 : 0) ==
+        1) /* a finished snapshot's sync: waited for */
         on_sync(&p->io, CS_IO_READ);
 }
 
