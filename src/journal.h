@@ -73,7 +73,12 @@ void cs_journal_tick(cs_journal_t *j, int64_t now_ms);
  * was asked for already (it may have failed). */
 void cs_journal_sync(cs_journal_t *j);
 
-/** The eventfd that becomes readable when the sync thread has finished a sync. */
+/** Deletes, on the sync thread, every segment numbered below first_record, then fsyncs the directory;
+ * reports through the eventfd when done (cs_journal_position: segments_deleted, deletes_pending). Queued
+ * behind the syncs asked for before it. */
+void cs_journal_delete_before(cs_journal_t *j, uint64_t first_record);
+
+/** The eventfd that becomes readable when the sync thread has finished a sync (or a delete). */
 int cs_journal_fd(const cs_journal_t *j);
 
 /** Reads the eventfd (non-blocking) and returns the durable position in *durable. Returns 0, or -errno
@@ -88,8 +93,11 @@ typedef struct cs_journal_pos {
     uint64_t sync_errors;
     uint64_t sync_us_sum; /* how long they took: sum and the longest, in microseconds */
     uint64_t sync_us_max;
-    size_t segments;  /* segments opened by this writer */
-    uint64_t records; /* records written */
+    size_t segments;           /* segments opened by this writer */
+    uint64_t segments_deleted; /* by cs_journal_delete_before, and their bytes */
+    uint64_t deleted_bytes;
+    uint64_t deletes_pending; /* cs_journal_delete_before calls not done yet */
+    uint64_t records;         /* records written */
 } cs_journal_pos_t;
 
 void cs_journal_position(const cs_journal_t *j, cs_journal_pos_t *p);

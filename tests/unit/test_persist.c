@@ -643,7 +643,8 @@ static void test_bounded(void)
         CHECK(submit_ev(a, x, type, NULL, &o, &pub) == CS_PENDING);
         if (i % 3 == 0) {
             turn(p);
-            while (p->snap_waiting) { /* the snapshot's sync, then the segments before it go */
+            while (p->snap_waiting ||
+                   p->del_pending) { /* the snapshot's sync, then the segments before it go */
                 struct pollfd pfd = {.fd = cs_journal_fd(p->j), .events = POLLIN};
                 REQUIRE(poll(&pfd, 1, 5000) == 1);
                 on_sync(&p->io, CS_IO_READ);
@@ -684,7 +685,8 @@ static void snap_turn(cs_persist_t *p)
     if (p->snap_active)
         on_snap_timer(&p->snap_timer);
     turn(p);
-    if (poll(&pfd, 1, p->snap_waiting ? 200 : 0) == 1) /* a finished snapshot's sync: waited for */
+    if (poll(&pfd, 1, p->snap_waiting || p->del_pending ? 200 : 0) ==
+        1) /* a finished snapshot's sync: waited for */
         on_sync(&p->io, CS_IO_READ);
 }
 
@@ -943,6 +945,47 @@ static void test_superseded_not_read(void)
     rmdir_all(dir);
 }
 
+/* When a snapshot is due (no max_bytes: the log alone decides): 32x the last snapshot, but at least a
+ * segment and at most four; twice the snapshot for one larger than two segments. */
+static void test_snapshot_policy(void)
+{
+    char *dir = tmpdir();
+    cs_store_t *st;
+    REQUIRE(cs_store_new(&st, &lim_big) == 0);
+    cs_persist_t *p = popen_(st, dir, CS_JSYNC_NONE, 0, 1 << 20);
+    turn(p);
+    while (p->snap_waiting || p->del_pending) {
+        struct pollfd pfd = {.fd = cs_journal_fd(p->j), .events = POLLIN};
+        REQUIRE(poll(&pfd, 1, 5000) == 1);
+        on_sync(&p->io, CS_IO_READ);
+    }
+    uint64_t written = p->written;
+    struct {
+        uint64_t snap, log;
+        int due;
+    } cases[] = {
+        {1000, (1 << 20) - 1, 0},      /* a tiny store: a segment */
+        {1000, 1 << 20, 1},            /* ... */
+        {100 << 10, 3u << 20, 0},      /* 100 KiB: 32x = 3.125 MiB */
+        {100 << 10, 3200u << 10, 1},   /* ... */
+        {1 << 20, (4u << 20) - 1, 0},  /* 1 MiB: 32x is past four segments, so four */
+        {1 << 20, 4u << 20, 1},        /* ... */
+        {3u << 20, (6u << 20) - 1, 0}, /* 3 MiB: twice the snapshot */
+        {3u << 20, 6u << 20, 1},       /* ... */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        p->snap_size = cases[i].snap;
+        p->snap_end = 0;
+        p->written = cases[i].log;
+        CHECK(should_snapshot(p) == cases[i].due);
+    }
+    p->written = written;
+    p->snap_end = written;
+    cs_persist_close(p);
+    cs_store_free(st);
+    rmdir_all(dir);
+}
+
 int main(void)
 {
     loop = new_loop();
@@ -971,6 +1014,8 @@ int main(void)
     test_snapshot_interleaved();
     fprintf(stderr, "-- test_snapshot_pause\n");
     test_snapshot_pause();
+    fprintf(stderr, "-- test_snapshot_policy\n");
+    test_snapshot_policy();
     fprintf(stderr, "-- test_superseded_not_read\n");
     test_superseded_not_read();
     for (int i = 0; i < n_loops; i++)

@@ -88,7 +88,7 @@ static void turn(cs_persist_t *p)
 /* Waits until the newest snapshot is durable and the segments before it are gone. */
 static void wait_snapshot(cs_persist_t *p)
 {
-    while (p->snap_waiting) {
+    while (p->snap_waiting || p->del_pending) {
         struct pollfd pfd = {.fd = cs_journal_fd(p->j), .events = POLLIN};
         REQUIRE(poll(&pfd, 1, 5000) == 1);
         on_sync(&p->io, CS_IO_READ);
