@@ -199,7 +199,9 @@ def test_bad_checksum_in_the_snapshot_segment(make_daemon):
     held = sorted(n for (_, _, n) in event_numbers(snap))
     after_snap = sorted(n for s in segs[segs.index(snap) + 1 :] for (_, _, n) in event_numbers(s))
     first_rec = journal_header(snap)[2]
-    flip_byte(snap)
+    recs = event_numbers(snap)
+    i, _ = flip_byte(snap)
+    flip_off = journal_records(snap)[i][0]
     d.start()
     line = log_line(d, r"(%s|segment %d\b)" % (re.escape(os.path.basename(snap)), first_rec))
     assert line, "no log line names the damaged segment %s:\n%s" % (snap, d.stderr_text()[-3000:])
@@ -207,9 +209,12 @@ def test_bad_checksum_in_the_snapshot_segment(make_daemon):
     later = [n for n in after_snap if n > max(held)]
     # What only the damaged segment held is lost; frames of a snapshot that went on into the next
     # segments come back from there.
-    lost = [n for n in held if n < min(later) and n not in set(after_snap)] if later else held
+    # Only records from the damaged one on are skipped; the segment's records are not in event order
+    # (live events are journaled between a snapshot's steps), so what is lost is found by position.
+    lost = sorted(n for (off, _, n) in recs if off >= flip_off and n not in set(after_snap))
+    lost = [n for n in lost if n < min(later)] if later else lost
     if lost:
-        check_gap_and_later(d, x, total, lost[len(lost) // 2 :], later, cursor)
+        check_gap_and_later(d, x, total, lost, later, cursor)
     else:  # everything the damaged segment held is also in the segments after it
         have = {int(e["event_id"][3:]) for e in history(d, x)["events"]}
         assert later and set(later) <= have, "events after the damage are missing"
