@@ -48,6 +48,7 @@ enum kind {
     FLOW_STARTED,
     FLOW_DONE,
     FLOW_FAILED,
+    KICKOFF_HANDED, /* cluster mode: a kickoff handed to the nodes, no runtime has it yet */
     N_KINDS
 };
 
@@ -69,6 +70,7 @@ static const char *const kind_names[N_KINDS][3] = {
     [FLOW_STARTED] = {"flow_started"},
     [FLOW_DONE] = {"flow_finished", "flow_completed"},
     [FLOW_FAILED] = {"flow_failed"},
+    [KICKOFF_HANDED] = {"kickoff.requested"},
 };
 
 static int is_kind(const char *type, size_t len, enum kind k)
@@ -87,8 +89,8 @@ static int starts(const char *type, size_t len, const char *prefix, size_t n)
 
 int cs_status_reads_type(const char *type, size_t len)
 {
-    /* By family (run.*, crew*, task*, agent*, tool*, human_input*, flow_*): a sibling added to kind_names
-     * later ("run.paused", "tool_usage_finished") is reported without a change here; a new family
+    /* By family (run.*, crew*, task*, agent*, tool*, human_input*, flow_*, kickoff.*): a sibling added to
+     * kind_names later ("run.paused", "tool_usage_finished") is reported without a change here; a new family
      * fails tests/unit/test_status.c until it is. Every ordinary event passes here: a switch on the
      * first byte turns most of them away at once. */
     if (len == 0)
@@ -106,6 +108,8 @@ int cs_status_reads_type(const char *type, size_t len)
         return starts(type, len, "human_input", 11);
     case 'f':
         return starts(type, len, "flow_", 5);
+    case 'k':
+        return starts(type, len, "kickoff.", 8);
     default:
         return 0;
     }
@@ -155,6 +159,10 @@ static cs_exec_status_t next_status(cs_status_t *st, const json_t *ev, const cha
             return s;
         return n_open > 0 ? CS_EXEC_PENDING_HUMAN_INPUT : CS_EXEC_RUNNING;
     }
+    /* A kickoff handed to the cluster is not running until a runtime posts: it stays pending, as a
+     * kickoff queued in a lone daemon's gateway does (its first event is the runtime's). */
+    if (is_kind(type, len, KICKOFF_HANDED))
+        return s;
     if (is_kind(type, len, TASK_STARTED))
         p->tasks_seen++;
     else if (is_kind(type, len, TASK_DONE))

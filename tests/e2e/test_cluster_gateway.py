@@ -149,6 +149,28 @@ def test_kickoff_on_another_node_runs_there(cluster_factory):  # noqa: F811
         rt2.close()
 
 
+def test_handed_over_kickoff_is_pending_until_its_runtime_posts(cluster_factory):  # noqa: F811
+    """A kickoff taken by b and handed to a's runtime, which holds it unacknowledged: its status reads
+    pending on every node (kickoff.requested is its only event), then completed once the runtime ran it."""
+    need_real_cluster()
+    c = make3(cluster_factory, default_crew="research")
+    a, b, cc = c
+    rt = Runtime(a.sock, "research", 2, run_s=0.2, ack=False)
+    try:
+        assert rt.served.wait(5)
+        xid = post(b, "/kickoff", {"inputs": {"topic": "handed"}}).json()["kickoff_id"]
+        assert wait_until(lambda: len(rt.kickoffs) == 1, 5)
+        for n in (a, b, cc):
+            assert wait_until(lambda: get(n, "/v1/executions/%s" % xid).json().get("last_seq", 0) >= 1, 5), n.name
+            assert status(n, xid)["status"] == "pending", (n.name, status(n, xid))
+        rt.ack = True
+        rt._on_kickoff(rt.kickoffs[0])
+        for n in (a, b, cc):
+            assert wait_until(lambda: status(n, xid)["status"] == "completed", 10), (n.name, status(n, xid))
+    finally:
+        rt.close()
+
+
 def test_handed_over_kickoff_waits_for_a_busy_runtime(cluster_factory):  # noqa: F811
     """Two kickoffs through b for a's runtime of concurrency 1 that runs 2.5 s each, with
     gateway.queue_timeout_s 1: the second waits on a past b's timeout, and b, losing the claim to a, does not

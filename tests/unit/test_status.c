@@ -49,9 +49,9 @@ static void test_ordinary_types(void)
     static const char *const ordinary[] = {"log", "bench", "message", "llm.token",     "artifact",
                                            "run", "runs",  "crow",    "x.run.started", "Tool.called",
                                            "tas", "agen",  "human",   "human_in"};
-    static const char *const family[] = {"run.paused",  "crew_kickoff_x", "task", "task_x",
-                                         "agent",       "agent.x",        "tool", "tool_usage_finished",
-                                         "human_input", "human_input_x"};
+    static const char *const family[] = {"run.paused",  "crew_kickoff_x", "task",     "task_x",
+                                         "agent",       "agent.x",        "tool",     "tool_usage_finished",
+                                         "human_input", "human_input_x",  "kickoff.x"};
 
     for (size_t i = 0; i < sizeof(ordinary) / sizeof(ordinary[0]); i++)
         CHECK(!reads(ordinary[i]));
@@ -120,6 +120,10 @@ static void test_flow_lifecycle(void)
     CHECK(post(st, "f1", "crew_kickoff_failed", NULL) == CS_EXEC_RUNNING);
     CHECK(post(st, "f1", "method_execution_finished", NULL) == CS_EXEC_RUNNING);
     CHECK(post(st, "f1", "flow_finished", "done") == CS_EXEC_COMPLETED);
+    /* A kickoff handed to the cluster is pending until its runtime posts. */
+    CHECK(reads("kickoff.requested") && !reads("kickoff") && !reads("kickoffs"));
+    CHECK(post(st, "k1", "kickoff.requested", NULL) == CS_EXEC_PENDING);
+    CHECK(post(st, "k1", "run.started", NULL) == CS_EXEC_RUNNING);
     cs_exec_t *ex = cs_store_find(st, "f1", 2);
     REQUIRE(ex != NULL);
     CHECK(json_is_string(ex->state.result) && strcmp(json_string_value(ex->state.result), "done") == 0);
