@@ -603,7 +603,10 @@ class PollReader(Reader):
                 self.events.append(e)
                 self.ids.append(body.get("last_event_id"))
             if body["events"] or body.get("gap"):  # after a gap alone: from the position it gives (null: the start)
-                params = {"last_event_id": body["last_event_id"]} if body["last_event_id"] else {}
+                # The query's other parameters (types=, …) stay; only the cursor moves on.
+                params = {k: v for k, v in self.params.items() if k != "last_event_id"}
+                if body["last_event_id"]:
+                    params["last_event_id"] = body["last_event_id"]
 
 
 READERS = {"sse": SSEReader, "ws": WSReader, "poll": PollReader}
