@@ -36,21 +36,24 @@
 #define RECHECK_PER_TURN 256
 
 /*
- * ARGV: prefix, maxlen, channel, an epoch candidate (for every execution the call creates), a deadline
- * (Redis' clock, ms: a call that reaches Redis later stores nothing, so that a publish whose reply never
- * came is known not to be stored once that time has passed), the call's receipt key, the longest TTL, the
- * event-id index's generation width (store.ring_events), then per event: execution id, "<type> <event_id>"
- * (its index field; empty when the node made the event_id: nobody can re-post it before it is stored, and
- * every node's ring knows it from then on, as a lone daemon's does), ttl, " <execution id> <the JSON's
- * length>\n" (the node writes the part of the event's batch-message header after "<epoch> <seq>", so the
- * script makes no string per event for it), JSON.
- * Returns the receipt: per event "<seq> <epoch>" (the seq with '-' for a duplicate), space-separated, one
- * bulk string, which is also kept under the receipt key for RECEIPT_TTL_S, so a call whose reply was lost
- * can be read back (see "publishes whose outcome is unknown"). An execution's meta hash is read once per
- * call (HMGET) and written back once (HSET seq, and when its keys' TTL was set); per event: the index
- * lookup (only for a producer's own event_id) and XADD; one PUBLISH per call carries every event it stored
- * (cmsg.h: a batch message), one ZADD every execution it touched. Seqs are formatted once each with %d
- * (Lua's own number to string goes through printf's floating point; XADD takes "<seq>" as "<seq>-0").
+ * ARGV: prefix, store.ring_events (the seqs each stream keeps), channel, an epoch candidate (for every
+ * execution the call creates), a deadline (Redis' clock, ms: a call that reaches Redis later stores nothing,
+ * so that a publish whose reply never came is known not to be stored once that time has passed), the call's
+ * receipt key, the longest TTL, the event-id index's generation width (store.ring_events), then per event:
+ * execution id, "<type> <event_id>" (its index field; empty when the node made the event_id: nobody can
+ * re-post it before it is stored, and every node's ring knows it from then on, as a lone daemon's does), ttl,
+ * " <execution id> <the JSON's length>\n" (the node writes the part of the event's batch-message header after
+ * "<epoch> <seq>", so the script makes no string per event for it), JSON. Returns the receipt: per event
+ * "<seq> <epoch>" (the seq with '-' for a duplicate), space-separated, one bulk string, which is also kept
+ * under the receipt key for RECEIPT_TTL_S, so a call whose reply was lost can be read back (see "publishes
+ * whose outcome is unknown"). An execution's meta hash is read once per call (HMGET) and written back once
+ * (HSET seq, and when its keys' TTL was set); per event: the index lookup (only for a producer's own
+ * event_id); per execution one XADD of the events the call stored for it (one more per 500), entry id its
+ * last seq, fields "<seq>" -> JSON (cmsg.h), trimmed with MINID ~ to the last ring_events seqs (an entry
+ * holds many events: MAXLEN would count entries); one PUBLISH per call carries every event it stored (cmsg.h:
+ * a batch message), one ZADD every execution it touched. Seqs are formatted once each with %d (Lua's own
+ * number to string goes through printf's floating point; XADD takes
+ * "<seq>" as "<seq>-0").
  * The keys' EXPIRE is set when the meta hash is new, when the TTL changes (a finishing event) and else at
  * most every min(60 s, TTL/10) (meta fields xt: the TTL set, xa: when, Redis' ms): so the keys live
  * between TTL - min(60 s, TTL/10) and TTL after the last event, and three EXPIREs per execution per call
@@ -63,6 +66,9 @@
  * history under the same keys (one that outlived its meta hash) goes with it, so XADD never meets an id
  * ahead of the new seqs (an older history's index generations carry its epoch in their names).
  */
+/* Field-value pairs of one XADD at most (500 events): redis.call's arguments go on Lua's stack (8000). */
+#define XADD_CHUNK2 "1000"
+
 const char cs_cluster_script[] =
     "local p, maxlen, chan, cand, dl, rk = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]\n"
     "local keep, gw = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
@@ -73,12 +79,18 @@ const char cs_cluster_script[] =
     "  return redis.error_reply('LATE the publish reached Redis after its deadline: not stored')\n"
     "end\n"
     "local ex, msg, n, rc, zs, mk, rn = {}, {''}, 0, {}, {}, 1, 0\n"
+    "local keepn = tonumber(maxlen)\n"
+    "local function xadd(e)\n"
+    "  call('XADD', e.s, 'MINID', '~', fmt('%d', math.max(e.seq - keepn + 1, 0)), e.xf[e.xk - 1],\n"
+    "       unpack(e.xf, 1, e.xk))\n"
+    "  e.xf, e.xk = {}, 0\n"
+    "end\n"
     "for i = 9, #ARGV, 5 do\n"
     "  local x, f, j = ARGV[i], ARGV[i+1], ARGV[i+4]\n"
     "  local e = ex[x]\n"
     "  if not e then\n"
     "    local b = p .. '{x:' .. x .. '}:'\n"
-    "    e = {m = b .. 'm', s = b .. 's'}\n"
+    "    e = {m = b .. 'm', s = b .. 's', xf = {}, xk = 0}\n"
     "    local h = call('HMGET', e.m, 'epoch', 'seq', 'xt', 'xa')\n"
     "    if not h[1] then\n"
     "      call('DEL', e.s)\n"
@@ -108,7 +120,9 @@ const char cs_cluster_script[] =
     "  if not o then\n"
     "    e.seq = sn\n"
     "    if sn % gw == 0 and sn >= 2 * gw then call('DEL', e.ix .. (sn / gw - 2)) end\n"
-    "    call('XADD', e.s, 'MAXLEN', '~', maxlen, s, 'j', j)\n"
+    "    local xf, xk = e.xf, e.xk + 2\n"
+    "    xf[xk - 1], xf[xk], e.xk = s, j, xk\n"
+    "    if xk >= " XADD_CHUNK2 " then xadd(e) end\n"
     "    msg[mk+1], msg[mk+2], msg[mk+3], msg[mk+4] = e.eps, s, ARGV[i+3], j\n"
     "    mk, n = mk + 4, n + 1\n"
     "    rc[rn+1] = s\n"
@@ -122,6 +136,7 @@ const char cs_cluster_script[] =
     "  call('PUBLISH', chan, table.concat(msg))\n"
     "end\n"
     "for x, e in pairs(ex) do\n"
+    "  if e.xk > 0 then xadd(e) end\n"
     "  local t = tonumber(e.ttl)\n"
     "  if e.xt ~= e.ttl or now - e.xa >= math.min(60000, t * 100) then\n"
     "    call('EXPIRE', e.m, t); call('EXPIRE', e.s, t)\n"
@@ -179,6 +194,7 @@ typedef struct fill {
     char *id;
     size_t id_len;
     uint64_t epoch;
+    uint64_t from, to; /* the seqs the read in flight fills */
     int active;
     int dropped; /* a message was not held (HELD_MAX_BYTES): the execution is checked again after the fill */
     held_t *held;
@@ -238,8 +254,8 @@ struct cs_cluster {
     size_t held_bytes;
     struct hload *hwait; /* history reads waiting for Redis (held subscribers), oldest first */
     size_t n_hwait, h_in_flight;
-    int hwait_logged;   /* the wait was logged (once an outage) */
-    cs_timer_t h_timer; /* sends what waits again, sweeps closed ones */
+    int hwait_logged;       /* the wait was logged (once an outage) */
+    cs_timer_t h_timer;     /* sends what waits again, sweeps closed ones */
     char sha[41], asha[41]; /* SCRIPT LOAD's SHA1 of the publish script and of the answer script: EVALSHA */
     char *wb;               /* a script call's command, written in RESP here (send_batch), reused */
     size_t wb_cap;
@@ -435,13 +451,20 @@ static void on_fill(cs_redis_t *r, const redisReply *reply, void *data)
 
     (void)r;
     if (reply != NULL && reply->type == REDIS_REPLY_ARRAY) {
+        /* Entries from the one holding f->from on: its older events and those past f->to are not this
+         * read's (the held ones and the ring have them). */
         for (size_t i = 0; i < reply->elements; i++) {
-            cs_cmsg_entry_t e;
-            if (cs_cmsg_xrange_entry(reply, i, &e) != 0) {
+            int n = cs_cmsg_xrange_count(reply, i);
+            if (n < 0) {
                 c->st.bad_messages++;
                 continue;
             }
-            insert(c, f->epoch, e.seq, f->id, f->id_len, e.json, e.json_len);
+            for (int k = 0; k < n; k++) {
+                cs_cmsg_entry_t e;
+                cs_cmsg_xrange_event(reply, i, (size_t)k, &e);
+                if (e.seq >= f->from && e.seq <= f->to)
+                    insert(c, f->epoch, e.seq, f->id, f->id_len, e.json, e.json_len);
+            }
         }
         c->st.fills++;
     } else {
@@ -480,12 +503,14 @@ static void on_fill(cs_redis_t *r, const redisReply *reply, void *data)
         fill_free(c, f);
 }
 
-/* Reads seqs [from, to] of exec from its stream; the message that showed the hole is held meanwhile. */
+/* Reads seqs [from, to] of exec from its stream; the message that showed the hole is held meanwhile. An
+ * entry's id is the last seq it holds: the entries from "<from>-0" on, at most one per seq wanted, hold
+ * them all. */
 static int fill_start(cs_cluster_t *c, fill_t *f, uint64_t epoch, uint64_t from, uint64_t to)
 {
     char key[256], a[32], b[32];
-    const char *argv[4];
-    size_t lens[4];
+    const char *argv[6];
+    size_t lens[6];
 
     if (to - from + 1 > c->ring_events) {
         /* More than the ring holds: only its last ring_events are read (the older ones would be evicted
@@ -499,13 +524,15 @@ static int fill_start(cs_cluster_t *c, fill_t *f, uint64_t epoch, uint64_t from,
     }
     snprintf(key, sizeof(key), "%s{x:%s}:s", c->prefix, f->id);
     snprintf(a, sizeof(a), "%llu-0", (unsigned long long)from);
-    snprintf(b, sizeof(b), "%llu-0", (unsigned long long)to);
-    argv[0] = "XRANGE", argv[1] = key, argv[2] = a, argv[3] = b;
-    for (int i = 0; i < 4; i++)
+    snprintf(b, sizeof(b), "%llu", (unsigned long long)(to - from + 1));
+    argv[0] = "XRANGE", argv[1] = key, argv[2] = a, argv[3] = "+", argv[4] = "COUNT", argv[5] = b;
+    for (int i = 0; i < 6; i++)
         lens[i] = strlen(argv[i]);
-    if (cs_redis_command(c->cmd, on_fill, f, 4, argv, lens) != 0)
+    if (cs_redis_command(c->cmd, on_fill, f, 6, argv, lens) != 0)
         return -ENOTCONN;
     f->epoch = epoch;
+    f->from = from;
+    f->to = to;
     f->active = 1;
     return 0;
 }
@@ -1633,13 +1660,62 @@ nomem:
 
 /* ---- history older than the ring: read from Redis when a subscriber starts (docs/cluster.md) ---- */
 
-/* Older entries read per subscriber beyond ring_events (Redis' MAXLEN ~ keeps up to a stream node more). */
+/* Older events read per subscriber beyond ring_events (Redis keeps some more: MINID ~ trims whole stream
+ * nodes). */
 #define HISTORY_EXTRA 128
 
-const char cs_cluster_history_script[] = "local e = redis.call('HGET', KEYS[1], 'epoch')\n"
-                                         "if not e then return {} end\n"
-                                         "return {e, redis.call('XREVRANGE', KEYS[2], ARGV[1], '-', 'COUNT', "
-                                         "ARGV[2])}\n";
+/* The epoch and the newest entries up to ARGV[1] ("<seq>-0" or "+"), at most ARGV[2] of them, newest first;
+ * an entry's id is the last seq it holds, so the one holding ARGV[1]'s seq and newer ones comes first
+ * (XRANGE's exclusive start: Redis 6.2). */
+const char cs_cluster_history_script[] =
+    "local e = redis.call('HGET', KEYS[1], 'epoch')\n"
+    "if not e then return {} end\n"
+    "local r = redis.call('XREVRANGE', KEYS[2], ARGV[1], '-', 'COUNT', ARGV[2])\n"
+    "if ARGV[1] ~= '+' then\n"
+    "  local a = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], '+', 'COUNT', 1)\n"
+    "  if a[1] then table.insert(r, 1, a[1]) end\n"
+    "end\n"
+    "return {e, r}\n";
+
+/* The events of XREVRANGE's entries (newest first), oldest first in a new array: those up to seq end, each
+ * after the one before, the newest max of them; *n of them. NULL with *n 0 when there are none, NULL with
+ * *n > 0 when out of memory. Entries that cannot be read are counted and left out. */
+static cs_hist_event_t *rev_events(cs_cluster_t *c, const redisReply *ent, uint64_t end, size_t max,
+                                   size_t *n)
+{
+    cs_hist_event_t *ev;
+    size_t total = 0, k = 0;
+
+    for (size_t i = 0; i < ent->elements; i++) {
+        int cnt = cs_cmsg_xrange_count(ent, i);
+        if (cnt > 0)
+            total += (size_t)cnt;
+        else
+            c->st.bad_messages++;
+    }
+    *n = total;
+    if (total == 0 || (ev = calloc(total, sizeof(*ev))) == NULL)
+        return NULL;
+    for (size_t i = ent->elements; i > 0; i--) {
+        int cnt = cs_cmsg_xrange_count(ent, i - 1);
+        for (int j = 0; j < cnt; j++) {
+            cs_cmsg_entry_t e;
+            cs_cmsg_xrange_event(ent, i - 1, (size_t)j, &e);
+            if (e.seq > end || (k > 0 && e.seq <= ev[k - 1].seq))
+                continue;
+            ev[k].seq = e.seq;
+            ev[k].json = e.json;
+            ev[k].json_len = e.json_len;
+            k++;
+        }
+    }
+    if (k > max) {
+        memmove(ev, ev + (k - max), max * sizeof(*ev));
+        k = max;
+    }
+    *n = k;
+    return ev;
+}
 
 /* History reads sent at once, at most (more wait in c->hwait and go out as replies come). */
 #define HISTORY_IN_FLIGHT 32
@@ -1657,6 +1733,7 @@ typedef struct hload {
     int waiting;    /* in c->hwait */
     unsigned tries; /* reads of it that got no answer */
     int64_t due;    /* cs_loop_now before which it is not sent again (after a transient error) */
+    uint64_t end;   /* the newest seq the read wants (UINT64_MAX: all) */
     struct hload *prev, *next;
     size_t id_len;
     char id[];
@@ -1756,6 +1833,7 @@ static void history_send(cs_cluster_t *c, hload_t *l)
     if ((ex = cs_store_find(c->store, l->id, l->id_len)) != NULL)
         cs_exec_seqs(ex, &first, &next);
     l->fresh = next == 1;
+    l->end = l->fresh ? UINT64_MAX : first - 1;
     snprintf(m, sizeof(m), "%s{x:%s}:m", c->prefix, l->id);
     snprintf(s, sizeof(s), "%s{x:%s}:s", c->prefix, l->id);
     if (l->fresh)
@@ -1829,7 +1907,7 @@ static void on_history(cs_redis_t *r, const redisReply *reply, void *data)
     hload_t *l = data;
     cs_cluster_t *c = l->c;
     cs_hist_event_t *ev = NULL;
-    size_t m = 0, k = 0;
+    size_t k = 0;
     uint64_t epoch = 0;
     const redisReply *ent;
 
@@ -1881,25 +1959,10 @@ static void on_history(cs_redis_t *r, const redisReply *reply, void *data)
         history_pump(c);
         return;
     }
-    m = ent->elements;
-    if (m > 0 && (ev = calloc(m, sizeof(*ev))) == NULL) {
+    if ((ev = rev_events(c, ent, l->end, c->ring_events + HISTORY_EXTRA, &k)) == NULL && k > 0) {
         history_fail(l, "out of memory");
         history_pump(c);
         return;
-    }
-    /* XREVRANGE: newest first; the store takes them oldest first. */
-    for (size_t i = m; i > 0; i--) {
-        cs_cmsg_entry_t e;
-        if (cs_cmsg_xrange_entry(ent, i - 1, &e) != 0) {
-            c->st.bad_messages++;
-            continue;
-        }
-        if (k > 0 && e.seq <= ev[k - 1].seq)
-            continue;
-        ev[k].seq = e.seq;
-        ev[k].json = e.json;
-        ev[k].json_len = e.json_len;
-        k++;
     }
     /* A node that had nothing of the execution (and still has nothing) takes its newest events into its
      * ring, in order, with Redis' epoch: status, human input and later subscribers have them too. */
@@ -2022,19 +2085,17 @@ static void on_warm_one(cs_redis_t *r, const redisReply *reply, void *data)
         /* Only into a ring that is still empty: one that took events meanwhile has them from the channel
          * (and its older ones come with its first subscriber). XREVRANGE: newest first. */
         if (next == 1 && fill_get(c, w->id, w->id_len, 0) == NULL) {
-            uint64_t last = 0;
-            for (size_t i = ent->elements; i > 0; i--) {
-                cs_cmsg_entry_t e;
-                if (cs_cmsg_xrange_entry(ent, i - 1, &e) != 0) {
-                    c->st.bad_messages++;
-                    continue;
-                }
-                if (e.seq <= last)
-                    continue;
-                insert(c, epoch, e.seq, w->id, w->id_len, e.json, e.json_len);
-                last = e.seq;
+            size_t n;
+            cs_hist_event_t *ev = rev_events(c, ent, UINT64_MAX, c->ring_events, &n);
+            if (ev == NULL && n > 0) {
+                c->warm_failed = 1;
+                cs_log_error("cluster: out of memory reading the history of %s", w->id);
+            } else {
+                for (size_t i = 0; i < n; i++)
+                    insert(c, epoch, ev[i].seq, w->id, w->id_len, ev[i].json, ev[i].json_len);
+                c->st.warmed++;
             }
-            c->st.warmed++;
+            free(ev);
         }
     }
     free(w);

@@ -3,7 +3,7 @@
  *
  * The store's remote step (store.h) hands every publish here; they are queued and sent once per loop
  * turn as one call of the publish script (per event: idempotency by event_id, the seq from the meta
- * hash, XADD under MAXLEN, EXPIRE, PUBLISH). A producer is answered only after Redis answered. Events
+ * hash, one XADD per execution under MINID, EXPIRE, PUBLISH). A producer is answered only after Redis answered. Events
  * enter this node's ring only with Redis' epoch and seq, in seq order: from the script's reply (our
  * own, when it is the ring's next) and from the cluster's channel (everyone's); a hole is filled with
  * XRANGE before anything after it is stored. While Redis is not reachable (or the channel not
@@ -24,7 +24,7 @@ typedef struct cs_cluster_opts {
     const char *redis;  /* cluster.redis */
     const char *node;   /* cluster.node (NULL: the host name) */
     const char *prefix; /* cluster.prefix */
-    size_t ring_events; /* store.ring_events: the streams' MAXLEN ~ */
+    size_t ring_events; /* store.ring_events: the seqs each stream keeps (MINID ~) */
     unsigned retain_s;  /* store.retain_s: keys of a finished execution expire after it */
     int timeout_ms;     /* a reply within it (0: 2000) */
 } cs_cluster_opts_t;

@@ -213,29 +213,71 @@ static int receipt_all(const char *p, size_t n, size_t count, cs_cmsg_result_t *
     return off == n ? 0 : -EINVAL;
 }
 
-int cs_cmsg_xrange_entry(const redisReply *r, size_t i, cs_cmsg_entry_t *e)
+/* The [field, value, ...] array of element i of an XRANGE reply and its id's seq, or NULL. */
+static const redisReply *xrange_fields(const redisReply *r, size_t i, uint64_t *id_seq)
 {
     const redisReply *it, *id, *fv;
 
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || i >= r->elements)
-        return -EINVAL;
+        return NULL;
     it = r->element[i];
     if (it == NULL || it->type != REDIS_REPLY_ARRAY || it->elements != 2)
-        return -EINVAL;
+        return NULL;
     id = it->element[0];
     fv = it->element[1];
     if (id == NULL || id->type != REDIS_REPLY_STRING || id->len < 3 || id->str[id->len - 2] != '-' ||
-        id->str[id->len - 1] != '0' || dec(id->str, id->len - 2, UINT64_MAX, &e->seq) != 0)
+        id->str[id->len - 1] != '0' || dec(id->str, id->len - 2, UINT64_MAX, id_seq) != 0 || *id_seq == 0)
+        return NULL;
+    if (fv == NULL || fv->type != REDIS_REPLY_ARRAY || fv->elements % 2 != 0 || fv->elements == 0)
+        return NULL;
+    for (size_t k = 0; k < fv->elements; k++)
+        if (fv->element[k] == NULL || fv->element[k]->type != REDIS_REPLY_STRING)
+            return NULL;
+    return fv;
+}
+
+/* The index of the field j in fv (the one-event shape), or fv->elements. */
+static size_t field_j(const redisReply *fv)
+{
+    size_t k = 0;
+    while (k < fv->elements && !is_str(fv->element[k], "j"))
+        k += 2;
+    return k;
+}
+
+int cs_cmsg_xrange_count(const redisReply *r, size_t i)
+{
+    const redisReply *fv;
+    uint64_t id, seq, prev = 0;
+    size_t j;
+
+    if ((fv = xrange_fields(r, i, &id)) == NULL)
         return -EINVAL;
-    if (fv == NULL || fv->type != REDIS_REPLY_ARRAY || fv->elements % 2 != 0)
+    if ((j = field_j(fv)) < fv->elements)
+        return fv->element[j + 1]->len > 0 ? 1 : -EINVAL;
+    if (fv->elements / 2 > INT_MAX)
         return -EINVAL;
-    for (size_t k = 0; k + 1 < fv->elements; k += 2) {
-        if (is_str(fv->element[k], "j") && fv->element[k + 1] != NULL &&
-            fv->element[k + 1]->type == REDIS_REPLY_STRING && fv->element[k + 1]->len > 0) {
-            e->json = fv->element[k + 1]->str;
-            e->json_len = fv->element[k + 1]->len;
-            return 0;
-        }
+    for (size_t k = 0; k < fv->elements; k += 2) {
+        if (dec(fv->element[k]->str, fv->element[k]->len, UINT64_MAX, &seq) != 0 || seq <= prev ||
+            fv->element[k + 1]->len == 0)
+            return -EINVAL;
+        prev = seq;
     }
-    return -EINVAL;
+    return prev == id ? (int)(fv->elements / 2) : -EINVAL;
+}
+
+void cs_cmsg_xrange_event(const redisReply *r, size_t i, size_t k, cs_cmsg_entry_t *e)
+{
+    uint64_t id;
+    const redisReply *fv = xrange_fields(r, i, &id);
+    size_t j = field_j(fv);
+
+    if (j < fv->elements) {
+        e->seq = id;
+    } else {
+        j = 2 * k;
+        dec(fv->element[j]->str, fv->element[j]->len, UINT64_MAX, &e->seq);
+    }
+    e->json = fv->element[j + 1]->str;
+    e->json_len = fv->element[j + 1]->len;
 }

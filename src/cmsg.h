@@ -58,15 +58,22 @@ int cs_cmsg_script_reply(const redisReply *r, size_t n, cs_cmsg_result_t *out);
  * -EINVAL (i past its end, or another shape anywhere before it). */
 int cs_cmsg_receipt(const char *p, size_t n, size_t i, cs_cmsg_result_t *out);
 
-/** One entry of an XRANGE reply: its seq (from its id "<seq>-0") and its field j. */
+/** One event of an XRANGE reply: its seq and its JSON. */
 typedef struct cs_cmsg_entry {
     uint64_t seq;
     const char *json;
     size_t json_len;
 } cs_cmsg_entry_t;
 
-/** Reads element i of an XRANGE reply (an array of [id, [field, value, ...]]); returns 0, or -EINVAL
- * (not that shape, an id not "<seq>-0", no field j). */
-int cs_cmsg_xrange_entry(const redisReply *r, size_t i, cs_cmsg_entry_t *e);
+/** Checks element i of an XRANGE (or XREVRANGE) reply, an array of [id, [field, value, ...]], and returns
+ * how many events it holds (at least 1), or -EINVAL. Two shapes: the events of one script call for one
+ * execution, id "<last seq>-0" and fields "<seq>" -> JSON, the seqs ascending and the last the id's
+ * (written since session 10: one XADD per execution per call); or one event, id "<seq>-0" and a field j
+ * (written before). */
+int cs_cmsg_xrange_count(const redisReply *r, size_t i);
+
+/** Event k (< what cs_cmsg_xrange_count returned for it) of element i, which cs_cmsg_xrange_count checked;
+ * the events of an element come in ascending seq order. */
+void cs_cmsg_xrange_event(const redisReply *r, size_t i, size_t k, cs_cmsg_entry_t *e);
 
 #endif

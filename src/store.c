@@ -3145,8 +3145,8 @@ int cs_store_check(const cs_store_t *st, size_t *ring_bytes, size_t *held_out_by
 
 /* ---- history older than the ring (cluster: read from Redis, store.h) ---- */
 
-/* Bounds of one subscriber's older history beyond the ring's own: Redis keeps up to about a stream node (100
- * entries) more than ring_events (MAXLEN ~). */
+/* Bounds of one subscriber's older history beyond the ring's own: Redis keeps some events more than
+ * ring_events (MINID ~ trims whole stream nodes). */
 #define HIST_EXTRA 128
 
 static void sub_hist_free(cs_sub_t *sub)

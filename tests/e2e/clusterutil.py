@@ -276,6 +276,20 @@ class Redis:
             self.proc.wait(5)
 
 
+def stream_events(redis, key):
+    """[(seq, JSON bytes)] of an execution's stream, in order: an entry holds the events one script call
+    stored for it, id "<last seq>-0" and fields "<seq>" -> JSON (or, written before session 10, one event:
+    id "<seq>-0", field j). docs/cluster.md "Keys"."""
+    out = []
+    for eid, fields in redis.cmd("XRANGE", key, "-", "+"):
+        kv = list(zip(fields[::2], fields[1::2]))
+        if any(f == b"j" for f, _ in kv):
+            out.append((int(eid.split(b"-")[0]), dict(kv)[b"j"]))
+        else:
+            out.extend((int(f), v) for f, v in kv)
+    return out
+
+
 def proc_cpu_s(pid):
     """user+sys CPU seconds of a process (/proc/PID/stat utime+stime)."""
     with open("/proc/%d/stat" % pid) as f:

@@ -28,7 +28,7 @@ import urllib.parse
 import pytest
 import requests
 
-from clusterutil import (Posting, add_node, check_exact, cluster3, cluster_factory,  # noqa: F401 (fixtures)
+from clusterutil import (Posting, add_node, stream_events, check_exact, cluster3, cluster_factory,  # noqa: F401 (fixtures)
                          join_all, need_real_cluster, reader, redis)
 from conftest import free_port, mkdtemp
 from csutil import RawWS, SSEClient, ev, http_get, poll, wait_until
@@ -216,11 +216,11 @@ def test_resume_then_live_across_nodes(cluster3):
 
 
 def test_gap_for_a_cursor_trimmed_from_redis(cluster_factory):
-    """store.ring_events bounds what Redis keeps too (MAXLEN): a cursor from far back, resumed on
+    """store.ring_events bounds what Redis keeps too (MINID): a cursor from far back, resumed on
     another node, gets stream.gap first and then the retained events, contiguous to the last."""
     c = cluster_factory(3, config={"store": {"ring_events": 16}})
     x = "trimmed"
-    total = 400  # MAXLEN ~ trims whole stream nodes (100 entries): enough to make Redis trim
+    total = 400  # MINID ~ trims whole stream nodes (an entry of 30 events is one): enough to make Redis trim
     c[0].post_ok(*[ev(x, "log", i=i) for i in range(10)])
     cur = cursors(c[0], x, 10)
     for k in range(10, total, 30):
@@ -231,7 +231,7 @@ def test_gap_for_a_cursor_trimmed_from_redis(cluster_factory):
     for r in rs:
         assert r.events and r.events[0]["type"] == "stream.gap", "%s: %r" % (r.describe(), r.events[:2])
         first = r.events[0]["first_seq"]
-        # Redis may keep more than ring_events (MAXLEN ~), never fewer, never the cut ones.
+        # Redis may keep more than ring_events (MINID ~), never fewer, never the cut ones.
         assert 5 <= first <= total - 16 + 1, (r.describe(), first)
         assert [e["seq"] for e in r.events[1:]] == list(range(first, total + 1)), r.describe()
         if r.kind != "poll":
@@ -240,7 +240,7 @@ def test_gap_for_a_cursor_trimmed_from_redis(cluster_factory):
 
 def test_resume_older_than_the_node_ring_reads_redis(redis, cluster_factory):
     """A node's ring is a cache: a resume older than it is served from Redis' stream exactly while
-    Redis still has the events (XLEN says how many it keeps), with stream.gap only before that."""
+    Redis still has the events (its stream says which it keeps), with stream.gap only before that."""
     need_real_cluster()
     c = cluster_factory(3, config={"store": {"ring_events": 16}})
     x = "deeper"
@@ -251,7 +251,9 @@ def test_resume_older_than_the_node_ring_reads_redis(redis, cluster_factory):
         c[k // 10 % 3].post_ok(*[ev(x, "log", i=i) for i in range(k, k + 10)])
     streams = [k for k in redis.cmd("KEYS", "*") if x.encode() in k and redis.cmd("TYPE", k) == "stream"]
     assert len(streams) == 1, streams
-    oldest = total - redis.cmd("XLEN", streams[0]) + 1  # trimming removes the oldest: the rest is contiguous
+    kept = [seq for seq, _ in stream_events(redis, streams[0])]
+    assert kept == list(range(kept[0], total + 1)), kept  # trimming removes the oldest: the rest is contiguous
+    oldest = kept[0]
     want = poll(c[0].base, "/v1/executions/%s/poll" % x, {"timeout": "0", "since_seq": str(max(0, oldest - 1))},
                 http_timeout=10).json()["events"]
     for cut in (3, 9):
@@ -268,6 +270,31 @@ def test_resume_older_than_the_node_ring_reads_redis(redis, cluster_factory):
                 else:
                     assert r.events[0]["type"] == "stream.gap" and r.events[0]["first_seq"] == oldest, r.events[:1]
                     assert [e["seq"] for e in r.events[1:]] == [e["seq"] for e in want]
+
+
+def test_a_large_call_is_stored_in_entries_of_at_most_500_events(redis, cluster_factory, make_daemon):
+    """One request of 1,200 events of one execution (one script call): Redis' stream holds them in entries
+    of at most 500 (one XADD's arguments stay on Lua's stack), seqs 1-1200 in order; the other node has
+    them from the channel, and a node started afterwards reads every one from Redis' entries."""
+    need_real_cluster()
+    c = cluster_factory(2, config={"store": {"ring_events": 4096}})
+    x = "large-call"
+    body = "".join(json.dumps(ev(x, "log", i=i)) + "\n" for i in range(1200))
+    r = requests.post(c[0].base + "/v1/events", data=body, headers={"Content-Type": "application/x-ndjson"},
+                      timeout=20)
+    assert r.status_code == 200, r.text[:300]
+    key = "cs:{x:%s}:s" % x
+    entries = redis.cmd("XRANGE", key, "-", "+")
+    sizes = [len(fields) // 2 for _, fields in entries]
+    assert len(sizes) >= 3 and max(sizes) <= 500, sizes
+    assert [seq for seq, _ in stream_events(redis, key)] == list(range(1, 1201))
+    assert [json.loads(j)["i"] for _, j in stream_events(redis, key)] == list(range(1200))
+    late = add_node(make_daemon, c, "late", config={"store": {"ring_events": 4096}})
+    for n in (c[1], late):
+        rd = reader("poll", n, x, 1200, timeout=10, query="since_seq=0")
+        rd.join(15)
+        assert [e["seq"] for e in rd.events] == list(range(1, 1201)), (n.name, rd.events[:2])
+        assert [e["i"] for e in rd.events] == list(range(1200)), n.name
 
 
 def test_idempotent_repost_on_other_nodes(cluster3):

@@ -14,7 +14,7 @@
   runtime on A exactly once; a second answer 409 on any node; three answers at once: one wins; a
   runtime that reconnects to C and sends `await` gets the answer.
 - Status, GET /v1/executions and the gauges of /metrics agree on every node; Redis' keys stay
-  under the prefix, bounded (MAXLEN) and expire (store.retain_s).
+  under the prefix, bounded (MINID) and expire (store.retain_s).
 """
 
 import json
@@ -27,7 +27,7 @@ import urllib.parse
 import pytest
 import requests
 
-from clusterutil import (SELFTEST, Posting, check_exact, cluster3, cluster_factory, join_all,  # noqa: F401
+from clusterutil import (SELFTEST, Posting, stream_events, check_exact, cluster3, cluster_factory, join_all,  # noqa: F401
                          need_real_cluster, node_metrics, reader, redis)
 from csutil import RawWS, SSEClient, encode_line, ev, exchange, http_get, poll, wait_until
 
@@ -660,9 +660,12 @@ def test_redis_keys_are_prefixed_bounded_and_expire(redis, cluster_factory):
     assert mine, keys
     streams = [k for k in mine if redis.cmd("TYPE", k) == "stream"]
     assert len(streams) == 1, [(k, redis.cmd("TYPE", k)) for k in mine]
-    n = redis.cmd("XLEN", streams[0])
-    # MAXLEN ~ trims whole stream nodes (stream-node-max-entries, default 100): at most one more node.
-    assert 16 <= n <= 16 + 100, "%s holds %d entries for store.ring_events 16" % (streams[0], n)
+    seqs = [seq for seq, _ in stream_events(redis, streams[0])]
+    # MINID ~ trims whole entries (a call's events of the execution: 50 here) and whole stream nodes
+    # (stream-node-max-entries 100, stream-node-max-bytes 4096: an entry of 50 events is a node of its own):
+    # at least the newest 16, at most one entry more than those.
+    assert seqs == list(range(seqs[0], 401)), seqs[:3]
+    assert 16 <= len(seqs) <= 16 + 50, "%s holds %d events for store.ring_events 16" % (streams[0], len(seqs))
     for k in mine:
         assert redis.cmd("TTL", k) != -1, "%s has no expiry" % k
     c[1].post_ok(ev(x, "run.completed", result="ok"))

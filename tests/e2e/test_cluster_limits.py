@@ -28,7 +28,7 @@ import time
 
 import pytest
 
-from clusterutil import (StallProxy, add_node, cluster_config, cluster_factory, need_real_cluster,  # noqa: F401
+from clusterutil import (StallProxy, add_node, stream_events, cluster_config, cluster_factory, need_real_cluster,  # noqa: F401
                          node_metrics, redis)
 from csutil import SSEClient, ev, poll, wait_until
 
@@ -45,11 +45,7 @@ def stored_ids(redis, x):
     """event_ids of x as Redis' stream holds them, in seq order."""
     import json
 
-    out = []
-    for _, fields in redis.cmd("XRANGE", "cs:{x:%s}:s" % x, "-", "+"):
-        kv = dict(zip(fields[::2], fields[1::2]))
-        out.append(json.loads(kv[b"j"])["event_id"])
-    return out
+    return [json.loads(j)["event_id"] for _, j in stream_events(redis, "cs:{x:%s}:s" % x)]
 
 
 def test_4096_publishes_without_a_reply_are_held_the_rest_answered_unavailable(redis, cluster_factory):
@@ -232,8 +228,8 @@ def test_16_mib_held_behind_a_hole_the_rest_read_from_the_stream(redis, make_dae
         first = a.post_ok(ev(x, "run.started"))
         assert wait_until(lambda: m(d, "cluster_inserted_total") >= 1, 5)
         # A message lost on the channel: seq 2 is in Redis' stream, its PUBLISH never happened.
-        (_, fields), = redis.cmd("XRANGE", "cs:{x:%s}:s" % x, "-", "+")
-        lost = json.loads(dict(zip(fields[::2], fields[1::2]))[b"j"])
+        (_, first_json), = stream_events(redis, "cs:{x:%s}:s" % x)
+        lost = json.loads(first_json)
         lost.update(type="log", event_id="lost-2")
         redis.cmd("XADD", "cs:{x:%s}:s" % x, "2-0", "j", json.dumps(lost, separators=(",", ":")))
         redis.cmd("HSET", "cs:{x:%s}:m" % x, "seq", "2")

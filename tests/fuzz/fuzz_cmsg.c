@@ -69,9 +69,17 @@ static void read_reply(const redisReply *r)
                     abort();
     if (r->type == REDIS_REPLY_ARRAY)
         for (size_t i = 0; i < r->elements; i++) {
-            cs_cmsg_entry_t e;
-            if (cs_cmsg_xrange_entry(r, i, &e) == 0 && (e.seq == 0 || e.json_len == 0))
+            int n = cs_cmsg_xrange_count(r, i);
+            uint64_t prev = 0;
+            if (n == 0)
                 abort();
+            for (int k = 0; k < n; k++) {
+                cs_cmsg_entry_t e;
+                cs_cmsg_xrange_event(r, i, (size_t)k, &e);
+                if (e.seq <= prev || e.json_len == 0)
+                    abort(); /* ascending, each with its JSON */
+                prev = e.seq;
+            }
         }
 }
 

@@ -353,6 +353,56 @@ static void test_cmsg_script_reply(void)
     }
 }
 
+/* An XRANGE reply from its RESP text. */
+static redisReply *resp(const char *text)
+{
+    redisReader *rd = redisReaderCreate();
+    void *r = NULL;
+    REQUIRE(rd != NULL);
+    REQUIRE(redisReaderFeed(rd, text, strlen(text)) == REDIS_OK);
+    REQUIRE(redisReaderGetReply(rd, &r) == REDIS_OK && r != NULL);
+    redisReaderFree(rd);
+    return r;
+}
+
+/* Stream entries: a call's events of one execution (id its last seq, fields "<seq>" -> JSON) and the
+ * one-event shape of before (field j); anything else is refused whole. */
+static void test_cmsg_xrange(void)
+{
+    redisReply *r = resp("*3\r\n"
+                         "*2\r\n$3\r\n7-0\r\n*2\r\n$1\r\nj\r\n$2\r\n{}\r\n"
+                         "*2\r\n$4\r\n10-0\r\n*6\r\n$1\r\n8\r\n$1\r\na\r\n$1\r\n9\r\n$1\r\nb\r\n"
+                         "$2\r\n10\r\n$1\r\nc\r\n"
+                         "*2\r\n$4\r\n12-0\r\n*2\r\n$1\r\nk\r\n$1\r\nx\r\n");
+    cs_cmsg_entry_t e;
+
+    CHECK(cs_cmsg_xrange_count(r, 0) == 1);
+    cs_cmsg_xrange_event(r, 0, 0, &e);
+    CHECK(e.seq == 7 && e.json_len == 2 && memcmp(e.json, "{}", 2) == 0);
+    REQUIRE(cs_cmsg_xrange_count(r, 1) == 3);
+    for (size_t k = 0; k < 3; k++) {
+        cs_cmsg_xrange_event(r, 1, k, &e);
+        CHECK(e.seq == 8 + k && e.json_len == 1 && e.json[0] == (char)('a' + k));
+    }
+    CHECK(cs_cmsg_xrange_count(r, 2) < 0); /* a field that is neither j nor a seq */
+    CHECK(cs_cmsg_xrange_count(r, 3) < 0); /* past the end */
+    freeReplyObject(r);
+    const char *bad[] = {
+        "*1\r\n*2\r\n$4\r\n11-0\r\n*4\r\n$1\r\n8\r\n$1\r\na\r\n$1\r\n9\r\n$1\r\nb\r\n", /* last != id */
+        "*1\r\n*2\r\n$3\r\n9-0\r\n*4\r\n$1\r\n9\r\n$1\r\na\r\n$1\r\n9\r\n$1\r\nb\r\n",  /* not ascending */
+        "*1\r\n*2\r\n$3\r\n9-0\r\n*2\r\n$1\r\n9\r\n$0\r\n\r\n",                         /* no JSON */
+        "*1\r\n*2\r\n$3\r\n0-0\r\n*2\r\n$1\r\nj\r\n$1\r\na\r\n",                        /* seq 0 */
+        "*1\r\n*2\r\n$3\r\n9-1\r\n*2\r\n$1\r\nj\r\n$1\r\na\r\n",                        /* not <seq>-0 */
+        "*1\r\n*2\r\n$3\r\n9-0\r\n*0\r\n",                                              /* no field */
+        "*1\r\n*2\r\n$3\r\n9-0\r\n*2\r\n$2\r\n09\r\n$1\r\na\r\n",                       /* 09 */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        r = resp(bad[i]);
+        CHECK(cs_cmsg_xrange_count(r, 0) < 0);
+        freeReplyObject(r);
+    }
+}
+
 /* ---- what the script leaves in Redis ---- */
 
 static long long cmd_int;
@@ -530,6 +580,7 @@ int main(void)
     REQUIRE(run_until(both_ready, 5000));
     RUN(test_cmsg_batch);
     RUN(test_cmsg_script_reply);
+    RUN(test_cmsg_xrange);
     RUN(test_publish_and_share);
     RUN(test_index_and_ttl);
     RUN(test_index_bounded);
