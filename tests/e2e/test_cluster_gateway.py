@@ -87,6 +87,24 @@ def test_runtime_released_after_its_final_event(cluster_factory):  # noqa: F811
         rt.close()
 
 
+def held_kickoff_pending_then_completed(nodes, rt, taker, topic, handed=False):
+    """A kickoff taken by `taker` reaches rt (which does not acknowledge it yet): its status reads pending on
+    every node; acknowledged and run, completed with its result on every node. Handed over through the
+    cluster, its kickoff.requested event reaches every node first: pending all the same."""
+    assert rt.served.wait(5)
+    xid = post(taker, "/kickoff", {"inputs": {"topic": topic}}).json()["kickoff_id"]
+    assert wait_until(lambda: len(rt.kickoffs) == 1, 5)
+    for n in nodes:
+        if handed:
+            assert wait_until(lambda: get(n, "/v1/executions/%s" % xid).json().get("last_seq", 0) >= 1, 5), n.name
+        assert status(n, xid)["status"] == "pending", (n.name, status(n, xid))
+    rt.ack = True
+    rt._on_kickoff(rt.kickoffs[0])
+    for n in nodes:
+        assert wait_until(lambda: status(n, xid)["status"] == "completed", 10), (n.name, status(n, xid))
+        assert status(n, xid)["result"] == {"output": "report on %s" % topic}
+
+
 def test_seed_client_and_status_on_every_node(cluster_factory):  # noqa: F811
     """The seed's kickoff_sync against node a (its runtime there); the kickoff's status reads the same on
     nodes b and c, pending before the runtime took it and completed after."""
@@ -95,16 +113,7 @@ def test_seed_client_and_status_on_every_node(cluster_factory):  # noqa: F811
     a, b, cc = c
     rt = Runtime(a.sock, "research", 2, run_s=0.2, ack=False)
     try:
-        assert rt.served.wait(5)
-        xid = post(a, "/kickoff", {"inputs": {"topic": "held"}}).json()["kickoff_id"]
-        assert wait_until(lambda: len(rt.kickoffs) == 1, 5)
-        for n in (a, b, cc):
-            assert status(n, xid)["status"] == "pending", (n.name, status(n, xid))
-        rt.ack = True
-        rt._on_kickoff(rt.kickoffs[0])
-        for n in (a, b, cc):
-            assert wait_until(lambda: status(n, xid)["status"] == "completed", 10), (n.name, status(n, xid))
-            assert status(n, xid)["result"] == {"output": "report on held"}
+        held_kickoff_pending_then_completed(c, rt, a, "held")
         client = crewai_client.CrewAIClient(base_url=base(a), token=KEY, poll_interval=0.2)
         res = client.kickoff_sync({"topic": "AI Research"})
         assert res.is_success, res
@@ -157,16 +166,7 @@ def test_handed_over_kickoff_is_pending_until_its_runtime_posts(cluster_factory)
     a, b, cc = c
     rt = Runtime(a.sock, "research", 2, run_s=0.2, ack=False)
     try:
-        assert rt.served.wait(5)
-        xid = post(b, "/kickoff", {"inputs": {"topic": "handed"}}).json()["kickoff_id"]
-        assert wait_until(lambda: len(rt.kickoffs) == 1, 5)
-        for n in (a, b, cc):
-            assert wait_until(lambda: get(n, "/v1/executions/%s" % xid).json().get("last_seq", 0) >= 1, 5), n.name
-            assert status(n, xid)["status"] == "pending", (n.name, status(n, xid))
-        rt.ack = True
-        rt._on_kickoff(rt.kickoffs[0])
-        for n in (a, b, cc):
-            assert wait_until(lambda: status(n, xid)["status"] == "completed", 10), (n.name, status(n, xid))
+        held_kickoff_pending_then_completed(c, rt, b, "handed", handed=True)
     finally:
         rt.close()
 
