@@ -52,8 +52,7 @@
  * last seq, fields "<seq>" -> JSON (cmsg.h), trimmed with MINID ~ to the last ring_events seqs (an entry
  * holds many events: MAXLEN would count entries); one PUBLISH per call carries every event it stored (cmsg.h:
  * a batch message), one ZADD every execution it touched. Seqs are formatted once each with %d (Lua's own
- * number to string goes through printf's floating point; XADD takes
- * "<seq>" as "<seq>-0").
+ * number to string goes through printf's floating point; XADD takes "<seq>" as "<seq>-0").
  * The keys' EXPIRE is set when the meta hash is new, when the TTL changes (a finishing event) and else at
  * most every min(60 s, TTL/10) (meta fields xt: the TTL set, xa: when, Redis' ms): so the keys live
  * between TTL - min(60 s, TTL/10) and TTL after the last event, and three EXPIREs per execution per call

@@ -236,25 +236,21 @@ static const redisReply *xrange_fields(const redisReply *r, size_t i, uint64_t *
     return fv;
 }
 
-/* The index of the field j in fv (the one-event shape), or fv->elements. */
-static size_t field_j(const redisReply *fv)
+/* Whether fv is the one-event shape: exactly the field j (what the script wrote before session 10). */
+static int one_event(const redisReply *fv)
 {
-    size_t k = 0;
-    while (k < fv->elements && !is_str(fv->element[k], "j"))
-        k += 2;
-    return k;
+    return fv->elements == 2 && is_str(fv->element[0], "j");
 }
 
 int cs_cmsg_xrange_count(const redisReply *r, size_t i)
 {
     const redisReply *fv;
     uint64_t id, seq, prev = 0;
-    size_t j;
 
     if ((fv = xrange_fields(r, i, &id)) == NULL)
         return -EINVAL;
-    if ((j = field_j(fv)) < fv->elements)
-        return fv->element[j + 1]->len > 0 ? 1 : -EINVAL;
+    if (one_event(fv))
+        return fv->element[1]->len > 0 ? 1 : -EINVAL;
     if (fv->elements / 2 > INT_MAX)
         return -EINVAL;
     for (size_t k = 0; k < fv->elements; k += 2) {
@@ -268,16 +264,13 @@ int cs_cmsg_xrange_count(const redisReply *r, size_t i)
 
 void cs_cmsg_xrange_event(const redisReply *r, size_t i, size_t k, cs_cmsg_entry_t *e)
 {
-    uint64_t id;
-    const redisReply *fv = xrange_fields(r, i, &id);
-    size_t j = field_j(fv);
+    /* Checked whole by cs_cmsg_xrange_count: no check again here (an entry may hold 500 events). */
+    const redisReply *id = r->element[i]->element[0], *fv = r->element[i]->element[1];
 
-    if (j < fv->elements) {
-        e->seq = id;
-    } else {
-        j = 2 * k;
-        dec(fv->element[j]->str, fv->element[j]->len, UINT64_MAX, &e->seq);
-    }
-    e->json = fv->element[j + 1]->str;
-    e->json_len = fv->element[j + 1]->len;
+    if (one_event(fv))
+        dec(id->str, id->len - 2, UINT64_MAX, &e->seq);
+    else
+        dec(fv->element[2 * k]->str, fv->element[2 * k]->len, UINT64_MAX, &e->seq);
+    e->json = fv->element[2 * k + 1]->str;
+    e->json_len = fv->element[2 * k + 1]->len;
 }

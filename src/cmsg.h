@@ -68,8 +68,8 @@ typedef struct cs_cmsg_entry {
 /** Checks element i of an XRANGE (or XREVRANGE) reply, an array of [id, [field, value, ...]], and returns
  * how many events it holds (at least 1), or -EINVAL. Two shapes: the events of one script call for one
  * execution, id "<last seq>-0" and fields "<seq>" -> JSON, the seqs ascending and the last the id's
- * (written since session 10: one XADD per execution per call); or one event, id "<seq>-0" and a field j
- * (written before). */
+ * (written since session 10: one XADD per execution per call); or one event, id "<seq>-0" and the one
+ * field j (written before). */
 int cs_cmsg_xrange_count(const redisReply *r, size_t i);
 
 /** Event k (< what cs_cmsg_xrange_count returned for it) of element i, which cs_cmsg_xrange_count checked;

@@ -393,6 +393,7 @@ static void test_cmsg_xrange(void)
         "*1\r\n*2\r\n$3\r\n9-0\r\n*2\r\n$1\r\n9\r\n$0\r\n\r\n",                         /* no JSON */
         "*1\r\n*2\r\n$3\r\n0-0\r\n*2\r\n$1\r\nj\r\n$1\r\na\r\n",                        /* seq 0 */
         "*1\r\n*2\r\n$3\r\n9-1\r\n*2\r\n$1\r\nj\r\n$1\r\na\r\n",                        /* not <seq>-0 */
+        "*1\r\n*2\r\n$3\r\n9-0\r\n*4\r\n$1\r\nj\r\n$1\r\na\r\n$1\r\n9\r\n$1\r\nb\r\n",  /* j and more */
         "*1\r\n*2\r\n$3\r\n9-0\r\n*0\r\n",                                              /* no field */
         "*1\r\n*2\r\n$3\r\n9-0\r\n*2\r\n$2\r\n09\r\n$1\r\na\r\n",                       /* 09 */
     };
