@@ -39,19 +39,23 @@
  * ARGV: prefix, store.ring_events (the seqs each stream keeps), channel, an epoch candidate (for every
  * execution the call creates), a deadline (Redis' clock, ms: a call that reaches Redis later stores nothing,
  * so that a publish whose reply never came is known not to be stored once that time has passed), the call's
- * receipt key, the longest TTL, the event-id index's generation width (store.ring_events), then per event:
- * execution id, "<type> <event_id>" (its index field; empty when the node made the event_id: nobody can
- * re-post it before it is stored, and every node's ring knows it from then on, as a lone daemon's does), ttl,
- * " <execution id> <the JSON's length>\n" (the node writes the part of the event's batch-message header after
- * "<epoch> <seq>", so the script makes no string per event for it), JSON. Returns the receipt: per event
- * "<seq> <epoch>" (the seq with '-' for a duplicate), space-separated, one bulk string, which is also kept
- * under the receipt key for RECEIPT_TTL_S, so a call whose reply was lost can be read back (see "publishes
- * whose outcome is unknown"). An execution's meta hash is read once per call (HMGET) and written back once
- * (HSET seq, and when its keys' TTL was set); per event: the index lookup (only for a producer's own
- * event_id); per execution one XADD of the events the call stored for it (one more per 500), entry id its
- * last seq, fields "<seq>" -> JSON (cmsg.h), trimmed with MINID ~ to the last ring_events seqs (an entry
- * holds many events: MAXLEN would count entries); one PUBLISH per call carries every event it stored (cmsg.h:
- * a batch message), one ZADD every execution it touched. Seqs are formatted once each with %d (Lua's own
+ * receipt key, the longest TTL, the event-id index's generation width (store.ring_events), then per group
+ * (the node sends a call's events grouped by execution, in their order within it, at most
+ * CS_CMSG_ENTRY_MAX to a group): execution id, ttl (of the group's last event), the number of events, their
+ * index fields ("<type> <event_id>\n" each, an empty line when the node made the event_id: nobody can
+ * re-post it before it is stored, and every node's ring knows it from then on, as a lone daemon's does; ""
+ * when no event of the group has a producer's id), and the events themselves, each "<json_len>\n<json>"
+ * (cmsg.h). A group without producers' ids is stored whole without the script touching its events: its
+ * seqs are the next ones, one XADD (entry id its last seq, fields f -> its first seq and b -> the events,
+ * trimmed with MINID ~ to the last ring_events seqs: an entry holds many events, MAXLEN would count
+ * entries), its bytes go into the batch message as they came. A group with producers' ids is walked
+ * event by event: the index lookup, and the duplicates taken out of what is stored.
+ * Returns the receipt: space-separated pairs, "<first>+<count> <epoch>" for a group stored whole, else
+ * per event "<seq> <epoch>" (the seq with '-' for a duplicate), one bulk string, which is also kept under
+ * the receipt key for RECEIPT_TTL_S, so a call whose reply was lost can be read back (see "publishes whose
+ * outcome is unknown"). An execution's meta hash is read once per call (HMGET) and written back once (HSET
+ * seq, and when its keys' TTL was set); one PUBLISH per call carries every event it stored (cmsg.h: a
+ * batch message, grouped), one ZADD every execution it touched. Seqs are formatted with %d (Lua's own
  * number to string goes through printf's floating point; XADD takes "<seq>" as "<seq>-0").
  * The keys' EXPIRE is set when the meta hash is new, when the TTL changes (a finishing event) and else at
  * most every min(60 s, TTL/10) (meta fields xt: the TTL set, xa: when, Redis' ms): so the keys live
@@ -65,31 +69,23 @@
  * history under the same keys (one that outlived its meta hash) goes with it, so XADD never meets an id
  * ahead of the new seqs (an older history's index generations carry its epoch in their names).
  */
-/* Field-value pairs of one XADD at most (500 events): redis.call's arguments go on Lua's stack (8000). */
-#define XADD_CHUNK2 "1000"
-
 const char cs_cluster_script[] =
     "local p, maxlen, chan, cand, dl, rk = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]\n"
     "local keep, gw = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
-    "local call, fmt, floor = redis.call, string.format, math.floor\n"
+    "local call, fmt, floor, find, sub = redis.call, string.format, math.floor, string.find, string.sub\n"
     "local tm = call('TIME')\n"
     "local now = tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000)\n"
     "if now > dl then\n"
     "  return redis.error_reply('LATE the publish reached Redis after its deadline: not stored')\n"
     "end\n"
-    "local ex, msg, n, rc, zs, mk, rn = {}, {''}, 0, {}, {}, 1, 0\n"
+    "local ex, msg, ng, rc, zs = {}, {''}, 0, {}, {}\n"
     "local keepn = tonumber(maxlen)\n"
-    "local function xadd(e)\n"
-    "  call('XADD', e.s, 'MINID', '~', fmt('%d', math.max(e.seq - keepn + 1, 0)), e.xf[e.xk - 1],\n"
-    "       unpack(e.xf, 1, e.xk))\n"
-    "  e.xf, e.xk = {}, 0\n"
-    "end\n"
     "for i = 9, #ARGV, 5 do\n"
-    "  local x, f, j = ARGV[i], ARGV[i+1], ARGV[i+4]\n"
+    "  local x, k, f, b = ARGV[i], tonumber(ARGV[i+2]), ARGV[i+3], ARGV[i+4]\n"
     "  local e = ex[x]\n"
     "  if not e then\n"
-    "    local b = p .. '{x:' .. x .. '}:'\n"
-    "    e = {m = b .. 'm', s = b .. 's', xf = {}, xk = 0}\n"
+    "    local pb = p .. '{x:' .. x .. '}:'\n"
+    "    e = {m = pb .. 'm', s = pb .. 's'}\n"
     "    local h = call('HMGET', e.m, 'epoch', 'seq', 'xt', 'xa')\n"
     "    if not h[1] then\n"
     "      call('DEL', e.s)\n"
@@ -98,44 +94,67 @@ const char cs_cluster_script[] =
     "    else\n"
     "      e.ep, e.seq, e.xt, e.xa = h[1], tonumber(h[2] or 0), h[3], tonumber(h[4] or -1)\n"
     "    end\n"
-    "    e.eps, e.seq0, e.ix = e.ep .. ' ', e.seq, b .. 'i:' .. e.ep .. ':'\n"
+    "    e.seq0, e.ix = e.seq, pb .. 'i:' .. e.ep .. ':'\n"
     "    ex[x] = e\n"
     "    zs[#zs+1] = now\n"
     "    zs[#zs+1] = x\n"
     "  end\n"
-    "  e.ttl = ARGV[i+2]\n"
-    "  local sn = e.seq + 1\n"
-    "  local s, o = fmt('%d', sn)\n"
-    "  if f ~= '' then\n"
-    "    local g = floor(sn / gw)\n"
-    "    if g > 0 then o = call('HGET', e.ix .. (g - 1), f) end\n"
-    "    if not o then\n"
-    "      local k = e.ix .. g\n"
-    "      if call('HSETNX', k, f, s) == 0 then o = call('HGET', k, f) end\n"
-    "      if not e.gk then e.gk = {} end\n"
-    "      e.gk[k] = true\n"
+    "  e.ttl = ARGV[i+1]\n"
+    "  local first, kept = e.seq + 1, k\n"
+    "  if f == '' then\n"
+    "    e.seq = e.seq + k\n"
+    "    for g = floor(first / gw) + (first % gw == 0 and 0 or 1), floor(e.seq / gw) do\n"
+    "      if g >= 2 then call('DEL', e.ix .. (g - 2)) end\n"
     "    end\n"
-    "  end\n"
-    "  if not o then\n"
-    "    e.seq = sn\n"
-    "    if sn % gw == 0 and sn >= 2 * gw then call('DEL', e.ix .. (sn / gw - 2)) end\n"
-    "    local xf, xk = e.xf, e.xk + 2\n"
-    "    xf[xk - 1], xf[xk], e.xk = s, j, xk\n"
-    "    if xk >= " XADD_CHUNK2 " then xadd(e) end\n"
-    "    msg[mk+1], msg[mk+2], msg[mk+3], msg[mk+4] = e.eps, s, ARGV[i+3], j\n"
-    "    mk, n = mk + 4, n + 1\n"
-    "    rc[rn+1] = s\n"
+    "    rc[#rc+1] = fmt('%d+%d %s', first, k, e.ep)\n"
     "  else\n"
-    "    rc[rn+1] = '-' .. o\n"
+    "    local parts, pos, fp = {}, 1, 1\n"
+    "    kept = 0\n"
+    "    for j = 1, k do\n"
+    "      local nl = find(b, '\\n', pos, true)\n"
+    "      local stop = nl + tonumber(sub(b, pos, nl - 1))\n"
+    "      local fe = find(f, '\\n', fp, true)\n"
+    "      local fld = sub(f, fp, fe - 1)\n"
+    "      fp = fe + 1\n"
+    "      local sn = e.seq + 1\n"
+    "      local s, o = fmt('%d', sn)\n"
+    "      if fld ~= '' then\n"
+    "        local g = floor(sn / gw)\n"
+    "        if g > 0 then o = call('HGET', e.ix .. (g - 1), fld) end\n"
+    "        if not o then\n"
+    "          local ik = e.ix .. g\n"
+    "          if call('HSETNX', ik, fld, s) == 0 then o = call('HGET', ik, fld) end\n"
+    "          if not e.gk then e.gk = {} end\n"
+    "          e.gk[ik] = true\n"
+    "        end\n"
+    "      end\n"
+    "      if not o then\n"
+    "        e.seq = sn\n"
+    "        if sn % gw == 0 and sn >= 2 * gw then call('DEL', e.ix .. (sn / gw - 2)) end\n"
+    "        kept = kept + 1\n"
+    "        parts[kept] = sub(b, pos, stop)\n"
+    "        rc[#rc+1] = s .. ' ' .. e.ep\n"
+    "      else\n"
+    "        rc[#rc+1] = '-' .. o .. ' ' .. e.ep\n"
+    "      end\n"
+    "      pos = stop + 1\n"
+    "    end\n"
+    "    if kept < k then b = table.concat(parts) end\n"
     "  end\n"
-    "  rc[rn+2], rn = e.ep, rn + 2\n"
+    "  if kept > 0 then\n"
+    "    local fs = fmt('%d', first)\n"
+    "    call('XADD', e.s, 'MINID', '~', fmt('%d', math.max(e.seq - keepn + 1, 0)), fmt('%d', e.seq),\n"
+    "         'f', fs, 'b', b)\n"
+    "    msg[#msg+1] = fmt('%s %s %s %d %d\\n', e.ep, fs, x, kept, #b)\n"
+    "    msg[#msg+1] = b\n"
+    "    ng = ng + 1\n"
+    "  end\n"
     "end\n"
-    "if n > 0 then\n"
-    "  msg[1] = '*' .. n .. '\\n'\n"
+    "if ng > 0 then\n"
+    "  msg[1] = '#' .. ng .. '\\n'\n"
     "  call('PUBLISH', chan, table.concat(msg))\n"
     "end\n"
     "for x, e in pairs(ex) do\n"
-    "  if e.xk > 0 then xadd(e) end\n"
     "  local t = tonumber(e.ttl)\n"
     "  if e.xt ~= e.ttl or now - e.xa >= math.min(60000, t * 100) then\n"
     "    call('EXPIRE', e.m, t); call('EXPIRE', e.s, t)\n"
@@ -164,9 +183,9 @@ typedef struct qent {
     const char *key; /* "<type> <event_id>": the index field; type and eid point into it */
     size_t key_len;
     unsigned ttl;
-    const char *hd; /* " <exec> <json_len>\n": its batch message's header after "<epoch> <seq>" */
-    size_t hd_len;
-    char mem[]; /* exec, key, json, each NUL-terminated (type is not: a space follows it) */
+    const char *ev; /* "<json_len>\n<json>": the event as a group of the script's arguments holds it */
+    size_t ev_len;
+    char mem[]; /* exec, key, ev (json its end), each NUL-terminated (type is not: a space follows it) */
 } qent_t;
 
 /* A script call in flight. */
@@ -260,6 +279,7 @@ struct cs_cluster {
     size_t wb_cap;
     char why[256];
     cs_cluster_stats_t st;
+    cs_cmsg_entry_t xev[CS_CMSG_ENTRY_MAX]; /* the events of one stream entry, being read */
 };
 
 static void update_gate(cs_cluster_t *c);
@@ -458,12 +478,10 @@ static void on_fill(cs_redis_t *r, const redisReply *reply, void *data)
                 c->st.bad_messages++;
                 continue;
             }
-            for (int k = 0; k < n; k++) {
-                cs_cmsg_entry_t e;
-                cs_cmsg_xrange_event(reply, i, (size_t)k, &e);
-                if (e.seq >= f->from && e.seq <= f->to)
-                    insert(c, f->epoch, e.seq, f->id, f->id_len, e.json, e.json_len);
-            }
+            cs_cmsg_xrange_events(reply, i, c->xev);
+            for (int k = 0; k < n; k++)
+                if (c->xev[k].seq >= f->from && c->xev[k].seq <= f->to)
+                    insert(c, f->epoch, c->xev[k].seq, f->id, f->id_len, c->xev[k].json, c->xev[k].json_len);
         }
         c->st.fills++;
     } else {
@@ -581,7 +599,8 @@ static void on_message(cs_redis_t *r, const redisReply *reply, void *data)
 {
     cs_cluster_t *c = data;
     const char *p;
-    size_t n, count, off;
+    size_t n, count;
+    cs_cmsg_iter_t it;
     cs_cmsg_t m;
     int k;
 
@@ -600,7 +619,7 @@ static void on_message(cs_redis_t *r, const redisReply *reply, void *data)
     if (k != 1)
         return;
     c->st.received++;
-    if (n > 0 && p[0] != '*') { /* one event, as the first cluster version sends it */
+    if (n > 0 && p[0] != '*' && p[0] != '#') { /* one event, as the first cluster version sends it */
         if (cs_cmsg_parse(p, n, &m) != 0)
             goto bad;
         offer(c, m.epoch, m.seq, m.exec, m.exec_len, m.json, m.json_len);
@@ -609,9 +628,9 @@ static void on_message(cs_redis_t *r, const redisReply *reply, void *data)
     /* A batch: read whole before any of it is offered (a malformed one is dropped entire; the holes it
      * leaves are filled from the stream at each execution's next event). Our own events come back too:
      * offer drops what the ring has. */
-    if (cs_cmsg_batch(p, n, &count, &off) != 0)
+    if (cs_cmsg_batch(p, n, &count, &it) != 0)
         goto bad;
-    for (size_t i = 0; i < count && cs_cmsg_next(p, n, &off, &m) == 0; i++)
+    for (size_t i = 0; i < count && cs_cmsg_next(&it, &m) == 0; i++)
         offer(c, m.epoch, m.seq, m.exec, m.exec_len, m.json, m.json_len);
     return;
 bad:
@@ -743,33 +762,73 @@ static size_t receipt_key(const cs_cluster_t *c, uint64_t id, char *buf, size_t 
     return n < 0 ? 0 : (size_t)n >= size ? size - 1 : (size_t)n;
 }
 
-/* Appends one RESP bulk string ("$<n>\r\n<bytes>\r\n") at w; returns the end. */
-static char *resp_arg(char *w, const char *p, size_t n)
+/* Appends the RESP head of a bulk string of n bytes ("$<n>\r\n") at w; returns the end. */
+static char *resp_head(char *w, size_t n)
 {
     *w++ = '$';
     w += utoa(w, n);
     *w++ = '\r', *w++ = '\n';
+    return w;
+}
+
+/* Appends one RESP bulk string ("$<n>\r\n<bytes>\r\n") at w; returns the end. */
+static char *resp_arg(char *w, const char *p, size_t n)
+{
+    w = resp_head(w, n);
     memcpy(w, p, n);
     w += n;
     *w++ = '\r', *w++ = '\n';
     return w;
 }
 
+/* The order a call's events go in: by execution (its groups), in their order within it. */
+typedef struct qord {
+    qent_t *q;
+    size_t i;
+} qord_t;
+
+static int qord_cmp(const void *a, const void *b)
+{
+    const qord_t *x = a, *y = b;
+    size_t n = x->q->exec_len < y->q->exec_len ? x->q->exec_len : y->q->exec_len;
+    int d = memcmp(x->q->exec, y->q->exec, n);
+
+    if (d == 0 && x->q->exec_len != y->q->exec_len)
+        d = x->q->exec_len < y->q->exec_len ? -1 : 1;
+    return d != 0 ? d : x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* The end of the group of the script's arguments that starts at o[from]: the events of one execution that
+ * follow it, at most CS_CMSG_ENTRY_MAX. */
+static size_t group_end(const qord_t *o, size_t n, size_t from)
+{
+    size_t to = from + 1;
+
+    while (to < n && to - from < CS_CMSG_ENTRY_MAX && o[to].q->exec_len == o[from].q->exec_len &&
+           memcmp(o[to].q->exec, o[from].q->exec, o[from].q->exec_len) == 0)
+        to++;
+    return to;
+}
+
 /* Sends up to BATCH_MAX queued publishes as one script call: EVALSHA (the script is loaded when the command
- * connection comes up, before anything else is sent on it), its command written in RESP here. */
+ * connection comes up, before anything else is sent on it), its command written in RESP here, the events
+ * grouped by execution (the script's groups: see cs_cluster_script). */
 static void send_batch(cs_cluster_t *c)
 {
-    size_t n = c->nq < BATCH_MAX ? c->nq : BATCH_MAX;
-    size_t argc = 11 + 5 * n, need = 32 + strlen(cs_cluster_script);
+    size_t n = c->nq < BATCH_MAX ? c->nq : BATCH_MAX, groups = 0;
+    size_t need = 32 + strlen(cs_cluster_script);
     batch_t *b = calloc(1, sizeof(*b));
-    char maxlen[24], cand[24], deadline[24], receipt[400], ttl_s[2][16], keep[16];
+    qord_t o[BATCH_MAX];
+    char maxlen[24], cand[24], deadline[24], receipt[400], ttl_s[2][16], keep[16], num[24];
     const char *head[11];
     size_t head_len[11], ttl_len[2];
     char *w;
     int rc;
 
-    for (size_t i = 0; i < n; i++)
-        need += c->q[i]->exec_len + c->q[i]->key_len + c->q[i]->json_len + 5 * 32;
+    for (size_t i = 0; i < n; i++) {
+        o[i].q = c->q[i], o[i].i = i;
+        need += c->q[i]->exec_len + c->q[i]->key_len + c->q[i]->ev_len + 5 * 32;
+    }
     need += 11 * 32 + 2 * sizeof(receipt) + strlen(c->prefix) + strlen(c->chan);
     if (need > c->wb_cap) {
         char *nb = b != NULL ? realloc(c->wb, need) : NULL;
@@ -786,6 +845,9 @@ static void send_batch(cs_cluster_t *c)
         c->nq -= n;
         return;
     }
+    qsort(o, n, sizeof(*o), qord_cmp);
+    for (size_t i = 0; i < n; i = group_end(o, n, i))
+        groups++;
     snprintf(maxlen, sizeof(maxlen), "%zu", c->ring_events);
     snprintf(cand, sizeof(cand), "%llu", (unsigned long long)cs_epoch_next());
     if (c->sha[0] != '\0')
@@ -811,19 +873,37 @@ static void send_batch(cs_cluster_t *c)
         head_len[i] = strlen(head[i]);
     w = c->wb;
     *w++ = '*';
-    w += utoa(w, argc);
+    w += utoa(w, 11 + 5 * groups);
     *w++ = '\r', *w++ = '\n';
     for (size_t i = 0; i < 11; i++)
         w = resp_arg(w, head[i], head_len[i]);
-    for (size_t i = 0; i < n; i++) {
-        qent_t *q = c->q[i];
-        int t = q->ttl == ttl_of(c, 1);
-        w = resp_arg(w, q->exec, q->exec_len);
-        w = resp_arg(w, q->key, q->key_len);
+    for (size_t g = 0, end; g < n; g = end) {
+        size_t fl = 0, el = 0;
+        int keyed = 0, t;
+        end = group_end(o, n, g);
+        for (size_t i = g; i < end; i++) {
+            keyed |= o[i].q->key_len > 0;
+            fl += o[i].q->key_len + 1;
+            el += o[i].q->ev_len;
+        }
+        t = o[end - 1].q->ttl == ttl_of(c, 1);
+        w = resp_arg(w, o[g].q->exec, o[g].q->exec_len);
         w = resp_arg(w, ttl_s[t], ttl_len[t]);
-        w = resp_arg(w, q->hd, q->hd_len);
-        w = resp_arg(w, q->json, q->json_len);
-        b->e[i] = q;
+        w = resp_arg(w, num, utoa(num, end - g));
+        w = resp_head(w, keyed ? fl : 0);
+        for (size_t i = g; keyed && i < end; i++) {
+            memcpy(w, o[i].q->key, o[i].q->key_len);
+            w += o[i].q->key_len;
+            *w++ = '\n';
+        }
+        *w++ = '\r', *w++ = '\n';
+        w = resp_head(w, el);
+        for (size_t i = g; i < end; i++) {
+            memcpy(w, o[i].q->ev, o[i].q->ev_len);
+            w += o[i].q->ev_len;
+            b->e[i] = o[i].q;
+        }
+        *w++ = '\r', *w++ = '\n';
     }
     b->c = c;
     b->n = n;
@@ -860,7 +940,7 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
                                char *detail, size_t detail_len)
 {
     cs_cluster_t *c = data;
-    size_t need = 2 * p->exec_len + p->type_len + p->event_id_len + p->json_len + 4 + 4 + 21;
+    size_t need = p->exec_len + p->type_len + p->event_id_len + p->json_len + 3 + 22;
     qent_t *q;
     char *m;
 
@@ -899,17 +979,15 @@ static cs_err_t cluster_submit(void *data, const cs_store_remote_pub_t *p, const
     m += p->type_len + 1;
     PUT(eid, eid_len, p->event_id, p->event_id_len);
     q->key_len = p->generated_id ? 0 : p->type_len + 1 + p->event_id_len;
-    PUT(json, json_len, p->json, p->json_len);
 #undef PUT
-    q->hd = m; /* need has room: 4 + exec_len + 21 (2 spaces, up to 20 digits, a newline, a NUL) */
-    *m++ = ' ';
-    memcpy(m, p->exec, p->exec_len);
-    m += p->exec_len;
-    *m++ = ' ';
-    m += utoa(m, q->json_len);
+    q->ev = m; /* need has room: up to 20 digits and a newline before the JSON, a NUL after it */
+    m += utoa(m, p->json_len);
     *m++ = '\n';
-    q->hd_len = (size_t)(m - q->hd);
-    *m = '\0'; /* a string like the others (answer_submit takes strlen of every argument first) */
+    q->json = m;
+    q->json_len = p->json_len;
+    memcpy(m, p->json, p->json_len);
+    m[p->json_len] = '\0';
+    q->ev_len = (size_t)(m + p->json_len - q->ev);
     q->ticket = p->ticket;
     if (done != NULL)
         q->done = *done;
@@ -1584,6 +1662,7 @@ static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, c
     cs_store_remote_pub_t one = *p;
     answer_call_t *a;
     char ep[24], mkey[320], maxlen[24], cand[24], deadline[24], receipt[400], ttl_s[16], keep_s[16];
+    char fld[CS_TYPE_MAX + CS_EVENT_ID_MAX + 3];
     const char *argv[20];
     size_t lens[20];
     qent_t *q;
@@ -1628,11 +1707,12 @@ static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, c
     /* the publish script's own (send_batch), for one event: */
     argv[7] = c->prefix, argv[8] = maxlen, argv[9] = c->chan, argv[10] = cand, argv[11] = deadline;
     argv[12] = receipt, argv[13] = keep_s, argv[14] = maxlen;
-    argv[15] = q->exec, argv[16] = q->key, argv[17] = ttl_s, argv[18] = q->hd, argv[19] = q->json;
+    /* one group of one event: its index field a line, or "" for an id the node made */
+    snprintf(fld, sizeof(fld), "%.*s%s", (int)q->key_len, q->key, q->key_len > 0 ? "\n" : "");
+    argv[15] = q->exec, argv[16] = ttl_s, argv[17] = "1", argv[18] = fld, argv[19] = q->ev;
     for (size_t i = 0; i < 20; i++)
         lens[i] = strlen(argv[i]);
-    lens[5] = q->eid_len, lens[15] = q->exec_len, lens[16] = q->key_len, lens[18] = q->hd_len;
-    lens[19] = q->json_len;
+    lens[5] = q->eid_len, lens[15] = q->exec_len, lens[19] = q->ev_len;
     a->one = q;
     a->b.c = c;
     a->b.n = 1;
@@ -1697,14 +1777,15 @@ static cs_hist_event_t *rev_events(cs_cluster_t *c, const redisReply *ent, uint6
         return NULL;
     for (size_t i = ent->elements; i > 0; i--) {
         int cnt = cs_cmsg_xrange_count(ent, i - 1);
+        if (cnt > 0)
+            cs_cmsg_xrange_events(ent, i - 1, c->xev);
         for (int j = 0; j < cnt; j++) {
-            cs_cmsg_entry_t e;
-            cs_cmsg_xrange_event(ent, i - 1, (size_t)j, &e);
-            if (e.seq > end || (k > 0 && e.seq <= ev[k - 1].seq))
+            const cs_cmsg_entry_t *e = &c->xev[j];
+            if (e->seq > end || (k > 0 && e->seq <= ev[k - 1].seq))
                 continue;
-            ev[k].seq = e.seq;
-            ev[k].json = e.json;
-            ev[k].json_len = e.json_len;
+            ev[k].seq = e->seq;
+            ev[k].json = e->json;
+            ev[k].json_len = e->json_len;
             k++;
         }
     }

@@ -58,7 +58,8 @@ int cs_cmsg_parse(const char *p, size_t n, cs_cmsg_t *m)
     return m->json_len > 0 ? 0 : -EINVAL;
 }
 
-int cs_cmsg_next(const char *p, size_t n, size_t *off, cs_cmsg_t *m)
+/* One event of the per-event batch form at *off: "<epoch> <seq> <execution_id> <json_len>\n<json>". */
+static int ev_next(const char *p, size_t n, size_t *off, cs_cmsg_t *m)
 {
     const char *s, *end = p + n, *sp;
     uint64_t len;
@@ -88,24 +89,117 @@ int cs_cmsg_next(const char *p, size_t n, size_t *off, cs_cmsg_t *m)
     return 0;
 }
 
-int cs_cmsg_batch(const char *p, size_t n, size_t *count, size_t *off)
+/* One event of a group's bytes at *off (< n): "<json_len>\n<json>", the JSON not empty. */
+static int blob_next(const char *p, size_t n, size_t *off, const char **json, size_t *len)
+{
+    const char *s = p + *off, *nl;
+    uint64_t l;
+
+    if (*off >= n || (nl = memchr(s, '\n', n - *off)) == NULL ||
+        dec(s, (size_t)(nl - s), UINT64_MAX, &l) != 0 || l > (uint64_t)(p + n - nl - 1))
+        return -EINVAL;
+    *json = nl + 1;
+    *len = (size_t)l;
+    *off = (size_t)(nl + 1 + l - p);
+    return 0;
+}
+
+/* Whether p[0, n) holds exactly count events of a group's bytes. */
+static int blob_check(const char *p, size_t n, uint64_t count)
+{
+    size_t off = 0, len;
+    const char *json;
+
+    for (uint64_t k = 0; k < count; k++)
+        if (blob_next(p, n, &off, &json, &len) != 0)
+            return -EINVAL;
+    return off == n ? 0 : -EINVAL;
+}
+
+/* A group's header at it->off: "<epoch> <first> <execution_id> <count> <bytes>\n"; sets it->epoch, seq,
+ * exec, left and *bytes, and moves it->off to the group's first event. */
+static int group_head(cs_cmsg_iter_t *it, size_t *bytes)
+{
+    const char *s = it->p + it->off, *end = it->p + it->n, *sp;
+    uint64_t k, b;
+
+    if (it->off >= it->n || (sp = memchr(s, ' ', (size_t)(end - s))) == NULL ||
+        dec(s, (size_t)(sp - s), CS_EPOCH_MASK, &it->epoch) != 0)
+        return -EINVAL;
+    s = sp + 1;
+    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL ||
+        dec(s, (size_t)(sp - s), UINT64_MAX, &it->seq) != 0)
+        return -EINVAL;
+    s = sp + 1;
+    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL || !cs_valid_execution_id(s, (size_t)(sp - s)))
+        return -EINVAL;
+    it->exec = s;
+    it->exec_len = (size_t)(sp - s);
+    s = sp + 1;
+    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL ||
+        dec(s, (size_t)(sp - s), CS_CMSG_ENTRY_MAX, &k) != 0 || it->seq > UINT64_MAX - k)
+        return -EINVAL;
+    s = sp + 1;
+    if ((sp = memchr(s, '\n', (size_t)(end - s))) == NULL || dec(s, (size_t)(sp - s), UINT64_MAX, &b) != 0 ||
+        b > (uint64_t)(end - sp - 1))
+        return -EINVAL;
+    it->left = (size_t)k;
+    it->off = (size_t)(sp + 1 - it->p);
+    *bytes = (size_t)b;
+    return 0;
+}
+
+int cs_cmsg_next(cs_cmsg_iter_t *it, cs_cmsg_t *m)
+{
+    size_t bytes;
+
+    if (!it->grouped)
+        return ev_next(it->p, it->n, &it->off, m);
+    if (it->left == 0 && group_head(it, &bytes) != 0)
+        return -EINVAL;
+    if (blob_next(it->p, it->n, &it->off, &m->json, &m->json_len) != 0)
+        return -EINVAL;
+    m->epoch = it->epoch;
+    m->seq = it->seq++;
+    m->exec = it->exec;
+    m->exec_len = it->exec_len;
+    it->left--;
+    return 0;
+}
+
+int cs_cmsg_batch(const char *p, size_t n, size_t *count, cs_cmsg_iter_t *it)
 {
     const char *nl;
-    uint64_t k;
+    uint64_t k, total = 0;
     size_t o;
     cs_cmsg_t m;
 
-    if (p == NULL || n < 2 || p[0] != '*' || (nl = memchr(p, '\n', n)) == NULL ||
+    if (p == NULL || n < 2 || (p[0] != '*' && p[0] != '#') || (nl = memchr(p, '\n', n)) == NULL ||
         dec(p + 1, (size_t)(nl - p - 1), n, &k) != 0)
         return -EINVAL;
-    o = (size_t)(nl - p + 1);
-    for (uint64_t i = 0; i < k; i++)
-        if (cs_cmsg_next(p, n, &o, &m) != 0)
-            return -EINVAL;
+    memset(it, 0, sizeof(*it));
+    it->p = p;
+    it->n = n;
+    it->grouped = p[0] == '#';
+    it->off = o = (size_t)(nl - p + 1);
+    for (uint64_t i = 0; i < k; i++) {
+        if (!it->grouped) {
+            if (ev_next(p, n, &o, &m) != 0)
+                return -EINVAL;
+            total++;
+        } else {
+            cs_cmsg_iter_t g = *it;
+            size_t bytes;
+            g.off = o;
+            if (group_head(&g, &bytes) != 0 || blob_check(p + g.off, bytes, g.left) != 0)
+                return -EINVAL;
+            o = g.off + bytes;
+            total += g.left;
+        }
+    }
     if (o != n)
         return -EINVAL;
-    *count = (size_t)k;
-    *off = (size_t)(nl - p + 1);
+    *count = (size_t)total;
     return 0;
 }
 
@@ -166,49 +260,66 @@ static int token(const char *p, size_t n, size_t *off, const char **t, size_t *l
     return e + 1 == n ? -EINVAL : 0; /* a trailing space */
 }
 
+/* The pair of a receipt at *off: "<seq> <epoch>", "-<seq> <epoch>" (a duplicate) or "<first>+<count>
+ * <epoch>"; *first gets its first event, *k how many it stands for. */
+static int receipt_pair(const char *p, size_t n, size_t *off, cs_cmsg_result_t *first, uint64_t *k)
+{
+    const char *s, *e, *plus;
+    size_t sl, el;
+    int dup;
+
+    if (token(p, n, off, &s, &sl) != 0 || token(p, n, off, &e, &el) != 0)
+        return -EINVAL;
+    dup = s[0] == '-';
+    *k = 1;
+    if (!dup && (plus = memchr(s, '+', sl)) != NULL) {
+        if (dec(plus + 1, (size_t)(s + sl - plus - 1), CS_CMSG_ENTRY_MAX, k) != 0)
+            return -EINVAL;
+        sl = (size_t)(plus - s);
+    }
+    if (dec(s + dup, sl - (size_t)dup, INT64_MAX - CS_CMSG_ENTRY_MAX, &first->seq) != 0 ||
+        dec(e, el, CS_EPOCH_MASK, &first->epoch) != 0)
+        return -EINVAL;
+    first->duplicate = dup;
+    return 0;
+}
+
 int cs_cmsg_receipt(const char *p, size_t n, size_t i, cs_cmsg_result_t *out)
 {
-    size_t off = 0;
+    size_t off = 0, at = 0;
 
     if (p == NULL)
         return -EINVAL;
-    for (size_t k = 0; k <= i; k++) {
-        const char *s, *e;
-        size_t sl, el;
-        uint64_t seq, epoch;
-        int dup;
-        if (token(p, n, &off, &s, &sl) != 0 || token(p, n, &off, &e, &el) != 0)
+    for (;;) {
+        cs_cmsg_result_t r;
+        uint64_t k;
+        if (receipt_pair(p, n, &off, &r, &k) != 0)
             return -EINVAL;
-        dup = s[0] == '-';
-        if (dec(s + dup, sl - (size_t)dup, INT64_MAX, &seq) != 0 || dec(e, el, CS_EPOCH_MASK, &epoch) != 0)
-            return -EINVAL;
-        if (k == i) {
-            out->seq = seq;
-            out->epoch = epoch;
-            out->duplicate = dup;
+        if (i < at + k) {
+            *out = r;
+            out->seq += i - at;
+            return 0;
         }
+        at += (size_t)k;
     }
-    return 0;
 }
 
 /* Reads a whole receipt of exactly count events into out[0..count), in one pass. */
 static int receipt_all(const char *p, size_t n, size_t count, cs_cmsg_result_t *out)
 {
-    size_t off = 0;
+    size_t off = 0, at = 0;
 
     if (p == NULL || count == 0)
         return -EINVAL;
-    for (size_t k = 0; k < count; k++) {
-        const char *s, *e;
-        size_t sl, el;
-        int dup;
-        if (token(p, n, &off, &s, &sl) != 0 || token(p, n, &off, &e, &el) != 0)
+    while (at < count) {
+        cs_cmsg_result_t r;
+        uint64_t k;
+        if (receipt_pair(p, n, &off, &r, &k) != 0 || k > count - at)
             return -EINVAL;
-        dup = s[0] == '-';
-        if (dec(s + dup, sl - (size_t)dup, INT64_MAX, &out[k].seq) != 0 || out[k].seq == 0 ||
-            dec(e, el, CS_EPOCH_MASK, &out[k].epoch) != 0 || out[k].epoch == 0)
-            return -EINVAL;
-        out[k].duplicate = dup;
+        for (uint64_t j = 0; j < k; j++, at++) {
+            out[at] = r;
+            out[at].seq = r.seq + j;
+        }
     }
     return off == n ? 0 : -EINVAL;
 }
@@ -242,6 +353,12 @@ static int one_event(const redisReply *fv)
     return fv->elements == 2 && is_str(fv->element[0], "j");
 }
 
+/* Whether fv is the grouped shape: exactly the fields f and b (since session 11). */
+static int grouped(const redisReply *fv)
+{
+    return fv->elements == 4 && is_str(fv->element[0], "f") && is_str(fv->element[2], "b");
+}
+
 int cs_cmsg_xrange_count(const redisReply *r, size_t i)
 {
     const redisReply *fv;
@@ -251,7 +368,13 @@ int cs_cmsg_xrange_count(const redisReply *r, size_t i)
         return -EINVAL;
     if (one_event(fv))
         return fv->element[1]->len > 0 ? 1 : -EINVAL;
-    if (fv->elements / 2 > INT_MAX)
+    if (grouped(fv)) {
+        if (dec(fv->element[1]->str, fv->element[1]->len, id, &seq) != 0 || id - seq >= CS_CMSG_ENTRY_MAX ||
+            blob_check(fv->element[3]->str, fv->element[3]->len, id - seq + 1) != 0)
+            return -EINVAL;
+        return (int)(id - seq + 1);
+    }
+    if (fv->elements / 2 > CS_CMSG_ENTRY_MAX)
         return -EINVAL;
     for (size_t k = 0; k < fv->elements; k += 2) {
         if (dec(fv->element[k]->str, fv->element[k]->len, UINT64_MAX, &seq) != 0 || seq <= prev ||
@@ -262,15 +385,29 @@ int cs_cmsg_xrange_count(const redisReply *r, size_t i)
     return prev == id ? (int)(fv->elements / 2) : -EINVAL;
 }
 
-void cs_cmsg_xrange_event(const redisReply *r, size_t i, size_t k, cs_cmsg_entry_t *e)
+void cs_cmsg_xrange_events(const redisReply *r, size_t i, cs_cmsg_entry_t *out)
 {
-    /* Checked whole by cs_cmsg_xrange_count: no check again here (an entry may hold 500 events). */
+    /* Checked whole by cs_cmsg_xrange_count: no check again here. */
     const redisReply *id = r->element[i]->element[0], *fv = r->element[i]->element[1];
+    uint64_t seq = 0;
 
-    if (one_event(fv))
-        dec(id->str, id->len - 2, UINT64_MAX, &e->seq);
-    else
-        dec(fv->element[2 * k]->str, fv->element[2 * k]->len, UINT64_MAX, &e->seq);
-    e->json = fv->element[2 * k + 1]->str;
-    e->json_len = fv->element[2 * k + 1]->len;
+    if (one_event(fv)) {
+        dec(id->str, id->len - 2, UINT64_MAX, &out[0].seq);
+        out[0].json = fv->element[1]->str;
+        out[0].json_len = fv->element[1]->len;
+    } else if (grouped(fv)) {
+        const char *b = fv->element[3]->str;
+        size_t n = fv->element[3]->len, off = 0;
+        dec(fv->element[1]->str, fv->element[1]->len, UINT64_MAX, &seq);
+        for (size_t k = 0; off < n; k++) {
+            blob_next(b, n, &off, &out[k].json, &out[k].json_len);
+            out[k].seq = seq + k;
+        }
+    } else {
+        for (size_t k = 0; k < fv->elements / 2; k++) {
+            dec(fv->element[2 * k]->str, fv->element[2 * k]->len, UINT64_MAX, &out[k].seq);
+            out[k].json = fv->element[2 * k + 1]->str;
+            out[k].json_len = fv->element[2 * k + 1]->len;
+        }
+    }
 }

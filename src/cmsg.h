@@ -25,16 +25,33 @@ typedef struct cs_cmsg {
  * bits; the epoch 48), a valid execution id, a JSON part that is not empty. Returns 0, or -EINVAL. */
 int cs_cmsg_parse(const char *p, size_t n, cs_cmsg_t *m);
 
+/** Events of one stream entry, and of one group of a batch message, at most (the script writes up to 500:
+ * one XADD's arguments stay on Lua's stack). */
+#define CS_CMSG_ENTRY_MAX 500
+
 /**
- * A batch message (one per script call: every event the call stored, in the order given):
- * "*<count>\n" then per event "<epoch> <seq> <execution_id> <json_len>\n<json>", the JSON length-prefixed
- * so that it needs no escaping. cs_cmsg_batch checks the whole message (count nonzero, every event well
- * formed as cs_cmsg_parse's rules say, exactly count events, nothing after the last) and sets *count and
- * *off (where the first event starts); returns 0, or -EINVAL. Then cs_cmsg_next reads the event at *off
- * and moves *off past it (0, or -EINVAL at the end or on bytes that are not an event).
+ * A batch message (one per script call: every event the call stored). Two forms:
+ *  - grouped (since session 11): "#<groups>\n" then per group (the events of one execution, seqs
+ *    consecutive) "<epoch> <first seq> <execution_id> <count> <bytes>\n" and <bytes> bytes holding exactly
+ *    <count> (1 to CS_CMSG_ENTRY_MAX) events, each "<json_len>\n<json>": the JSON length-prefixed so that it
+ *    needs no escaping, and the bytes exactly those of the stream entry's field b (cs_cmsg_xrange_count);
+ *  - per event (before): "*<count>\n" then per event "<epoch> <seq> <execution_id> <json_len>\n<json>".
+ * cs_cmsg_batch checks the whole message (count nonzero, every event well formed as cs_cmsg_parse's rules
+ * say, exactly the counts given, nothing after the last), sets *count (events) and readies *it; returns
+ * 0, or -EINVAL. Then cs_cmsg_next reads the next event (0, or -EINVAL at the end).
  */
-int cs_cmsg_batch(const char *p, size_t n, size_t *count, size_t *off);
-int cs_cmsg_next(const char *p, size_t n, size_t *off, cs_cmsg_t *m);
+typedef struct cs_cmsg_iter {
+    const char *p;
+    size_t n, off;
+    int grouped;
+    size_t left;         /* grouped: events left in the current group (0: a group header is next) */
+    uint64_t epoch, seq; /* ...the next one's epoch and seq */
+    const char *exec;    /* ...its execution */
+    size_t exec_len;
+} cs_cmsg_iter_t;
+
+int cs_cmsg_batch(const char *p, size_t n, size_t *count, cs_cmsg_iter_t *it);
+int cs_cmsg_next(cs_cmsg_iter_t *it, cs_cmsg_t *m);
 
 /** Takes a pub/sub reply apart: ["message", channel, payload] → the payload (*p, *n); returns 1. A
  * subscription's confirmation ["subscribe", channel, count] returns 2; anything else 0. */
@@ -53,9 +70,10 @@ typedef struct cs_cmsg_result {
  * shape, a zero or out-of-range value). */
 int cs_cmsg_script_reply(const redisReply *r, size_t n, cs_cmsg_result_t *out);
 
-/** Reads event i of a script call's receipt (the text Redis keeps for it: per event "<seq> <epoch>",
- * the seq with a leading '-' for a duplicate, all separated by single spaces) into *out. Returns 0, or
- * -EINVAL (i past its end, or another shape anywhere before it). */
+/** Reads event i of a script call's receipt (the text Redis keeps for it: space-separated pairs, each
+ * "<seq> <epoch>" for one event, the seq with a leading '-' for a duplicate, or "<first seq>+<count>
+ * <epoch>" for count (1 to CS_CMSG_ENTRY_MAX) events stored with consecutive seqs) into *out. Returns 0,
+ * or -EINVAL (i past its end, or another shape anywhere before it). */
 int cs_cmsg_receipt(const char *p, size_t n, size_t i, cs_cmsg_result_t *out);
 
 /** One event of an XRANGE reply: its seq and its JSON. */
@@ -66,14 +84,16 @@ typedef struct cs_cmsg_entry {
 } cs_cmsg_entry_t;
 
 /** Checks element i of an XRANGE (or XREVRANGE) reply, an array of [id, [field, value, ...]], and returns
- * how many events it holds (at least 1), or -EINVAL. Two shapes: the events of one script call for one
- * execution, id "<last seq>-0" and fields "<seq>" -> JSON, the seqs ascending and the last the id's
- * (written since session 10: one XADD per execution per call); or one event, id "<seq>-0" and the one
- * field j (written before). */
+ * how many events it holds (1 to CS_CMSG_ENTRY_MAX), or -EINVAL. Three shapes, the id always "<the last
+ * seq it holds>-0":
+ *  - the events of one script call for one execution (since session 11): exactly the fields f -> the
+ *    first seq and b -> the events, each "<json_len>\n<json>" (the bytes of a batch message's group);
+ *  - the same written per event (session 10): fields "<seq>" -> JSON, the seqs ascending;
+ *  - one event, the one field j (written before). */
 int cs_cmsg_xrange_count(const redisReply *r, size_t i);
 
-/** Event k (< what cs_cmsg_xrange_count returned for it) of element i, which cs_cmsg_xrange_count checked;
- * the events of an element come in ascending seq order. */
-void cs_cmsg_xrange_event(const redisReply *r, size_t i, size_t k, cs_cmsg_entry_t *e);
+/** The events of element i, which cs_cmsg_xrange_count checked, into out[0..count), in ascending seq
+ * order. */
+void cs_cmsg_xrange_events(const redisReply *r, size_t i, cs_cmsg_entry_t *out);
 
 #endif

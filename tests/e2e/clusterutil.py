@@ -276,17 +276,32 @@ class Redis:
             self.proc.wait(5)
 
 
+def entry_events(eid, fields):
+    """[(seq, JSON bytes)] of one stream entry. Three shapes (docs/cluster.md "Keys"), the id always
+    "<last seq>-0": the events of one script call for one execution, fields f -> the first seq and b -> the
+    events, each "<json_len>\\n<json>"; the same written per event (session 10), fields "<seq>" -> JSON;
+    one event, field j (before)."""
+    kv = dict(zip(fields[::2], fields[1::2]))
+    last = int(eid.split(b"-")[0])
+    if list(fields[::2]) == [b"f", b"b"]:
+        out, b, off = [], kv[b"b"], 0
+        for seq in range(int(kv[b"f"]), last + 1):
+            nl = b.index(b"\n", off)
+            n = int(b[off:nl])
+            out.append((seq, b[nl + 1:nl + 1 + n]))
+            off = nl + 1 + n
+        assert off == len(b), (eid, fields)
+        return out
+    if b"j" in kv:
+        return [(last, kv[b"j"])]
+    return [(int(f), v) for f, v in zip(fields[::2], fields[1::2])]
+
+
 def stream_events(redis, key):
-    """[(seq, JSON bytes)] of an execution's stream, in order: an entry holds the events one script call
-    stored for it, id "<last seq>-0" and fields "<seq>" -> JSON (or, written before session 10, one event:
-    id "<seq>-0", field j). docs/cluster.md "Keys"."""
+    """[(seq, JSON bytes)] of an execution's stream, in order (entry_events)."""
     out = []
     for eid, fields in redis.cmd("XRANGE", key, "-", "+"):
-        kv = list(zip(fields[::2], fields[1::2]))
-        if any(f == b"j" for f, _ in kv):
-            out.append((int(eid.split(b"-")[0]), dict(kv)[b"j"]))
-        else:
-            out.extend((int(f), v) for f, v in kv)
+        out.extend(entry_events(eid, fields))
     return out
 
 

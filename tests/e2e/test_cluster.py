@@ -28,8 +28,8 @@ import urllib.parse
 import pytest
 import requests
 
-from clusterutil import (Posting, add_node, stream_events, check_exact, cluster3, cluster_factory,  # noqa: F401 (fixtures)
-                         join_all, need_real_cluster, reader, redis)
+from clusterutil import (Posting, add_node, entry_events, stream_events, check_exact,  # noqa: F401 (fixtures)
+                         cluster3, cluster_factory, join_all, need_real_cluster, reader, redis)
 from conftest import free_port, mkdtemp
 from csutil import RawWS, SSEClient, ev, http_get, poll, wait_until
 
@@ -274,8 +274,9 @@ def test_resume_older_than_the_node_ring_reads_redis(redis, cluster_factory):
 
 def test_a_large_call_is_stored_in_entries_of_at_most_500_events(redis, cluster_factory, make_daemon):
     """One request of 1,200 events of one execution (one script call): Redis' stream holds them in entries
-    of at most 500 (one XADD's arguments stay on Lua's stack), seqs 1-1200 in order; the other node has
-    them from the channel, and a node started afterwards reads every one from Redis' entries."""
+    of at most 500 (the node's groups of the script's arguments), each entry one field of the events
+    (fields f and b), seqs 1-1200 in order; the other node has them from the channel, and a node started
+    afterwards reads every one from Redis' entries."""
     need_real_cluster()
     c = cluster_factory(2, config={"store": {"ring_events": 4096}})
     x = "large-call"
@@ -285,8 +286,9 @@ def test_a_large_call_is_stored_in_entries_of_at_most_500_events(redis, cluster_
     assert r.status_code == 200, r.text[:300]
     key = "cs:{x:%s}:s" % x
     entries = redis.cmd("XRANGE", key, "-", "+")
-    sizes = [len(fields) // 2 for _, fields in entries]
+    sizes = [len(entry_events(eid, fields)) for eid, fields in entries]
     assert len(sizes) >= 3 and max(sizes) <= 500, sizes
+    assert all(list(fields[::2]) == [b"f", b"b"] for _, fields in entries), entries[0][1][:2]
     assert [seq for seq, _ in stream_events(redis, key)] == list(range(1, 1201))
     assert [json.loads(j)["i"] for _, j in stream_events(redis, key)] == list(range(1200))
     late = add_node(make_daemon, c, "late", config={"store": {"ring_events": 4096}})
@@ -315,6 +317,36 @@ def test_idempotent_repost_on_other_nodes(cluster3):
     for s in subs:
         assert [(e["seq"], e["event_id"], e["type"]) for e in s.events] == [
             (1, "once", "log"), (2, "other", "log"), (3, "once", "log.other")], s.describe()
+
+
+def test_duplicates_inside_one_call_are_left_out_of_its_entry(redis, cluster3):
+    """One request (one script call) of three executions' events, interleaved: producers' ids, one of
+    them twice in the request and one posted before, and node-made ids. Each answer carries its seq (the
+    first post's for a duplicate), Redis' stream holds each event once with consecutive seqs, and every
+    node's subscribers get exactly the stored events."""
+    c = cluster3
+    before = c[1].post_ok(ev("dup-a", "log", event_id="old"))[0]
+    assert before["seq"] == 1, before
+    subs = {x: [reader(kind, n, x, want, timeout=6) for n in c for kind in ("sse", "ws", "poll")]
+            for x, want in (("dup-a", 3), ("dup-b", 2), ("dup-c", 2))}
+    lines = [ev("dup-a", "log", event_id="a1"), ev("dup-b", "log"), ev("dup-a", "log", event_id="old"),
+             ev("dup-c", "log", event_id="c1"), ev("dup-a", "log", event_id="a1"), ev("dup-b", "log", event_id="b1"),
+             ev("dup-a", "log"), ev("dup-c", "log", event_id="c1"), ev("dup-b", "log", event_id="b1"),
+             ev("dup-c", "log")]
+    got = c[0].post_ok(*lines)
+    assert [(g["seq"], g.get("duplicate", False)) for g in got] == [
+        (2, False), (1, False), (1, True), (1, False), (2, True), (2, False), (3, False), (1, True),
+        (2, True), (2, False)], got
+    for x, want in (("dup-a", ["old", "a1", None]), ("dup-b", [None, "b1"]), ("dup-c", ["c1", None])):
+        stored = stream_events(redis, "cs:{x:%s}:s" % x)
+        assert [seq for seq, _ in stored] == list(range(1, len(want) + 1)), stored
+        ids = [json.loads(j)["event_id"] for _, j in stored]
+        assert [i if w is not None else None for i, w in zip(ids, want)] == want, ids
+    for x, rs in subs.items():
+        join_all(rs, 10)
+        want = [(seq, json.loads(j)["event_id"]) for seq, j in stream_events(redis, "cs:{x:%s}:s" % x)]
+        for r in rs:
+            assert [(e["seq"], e["event_id"]) for e in r.events] == want, r.describe()
 
 
 def test_the_same_event_id_posted_on_three_nodes_at_once(cluster3):

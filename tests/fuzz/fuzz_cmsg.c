@@ -24,24 +24,29 @@ static void inside(const char *p, size_t n, const char *base, size_t len)
         abort();
 }
 
-/* A batch message: checked whole, then walked as on_message does; every event inside the bytes. */
+/* A batch message: checked whole, then walked as on_message does; every event inside the bytes, the seqs
+ * of a group consecutive. */
 static void read_batch(const char *p, size_t n)
 {
-    size_t count, off, k = 0;
-    cs_cmsg_t m;
+    size_t count, k = 0;
+    cs_cmsg_iter_t it;
+    cs_cmsg_t m, prev = {0};
 
-    if (cs_cmsg_batch(p, n, &count, &off) != 0)
+    if (cs_cmsg_batch(p, n, &count, &it) != 0)
         return;
     if (count == 0)
         abort();
-    while (cs_cmsg_next(p, n, &off, &m) == 0) {
+    while (cs_cmsg_next(&it, &m) == 0) {
         inside(m.exec, m.exec_len, p, n);
         inside(m.json, m.json_len, p, n);
-        if (m.epoch == 0 || m.seq == 0 || m.epoch > CS_EPOCH_MASK || off > n)
+        if (m.epoch == 0 || m.seq == 0 || m.epoch > CS_EPOCH_MASK || it.off > n || m.json_len == 0)
             abort();
+        if (it.grouped && k > 0 && m.exec == prev.exec && m.seq != prev.seq + 1)
+            abort();
+        prev = m;
         k++;
     }
-    if (k != count || off != n)
+    if (k != count || it.off != n)
         abort(); /* what cs_cmsg_batch accepted walks to its end, exactly */
 }
 
@@ -70,15 +75,16 @@ static void read_reply(const redisReply *r)
     if (r->type == REDIS_REPLY_ARRAY)
         for (size_t i = 0; i < r->elements; i++) {
             int n = cs_cmsg_xrange_count(r, i);
+            static cs_cmsg_entry_t e[CS_CMSG_ENTRY_MAX];
             uint64_t prev = 0;
-            if (n == 0)
+            if (n == 0 || n > CS_CMSG_ENTRY_MAX)
                 abort();
+            if (n > 0)
+                cs_cmsg_xrange_events(r, i, e);
             for (int k = 0; k < n; k++) {
-                cs_cmsg_entry_t e;
-                cs_cmsg_xrange_event(r, i, (size_t)k, &e);
-                if (e.seq <= prev || e.json_len == 0)
+                if (e[k].seq <= prev || e[k].json_len == 0)
                     abort(); /* ascending, each with its JSON */
-                prev = e.seq;
+                prev = e[k].seq;
             }
         }
 }

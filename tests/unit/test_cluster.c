@@ -276,24 +276,26 @@ static void test_redis_restarted_empty(void)
 
 static int batch_ok(const char *p)
 {
-    size_t count, off;
-    return cs_cmsg_batch(p, strlen(p), &count, &off) == 0;
+    size_t count;
+    cs_cmsg_iter_t it;
+    return cs_cmsg_batch(p, strlen(p), &count, &it) == 0;
 }
 
 static void test_cmsg_batch(void)
 {
     const char *ok = "*2\n7 1 x-1 5\n{\"a\"}7 2 y 2\n{}";
-    size_t count, off, n = strlen(ok);
+    size_t count, n = strlen(ok);
+    cs_cmsg_iter_t it;
     cs_cmsg_t m;
 
-    REQUIRE(cs_cmsg_batch(ok, n, &count, &off) == 0);
-    CHECK(count == 2 && off == 3);
-    REQUIRE(cs_cmsg_next(ok, n, &off, &m) == 0);
+    REQUIRE(cs_cmsg_batch(ok, n, &count, &it) == 0);
+    CHECK(count == 2);
+    REQUIRE(cs_cmsg_next(&it, &m) == 0);
     CHECK(m.epoch == 7 && m.seq == 1 && m.exec_len == 3 && memcmp(m.exec, "x-1", 3) == 0);
     CHECK(m.json_len == 5 && memcmp(m.json, "{\"a\"}", 5) == 0);
-    REQUIRE(cs_cmsg_next(ok, n, &off, &m) == 0);
-    CHECK(m.seq == 2 && m.exec_len == 1 && m.json_len == 2 && off == n);
-    CHECK(cs_cmsg_next(ok, n, &off, &m) != 0);
+    REQUIRE(cs_cmsg_next(&it, &m) == 0);
+    CHECK(m.seq == 2 && m.exec_len == 1 && m.json_len == 2 && it.off == n);
+    CHECK(cs_cmsg_next(&it, &m) != 0);
     /* JSON with newlines and spaces needs no escaping. */
     CHECK(batch_ok("*1\n1 1 x 5\n{\n \n}"));
     CHECK(!batch_ok("*0\n"));                          /* no event */
@@ -310,6 +312,47 @@ static void test_cmsg_batch(void)
     CHECK(!batch_ok("*1\n7 1 x 2"));
     CHECK(!batch_ok("7 1 x\n{}")); /* the one-event form is not a batch */
     CHECK(cs_cmsg_parse("7 1 x\n{}", 8, &m) == 0 && m.seq == 1 && m.json_len == 2);
+}
+
+/* The grouped form the script writes since session 11: per execution "<epoch> <first> <exec> <count>
+ * <bytes>\n" and its events, each "<json_len>\n<json>", seqs counted from first. */
+static void test_cmsg_batch_grouped(void)
+{
+    const char *ok = "#2\n7 4 x-1 2 11\n5\n{\"a\"}2\n{}9 1 y 1 7\n5\n{\n \n}";
+    size_t count, n = strlen(ok);
+    cs_cmsg_iter_t it;
+    cs_cmsg_t m;
+
+    REQUIRE(cs_cmsg_batch(ok, n, &count, &it) == 0);
+    CHECK(count == 3);
+    REQUIRE(cs_cmsg_next(&it, &m) == 0);
+    CHECK(m.epoch == 7 && m.seq == 4 && m.exec_len == 3 && memcmp(m.exec, "x-1", 3) == 0);
+    CHECK(m.json_len == 5 && memcmp(m.json, "{\"a\"}", 5) == 0);
+    REQUIRE(cs_cmsg_next(&it, &m) == 0);
+    CHECK(m.epoch == 7 && m.seq == 5 && m.exec_len == 3 && m.json_len == 2 && memcmp(m.json, "{}", 2) == 0);
+    REQUIRE(cs_cmsg_next(&it, &m) == 0);
+    CHECK(m.epoch == 9 && m.seq == 1 && m.exec_len == 1 && m.exec[0] == 'y' && m.json_len == 5);
+    CHECK(it.off == n);
+    CHECK(cs_cmsg_next(&it, &m) != 0);
+    const char *bad[] = {
+        "#0\n",                                         /* no group */
+        "#2\n7 4 x 1 4\n2\n{}",                         /* fewer groups than the count */
+        "#1\n7 4 x 2 4\n2\n{}",                         /* fewer events than the group's count */
+        "#1\n7 4 x 1 8\n2\n{}2\n{}",                    /* more */
+        "#1\n7 4 x 1 5\n2\n{}",                         /* bytes past the message */
+        "#1\n7 4 x 1 4\n2\n{} ",                        /* bytes after the last group */
+        "#1\n7 4 x 1 3\n2\n{}",                         /* the group's bytes cut an event */
+        "#1\n7 4 x 1 3\n0\n",                           /* an empty JSON */
+        "#1\n7 0 x 1 4\n2\n{}",                         /* seq 0 */
+        "#1\n0 4 x 1 4\n2\n{}",                         /* epoch 0 */
+        "#1\n7 4 x/y 1 4\n2\n{}",                       /* not an execution id */
+        "#1\n7 4 x 0 4\n2\n{}",                         /* a group of no event */
+        "#1\n7 4 x 501 4\n2\n{}",                       /* more than CS_CMSG_ENTRY_MAX */
+        "#1\n7 18446744073709551615 x 2 8\n2\n{}2\n{}", /* seqs past 64 bits */
+        "#1\n7 4 x 1\n2\n{}",                           /* no byte count */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        CHECK(!batch_ok(bad[i]));
 }
 
 static void test_cmsg_script_reply(void)
@@ -344,12 +387,29 @@ static void test_cmsg_script_reply(void)
         CHECK(res[1].seq == 3 && res[1].epoch == 99 && res[1].duplicate);
         CHECK(cs_cmsg_script_reply(&sr, 1, res) != 0); /* more than n */
         CHECK(cs_cmsg_script_reply(&sr, 3, res) != 0); /* fewer */
-        const char *bad[] = {"5 99 -3 99 ", "5 99  -3 99", "0 99 -3 99",
-                             "5 0 -3 99",   "5 99 -3 x9",  "5 99 --3 99"};
+        const char *bad[] = {"5 99 -3 99 ", "5 99  -3 99", "0 99 -3 99",  "5 0 -3 99",
+                             "5 99 -3 x9",  "5 99 --3 99", "5+2 99 3 99", "-5+1 99 3 99",
+                             "5+0 99",      "5+ 99",       "5+501 99"};
         for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
             sr.str = (char *)bad[i], sr.len = strlen(bad[i]);
             CHECK(cs_cmsg_script_reply(&sr, 2, res) != 0);
         }
+    }
+    /* A group stored whole: "<first>+<count> <epoch>" stands for count events with consecutive seqs. */
+    {
+        char t[] = "5+3 99 -2 99 1 7";
+        redisReply sr = {.type = REDIS_REPLY_STRING, .str = t, .len = strlen(t)};
+        cs_cmsg_result_t g[5];
+        REQUIRE(cs_cmsg_script_reply(&sr, 5, g) == 0);
+        for (int i = 0; i < 3; i++)
+            CHECK(g[i].seq == (uint64_t)(5 + i) && g[i].epoch == 99 && !g[i].duplicate);
+        CHECK(g[3].seq == 2 && g[3].duplicate && g[4].seq == 1 && g[4].epoch == 7 && !g[4].duplicate);
+        CHECK(cs_cmsg_script_reply(&sr, 4, g) != 0);
+        CHECK(cs_cmsg_script_reply(&sr, 6, g) != 0);
+        CHECK(cs_cmsg_receipt(t, strlen(t), 2, &g[0]) == 0 && g[0].seq == 7 && g[0].epoch == 99);
+        CHECK(cs_cmsg_receipt(t, strlen(t), 3, &g[0]) == 0 && g[0].seq == 2 && g[0].duplicate);
+        CHECK(cs_cmsg_receipt(t, strlen(t), 4, &g[0]) == 0 && g[0].seq == 1 && g[0].epoch == 7);
+        CHECK(cs_cmsg_receipt(t, strlen(t), 5, &g[0]) != 0);
     }
 }
 
@@ -365,27 +425,34 @@ static redisReply *resp(const char *text)
     return r;
 }
 
-/* Stream entries: a call's events of one execution (id its last seq, fields "<seq>" -> JSON) and the
- * one-event shape of before (field j); anything else is refused whole. */
+/* Stream entries: a call's events of one execution, grouped (id its last seq, fields f -> the first seq
+ * and b -> the events), per event (fields "<seq>" -> JSON, session 10), and the one-event shape of before
+ * (field j); anything else is refused whole. */
 static void test_cmsg_xrange(void)
 {
-    redisReply *r = resp("*3\r\n"
-                         "*2\r\n$3\r\n7-0\r\n*2\r\n$1\r\nj\r\n$2\r\n{}\r\n"
-                         "*2\r\n$4\r\n10-0\r\n*6\r\n$1\r\n8\r\n$1\r\na\r\n$1\r\n9\r\n$1\r\nb\r\n"
-                         "$2\r\n10\r\n$1\r\nc\r\n"
-                         "*2\r\n$4\r\n12-0\r\n*2\r\n$1\r\nk\r\n$1\r\nx\r\n");
-    cs_cmsg_entry_t e;
+    redisReply *r =
+        resp("*4\r\n"
+             "*2\r\n$3\r\n7-0\r\n*2\r\n$1\r\nj\r\n$2\r\n{}\r\n"
+             "*2\r\n$4\r\n10-0\r\n*6\r\n$1\r\n8\r\n$1\r\na\r\n$1\r\n9\r\n$1\r\nb\r\n"
+             "$2\r\n10\r\n$1\r\nc\r\n"
+             "*2\r\n$4\r\n13-0\r\n*4\r\n$1\r\nf\r\n$2\r\n11\r\n$1\r\nb\r\n$12\r\n1\nd2\n\nf3\nghi\r\n"
+             "*2\r\n$4\r\n14-0\r\n*2\r\n$1\r\nk\r\n$1\r\nx\r\n");
+    cs_cmsg_entry_t e[4];
 
     CHECK(cs_cmsg_xrange_count(r, 0) == 1);
-    cs_cmsg_xrange_event(r, 0, 0, &e);
-    CHECK(e.seq == 7 && e.json_len == 2 && memcmp(e.json, "{}", 2) == 0);
+    cs_cmsg_xrange_events(r, 0, e);
+    CHECK(e[0].seq == 7 && e[0].json_len == 2 && memcmp(e[0].json, "{}", 2) == 0);
     REQUIRE(cs_cmsg_xrange_count(r, 1) == 3);
-    for (size_t k = 0; k < 3; k++) {
-        cs_cmsg_xrange_event(r, 1, k, &e);
-        CHECK(e.seq == 8 + k && e.json_len == 1 && e.json[0] == (char)('a' + k));
-    }
-    CHECK(cs_cmsg_xrange_count(r, 2) < 0); /* a field that is neither j nor a seq */
-    CHECK(cs_cmsg_xrange_count(r, 3) < 0); /* past the end */
+    cs_cmsg_xrange_events(r, 1, e);
+    for (size_t k = 0; k < 3; k++)
+        CHECK(e[k].seq == 8 + k && e[k].json_len == 1 && e[k].json[0] == (char)('a' + k));
+    REQUIRE(cs_cmsg_xrange_count(r, 2) == 3);
+    cs_cmsg_xrange_events(r, 2, e);
+    CHECK(e[0].seq == 11 && e[0].json_len == 1 && e[0].json[0] == 'd');
+    CHECK(e[1].seq == 12 && e[1].json_len == 2 && memcmp(e[1].json, "\nf", 2) == 0);
+    CHECK(e[2].seq == 13 && e[2].json_len == 3 && memcmp(e[2].json, "ghi", 3) == 0);
+    CHECK(cs_cmsg_xrange_count(r, 3) < 0); /* a field that is neither j nor a seq */
+    CHECK(cs_cmsg_xrange_count(r, 4) < 0); /* past the end */
     freeReplyObject(r);
     const char *bad[] = {
         "*1\r\n*2\r\n$4\r\n11-0\r\n*4\r\n$1\r\n8\r\n$1\r\na\r\n$1\r\n9\r\n$1\r\nb\r\n", /* last != id */
@@ -396,6 +463,14 @@ static void test_cmsg_xrange(void)
         "*1\r\n*2\r\n$3\r\n9-0\r\n*4\r\n$1\r\nj\r\n$1\r\na\r\n$1\r\n9\r\n$1\r\nb\r\n",  /* j and more */
         "*1\r\n*2\r\n$3\r\n9-0\r\n*0\r\n",                                              /* no field */
         "*1\r\n*2\r\n$3\r\n9-0\r\n*2\r\n$2\r\n09\r\n$1\r\na\r\n",                       /* 09 */
+        /* grouped: fewer events than the ids say, more, first past the id, a cut event, b before f */
+        "*1\r\n*2\r\n$3\r\n9-0\r\n*4\r\n$1\r\nf\r\n$1\r\n8\r\n$1\r\nb\r\n$3\r\n1\na\r\n",
+        "*1\r\n*2\r\n$3\r\n9-0\r\n*4\r\n$1\r\nf\r\n$1\r\n9\r\n$1\r\nb\r\n$6\r\n1\na1\nb\r\n",
+        "*1\r\n*2\r\n$3\r\n9-0\r\n*4\r\n$1\r\nf\r\n$2\r\n10\r\n$1\r\nb\r\n$3\r\n1\na\r\n",
+        "*1\r\n*2\r\n$3\r\n9-0\r\n*4\r\n$1\r\nf\r\n$1\r\n9\r\n$1\r\nb\r\n$3\r\n2\na\r\n",
+        "*1\r\n*2\r\n$3\r\n9-0\r\n*4\r\n$1\r\nb\r\n$3\r\n1\na\r\n$1\r\nf\r\n$1\r\n9\r\n",
+        /* grouped, more than CS_CMSG_ENTRY_MAX by its ids */
+        "*1\r\n*2\r\n$5\r\n501-0\r\n*4\r\n$1\r\nf\r\n$1\r\n1\r\n$1\r\nb\r\n$3\r\n1\na\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
         r = resp(bad[i]);
@@ -580,6 +655,7 @@ int main(void)
     node_new(&n2, "n2");
     REQUIRE(run_until(both_ready, 5000));
     RUN(test_cmsg_batch);
+    RUN(test_cmsg_batch_grouped);
     RUN(test_cmsg_script_reply);
     RUN(test_cmsg_xrange);
     RUN(test_publish_and_share);
