@@ -310,6 +310,8 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
 
     if (q->dead)
         return MHD_CONTENT_READER_END_OF_STREAM;
+    if (q->out.nparts == 0 && cs_sub_history_lost(&q->sub))
+        return MHD_CONTENT_READER_END_OF_STREAM; /* (logged and counted by the cluster) the client resumes */
     n = cs_sse_body_fill(&q->out, &q->sub, buf, max);
     if (n > 0) {
         q->last_write = cs_loop_now(q->h->d->loop);
@@ -381,7 +383,7 @@ static int poll_try_answer(cs_http_t *h, http_req_t *q, int force, enum MHD_Resu
     char cur[CS_CURSOR_MAX];
     uint64_t seq;
 
-    if (q->sub.hist_failed && q->sub.gap_pending) {
+    if (cs_sub_history_lost(&q->sub)) {
         /* Cluster: what it resumes from is older than this node's ring and Redis could not be read. */
         *ret = queue_err(h, q->con, CS_ERR_UNAVAILABLE,
                          "cluster: the history before this node's ring could not be read from Redis: retry",

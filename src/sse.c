@@ -235,6 +235,14 @@ static void conn_write(sse_conn_t *c)
         cs_io_start(&c->io, CS_IO_READ | CS_IO_RDHUP);
     }
     for (int round = 0; round < SSE_ROUNDS; round++) {
+        if (c->body.nparts == 0 && cs_sub_history_lost(&c->sub)) {
+            /* Its start's history could not be read (logged and counted by the cluster): the stream ends
+             * rather than skip it, and the client resumes from its last id. */
+            (void)!send(c->fd, "0\r\n\r\n", 5, MSG_NOSIGNAL | MSG_DONTWAIT);
+            shutdown(c->fd, SHUT_WR);
+            conn_close(c);
+            return;
+        }
         size_t n = cs_sse_body_fill(&c->body, &c->sub, data, max);
         if (n == 0) {
             cs_sub_park(&c->sub);

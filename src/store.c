@@ -3210,6 +3210,11 @@ int cs_sub_held(const cs_sub_t *sub)
     return sub->hold != NULL;
 }
 
+int cs_sub_history_lost(const cs_sub_t *sub)
+{
+    return sub->hist_failed && sub->gap_pending;
+}
+
 int cs_sub_hold_open(const cs_sub_hold_t *h)
 {
     return h->sub != NULL;

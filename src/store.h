@@ -568,6 +568,11 @@ cs_sub_hold_t *cs_sub_hold(cs_sub_t *sub, const cs_start_t *start);
 /** Nonzero while sub is held. */
 int cs_sub_held(const cs_sub_t *sub);
 
+/** Nonzero when sub's next item would be a stream.gap because the history its start needs could not be read
+ * (cluster: the read from Redis was given up, cs_sub_release with failed): a stream ends instead (SSE: its
+ * last chunk; WebSocket: close 1013), and a long-poll answers 503, for the client to resume again. */
+int cs_sub_history_lost(const cs_sub_t *sub);
+
 /** Nonzero while the hold's subscriber is still open (0 once it closed: only cs_sub_release is left to do).
  */
 int cs_sub_hold_open(const cs_sub_hold_t *hold);

@@ -233,18 +233,24 @@ static int ws_has_more(ws_conn_t *c)
            (c->sub_open && cs_sub_has_next(&c->sub));
 }
 
-/* Closes the connection, once WRITEABLE comes, with the close code of err (err.h) and reason; nothing
- * else is sent first. */
-static void ws_close_with(ws_conn_t *c, int err, const char *reason)
+/* Closes the connection, once WRITEABLE comes, with close code code and reason; nothing else is sent
+ * first. */
+static void ws_close_code(ws_conn_t *c, unsigned code, const char *reason)
 {
     if (c->close_code != 0 || c->close_sent)
         return;
-    c->close_code = (int)cs_err_ws_close(err);
+    c->close_code = (int)code;
     c->close_reason_len = strlen(reason);
     if (c->close_reason_len > sizeof(c->close_reason))
         c->close_reason_len = sizeof(c->close_reason);
     memcpy(c->close_reason, reason, c->close_reason_len);
     ws_want_write(c);
+}
+
+/* The same with the close code of err (err.h). */
+static void ws_close_with(ws_conn_t *c, int err, const char *reason)
+{
+    ws_close_code(c, cs_err_ws_close(err), reason);
 }
 
 static void ws_check_pause(ws_conn_t *c);
@@ -939,6 +945,10 @@ static int ws_writeable(ws_conn_t *c, struct lws *wsi)
             c->rx_paused = 0;
             lws_rx_flow_control(wsi, 1);
         }
+    } else if (c->sub_open && cs_sub_history_lost(&c->sub)) {
+        /* Its start's history could not be read (logged and counted by the cluster): closed 1013 (try
+         * again later) rather than skip it, and the client resumes from the last seq it has. */
+        ws_close_code(c, 1013, "the history before this node's ring could not be read from Redis: resume");
     } else if (c->sub_open && cs_sub_next(&c->sub, &it)) {
         if (it.frame != NULL && it.frame->json_len + 10 > sizeof(ws_batch)) {
             /* Larger than a batch: a fragmented message, one piece per WRITEABLE. */

@@ -155,6 +155,51 @@ def test_redis_frozen_a_short_resume_is_503_not_a_silent_gap(cluster_factory, ma
     check_exact(rr, want[10:])
 
 
+def test_a_history_read_given_up_ends_the_stream_instead_of_a_gap(cluster_factory, make_daemon, redis):
+    """Redis answers the history read with an error (here its meta hash made another type: WRONGTYPE), so
+    the read is given up: a resume older than the node's ring gets no stream.gap, which would skip events
+    Redis still holds; SSE ends the stream (its last chunk), WebSocket closes 1013, long-poll answers 503,
+    each counted in /metrics. Once Redis reads again, the same resume is exact on every transport."""
+    x = "hist-given-up"
+    c, d, want = late_node_with_a_short_ring(cluster_factory, make_daemon, x)
+    meta = "cs:{x:%s}:m" % x
+    saved = redis.cmd("HGETALL", meta)
+    assert saved, "no meta hash for %s" % x
+    failed0 = metric(d, "cluster_history_failed_total")
+    redis.cmd("DEL", meta)
+    redis.cmd("SET", meta, "not a hash")
+    try:
+        with SSEClient(d.port, "/v1/executions/%s/events?since_seq=5" % x) as s:
+            assert s.status == 200
+            with pytest.raises(EOFError):
+                f = s.next_event(8)
+                assert f is not None, "neither an event nor the stream's end in 8 s"
+                raise AssertionError("an event from a stream whose history was not read: %r" % f.json())
+            assert s.ended, "the connection closed without the stream's last chunk"
+        ws = RawWS(d.port, "/v1/executions/%s/ws?since_seq=5" % x)
+        assert ws.status == 101, ws.status
+        try:
+            with pytest.raises(EOFError):
+                while True:
+                    m = ws.next_message(timeout=8)
+                    assert m is not None, "neither an event nor a close in 8 s"
+                    raise AssertionError("a message from a stream whose history was not read: %s" % m)
+            assert ws.close_code == 1013 and "Redis" in getattr(ws, "close_reason", ""), (ws.close_code, ws.eof, ws.buf)
+        finally:
+            ws.close()
+        r = poll(d.base, "/v1/executions/%s/poll" % x, {"timeout": "0", "since_seq": "5"}, http_timeout=10)
+        assert r.status_code == 503 and "Redis" in r.json()["detail"], r.text
+        assert metric(d, "cluster_history_failed_total") >= failed0 + 3
+    finally:
+        redis.cmd("DEL", meta)
+        redis.cmd("HSET", meta, *saved)
+    for kind in ("sse", "ws", "poll"):
+        r = reader(kind, d, x, len(want) - 5, timeout=8, query="since_seq=5")
+        r.join(12)
+        assert r.error is None, (kind, r.error)
+        check_exact(r, want[5:])
+
+
 def test_a_status_read_of_an_execution_the_node_never_saw_asks_redis(cluster_factory, make_daemon):
     """The first thing a late node is asked about an execution is its status (a dashboard's or a health
     check's GET): it reads Redis before answering, so the status is Redis' (not "pending"), on every status
