@@ -6,22 +6,50 @@
  * when the connection fails (after calling every waiting callback with NULL, then ev.cleanup): the
  * cleanup hook is the one sign that the context is gone, for whatever reason, and what follows from it
  * (telling the owner, connecting again) runs at the end of the loop turn, never inside hiredis.
+ *
+ * A host name (not an IP address) is resolved before each connection attempt with getaddrinfo_a: glibc's
+ * own thread does the blocking lookup and tells the loop through an eventfd, within timeout_ms, so that
+ * no DNS answer ever stalls the loop (hiredis would call the blocking getaddrinfo itself).
  */
 #include "redis.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <hiredis/async.h>
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 
+/* A host name's resolution in flight. Shared with glibc's thread that runs it: whichever of the two lets go
+ * of it last frees it (state). */
+typedef struct resolve {
+    struct gaicb cb;
+    struct gaicb *list[1];
+    struct addrinfo hints;
+    atomic_int state; /* 0: in flight; 1: the thread is done with it; 2: the loop is done with it */
+    int efd;          /* written by the thread when the answer is in */
+    char port[8];
+    char host[];
+} resolve_t;
+
 struct cs_redis {
     cs_loop_t *loop;
-    redisAsyncContext *ac; /* NULL while not connected (or connecting) */
+    resolve_t *res;                /* a host name being resolved (no context yet) */
+    cs_io_t res_io;                /* its eventfd */
+    cs_timer_t res_timer;          /* its deadline: timeout_ms */
+    char ips[4][INET6_ADDRSTRLEN]; /* the host name's addresses, the last time it was resolved */
+    int n_ips, ip_next, ip_cur;    /* how many; the one the next attempt tries (all tried: resolved again) */
+    redisAsyncContext *ac;         /* NULL while not connected (or connecting) */
     cs_io_t io;
     uint32_t interest;
     cs_timer_t timeout; /* armed while requests are outstanding */
@@ -80,7 +108,7 @@ static void report(void *data)
             r->on_state(r, 1, "", r->data);
     }
     /* A context gone and none in the making: the next attempt after the back-off. */
-    if (r->ac == NULL && !cs_timer_active(&r->retry) && !r->closing) {
+    if (r->ac == NULL && r->res == NULL && !cs_timer_active(&r->retry) && !r->closing) {
         cs_timer_start(&r->retry, r->backoff_ms);
         r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
     }
@@ -198,6 +226,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     r->up = 1;
     r->ctx_up = 1;
     r->st.connects++;
+    r->ip_next = r->ip_cur; /* a name's address that worked is the first tried again */
     r->backoff_ms = BACKOFF_MIN_MS;
     r->err[0] = '\0';
     report_later(r);
@@ -221,13 +250,162 @@ static void on_retry(cs_timer_t *t)
     connect_now(t->data);
 }
 
+/* ---- a host name resolved off the loop ---- */
+
+static void resolve_free(resolve_t *q)
+{
+    if (q->cb.ar_result != NULL)
+        freeaddrinfo(q->cb.ar_result);
+    close(q->efd);
+    free(q);
+}
+
+/* One side is done with q: the other side's turn to free it, or ours when it was done first. */
+static void resolve_let_go(resolve_t *q, int side)
+{
+    if (atomic_exchange(&q->state, side) != 0)
+        resolve_free(q);
+}
+
+/* glibc's thread, when the answer is in. */
+static void resolve_notify(union sigval sv)
+{
+    resolve_t *q = sv.sival_ptr;
+    uint64_t one = 1;
+
+    (void)!write(q->efd, &one, sizeof(one));
+    resolve_let_go(q, 1);
+}
+
+/* The loop is done with the resolution in flight (its answer, its deadline, or cs_redis_free). */
+static void resolve_end(cs_redis_t *r)
+{
+    cs_io_stop(&r->res_io);
+    cs_timer_stop(&r->res_timer);
+    resolve_let_go(r->res, 2);
+    r->res = NULL;
+}
+
+static void resolve_failed(cs_redis_t *r, const char *detail)
+{
+    char what[160];
+
+    snprintf(what, sizeof(what), "cannot resolve %.120s", r->host);
+    set_err(r, what, detail);
+    r->lost = 1;
+    report_later(r); /* the next attempt after the back-off */
+}
+
+static void connect_to(cs_redis_t *r, const char *ip);
+
+static void on_resolved(cs_io_t *io, uint32_t events)
+{
+    cs_redis_t *r = io->data;
+    resolve_t *q = r->res;
+    const struct addrinfo *ai;
+    uint64_t n;
+    int rc;
+
+    (void)events;
+    if (read(q->efd, &n, sizeof(n)) != (ssize_t)sizeof(n))
+        return; /* not yet */
+    rc = gai_error(&q->cb);
+    if (rc == EAI_INPROGRESS)
+        return;
+    r->n_ips = r->ip_next = 0;
+    for (ai = rc == 0 ? q->cb.ar_result : NULL; ai != NULL && r->n_ips < 4; ai = ai->ai_next) {
+        const void *a = NULL;
+        if (ai->ai_family == AF_INET)
+            a = &((const struct sockaddr_in *)ai->ai_addr)->sin_addr;
+        else if (ai->ai_family == AF_INET6)
+            a = &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+        if (a != NULL && inet_ntop(ai->ai_family, a, r->ips[r->n_ips], sizeof(r->ips[0])) != NULL)
+            r->n_ips++;
+    }
+    resolve_end(r);
+    if (r->n_ips == 0) {
+        resolve_failed(r, rc != 0 ? gai_strerror(rc) : "no IPv4 or IPv6 address");
+        return;
+    }
+    connect_to(r, r->ips[r->ip_cur = r->ip_next++]);
+}
+
+static void on_resolve_timeout(cs_timer_t *t)
+{
+    cs_redis_t *r = t->data;
+    char why[64];
+
+    snprintf(why, sizeof(why), "no answer within %d ms", r->timeout_ms);
+    resolve_end(r); /* glibc's thread frees it when its lookup ends */
+    resolve_failed(r, why);
+}
+
+/* Starts resolving r->host; the connection follows (on_resolved). */
+static void resolve_start(cs_redis_t *r)
+{
+    size_t hl = strlen(r->host);
+    resolve_t *q = calloc(1, sizeof(*q) + hl + 1);
+    struct sigevent sev;
+    int rc;
+
+    if (q == NULL) {
+        resolve_failed(r, "out of memory");
+        return;
+    }
+    memcpy(q->host, r->host, hl + 1);
+    snprintf(q->port, sizeof(q->port), "%d", r->port);
+    q->hints.ai_family = AF_UNSPEC;
+    q->hints.ai_socktype = SOCK_STREAM;
+    q->cb.ar_name = q->host;
+    q->cb.ar_service = q->port;
+    q->cb.ar_request = &q->hints;
+    q->list[0] = &q->cb;
+    if ((q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        free(q);
+        resolve_failed(r, strerror(errno));
+        return;
+    }
+    cs_io_init(&r->res_io, r->loop, q->efd, on_resolved, r);
+    if (cs_io_start(&r->res_io, CS_IO_READ) != 0) {
+        resolve_free(q);
+        resolve_failed(r, "epoll_ctl failed");
+        return;
+    }
+    memset(&sev, 0, sizeof(sev));
+    sev.sigev_notify = SIGEV_THREAD;
+    sev.sigev_notify_function = resolve_notify;
+    sev.sigev_value.sival_ptr = q;
+    if ((rc = getaddrinfo_a(GAI_NOWAIT, q->list, 1, &sev)) != 0) {
+        cs_io_stop(&r->res_io);
+        resolve_free(q);
+        resolve_failed(r, gai_strerror(rc));
+        return;
+    }
+    r->res = q;
+    cs_timer_start(&r->res_timer, r->timeout_ms);
+}
+
 static void connect_now(cs_redis_t *r)
+{
+    struct in6_addr a6;
+
+    if (r->ac != NULL || r->res != NULL || r->closing)
+        return;
+    if (r->host == NULL || inet_pton(AF_INET, r->host, &a6) == 1 || inet_pton(AF_INET6, r->host, &a6) == 1)
+        connect_to(r, r->host);
+    else if (r->ip_next < r->n_ips) /* the next of its addresses; once all were tried, resolved again */
+        connect_to(r, r->ips[r->ip_cur = r->ip_next++]);
+    else
+        resolve_start(r);
+}
+
+/* Connects to ip (an IP address, not a name: hiredis would resolve a name on the loop), or the socket path.
+ */
+static void connect_to(cs_redis_t *r, const char *ip)
 {
     redisAsyncContext *ac;
 
-    if (r->ac != NULL || r->closing)
-        return;
-    ac = r->path != NULL ? redisAsyncConnectUnix(r->path) : redisAsyncConnect(r->host, r->port);
+    ac = r->path != NULL ? redisAsyncConnectUnix(r->path) : redisAsyncConnect(ip, r->port);
     if (ac == NULL) {
         set_err(r, "cannot connect", "out of memory");
         r->lost = 1;
@@ -302,6 +480,7 @@ int cs_redis_new(cs_redis_t **out, cs_loop_t *loop, const cs_redis_opts_t *o)
     }
     cs_timer_init(&r->timeout, loop, on_timeout, r);
     cs_timer_init(&r->retry, loop, on_retry, r);
+    cs_timer_init(&r->res_timer, loop, on_resolve_timeout, r);
     connect_now(r);
     *out = r;
     return 0;
@@ -320,6 +499,8 @@ void cs_redis_free(cs_redis_t *r)
     r->closing = 1;
     if (r->ac != NULL)
         redisAsyncFree(r->ac); /* callbacks get NULL; ev_cleanup forgets it */
+    if (r->res != NULL)
+        resolve_end(r); /* glibc's thread frees it when its lookup ends */
     if (r->loop != NULL) {
         cs_timer_stop(&r->timeout);
         cs_timer_stop(&r->retry);

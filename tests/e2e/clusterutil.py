@@ -127,12 +127,14 @@ def resp_command(path, *args, timeout=5.0):
 
 
 class Redis:
-    """One redis-server on a Unix socket (no TCP port) in its own temporary directory."""
+    """One redis-server on a Unix socket in its own temporary directory; with tcp_port also on that
+    loopback port (127.0.0.1, and ::1 where the host has IPv6)."""
 
-    def __init__(self, tmpdir=None):
+    def __init__(self, tmpdir=None, tcp_port=None):
         need_redis()
         self.dir = tmpdir or mkdtemp("cs-redis-")
         self.sock = os.path.join(self.dir, "r.sock")
+        self.tcp_port = tcp_port
         self.proc = None
         self.aof = None  # None (no persistence), "everysec" or "always"
         self.starts = 0
@@ -148,9 +150,11 @@ class Redis:
         assert self.proc is None or self.proc.poll() is not None, "redis already running"
         self.aof = aof
         self.starts += 1
-        argv = [REDIS_SERVER, "--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "700",
+        argv = [REDIS_SERVER, "--port", str(self.tcp_port or 0), "--unixsocket", self.sock, "--unixsocketperm", "700",
                 "--save", "", "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.%d.log" % self.starts),
                 "--daemonize", "no"]
+        if self.tcp_port:
+            argv += ["--bind", "127.0.0.1 -::1"]
         if aof:
             argv += ["--appendonly", "yes", "--appendfsync", aof]
         else:

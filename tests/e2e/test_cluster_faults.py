@@ -98,6 +98,45 @@ def refused_never_stored(hist_events, refused_ids, how):
         "until it knows, or the connection closed, never answered `unavailable`" % (how, stored))
 
 
+# ---- Redis by host name ------------------------------------------------------------------------------------
+
+
+def test_a_redis_host_name_is_resolved_off_the_loop(make_daemon):
+    """cluster.redis may name Redis by host name: it is resolved before each connection off the daemon's
+    loop (getaddrinfo_a), so a name that resolves ("localhost") works like its address, and one that does
+    not (".invalid") leaves the node degraded, saying why, while it goes on answering at once."""
+    need_real_cluster()
+    from clusterutil import Redis
+    from conftest import free_port
+
+    r = Redis(tcp_port=free_port())
+    r.start()
+    try:
+        d = make_daemon({"cluster": {"redis": "redis://localhost:%d" % r.tcp_port, "node": "byname"}})
+        assert wait_until(lambda: health(d)[0] == 200, 10, 0.1), health(d)
+        got = d.post_ok(ev("by-name", "log"), ev("by-name", "log"))
+        assert [g["seq"] for g in got] == [1, 2], got
+        assert r.cmd("HGET", "cs:{x:by-name}:m", "seq") == b"2"
+        bad = make_daemon({"cluster": {"redis": "redis://no-such-redis.invalid:%d" % r.tcp_port, "node": "nowhere"}},
+                          start=False)
+        bad.start(wait=False)
+        assert wait_until(lambda: health(bad)[0] is not None, 10, 0.05), "no answer on /health"
+        seen = []
+        deadline = time.monotonic() + 12  # the lookup fails, or is given up after the 2 s Redis timeout
+        while time.monotonic() < deadline:  # /health answers at once all along, whatever the lookup does
+            t0 = time.monotonic()
+            st, body = health(bad, timeout=2)
+            assert time.monotonic() - t0 < 1.0 and st == 503, (st, body)
+            seen.append(body.get("reason", ""))
+            if "cannot resolve no-such-redis.invalid" in seen[-1]:
+                break
+            time.sleep(0.1)
+        assert "cannot resolve no-such-redis.invalid" in seen[-1], seen[-3:]
+        assert bad.post(ev("by-name", "log"))[0]["error"] == "unavailable"
+    finally:
+        r.finish()
+
+
 # ---- Redis unreachable --------------------------------------------------------------------------------------
 
 
