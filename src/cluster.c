@@ -32,6 +32,11 @@
 #define HELD_MAX_BYTES (16u << 20)
 /* How long Redis keeps a script call's receipt (its reply as text), for a node whose reply was lost. */
 #define RECEIPT_TTL_S "300"
+/* Every node's report of itself (cs_cmsg_node) into "<prefix>nodes", and every node's read back, this often.
+ */
+#define NODES_EVERY_MS 2000
+/* Reports older than this are deleted from the hash (a node gone for good). */
+#define NODES_FORGET_MS (3600 * 1000)
 /* Executions checked against Redis per loop turn after a reconnect (one HMGET each, pipelined). */
 #define RECHECK_PER_TURN 256
 
@@ -280,6 +285,11 @@ struct cs_cluster {
     char why[256];
     cs_cluster_stats_t st;
     cs_cmsg_entry_t xev[CS_CMSG_ENTRY_MAX]; /* the events of one stream entry, being read */
+    cs_timer_t nodes_timer;                 /* the next report of this node, and read of every node's */
+    int nodes_reading;                      /* HGETALL of the reports in flight */
+    cs_cluster_node_t nodes[CS_CLUSTER_NODES_MAX]; /* every node's last report, as last read */
+    size_t n_nodes;
+    int64_t nodes_read_at; /* Redis' clock (ms) when they were read */
 };
 
 static void update_gate(cs_cluster_t *c);
@@ -293,6 +303,8 @@ static void warm_clear(cs_cluster_t *c);
 static void history_pump(cs_cluster_t *c);
 static void history_clear(cs_cluster_t *c);
 static void on_history_timer(cs_timer_t *t);
+static void on_nodes_timer(cs_timer_t *t);
+static void nodes_report(cs_cluster_t *c);
 
 /* ---- into the ring ---- */
 
@@ -1339,6 +1351,7 @@ static void update_gate(cs_cluster_t *c)
         warm_start(c);    /* executions this node has not heard of: the list and their statuses */
         unk_ask(c);
         history_pump(c); /* subscribers held while Redis was away */
+        nodes_report(c);
         return;
     } else {
         const char *err = !cs_redis_up(c->cmd)   ? cs_redis_error(c->cmd)
@@ -1437,6 +1450,7 @@ int cs_cluster_new(cs_cluster_t **out, cs_loop_t *loop, cs_store_t *store, const
     cs_timer_init(&c->unk_timer, loop, on_unk_timer, c);
     cs_timer_init(&c->rc_timer, loop, on_recheck_timer, c);
     cs_timer_init(&c->h_timer, loop, on_history_timer, c);
+    cs_timer_init(&c->nodes_timer, loop, on_nodes_timer, c);
     c->retain_s = o->retain_s;
     if (o->node == NULL && gethostname(host, sizeof(host) - 1) != 0)
         snprintf(host, sizeof(host), "node");
@@ -1495,6 +1509,7 @@ void cs_cluster_free(cs_cluster_t *c)
                  "cluster: shutting down before Redis said whether it stored the event: retry with the same "
                  "event_id");
     cs_timer_stop(&c->unk_timer);
+    cs_timer_stop(&c->nodes_timer);
     recheck_clear(c);
     warm_clear(c);
     history_clear(c);
@@ -1536,6 +1551,116 @@ void cs_cluster_stats(const cs_cluster_t *c, cs_cluster_stats_t *st)
     cs_redis_stats(c->cmd, &a);
     cs_redis_stats(c->sub, &b);
     st->timeouts = a.timeouts + b.timeouts;
+}
+
+/* ---- every node's figures, from any node (docs/cluster.md "What operators see") ---- */
+
+/* Redis' clock now (ms), as this node knows it (0: not read yet). */
+static int64_t redis_now(const cs_cluster_t *c)
+{
+    return c->clock_ok ? cs_loop_now(c->loop) + c->clock_off : 0;
+}
+
+/* The reply of a write whose outcome changes nothing here (the next report writes again). */
+static void on_report_written(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    (void)r;
+    (void)reply;
+    (void)data;
+}
+
+static void on_nodes(cs_redis_t *r, const redisReply *reply, void *data)
+{
+    cs_cluster_t *c = data;
+    int64_t now = redis_now(c);
+
+    (void)r;
+    c->nodes_reading = 0;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0)
+        return; /* the last read stays; their ages grow */
+    c->n_nodes = 0;
+    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+        const redisReply *k = reply->element[i], *v = reply->element[i + 1];
+        cs_cluster_node_t *nd = &c->nodes[c->n_nodes];
+        cs_cmsg_node_t f;
+        if (k == NULL || v == NULL || k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+            k->len >= sizeof(nd->name) || !cs_valid_execution_id(k->str, k->len) ||
+            cs_cmsg_node(v->str, v->len, &f) != 0) {
+            c->st.bad_messages++;
+            continue;
+        }
+        if (now > 0 && f.ms + NODES_FORGET_MS < (uint64_t)now) { /* gone for an hour: forgotten */
+            char key[128];
+            const char *argv[3] = {"HDEL", key, k->str};
+            size_t lens[3] = {4, 0, k->len};
+            lens[1] = (size_t)snprintf(key, sizeof(key), "%snodes", c->prefix);
+            (void)cs_redis_command(c->cmd, on_report_written, NULL, 3, argv, lens);
+            continue;
+        }
+        if (c->n_nodes == CS_CLUSTER_NODES_MAX)
+            continue; /* (documented: the first CS_CLUSTER_NODES_MAX Redis lists) */
+        memcpy(nd->name, k->str, k->len);
+        nd->name[k->len] = '\0';
+        nd->ms = f.ms;
+        nd->published = f.published;
+        nd->failed = f.failed;
+        nd->inserted = f.inserted;
+        nd->lost = f.lost;
+        nd->history_failed = f.history_failed;
+        nd->subscribers = f.subscribers;
+        nd->executions = f.executions;
+        c->n_nodes++;
+    }
+    c->nodes_read_at = now;
+}
+
+/* Writes this node's report (HSET, the hash's EXPIRE) and reads every node's (HGETALL), pipelined. */
+static void nodes_report(cs_cluster_t *c)
+{
+    char key[128], val[256];
+    cs_store_stats_t ss;
+    cs_cluster_stats_t st;
+    size_t kl;
+    int64_t now = redis_now(c);
+
+    cs_timer_start(&c->nodes_timer, NODES_EVERY_MS);
+    if (!c->ready || now <= 0 || c->nodes_reading)
+        return;
+    cs_store_stats(c->store, &ss);
+    cs_cluster_stats(c, &st);
+    kl = (size_t)snprintf(key, sizeof(key), "%snodes", c->prefix);
+    int vl = snprintf(val, sizeof(val), "1 %lld %llu %llu %llu %llu %llu %zu %zu", (long long)now,
+                      (unsigned long long)st.published, (unsigned long long)st.failed,
+                      (unsigned long long)st.inserted, (unsigned long long)st.lost,
+                      (unsigned long long)st.history_failed, ss.subscribers, ss.executions);
+    const char *hset[4] = {"HSET", key, c->node, val};
+    size_t hl[4] = {4, kl, strlen(c->node), (size_t)vl};
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%u", ttl_of(c, 0));
+    const char *exp[3] = {"EXPIRE", key, ttl};
+    size_t el[3] = {6, kl, strlen(ttl)};
+    const char *get[2] = {"HGETALL", key};
+    size_t gl[2] = {7, kl};
+    if (cs_redis_command(c->cmd, on_report_written, NULL, 4, hset, hl) != 0 ||
+        cs_redis_command(c->cmd, on_report_written, NULL, 3, exp, el) != 0 ||
+        cs_redis_command(c->cmd, on_nodes, c, 2, get, gl) != 0)
+        return; /* not connected: the next turn of the timer */
+    c->nodes_reading = 1;
+}
+
+static void on_nodes_timer(cs_timer_t *t)
+{
+    nodes_report(t->data);
+}
+
+size_t cs_cluster_nodes(const cs_cluster_t *c, cs_cluster_node_t *out, size_t max, int64_t *now_ms)
+{
+    size_t n = 0;
+
+    *now_ms = c != NULL ? redis_now(c) : 0;
+    for (size_t i = 0; c != NULL && i < c->n_nodes && n < max; i++)
+        out[n++] = c->nodes[i];
+    return n;
 }
 
 /* ---- answers: exactly once across nodes (human input, docs/cluster.md) ---- */

@@ -3,10 +3,10 @@
  *
  * The store's remote step (store.h) hands every publish here; they are queued and sent once per loop
  * turn as one call of the publish script (per event: idempotency by event_id, the seq from the meta
- * hash, one XADD per execution under MINID, EXPIRE, PUBLISH). A producer is answered only after Redis answered. Events
- * enter this node's ring only with Redis' epoch and seq, in seq order: from the script's reply (our
- * own, when it is the ring's next) and from the cluster's channel (everyone's); a hole is filled with
- * XRANGE before anything after it is stored. While Redis is not reachable (or the channel not
+ * hash, one XADD per execution under MINID, EXPIRE, PUBLISH). A producer is answered only after Redis
+ * answered. Events enter this node's ring only with Redis' epoch and seq, in seq order: from the script's
+ * reply (our own, when it is the ring's next) and from the cluster's channel (everyone's); a hole is filled
+ * with XRANGE before anything after it is stored. While Redis is not reachable (or the channel not
  * subscribed) the store's gate refuses publishes (unavailable) and cs_cluster_degraded says why.
  */
 #ifndef CS_CLUSTER_H
@@ -70,6 +70,21 @@ typedef struct cs_cluster_stats {
     uint64_t history_waited; /* reads that waited for Redis (away): their subscribers held */
     size_t history_waiting;  /* subscribers held now until Redis answers their read */
 } cs_cluster_stats_t;
+
+/** Reports of nodes read at once, at most (a cluster of more lists the first ones Redis gives). */
+#define CS_CLUSTER_NODES_MAX 64
+
+/** A node's last report of itself (every NODES_EVERY_MS, into Redis: docs/cluster.md). */
+typedef struct cs_cluster_node {
+    char name[65];
+    uint64_t ms;                                                /* when it reported, Redis' clock */
+    uint64_t published, failed, inserted, lost, history_failed; /* its counters (cs_cluster_stats_t) */
+    uint64_t subscribers, executions;                           /* its store's, then */
+} cs_cluster_node_t;
+
+/** Every node's last report as this node last read it (itself included), into out[0..max); *now_ms gets
+ * Redis' clock now as this node knows it (0: not read yet), for their ages. Returns how many. */
+size_t cs_cluster_nodes(const cs_cluster_t *c, cs_cluster_node_t *out, size_t max, int64_t *now_ms);
 
 /** Starts cluster mode on store: connects (in the background), sets the store's remote step and closes its
  * gate until Redis is ready. o's strings are copied. Returns 0, -EINVAL or -ENOMEM. */

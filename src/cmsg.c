@@ -411,3 +411,25 @@ void cs_cmsg_xrange_events(const redisReply *r, size_t i, cs_cmsg_entry_t *out)
         }
     }
 }
+
+int cs_cmsg_node(const char *p, size_t n, cs_cmsg_node_t *out)
+{
+    uint64_t *f[] = {&out->ms,   &out->published,      &out->failed,      &out->inserted,
+                     &out->lost, &out->history_failed, &out->subscribers, &out->executions};
+    size_t off = 0;
+    const char *t;
+    size_t len;
+
+    if (p == NULL || n < 2 || p[0] != '1' || p[1] != ' ')
+        return -EINVAL;
+    off = 2;
+    for (size_t i = 0; i < sizeof(f) / sizeof(*f); i++) {
+        if (token(p, n, &off, &t, &len) != 0)
+            return -EINVAL;
+        if (len == 1 && t[0] == '0')
+            *f[i] = 0;
+        else if (dec(t, len, UINT64_MAX, f[i]) != 0)
+            return -EINVAL;
+    }
+    return off == n ? 0 : -EINVAL;
+}

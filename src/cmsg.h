@@ -96,4 +96,16 @@ int cs_cmsg_xrange_count(const redisReply *r, size_t i);
  * order. */
 void cs_cmsg_xrange_events(const redisReply *r, size_t i, cs_cmsg_entry_t *out);
 
+/** What a node reports of itself every few seconds into the hash "<prefix>nodes" (field: its name), so
+ * that every node's /metrics shows every node: "1 <Redis' ms> <published> <failed> <inserted> <lost>
+ * <history_failed> <subscribers> <executions>" (cs_cluster_stats_t, cs_store_stats_t), decimals (0 allowed,
+ * no leading zero), single spaces. */
+typedef struct cs_cmsg_node {
+    uint64_t ms; /* when it reported, Redis' clock */
+    uint64_t published, failed, inserted, lost, history_failed, subscribers, executions;
+} cs_cmsg_node_t;
+
+/** Reads a node's report (its version 1; a later version is refused). Returns 0, or -EINVAL. */
+int cs_cmsg_node(const char *p, size_t n, cs_cmsg_node_t *out);
+
 #endif

@@ -20,6 +20,7 @@
 #include "http.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -668,6 +669,64 @@ static void metric(metrics_out_t *b, const char *name, const char *type, const c
                           name, help, name, type, name, v);
 }
 
+/* A node counts in cluster_nodes while its last report is at most this old (it reports every 2 s). */
+#define NODE_UP_MS 10000
+
+/* One family of per-node figures: field of every node's report, labelled by node. */
+static void node_family(metrics_out_t *b, const char *name, const char *type, const char *help,
+                        const cs_cluster_node_t *nodes, size_t n, size_t field)
+{
+    if (b->rc == 0)
+        b->rc = cs_buf_printf(&b->buf, "# HELP crewstream_%s %s\n# TYPE crewstream_%s %s\n", name, help, name,
+                              type);
+    for (size_t i = 0; i < n && b->rc == 0; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)&nodes[i] + field, sizeof(v));
+        b->rc = cs_buf_printf(&b->buf, "crewstream_%s{node=\"%s\"} %llu\n", name, nodes[i].name,
+                              (unsigned long long)v);
+    }
+}
+
+/* Every node's last report of itself, read from Redis (cluster.c): the cluster's figures from any node. */
+static void cluster_node_metrics(metrics_out_t *b, cs_daemon_t *d)
+{
+    cs_cluster_node_t nodes[CS_CLUSTER_NODES_MAX];
+    int64_t now;
+    size_t n = cs_cluster_nodes(d->cluster, nodes, CS_CLUSTER_NODES_MAX, &now), up = 0;
+
+    for (size_t i = 0; i < n; i++)
+        up += now > 0 && (int64_t)nodes[i].ms + NODE_UP_MS >= now;
+    metric(b, "cluster_nodes", "gauge",
+           "Nodes whose last report of themselves (every 2 s, into Redis) is at most 10 s old, this one "
+           "included.",
+           up);
+    if (b->rc == 0)
+        b->rc = cs_buf_printf(
+            &b->buf, "# HELP crewstream_cluster_node_report_age_seconds Seconds since the node last reported "
+                     "itself (Redis' clock); the figures below are from that report.\n"
+                     "# TYPE crewstream_cluster_node_report_age_seconds gauge\n");
+    for (size_t i = 0; i < n && b->rc == 0; i++) {
+        int64_t age = now > (int64_t)nodes[i].ms ? now - (int64_t)nodes[i].ms : 0;
+        b->rc =
+            cs_buf_printf(&b->buf, "crewstream_cluster_node_report_age_seconds{node=\"%s\"} %lld.%03lld\n",
+                          nodes[i].name, (long long)(age / 1000), (long long)(age % 1000));
+    }
+#define NODE_FAMILY(name, type, help, f)                                                                     \
+    node_family(b, name, type, help, nodes, n, offsetof(cs_cluster_node_t, f))
+    NODE_FAMILY("cluster_node_published_total", "counter", "Events Redis stored for the node's producers.",
+                published);
+    NODE_FAMILY("cluster_node_failed_total", "counter", "The node's publishes answered unavailable.", failed);
+    NODE_FAMILY("cluster_node_inserted_total", "counter", "Events stored in the node's ring from Redis.",
+                inserted);
+    NODE_FAMILY("cluster_node_lost_total", "counter",
+                "Events a hole on the node lacked that Redis no longer had (stream.gap sent).", lost);
+    NODE_FAMILY("cluster_node_history_failed_total", "counter",
+                "History reads the node gave up (its subscribers resume again).", history_failed);
+    NODE_FAMILY("cluster_node_subscribers", "gauge", "The node's subscribers.", subscribers);
+    NODE_FAMILY("cluster_node_executions", "gauge", "Executions in the node's store.", executions);
+#undef NODE_FAMILY
+}
+
 /* Cluster mode's figures (cluster.h); zeros and cluster_enabled 0 when this node is alone. */
 static void cluster_metrics(metrics_out_t *b, cs_daemon_t *d)
 {
@@ -697,8 +756,8 @@ static void cluster_metrics(metrics_out_t *b, cs_daemon_t *d)
     metric(b, "cluster_history_events_total", "counter", "Events those reads gave subscribers.",
            cs.history_events);
     metric(b, "cluster_history_failed_total", "counter",
-           "History reads given up: an answer that could not be read, or none after 8 tries (stream.gap, "
-           "long-poll 503).",
+           "History reads given up: an answer that could not be read, or none after 8 tries (the SSE stream "
+           "ends, the WebSocket closes 1013, a long-poll answers 503: the client resumes).",
            cs.history_failed);
     metric(b, "cluster_history_waited_total", "counter",
            "History reads that waited for Redis (unreachable, no reply, loading): their subscribers held.",
@@ -930,6 +989,8 @@ static enum MHD_Result handle_metrics(cs_http_t *h, struct MHD_Connection *con)
            ist.awaits_missed);
     journal_metrics(&b, d);
     cluster_metrics(&b, d);
+    if (d->cluster != NULL)
+        cluster_node_metrics(&b, d);
     gateway_metrics(&b, d);
     if (b.rc == 0 && d->webhooks != NULL)
         b.rc = cs_webhooks_metrics(d->webhooks, &b.buf);

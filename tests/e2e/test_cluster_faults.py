@@ -29,7 +29,7 @@ import requests
 
 from clusterutil import (SELFTEST, Posting, stream_events, check_exact, cluster3, cluster_factory, join_all,  # noqa: F401
                          need_real_cluster, node_metrics, reader, redis)
-from csutil import RawWS, SSEClient, encode_line, ev, exchange, http_get, poll, wait_until
+from csutil import RawWS, SSEClient, encode_line, ev, exchange, http_get, metric_values, poll, wait_until
 
 def health(d, timeout=3.0):
     try:
@@ -352,6 +352,39 @@ def test_redis_restarted_empty_gives_new_epochs_and_gaps(redis, cluster3):
 
 
 # ---- a node killed --------------------------------------------------------------------------------------
+
+
+def test_every_node_is_in_the_metrics_of_any_node(cluster3):
+    """Each node reports itself into Redis every 2 s and reads every node's report: /metrics on any node
+    shows every node (cluster_nodes, and per node its counters and gauges labelled node="..."), not
+    only its own. A node killed drops out of cluster_nodes within ~10 s, its last report aging."""
+    need_real_cluster()
+    c = cluster3
+    posted = {}
+    for i, n in enumerate(c):
+        n.post_ok(*[ev("nodes-%d" % i, "log") for _ in range(i + 1)])
+        posted[n.name] = i + 1
+
+    def agrees(n):
+        m = metric_values(n)
+        return m.get("crewstream_cluster_nodes") == 3 and all(
+            m.get('crewstream_cluster_node_published_total{node="%s"}' % k) == v for k, v in posted.items())
+
+    for n in c:
+        assert wait_until(lambda: agrees(n), 10, 0.2), (n.name, {k: v for k, v in metric_values(n).items()
+                                                                if "cluster_node" in k})
+    m = metric_values(c[0])
+    for k in posted:
+        assert m['crewstream_cluster_node_report_age_seconds{node="%s"}' % k] < 10, m
+        assert m['crewstream_cluster_node_executions{node="%s"}' % k] >= 3, m  # every node has every execution
+        assert m['crewstream_cluster_node_inserted_total{node="%s"}' % k] >= 0, m
+    gone = c[2]
+    gone.proc.send_signal(signal.SIGKILL)
+    gone.wait_exit(10)
+    assert wait_until(lambda: metric_values(c[0]).get("crewstream_cluster_nodes") == 2, 15, 0.5)
+    m = metric_values(c[1])
+    assert m['crewstream_cluster_node_report_age_seconds{node="%s"}' % gone.name] > 10, m
+    assert m.get("crewstream_cluster_nodes") == 2, m
 
 
 def test_node_killed_mid_stream_subscribers_resume_on_another_node(cluster3):

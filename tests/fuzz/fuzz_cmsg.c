@@ -1,8 +1,9 @@
 /*
- * fuzz_cmsg.c - what Redis sends a node (cmsg.c), from arbitrary bytes: the bytes are read as a
- * channel message (one event, or a batch walked to its end), and also fed to hiredis' own RESP reader; every
- * reply it makes is read as a pub/sub message, as the publish script's answer (for every count of events it
- * could be), and as an XRANGE answer. Nothing read may point outside the input or the reply.
+ * fuzz_cmsg.c - what Redis sends a node (cmsg.c), from arbitrary bytes: the bytes are read as a channel
+ * message (one event, or a batch walked to its end), as a receipt and as a node's report, and also fed to
+ * hiredis' own RESP reader; every reply it makes is read as a pub/sub message, as the publish script's answer
+ * (for every count of events it could be), and as an XRANGE answer. Nothing read may point outside the input
+ * or the reply.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -118,6 +119,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         if (res.seq == 0 || res.epoch == 0 || res.epoch > CS_EPOCH_MASK || res.duplicate > 1)
             abort();
+    }
+    /* A node's report: what reads writes back the same. */
+    {
+        cs_cmsg_node_t f;
+        if (cs_cmsg_node((const char *)data, size, &f) == 0) {
+            char back[256];
+            int n = snprintf(back, sizeof(back), "1 %llu %llu %llu %llu %llu %llu %llu %llu",
+                             (unsigned long long)f.ms, (unsigned long long)f.published,
+                             (unsigned long long)f.failed, (unsigned long long)f.inserted,
+                             (unsigned long long)f.lost, (unsigned long long)f.history_failed,
+                             (unsigned long long)f.subscribers, (unsigned long long)f.executions);
+            if (n < 0 || (size_t)n != size || memcmp(back, data, size) != 0)
+                abort();
+        }
     }
     /* hiredis 0.14's reader allocates an array's element table from its header, without a limit (the
      * Redis a node talks to is its own): headers of 10000 elements or more are left out here. */

@@ -413,6 +413,29 @@ static void test_cmsg_script_reply(void)
     }
 }
 
+/* A node's report of itself (the hash "<prefix>nodes"): version 1, eight decimals, 0 allowed. */
+static void test_cmsg_node(void)
+{
+    cs_cmsg_node_t f;
+    const char *ok = "1 1764000000000 10 0 12 0 1 300 7";
+
+    REQUIRE(cs_cmsg_node(ok, strlen(ok), &f) == 0);
+    CHECK(f.ms == 1764000000000ull && f.published == 10 && f.failed == 0 && f.inserted == 12 && f.lost == 0);
+    CHECK(f.history_failed == 1 && f.subscribers == 300 && f.executions == 7);
+    const char *bad[] = {"",
+                         "1",
+                         "2 1764000000000 10 0 12 0 1 300 7", /* a later version */
+                         "1 1764000000000 10 0 12 0 1 300",   /* a field short */
+                         "1 1764000000000 10 0 12 0 1 300 7 8",
+                         "1 1764000000000 10 0 12 0 1 300 7 ",
+                         "1 1764000000000 10 00 12 0 1 300 7",
+                         "1 1764000000000 10 -1 12 0 1 300 7",
+                         "1  1764000000000 10 0 12 0 1 300 7",
+                         "1 18446744073709551616 10 0 12 0 1 300 7"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        CHECK(cs_cmsg_node(bad[i], strlen(bad[i]), &f) != 0);
+}
+
 /* An XRANGE reply from its RESP text. */
 static redisReply *resp(const char *text)
 {
@@ -658,6 +681,7 @@ int main(void)
     RUN(test_cmsg_batch_grouped);
     RUN(test_cmsg_script_reply);
     RUN(test_cmsg_xrange);
+    RUN(test_cmsg_node);
     RUN(test_publish_and_share);
     RUN(test_index_and_ttl);
     RUN(test_index_bounded);
