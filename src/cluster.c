@@ -23,6 +23,8 @@
 
 /* Events per script call: a batch larger than this goes out as several calls in the same turn. */
 #define BATCH_MAX 512
+/* The events of one group of a script call (one stream entry) at most, bytes (one larger event is alone). */
+#define GROUP_MAX_BYTES (16u << 20)
 /* How long an execution that is not finished stays in Redis after its last event, at least. */
 #define ACTIVE_TTL_S 86400u
 /* Publishes whose outcome is unknown held at once, at most (more are answered unavailable at once). */
@@ -811,14 +813,16 @@ static int qord_cmp(const void *a, const void *b)
 }
 
 /* The end of the group of the script's arguments that starts at o[from]: the events of one execution that
- * follow it, at most CS_CMSG_ENTRY_MAX. */
+ * follow it, at most CS_CMSG_ENTRY_MAX of them and GROUP_MAX_BYTES (but always one: a larger event is a
+ * group alone), so that a stream entry's field stays far below Redis' 512 MB a string. */
 static size_t group_end(const qord_t *o, size_t n, size_t from)
 {
-    size_t to = from + 1;
+    size_t to = from + 1, bytes = o[from].q->ev_len;
 
-    while (to < n && to - from < CS_CMSG_ENTRY_MAX && o[to].q->exec_len == o[from].q->exec_len &&
+    while (to < n && to - from < CS_CMSG_ENTRY_MAX && bytes + o[to].q->ev_len <= GROUP_MAX_BYTES &&
+           o[to].q->exec_len == o[from].q->exec_len &&
            memcmp(o[to].q->exec, o[from].q->exec, o[from].q->exec_len) == 0)
-        to++;
+        bytes += o[to++].q->ev_len;
     return to;
 }
 

@@ -319,6 +319,28 @@ def test_idempotent_repost_on_other_nodes(cluster3):
             (1, "once", "log"), (2, "other", "log"), (3, "once", "log.other")], s.describe()
 
 
+def test_a_call_of_large_events_is_stored_in_entries_of_at_most_16_mib(redis, cluster_factory):
+    """20 events of ~900 KB of one execution in one request (one script call): its groups, and so the
+    stream's entries, hold at most 16 MiB each (a field stays far below Redis' 512 MB a string), every
+    event stored once and in order, and the other node has them all."""
+    need_real_cluster()
+    c = cluster_factory(2, config={"store": {"ring_bytes": 64 << 20, "max_bytes": 256 << 20},
+                                   "limits": {"max_body_bytes": 32 << 20}})
+    x = "large-events"
+    body = "".join(json.dumps(ev(x, "log", i=i, pad="p" * 900000)) + "\n" for i in range(20))
+    r = requests.post(c[0].base + "/v1/events", data=body, headers={"Content-Type": "application/x-ndjson"},
+                      timeout=30)
+    assert r.status_code == 200, r.text[:300]
+    entries = redis.cmd("XRANGE", "cs:{x:%s}:s" % x, "-", "+")
+    assert len(entries) >= 2, len(entries)
+    for _, fields in entries:
+        assert list(fields[::2]) == [b"f", b"b"] and len(fields[3]) <= 16 << 20, (fields[:2], len(fields[3]))
+    assert [json.loads(j)["i"] for _, j in stream_events(redis, "cs:{x:%s}:s" % x)] == list(range(20))
+    rd = reader("poll", c[1], x, 20, timeout=15, query="since_seq=0")
+    rd.join(20)
+    assert [e["i"] for e in rd.events] == list(range(20)), [e.get("i") for e in rd.events]
+
+
 def test_duplicates_inside_one_call_are_left_out_of_its_entry(redis, cluster3):
     """One request (one script call) of three executions' events, interleaved: producers' ids, one of
     them twice in the request and one posted before, and node-made ids. Each answer carries its seq (the
