@@ -8,7 +8,7 @@
  * (telling the owner, connecting again) runs at the end of the loop turn, never inside hiredis.
  *
  * A host name (not an IP address) is resolved before each connection attempt with getaddrinfo_a: glibc's
- * own thread does the blocking lookup and tells the loop through an eventfd, within timeout_ms, so that
+ * own thread does the blocking lookup and tells the loop through an eventfd, within 10 s, so that
  * no DNS answer ever stalls the loop (hiredis would call the blocking getaddrinfo itself).
  */
 #include "redis.h"
@@ -29,6 +29,8 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+/* A host name's resolution gets this long (the resolver's own tries: 5 s each by default). */
+#define RESOLVE_TIMEOUT_MS 10000
 
 /* A host name's resolution in flight. Shared with glibc's thread that runs it: whichever of the two lets go
  * of it last frees it (state). */
@@ -335,7 +337,7 @@ static void on_resolve_timeout(cs_timer_t *t)
     cs_redis_t *r = t->data;
     char why[64];
 
-    snprintf(why, sizeof(why), "no answer within %d ms", r->timeout_ms);
+    snprintf(why, sizeof(why), "no answer within %d ms", RESOLVE_TIMEOUT_MS);
     resolve_end(r); /* glibc's thread frees it when its lookup ends */
     resolve_failed(r, why);
 }
@@ -382,7 +384,7 @@ static void resolve_start(cs_redis_t *r)
         return;
     }
     r->res = q;
-    cs_timer_start(&r->res_timer, r->timeout_ms);
+    cs_timer_start(&r->res_timer, RESOLVE_TIMEOUT_MS);
 }
 
 static void connect_now(cs_redis_t *r)

@@ -122,7 +122,7 @@ def test_a_redis_host_name_is_resolved_off_the_loop(make_daemon):
         bad.start(wait=False)
         assert wait_until(lambda: health(bad)[0] is not None, 10, 0.05), "no answer on /health"
         seen = []
-        deadline = time.monotonic() + 12  # the lookup fails, or is given up after the 2 s Redis timeout
+        deadline = time.monotonic() + 20  # the lookup fails, or is given up after 10 s
         while time.monotonic() < deadline:  # /health answers at once all along, whatever the lookup does
             t0 = time.monotonic()
             st, body = health(bad, timeout=2)
