@@ -58,28 +58,36 @@ int cs_cmsg_parse(const char *p, size_t n, cs_cmsg_t *m)
     return m->json_len > 0 ? 0 : -EINVAL;
 }
 
+/* The head both batch forms begin an event or a group with, at s (< end): "<epoch> <seq> <execution_id> ";
+ * returns where what follows starts, or NULL. */
+static const char *head3(const char *s, const char *end, uint64_t *epoch, uint64_t *seq, const char **exec,
+                         size_t *exec_len)
+{
+    const char *sp;
+
+    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL ||
+        dec(s, (size_t)(sp - s), CS_EPOCH_MASK, epoch) != 0)
+        return NULL;
+    s = sp + 1;
+    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL || dec(s, (size_t)(sp - s), UINT64_MAX, seq) != 0)
+        return NULL;
+    s = sp + 1;
+    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL || !cs_valid_execution_id(s, (size_t)(sp - s)))
+        return NULL;
+    *exec = s;
+    *exec_len = (size_t)(sp - s);
+    return sp + 1;
+}
+
 /* One event of the per-event batch form at *off: "<epoch> <seq> <execution_id> <json_len>\n<json>". */
 static int ev_next(const char *p, size_t n, size_t *off, cs_cmsg_t *m)
 {
     const char *s, *end = p + n, *sp;
     uint64_t len;
 
-    if (p == NULL || *off >= n)
+    if (p == NULL || *off >= n ||
+        (s = head3(p + *off, end, &m->epoch, &m->seq, &m->exec, &m->exec_len)) == NULL)
         return -EINVAL;
-    s = p + *off;
-    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL ||
-        dec(s, (size_t)(sp - s), CS_EPOCH_MASK, &m->epoch) != 0)
-        return -EINVAL;
-    s = sp + 1;
-    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL ||
-        dec(s, (size_t)(sp - s), UINT64_MAX, &m->seq) != 0)
-        return -EINVAL;
-    s = sp + 1;
-    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL || !cs_valid_execution_id(s, (size_t)(sp - s)))
-        return -EINVAL;
-    m->exec = s;
-    m->exec_len = (size_t)(sp - s);
-    s = sp + 1;
     if ((sp = memchr(s, '\n', (size_t)(end - s))) == NULL ||
         dec(s, (size_t)(sp - s), UINT64_MAX, &len) != 0 || len > (uint64_t)(end - sp - 1))
         return -EINVAL;
@@ -120,22 +128,12 @@ static int blob_check(const char *p, size_t n, uint64_t count)
  * exec, left and *bytes, and moves it->off to the group's first event. */
 static int group_head(cs_cmsg_iter_t *it, size_t *bytes)
 {
-    const char *s = it->p + it->off, *end = it->p + it->n, *sp;
+    const char *s, *end = it->p + it->n, *sp;
     uint64_t k, b;
 
-    if (it->off >= it->n || (sp = memchr(s, ' ', (size_t)(end - s))) == NULL ||
-        dec(s, (size_t)(sp - s), CS_EPOCH_MASK, &it->epoch) != 0)
+    if (it->off >= it->n ||
+        (s = head3(it->p + it->off, end, &it->epoch, &it->seq, &it->exec, &it->exec_len)) == NULL)
         return -EINVAL;
-    s = sp + 1;
-    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL ||
-        dec(s, (size_t)(sp - s), UINT64_MAX, &it->seq) != 0)
-        return -EINVAL;
-    s = sp + 1;
-    if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL || !cs_valid_execution_id(s, (size_t)(sp - s)))
-        return -EINVAL;
-    it->exec = s;
-    it->exec_len = (size_t)(sp - s);
-    s = sp + 1;
     if ((sp = memchr(s, ' ', (size_t)(end - s))) == NULL ||
         dec(s, (size_t)(sp - s), CS_CMSG_ENTRY_MAX, &k) != 0 || it->seq > UINT64_MAX - k)
         return -EINVAL;
