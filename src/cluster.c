@@ -291,7 +291,6 @@ struct cs_cluster {
     int nodes_reading;                      /* HGETALL of the reports in flight */
     cs_cluster_node_t nodes[CS_CLUSTER_NODES_MAX]; /* every node's last report, as last read */
     size_t n_nodes;
-    int64_t nodes_read_at; /* Redis' clock (ms) when they were read */
 };
 
 static void update_gate(cs_cluster_t *c);
@@ -307,6 +306,12 @@ static void history_clear(cs_cluster_t *c);
 static void on_history_timer(cs_timer_t *t);
 static void on_nodes_timer(cs_timer_t *t);
 static void nodes_report(cs_cluster_t *c);
+
+/* Redis' clock now (ms), as this node knows it (0: not read yet). */
+static int64_t redis_now(const cs_cluster_t *c)
+{
+    return c->clock_ok ? cs_loop_now(c->loop) + c->clock_off : 0;
+}
 
 /* ---- into the ring ---- */
 
@@ -873,8 +878,7 @@ static void send_batch(cs_cluster_t *c)
     head[2] = "0";
     head[3] = c->prefix, head[4] = maxlen, head[5] = c->chan, head[6] = cand;
     /* Half the reply timeout: once it fired, Redis' clock is past the deadline and the call never stores. */
-    snprintf(deadline, sizeof(deadline), "%lld",
-             (long long)(cs_loop_now(c->loop) + c->clock_off + c->timeout_ms / 2));
+    snprintf(deadline, sizeof(deadline), "%lld", (long long)(redis_now(c) + c->timeout_ms / 2));
     head[7] = deadline;
     b->id = ++c->batch_seq;
     receipt_key(c, b->id, receipt, sizeof(receipt));
@@ -1559,12 +1563,6 @@ void cs_cluster_stats(const cs_cluster_t *c, cs_cluster_stats_t *st)
 
 /* ---- every node's figures, from any node (docs/cluster.md "What operators see") ---- */
 
-/* Redis' clock now (ms), as this node knows it (0: not read yet). */
-static int64_t redis_now(const cs_cluster_t *c)
-{
-    return c->clock_ok ? cs_loop_now(c->loop) + c->clock_off : 0;
-}
-
 /* The reply of a write whose outcome changes nothing here (the next report writes again). */
 static void on_report_written(cs_redis_t *r, const redisReply *reply, void *data)
 {
@@ -1585,15 +1583,14 @@ static void on_nodes(cs_redis_t *r, const redisReply *reply, void *data)
     c->n_nodes = 0;
     for (size_t i = 0; i + 1 < reply->elements; i += 2) {
         const redisReply *k = reply->element[i], *v = reply->element[i + 1];
-        cs_cluster_node_t *nd = &c->nodes[c->n_nodes];
-        cs_cmsg_node_t f;
+        cs_cluster_node_t nd;
         if (k == NULL || v == NULL || k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
-            k->len >= sizeof(nd->name) || !cs_valid_execution_id(k->str, k->len) ||
-            cs_cmsg_node(v->str, v->len, &f) != 0) {
+            k->len >= sizeof(nd.name) || !cs_valid_execution_id(k->str, k->len) ||
+            cs_cmsg_node(v->str, v->len, &nd.r) != 0) {
             c->st.bad_messages++;
             continue;
         }
-        if (now > 0 && f.ms + NODES_FORGET_MS < (uint64_t)now) { /* gone for an hour: forgotten */
+        if (now > 0 && nd.r.ms + NODES_FORGET_MS < (uint64_t)now) { /* gone for an hour: forgotten */
             char key[128];
             const char *argv[3] = {"HDEL", key, k->str};
             size_t lens[3] = {4, 0, k->len};
@@ -1603,19 +1600,10 @@ static void on_nodes(cs_redis_t *r, const redisReply *reply, void *data)
         }
         if (c->n_nodes == CS_CLUSTER_NODES_MAX)
             continue; /* (documented: the first CS_CLUSTER_NODES_MAX Redis lists) */
-        memcpy(nd->name, k->str, k->len);
-        nd->name[k->len] = '\0';
-        nd->ms = f.ms;
-        nd->published = f.published;
-        nd->failed = f.failed;
-        nd->inserted = f.inserted;
-        nd->lost = f.lost;
-        nd->history_failed = f.history_failed;
-        nd->subscribers = f.subscribers;
-        nd->executions = f.executions;
-        c->n_nodes++;
+        memcpy(nd.name, k->str, k->len);
+        nd.name[k->len] = '\0';
+        c->nodes[c->n_nodes++] = nd;
     }
-    c->nodes_read_at = now;
 }
 
 /* Writes this node's report (HSET, the hash's EXPIRE) and reads every node's (HGETALL), pipelined. */
@@ -1821,8 +1809,7 @@ static cs_err_t answer_submit(cs_cluster_t *c, const cs_store_remote_pub_t *p, c
     snprintf(mkey, sizeof(mkey), "%s{x:%.*s}:m", c->prefix, (int)q->exec_len, q->exec);
     snprintf(maxlen, sizeof(maxlen), "%zu", c->ring_events);
     snprintf(cand, sizeof(cand), "%llu", (unsigned long long)cs_epoch_next());
-    snprintf(deadline, sizeof(deadline), "%lld",
-             (long long)(cs_loop_now(c->loop) + c->clock_off + c->timeout_ms / 2));
+    snprintf(deadline, sizeof(deadline), "%lld", (long long)(redis_now(c) + c->timeout_ms / 2));
     a->b.id = ++c->batch_seq;
     receipt_key(c, a->b.id, receipt, sizeof(receipt));
     snprintf(ttl_s, sizeof(ttl_s), "%u", q->ttl);
@@ -2389,7 +2376,7 @@ static void warm_start(cs_cluster_t *c)
     char key[300], min[32], horizon[32];
     const char *argv[8];
     size_t lens[8];
-    int64_t now = cs_loop_now(c->loop) + c->clock_off;
+    int64_t now = redis_now(c);
     int64_t keep = (int64_t)ttl_of(c, 0) * 1000;
 
     if (c->warming)

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cmsg.h"
 #include "loop.h"
 #include "store.h"
 
@@ -77,9 +78,7 @@ typedef struct cs_cluster_stats {
 /** A node's last report of itself (every NODES_EVERY_MS, into Redis: docs/cluster.md). */
 typedef struct cs_cluster_node {
     char name[65];
-    uint64_t ms;                                                /* when it reported, Redis' clock */
-    uint64_t published, failed, inserted, lost, history_failed; /* its counters (cs_cluster_stats_t) */
-    uint64_t subscribers, executions;                           /* its store's, then */
+    cs_cmsg_node_t r; /* its report: when (Redis' clock), its counters and its store's gauges */
 } cs_cluster_node_t;
 
 /** Every node's last report as this node last read it (itself included), into out[0..max); *now_ms gets

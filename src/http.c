@@ -695,7 +695,7 @@ static void cluster_node_metrics(metrics_out_t *b, cs_daemon_t *d)
     size_t n = cs_cluster_nodes(d->cluster, nodes, CS_CLUSTER_NODES_MAX, &now), up = 0;
 
     for (size_t i = 0; i < n; i++)
-        up += now > 0 && (int64_t)nodes[i].ms + NODE_UP_MS >= now;
+        up += now > 0 && (int64_t)nodes[i].r.ms + NODE_UP_MS >= now;
     metric(b, "cluster_nodes", "gauge",
            "Nodes whose last report of themselves (every 2 s, into Redis) is at most 10 s old, this one "
            "included.",
@@ -706,13 +706,13 @@ static void cluster_node_metrics(metrics_out_t *b, cs_daemon_t *d)
                      "itself (Redis' clock); the figures below are from that report.\n"
                      "# TYPE crewstream_cluster_node_report_age_seconds gauge\n");
     for (size_t i = 0; i < n && b->rc == 0; i++) {
-        int64_t age = now > (int64_t)nodes[i].ms ? now - (int64_t)nodes[i].ms : 0;
+        int64_t age = now > (int64_t)nodes[i].r.ms ? now - (int64_t)nodes[i].r.ms : 0;
         b->rc =
             cs_buf_printf(&b->buf, "crewstream_cluster_node_report_age_seconds{node=\"%s\"} %lld.%03lld\n",
                           nodes[i].name, (long long)(age / 1000), (long long)(age % 1000));
     }
 #define NODE_FAMILY(name, type, help, f)                                                                     \
-    node_family(b, name, type, help, nodes, n, offsetof(cs_cluster_node_t, f))
+    node_family(b, name, type, help, nodes, n, offsetof(cs_cluster_node_t, r.f))
     NODE_FAMILY("cluster_node_published_total", "counter", "Events Redis stored for the node's producers.",
                 published);
     NODE_FAMILY("cluster_node_failed_total", "counter", "The node's publishes answered unavailable.", failed);
