@@ -387,6 +387,32 @@ def test_every_node_is_in_the_metrics_of_any_node(cluster3):
     assert m.get("crewstream_cluster_nodes") == 2, m
 
 
+def test_node_reports_are_bounded_and_bad_ones_refused(redis, cluster_factory):
+    """The reports a node reads back are bounded: of 70 fresh ones (fakes written straight into Redis) its
+    /metrics lists 64 (CS_CLUSTER_NODES_MAX); one that is not a report is counted in bad_messages and left
+    out; one an hour old or more is deleted from Redis."""
+    need_real_cluster()
+    a = cluster_factory(1)[0]
+    sec, usec = redis.cmd("TIME")
+    ms = int(sec) * 1000 + int(usec) // 1000
+    for i in range(70):
+        redis.cmd("HSET", "cs:nodes", "fake-%02d" % i, "1 %d %d 0 0 0 0 0 0" % (ms, i))
+    redis.cmd("HSET", "cs:nodes", "not-a-report", "1 %d nonsense" % ms)
+    redis.cmd("HSET", "cs:nodes", "gone-long-ago", "1 %d 5 0 0 0 0 0 0" % (ms - 2 * 3600 * 1000))
+    bad0 = metric_values(a)["crewstream_cluster_bad_messages_total"]
+
+    def listed():
+        return [k for k in metric_values(a) if k.startswith("crewstream_cluster_node_published_total{")]
+
+    assert wait_until(lambda: redis.cmd("HEXISTS", "cs:nodes", "gone-long-ago") == 0, 10, 0.2)
+    assert wait_until(lambda: len(listed()) == 64, 10, 0.2), len(listed())
+    m = metric_values(a)
+    assert m["crewstream_cluster_nodes"] == 64, m["crewstream_cluster_nodes"]
+    assert m["crewstream_cluster_bad_messages_total"] > bad0
+    assert not [k for k in m if "not-a-report" in k or "gone-long-ago" in k]
+    assert redis.cmd("HEXISTS", "cs:nodes", "not-a-report") == 1  # not this node's to delete
+
+
 def test_node_killed_mid_stream_subscribers_resume_on_another_node(cluster3):
     need_real_cluster()
     c = cluster3
