@@ -840,6 +840,7 @@ static void send_batch(cs_cluster_t *c)
     size_t need = 32 + strlen(cs_cluster_script);
     batch_t *b = calloc(1, sizeof(*b));
     qord_t o[BATCH_MAX];
+    size_t ends[BATCH_MAX];
     char maxlen[24], cand[24], deadline[24], receipt[400], ttl_s[2][16], keep[16], num[24];
     const char *head[11];
     size_t head_len[11], ttl_len[2];
@@ -867,8 +868,8 @@ static void send_batch(cs_cluster_t *c)
         return;
     }
     qsort(o, n, sizeof(*o), qord_cmp);
-    for (size_t i = 0; i < n; i = group_end(o, n, i))
-        groups++;
+    for (size_t i = 0; i < n; i = ends[groups++]) /* the groups' ends, once: the argument count comes first */
+        ends[groups] = group_end(o, n, i);
     snprintf(maxlen, sizeof(maxlen), "%zu", c->ring_events);
     snprintf(cand, sizeof(cand), "%llu", (unsigned long long)cs_epoch_next());
     if (c->sha[0] != '\0')
@@ -897,10 +898,10 @@ static void send_batch(cs_cluster_t *c)
     *w++ = '\r', *w++ = '\n';
     for (size_t i = 0; i < 11; i++)
         w = resp_arg(w, head[i], head_len[i]);
-    for (size_t g = 0, end; g < n; g = end) {
+    for (size_t k = 0, g = 0, end; k < groups; k++, g = end) {
         size_t fl = 0, el = 0;
         int keyed = 0, t;
-        end = group_end(o, n, g);
+        end = ends[k];
         for (size_t i = g; i < end; i++) {
             keyed |= o[i].q->key_len > 0;
             fl += o[i].q->key_len + 1;
