@@ -32,15 +32,20 @@ typedef struct cs_sub cs_sub_t;
 #define CS_FRAME_PRE 16
 
 typedef struct cs_frame {
+    /* What an eviction reads and writes comes first, in the allocation's first 64 bytes (store.c
+     * prefetches them a few evictions ahead: an evicted frame is long out of the cache). */
     uint32_t refcnt;
     uint8_t in_exec;   /* still in its execution's ring */
     uint8_t in_global; /* still in the global ring */
     uint8_t id_head;   /* in its execution's event-id index (the first frame with its id) */
     uint64_t seq;      /* per execution */
-    uint64_t gseq;     /* in the global ring */
     size_t bytes;      /* what this frame costs, counted against store.max_bytes */
     cs_exec_t *exec;   /* valid while in_exec */
-    const char *type;  /* NUL-terminated, inside this allocation */
+    uint64_t id_hash;  /* XXH3 of event_id: its slot in the execution's event-id index */
+    /* Index of event ids within the execution (store.c): first occurrence in it, later ones chained. */
+    struct cs_frame *id_next;
+    uint64_t gseq;    /* in the global ring */
+    const char *type; /* NUL-terminated, inside this allocation */
     size_t type_len;
     const char *event_id; /* NUL-terminated, inside this allocation */
     size_t event_id_len;
@@ -51,8 +56,6 @@ typedef struct cs_frame {
     char *gsse_head; /* the same with the global cursor */
     size_t gsse_head_len;
     size_t sse_named_skip; /* bytes of "event: T\n" to skip for unnamed streams */
-    /* Index of event ids within the execution (store.c): first occurrence in it, later ones chained. */
-    struct cs_frame *id_next;
 } cs_frame_t;
 
 /** Takes a reference to a frame. */
