@@ -34,6 +34,7 @@
 
 #include "jrecord.h"
 #include "log.h"
+#include "prefault.h"
 
 typedef struct waiter {
     uint64_t ticket;
@@ -386,6 +387,11 @@ static void snap_modules(cs_persist_t *p)
  * instead of every segment (each snapshot is bytes written that no event asked for: with the benchmark's
  * 9 MiB store one a segment was 14% more bytes, one per 256 MiB is 3.5%); a replay reads at most that much
  * log after the snapshot. */
+/* A replay of a journal of at least PREFAULT_MIN bytes has the heap's pages faulted in PREFAULT_PAD ahead of
+ * it on a helper thread (prefault.h): a smaller one is done before the thread would help. */
+#define PREFAULT_MIN (64u << 20)
+#define PREFAULT_PAD (32u << 20)
+
 #define SNAP_LOG_RATIO 32u
 #define SNAP_LOG_SEGS  4u
 
@@ -819,8 +825,12 @@ int cs_persist_open(cs_persist_t **out, cs_loop_t *loop, cs_store_t *store, cons
             if (rc_ctx.segs[i].whole)
                 rc_ctx.from = rc_ctx.segs[i].first;
         cs_journal_read_opts_t ro = {.segment = replay_segment};
-        if (rc == 0)
+        if (rc == 0) {
+            int pf = ls.bytes >= PREFAULT_MIN && cs_prefault_start(PREFAULT_PAD) == 0;
             rc = cs_journal_read_ex(p->dir, &ro, replay_one, &rc_ctx, &rs, why, sizeof(why));
+            if (pf)
+                cs_prefault_stop();
+        }
         free(rc_ctx.segs);
         rc_ctx.segs = NULL;
     }

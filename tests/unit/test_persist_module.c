@@ -15,6 +15,7 @@
 #include "../../src/journal.c"
 #include "../../src/loop.c"
 #include "../../src/persist.c"
+#include "../../src/prefault.c"
 
 /* The seam test's store sources and helpers; its own main is renamed away. */
 #define main seam_main
