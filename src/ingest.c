@@ -48,6 +48,8 @@ struct cs_ingest {
     char *path;
     producer_t *list;
     size_t count;
+    producer_t *holding;    /* producers whose output waits for the journal's write (hprev/hnext) */
+    producer_t *releasing;  /* on_release's: those taken off holding, not looked at yet */
     size_t n_paused;        /* producers not read for their queued output */
     size_t queued;          /* output queued to every producer (cs_ingest_stats) */
     uint64_t pauses;        /* times a producer was paused */
@@ -169,12 +171,18 @@ struct producer {
     size_t n_slots, slot_bytes;
     slot_t *spare; /* slots done with, kept for the next pending publishes (at most SLOTS_SPARE_MAX) */
     size_t n_spare;
+    /* Nonzero: an acknowledgement in its output is held until the store releases this position (a
+     * journal's write of the turn: store.h, holding); its output is not written until then. */
+    uint64_t hold;
+    producer_t *hprev, *hnext; /* in cs_ingest_t's holding (or releasing) list while hold is set */
+    int releasing;             /* in releasing */
     cs_defer_t flush_defer;
     producer_t *prev, *next;
 };
 
 static void producer_flush_later(producer_t *p);
 static void producer_close(producer_t *p);
+static void producer_pump(producer_t *p);
 static void producer_lost_reply(producer_t *p, int rc, const char *what);
 
 /* ---- replies ---- */
@@ -417,6 +425,7 @@ static slot_t *slot_new(producer_t *p)
     sl->p = p;
     sl->done.fn = on_stored;
     sl->done.data = sl;
+    sl->done.can_hold = 1; /* an acknowledgement the journal holds is held in the output (producer_hold) */
     return sl;
 }
 
@@ -1151,6 +1160,57 @@ static int ordinary_fields(const cs_jscan_t *sc, cs_event_fields_t *fl)
     return 1;
 }
 
+/* p's acknowledgement of a publish held at position (store.h, holding): its output waits for the store to
+ * release it (the journal's write at the turn's end; on_release). */
+static void producer_hold(producer_t *p, uint64_t position)
+{
+    if (position == 0 || p->closing)
+        return;
+    if (p->hold == 0)
+        DL_APPEND2(p->in->holding, p, hprev, hnext);
+    if (position > p->hold)
+        p->hold = position;
+}
+
+static void producer_unhold(producer_t *p)
+{
+    if (p->hold == 0)
+        return;
+    if (p->releasing)
+        DL_DELETE2(p->in->releasing, p, hprev, hnext);
+    else
+        DL_DELETE2(p->in->holding, p, hprev, hnext);
+    p->hprev = p->hnext = NULL;
+    p->hold = 0;
+    p->releasing = 0;
+}
+
+/* The store released position: the producers held at or before it write their output. Each is taken off
+ * the list before it is pumped (which may hold it again, or close another one). */
+static void on_release(void *data, uint64_t position)
+{
+    cs_ingest_t *in = data;
+    producer_t *p;
+
+    if (in->releasing != NULL)
+        return; /* within a release already: that one goes on */
+    in->releasing = in->holding;
+    in->holding = NULL;
+    for (p = in->releasing; p != NULL; p = p->hnext)
+        p->releasing = 1;
+    while ((p = in->releasing) != NULL) {
+        DL_DELETE2(in->releasing, p, hprev, hnext);
+        p->hprev = p->hnext = NULL;
+        p->releasing = 0;
+        if (p->hold <= position) {
+            p->hold = 0;
+            producer_pump(p);
+        } else {
+            DL_APPEND2(in->holding, p, hprev, hnext);
+        }
+    }
+}
+
 /* Validates, authorizes, publishes and acknowledges an ordinary event: what cs_ingest_line does for
  * any event, without a JSON object. */
 static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_principal_t *publisher,
@@ -1189,6 +1249,8 @@ static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_prin
     if (e != CS_OK)
         return reply_error(r, e, detail);
     reply_ack(r, &pub);
+    if (pub.hold != 0)
+        producer_hold(conn, pub.hold); /* only a slot's completion can hold: conn is set */
     return CS_OK;
 }
 
@@ -1305,6 +1367,8 @@ static cs_err_t ingest_line(cs_daemon_t *d, producer_t *conn, const cs_principal
         goto out;
     } else {
         reply_ack(r, &pub);
+        if (pub.hold != 0)
+            producer_hold(conn, pub.hold); /* only a slot's completion can hold: conn is set */
     }
     gw_note(d, &pub);
     /* The connection that posts a request awaits its answer without asking (a retry too). */
@@ -1419,6 +1483,7 @@ static void producer_close(producer_t *p)
         cs_hitl_unawait(aw);
     slots_clear(p);
     late_forget(p);
+    producer_unhold(p); /* what it held is not written: nobody to write it to */
     cs_io_stop(&p->io);
     close(p->fd);
     p->fd = -1;
@@ -1450,6 +1515,9 @@ static void producer_lost_reply(producer_t *p, int rc, const char *what)
 /* Writes queued replies and pushes; returns 0, or -1 when the producer is gone. */
 static int producer_flush(producer_t *p)
 {
+    /* An acknowledgement in it waits for the journal's write (on_release pumps it then). */
+    if (p->hold != 0)
+        return 0;
     /* Pushes wait behind the replies held for a pending publish too. */
     if (cs_buf_size(&p->held) > 0 && p->slots == NULL) {
         /* The pushes go behind the replies queued so far; their records learn where they are. */
@@ -1499,10 +1567,10 @@ static void producer_update_interest(producer_t *p)
         return;
     if (!p->eof && !p->paused && p->roff == p->rlen)
         ev |= CS_IO_READ;
-    if (cs_buf_size(&p->out) > 0)
+    if (cs_buf_size(&p->out) > 0 && p->hold == 0)
         ev |= CS_IO_WRITE;
-    if (ev == 0 && p->slots != NULL) {
-        /* Read to the end, a publish still pending: its completion pumps again. */
+    if (ev == 0 && (p->slots != NULL || p->hold != 0)) {
+        /* Read to the end, a publish still pending or held: its completion or release pumps again. */
         cs_io_stop(&p->io);
         return;
     }
@@ -1849,6 +1917,7 @@ int cs_ingest_new(cs_ingest_t **out, cs_daemon_t *d, char *err, size_t errlen)
         cs_ingest_free(in);
         return rc;
     }
+    cs_store_on_release(d->store, on_release, in);
     *out = in;
     return 0;
 }
@@ -1883,6 +1952,7 @@ void cs_ingest_free(cs_ingest_t *in)
     if (in == NULL)
         return;
     cs_ingest_close_listener(in);
+    cs_store_on_release(in->d->store, NULL, NULL);
     while (in->list != NULL)
         producer_close(in->list);
     cs_timer_stop(&in->gw_timer);

@@ -1,12 +1,14 @@
 /*
  * persist.c - see persist.h.
  *
- * The store's observer appends every change to the journal's batch; a publish's record answers
- * CS_CHANGE_LATER and its (ticket, end position, whether it needs a sync) goes on a FIFO. The batch is
- * written once per loop turn (a deferred call queued by the first record of the turn, and the
- * before-sleep hook as a backstop); what write() took confirms the FIFO's front entries that need no
- * sync, and a finished sync (the journal's eventfd) confirms those that do. Entries are confirmed in
- * order, so no acknowledgement overtakes an earlier one.
+ * The store's observer appends every change to the journal's batch. A publish that needs only write()
+ * from a caller that can hold its acknowledgement (an ingest producer) is held at its record's end
+ * (cs_store_hold), and released with the written position after each write (store.h, holding). Any other
+ * publish's record answers CS_CHANGE_LATER and its (ticket, end position, whether it needs a sync) goes
+ * on a FIFO. The batch is written once per loop turn (a deferred call queued by the first record of the
+ * turn, and the before-sleep hook as a backstop); what write() took releases the held ones and confirms
+ * the FIFO's front entries that need no sync, and a finished sync (the journal's eventfd) confirms those
+ * that do. Entries are confirmed in order, so no acknowledgement overtakes an earlier one.
  *
  * Degraded: a failed write or sync (or a directory that cannot be opened) closes the store's gate
  * (cs_store_set_refusal): new publishes are refused with CS_ERR_UNAVAILABLE before anything is stored, so
@@ -14,7 +16,8 @@
  * records stay pending in the journal, the 1 s timer retries them, and once they are written (and synced,
  * after a failed sync) they are acknowledged and the gate opens again. Nothing is acknowledged that is
  * not written, and nothing refused is stored. Only a shutdown while degraded answers the waiting ones
- * unavailable (their records were never written: they are not there after the restart).
+ * unavailable, and closes held producers without their output (their records were never written: they
+ * are not there after the restart).
  */
 #include "persist.h"
 
@@ -148,6 +151,8 @@ static void confirm_ready(cs_persist_t *p)
 {
     waiter_t *w;
 
+    if (cs_store_released(p->store) != p->written)
+        cs_store_release(p->store, p->written); /* the held acknowledgements go out */
     while ((w = w_front(p)) != NULL && w->end <= p->written && (!w->needs_sync || w->end <= p->durable)) {
         uint64_t t = w->ticket;
         w_pop(p);
@@ -303,6 +308,11 @@ static int on_change(void *data, const cs_change_t *c)
     waiter_t w = {.ticket = c->ticket,
                   .end = end,
                   .needs_sync = p->fsync == CS_JSYNC_ALWAYS || (p->fsync == CS_JSYNC_EVERYSEC && hitl)};
+    if (rc == 0 && !w.needs_sync && c->holdable) {
+        /* Its caller holds the acknowledgement until this turn's write (confirm_ready releases it). */
+        cs_store_hold(p->store, end);
+        return 0;
+    }
     if (rc != 0 || w_push(p, &w) != 0)
         return 0; /* completes at once: the store has it, the journal may not (logged above) */
     if (w.needs_sync && p->fsync == CS_JSYNC_EVERYSEC)
@@ -577,6 +587,7 @@ static int open_writer(cs_persist_t *p, uint64_t first_record, int write_snapsho
     }
     p->io_on = 1;
     p->written = p->durable = p->written_at_usage = 0;
+    cs_store_release(p->store, 0); /* a new writer's positions start again */
     p->snap_end = p->snap_size = 0;
     p->snap_waiting = 0;
     dir_usage(p);

@@ -73,7 +73,16 @@ struct cs_store {
     struct pending *pool;  /* confirmed entries kept for the next publishes (one allocation less each) */
     size_t n_pool;
     uint64_t dup_wait; /* publish_event found a retry of this unconfirmed ticket */
-    cs_err_t gate;     /* not CS_OK: every publish is refused with it (cs_store_set_refusal) */
+    /* Holding (store.h): the publish in progress may be held (its caller can hold its acknowledgement);
+     * the observer held it at hold; a retry of an unreleased held event came from a caller that cannot
+     * hold; the observer's position released; the hook told of it. */
+    int can_hold;
+    uint64_t hold;
+    int dup_unreleased;
+    uint64_t released;
+    void (*release_fn)(void *data, uint64_t position);
+    void *release_data;
+    cs_err_t gate; /* not CS_OK: every publish is refused with it (cs_store_set_refusal) */
     char gate_detail[256];
     uint64_t refused_gate;
     int64_t replay_unix_now; /* a replay's wall clock, for the age of what it finishes */
@@ -163,6 +172,7 @@ struct cs_exec {
     size_t pin_bytes;    /* what this execution holds in the store while pinned (st->pinned's share) */
     int64_t created_unix_ms, first_unix_ms, last_unix_ms;
     uint64_t first_order; /* order of first events across executions: "newest first" without ties */
+    uint64_t last_hold;   /* the position its newest held publish was held at (store.h: holding) */
     int64_t finished_mono_ms;
     cs_exec_t *lru_prev, *lru_next; /* active list, or finished list once finished */
     uint64_t lru_tick;              /* when it was appended to its list (cs_store.lru_ticks) */
@@ -1044,6 +1054,18 @@ static cs_err_t refuse(cs_store_t *st, cs_err_t e, char *detail, size_t detail_l
  * keeps) is known before it is stored, and room is made for it first: once stored, nothing of this
  * publish is evicted, and the execution it went to is valid in *out.
  */
+/* A retry found in ex and not pending: when ex has a held publish not released yet, it may be that one
+ * (not written yet): held again at ex's newest hold, or refused to a caller that cannot hold (submit). */
+static void dup_hold(cs_store_t *st, const cs_exec_t *ex, cs_publish_t *out)
+{
+    if (st->dup_wait != 0 || ex->last_hold <= st->released)
+        return;
+    if (st->can_hold)
+        out->hold = ex->last_hold;
+    else
+        st->dup_unreleased = 1;
+}
+
 static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, const char *body,
                               size_t body_len, int64_t now_unix_ms, cs_publish_t *out, char *detail,
                               size_t detail_len)
@@ -1079,6 +1101,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
         for (; dup != NULL; dup = dup->id_next) {
             if (dup->type_len == fl->type_len && memcmp(dup->type, fl->type, fl->type_len) == 0) {
                 st->dup_wait = pending_ticket_of(st, dup);
+                dup_hold(st, ex, out);
                 out->seq = dup->seq;
                 memcpy(out->event_id, dup->event_id, dup->event_id_len + 1);
                 out->duplicate = 1;
@@ -1097,6 +1120,7 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
         if (r != NULL) {
             cs_frame_t *rf = cs_exec_frame(ex, r->seq);
             st->dup_wait = rf != NULL ? pending_ticket_of(st, rf) : 0;
+            dup_hold(st, ex, out);
             out->seq = r->seq;
             snprintf(out->event_id, sizeof(out->event_id), "%s", r->event_id);
             out->duplicate = 1;
@@ -1260,8 +1284,14 @@ static cs_err_t publish_event(cs_store_t *st, const cs_event_fields_t *fl, json_
         cs_change_t c = frame_change(CS_CHANGE_PUBLISH, f, ex);
         c.unix_ms = now_unix_ms;
         c.ticket = ++st->tickets;
+        c.holdable = st->can_hold;
+        st->hold = 0;
         st->deferred = emit(st, &c) == CS_CHANGE_LATER;
         out->ticket = c.ticket;
+        if (st->hold != 0) {
+            out->hold = ex->last_hold = st->hold;
+            st->hold = 0;
+        }
     }
 
     /* What follows from the publish (the global ring, requests, the status) its replay redoes. */
@@ -1379,7 +1409,19 @@ static cs_err_t submit(cs_store_t *st, const cs_event_fields_t *fl, json_t *ev, 
     }
     st->deferred = 0;
     st->dup_wait = 0;
+    st->dup_unreleased = 0;
+    st->can_hold = done != NULL && done->can_hold;
+    out->hold = 0;
     e = publish_event(st, fl, ev, body, body_len, now_unix_ms, out, detail, detail_len);
+    st->can_hold = 0;
+    if (e == CS_OK && st->dup_unreleased) {
+        /* A retry of a held event its caller cannot hold the acknowledgement of. */
+        st->dup_unreleased = 0;
+        pending_put(st, pe);
+        snprintf(detail, detail_len, "event %s (seq %llu) is not durable yet: retry", out->event_id,
+                 (unsigned long long)out->seq);
+        return CS_ERR_UNAVAILABLE;
+    }
     if (e == CS_OK && st->dup_wait != 0) {
         /* A retry of a publish not confirmed yet: it is answered when that one is, with its outcome. */
         uint64_t t = st->dup_wait;
@@ -1513,6 +1555,29 @@ static void pending_answer(cs_store_t *st, pending_t *pe, cs_err_t e, const char
     pending_clear_done(st, pe);
     if (done.fn != NULL)
         done.fn(done.data, e, &pub, detail != NULL ? detail : "");
+}
+
+void cs_store_hold(cs_store_t *st, uint64_t position)
+{
+    st->hold = position;
+}
+
+void cs_store_release(cs_store_t *st, uint64_t position)
+{
+    st->released = position;
+    if (st->release_fn != NULL)
+        st->release_fn(st->release_data, position);
+}
+
+uint64_t cs_store_released(const cs_store_t *st)
+{
+    return st->released;
+}
+
+void cs_store_on_release(cs_store_t *st, void (*fn)(void *data, uint64_t position), void *data)
+{
+    st->release_fn = fn;
+    st->release_data = data;
 }
 
 void cs_store_confirm(cs_store_t *st, uint64_t ticket, cs_err_t e, const char *detail)

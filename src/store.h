@@ -179,6 +179,7 @@ typedef struct cs_publish {
     cs_exec_t *exec;
     char request_event_id[CS_EVENT_ID_MAX + 1]; /* a human_input_completed: the request it answered */
     uint64_t ticket;                            /* of its CS_CHANGE_PUBLISH record (0: a duplicate) */
+    uint64_t hold; /* nonzero: acknowledge it once cs_store_released reaches this (a holding caller's) */
 } cs_publish_t;
 
 /**
@@ -238,6 +239,10 @@ cs_hitl_t *cs_store_requests(cs_store_t *store, const char *execution_id, size_t
 typedef struct cs_store_done {
     void (*fn)(void *data, cs_err_t e, const cs_publish_t *pub, const char *detail);
     void *data;
+    /* Nonzero: the caller can hold its acknowledgement itself (a producer's output, held until the
+     * journal's write of the turn): a publish the observer holds (cs_store_hold) completes at once,
+     * CS_OK, with out->hold; see cs_store_release. */
+    int can_hold;
 } cs_store_done_t;
 
 /** cs_store_publish_raw with a completion (done may be NULL: complete at once). */
@@ -318,6 +323,7 @@ typedef struct cs_change {
     int64_t unix_ms;
     int status;      /* cs_exec_status_t */
     uint64_t ticket; /* CS_CHANGE_PUBLISH: names the publish for cs_store_confirm */
+    int holdable;    /* CS_CHANGE_PUBLISH: its caller can hold its acknowledgement (cs_store_hold) */
     int derived;     /* a consequence the replay of the CS_CHANGE_PUBLISH next to it redoes by itself (its
                       * ring bound's EVICT before it, its GLOBAL_APPEND, the global ring's GLOBAL_EVICT,
                       * REQUEST_OPENED/ANSWERED, FINISHED after it): a journal may leave it out */
@@ -326,6 +332,29 @@ typedef struct cs_change {
 /** What an observer returns for a CS_CHANGE_PUBLISH it will make durable later (it then calls
  * cs_store_confirm with the record's ticket); 0 otherwise. */
 #define CS_CHANGE_LATER 1
+
+/*
+ * Holding: the cheaper deferral a journal's write() needs. For a CS_CHANGE_PUBLISH with holdable set
+ * (its caller can hold its own acknowledgement) the observer may, instead of CS_CHANGE_LATER, call
+ * cs_store_hold with a position and return 0: the publish completes at once with out->hold = position,
+ * and its caller sends the acknowledgement only once cs_store_released has reached it - no pending
+ * entry, no completion call. The observer calls cs_store_release as the position advances (positions
+ * only grow while the observer is set). A retry of a held event not released yet is held the same way
+ * (its execution's newest hold), or refused "not durable yet: retry" to a caller that cannot hold.
+ */
+
+/** During the observer's call for a holdable CS_CHANGE_PUBLISH: the publish is held at position. */
+void cs_store_hold(cs_store_t *store, uint64_t position);
+
+/** The observer's position advanced: what is held at or before it may be acknowledged. Calls the
+ * release hook (cs_store_on_release). */
+void cs_store_release(cs_store_t *store, uint64_t position);
+
+/** The position released so far. */
+uint64_t cs_store_released(const cs_store_t *store);
+
+/** Sets the one hook cs_store_release calls (NULL: none): a caller holding acknowledgements. */
+void cs_store_on_release(cs_store_t *store, void (*fn)(void *data, uint64_t position), void *data);
 
 /** The one place every change goes through. */
 typedef struct cs_store_observer {

@@ -5,9 +5,11 @@ refuses the start, naming the file; a full disk (a tiny tmpfs the test mounts) r
 with `unavailable`, answers with 503 and /health with 503 degraded, and recovers by itself; a
 journal directory that cannot be made at start degrades the daemon instead of crashing it."""
 
+import json
 import os
 import re
 import signal
+import socket
 import struct
 import subprocess
 
@@ -356,6 +358,63 @@ def test_full_disk_degrades_and_recovers(make_daemon):
         assert ids == acked, "stored %r\nacknowledged %r" % (ids[-5:], acked[-5:])
         assert "http-1" not in ids
         assert not refused_marks & {e.get("mark") for e in evs}, "a pipelined line refused `unavailable` was stored"
+    finally:
+        if d is not None and d.running():
+            d.stop()
+        subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=10)
+
+
+def replies_so_far(p, quiet=1.0):
+    """Every reply line p has been sent by now (read until the connection is quiet for `quiet` s)."""
+    p.sock.settimeout(quiet)
+    data = p.buf
+    try:
+        while True:
+            chunk = p.sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (socket.timeout, BlockingIOError):
+        pass
+    p.buf = b""
+    return [json.loads(line) for line in data.split(b"\n") if line.strip()]
+
+
+@pytest.mark.parametrize("fsync", ["everysec", "none"])
+def test_full_disk_acknowledges_nothing_unwritten(make_daemon, fsync):
+    """`everysec` and `none` acknowledge after write() (SPEC §8): a producer's `ok` is held until the
+    journal's write of its loop turn. On a full disk the lines whose records were not written get no
+    `ok`, so a crash then loses nothing a producer was told was stored."""
+    base = mkdtemp("cs-journal-")
+    mnt = os.path.join(base, "mnt")
+    mount_tmpfs(mnt)
+    d = None
+    try:
+        jdir = os.path.join(mnt, "j")
+        d = make_daemon(jconfig(jdir, fsync=fsync))
+        x = "held"
+        acked = [r["event_id"] for r in d.post_ok(*[ev(x, "log", event_id="pre-%d" % i) for i in range(5)])]
+        filler = fill(mnt)
+        p = d.producer()
+        sent = 0
+        for i in range(400):
+            p.send(ev(x, "log", event_id="df-%d" % i, pad="z" * 1000))
+            sent += 1
+            if i % 8 == 7 and health(d)[0] == 503:
+                break
+        assert wait_until(lambda: health(d)[0] == 503, timeout=5), "400 posts of 1 KB on a full 2 MiB disk"
+        replies = replies_so_far(p)
+        assert all(r.get("ok") is True or r.get("error") == "unavailable" for r in replies), replies
+        ok = [r["event_id"] for r in replies if r.get("ok")]
+        assert len(ok) < sent, "every line was acknowledged: the disk never filled under them"
+        acked += ok
+        d.proc.send_signal(signal.SIGKILL)
+        d.wait_exit(10)
+        os.unlink(filler)
+        d.start()
+        ids = {e["event_id"] for e in history(d, x)["events"]}
+        lost = [a for a in acked if a not in ids]
+        assert not lost, "acknowledged, then lost in a crash (never written): %r" % lost[:10]
     finally:
         if d is not None and d.running():
             d.stop()

@@ -151,6 +151,8 @@ static void on_done(void *data, cs_err_t e, const cs_publish_t *pub, const char 
     snprintf(o->detail, sizeof(o->detail), "%s", detail);
 }
 
+static int holding; /* submit_ev's completion can hold its acknowledgement (a producer's, ingest.c) */
+
 static cs_err_t submit_ev(cs_store_t *st, const char *x, const char *type, const char *eid, outcome_t *o,
                           cs_publish_t *pub)
 {
@@ -160,7 +162,7 @@ static cs_err_t submit_ev(cs_store_t *st, const char *x, const char *type, const
         json_object_set_new(ev, "event_id", json_string(eid));
     if (strcmp(type, "human_input_required") == 0)
         json_object_set_new(ev, "task_id", json_string("t1"));
-    cs_store_done_t done = {on_done, o};
+    cs_store_done_t done = {on_done, o, holding};
     memset(o, 0, sizeof(*o));
     cs_err_t e = cs_store_submit_raw(st, ev, NULL, 0, cs_unix_ms(), &done, pub, detail, sizeof(detail));
     if (e != CS_OK && e != CS_PENDING)
@@ -433,6 +435,91 @@ static void test_retry_of_pending(void)
  * unavailable they would be stored all the same), new ones are refused before they are stored, /health's
  * reason says why; when the write succeeds again the waiting ones are acknowledged with their seqs and
  * everything goes on. */
+/* A completion that can hold its acknowledgement (a producer's) is not deferred under none and everysec:
+ * the publish completes at once with pub.hold, and the turn's write releases it. A retry before the write
+ * is held again, or refused to a caller that cannot hold. Under always, and for a human-input request
+ * under everysec, a sync is waited for as before. A write that fails releases nothing until the retry
+ * writes it. */
+static void test_held_acks(void)
+{
+    cs_jsync_t modes[] = {CS_JSYNC_NONE, CS_JSYNC_EVERYSEC, CS_JSYNC_ALWAYS};
+    for (int m = 0; m < 3; m++) {
+        char *dir = tmpdir();
+        cs_store_t *st;
+        cs_publish_t pub, pub2;
+        outcome_t o, o2;
+        REQUIRE(cs_store_new(&st, &lim_big) == 0);
+        cs_persist_t *p = popen_(st, dir, modes[m], 0, 0);
+        turn(p);
+        if (modes[m] != CS_JSYNC_NONE)
+            wait_sync(p);
+
+        holding = 1;
+        cs_err_t e = submit_ev(st, "h", "log", "e1", &o, &pub);
+        if (modes[m] == CS_JSYNC_ALWAYS) {
+            CHECK(e == CS_PENDING && pub.hold == 0);
+            turn(p);
+            wait_sync(p);
+            CHECK(o.called == 1 && o.e == CS_OK && o.seq == pub.seq);
+        } else {
+            CHECK(e == CS_OK && pub.hold > cs_store_released(st) && o.called == 0);
+            /* Retried before the write: held again (as far), or refused to a caller that cannot hold. */
+            CHECK(submit_ev(st, "h", "log", "e1", &o2, &pub2) == CS_OK && pub2.duplicate &&
+                  pub2.seq == pub.seq && pub2.hold >= pub.hold);
+            holding = 0;
+            CHECK(submit_ev(st, "h", "log", "e1", &o2, &pub2) == CS_ERR_UNAVAILABLE &&
+                  strstr(o2.detail, "not durable yet") != NULL);
+            turn(p);
+            cs_journal_pos_t pos;
+            cs_journal_position(p->j, &pos);
+            CHECK(cs_store_released(st) >= pub.hold && pos.written >= pub.hold && o.called == 0);
+            /* Written: a retry is acknowledged at once, by any caller. */
+            CHECK(submit_ev(st, "h", "log", "e1", &o2, &pub2) == CS_OK && pub2.hold == 0 && pub2.duplicate);
+            holding = 1;
+            CHECK(submit_ev(st, "h", "log", "e1", &o2, &pub2) == CS_OK && pub2.hold == 0 && pub2.duplicate);
+            /* A human-input request: synced first under everysec (deferred), written first under none. */
+            e = submit_ev(st, "h", "human_input_required", "q1", &o2, &pub2);
+            if (modes[m] == CS_JSYNC_EVERYSEC) {
+                CHECK(e == CS_PENDING && pub2.hold == 0);
+                turn(p);
+                wait_sync(p);
+                CHECK(o2.called == 1 && o2.e == CS_OK);
+            } else {
+                CHECK(e == CS_OK && pub2.hold > cs_store_released(st));
+                turn(p);
+                CHECK(cs_store_released(st) >= pub2.hold);
+            }
+        }
+        if (modes[m] == CS_JSYNC_EVERYSEC) {
+            /* The write fails: nothing is released until the timer's retry has written it. */
+            CHECK(submit_ev(st, "h", "log", "e2", &o, &pub) == CS_OK && pub.hold > 0);
+            cs_journal_test_write_errno = ENOSPC;
+            turn(p);
+            CHECK(cs_persist_degraded(p, NULL) && cs_store_released(st) < pub.hold);
+            on_timer(&p->timer);
+            CHECK(cs_store_released(st) < pub.hold);
+            cs_journal_test_write_errno = 0;
+            on_timer(&p->timer);
+            CHECK(!cs_persist_degraded(p, NULL) && cs_store_released(st) >= pub.hold);
+        }
+        holding = 0;
+        cs_persist_close(p);
+
+        /* What was held and released is in the journal. */
+        cs_store_t *b;
+        REQUIRE(cs_store_new(&b, &lim_big) == 0);
+        cs_persist_t *q = popen_(b, dir, CS_JSYNC_NONE, 0, 0);
+        cs_exec_t *x = cs_store_find(b, "h", 1);
+        REQUIRE(x != NULL);
+        CHECK(cs_exec_find_event(x, "e1", 2) != NULL);
+        CHECK(modes[m] != CS_JSYNC_EVERYSEC || cs_exec_find_event(x, "e2", 2) != NULL);
+        cs_persist_close(q);
+        cs_store_free(b);
+        cs_store_free(st);
+        rmdir_all(dir);
+    }
+}
+
 static void test_degraded_write(void)
 {
     char *dir = tmpdir();
@@ -1001,6 +1088,8 @@ int main(void)
     test_newer_version();
     fprintf(stderr, "-- test_retry_of_pending\n");
     test_retry_of_pending();
+    fprintf(stderr, "-- test_held_acks\n");
+    test_held_acks();
     fprintf(stderr, "-- test_degraded_write\n");
     test_degraded_write();
     fprintf(stderr, "-- test_degraded_sync\n");
