@@ -171,6 +171,7 @@ struct producer {
     size_t n_slots, slot_bytes;
     slot_t *spare; /* slots done with, kept for the next pending publishes (at most SLOTS_SPARE_MAX) */
     size_t n_spare;
+    slot_t *next_slot; /* publish_ordinary's slot for a publish the store may defer, kept while unused */
     /* Nonzero: an acknowledgement in its output is held until the store releases this position (a
      * journal's write of the turn: store.h, holding); its output is not written until then. */
     uint64_t hold;
@@ -634,6 +635,11 @@ static void slots_clear(producer_t *p)
         free(sl->aw);
         free(sl->await_x);
         free(sl);
+    }
+    if (p->next_slot != NULL) {
+        cs_buf_free(&p->next_slot->text);
+        free(p->next_slot);
+        p->next_slot = NULL;
     }
     slots_free_spare(p);
     p->slots_tail = NULL;
@@ -1232,8 +1238,13 @@ static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_prin
             return reply_error(r, CS_ERR_FORBIDDEN, "the token does not grant publish on this execution");
     }
     slot_t *sl = NULL;
-    if (conn != NULL && cs_store_may_defer(d->store) && (sl = slot_new(conn)) == NULL)
-        return reply_no_memory(r);
+    if (conn != NULL && cs_store_may_defer(d->store)) {
+        /* The slot a deferred publish's reply would wait in; untouched (kept for the next line) otherwise:
+         * under a journal's none and everysec the store holds instead (store.h). */
+        if (conn->next_slot == NULL && (conn->next_slot = slot_new(conn)) == NULL)
+            return reply_no_memory(r);
+        sl = conn->next_slot;
+    }
     e = cs_store_submit_fields(d->store, fl, line, len, cs_unix_ms(), sl != NULL ? &sl->done : wait, &pub,
                                detail, sizeof(detail));
     if (e == CS_PENDING && sl == NULL) {
@@ -1241,11 +1252,10 @@ static cs_err_t publish_ordinary(cs_daemon_t *d, producer_t *conn, const cs_prin
         return CS_OK;
     }
     if (e == CS_PENDING) {
+        conn->next_slot = NULL;
         slot_wait(sl, pub.ticket); /* its reply comes in line order when the store confirms it */
         return CS_OK;
     }
-    if (sl != NULL)
-        slot_put(conn, sl);
     if (e != CS_OK)
         return reply_error(r, e, detail);
     reply_ack(r, &pub);
