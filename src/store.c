@@ -718,9 +718,17 @@ static void exec_evict_oldest(cs_store_t *st, cs_exec_t *ex)
     size_t i = ex->first_seq % ex->ring_cap;
     cs_frame_t *f = ex->ring[i];
 
-    if (ex->first_seq + EVICT_AHEAD < ex->next_seq) /* then EVICT_AHEAD < ring_cap */
-        frame_prefetch(
-            ex->ring[i + EVICT_AHEAD < ex->ring_cap ? i + EVICT_AHEAD : i + EVICT_AHEAD - ex->ring_cap]);
+    if (ex->first_seq + EVICT_AHEAD < ex->next_seq) { /* then EVICT_AHEAD < ring_cap */
+        size_t a = i + EVICT_AHEAD, b = i + EVICT_AHEAD / 2;
+        frame_prefetch(ex->ring[a < ex->ring_cap ? a : a - ex->ring_cap]);
+        /* The one two evictions on (its head asked for two evictions ago): when this ring holds its last
+         * reference, its eviction frees it and the next frame of its size is built in the same memory
+         * (glibc's tcache: last freed, first reused), so its first KiB is asked for too, for writing. */
+        const cs_frame_t *n = ex->ring[b < ex->ring_cap ? b : b - ex->ring_cap];
+        if (n != NULL && n->refcnt == 1)
+            for (size_t off = 128; off < n->bytes && off < 1024; off += 64)
+                __builtin_prefetch((const char *)n + off, 1, 3);
+    }
 
     ex->ring[i] = NULL;
     ex->first_seq++;
