@@ -391,17 +391,17 @@ static void snap_modules(cs_persist_t *p)
     }
 }
 
+/* A replay of a journal of at least PREFAULT_MIN bytes has the heap's pages faulted in PREFAULT_PAD ahead of
+ * it on a helper thread (prefault.h): a smaller one is done before the thread would help. */
+#define PREFAULT_MIN (64u << 20)
+#define PREFAULT_PAD (32u << 20)
+
 /* A snapshot is taken once the log since the last one is SNAP_LOG_RATIO times that snapshot's size, but at
  * least a segment (and twice the snapshot) and at most SNAP_LOG_SEGS segments; or when the directory would
  * pass journal.max_bytes with one more snapshot in it. A small store is thus snapshotted every few segments
  * instead of every segment (each snapshot is bytes written that no event asked for: with the benchmark's
  * 9 MiB store one a segment was 14% more bytes, one per 256 MiB is 3.5%); a replay reads at most that much
  * log after the snapshot. */
-/* A replay of a journal of at least PREFAULT_MIN bytes has the heap's pages faulted in PREFAULT_PAD ahead of
- * it on a helper thread (prefault.h): a smaller one is done before the thread would help. */
-#define PREFAULT_MIN (64u << 20)
-#define PREFAULT_PAD (32u << 20)
-
 #define SNAP_LOG_RATIO 32u
 #define SNAP_LOG_SEGS  4u
 
