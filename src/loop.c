@@ -378,8 +378,6 @@ static int prepare_all(cs_loop_t *loop)
         int64_t wait = loop->heap[1]->due - mono_ms();
         if (wait < 0)
             wait = 0;
-        if (wait > 0 && wait < 1)
-            wait = 1;
         if (timeout < 0 || wait < timeout)
             timeout = (int)(wait > 86400000 ? 86400000 : wait);
     }
