@@ -23,6 +23,7 @@
 
 static pthread_t pf_thread;
 static int pf_started;
+static unsigned pf_runs; /* helpers started so far (tests) */
 static atomic_int pf_stop;
 
 static void *pf_main(void *arg)
@@ -63,6 +64,7 @@ int cs_prefault_start(size_t pad)
     if (rc != 0)
         return -rc;
     pf_started = 1;
+    pf_runs++;
     (void)mallopt(M_TOP_PAD, (int)pad); /* refused: the helper has little to do, the replay goes on */
     return 0;
 }

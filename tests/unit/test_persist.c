@@ -520,6 +520,49 @@ static void test_held_acks(void)
     }
 }
 
+/* A journal of PREFAULT_MIN bytes or more is replayed with the heap faulted in on a helper thread
+ * (prefault.c): the helper runs during the replay, stops with it, and the store comes back the same. */
+static void test_large_replay(void)
+{
+    const cs_store_limits_t lim = {.ring_events = 100000,
+                                   .ring_bytes = 256u << 20,
+                                   .max_bytes = 256u << 20,
+                                   .retain_s = 1000000000,
+                                   .global_events = 16};
+    char *dir = tmpdir();
+    char pad[1025], detail[256];
+    cs_store_t *a, *b;
+    memset(pad, 'p', 1024);
+    pad[1024] = '\0';
+    REQUIRE(cs_store_new(&a, &lim) == 0);
+    cs_persist_t *p = popen_(a, dir, CS_JSYNC_NONE, 0, 0);
+    for (int i = 0; i < 72 * 1024; i++) {
+        json_t *ev =
+            json_pack("{s:s, s:s, s:s}", "execution_id", i % 2 ? "big1" : "big2", "type", "log", "pad", pad);
+        cs_publish_t pub;
+        REQUIRE(cs_store_publish(a, ev, cs_unix_ms(), &pub, detail, sizeof(detail)) == CS_OK);
+        json_decref(ev);
+        if (i % 1024 == 1023)
+            turn(p);
+    }
+    turn(p);
+    cs_persist_close(p);
+    cs_store_set_observer(a, NULL);
+
+    unsigned runs = pf_runs;
+    REQUIRE(cs_store_new(&b, &lim) == 0);
+    cs_persist_t *q = popen_(b, dir, CS_JSYNC_NONE, 0, 0);
+    cs_persist_stats_t ps;
+    cs_persist_stats(q, &ps);
+    CHECK(ps.replay_bytes >= PREFAULT_MIN && ps.replay_skipped == 0 && !ps.degraded);
+    CHECK(pf_runs == runs + 1 && !pf_started); /* started for the replay, stopped after it */
+    check_same(a, b);
+    cs_persist_close(q);
+    cs_store_free(a);
+    cs_store_free(b);
+    rmdir_all(dir);
+}
+
 static void test_degraded_write(void)
 {
     char *dir = tmpdir();
@@ -1090,6 +1133,8 @@ int main(void)
     test_retry_of_pending();
     fprintf(stderr, "-- test_held_acks\n");
     test_held_acks();
+    fprintf(stderr, "-- test_large_replay\n");
+    test_large_replay();
     fprintf(stderr, "-- test_degraded_write\n");
     test_degraded_write();
     fprintf(stderr, "-- test_degraded_sync\n");
