@@ -5,12 +5,14 @@ refuses the start, naming the file; a full disk (a tiny tmpfs the test mounts) r
 with `unavailable`, answers with 503 and /health with 503 degraded, and recovers by itself; a
 journal directory that cannot be made at start degrades the daemon instead of crashing it."""
 
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
 import struct
+import time
 import subprocess
 
 import pytest
@@ -278,14 +280,24 @@ def fill(path):
     return filler
 
 
-def test_full_disk_degrades_and_recovers(make_daemon):
-    base = mkdtemp("cs-journal-")
-    mnt = os.path.join(base, "mnt")
+@contextlib.contextmanager
+def full_disk_daemon(make_daemon, fsync):
+    """A daemon whose journal is on a 2 MiB tmpfs mounted for the test (skipped where mounting is not
+    allowed); yields (daemon, mount point). Stopped and unmounted after."""
+    mnt = os.path.join(mkdtemp("cs-journal-"), "mnt")
     mount_tmpfs(mnt)
     d = None
     try:
-        jdir = os.path.join(mnt, "j")
-        d = make_daemon(jconfig(jdir, fsync="everysec"))
+        d = make_daemon(jconfig(os.path.join(mnt, "j"), fsync=fsync))
+        yield d, mnt
+    finally:
+        if d is not None and d.running():
+            d.stop()
+        subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=10)
+
+
+def test_full_disk_degrades_and_recovers(make_daemon):
+    with full_disk_daemon(make_daemon, "everysec") as (d, mnt):
         x = "full"
         acked = [r["event_id"] for r in d.post_ok(*[ev(x, "log", i=i) for i in range(20)])]
         with d.producer() as rt:
@@ -358,10 +370,23 @@ def test_full_disk_degrades_and_recovers(make_daemon):
         assert ids == acked, "stored %r\nacknowledged %r" % (ids[-5:], acked[-5:])
         assert "http-1" not in ids
         assert not refused_marks & {e.get("mark") for e in evs}, "a pipelined line refused `unavailable` was stored"
-    finally:
-        if d is not None and d.running():
-            d.stop()
-        subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=10)
+
+
+def pipeline_until_held(d, p, x):
+    """Pipelines 1 KB lines from p onto a full disk until the journal is degraded; returns how many lines
+    were sent, how many replies came by then, and the event_ids acknowledged (fewer: the rest are held)."""
+    sent = 0
+    for i in range(400):
+        p.send(ev(x, "log", event_id="df-%d" % i, pad="z" * 1000))
+        sent += 1
+        if i % 8 == 7 and health(d)[0] == 503:
+            break
+    assert wait_until(lambda: health(d)[0] == 503, timeout=5), "400 posts of 1 KB on a full 2 MiB disk"
+    replies = replies_so_far(p)
+    assert all(r.get("ok") is True or r.get("error") == "unavailable" for r in replies), replies
+    ok = [r["event_id"] for r in replies if r.get("ok")]
+    assert len(ok) < sent, "every line was acknowledged: the disk never filled under them"
+    return sent, len(replies), ok
 
 
 def replies_so_far(p, quiet=1.0):
@@ -385,28 +410,12 @@ def test_full_disk_acknowledges_nothing_unwritten(make_daemon, fsync):
     """`everysec` and `none` acknowledge after write() (SPEC §8): a producer's `ok` is held until the
     journal's write of its loop turn. On a full disk the lines whose records were not written get no
     `ok`, so a crash then loses nothing a producer was told was stored."""
-    base = mkdtemp("cs-journal-")
-    mnt = os.path.join(base, "mnt")
-    mount_tmpfs(mnt)
-    d = None
-    try:
-        jdir = os.path.join(mnt, "j")
-        d = make_daemon(jconfig(jdir, fsync=fsync))
+    with full_disk_daemon(make_daemon, fsync) as (d, mnt):
         x = "held"
         acked = [r["event_id"] for r in d.post_ok(*[ev(x, "log", event_id="pre-%d" % i) for i in range(5)])]
         filler = fill(mnt)
         p = d.producer()
-        sent = 0
-        for i in range(400):
-            p.send(ev(x, "log", event_id="df-%d" % i, pad="z" * 1000))
-            sent += 1
-            if i % 8 == 7 and health(d)[0] == 503:
-                break
-        assert wait_until(lambda: health(d)[0] == 503, timeout=5), "400 posts of 1 KB on a full 2 MiB disk"
-        replies = replies_so_far(p)
-        assert all(r.get("ok") is True or r.get("error") == "unavailable" for r in replies), replies
-        ok = [r["event_id"] for r in replies if r.get("ok")]
-        assert len(ok) < sent, "every line was acknowledged: the disk never filled under them"
+        _, _, ok = pipeline_until_held(d, p, x)
         acked += ok
         d.proc.send_signal(signal.SIGKILL)
         d.wait_exit(10)
@@ -415,10 +424,44 @@ def test_full_disk_acknowledges_nothing_unwritten(make_daemon, fsync):
         ids = {e["event_id"] for e in history(d, x)["events"]}
         lost = [a for a in acked if a not in ids]
         assert not lost, "acknowledged, then lost in a crash (never written): %r" % lost[:10]
-    finally:
-        if d is not None and d.running():
-            d.stop()
-        subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=10)
+
+
+def test_held_output_is_bounded_by_the_output_mark(make_daemon):
+    """A producer whose `ok` is held for a write that failed (full disk) and goes on sending: the replies
+    of its later lines wait behind it (in line order) in its output, which pauses the producer at the 1 MiB
+    output mark instead of growing (docs/operations.md, "Memory bounds"). Once space returns every line
+    gets its reply, in order, none lost."""
+    with full_disk_daemon(make_daemon, "everysec") as (d, mnt):
+        x = "flood"
+        filler = fill(mnt)
+        p = d.producer()
+        sent, answered, _ = pipeline_until_held(d, p, x)
+        # ~200-byte `unavailable` replies for ~60-byte lines: 8000 of them are past the 1 MiB mark.
+        flood = b"".join(json.dumps(ev(x, "log", i=i)).encode() + b"\n" for i in range(8000))
+        p.sock.setblocking(False)
+        off, deadline = 0, time.monotonic() + 10
+        while off < len(flood) and time.monotonic() < deadline:
+            try:
+                off += p.sock.send(flood[off:off + 65536])
+            except BlockingIOError:
+                if wait_until(lambda: metric(d, "ingest_producers_paused") >= 1, timeout=0.2):
+                    break
+        assert wait_until(lambda: metric(d, "ingest_producers_paused") == 1, timeout=5), (
+            "a producer with held output that went on sending was not paused")
+        queued = metric(d, "ingest_output_bytes")
+        assert (1 << 20) <= queued < (1 << 20) + 64 * 1024, queued
+        assert metric(d, "ingest_pauses_total") >= 1
+        # Space returns: the held output goes, the producer is read again, every line is answered.
+        os.unlink(filler)
+        assert wait_until(lambda: health(d)[0] == 200, timeout=6, interval=0.2), health(d)
+        p.sock.setblocking(True)
+        p.sock.sendall(flood[off:])
+        replies = p.read(sent - answered + 8000, timeout=30)
+        assert all(r.get("ok") is True or r.get("error") == "unavailable" for r in replies), replies[-3:]
+        held = replies[:sent - answered]
+        assert any(r.get("ok") for r in held), "no line stored before the failure was acknowledged after it"
+        assert all(r["event_id"].startswith("df-") for r in held if r.get("ok")), held[:3]
+        assert wait_until(lambda: metric(d, "ingest_producers_paused") == 0, timeout=5)
 
 
 # ---- (e) a journal directory that cannot be made --------------------------------------------------

@@ -177,6 +177,17 @@ static const cs_store_limits_t lim_big = {.ring_events = 16,
                                           .retain_s = 1000000000,
                                           .global_events = 32};
 
+/* The journal in dir replayed into a new store *b (its persist *q: the caller closes and frees them):
+ * execution x of it, which must be there. */
+static cs_exec_t *replayed_exec(const char *dir, const char *x, cs_store_t **b, cs_persist_t **q)
+{
+    REQUIRE(cs_store_new(b, &lim_big) == 0);
+    *q = popen_(*b, dir, CS_JSYNC_NONE, 0, 0);
+    cs_exec_t *ex = cs_store_find(*b, x, strlen(x));
+    REQUIRE(ex != NULL);
+    return ex;
+}
+
 /* ---- tests ---- */
 
 /* A store journaled through persist, closed and opened again: the same store, epochs, cursors. */
@@ -507,10 +518,8 @@ static void test_held_acks(void)
 
         /* What was held and released is in the journal. */
         cs_store_t *b;
-        REQUIRE(cs_store_new(&b, &lim_big) == 0);
-        cs_persist_t *q = popen_(b, dir, CS_JSYNC_NONE, 0, 0);
-        cs_exec_t *x = cs_store_find(b, "h", 1);
-        REQUIRE(x != NULL);
+        cs_persist_t *q;
+        cs_exec_t *x = replayed_exec(dir, "h", &b, &q);
         CHECK(cs_exec_find_event(x, "e1", 2) != NULL);
         CHECK(modes[m] != CS_JSYNC_EVERYSEC || cs_exec_find_event(x, "e2", 2) != NULL);
         cs_persist_close(q);
@@ -606,10 +615,8 @@ static void test_degraded_write(void)
 
     /* What was written after the recovery is in the journal: w1 once, with its seq. */
     cs_store_t *b;
-    REQUIRE(cs_store_new(&b, &lim_big) == 0);
-    cs_persist_t *q = popen_(b, dir, CS_JSYNC_NONE, 0, 0);
-    cs_exec_t *x = cs_store_find(b, "d", 1);
-    REQUIRE(x != NULL);
+    cs_persist_t *q;
+    cs_exec_t *x = replayed_exec(dir, "d", &b, &q);
     CHECK(x->next_seq == 2 && cs_exec_find_event(x, "w1", 2) != NULL);
     cs_persist_close(q);
     cs_store_free(b);
