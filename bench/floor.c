@@ -13,6 +13,14 @@
  *
  *     floor --port 8852 --socket /tmp/floor.sock
  *
+ * With --journal DIR (for bench/journal) it also does the least a journal can do: every line becomes
+ * --record-bytes bytes (the line, cut or padded with zeros: the volume crewstreamd's records take) in a
+ * buffer, and before the replies go out the wake-up's buffer is written with one write() to a file in DIR
+ * (O_APPEND), as crewstreamd's journal writes its batch before its acknowledgements. Files roll at
+ * 64 MiB; a helper thread calls fdatasync on the open one every second under --fsync everysec (none:
+ * never), closes the rolled ones and deletes all but the last four, as crewstreamd's sync thread does. No
+ * record format, no checksum, no store: what is left is the kernel's work for those bytes.
+ *
  * Not a server to use: it trusts its input and keeps a subscriber's unsent
  * bytes until 4 MiB, then drops the subscriber. */
 #define _GNU_SOURCE
@@ -20,6 +28,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -28,6 +37,8 @@
 #define NAME_MAX_   128
 #define OUT_MAX     (4u << 20)
 #define RBUF        (256u << 10)
+#define J_ROLL      (64u << 20)
+#define J_KEEP      4
 #define LISTEN_TCP  (MAX_FDS + 1)
 #define LISTEN_UNIX (MAX_FDS + 2)
 
@@ -54,6 +65,114 @@ static exec_t *execs;
 static int *dirty;
 static int n_dirty, ep;
 static char rbuf[RBUF];
+
+/* --journal: the wake-up's records, the open file and what the helper thread is handed. */
+static const char *jdir;
+static size_t jrec = 280;
+static bool jsync = true;
+static char *jbuf;
+static size_t jlen, jcap, jfile_bytes;
+static int jfd = -1;
+static unsigned jfile; /* the open file's number */
+static pthread_mutex_t jmu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t jcv = PTHREAD_COND_INITIALIZER;
+static int jsync_fd = -1, jretired[64];
+static unsigned jretired_n, jdone_below; /* files numbered below jdone_below - J_KEEP are deleted */
+
+static int jopen(unsigned n)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%08u.floor", jdir, n);
+    return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+}
+
+static void *jhelper(void *arg)
+{
+    (void)arg;
+    unsigned deleted = 0;
+    pthread_mutex_lock(&jmu);
+    while (!bench_stop) {
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        t.tv_sec++;
+        pthread_cond_timedwait(&jcv, &jmu, &t);
+        int fd = jsync_fd, ret[64];
+        unsigned nret = jretired_n, below = jdone_below;
+        memcpy(ret, jretired, nret * sizeof *ret);
+        jretired_n = 0;
+        pthread_mutex_unlock(&jmu);
+        for (unsigned k = 0; k < nret; k++) {
+            if (jsync)
+                (void)fdatasync(ret[k]);
+            close(ret[k]);
+        }
+        if (jsync && fd >= 0)
+            (void)fdatasync(fd); /* may race a roll: the loop closes fds only through jretired */
+        for (; below > J_KEEP && deleted < below - J_KEEP; deleted++) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%08u.floor", jdir, deleted);
+            (void)unlink(path);
+        }
+        pthread_mutex_lock(&jmu);
+    }
+    pthread_mutex_unlock(&jmu);
+    return NULL;
+}
+
+/* One line's record: exactly jrec bytes. */
+static void jappend(const char *p, size_t n)
+{
+    if (jlen + jrec > jcap) {
+        size_t cap = jcap ? jcap * 2 : 1u << 20;
+        char *b = realloc(jbuf, cap);
+        if (!b) {
+            fprintf(stderr, "floor: out of memory\n");
+            exit(1);
+        }
+        jbuf = b;
+        jcap = cap;
+    }
+    size_t take = n < jrec ? n : jrec;
+    memcpy(jbuf + jlen, p, take);
+    memset(jbuf + jlen + take, 0, jrec - take);
+    jlen += jrec;
+}
+
+/* The wake-up's records in one write(), before any reply goes out; a new file every J_ROLL bytes. */
+static void jwrite(void)
+{
+    if (jlen == 0)
+        return;
+    if (jfile_bytes >= J_ROLL) {
+        int fd = jopen(jfile + 1);
+        if (fd < 0) {
+            fprintf(stderr, "floor: cannot create a journal file in %s: %s\n", jdir, strerror(errno));
+            exit(1);
+        }
+        pthread_mutex_lock(&jmu);
+        if (jretired_n < 64)
+            jretired[jretired_n++] = jfd;
+        else
+            close(jfd);
+        jsync_fd = fd;
+        jdone_below = ++jfile;
+        pthread_mutex_unlock(&jmu);
+        jfd = fd;
+        jfile_bytes = 0;
+    }
+    for (size_t done = 0; done < jlen;) {
+        ssize_t w = write(jfd, jbuf + done, jlen - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            fprintf(stderr, "floor: journal write failed: %s\n", w < 0 ? strerror(errno) : "no progress");
+            exit(1);
+        }
+        done += (size_t)w;
+    }
+    jfile_bytes += jlen;
+    jlen = 0;
+}
 
 static uint32_t hash(const char *p, size_t n)
 {
@@ -150,6 +269,8 @@ static void on_line(int fd, const char *p, size_t n)
 {
     static const char ok[] = "{\"ok\":true}\n";
     queue(fd, ok, sizeof ok - 1);
+    if (jdir)
+        jappend(p, n);
     const char *k = memmem(p, n, "\"execution_id\":\"", 16);
     if (!k)
         return;
@@ -309,18 +430,27 @@ int main(int argc, char **argv)
 {
     int port = 0;
     const char *path = NULL;
-    static const struct option lo[] = {{"port", 1, NULL, 'P'}, {"socket", 1, NULL, 's'}, {0, 0, 0, 0}};
+    static const struct option lo[] = {{"port", 1, NULL, 'P'},         {"socket", 1, NULL, 's'},
+                                       {"journal", 1, NULL, 'j'},      {"record-bytes", 1, NULL, 'r'},
+                                       {"fsync", 1, NULL, 'f'},        {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         if (ch == 'P')
             port = atoi(optarg);
         else if (ch == 's')
             path = optarg;
+        else if (ch == 'j')
+            jdir = optarg;
+        else if (ch == 'r' && atoi(optarg) > 0)
+            jrec = (size_t)atoi(optarg);
+        else if (ch == 'f' && (strcmp(optarg, "none") == 0 || strcmp(optarg, "everysec") == 0))
+            jsync = strcmp(optarg, "everysec") == 0;
         else
             port = -1;
     }
     if (port <= 0 || port > 65535 || !path) {
-        fprintf(stderr, "usage: floor --port PORT --socket PATH\n");
+        fprintf(stderr, "usage: floor --port PORT --socket PATH [--journal DIR [--record-bytes N (280)] "
+                        "[--fsync none|everysec (everysec)]]\n");
         return 2;
     }
     bench_signals();
@@ -333,11 +463,33 @@ int main(int argc, char **argv)
         fprintf(stderr, "floor: cannot listen: %s\n", strerror(errno));
         return 1;
     }
+    pthread_t jth;
+    if (jdir) {
+        jfd = jopen(0);
+        if (jfd < 0) {
+            fprintf(stderr, "floor: cannot create a journal file in %s: %s\n", jdir, strerror(errno));
+            return 1;
+        }
+        jsync_fd = jfd;
+        /* The helper takes no signal: a SIGTERM must end the loop's epoll_wait. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        int rc = pthread_create(&jth, NULL, jhelper, NULL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc != 0) {
+            fprintf(stderr, "floor: cannot start the journal's helper thread\n");
+            return 1;
+        }
+    }
     bench_epoll(ep, EPOLL_CTL_ADD, tcp, EPOLLIN, LISTEN_TCP);
     bench_epoll(ep, EPOLL_CTL_ADD, unx, EPOLLIN, LISTEN_UNIX);
     static struct epoll_event evs[512];
     while (!bench_stop) {
-        /* Before sleeping: one send per connection that has something queued. */
+        /* Before sleeping: the wake-up's records written, then one send per connection that has something
+         * queued. */
+        if (jdir)
+            jwrite();
         for (int k = 0; k < n_dirty; k++)
             flush(dirty[k]);
         n_dirty = 0;
@@ -369,5 +521,11 @@ int main(int argc, char **argv)
         }
     }
     unlink(path);
+    if (jdir) {
+        pthread_mutex_lock(&jmu);
+        pthread_cond_signal(&jcv);
+        pthread_mutex_unlock(&jmu);
+        pthread_join(jth, NULL);
+    }
     return 0;
 }
