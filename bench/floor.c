@@ -106,8 +106,9 @@ static void *jhelper(void *arg)
                 (void)fdatasync(ret[k]);
             close(ret[k]);
         }
+        /* A roll meanwhile is fine: the rolled fd waits in jretired for this thread to close it. */
         if (jsync && fd >= 0)
-            (void)fdatasync(fd); /* may race a roll: the loop closes fds only through jretired */
+            (void)fdatasync(fd);
         for (; below > J_KEEP && deleted < below - J_KEEP; deleted++) {
             char path[4096];
             snprintf(path, sizeof path, "%s/%08u.floor", jdir, deleted);
@@ -150,10 +151,13 @@ static void jwrite(void)
             exit(1);
         }
         pthread_mutex_lock(&jmu);
-        if (jretired_n < 64)
+        if (jretired_n < 64) {
             jretired[jretired_n++] = jfd;
-        else
+        } else { /* the helper is 64 rolls (4 GiB) behind: this one is synced and closed here */
+            if (jsync)
+                (void)fdatasync(jfd);
             close(jfd);
+        }
         jsync_fd = fd;
         jdone_below = ++jfile;
         pthread_mutex_unlock(&jmu);
@@ -430,9 +434,9 @@ int main(int argc, char **argv)
 {
     int port = 0;
     const char *path = NULL;
-    static const struct option lo[] = {{"port", 1, NULL, 'P'},         {"socket", 1, NULL, 's'},
-                                       {"journal", 1, NULL, 'j'},      {"record-bytes", 1, NULL, 'r'},
-                                       {"fsync", 1, NULL, 'f'},        {0, 0, 0, 0}};
+    static const struct option lo[] = {{"port", 1, NULL, 'P'},    {"socket", 1, NULL, 's'},
+                                       {"journal", 1, NULL, 'j'}, {"record-bytes", 1, NULL, 'r'},
+                                       {"fsync", 1, NULL, 'f'},   {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         if (ch == 'P')
