@@ -15,7 +15,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +26,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "helper.h"
 #include "jrecord.h"
 #include "log.h"
 
@@ -334,13 +334,7 @@ int cs_journal_open(cs_journal_t **out, const cs_journal_opts_t *opts, uint64_t 
         snprintf(detail, detail_len, "journal: eventfd: %s", strerror(errno));
         goto fail;
     }
-    /* The thread takes no signal, whatever the caller's mask: every one is the loop's (a signalfd), and one
-     * delivered here would take its default action - a SIGTERM would kill the process. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&j->th, NULL, sync_main, j);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    rc = cs_helper_start(&j->th, sync_main, j); /* it takes no signal (helper.h) */
     if (rc != 0) {
         snprintf(detail, detail_len, "journal: cannot start the sync thread: %s", strerror(rc));
         rc = -rc;

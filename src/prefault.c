@@ -12,12 +12,13 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "helper.h"
 
 #define TOP_PAD_DEFAULT (128 * 1024) /* glibc's M_TOP_PAD default */
 
@@ -55,12 +56,8 @@ int cs_prefault_start(size_t pad)
     if (pf_started || brk0 == (void *)-1)
         return -EALREADY;
     atomic_store(&pf_stop, 0);
-    /* The helper takes no signal: every one is the loop's (a signalfd). */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&pf_thread, NULL, pf_main, (void *)(((uintptr_t)brk0 + page - 1) & ~(page - 1)));
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* It takes no signal (helper.h). */
+    int rc = cs_helper_start(&pf_thread, pf_main, (void *)(((uintptr_t)brk0 + page - 1) & ~(page - 1)));
     if (rc != 0)
         return -rc;
     pf_started = 1;
